@@ -1,0 +1,147 @@
+/*
+ * config.h — takod's configuration: one declarative table.
+ *
+ * Every key of tako.conf is one row of TK_CONFIG_TABLE below. Parsing, validation,
+ * `takod -t` printing, `-o section.key=value` overrides and (later) reload diffing all
+ * derive from the table, so adding a key is adding a row.
+ *
+ * Row: X(section, key, type, default, min, max, flags, help)
+ *   type     STR | INT | SIZE | DOUBLE | BOOL | ENUM
+ *            INT    int64_t, plain integer
+ *            SIZE   int64_t bytes; the file may say 512, 64k, 512m, 2g (powers of 1024)
+ *            DOUBLE double
+ *            BOOL   bool; true/false, yes/no, on/off, 1/0
+ *            ENUM   int index into the '|'-separated list given as `min` (a string)
+ *            STR    char * (heap, owned by the struct)
+ *   default  always a string, parsed like a value from the file
+ *   min,max  bounds for INT/SIZE/DOUBLE (inclusive); for ENUM `min` is the choice list
+ *   flags    CF_RELOAD (a HUP may change it) or CF_NORELOAD (shapes shm or sockets:
+ *            needs a restart)
+ *
+ * The generated struct field for section `s`, key `k` is `s_k` (e.g. cfg->server_listen).
+ */
+#ifndef TAKO_CONFIG_H
+#define TAKO_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CF_RELOAD   0u
+#define CF_NORELOAD 1u
+
+/* clang-format off */
+#define TK_CONFIG_TABLE(X) \
+    X(server, listen, STR, "127.0.0.1:8000", 0, 0, CF_NORELOAD, \
+      "address:port the HTTP API listens on (IPv4 or [IPv6])") \
+    X(server, acceptors, INT, "2", 1, 64, CF_NORELOAD, \
+      "HTTP acceptor processes") \
+    X(server, executors, INT, "4", 1, 256, CF_NORELOAD, \
+      "executor processes: jobs that run at the same time") \
+    X(server, queue_size, INT, "1024", 8, 65536, CF_NORELOAD, \
+      "jobs admitted at once (queued + running); more get 503. Rounded up to a power of 2") \
+    X(server, data_dir, STR, "/var/lib/takod", 0, 0, CF_NORELOAD, \
+      "state directory: job spool, managed PostgreSQL, pidfile") \
+    X(server, pidfile, STR, "", 0, 0, CF_NORELOAD, \
+      "pidfile path; empty means <data_dir>/takod.pid") \
+    X(server, log_level, ENUM, "info", "debug|info|warn|error", 0, CF_RELOAD, \
+      "lowest level logged") \
+    X(server, log_file, STR, "", 0, 0, CF_RELOAD, \
+      "log file; empty means standard error") \
+    X(server, shutdown_timeout, INT, "30", 1, 3600, CF_RELOAD, \
+      "seconds a graceful stop (QUIT) waits for running jobs") \
+    X(server, request_timeout, INT, "30", 1, 3600, CF_RELOAD, \
+      "seconds a client may take to send a request or to read a reply (slowloris bound)") \
+    X(database, url, STR, "", 0, 0, CF_NORELOAD, \
+      "libpq connection string; empty means takod runs its own PostgreSQL in <data_dir>/pg") \
+    X(database, managed_user, STR, "postgres", 0, 0, CF_NORELOAD, \
+      "unprivileged user the managed PostgreSQL runs as when takod runs as root") \
+    X(database, pg_bindir, STR, "", 0, 0, CF_NORELOAD, \
+      "directory with initdb and postgres; empty means the newest /usr/lib/postgresql/N/bin") \
+    X(docker, socket, STR, "/var/run/docker.sock", 0, 0, CF_NORELOAD, \
+      "Docker Engine API unix socket") \
+    X(docker, image, STR, "code-executor:latest", 0, 0, CF_RELOAD, \
+      "executor image for the default job type") \
+    X(docker, user, STR, "1000:1000", 0, 0, CF_RELOAD, \
+      "uid:gid the job's program runs as inside the container (never root)") \
+    X(limits, timeout, INT, "30", 1, 86400, CF_RELOAD, \
+      "default execution timeout, seconds") \
+    X(limits, max_timeout, INT, "300", 1, 86400, CF_RELOAD, \
+      "largest timeout a request may ask for, seconds") \
+    X(limits, memory, SIZE, "512m", 6291456, 1099511627776, CF_RELOAD, \
+      "container memory limit (swap is not allowed: memory+swap = memory)") \
+    X(limits, cpus, DOUBLE, "1.0", 0.01, 256, CF_RELOAD, \
+      "CPUs a container may use") \
+    X(limits, pids, INT, "100", 8, 100000, CF_RELOAD, \
+      "processes and threads a container may have") \
+    X(limits, tmpfs_size, SIZE, "64m", 1048576, 17179869184, CF_RELOAD, \
+      "size of the container's /tmp (tmpfs, noexec)") \
+    X(limits, max_stdout_bytes, SIZE, "64k", 1024, 67108864, CF_RELOAD, \
+      "stdout kept per job (head); the rest is dropped and flagged") \
+    X(limits, max_stderr_bytes, SIZE, "64k", 1024, 67108864, CF_RELOAD, \
+      "stderr kept per job (head); the rest is dropped and flagged") \
+    X(limits, max_code_bytes, SIZE, "100000", 1, 16777216, CF_RELOAD, \
+      "largest `code` accepted") \
+    X(limits, max_input_bytes, SIZE, "1m", 2, 67108864, CF_RELOAD, \
+      "largest `input_data` accepted (as JSON text)") \
+    X(limits, max_payload_bytes, SIZE, "2m", 1024, 134217728, CF_RELOAD, \
+      "largest request body; larger gets 413 before the body is read") \
+    X(limits, max_artifact_bytes, SIZE, "10m", 0, 1073741824, CF_RELOAD, \
+      "largest single artifact kept from /output") \
+    X(limits, max_total_artifact_bytes, SIZE, "50m", 0, 4294967296, CF_RELOAD, \
+      "largest total of artifacts kept per job")
+/* clang-format on */
+
+#define TK_CF_CTYPE_STR    char *
+#define TK_CF_CTYPE_INT    int64_t
+#define TK_CF_CTYPE_SIZE   int64_t
+#define TK_CF_CTYPE_DOUBLE double
+#define TK_CF_CTYPE_BOOL   bool
+#define TK_CF_CTYPE_ENUM   int
+
+struct tk_config {
+#define TK_CF_FIELD(sec, key, type, def, min, max, flags, help) TK_CF_CTYPE_##type sec##_##key;
+    TK_CONFIG_TABLE(TK_CF_FIELD)
+#undef TK_CF_FIELD
+    /* Derived after validation (not keys): */
+    char listen_host[256]; /* without brackets */
+    int listen_port;
+    char *pidfile_path; /* server.pidfile or <data_dir>/takod.pid */
+};
+
+enum tk_log_level_idx { TK_LEVEL_DEBUG = 0, TK_LEVEL_INFO, TK_LEVEL_WARN, TK_LEVEL_ERROR };
+
+/* Fill every field with its table default (strings are heap copies). */
+void config_defaults(struct tk_config *cfg);
+
+/*
+ * Load `path` over the defaults, then apply `overrides` ("section.key=value", n of them),
+ * then validate cross-key rules. A NULL path means defaults + overrides only.
+ * Returns 0, or -EINVAL / -errno with a one-line reason in `err` of the form
+ * "FILE:LINE: reason" (or "-o section.key: reason" for an override). On error `cfg` is
+ * left freed and zeroed.
+ */
+int config_load(struct tk_config *cfg, const char *path, char *const *overrides, size_t n,
+                char *err, size_t errlen);
+
+/* Release the heap strings. Safe on a zeroed struct. */
+void config_free(struct tk_config *cfg);
+
+/* Deep copy. 0 or -ENOMEM. */
+int config_copy(struct tk_config *dst, const struct tk_config *src);
+
+/* Print the effective configuration as a valid tako.conf (with help and reload comments). */
+void config_print(const struct tk_config *cfg, FILE *out);
+
+/*
+ * Keys whose value differs between `a` and `b` and that cannot change on reload: their
+ * "section.key" names, comma-separated, into buf. Returns how many.
+ */
+int config_diff_noreload(const struct tk_config *a, const struct tk_config *b, char *buf,
+                         size_t len);
+
+/* Name of an ENUM value, e.g. config_enum_name("debug|info|warn|error", 1) -> "info". */
+const char *config_log_level_name(int idx);
+
+#endif

@@ -1,0 +1,95 @@
+/*
+ * docker.h — a small Docker Engine API client: libcurl over the engine's unix socket.
+ *
+ * One `struct docker` per process (never shared across fork): it owns one curl easy
+ * handle, reused so the unix-socket connection stays alive between calls. At open it
+ * negotiates the API version with the unversioned GET /version (min of what takod knows,
+ * 1.41, and the engine's ApiVersion; never below the engine's MinAPIVersion), and every
+ * later call goes to /v<version>/... .
+ *
+ * All calls return 0 on success or a negative errno:
+ *   -ECONNREFUSED / -ENOENT (socket)   engine not reachable
+ *   -ENOENT   HTTP 404 (no such container / image)
+ *   -EEXIST   HTTP 409 (name in use, or container already in that state)
+ *   -EINVAL   HTTP 400 (bad parameters)
+ *   -ETIMEDOUT the call's deadline passed (docker_wait with a timeout)
+ *   -EIO      any other HTTP error or a malformed answer
+ * and leave a one-line reason (the engine's "message" when it sent one) in
+ * docker_last_error(). Nothing here logs; callers log with the container named.
+ */
+#ifndef TAKO_DOCKER_H
+#define TAKO_DOCKER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct docker;
+
+/* A growable byte buffer that keeps at most `cap` bytes (the head) and counts the rest. */
+struct tk_capbuf {
+    char *data;        /* NUL-terminated; may contain other NULs */
+    size_t len;        /* bytes kept, <= cap */
+    size_t cap;        /* most bytes kept */
+    size_t total;      /* bytes offered in all */
+    bool truncated;    /* total > cap */
+};
+
+void capbuf_init(struct tk_capbuf *b, size_t cap);
+void capbuf_free(struct tk_capbuf *b);
+void capbuf_append(struct tk_capbuf *b, const char *p, size_t n);
+
+/* Connect to `socket_path` and negotiate the version. 0 or -errno (see above). */
+int docker_open(struct docker **out, const char *socket_path);
+void docker_close(struct docker *d);
+const char *docker_last_error(const struct docker *d);
+const char *docker_api_version(const struct docker *d); /* e.g. "1.41" */
+
+/* GET /_ping: 0 when the engine answers. */
+int docker_ping(struct docker *d);
+
+/* GET /images/{name}/json: 1 present, 0 absent, <0 error. */
+int docker_image_exists(struct docker *d, const char *image);
+
+/* GET /info -> Runtimes has `name`: 1 yes, 0 no, <0 error. */
+int docker_has_runtime(struct docker *d, const char *name);
+
+/*
+ * POST /containers/create?name=NAME (name may be NULL) with the JSON `body` (not stolen).
+ * On success the 64-hex container id is copied to id (65 bytes).
+ */
+int docker_create(struct docker *d, const char *name, const json_t *body, char id[65]);
+
+/* POST /containers/{id}/start. An already started container is -EEXIST (304 from engine). */
+int docker_start(struct docker *d, const char *id);
+
+/*
+ * POST /containers/{id}/wait?condition=not-running, bounded by timeout_ms (<= 0: no bound).
+ * On success *status_code is the container's exit code. -ETIMEDOUT when the bound passed
+ * (the container is still running; the caller kills it).
+ */
+int docker_wait(struct docker *d, const char *id, int timeout_ms, int *status_code);
+
+/* POST /containers/{id}/kill?signal=SIG (e.g. "SIGKILL"). Not running -> -EEXIST. */
+int docker_kill(struct docker *d, const char *id, const char *signal);
+
+/* GET /containers/{id}/json; *out is a new reference the caller json_decref()s. */
+int docker_inspect(struct docker *d, const char *id, json_t **out);
+
+/*
+ * GET /containers/{id}/logs?stdout=1&stderr=1 and demultiplex the 8-byte framed stream
+ * (stream 1 -> out, 2 -> err; headers may be split across reads) into the two capped
+ * buffers. Only for containers created with Tty false.
+ */
+int docker_logs(struct docker *d, const char *id, struct tk_capbuf *out, struct tk_capbuf *err);
+
+/* DELETE /containers/{id}?force=1&v=1 (force kills a running one). Absent -> -ENOENT. */
+int docker_remove(struct docker *d, const char *id);
+
+/*
+ * GET /containers/json?all=1&filters={"label":["LABEL"]} where `label` is "key=value" or
+ * "key". *ids is a new JSON array of id strings.
+ */
+int docker_list_by_label(struct docker *d, const char *label, json_t **ids);
+
+#endif

@@ -1,0 +1,134 @@
+/*
+ * shm.h — the shared-memory segment every takod process maps: header, process table,
+ * job table, and the rings (dispatch, free-index, one done ring per acceptor slot).
+ *
+ * The master maps it (MAP_SHARED|MAP_ANONYMOUS) before forking, so children inherit it at
+ * the same address; still, nothing in it is a pointer: everything is an index or offset.
+ *
+ *   acceptor: pop a free job index      (free ring; empty → 503)
+ *             fill job[k], push (k,gen) (dispatch ring)
+ *   executor: pop (k,gen), run, fill result, push (k,gen) to done[job.acceptor_slot],
+ *             write the acceptor slot's eventfd
+ *   acceptor: pop done, reply, push k back to the free ring
+ *
+ * Job payloads (code, input, outputs) live in the job's spool directory, not in shm.
+ */
+#ifndef TAKO_SHM_H
+#define TAKO_SHM_H
+
+#include "tako/ring.h"
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TK_SHM_MAGIC        "TAKOSHM1"
+#define TK_MAX_ACCEPTORS    64
+#define TK_RING_ID_DISPATCH 1u
+#define TK_RING_ID_FREE     2u
+#define TK_RING_ID_DONE0    100u /* + acceptor slot */
+
+enum tk_role { TK_ROLE_NONE = 0, TK_ROLE_ACCEPTOR = 1, TK_ROLE_EXECUTOR = 2 };
+
+/* A job slot's life: FREE → FILLING (acceptor) → QUEUED → RUNNING (executor) → DONE → FREE */
+enum tk_job_state {
+    TK_JOB_FREE = 0,
+    TK_JOB_FILLING = 1,
+    TK_JOB_QUEUED = 2,
+    TK_JOB_RUNNING = 3,
+    TK_JOB_DONE = 4,
+};
+
+/* One process. Slot index = position in the proc table; 64-byte aligned (no false sharing). */
+struct tk_proc {
+    _Alignas(64) _Atomic int32_t pid; /* 0 = free slot */
+    uint8_t role;
+    uint8_t pad0;
+    uint16_t slot;            /* acceptor or executor number */
+    _Atomic uint32_t gen;     /* bumps on every respawn of this slot */
+    _Atomic uint64_t heartbeat_ms;
+    struct ring_intent intent; /* its in-flight ring operation (crash repair) */
+    _Atomic uint64_t jobs;     /* jobs handled, for stats */
+};
+
+struct tk_job {
+    _Alignas(64) _Atomic uint32_t state;
+    _Atomic uint32_t gen; /* bumps each time the slot is allocated */
+    char id[40];          /* job uuid */
+    uint16_t acceptor_slot;
+    uint32_t acceptor_gen;
+    uint64_t req_token; /* the acceptor's pending-request token; 0 = nobody waits */
+    _Atomic int32_t owner_pid;
+    _Atomic uint32_t cancel;
+    uint32_t timeout_s;
+    uint64_t created_real_us;
+    uint64_t created_mono_us;
+    char job_type[64];
+    char correlation_id[72];
+    char container_id[65];
+};
+
+struct tk_shm {
+    char magic[8];
+    uint32_t n_jobs; /* power of two */
+    uint32_t n_acceptors;
+    uint32_t n_executors;
+    uint32_t n_procs;
+    size_t size;
+    size_t procs_off, jobs_off, dispatch_off, free_off, done_off, done_stride;
+    _Atomic uint32_t acceptor_gen[TK_MAX_ACCEPTORS]; /* current generation per slot */
+    _Atomic uint64_t jobs_admitted, jobs_rejected_full, jobs_completed;
+    _Atomic uint32_t running; /* jobs executors hold right now */
+};
+
+/* Round up to a power of two (>= 8). */
+uint32_t shm_pow2(uint32_t n);
+
+/*
+ * Create and initialise the segment for `n_jobs` (rounded up), `n_acceptors`,
+ * `n_executors`. The proc table has room for two generations of each. 0 or -errno.
+ */
+int shm_create(struct tk_shm **out, uint32_t n_jobs, uint32_t n_acceptors, uint32_t n_executors);
+void shm_destroy(struct tk_shm *s);
+
+static inline struct tk_proc *shm_proc(struct tk_shm *s, uint32_t i)
+{
+    return (struct tk_proc *)((char *)s + s->procs_off) + i;
+}
+static inline struct tk_job *shm_job(struct tk_shm *s, uint32_t i)
+{
+    return (struct tk_job *)((char *)s + s->jobs_off) + i;
+}
+static inline struct ring *shm_dispatch(struct tk_shm *s)
+{
+    return (struct ring *)((char *)s + s->dispatch_off);
+}
+static inline struct ring *shm_free(struct tk_shm *s)
+{
+    return (struct ring *)((char *)s + s->free_off);
+}
+static inline struct ring *shm_done(struct tk_shm *s, uint32_t acceptor_slot)
+{
+    return (struct ring *)((char *)s + s->done_off + (size_t)acceptor_slot * s->done_stride);
+}
+
+/* Ring values are (generation << 32 | job index). */
+static inline uint64_t shm_val(uint32_t idx, uint32_t gen)
+{
+    return ((uint64_t)gen << 32) | idx;
+}
+static inline uint32_t shm_val_idx(uint64_t v)
+{
+    return (uint32_t)(v & 0xffffffffu);
+}
+static inline uint32_t shm_val_gen(uint64_t v)
+{
+    return (uint32_t)(v >> 32);
+}
+
+/* Claim a free proc-table slot for pid (master, before/after fork). -ENOSPC when full. */
+int shm_proc_claim(struct tk_shm *s, int32_t pid, uint8_t role, uint16_t slot);
+/* Index of the proc entry for pid, or -ENOENT. */
+int shm_proc_find(struct tk_shm *s, int32_t pid);
+
+#endif

@@ -1,0 +1,54 @@
+/*
+ * util.h — small helpers shared by every process: clocks, ids, files, hashing, text.
+ * Functions return 0 or -errno unless they say otherwise.
+ */
+#ifndef TAKO_UTIL_H
+#define TAKO_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define TK_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Monotonic and wall clocks, in microseconds / milliseconds. */
+uint64_t now_mono_us(void);
+uint64_t now_mono_ms(void);
+uint64_t now_real_us(void);
+
+/* "2026-11-21T21:00:00.123456Z" for a wall-clock time in µs; buf ≥ 32 bytes. */
+void format_iso8601(uint64_t real_us, char *buf, size_t len);
+
+/* A random UUID v4 in its 36-character text form (buf ≥ 37 bytes). */
+void uuid_v4(char *buf);
+/* True when s is 36 chars of lowercase/uppercase hex in 8-4-4-4-12 form. */
+bool uuid_valid(const char *s);
+
+/* mkdir -p with `mode` for created directories. */
+int mkdir_p(const char *path, mode_t mode);
+/* rm -rf that never follows symlinks (unlinkat on the link itself). Absent is 0. */
+int rm_rf(const char *path);
+/* Write a whole file: tmp + fsync-less rename for atomic replace. */
+int write_file(const char *path, const void *data, size_t len, mode_t mode);
+/*
+ * Read at most `max` bytes of a regular file without following a final symlink
+ * (O_NOFOLLOW). *out is malloc'd and NUL-terminated; *len its length. A larger file is
+ * -EFBIG.
+ */
+int read_file(const char *path, size_t max, char **out, size_t *len);
+
+/* SHA-256 of data as 64 lowercase hex chars (hex ≥ 65 bytes). */
+void sha256_hex(const void *data, size_t len, char *hex);
+
+/*
+ * Copy `in` into a new NUL-terminated valid-UTF-8 string: invalid sequences and NUL
+ * bytes become U+FFFD. Never fails except on malloc (NULL).
+ */
+char *utf8_sanitize(const char *in, size_t len, size_t *out_len);
+
+/* Set a file descriptor non-blocking / close-on-exec. */
+int fd_set_nonblock(int fd);
+int fd_set_cloexec(int fd);
+
+#endif

@@ -1,0 +1,266 @@
+/*
+ * test_ring.c — the shm MPMC ring: single-process semantics, multi-process no loss / no
+ * duplication, futex waits, and crash repair with an intent record.
+ */
+#include "tako/ring.h"
+#include "tako/shm.h"
+#include "tk_test.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static struct ring *ring_new_shared(uint32_t cap)
+{
+    void *p = mmap(NULL, ring_bytes(cap), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
+                   0);
+    TK_ASSERT(p != MAP_FAILED);
+    ring_init(p, cap, 7);
+    return p;
+}
+
+TK_TEST(ring_fifo_full_empty)
+{
+    struct ring *r = ring_new_shared(8);
+    uint64_t v;
+    TK_ASSERT_EQ(ring_pop(r, NULL, &v), -EAGAIN);
+    for (uint64_t i = 0; i < 8; i++)
+        TK_ASSERT_EQ(ring_push(r, NULL, i * 10), 0);
+    TK_ASSERT_EQ(ring_push(r, NULL, 99), -EAGAIN);
+    TK_ASSERT_EQ(ring_count(r), 8);
+    for (uint64_t i = 0; i < 8; i++) {
+        TK_ASSERT_EQ(ring_pop(r, NULL, &v), 0);
+        TK_ASSERT_EQ(v, i * 10);
+    }
+    TK_ASSERT_EQ(ring_pop(r, NULL, &v), -EAGAIN);
+    /* wrap around many laps */
+    for (uint64_t i = 0; i < 1000; i++) {
+        TK_ASSERT_EQ(ring_push(r, NULL, i), 0);
+        TK_ASSERT_EQ(ring_pop(r, NULL, &v), 0);
+        TK_ASSERT_EQ(v, i);
+    }
+}
+
+TK_TEST(ring_intent_records)
+{
+    struct ring *r = ring_new_shared(8);
+    struct ring_intent me;
+    ring_intent_init(&me);
+    uint64_t v;
+    TK_ASSERT_EQ(ring_push(r, &me, 5), 0);
+    TK_ASSERT_EQ(atomic_load(&me.rec), 0);
+    TK_ASSERT_EQ(ring_pop(r, &me, &v), 0);
+    TK_ASSERT_EQ(v, 5);
+    TK_ASSERT_EQ(atomic_load(&me.rec), 0);
+    TK_ASSERT_EQ(atomic_load(&me.held), 5);
+    ring_intent_clear_held(&me);
+    TK_ASSERT_EQ(atomic_load(&me.held), RING_NONE);
+}
+
+TK_TEST(ring_wait_times_out_and_wakes)
+{
+    struct ring *r = ring_new_shared(8);
+    uint64_t v;
+    TK_ASSERT_EQ(ring_pop_wait(r, NULL, &v, 50), -EAGAIN);
+    pid_t pid = fork();
+    if (pid == 0) {
+        usleep(100 * 1000);
+        ring_push(r, NULL, 42);
+        _exit(0);
+    }
+    int got = -1;
+    for (int i = 0; i < 40 && got != 0; i++)
+        got = ring_pop_wait(r, NULL, &v, 500);
+    TK_ASSERT_EQ(got, 0);
+    TK_ASSERT_EQ(v, 42);
+    waitpid(pid, NULL, 0);
+}
+
+/* Several producer and consumer processes; every value must arrive exactly once. */
+static void mpmc_run(int producers, int consumers, uint32_t per_producer, uint32_t cap)
+{
+    struct ring *r = ring_new_shared(cap);
+    size_t total = (size_t)producers * per_producer;
+    _Atomic uint8_t *seen = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                                 -1, 0);
+    _Atomic uint64_t *consumed = mmap(NULL, 64, PROT_READ | PROT_WRITE,
+                                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    TK_ASSERT(seen != MAP_FAILED && consumed != MAP_FAILED);
+    pid_t pids[64];
+    int n = 0;
+    for (int p = 0; p < producers; p++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            for (uint32_t i = 0; i < per_producer; i++) {
+                uint64_t val = (uint64_t)p * per_producer + i;
+                while (ring_push(r, NULL, val) != 0)
+                    sched_yield();
+            }
+            _exit(0);
+        }
+        pids[n++] = pid;
+    }
+    for (int c = 0; c < consumers; c++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            for (;;) {
+                if (atomic_load(consumed) >= total)
+                    _exit(0);
+                uint64_t v;
+                if (ring_pop_wait(r, NULL, &v, 20) != 0)
+                    continue;
+                if (v >= total)
+                    _exit(3);
+                if (atomic_fetch_add(&seen[v], 1) != 0)
+                    _exit(4); /* duplicate */
+                atomic_fetch_add(consumed, 1);
+            }
+        }
+        pids[n++] = pid;
+    }
+    for (int i = 0; i < n; i++) {
+        int st;
+        waitpid(pids[i], &st, 0);
+        TK_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    for (size_t i = 0; i < total; i++)
+        TK_ASSERT_EQ(atomic_load(&seen[i]), 1);
+}
+
+TK_TEST(ring_mpmc_4x4_no_loss_no_dup)
+{
+    mpmc_run(4, 4, 250000, 1024);
+}
+
+TK_TEST(ring_mpmc_small_ring_contention)
+{
+    mpmc_run(3, 2, 50000, 8);
+}
+
+/* A producer that claimed a cell and died before publishing: consumers are stuck at that
+ * cell until ring_repair() tombstones it; later values then flow. */
+TK_TEST(ring_repair_dead_producer)
+{
+    struct ring *r = ring_new_shared(8);
+    struct ring_intent *dead = mmap(NULL, sizeof *dead, PROT_READ | PROT_WRITE,
+                                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ring_intent_init(dead);
+    /* Simulate: intent published, claim won, then death. */
+    uint64_t pos = atomic_load(&r->enq_pos);
+    atomic_store(&dead->ring, r->id);
+    atomic_store(&dead->rec, RING_REC(RING_OP_ENQ, pos));
+    atomic_store(&r->enq_pos, pos + 1);
+    TK_ASSERT_EQ(ring_push(r, NULL, 222), 0);
+    uint64_t v;
+    TK_ASSERT_EQ(ring_pop(r, NULL, &v), -EAGAIN); /* blocked behind the dead claim */
+    uint64_t rec;
+    TK_ASSERT_EQ(ring_repair(r, dead, NULL, 0, &rec), 0);
+    TK_ASSERT_EQ(rec, RING_NONE);
+    TK_ASSERT_EQ(atomic_load(&dead->rec), 0);
+    TK_ASSERT_EQ(ring_pop(r, NULL, &v), 0);
+    TK_ASSERT_EQ(v, 222);
+}
+
+/* A live process showing the same intent may be the real claimer: repair must wait. */
+TK_TEST(ring_repair_defers_to_live_claimer)
+{
+    struct ring *r = ring_new_shared(8);
+    struct ring_intent dead, live;
+    ring_intent_init(&dead);
+    ring_intent_init(&live);
+    uint64_t pos = atomic_load(&r->enq_pos);
+    atomic_store(&dead.ring, r->id);
+    atomic_store(&dead.rec, RING_REC(RING_OP_ENQ, pos));
+    atomic_store(&live.ring, r->id);
+    atomic_store(&live.rec, RING_REC(RING_OP_ENQ, pos));
+    atomic_store(&r->enq_pos, pos + 1);
+    struct ring_intent *lv[1] = {&live};
+    uint64_t rec;
+    TK_ASSERT_EQ(ring_repair(r, &dead, lv, 1, &rec), -EAGAIN);
+    atomic_store(&live.rec, 0);
+    TK_ASSERT_EQ(ring_repair(r, &dead, lv, 1, &rec), 0);
+}
+
+/* A consumer that claimed a cell and died before releasing it: producers would block when
+ * they lap to it; repair releases it and hands back the value. */
+TK_TEST(ring_repair_dead_consumer)
+{
+    struct ring *r = ring_new_shared(8);
+    struct ring_intent dead;
+    ring_intent_init(&dead);
+    TK_ASSERT_EQ(ring_push(r, NULL, 77), 0);
+    uint64_t pos = atomic_load(&r->deq_pos);
+    atomic_store(&dead.ring, r->id);
+    atomic_store(&dead.rec, RING_REC(RING_OP_DEQ, pos));
+    atomic_store(&r->deq_pos, pos + 1); /* claimed, never released */
+    for (int i = 0; i < 7; i++)
+        TK_ASSERT_EQ(ring_push(r, NULL, (uint64_t)i), 0);
+    TK_ASSERT_EQ(ring_push(r, NULL, 100), -EAGAIN); /* lapped onto the held cell */
+    uint64_t rec;
+    TK_ASSERT_EQ(ring_repair(r, &dead, NULL, 0, &rec), 0);
+    TK_ASSERT_EQ(rec, 77);
+    TK_ASSERT_EQ(atomic_load(&dead.held), 77);
+    TK_ASSERT_EQ(ring_push(r, NULL, 100), 0);
+}
+
+/* A real SIGKILL of a pushing process at a random moment, many times; afterwards repair
+ * and check every value pushed by a survivor arrives once. */
+TK_TEST(ring_kill_producers_randomly)
+{
+    struct ring *r = ring_new_shared(64);
+    struct ring_intent *recs = mmap(NULL, 64 * sizeof *recs, PROT_READ | PROT_WRITE,
+                                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    uint64_t received = 0;
+    for (int round = 0; round < 200; round++) {
+        ring_intent_init(&recs[0]);
+        pid_t pid = fork();
+        if (pid == 0) {
+            for (uint64_t i = 0;; i++) {
+                while (ring_push(r, &recs[0], i) != 0)
+                    sched_yield();
+            }
+        }
+        usleep((useconds_t)(rand() % 300));
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        uint64_t rec;
+        TK_ASSERT_EQ(ring_repair(r, &recs[0], NULL, 0, &rec), 0);
+        uint64_t v;
+        while (ring_pop(r, NULL, &v) == 0)
+            received++;
+        TK_ASSERT_EQ(ring_count(r), 0);
+    }
+    /* the ring is usable after all of that */
+    uint64_t v;
+    TK_ASSERT_EQ(ring_push(r, NULL, 5), 0);
+    TK_ASSERT_EQ(ring_pop(r, NULL, &v), 0);
+    TK_ASSERT_EQ(v, 5);
+    TK_ASSERT(received > 0);
+}
+
+TK_TEST(shm_layout_and_free_ring)
+{
+    struct tk_shm *s;
+    TK_ASSERT_EQ(shm_create(&s, 100, 2, 4), 0);
+    TK_ASSERT_EQ(s->n_jobs, 128);
+    TK_ASSERT_EQ(ring_count(shm_free(s)), 128);
+    TK_ASSERT_EQ(ring_count(shm_dispatch(s)), 0);
+    uint64_t v;
+    TK_ASSERT_EQ(ring_pop(shm_free(s), NULL, &v), 0);
+    TK_ASSERT_EQ(shm_val_idx(v), 0);
+    TK_ASSERT_EQ(((uintptr_t)shm_job(s, 1)) % 64, 0);
+    TK_ASSERT_EQ(((uintptr_t)shm_done(s, 1)) % 64, 0);
+    int i = shm_proc_claim(s, 1234, TK_ROLE_EXECUTOR, 3);
+    TK_ASSERT(i >= 0);
+    TK_ASSERT_EQ(shm_proc_find(s, 1234), i);
+    shm_destroy(s);
+}
+
+int main(int argc, char **argv)
+{
+    return tk_test_main(argc, argv);
+}
