@@ -141,7 +141,7 @@ void config_print(const struct tk_config *cfg, FILE *out);
 int config_diff_noreload(const struct tk_config *a, const struct tk_config *b, char *buf,
                          size_t len);
 
-/* Name of an ENUM value, e.g. config_enum_name("debug|info|warn|error", 1) -> "info". */
+/* Name of a server.log_level value, e.g. config_log_level_name(1) -> "info"; else "unknown". */
 const char *config_log_level_name(int idx);
 
 #endif

@@ -8,7 +8,7 @@
  * later call goes to /v<version>/... .
  *
  * All calls return 0 on success or a negative errno:
- *   -ECONNREFUSED / -ENOENT (socket)   engine not reachable
+ *   -ECONNREFUSED engine not reachable (socket missing or refused)
  *   -ENOENT   HTTP 404 (no such container / image)
  *   -EEXIST   HTTP 409 (name in use, or container already in that state)
  *   -EINVAL   HTTP 400 (bad parameters)
@@ -39,7 +39,10 @@ void capbuf_init(struct tk_capbuf *b, size_t cap);
 void capbuf_free(struct tk_capbuf *b);
 void capbuf_append(struct tk_capbuf *b, const char *p, size_t n);
 
-/* Connect to `socket_path` and negotiate the version. 0 or -errno (see above). */
+/* Connect to `socket_path` and negotiate the version. 0 or -errno (see above). On failure
+ * *out is NULL and docker_last_error(NULL) says why (kept per thread). Not thread-safe:
+ * one handle per process, never shared across fork. Ids and names are checked against
+ * [A-Za-z0-9][A-Za-z0-9_.-]* before any request (-EINVAL). */
 int docker_open(struct docker **out, const char *socket_path);
 void docker_close(struct docker *d);
 const char *docker_last_error(const struct docker *d);

@@ -78,7 +78,8 @@ struct tk_shm {
     size_t procs_off, jobs_off, dispatch_off, free_off, done_off, done_stride;
     _Atomic uint32_t acceptor_gen[TK_MAX_ACCEPTORS]; /* current generation per slot */
     _Atomic uint64_t jobs_admitted, jobs_rejected_full, jobs_completed;
-    _Atomic uint32_t running; /* jobs executors hold right now */
+    _Atomic uint32_t running;   /* jobs executors hold right now */
+    _Atomic uint32_t docker_ok; /* last executor call to the engine worked */
 };
 
 /* Round up to a power of two (>= 8). */

@@ -1,0 +1,203 @@
+/*
+ * db.c — blocking libpq access and the schema migrations (see db.h).
+ */
+#include "tako/db.h"
+#include "tako/log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct db {
+    PGconn *conn;
+    char *conninfo;
+    char err[512];
+};
+
+static void set_err(char *err, size_t len, const char *what, const char *msg)
+{
+    snprintf(err, len, "%s: %s", what, msg ? msg : "unknown error");
+    size_t n = strlen(err);
+    while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '))
+        err[--n] = '\0';
+}
+
+static void notice_ignore(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
+int db_open(struct db **out, const char *conninfo, char *err, size_t errlen)
+{
+    struct db *d = calloc(1, sizeof *d);
+    if (!d)
+        return -ENOMEM;
+    d->conninfo = strdup(conninfo);
+    d->conn = PQconnectdb(conninfo);
+    if (!d->conn || PQstatus(d->conn) != CONNECTION_OK) {
+        set_err(err, errlen, "connect", d->conn ? PQerrorMessage(d->conn) : "out of memory");
+        PQfinish(d->conn);
+        free(d->conninfo);
+        free(d);
+        return -ECONNREFUSED;
+    }
+    PQsetNoticeProcessor(d->conn, notice_ignore, NULL);
+    *out = d;
+    return 0;
+}
+
+void db_close(struct db *d)
+{
+    if (!d)
+        return;
+    PQfinish(d->conn);
+    free(d->conninfo);
+    free(d);
+}
+
+const char *db_last_error(const struct db *d)
+{
+    return d->err;
+}
+
+PGresult *db_exec(struct db *d, const char *sql, int n, const char *const *params)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (PQstatus(d->conn) != CONNECTION_OK) {
+            PQreset(d->conn);
+            if (PQstatus(d->conn) != CONNECTION_OK) {
+                set_err(d->err, sizeof d->err, "reconnect", PQerrorMessage(d->conn));
+                return NULL;
+            }
+            PQsetNoticeProcessor(d->conn, notice_ignore, NULL);
+        }
+        PGresult *r = PQexecParams(d->conn, sql, n, NULL, params, NULL, NULL, 0);
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+            return r;
+        set_err(d->err, sizeof d->err, "query",
+                r ? PQresultErrorMessage(r) : PQerrorMessage(d->conn));
+        PQclear(r);
+        if (PQstatus(d->conn) == CONNECTION_OK)
+            return NULL; /* a real SQL error: do not retry */
+    }
+    return NULL;
+}
+
+/*
+ * Migrations: append only. Each runs in the one transaction that holds the advisory lock,
+ * so a failure rolls all of them back and the master exits with the reason.
+ */
+static const char *const migrations[] = {
+    /* 1: the job record */
+    "CREATE TABLE jobs ("
+    " id uuid PRIMARY KEY,"
+    " status text NOT NULL CHECK (status IN ('queued','running','succeeded','failed',"
+    "   'timeout','oom','cancelled')),"
+    " mode text NOT NULL DEFAULT 'sync' CHECK (mode IN ('sync','async')),"
+    " job_type text NOT NULL DEFAULT 'default',"
+    " code text NOT NULL,"
+    " input jsonb NOT NULL DEFAULT '{}',"
+    " timeout_s integer NOT NULL,"
+    " memory_bytes bigint NOT NULL,"
+    " cpus double precision NOT NULL,"
+    " node text NOT NULL,"
+    " client_ip text,"
+    " correlation_id text,"
+    " attempt integer NOT NULL DEFAULT 0,"
+    " created_at timestamptz NOT NULL DEFAULT now(),"
+    " started_at timestamptz,"
+    " ended_at timestamptz,"
+    " exit_code integer,"
+    " stdout text,"
+    " stderr text,"
+    " stdout_truncated boolean NOT NULL DEFAULT false,"
+    " stderr_truncated boolean NOT NULL DEFAULT false,"
+    " output jsonb,"
+    " error jsonb,"
+    " timing jsonb,"
+    " artifacts jsonb,"
+    " runtime text,"
+    " container_id text"
+    ");"
+    "CREATE INDEX jobs_created_at_idx ON jobs (created_at DESC);"
+    "CREATE INDEX jobs_status_created_idx ON jobs (status, created_at);",
+};
+
+int db_schema_version(void)
+{
+    return (int)(sizeof migrations / sizeof migrations[0]);
+}
+
+int db_migrate(const char *conninfo, char *err, size_t errlen)
+{
+    PGconn *c = PQconnectdb(conninfo);
+    if (!c || PQstatus(c) != CONNECTION_OK) {
+        set_err(err, errlen, "connect", c ? PQerrorMessage(c) : "out of memory");
+        PQfinish(c);
+        return -ECONNREFUSED;
+    }
+    PQsetNoticeProcessor(c, notice_ignore, NULL);
+    int rc = 0;
+    PGresult *r = PQexec(c, "BEGIN; SELECT pg_advisory_xact_lock(7297303948237469); "
+                            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                            " version integer PRIMARY KEY,"
+                            " applied_at timestamptz NOT NULL DEFAULT now());");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        set_err(err, errlen, "migration lock", PQresultErrorMessage(r));
+        rc = -EIO;
+        goto out;
+    }
+    PQclear(r);
+    r = PQexec(c, "SELECT coalesce(max(version), 0) FROM schema_migrations");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        set_err(err, errlen, "read schema version", PQresultErrorMessage(r));
+        rc = -EIO;
+        goto out;
+    }
+    int have = atoi(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    r = NULL;
+    if (have > db_schema_version()) {
+        snprintf(err, errlen,
+                 "database schema version %d is newer than this takod knows (%d): upgrade takod",
+                 have, db_schema_version());
+        rc = -EPROTO;
+        goto out;
+    }
+    for (int v = have + 1; v <= db_schema_version(); v++) {
+        r = PQexec(c, migrations[v - 1]);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            char what[64];
+            snprintf(what, sizeof what, "migration %d", v);
+            set_err(err, errlen, what, PQresultErrorMessage(r));
+            rc = -EIO;
+            goto out;
+        }
+        PQclear(r);
+        char vs[16];
+        snprintf(vs, sizeof vs, "%d", v);
+        const char *p[1] = {vs};
+        r = PQexecParams(c, "INSERT INTO schema_migrations (version) VALUES ($1)", 1, NULL, p,
+                         NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            set_err(err, errlen, "record migration", PQresultErrorMessage(r));
+            rc = -EIO;
+            goto out;
+        }
+        PQclear(r);
+        r = NULL;
+        log_info("msg=\"applied migration\" version=%d", v);
+    }
+    r = PQexec(c, "COMMIT");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        set_err(err, errlen, "commit migrations", PQresultErrorMessage(r));
+        rc = -EIO;
+    }
+out:
+    PQclear(r);
+    PQfinish(c);
+    return rc;
+}

@@ -1,0 +1,833 @@
+/*
+ * docker.c — Docker Engine API client over the engine's unix socket (libcurl + jansson).
+ *
+ * One easy handle per struct docker. Every call starts with curl_easy_reset(), which puts
+ * the options back to their defaults (so no POSTFIELDS / CUSTOMREQUEST / NOBODY leaks
+ * from one call into the next) but keeps the handle's live connections, so the unix
+ * socket connection is reused between calls (keep-alive).
+ *
+ * Nothing here logs: a failed call returns -errno and leaves a one-line reason in
+ * docker_last_error(). A failed docker_open() has no handle to hang the reason on; its
+ * reason is kept per thread and returned by docker_last_error(NULL).
+ */
+#include "tako/docker.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DK_MAX_MAJOR          1
+#define DK_MAX_MINOR          41 /* newest API version takod knows */
+#define DK_CONNECT_TIMEOUT_MS 2000L
+#define DK_DEFAULT_TIMEOUT_MS 30000L
+#define DK_MAX_BODY           (16u << 20) /* largest JSON answer accepted */
+#define DK_MAX_ERR_BODY       (64u << 10) /* largest error body kept for the reason */
+#define DK_ERR_LEN            512
+#define DK_MSG_LEN            300 /* the engine's message is cut to this many bytes */
+#define DK_MAX_NAME           255
+
+struct docker {
+    CURL *curl;
+    char *socket_path;
+    char version[16];
+    char err[DK_ERR_LEN];
+    char curl_err[CURL_ERROR_SIZE];
+};
+
+static _Thread_local char dk_open_err[DK_ERR_LEN];
+
+/* ---------------------------------------------------------------------------------------- */
+/* capbuf                                                                                   */
+
+static char capbuf_empty[1]; /* data of a buffer with nothing allocated: always "" */
+
+/* Bytes allocated for a buffer holding `len` bytes: a power of two >= len + 1 (at least
+ * 256), never above cap + 1. A pure function of len, so no extra field is needed. */
+static size_t capbuf_alloc_for(size_t len, size_t cap)
+{
+    if (len == 0)
+        return 0;
+    size_t a = 256;
+    while (a < len + 1 && a < cap + 1)
+        a <<= 1;
+    return a < cap + 1 ? a : cap + 1;
+}
+
+void capbuf_init(struct tk_capbuf *b, size_t cap)
+{
+    b->data = capbuf_empty;
+    b->len = 0;
+    b->cap = cap;
+    b->total = 0;
+    b->truncated = false;
+}
+
+void capbuf_free(struct tk_capbuf *b)
+{
+    if (b->data && b->data != capbuf_empty)
+        free(b->data);
+    capbuf_init(b, b->cap);
+}
+
+void capbuf_append(struct tk_capbuf *b, const char *p, size_t n)
+{
+    if (n == 0)
+        return;
+    b->total += n;
+    if (b->total > b->cap)
+        b->truncated = true;
+    size_t take = b->cap - b->len < n ? b->cap - b->len : n;
+    if (take == 0)
+        return;
+    size_t have = b->data == capbuf_empty ? 0 : capbuf_alloc_for(b->len, b->cap);
+    size_t need = capbuf_alloc_for(b->len + take, b->cap);
+    if (need > have) {
+        char *nd = realloc(b->data == capbuf_empty ? NULL : b->data, need);
+        if (!nd) {
+            /* Out of memory: keep what we have; total still counts every byte. The
+             * caller sees len < min(total, cap) (docker_logs turns that into -ENOMEM). */
+            b->truncated = true;
+            return;
+        }
+        b->data = nd;
+    }
+    memcpy(b->data + b->len, p, take);
+    b->len += take;
+    b->data[b->len] = '\0';
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* errors                                                                                   */
+
+/* Make a reason one line: control characters (newlines included) become spaces. */
+static void dk_one_line(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            *s = ' ';
+}
+
+__attribute__((format(printf, 2, 3))) static void dk_seterr(struct docker *d, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->err, sizeof d->err, fmt, ap);
+    va_end(ap);
+    dk_one_line(d->err);
+}
+
+const char *docker_last_error(const struct docker *d)
+{
+    return d ? d->err : dk_open_err;
+}
+
+const char *docker_api_version(const struct docker *d)
+{
+    return d->version;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* transport                                                                                */
+
+struct dk_buf {
+    char *p;
+    size_t len, alloc, limit;
+};
+
+static int dk_buf_add(struct dk_buf *b, const char *p, size_t n)
+{
+    if (b->len + n > b->limit)
+        return -EFBIG;
+    if (b->len + n + 1 > b->alloc) {
+        size_t a = b->alloc ? b->alloc : 4096;
+        while (a < b->len + n + 1)
+            a *= 2;
+        char *np = realloc(b->p, a);
+        if (!np)
+            return -ENOMEM;
+        b->p = np;
+        b->alloc = a;
+    }
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+/* Streaming consumer of a successful (2xx) body; returns 0 or -errno to abort. */
+typedef int (*dk_stream_fn)(void *ctx, const char *p, size_t n);
+
+struct dk_resp {
+    CURL *curl;
+    long code;           /* HTTP status, fetched at the first body byte */
+    struct dk_buf body;  /* the answer (or the error body when streaming) */
+    dk_stream_fn stream; /* when set, 2xx bodies go here instead of into body */
+    void *stream_ctx;
+    int cb_err; /* -errno that made the write callback abort */
+};
+
+static size_t dk_write_cb(char *p, size_t size, size_t nmemb, void *userdata)
+{
+    struct dk_resp *r = userdata;
+    size_t n = size * nmemb;
+    if (r->code == 0)
+        curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &r->code);
+    int rc = 0;
+    if (r->code < 200 || r->code >= 300) {
+        /* an error body: its head is enough for the reason; drop the rest */
+        size_t room = r->body.len < DK_MAX_ERR_BODY ? DK_MAX_ERR_BODY - r->body.len : 0;
+        if (room > 0)
+            rc = dk_buf_add(&r->body, p, n < room ? n : room);
+    } else if (r->stream) {
+        rc = r->stream(r->stream_ctx, p, n);
+    } else {
+        rc = dk_buf_add(&r->body, p, n);
+    }
+    if (rc < 0) {
+        r->cb_err = rc;
+        return 0; /* CURLE_WRITE_ERROR */
+    }
+    return n;
+}
+
+/* Copy the engine's {"message": "..."} (or the raw body's start) into msg. */
+static void dk_engine_message(const struct dk_buf *b, char *msg, size_t msglen)
+{
+    msg[0] = '\0';
+    if (!b->p || b->len == 0)
+        return;
+    json_t *j = json_loadb(b->p, b->len, 0, NULL);
+    const char *m = j ? json_string_value(json_object_get(j, "message")) : NULL;
+    if (m)
+        snprintf(msg, msglen, "%s", m);
+    else
+        snprintf(msg, msglen, "%.*s", (int)(b->len < msglen ? b->len : msglen - 1), b->p);
+    json_decref(j);
+    dk_one_line(msg);
+}
+
+static int dk_status_errno(long code)
+{
+    switch (code) {
+    case 304: /* not modified: container already started / stopped */
+    case 409:
+        return -EEXIST;
+    case 404:
+        return -ENOENT;
+    case 400:
+        return -EINVAL;
+    default:
+        return -EIO;
+    }
+}
+
+struct dk_req {
+    const char *method;  /* "GET", "POST", "DELETE" */
+    const char *path;    /* "/containers/json?all=1" (versioned unless unversioned) */
+    bool unversioned;    /* only GET /version */
+    const char *body;    /* JSON body or NULL */
+    long timeout_ms;     /* 0: no bound */
+    dk_stream_fn stream; /* optional 2xx body consumer */
+    void *stream_ctx;
+    struct dk_buf *answer; /* optional: receives the 2xx body (caller frees ->p) */
+};
+
+/*
+ * Run one request. Returns the HTTP status (> 0) when the engine answered with a 2xx
+ * status, else -errno with d->err set (HTTP errors are mapped, the engine's message kept).
+ */
+static int dk_do(struct docker *d, const struct dk_req *q)
+{
+    CURL *c = d->curl;
+    char *url = NULL;
+    struct curl_slist *hdrs = NULL;
+    struct dk_resp r = {.curl = c, .stream = q->stream, .stream_ctx = q->stream_ctx};
+    r.body.limit = DK_MAX_BODY;
+    int ret;
+
+    if (q->unversioned)
+        ret = asprintf(&url, "http://localhost%s", q->path);
+    else
+        ret = asprintf(&url, "http://localhost/v%s%s", d->version, q->path);
+    if (ret < 0) {
+        url = NULL;
+        dk_seterr(d, "%s %s: out of memory", q->method, q->path);
+        return -ENOMEM;
+    }
+
+    curl_easy_reset(c); /* back to defaults; live connections are kept */
+    d->curl_err[0] = '\0';
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, d->curl_err);
+    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, d->socket_path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, DK_CONNECT_TIMEOUT_MS);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, q->timeout_ms > 0 ? q->timeout_ms : 0L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, dk_write_cb);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+
+    bool oom = false;
+    struct curl_slist *h;
+#define DK_HDR(s)                                                                                  \
+    do {                                                                                           \
+        h = curl_slist_append(hdrs, (s));                                                          \
+        if (h)                                                                                     \
+            hdrs = h;                                                                              \
+        else                                                                                       \
+            oom = true;                                                                            \
+    } while (0)
+    DK_HDR("Expect:");
+    if (strcmp(q->method, "POST") == 0) {
+        const char *b = q->body ? q->body : "";
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(b));
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, b);
+        DK_HDR(q->body ? "Content-Type: application/json" : "Content-Type:");
+    } else if (strcmp(q->method, "GET") != 0) {
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, q->method);
+    }
+#undef DK_HDR
+    if (oom) {
+        curl_slist_free_all(hdrs);
+        free(url);
+        dk_seterr(d, "%s %s: out of memory", q->method, q->path);
+        return -ENOMEM;
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+
+    CURLcode cc = curl_easy_perform(c);
+    long code = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+
+    if (cc != CURLE_OK) {
+        const char *why = d->curl_err[0] ? d->curl_err : curl_easy_strerror(cc);
+        switch (cc) {
+        case CURLE_COULDNT_CONNECT:
+        case CURLE_COULDNT_RESOLVE_HOST:
+        case CURLE_COULDNT_RESOLVE_PROXY: {
+            long oserr = 0;
+            curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &oserr);
+            dk_seterr(d, "cannot connect to the Docker engine at unix://%s: %s", d->socket_path,
+                      oserr ? strerror((int)oserr) : why);
+            ret = -ECONNREFUSED;
+            break;
+        }
+        case CURLE_OPERATION_TIMEDOUT:
+            dk_seterr(d, "%s %s: no answer within %ld ms", q->method, q->path, q->timeout_ms);
+            ret = -ETIMEDOUT;
+            break;
+        case CURLE_WRITE_ERROR:
+            if (r.cb_err == -ENOMEM) {
+                dk_seterr(d, "%s %s: out of memory", q->method, q->path);
+                ret = -ENOMEM;
+            } else if (r.cb_err == -EFBIG) {
+                dk_seterr(d, "%s %s: answer larger than %u bytes", q->method, q->path, DK_MAX_BODY);
+                ret = -EIO;
+            } else {
+                dk_seterr(d, "%s %s: malformed answer from the engine", q->method, q->path);
+                ret = -EIO;
+            }
+            break;
+        case CURLE_OUT_OF_MEMORY:
+            dk_seterr(d, "%s %s: out of memory", q->method, q->path);
+            ret = -ENOMEM;
+            break;
+        default:
+            dk_seterr(d, "%s %s: connection to the Docker engine at unix://%s failed: %s",
+                      q->method, q->path, d->socket_path, why);
+            ret = -EIO;
+            break;
+        }
+    } else if (code < 200 || code >= 300) {
+        char msg[DK_MSG_LEN + 1];
+        dk_engine_message(&r.body, msg, sizeof msg);
+        if (code == 304 && !msg[0])
+            snprintf(msg, sizeof msg, "container already in that state");
+        dk_seterr(d, "%s %s: HTTP %ld: %s", q->method, q->path, code,
+                  msg[0] ? msg : "(no message)");
+        ret = dk_status_errno(code);
+    } else {
+        d->err[0] = '\0';
+        ret = (int)code;
+        if (q->answer) {
+            *q->answer = r.body;
+            r.body.p = NULL;
+        }
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(hdrs);
+    free(r.body.p);
+    free(url);
+    return ret;
+}
+
+/* A request whose 2xx answer must be a JSON value; *out is a new reference. */
+static int dk_json(struct docker *d, const struct dk_req *q0, json_t **out)
+{
+    struct dk_buf ans = {0};
+    struct dk_req q = *q0;
+    q.answer = &ans;
+    int rc = dk_do(d, &q);
+    if (rc < 0)
+        return rc;
+    json_error_t je;
+    json_t *j = ans.p ? json_loadb(ans.p, ans.len, 0, &je) : NULL;
+    free(ans.p);
+    if (!j) {
+        dk_seterr(d, "%s %s: answer is not JSON", q.method, q.path);
+        return -EIO;
+    }
+    *out = j;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* argument checks: nothing from a caller reaches the URL path unchecked                   */
+
+/* Container ids and names: [A-Za-z0-9][A-Za-z0-9_.-]* (the engine's name syntax). */
+static int dk_check_id(struct docker *d, const char *what, const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+    bool ok = n > 0 && n <= DK_MAX_NAME;
+    for (size_t i = 0; ok && i < n; i++) {
+        char ch = id[i];
+        bool alnum =
+            (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+        ok = alnum || (i > 0 && (ch == '_' || ch == '.' || ch == '-'));
+    }
+    if (!ok) {
+        dk_seterr(d, "invalid %s \"%.64s\"", what, id ? id : "(null)");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Image references: [A-Za-z0-9._/:@-], no empty or dot-leading path components. */
+static int dk_check_image(struct docker *d, const char *image)
+{
+    size_t n = image ? strlen(image) : 0;
+    bool ok = n > 0 && n <= DK_MAX_NAME && image[0] != '/' && image[n - 1] != '/';
+    for (size_t i = 0; ok && i < n; i++) {
+        char ch = image[i];
+        ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+             ch == '.' || ch == '_' || ch == '/' || ch == ':' || ch == '@' || ch == '-';
+        if (ok && (i == 0 || image[i - 1] == '/'))
+            ok = ch != '.' && ch != '/';
+    }
+    if (!ok) {
+        dk_seterr(d, "invalid image name \"%.64s\"", image ? image : "(null)");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* open / close                                                                             */
+
+static bool dk_parse_version(const char *s, int *major, int *minor)
+{
+    char tail;
+    return s && sscanf(s, "%d.%d%c", major, minor, &tail) == 2 && *major >= 0 && *minor >= 0;
+}
+
+static int dk_negotiate(struct docker *d)
+{
+    json_t *v = NULL;
+    struct dk_req q = {.method = "GET",
+                       .path = "/version",
+                       .unversioned = true,
+                       .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
+    int rc = dk_json(d, &q, &v);
+    if (rc < 0)
+        return rc;
+    int amaj, amin, mmaj = 0, mmin = 0;
+    const char *api = json_string_value(json_object_get(v, "ApiVersion"));
+    const char *minapi = json_string_value(json_object_get(v, "MinAPIVersion"));
+    if (!dk_parse_version(api, &amaj, &amin) ||
+        (minapi && !dk_parse_version(minapi, &mmaj, &mmin))) {
+        dk_seterr(d, "GET /version: no usable ApiVersion/MinAPIVersion in the answer");
+        json_decref(v);
+        return -EIO;
+    }
+    json_decref(v);
+    int maj = DK_MAX_MAJOR, min = DK_MAX_MINOR;
+    if (amaj < maj || (amaj == maj && amin < min)) { /* min(ours, engine's) */
+        maj = amaj;
+        min = amin;
+    }
+    if (maj < mmaj || (maj == mmaj && min < mmin)) { /* never below the engine's minimum */
+        maj = mmaj;
+        min = mmin;
+    }
+    snprintf(d->version, sizeof d->version, "%d.%d", maj, min);
+    return 0;
+}
+
+int docker_open(struct docker **out, const char *socket_path)
+{
+    *out = NULL;
+    dk_open_err[0] = '\0';
+    if (!socket_path || !socket_path[0]) {
+        snprintf(dk_open_err, sizeof dk_open_err, "docker_open: empty socket path");
+        return -EINVAL;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        snprintf(dk_open_err, sizeof dk_open_err, "docker_open: curl_global_init failed");
+        return -ENOMEM;
+    }
+    struct docker *d = calloc(1, sizeof *d);
+    if (d)
+        d->socket_path = strdup(socket_path);
+    if (d && d->socket_path)
+        d->curl = curl_easy_init();
+    if (!d || !d->socket_path || !d->curl) {
+        snprintf(dk_open_err, sizeof dk_open_err, "docker_open: out of memory");
+        if (d) {
+            free(d->socket_path);
+            free(d);
+        }
+        curl_global_cleanup();
+        return -ENOMEM;
+    }
+    int rc = dk_negotiate(d);
+    if (rc < 0) {
+        snprintf(dk_open_err, sizeof dk_open_err, "%s", d->err);
+        docker_close(d);
+        return rc;
+    }
+    *out = d;
+    return 0;
+}
+
+void docker_close(struct docker *d)
+{
+    if (!d)
+        return;
+    curl_easy_cleanup(d->curl);
+    free(d->socket_path);
+    free(d);
+    curl_global_cleanup();
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* calls                                                                                    */
+
+int docker_ping(struct docker *d)
+{
+    struct dk_req q = {.method = "GET", .path = "/_ping", .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
+    int rc = dk_do(d, &q);
+    return rc < 0 ? rc : 0;
+}
+
+int docker_image_exists(struct docker *d, const char *image)
+{
+    int rc = dk_check_image(d, image);
+    if (rc < 0)
+        return rc;
+    char path[DK_MAX_NAME + 32];
+    snprintf(path, sizeof path, "/images/%s/json", image);
+    struct dk_req q = {.method = "GET", .path = path, .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
+    rc = dk_do(d, &q);
+    if (rc == -ENOENT)
+        return 0;
+    return rc < 0 ? rc : 1;
+}
+
+int docker_has_runtime(struct docker *d, const char *name)
+{
+    if (!name || !name[0]) {
+        dk_seterr(d, "invalid runtime name");
+        return -EINVAL;
+    }
+    json_t *info = NULL;
+    struct dk_req q = {.method = "GET", .path = "/info", .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
+    int rc = dk_json(d, &q, &info);
+    if (rc < 0)
+        return rc;
+    json_t *rt = json_object_get(info, "Runtimes");
+    if (!json_is_object(rt)) {
+        dk_seterr(d, "GET /info: no Runtimes object in the answer");
+        json_decref(info);
+        return -EIO;
+    }
+    rc = json_object_get(rt, name) ? 1 : 0;
+    json_decref(info);
+    return rc;
+}
+
+static bool dk_is_hex64(const char *s)
+{
+    if (!s || strlen(s) != 64)
+        return false;
+    for (int i = 0; i < 64; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+int docker_create(struct docker *d, const char *name, const json_t *body, char id[65])
+{
+    int rc;
+    if (name && (rc = dk_check_id(d, "container name", name)) < 0)
+        return rc;
+    if (!json_is_object(body)) {
+        dk_seterr(d, "docker_create: body is not a JSON object");
+        return -EINVAL;
+    }
+    char *text = json_dumps(body, JSON_COMPACT);
+    if (!text) {
+        dk_seterr(d, "docker_create: cannot serialize the body");
+        return -ENOMEM;
+    }
+    char path[DK_MAX_NAME + 32];
+    if (name)
+        snprintf(path, sizeof path, "/containers/create?name=%s", name);
+    else
+        snprintf(path, sizeof path, "/containers/create");
+    json_t *ans = NULL;
+    struct dk_req q = {
+        .method = "POST", .path = path, .body = text, .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
+    rc = dk_json(d, &q, &ans);
+    free(text);
+    if (rc < 0)
+        return rc;
+    const char *cid = json_string_value(json_object_get(ans, "Id"));
+    if (!dk_is_hex64(cid)) {
+        dk_seterr(d, "POST %s: no container Id in the answer", path);
+        json_decref(ans);
+        return -EIO;
+    }
+    memcpy(id, cid, 65);
+    json_decref(ans);
+    return 0;
+}
+
+/* POST/DELETE on /containers/{id}{suffix} with no body and no interesting answer. */
+static int dk_container_op(struct docker *d, const char *method, const char *id, const char *suffix)
+{
+    int rc = dk_check_id(d, "container id", id);
+    if (rc < 0)
+        return rc;
+    char path[DK_MAX_NAME + 96];
+    snprintf(path, sizeof path, "/containers/%s%s", id, suffix);
+    struct dk_req q = {.method = method, .path = path, .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
+    rc = dk_do(d, &q);
+    return rc < 0 ? rc : 0;
+}
+
+int docker_start(struct docker *d, const char *id)
+{
+    return dk_container_op(d, "POST", id, "/start");
+}
+
+int docker_wait(struct docker *d, const char *id, int timeout_ms, int *status_code)
+{
+    int rc = dk_check_id(d, "container id", id);
+    if (rc < 0)
+        return rc;
+    char path[DK_MAX_NAME + 64];
+    snprintf(path, sizeof path, "/containers/%s/wait?condition=not-running", id);
+    json_t *ans = NULL;
+    struct dk_req q = {
+        .method = "POST", .path = path, .timeout_ms = timeout_ms > 0 ? timeout_ms : 0};
+    rc = dk_json(d, &q, &ans);
+    if (rc < 0)
+        return rc;
+    json_t *sc = json_object_get(ans, "StatusCode");
+    json_t *err = json_object_get(ans, "Error");
+    const char *emsg = json_string_value(json_object_get(err, "Message"));
+    if (!json_is_integer(sc)) {
+        dk_seterr(d, "POST %s: no StatusCode in the answer", path);
+        rc = -EIO;
+    } else if (emsg && emsg[0]) {
+        dk_seterr(d, "POST %s: %.300s", path, emsg);
+        rc = -EIO;
+    } else {
+        *status_code = (int)json_integer_value(sc);
+    }
+    json_decref(ans);
+    return rc;
+}
+
+int docker_kill(struct docker *d, const char *id, const char *signal)
+{
+    char suffix[64];
+    if (signal) {
+        int rc = strlen(signal) <= 32 ? dk_check_id(d, "signal", signal) : -EINVAL;
+        if (rc < 0) {
+            dk_seterr(d, "invalid signal \"%.32s\"", signal);
+            return rc;
+        }
+        snprintf(suffix, sizeof suffix, "/kill?signal=%s", signal);
+    } else {
+        snprintf(suffix, sizeof suffix, "/kill");
+    }
+    return dk_container_op(d, "POST", id, suffix);
+}
+
+int docker_inspect(struct docker *d, const char *id, json_t **out)
+{
+    int rc = dk_check_id(d, "container id", id);
+    if (rc < 0)
+        return rc;
+    char path[DK_MAX_NAME + 32];
+    snprintf(path, sizeof path, "/containers/%s/json", id);
+    struct dk_req q = {.method = "GET", .path = path, .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
+    json_t *j = NULL;
+    rc = dk_json(d, &q, &j);
+    if (rc < 0)
+        return rc;
+    if (!json_is_object(j)) {
+        dk_seterr(d, "GET %s: answer is not an object", path);
+        json_decref(j);
+        return -EIO;
+    }
+    *out = j;
+    return 0;
+}
+
+/* The multiplexed log stream: [stream, 0, 0, 0, size_be32] then size payload bytes. */
+struct dk_demux {
+    unsigned char hdr[8];
+    size_t hdr_len; /* header bytes collected so far */
+    uint32_t left;  /* payload bytes left in the current frame */
+    bool in_payload;
+    struct tk_capbuf *to;
+    struct tk_capbuf *out, *err;
+};
+
+static int dk_capbuf_put(struct tk_capbuf *b, const char *p, size_t n)
+{
+    if (!b)
+        return 0;
+    capbuf_append(b, p, n);
+    size_t want = b->total < b->cap ? b->total : b->cap;
+    return b->len < want ? -ENOMEM : 0;
+}
+
+static int dk_demux_feed(void *ctx, const char *p, size_t n)
+{
+    struct dk_demux *m = ctx;
+    while (n > 0) {
+        if (!m->in_payload) {
+            size_t take = 8 - m->hdr_len < n ? 8 - m->hdr_len : n;
+            memcpy(m->hdr + m->hdr_len, p, take);
+            m->hdr_len += take;
+            p += take;
+            n -= take;
+            if (m->hdr_len < 8)
+                break;
+            m->hdr_len = 0;
+            if (m->hdr[0] > 2 || m->hdr[1] || m->hdr[2] || m->hdr[3])
+                return -EPROTO; /* not a frame header: a Tty container's raw stream? */
+            m->to = m->hdr[0] == 2 ? m->err : m->out;
+            m->left = (uint32_t)m->hdr[4] << 24 | (uint32_t)m->hdr[5] << 16 |
+                      (uint32_t)m->hdr[6] << 8 | (uint32_t)m->hdr[7];
+            m->in_payload = m->left > 0;
+        } else {
+            size_t take = m->left < n ? m->left : n;
+            int rc = dk_capbuf_put(m->to, p, take);
+            if (rc < 0)
+                return rc;
+            m->left -= (uint32_t)take;
+            p += take;
+            n -= take;
+            m->in_payload = m->left > 0;
+        }
+    }
+    return 0;
+}
+
+int docker_logs(struct docker *d, const char *id, struct tk_capbuf *out, struct tk_capbuf *err)
+{
+    int rc = dk_check_id(d, "container id", id);
+    if (rc < 0)
+        return rc;
+    char path[DK_MAX_NAME + 48];
+    snprintf(path, sizeof path, "/containers/%s/logs?stdout=1&stderr=1", id);
+    struct dk_demux m = {.out = out, .err = err};
+    struct dk_req q = {.method = "GET",
+                       .path = path,
+                       .timeout_ms = DK_DEFAULT_TIMEOUT_MS,
+                       .stream = dk_demux_feed,
+                       .stream_ctx = &m};
+    rc = dk_do(d, &q);
+    if (rc < 0)
+        return rc;
+    if (m.hdr_len || m.in_payload) {
+        dk_seterr(d, "GET %s: log stream ends inside a frame", path);
+        return -EIO;
+    }
+    return 0;
+}
+
+int docker_remove(struct docker *d, const char *id)
+{
+    return dk_container_op(d, "DELETE", id, "?force=1&v=1");
+}
+
+int docker_list_by_label(struct docker *d, const char *label, json_t **ids)
+{
+    if (!label || !label[0]) {
+        dk_seterr(d, "docker_list_by_label: empty label");
+        return -EINVAL;
+    }
+    json_t *f = json_pack("{s:[s]}", "label", label);
+    char *ftext = f ? json_dumps(f, JSON_COMPACT) : NULL;
+    json_decref(f);
+    char *fesc = ftext ? curl_easy_escape(d->curl, ftext, 0) : NULL;
+    free(ftext);
+    char *path = NULL;
+    if (!fesc || asprintf(&path, "/containers/json?all=1&filters=%s", fesc) < 0) {
+        curl_free(fesc);
+        dk_seterr(d, "docker_list_by_label: out of memory");
+        return -ENOMEM;
+    }
+    curl_free(fesc);
+    json_t *arr = NULL;
+    struct dk_req q = {.method = "GET", .path = path, .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
+    int rc = dk_json(d, &q, &arr);
+    if (rc < 0) {
+        free(path);
+        return rc;
+    }
+    json_t *res = json_array();
+    size_t i;
+    json_t *c;
+    if (!json_is_array(arr)) {
+        dk_seterr(d, "GET /containers/json: answer is not an array");
+        rc = -EIO;
+    } else if (!res) {
+        dk_seterr(d, "docker_list_by_label: out of memory");
+        rc = -ENOMEM;
+    }
+    if (rc == 0) {
+        json_array_foreach(arr, i, c)
+        {
+            const char *cid = json_string_value(json_object_get(c, "Id"));
+            if (!cid) {
+                dk_seterr(d, "GET /containers/json: entry without Id");
+                rc = -EIO;
+                break;
+            }
+            if (json_array_append_new(res, json_string(cid)) < 0) {
+                dk_seterr(d, "docker_list_by_label: out of memory");
+                rc = -ENOMEM;
+                break;
+            }
+        }
+    }
+    json_decref(arr);
+    free(path);
+    if (rc < 0) {
+        json_decref(res);
+        return rc;
+    }
+    *ids = res;
+    return 0;
+}

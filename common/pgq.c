@@ -1,0 +1,275 @@
+/*
+ * pgq.c — a FIFO of queries on one non-blocking libpq connection, driven by libevent.
+ *
+ * States: DOWN (waiting for the reconnect timer) → CONNECTING (PQconnectPoll) → IDLE ⇄
+ * BUSY (one query in flight). Only one query is in flight; the rest wait in the FIFO.
+ * When the connection fails, the in-flight and queued queries are answered with an error
+ * at once (the caller decides: retry, 503, spool) and a reconnect is scheduled with
+ * exponential backoff (100 ms .. 5 s). While DOWN, pgq_exec refuses fast (-ENOTCONN).
+ * Modelled on PgBouncer's lib/usual/pgsocket.c.
+ */
+#include "tako/db.h"
+#include "tako/log.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum pgq_state { PGQ_DOWN, PGQ_CONNECTING, PGQ_IDLE, PGQ_BUSY };
+
+struct pgq_item {
+    struct pgq_item *next;
+    char *sql;
+    int n;
+    char **params;
+    pgq_cb cb;
+    void *arg;
+};
+
+struct pgq {
+    struct event_base *base;
+    char *conninfo;
+    PGconn *conn;
+    enum pgq_state state;
+    struct event *io;    /* on PQsocket, re-created when the fd changes */
+    struct event *timer; /* reconnect backoff */
+    int io_fd;
+    int backoff_ms;
+    struct pgq_item *head, *tail; /* head is in flight when BUSY */
+    size_t pending;
+    bool logged_down;
+};
+
+static void pgq_connect(struct pgq *q);
+static void pgq_kick(struct pgq *q);
+
+static void item_free(struct pgq_item *it)
+{
+    for (int i = 0; i < it->n; i++)
+        free(it->params[i]);
+    free(it->params);
+    free(it->sql);
+    free(it);
+}
+
+static void notice_ignore(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
+static void wait_io(struct pgq *q, short what, event_callback_fn fn)
+{
+    int fd = PQsocket(q->conn);
+    if (q->io)
+        event_free(q->io);
+    q->io = event_new(q->base, fd, what, fn, q);
+    q->io_fd = fd;
+    event_add(q->io, NULL);
+}
+
+static void fail_all(struct pgq *q, const char *why)
+{
+    struct pgq_item *it = q->head;
+    q->head = q->tail = NULL;
+    q->pending = 0;
+    while (it) {
+        struct pgq_item *next = it->next;
+        it->cb(NULL, why, it->arg);
+        item_free(it);
+        it = next;
+    }
+}
+
+static void conn_lost(struct pgq *q, const char *why)
+{
+    if (!q->logged_down)
+        log_error("msg=\"database connection lost\" err=\"%s\"", why);
+    q->logged_down = true;
+    if (q->io) {
+        event_free(q->io);
+        q->io = NULL;
+    }
+    PQfinish(q->conn);
+    q->conn = NULL;
+    q->state = PGQ_DOWN;
+    fail_all(q, why);
+    struct timeval tv = {q->backoff_ms / 1000, (q->backoff_ms % 1000) * 1000};
+    evtimer_add(q->timer, &tv);
+    q->backoff_ms = q->backoff_ms * 2 > 5000 ? 5000 : q->backoff_ms * 2;
+}
+
+static void on_timer(evutil_socket_t fd, short ev, void *arg)
+{
+    pgq_connect(arg);
+}
+
+static void on_result(evutil_socket_t fd, short ev, void *arg)
+{
+    struct pgq *q = arg;
+    if ((ev & EV_WRITE) && PQflush(q->conn) == 1) { /* still sending */
+        wait_io(q, EV_WRITE | EV_READ, on_result);
+        return;
+    }
+    if (!PQconsumeInput(q->conn)) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", PQerrorMessage(q->conn));
+        conn_lost(q, why);
+        return;
+    }
+    PGresult *res, *last = NULL;
+    while (!PQisBusy(q->conn)) {
+        res = PQgetResult(q->conn);
+        if (!res)
+            break;
+        PQclear(last);
+        last = res;
+    }
+    if (PQisBusy(q->conn)) {
+        PQclear(last);
+        wait_io(q, EV_READ, on_result);
+        return;
+    }
+    /* the query is complete */
+    struct pgq_item *it = q->head;
+    q->head = it->next;
+    if (!q->head)
+        q->tail = NULL;
+    q->pending--;
+    ExecStatusType st = PQresultStatus(last);
+    if (last && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK))
+        it->cb(last, NULL, it->arg);
+    else
+        it->cb(NULL, last ? PQresultErrorMessage(last) : PQerrorMessage(q->conn), it->arg);
+    PQclear(last);
+    item_free(it);
+    if (PQstatus(q->conn) != CONNECTION_OK) {
+        conn_lost(q, PQerrorMessage(q->conn));
+        return;
+    }
+    q->state = PGQ_IDLE;
+    pgq_kick(q);
+}
+
+static void pgq_kick(struct pgq *q)
+{
+    if (q->state != PGQ_IDLE || !q->head)
+        return;
+    struct pgq_item *it = q->head;
+    if (!PQsendQueryParams(q->conn, it->sql, it->n, NULL, (const char *const *)it->params, NULL,
+                           NULL, 0)) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", PQerrorMessage(q->conn));
+        conn_lost(q, why);
+        return;
+    }
+    q->state = PGQ_BUSY;
+    int f = PQflush(q->conn);
+    wait_io(q, f == 1 ? EV_WRITE | EV_READ : EV_READ, on_result);
+}
+
+static void on_connect(evutil_socket_t fd, short ev, void *arg)
+{
+    struct pgq *q = arg;
+    switch (PQconnectPoll(q->conn)) {
+    case PGRES_POLLING_READING:
+        wait_io(q, EV_READ, on_connect);
+        return;
+    case PGRES_POLLING_WRITING:
+        wait_io(q, EV_WRITE, on_connect);
+        return;
+    case PGRES_POLLING_OK:
+        PQsetnonblocking(q->conn, 1);
+        PQsetNoticeProcessor(q->conn, notice_ignore, NULL);
+        if (q->logged_down)
+            log_info("msg=\"database connection restored\"");
+        q->logged_down = false;
+        q->backoff_ms = 100;
+        q->state = PGQ_IDLE;
+        if (q->io) {
+            event_free(q->io);
+            q->io = NULL;
+        }
+        pgq_kick(q);
+        return;
+    default: {
+        char why[256];
+        snprintf(why, sizeof why, "%s", PQerrorMessage(q->conn));
+        conn_lost(q, why);
+    }
+    }
+}
+
+static void pgq_connect(struct pgq *q)
+{
+    q->conn = PQconnectStart(q->conninfo);
+    if (!q->conn || PQstatus(q->conn) == CONNECTION_BAD) {
+        conn_lost(q, q->conn ? PQerrorMessage(q->conn) : "out of memory");
+        return;
+    }
+    q->state = PGQ_CONNECTING;
+    wait_io(q, EV_WRITE, on_connect);
+}
+
+struct pgq *pgq_new(struct event_base *base, const char *conninfo)
+{
+    struct pgq *q = calloc(1, sizeof *q);
+    if (!q)
+        return NULL;
+    q->base = base;
+    q->conninfo = strdup(conninfo);
+    q->timer = evtimer_new(base, on_timer, q);
+    q->backoff_ms = 100;
+    q->io_fd = -1;
+    pgq_connect(q);
+    return q;
+}
+
+void pgq_free(struct pgq *q)
+{
+    if (!q)
+        return;
+    fail_all(q, "shutting down");
+    if (q->io)
+        event_free(q->io);
+    event_free(q->timer);
+    PQfinish(q->conn);
+    free(q->conninfo);
+    free(q);
+}
+
+int pgq_exec(struct pgq *q, const char *sql, int n, const char *const *params, pgq_cb cb,
+             void *arg)
+{
+    if (q->state == PGQ_DOWN)
+        return -ENOTCONN;
+    struct pgq_item *it = calloc(1, sizeof *it);
+    if (!it)
+        return -ENOMEM;
+    it->sql = strdup(sql);
+    it->n = n;
+    it->params = calloc((size_t)(n > 0 ? n : 1), sizeof(char *));
+    for (int i = 0; i < n; i++)
+        it->params[i] = params[i] ? strdup(params[i]) : NULL;
+    it->cb = cb;
+    it->arg = arg;
+    if (q->tail)
+        q->tail->next = it;
+    else
+        q->head = it;
+    q->tail = it;
+    q->pending++;
+    pgq_kick(q);
+    return 0;
+}
+
+bool pgq_connected(const struct pgq *q)
+{
+    return q->state == PGQ_IDLE || q->state == PGQ_BUSY;
+}
+
+size_t pgq_pending(const struct pgq *q)
+{
+    return q->pending;
+}

@@ -1,0 +1,45 @@
+/*
+ * takod.h — what the master sets up before forking and every child inherits: the
+ * configuration, the shared segment, the acceptors' eventfds, and names. Processes talk
+ * only through shm and PostgreSQL; this struct is read-only after fork.
+ */
+#ifndef TAKO_TAKOD_H
+#define TAKO_TAKOD_H
+
+#include "tako/config.h"
+#include "tako/shm.h"
+
+#include <signal.h>
+
+/* Exit codes (nginx's contract): 0 asked to stop, 2 fatal (config, environment): the
+ * master does not respawn a child that exits 2. */
+#define TK_EXIT_OK    0
+#define TK_EXIT_FATAL 2
+
+struct tk_ctx {
+    struct tk_config cfg;
+    struct tk_shm *shm;
+    int listen_fd;
+    int done_efd[TK_MAX_ACCEPTORS]; /* one eventfd per acceptor slot */
+    char conninfo[1024];            /* the database actually used */
+    char node[128];                 /* this host's name, stored with every job */
+    char instance[512];             /* docker label value: node + data_dir */
+    char spool_dir[4096];           /* <data_dir>/jobs */
+    pid_t master_pid;
+    int proc_idx; /* in a child: its entry in the shm proc table */
+};
+
+extern struct tk_ctx tk;
+
+/* Child entry points; they return the process exit code. */
+int acceptor_main(int slot);
+int executor_main(int slot);
+
+/* Set the process title shown in /proc/PID/cmdline (e.g. "takod: executor 1"). */
+void proctitle_init(int argc, char **argv);
+void proctitle_set(const char *title);
+
+/* Spool layout for a job id. */
+int spool_job_dir(char *buf, size_t len, const char *job_id);
+
+#endif
