@@ -134,6 +134,17 @@ int pgm_start(const struct tk_config *cfg, pid_t *pid_out, char *conninfo, size_
         snprintf(err, errlen, "server.data_dir is too long for a unix socket path (%s)", sockdir);
         return -ENAMETOOLONG;
     }
+    /* The database user must be able to reach <data_dir>/pg: traverse (not read) access. */
+    struct stat dst;
+    if (u.drop && stat(cfg->server_data_dir, &dst) == 0 && !(dst.st_mode & S_IXOTH)) {
+        if (chmod(cfg->server_data_dir, (dst.st_mode & 07777) | S_IXOTH) < 0) {
+            snprintf(err, errlen, "chmod o+x %s (the database user must reach %s): %s",
+                     cfg->server_data_dir, pgdir, strerror(errno));
+            return -errno;
+        }
+        log_info("msg=\"made data_dir traversable for the database user\" dir=%s",
+                 cfg->server_data_dir);
+    }
     int rc = own_dir(pgdir, &u);
     if (rc == 0)
         rc = own_dir(sockdir, &u);
