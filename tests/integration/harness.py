@@ -157,7 +157,9 @@ class Takod:
             ["psql", conninfo or self.conninfo, "-XAtq", "-F", "\x1f", "-R", "\x1e", "-c", query],
             check=True, capture_output=True, text=True, timeout=30,
         ).stdout
-        return [row.split("\x1f") for row in out.rstrip("\n").split("\x1e") if row]
+        if out.endswith("\n"):
+            out = out[:-1]  # psql ends its output with one newline
+        return [row.split("\x1f") for row in out.split("\x1e") if row]
 
     # ---- Docker ----
     def containers(self):
