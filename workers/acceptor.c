@@ -357,8 +357,30 @@ static void handle_execute(struct evhttp_request *req, const char *corr)
     }
 }
 
+/* Until every executor has been ready once, takod is "starting" (503). */
+static bool all_started(void)
+{
+    if (atomic_load(&tk.shm->started))
+        return true;
+    uint32_t ready = 0;
+    for (uint32_t i = 0; i < tk.shm->n_procs; i++) {
+        struct tk_proc *p = shm_proc(tk.shm, i);
+        if (p->role == TK_ROLE_EXECUTOR && atomic_load(&p->pid) > 0 && atomic_load(&p->ready))
+            ready++;
+    }
+    if (ready < tk.shm->n_executors)
+        return false;
+    atomic_store(&tk.shm->started, 1);
+    return true;
+}
+
 static void handle_health(struct evhttp_request *req, const char *corr)
 {
+    if (!all_started()) {
+        reply_json(req, 503, corr,
+                   json_pack("{s:s, s:s}", "status", "starting", "version", TAKO_VERSION));
+        return;
+    }
     bool db_ok = pgq_connected(A.pg);
     bool docker_ok = atomic_load(&tk.shm->docker_ok) != 0;
     json_t *body = json_pack(

@@ -105,6 +105,7 @@ static void run_container(struct exec_state *st, struct tk_job *job, const char 
     json_t *body = container_body(job, dir);
     int rc = docker_create(d, name, body, r->container_id);
     json_decref(body);
+    atomic_store(&tk.shm->docker_ok, rc != -ECONNREFUSED && rc != -ETIMEDOUT);
     if (rc < 0) {
         log_error("msg=\"docker_create failed\" job=%s image=%s err=\"%s\"", job->id,
                   tk.cfg.docker_image, docker_last_error(d));
@@ -398,6 +399,7 @@ int executor_main(int slot)
         docker_close(st.docker);
         return 1;
     }
+    atomic_store(&st.me->ready, 1);
     log_info("msg=\"executor ready\" slot=%d docker_api=%s", slot, docker_api_version(st.docker));
     while (!stop_fast && !stop_graceful) {
         atomic_store(&st.me->heartbeat_ms, now_mono_ms());

@@ -49,6 +49,7 @@ struct tk_proc {
     _Atomic uint64_t heartbeat_ms;
     struct ring_intent intent; /* its in-flight ring operation (crash repair) */
     _Atomic uint64_t jobs;     /* jobs handled, for stats */
+    _Atomic uint32_t ready;    /* set once the process serves (executor: engine + db up) */
 };
 
 struct tk_job {
@@ -80,6 +81,8 @@ struct tk_shm {
     _Atomic uint64_t jobs_admitted, jobs_rejected_full, jobs_completed;
     _Atomic uint32_t running;   /* jobs executors hold right now */
     _Atomic uint32_t docker_ok; /* last executor call to the engine worked */
+    _Atomic uint32_t started;   /* every executor has been ready once: /health stops
+                                   answering 503 "starting" */
 };
 
 /* Round up to a power of two (>= 8). */
