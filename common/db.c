@@ -180,8 +180,8 @@ int db_migrate(const char *conninfo, char *err, size_t errlen)
         char vs[16];
         snprintf(vs, sizeof vs, "%d", v);
         const char *p[1] = {vs};
-        r = PQexecParams(c, "INSERT INTO schema_migrations (version) VALUES ($1)", 1, NULL, p,
-                         NULL, NULL, 0);
+        r = PQexecParams(c, "INSERT INTO schema_migrations (version) VALUES ($1)", 1, NULL, p, NULL,
+                         NULL, 0);
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
             set_err(err, errlen, "record migration", PQresultErrorMessage(r));
             rc = -EIO;

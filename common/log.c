@@ -77,10 +77,12 @@ void tk_log(int level, const char *fmt, ...)
     gmtime_r(&tv.tv_sec, &tm);
     int n = snprintf(line, sizeof line,
                      "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s pid=%d role=\"%s\" ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (long)(tv.tv_usec / 1000),
-                     level_names[level < 0 ? 0 : level > TK_CRIT ? TK_CRIT : level], (int)getpid(),
-                     log_role);
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (long)(tv.tv_usec / 1000),
+                     level_names[level < 0         ? 0
+                                 : level > TK_CRIT ? TK_CRIT
+                                                   : level],
+                     (int)getpid(), log_role);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);

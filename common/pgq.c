@@ -239,8 +239,7 @@ void pgq_free(struct pgq *q)
     free(q);
 }
 
-int pgq_exec(struct pgq *q, const char *sql, int n, const char *const *params, pgq_cb cb,
-             void *arg)
+int pgq_exec(struct pgq *q, const char *sql, int n, const char *const *params, pgq_cb cb, void *arg)
 {
     if (q->state == PGQ_DOWN)
         return -ENOTCONN;

@@ -42,10 +42,10 @@ enum child_role { CHILD_ACCEPTOR = TK_ROLE_ACCEPTOR, CHILD_EXECUTOR = TK_ROLE_EX
 struct child {
     enum child_role role;
     int slot;
-    pid_t pid;     /* 0 = not running */
-    int proc_idx;  /* its shm proc entry while running */
-    bool respawn;  /* false after a fatal exit or while stopping */
-    int fails;     /* consecutive quick failures */
+    pid_t pid;    /* 0 = not running */
+    int proc_idx; /* its shm proc entry while running */
+    bool respawn; /* false after a fatal exit or while stopping */
+    int fails;    /* consecutive quick failures */
     uint64_t started_ms, next_spawn_ms;
 };
 
@@ -109,7 +109,8 @@ static void open_pidfile(void)
 
 static int bind_listen(void)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     char port[16];
@@ -283,8 +284,8 @@ static void repair_rings(int dead_idx)
         rings[n++] = shm_done(tk.shm, a);
     for (size_t i = 0; i < n; i++) {
         uint64_t rec;
-        for (int tries = 0; ring_repair(rings[i], &dead->intent, live, n_live, &rec) == -EAGAIN &&
-                            tries < 1000;
+        for (int tries = 0;
+             ring_repair(rings[i], &dead->intent, live, n_live, &rec) == -EAGAIN && tries < 1000;
              tries++)
             usleep(100);
         if (rec != RING_NONE)
@@ -322,8 +323,8 @@ static void reap(void)
             log_warn("msg=\"child killed\" role=%s slot=%d pid=%d signal=%d", role, c->slot,
                      (int)pid, WTERMSIG(st));
         else if (!clean || !M.stopping)
-            log_warn("msg=\"child exited\" role=%s slot=%d pid=%d code=%d", role, c->slot,
-                     (int)pid, WEXITSTATUS(st));
+            log_warn("msg=\"child exited\" role=%s slot=%d pid=%d code=%d", role, c->slot, (int)pid,
+                     WEXITSTATUS(st));
         repair_rings(c->proc_idx);
         struct tk_proc *p = shm_proc(tk.shm, (uint32_t)c->proc_idx);
         ring_intent_init(&p->intent);

@@ -105,8 +105,8 @@ static int own_dir(const char *path, const struct pg_user *u)
     return 0;
 }
 
-int pgm_start(const struct tk_config *cfg, pid_t *pid_out, char *conninfo, size_t clen,
-              char *err, size_t errlen)
+int pgm_start(const struct tk_config *cfg, pid_t *pid_out, char *conninfo, size_t clen, char *err,
+              size_t errlen)
 {
     char bindir[512], pgdir[4200], sockdir[4200], logpath[4200], path[4700];
     if (find_bindir(cfg->database_pg_bindir, bindir, sizeof bindir) < 0) {
@@ -157,8 +157,18 @@ int pgm_start(const struct tk_config *cfg, pid_t *pid_out, char *conninfo, size_
         log_info("msg=\"initialising the managed PostgreSQL\" dir=%s", pgdir);
         char initdb[600];
         snprintf(initdb, sizeof initdb, "%s/initdb", bindir);
-        char *argv[] = {initdb, "-D", pgdir,         "-U",      "takod", "-A", "trust", "-E",
-                        "UTF8", "--locale=C.UTF-8", "--no-instructions", NULL};
+        char *argv[] = {initdb,
+                        "-D",
+                        pgdir,
+                        "-U",
+                        "takod",
+                        "-A",
+                        "trust",
+                        "-E",
+                        "UTF8",
+                        "--locale=C.UTF-8",
+                        "--no-instructions",
+                        NULL};
         if (run_wait(&u, logpath, argv) < 0) {
             snprintf(err, errlen, "initdb %s failed; see %s", pgdir, logpath);
             return -EIO;
@@ -185,8 +195,8 @@ int pgm_start(const struct tk_config *cfg, pid_t *pid_out, char *conninfo, size_
         if (getppid() != parent)
             _exit(1);
         struct pg_user none_u = {0};
-        char *argv[] = {postgres, "-D", pgdir, "-c", "listen_addresses=", "-c", sockopt, "-c",
-                        "port=5432", NULL};
+        char *argv[] = {postgres, "-D",    pgdir, "-c",        "listen_addresses=",
+                        "-c",     sockopt, "-c",  "port=5432", NULL};
         child_exec(&none_u, logpath, argv);
     }
     snprintf(conninfo, clen, "host=%s port=5432 dbname=takod user=takod", sockdir);

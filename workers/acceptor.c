@@ -78,24 +78,21 @@ static void reply_raw(struct evhttp_request *req, int code, const char *corr, co
     evbuffer_free(buf);
 }
 
-static void reply_error(struct evhttp_request *req, int code, const char *corr,
-                        const char *detail)
+static void reply_error(struct evhttp_request *req, int code, const char *corr, const char *detail)
 {
-    reply_json(req, code, corr,
-               json_pack("{s:s, s:s}", "detail", detail, "correlation_id", corr));
+    reply_json(req, code, corr, json_pack("{s:s, s:s}", "detail", detail, "correlation_id", corr));
 }
 
 /* 422 with FastAPI-shaped field errors: {"detail": [{"loc": [...], "msg", "type"}]} */
 static void reply_422(struct evhttp_request *req, const char *corr, json_t *errors)
 {
-    reply_json(req, 422, corr,
-               json_pack("{s:o, s:s}", "detail", errors, "correlation_id", corr));
+    reply_json(req, 422, corr, json_pack("{s:o, s:s}", "detail", errors, "correlation_id", corr));
 }
 
 static void field_error(json_t *errors, const char *field, const char *type, const char *msg)
 {
-    json_array_append_new(errors, json_pack("{s:[s,s], s:s, s:s}", "loc", "body", field, "msg",
-                                            msg, "type", type));
+    json_array_append_new(
+        errors, json_pack("{s:[s,s], s:s, s:s}", "loc", "body", field, "msg", msg, "type", type));
 }
 
 static void correlation_id(struct evhttp_request *req, char *out, size_t len)
@@ -166,8 +163,7 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
     }
 }
 
-static int write_spool(const char *id, const char *code, const char *input, char *why,
-                       size_t wlen)
+static int write_spool(const char *id, const char *code, const char *input, char *why, size_t wlen)
 {
     char dir[4096], path[4200];
     spool_job_dir(dir, sizeof dir, id);
@@ -336,8 +332,8 @@ static void handle_execute(struct evhttp_request *req, const char *corr)
     const char *host = NULL;
     ev_uint16_t port;
     evhttp_connection_get_peer(evhttp_request_get_connection(req), (char **)&host, &port);
-    const char *params[11] = {job->id,   job_type, code,   input_text, timeout_s, mem_s,
-                              cpus_s,    tk.node,  host,   corr,       created_s};
+    const char *params[11] = {job->id, job_type, code, input_text, timeout_s, mem_s,
+                              cpus_s,  tk.node,  host, corr,       created_s};
     struct submit *s = malloc(sizeof *s);
     s->idx = idx;
     s->gen = gen;
@@ -383,13 +379,13 @@ static void handle_health(struct evhttp_request *req, const char *corr)
     }
     bool db_ok = pgq_connected(A.pg);
     bool docker_ok = atomic_load(&tk.shm->docker_ok) != 0;
-    json_t *body = json_pack(
-        "{s:s, s:b, s:b, s:s, s:{s:I, s:I, s:I, s:I}}", "status",
-        db_ok && docker_ok ? "healthy" : "degraded", "docker_available", docker_ok,
-        "database_available", db_ok, "version", TAKO_VERSION, "queue_stats", "pending",
-        (json_int_t)ring_count(shm_dispatch(tk.shm)), "running",
-        (json_int_t)atomic_load(&tk.shm->running), "max_workers", (json_int_t)tk.shm->n_executors,
-        "max_queue_size", (json_int_t)tk.shm->n_jobs);
+    json_t *body =
+        json_pack("{s:s, s:b, s:b, s:s, s:{s:I, s:I, s:I, s:I}}", "status",
+                  db_ok && docker_ok ? "healthy" : "degraded", "docker_available", docker_ok,
+                  "database_available", db_ok, "version", TAKO_VERSION, "queue_stats", "pending",
+                  (json_int_t)ring_count(shm_dispatch(tk.shm)), "running",
+                  (json_int_t)atomic_load(&tk.shm->running), "max_workers",
+                  (json_int_t)tk.shm->n_executors, "max_queue_size", (json_int_t)tk.shm->n_jobs);
     reply_json(req, 200, corr, body);
 }
 
@@ -398,14 +394,22 @@ static void handle_health(struct evhttp_request *req, const char *corr)
 static const char *method_name(enum evhttp_cmd_type m)
 {
     switch (m) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    case EVHTTP_REQ_PATCH: return "PATCH";
-    default: return "OTHER";
+    case EVHTTP_REQ_GET:
+        return "GET";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    case EVHTTP_REQ_OPTIONS:
+        return "OPTIONS";
+    case EVHTTP_REQ_PATCH:
+        return "PATCH";
+    default:
+        return "OTHER";
     }
 }
 
@@ -463,8 +467,8 @@ static void on_done(evutil_socket_t fd, short ev, void *arg)
             if (rc == 0)
                 reply_raw(p->req, 200, p->corr, body, len);
             else {
-                log_error("msg=\"reading the response failed\" job=%s path=%s err=\"%s\"",
-                          job->id, path, strerror(-rc));
+                log_error("msg=\"reading the response failed\" job=%s path=%s err=\"%s\"", job->id,
+                          path, strerror(-rc));
                 reply_error(p->req, 500, p->corr, "Execution error: the result was lost");
             }
             free(body);
@@ -517,8 +521,8 @@ int acceptor_main(int slot)
     evhttp_set_timeout(A.http, (int)tk.cfg.server_request_timeout);
     evhttp_set_flags(A.http, EVHTTP_SERVER_LINGERING_CLOSE);
     evhttp_set_allowed_methods(A.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                           EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                           EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+                                           EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+                                           EVHTTP_REQ_PATCH);
     evhttp_set_default_content_type(A.http, "application/json");
     evhttp_set_gencb(A.http, on_request, NULL);
     A.bound = evhttp_accept_socket_with_handle(A.http, tk.listen_fd);

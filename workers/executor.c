@@ -69,17 +69,17 @@ static json_t *container_body(const struct tk_job *job, const char *dir)
         " s:{s:s, s:b, s:[s], s:[s], s:b, s:I, s:I, s:I, s:I,"
         "    s:[{s:s,s:i,s:i},{s:s,s:I,s:I}], s:{s:s}, s:[s,s,s],"
         "    s:{s:s, s:{s:s, s:s}}, s:b}}",
-        "Image", c->docker_image, "Cmd", "python3", "-u", "/code/main.py", "User",
-        c->docker_user, "WorkingDir", "/tmp", "Env", "PYTHONUNBUFFERED=1",
-        "PYTHONDONTWRITEBYTECODE=1", "HOME=/tmp", "LANG=C.UTF-8", "Labels", "takod.instance",
-        tk.instance, "takod.job", job->id, "NetworkDisabled", 1, "Tty", 0, "OpenStdin", 0,
-        "AttachStdin", 0, "HostConfig", "NetworkMode", "none", "ReadonlyRootfs", 1, "CapDrop",
-        "ALL", "SecurityOpt", "no-new-privileges", "Init", 1, "Memory",
-        (json_int_t)c->limits_memory, "MemorySwap", (json_int_t)c->limits_memory, "NanoCpus",
-        (json_int_t)(c->limits_cpus * 1e9), "PidsLimit", (json_int_t)c->limits_pids, "Ulimits",
-        "Name", "nofile", "Soft", 256, "Hard", 256, "Name", "fsize", "Soft", fsize, "Hard", fsize,
-        "Tmpfs", "/tmp", tmpfs, "Binds", code, input, output, "LogConfig", "Type", "json-file",
-        "Config", "max-size", "8m", "max-file", "1", "AutoRemove", 0);
+        "Image", c->docker_image, "Cmd", "python3", "-u", "/code/main.py", "User", c->docker_user,
+        "WorkingDir", "/tmp", "Env", "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1", "HOME=/tmp",
+        "LANG=C.UTF-8", "Labels", "takod.instance", tk.instance, "takod.job", job->id,
+        "NetworkDisabled", 1, "Tty", 0, "OpenStdin", 0, "AttachStdin", 0, "HostConfig",
+        "NetworkMode", "none", "ReadonlyRootfs", 1, "CapDrop", "ALL", "SecurityOpt",
+        "no-new-privileges", "Init", 1, "Memory", (json_int_t)c->limits_memory, "MemorySwap",
+        (json_int_t)c->limits_memory, "NanoCpus", (json_int_t)(c->limits_cpus * 1e9), "PidsLimit",
+        (json_int_t)c->limits_pids, "Ulimits", "Name", "nofile", "Soft", 256, "Hard", 256, "Name",
+        "fsize", "Soft", fsize, "Hard", fsize, "Tmpfs", "/tmp", tmpfs, "Binds", code, input, output,
+        "LogConfig", "Type", "json-file", "Config", "max-size", "8m", "max-file", "1", "AutoRemove",
+        0);
 }
 
 static void set_error(struct run_result *r, const char *type, const char *phase, const char *fmt,
@@ -185,8 +185,7 @@ static void run_container(struct exec_state *st, struct tk_job *job, const char 
         else if (code == 139)
             set_error(r, "segfault", "execution", "The program crashed (SIGSEGV)");
         else if (code > 128 && code < 160)
-            set_error(r, "killed", "execution", "The program was killed by signal %d",
-                      code - 128);
+            set_error(r, "killed", "execution", "The program was killed by signal %d", code - 128);
         else
             set_error(r, "nonzero_exit", "execution", "The program exited with code %d", code);
     }
@@ -215,10 +214,10 @@ static void build_result(const struct tk_job *job, struct run_result *r, json_t 
     double total_ms = ms_between(job->created_mono_us, r->t_done_us);
     *timing = json_pack("{s:f, s:f, s:f, s:f}", "queue_ms", queue_ms, "startup_ms", startup_ms,
                         "execution_ms", exec_ms, "total_ms", total_ms);
-    *error_obj = r->error_type[0] ? json_pack("{s:s, s:s, s:s}", "type", r->error_type,
-                                              "message", r->error_msg, "phase",
-                                              r->error_phase ? r->error_phase : "execution")
-                                  : json_null();
+    *error_obj = r->error_type[0]
+                     ? json_pack("{s:s, s:s, s:s}", "type", r->error_type, "message", r->error_msg,
+                                 "phase", r->error_phase ? r->error_phase : "execution")
+                     : json_null();
     bool success = !strcmp(r->status, "succeeded");
     json_t *resp = json_object();
     json_object_set_new(resp, "success", json_boolean(success));
@@ -226,8 +225,7 @@ static void build_result(const struct tk_job *job, struct run_result *r, json_t 
     json_object_set_new(resp, "execution_time", json_real(exec_ms / 1000.0));
     json_object_set_new(resp, "stdout", json_text(&r->out));
     json_object_set_new(resp, "stderr", json_text(&r->err));
-    json_object_set_new(resp, "exit_code",
-                        r->has_exit ? json_integer(r->exit_code) : json_null());
+    json_object_set_new(resp, "exit_code", r->has_exit ? json_integer(r->exit_code) : json_null());
     json_object_set_new(resp, "error", r->error_type[0] ? json_string(r->error_msg) : json_null());
     json_object_set_new(resp, "error_type",
                         r->error_type[0] ? json_string(r->error_type) : json_null());
@@ -353,8 +351,7 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     free(text);
     log_info("msg=\"job finished\" job=%s status=%s exit=%d queue_ms=%.1f startup_ms=%.1f "
              "exec_ms=%.1f total_ms=%.1f",
-             job->id, r.status, r.exit_code,
-             json_real_value(json_object_get(timing, "queue_ms")),
+             job->id, r.status, r.exit_code, json_real_value(json_object_get(timing, "queue_ms")),
              json_real_value(json_object_get(timing, "startup_ms")),
              json_real_value(json_object_get(timing, "execution_ms")),
              json_real_value(json_object_get(timing, "total_ms")));

@@ -39,12 +39,15 @@ const char *outputs_content_type(const char *name)
     static const struct {
         const char *ext, *type;
     } types[] = {
-        {".json", "application/json"}, {".txt", "text/plain"},       {".csv", "text/csv"},
-        {".html", "text/html"},        {".md", "text/markdown"},     {".png", "image/png"},
-        {".jpg", "image/jpeg"},        {".jpeg", "image/jpeg"},      {".gif", "image/gif"},
-        {".svg", "image/svg+xml"},     {".pdf", "application/pdf"},  {".xml", "application/xml"},
-        {".zip", "application/zip"},   {".gz", "application/gzip"},  {".log", "text/plain"},
-        {".parquet", "application/vnd.apache.parquet"},              {".py", "text/x-python"},
+        {".json", "application/json"}, {".txt", "text/plain"},
+        {".csv", "text/csv"},          {".html", "text/html"},
+        {".md", "text/markdown"},      {".png", "image/png"},
+        {".jpg", "image/jpeg"},        {".jpeg", "image/jpeg"},
+        {".gif", "image/gif"},         {".svg", "image/svg+xml"},
+        {".pdf", "application/pdf"},   {".xml", "application/xml"},
+        {".zip", "application/zip"},   {".gz", "application/gzip"},
+        {".log", "text/plain"},        {".parquet", "application/vnd.apache.parquet"},
+        {".py", "text/x-python"},
     };
     const char *dot = strrchr(name, '.');
     if (dot)

@@ -28,11 +28,11 @@ struct docker;
 
 /* A growable byte buffer that keeps at most `cap` bytes (the head) and counts the rest. */
 struct tk_capbuf {
-    char *data;        /* NUL-terminated; may contain other NULs */
-    size_t len;        /* bytes kept, <= cap */
-    size_t cap;        /* most bytes kept */
-    size_t total;      /* bytes offered in all */
-    bool truncated;    /* total > cap */
+    char *data;     /* NUL-terminated; may contain other NULs */
+    size_t len;     /* bytes kept, <= cap */
+    size_t cap;     /* most bytes kept */
+    size_t total;   /* bytes offered in all */
+    bool truncated; /* total > cap */
 };
 
 void capbuf_init(struct tk_capbuf *b, size_t cap);

@@ -9,9 +9,9 @@
 #include <stddef.h>
 
 struct tk_outputs {
-    json_t *output;      /* parsed result.json, or NULL */
+    json_t *output;       /* parsed result.json, or NULL */
     char output_err[256]; /* why result.json was not used ("" when fine or absent) */
-    json_t *artifacts;   /* [{name, size_bytes, sha256, content_type}] */
+    json_t *artifacts;    /* [{name, size_bytes, sha256, content_type}] */
     size_t artifacts_skipped;
 };
 
@@ -32,8 +32,7 @@ int outputs_name_ok(const char *name);
  * "ZeroDivisionError: division by zero" → type "zero_division_error", message the line.
  * ModuleNotFoundError maps to "import_error". Returns 1 if found, else 0.
  */
-int outputs_python_error(const char *stderr_text, char *type, size_t tlen, char *msg,
-                         size_t mlen);
+int outputs_python_error(const char *stderr_text, char *type, size_t tlen, char *msg, size_t mlen);
 
 /* Content type guessed from a file name's extension. */
 const char *outputs_content_type(const char *name);

@@ -44,8 +44,8 @@ struct tk_proc {
     _Alignas(64) _Atomic int32_t pid; /* 0 = free slot */
     uint8_t role;
     uint8_t pad0;
-    uint16_t slot;            /* acceptor or executor number */
-    _Atomic uint32_t gen;     /* bumps on every respawn of this slot */
+    uint16_t slot;        /* acceptor or executor number */
+    _Atomic uint32_t gen; /* bumps on every respawn of this slot */
     _Atomic uint64_t heartbeat_ms;
     struct ring_intent intent; /* its in-flight ring operation (crash repair) */
     _Atomic uint64_t jobs;     /* jobs handled, for stats */

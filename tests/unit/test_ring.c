@@ -16,8 +16,8 @@
 
 static struct ring *ring_new_shared(uint32_t cap)
 {
-    void *p = mmap(NULL, ring_bytes(cap), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
-                   0);
+    void *p =
+        mmap(NULL, ring_bytes(cap), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     TK_ASSERT(p != MAP_FAILED);
     ring_init(p, cap, 7);
     return p;
@@ -85,10 +85,10 @@ static void mpmc_run(int producers, int consumers, uint32_t per_producer, uint32
 {
     struct ring *r = ring_new_shared(cap);
     size_t total = (size_t)producers * per_producer;
-    _Atomic uint8_t *seen = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                                 -1, 0);
-    _Atomic uint64_t *consumed = mmap(NULL, 64, PROT_READ | PROT_WRITE,
-                                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    _Atomic uint8_t *seen =
+        mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    _Atomic uint64_t *consumed =
+        mmap(NULL, 64, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     TK_ASSERT(seen != MAP_FAILED && consumed != MAP_FAILED);
     pid_t pids[64];
     int n = 0;
@@ -146,8 +146,8 @@ TK_TEST(ring_mpmc_small_ring_contention)
 TK_TEST(ring_repair_dead_producer)
 {
     struct ring *r = ring_new_shared(8);
-    struct ring_intent *dead = mmap(NULL, sizeof *dead, PROT_READ | PROT_WRITE,
-                                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    struct ring_intent *dead =
+        mmap(NULL, sizeof *dead, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     ring_intent_init(dead);
     /* Simulate: intent published, claim won, then death. */
     uint64_t pos = atomic_load(&r->enq_pos);
@@ -212,8 +212,8 @@ TK_TEST(ring_repair_dead_consumer)
 TK_TEST(ring_kill_producers_randomly)
 {
     struct ring *r = ring_new_shared(64);
-    struct ring_intent *recs = mmap(NULL, 64 * sizeof *recs, PROT_READ | PROT_WRITE,
-                                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    struct ring_intent *recs =
+        mmap(NULL, 64 * sizeof *recs, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     uint64_t received = 0;
     for (int round = 0; round < 200; round++) {
         ring_intent_init(&recs[0]);

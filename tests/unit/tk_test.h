@@ -53,7 +53,7 @@ static inline void tk_test_register(const char *name, tk_test_fn fn, int timeout
 #define TK_ASSERT(cond)                                                                            \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "  assertion failed at %s:%d: %s\n", __FILE__, __LINE__, #cond);      \
+            fprintf(stderr, "  assertion failed at %s:%d: %s\n", __FILE__, __LINE__, #cond);       \
             _exit(1);                                                                              \
         }                                                                                          \
     } while (0)
