@@ -940,3 +940,46 @@ const char *config_log_level_name(int idx)
         return "unknown";
     return names[idx];
 }
+
+int config_keep_noreload(struct tk_config *dst, const struct tk_config *old)
+{
+    for (size_t i = 0; i < CF_NKEYS; i++) {
+        const struct cf_key *k = &cf_keys[i];
+        if (!(k->flags & CF_NORELOAD) || cf_equal(k, dst, old))
+            continue;
+        void *fd = cf_field(dst, k);
+        const void *fo = cf_cfield(old, k);
+        switch (k->type) {
+        case CF_T_STR: {
+            char *copy = strdup(*(char *const *)fo ? *(char *const *)fo : "");
+            if (!copy)
+                return -ENOMEM;
+            free(*(char **)fd);
+            *(char **)fd = copy;
+            break;
+        }
+        case CF_T_INT:
+        case CF_T_SIZE:
+            *(int64_t *)fd = *(const int64_t *)fo;
+            break;
+        case CF_T_DOUBLE:
+            *(double *)fd = *(const double *)fo;
+            break;
+        case CF_T_BOOL:
+            *(bool *)fd = *(const bool *)fo;
+            break;
+        case CF_T_ENUM:
+            *(int *)fd = *(const int *)fo;
+            break;
+        }
+    }
+    /* derived fields follow the kept keys */
+    memcpy(dst->listen_host, old->listen_host, sizeof dst->listen_host);
+    dst->listen_port = old->listen_port;
+    char *pid = strdup(old->pidfile_path ? old->pidfile_path : "");
+    if (!pid)
+        return -ENOMEM;
+    free(dst->pidfile_path);
+    dst->pidfile_path = pid;
+    return 0;
+}

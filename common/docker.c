@@ -14,6 +14,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,7 +37,21 @@ struct docker {
     char version[16];
     char err[DK_ERR_LEN];
     char curl_err[CURL_ERROR_SIZE];
+    volatile sig_atomic_t *abort_flag; /* non-zero: abort the call in progress (-EINTR) */
 };
+
+/* libcurl calls this about once a second while waiting and on every chunk; a non-zero
+ * return aborts the transfer (CURLE_ABORTED_BY_CALLBACK). */
+static int dk_progress_cb(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    struct docker *d = arg;
+    return d->abort_flag && *d->abort_flag ? 1 : 0;
+}
+
+void docker_set_abort_flag(struct docker *d, volatile sig_atomic_t *flag)
+{
+    d->abort_flag = flag;
+}
 
 static _Thread_local char dk_open_err[DK_ERR_LEN];
 
@@ -234,6 +249,7 @@ struct dk_req {
     dk_stream_fn stream; /* optional 2xx body consumer */
     void *stream_ctx;
     struct dk_buf *answer; /* optional: receives the 2xx body (caller frees ->p) */
+    bool abortable;        /* the abort flag may interrupt it (waits only) */
 };
 
 /*
@@ -271,6 +287,11 @@ static int dk_do(struct docker *d, const struct dk_req *q)
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    if (d->abort_flag && q->abortable) {
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, dk_progress_cb);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, d);
+    }
 
     bool oom = false;
     struct curl_slist *h;
@@ -317,6 +338,10 @@ static int dk_do(struct docker *d, const struct dk_req *q)
             ret = -ECONNREFUSED;
             break;
         }
+        case CURLE_ABORTED_BY_CALLBACK:
+            dk_seterr(d, "%s %s: interrupted", q->method, q->path);
+            ret = -EINTR;
+            break;
         case CURLE_OPERATION_TIMEDOUT:
             dk_seterr(d, "%s %s: no answer within %ld ms", q->method, q->path, q->timeout_ms);
             ret = -ETIMEDOUT;
@@ -634,7 +659,10 @@ int docker_wait(struct docker *d, const char *id, int timeout_ms, int *status_co
     snprintf(path, sizeof path, "/containers/%s/wait?condition=not-running", id);
     json_t *ans = NULL;
     struct dk_req q = {
-        .method = "POST", .path = path, .timeout_ms = timeout_ms > 0 ? timeout_ms : 0};
+        .method = "POST",
+        .path = path,
+        .timeout_ms = timeout_ms > 0 ? timeout_ms : 0,
+        .abortable = true};
     rc = dk_json(d, &q, &ans);
     if (rc < 0)
         return rc;

@@ -39,16 +39,19 @@ void ring_intent_init(struct ring_intent *me)
 {
     atomic_store(&me->rec, 0);
     atomic_store(&me->ring, 0);
+    atomic_store(&me->held_ring, 0);
+    atomic_store(&me->val, RING_NONE);
     atomic_store(&me->held, RING_NONE);
 }
 
+/* Record the next step before taking it (seq_cst: visible before the CAS). */
 static inline void intent_set(struct ring_intent *me, const struct ring *r, unsigned op,
                               uint64_t pos)
 {
     if (!me)
         return;
     atomic_store_explicit(&me->ring, r->id, memory_order_relaxed);
-    atomic_store(&me->rec, RING_REC(op, pos)); /* seq_cst: visible before the claim */
+    atomic_store(&me->rec, RING_REC(op, pos));
 }
 
 static inline void intent_clear(struct ring_intent *me)
@@ -71,9 +74,14 @@ static void ring_wake(struct ring *r)
 
 int ring_push(struct ring *r, struct ring_intent *me, uint64_t val)
 {
+    uint64_t prev_held = me ? atomic_load(&me->held) : RING_NONE;
+    if (me)
+        atomic_store(&me->val, val);
     uint64_t pos = atomic_load_explicit(&r->enq_pos, memory_order_relaxed);
     for (;;) {
-        intent_set(me, r, RING_OP_ENQ, pos);
+        intent_set(me, r, RING_OP_ENQ_TRY, pos);
+        if (me) /* the record now carries the value: hand it over */
+            atomic_store(&me->held, RING_NONE);
         RING_HOOK(RING_HOOK_PUSH_INTENT);
         struct ring_cell *c = &r->cell[pos & r->mask];
         uint64_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
@@ -81,6 +89,8 @@ int ring_push(struct ring *r, struct ring_intent *me, uint64_t val)
         if (diff == 0) {
             if (atomic_compare_exchange_weak(&r->enq_pos, &pos, pos + 1)) {
                 RING_HOOK(RING_HOOK_PUSH_CLAIMED);
+                intent_set(me, r, RING_OP_ENQ_WON, pos);
+                RING_HOOK(RING_HOOK_PUSH_WON);
                 atomic_store_explicit(&c->val, val, memory_order_relaxed);
                 atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
                 RING_HOOK(RING_HOOK_PUSH_PUBLISHED);
@@ -88,8 +98,10 @@ int ring_push(struct ring *r, struct ring_intent *me, uint64_t val)
             }
             /* pos was reloaded by the failed CAS */
         } else if (diff < 0) {
+            if (me) /* full: the caller still holds what it held */
+                atomic_store(&me->held, prev_held);
             intent_clear(me);
-            return -EAGAIN; /* full */
+            return -EAGAIN;
         } else {
             pos = atomic_load_explicit(&r->enq_pos, memory_order_relaxed);
         }
@@ -103,7 +115,7 @@ int ring_pop(struct ring *r, struct ring_intent *me, uint64_t *val)
 {
     uint64_t pos = atomic_load_explicit(&r->deq_pos, memory_order_relaxed);
     for (;;) {
-        intent_set(me, r, RING_OP_DEQ, pos);
+        intent_set(me, r, RING_OP_DEQ_TRY, pos);
         RING_HOOK(RING_HOOK_POP_INTENT);
         struct ring_cell *c = &r->cell[pos & r->mask];
         uint64_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
@@ -112,11 +124,17 @@ int ring_pop(struct ring *r, struct ring_intent *me, uint64_t *val)
             if (atomic_compare_exchange_weak(&r->deq_pos, &pos, pos + 1)) {
                 RING_HOOK(RING_HOOK_POP_CLAIMED);
                 uint64_t v = atomic_load_explicit(&c->val, memory_order_relaxed);
-                if (me && v != RING_TOMBSTONE)
-                    atomic_store(&me->held, v);
+                if (me) {
+                    if (v != RING_TOMBSTONE) {
+                        atomic_store(&me->held_ring, r->id);
+                        atomic_store(&me->held, v);
+                    }
+                    intent_set(me, r, RING_OP_DEQ_WON, pos);
+                }
+                RING_HOOK(RING_HOOK_POP_WON);
                 atomic_store_explicit(&c->seq, pos + r->mask + 1, memory_order_release);
                 RING_HOOK(RING_HOOK_POP_RELEASED);
-                if (v == RING_TOMBSTONE) { /* a repaired dead push: skip it */
+                if (v == RING_TOMBSTONE) { /* never pushed by takod; kept for safety */
                     pos = atomic_load_explicit(&r->deq_pos, memory_order_relaxed);
                     continue;
                 }
@@ -160,12 +178,25 @@ uint64_t ring_count(const struct ring *r)
     return e > d ? e - d : 0;
 }
 
-static bool live_has(struct ring_intent *const *live, size_t n, uint32_t ring_id, uint64_t rec)
+/* Does a live process show a TRY or WON record of the same kind at pos? */
+static bool live_owns(struct ring_intent *const *live, size_t n, uint32_t ring_id, unsigned try_op,
+                      uint64_t pos)
 {
-    for (size_t i = 0; i < n; i++)
-        if (live[i] && atomic_load(&live[i]->rec) == rec && atomic_load(&live[i]->ring) == ring_id)
+    for (size_t i = 0; i < n; i++) {
+        if (!live[i] || atomic_load(&live[i]->ring) != ring_id)
+            continue;
+        uint64_t rec = atomic_load(&live[i]->rec);
+        if (rec == RING_REC(try_op, pos) || rec == RING_REC(try_op + 1, pos))
             return true;
+    }
     return false;
+}
+
+static void publish_at(struct ring *r, struct ring_cell *c, uint64_t pos, uint64_t v)
+{
+    atomic_store_explicit(&c->val, v, memory_order_relaxed);
+    atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+    ring_wake(r);
 }
 
 int ring_repair(struct ring *r, struct ring_intent *dead, struct ring_intent *const *live,
@@ -179,28 +210,59 @@ int ring_repair(struct ring *r, struct ring_intent *dead, struct ring_intent *co
     uint64_t pos = RING_REC_POS(rec);
     struct ring_cell *c = &r->cell[pos & r->mask];
     uint64_t seq = atomic_load(&c->seq);
+    uint64_t v = atomic_load(&dead->val);
 
-    if (op == RING_OP_ENQ) {
+    switch (op) {
+    case RING_OP_ENQ_WON: /* it owned pos */
+        if (seq == pos)
+            publish_at(r, c, pos, v);
+        break;
+    case RING_OP_ENQ_TRY:
         if (seq == pos && atomic_load(&r->enq_pos) > pos) {
-            /* Claimed by someone, unpublished. Is a live process the claimer? */
-            if (live_has(live, n_live, r->id, rec))
+            if (live_owns(live, n_live, r->id, RING_OP_ENQ_TRY, pos))
                 return -EAGAIN;
-            atomic_store_explicit(&c->val, RING_TOMBSTONE, memory_order_relaxed);
-            atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
-            ring_wake(r);
+            /* Look again: a live owner may have published and cleared its record since
+             * `seq` was read. Only a cell still unpublished now is the dead one's. */
+            if (atomic_load(&c->seq) == pos) {
+                publish_at(r, c, pos, v); /* it won the CAS and died before recording it */
+                break;
+            }
         }
-    } else if (op == RING_OP_DEQ) {
+        if (v != RING_NONE) {
+            /* Its push did not happen. It had handed the value over (held was cleared),
+             * so finish the hand-over. Cannot be full: every takod ring has a cell for
+             * every value that can exist. */
+            if (ring_push(r, NULL, v) != 0)
+                return -ENOSPC;
+        }
+        break;
+    }
+    if ((op == RING_OP_ENQ_WON || op == RING_OP_ENQ_TRY) && atomic_load(&dead->held) == v)
+        atomic_store(&dead->held, RING_NONE); /* died between recording and handing over */
+    switch (op) {
+    case RING_OP_DEQ_WON: /* held has the value */
+        if (seq == pos + 1) {
+            atomic_store_explicit(&c->seq, pos + r->mask + 1, memory_order_release);
+            *recovered = atomic_load(&dead->held);
+        }
+        break;
+    case RING_OP_DEQ_TRY:
         if (seq == pos + 1 && atomic_load(&r->deq_pos) > pos) {
-            if (live_has(live, n_live, r->id, rec))
+            if (live_owns(live, n_live, r->id, RING_OP_DEQ_TRY, pos))
                 return -EAGAIN;
-            uint64_t v = atomic_load_explicit(&c->val, memory_order_relaxed);
-            if (v != RING_TOMBSTONE) {
-                atomic_store(&dead->held, v);
-                *recovered = v;
+            if (atomic_load(&c->seq) != pos + 1)
+                break; /* a live owner released it since `seq` was read: not the dead one's */
+            uint64_t got = atomic_load_explicit(&c->val, memory_order_relaxed);
+            if (got != RING_TOMBSTONE) {
+                atomic_store(&dead->held_ring, r->id);
+                atomic_store(&dead->held, got);
+                *recovered = got;
             }
             atomic_store_explicit(&c->seq, pos + r->mask + 1, memory_order_release);
         }
+        break;
     }
     atomic_store(&dead->rec, 0);
+    atomic_store(&dead->val, RING_NONE);
     return 0;
 }

@@ -34,7 +34,7 @@ int shm_create(struct tk_shm **out, uint32_t n_jobs, uint32_t n_acceptors, uint3
     size_t free_off = off;
     off += ring_sz;
     size_t done_off = off;
-    off += ring_sz * n_acceptors;
+    off += ring_sz * n_procs;
 
     void *p = mmap(NULL, off, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
@@ -56,8 +56,8 @@ int shm_create(struct tk_shm **out, uint32_t n_jobs, uint32_t n_acceptors, uint3
         ring_intent_init(&shm_proc(s, i)->intent);
     ring_init(shm_dispatch(s), n_jobs, TK_RING_ID_DISPATCH);
     ring_init(shm_free(s), n_jobs, TK_RING_ID_FREE);
-    for (uint32_t a = 0; a < n_acceptors; a++)
-        ring_init(shm_done(s, a), n_jobs, TK_RING_ID_DONE0 + a);
+    for (uint32_t i = 0; i < n_procs; i++)
+        ring_init(shm_done(s, i), n_jobs, TK_RING_ID_DONE0 + i);
     for (uint32_t i = 0; i < n_jobs; i++) {
         struct tk_job *j = shm_job(s, i);
         atomic_store(&j->state, TK_JOB_FREE);
@@ -81,6 +81,7 @@ int shm_proc_claim(struct tk_shm *s, int32_t pid, uint8_t role, uint16_t slot)
         if (atomic_load(&p->pid) == 0 && atomic_compare_exchange_strong(&p->pid, &zero, pid)) {
             p->role = role;
             p->slot = slot;
+            atomic_fetch_add(&p->gen, 1);
             atomic_store(&p->heartbeat_ms, 0);
             atomic_store(&p->ready, 0);
             ring_intent_init(&p->intent);

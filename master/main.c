@@ -1,22 +1,27 @@
 /*
  * main.c — takod's master process.
  *
- *   takod -c FILE [-o section.key=value]... [-t]
+ *   takod -c FILE [-o section.key=value]... [-t] [-d] [-s reload|quit|stop|reopen]
  *
  * Start-up order (fail fast, one clear line, exit 2 on anything fatal):
- *   config → log → data dir → pidfile (fcntl lock) → bind the listening socket →
- *   PostgreSQL (managed or database.url) → migrations → Docker engine and image check →
- *   sweep leftover containers and settle jobs a previous run left unfinished →
- *   shared memory and eventfds → fork acceptors and executors → supervise.
+ *   config → log → data dir → bind the listening socket → (-d: daemonize) → pidfile
+ *   (fcntl lock) → PostgreSQL (managed or database.url) → migrations → shared memory →
+ *   Docker engine and image check → sweep leftover containers → re-queue or settle jobs a
+ *   previous run left unfinished → fork acceptors and executors → supervise.
  *
  * The master runs no event loop and never touches HTTP, Docker or SQL on a hot path. Its
- * loop is a flat state table of children, driven by signalfd with a 250 ms tick: every
- * transition (reap, respawn, stop) happens in that one loop, as in nginx's process cycle.
+ * loop is a flat table of children driven by signalfd with a 250 ms tick; every
+ * transition (reap, repair, respawn, reload, stop) happens in that one loop, as in
+ * nginx's process cycle.
+ *
+ * Signals: HUP reload (a new generation of children on the new config; the old one
+ * drains), QUIT graceful stop, TERM/INT fast stop, USR1 reopen logs, CHLD reap.
  */
 #include "tako/db.h"
 #include "tako/docker.h"
 #include "tako/log.h"
 #include "tako/pgmanaged.h"
+#include "tako/recovery.h"
 #include "tako/takod.h"
 #include "tako/util.h"
 
@@ -37,28 +42,42 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-enum child_role { CHILD_ACCEPTOR = TK_ROLE_ACCEPTOR, CHILD_EXECUTOR = TK_ROLE_EXECUTOR };
+enum stop_mode { RUNNING = 0, STOP_GRACEFUL, STOP_FAST };
 
 struct child {
-    enum child_role role;
+    uint8_t role; /* TK_ROLE_ACCEPTOR / TK_ROLE_EXECUTOR */
     int slot;
-    pid_t pid;    /* 0 = not running */
-    int proc_idx; /* its shm proc entry while running */
-    bool respawn; /* false after a fatal exit or while stopping */
-    int fails;    /* consecutive quick failures */
+    int generation; /* config generation it was started with */
+    pid_t pid;      /* 0 = not running */
+    int proc_idx;   /* its shm proc entry while running */
+    bool respawn;   /* false once retiring, after a fatal exit, or while stopping */
+    bool retiring;  /* an older generation draining after a reload */
+    int fails;      /* consecutive quick failures (backoff) */
     uint64_t started_ms, next_spawn_ms;
 };
 
 static struct {
     struct child *children;
-    int n_children;
+    int n_children, cap_children;
+    int generation;
     pid_t pg_pid; /* managed PostgreSQL, 0 when external */
     int pidfile_fd;
-    bool stopping;
-    int stop_signal;
+    enum stop_mode stopping;
     uint64_t stop_deadline_ms;
+    bool executors_told; /* graceful stop: QUIT sent to executors (after the acceptors) */
+    bool escalated;
     int exit_code;
-} M = {.pidfile_fd = -1};
+    const char *conf_path;
+    char **overrides;
+    size_t n_over;
+    int ready_fd; /* -d: tells the waiting parent that start-up finished */
+    sigset_t orig_mask;
+} M = {.pidfile_fd = -1, .ready_fd = -1};
+
+static const char *role_name(uint8_t role)
+{
+    return role == TK_ROLE_ACCEPTOR ? "acceptor" : "executor";
+}
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...)
@@ -70,18 +89,29 @@ static void die(const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "takod: %s\n", msg);
     log_crit("msg=\"fatal\" err=\"%s\"", msg);
+    if (M.ready_fd >= 0) { /* -d: the parent prints it and exits 2 */
+        ssize_t w = write(M.ready_fd, msg, strlen(msg));
+        (void)w;
+    }
     if (M.pg_pid > 0)
         pgm_stop(M.pg_pid, 5000);
+    if (M.pidfile_fd >= 0)
+        unlink(tk.cfg.pidfile_path);
     exit(TK_EXIT_FATAL);
 }
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: takod -c FILE [-o section.key=value]... [-t]\n"
-                 "  -c FILE   configuration file (INI; see conf/tako.conf)\n"
-                 "  -o K=V    override one key, e.g. -o server.listen=127.0.0.1:9000\n"
-                 "  -t        test the configuration, print the effective values, exit\n"
-                 "  -h        this help\n");
+    fprintf(out,
+            "usage: takod -c FILE [-o section.key=value]... [-t | -s SIGNAL | -d]\n"
+            "  -c FILE    configuration file (INI; see conf/tako.conf)\n"
+            "  -o K=V     override one key, e.g. -o server.listen=127.0.0.1:9000\n"
+            "  -t         test the configuration, print the effective values, exit\n"
+            "  -s SIGNAL  send a running takod (found through its pidfile) a signal:\n"
+            "             reload (HUP), quit (graceful), stop (fast), reopen (logs)\n"
+            "  -d         run in the background (logs to server.log_file, or\n"
+            "             <data_dir>/takod.log when that is empty)\n"
+            "  -h         this help\n");
 }
 
 /* ---- start-up steps ---- */
@@ -94,17 +124,51 @@ static void open_pidfile(void)
         die("open pidfile %s: %s", path, strerror(errno));
     struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
     if (fcntl(fd, F_SETLK, &fl) < 0) {
-        char buf[32] = "";
-        ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
-        buf[n > 0 ? n : 0] = '\0';
-        buf[strcspn(buf, "\n")] = '\0';
-        die("another takod is running (pid %s) with pidfile %s", buf[0] ? buf : "?", path);
+        struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+        int holder = fcntl(fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK ? who.l_pid : 0;
+        die("another takod is running (pid %d) with pidfile %s", holder, path);
     }
     char pid[32];
     int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
     if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
         die("write pidfile %s: %s", path, strerror(errno));
     M.pidfile_fd = fd;
+}
+
+/* takod -s NAME: signal the master that holds the pidfile's lock. */
+static int send_signal(const char *name)
+{
+    static const struct {
+        const char *name;
+        int sig;
+    } sigs[] = {{"reload", SIGHUP}, {"quit", SIGQUIT}, {"stop", SIGTERM}, {"reopen", SIGUSR1}};
+    int sig = 0;
+    for (size_t i = 0; i < TK_ARRAY_LEN(sigs); i++)
+        if (!strcmp(name, sigs[i].name))
+            sig = sigs[i].sig;
+    if (!sig) {
+        fprintf(stderr, "takod: -s %s: unknown signal (reload, quit, stop, reopen)\n", name);
+        return TK_EXIT_FATAL;
+    }
+    const char *path = tk.cfg.pidfile_path;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "takod: takod is not running (no pidfile %s: %s)\n", path,
+                strerror(errno));
+        return 1;
+    }
+    struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (fcntl(fd, F_GETLK, &who) < 0 || who.l_type == F_UNLCK) {
+        fprintf(stderr, "takod: takod is not running (nobody holds the lock on %s)\n", path);
+        close(fd);
+        return 1;
+    }
+    close(fd);
+    if (kill(who.l_pid, sig) < 0) {
+        fprintf(stderr, "takod: kill %d: %s\n", (int)who.l_pid, strerror(errno));
+        return 1;
+    }
+    return 0;
 }
 
 static int bind_listen(void)
@@ -139,6 +203,57 @@ static int bind_listen(void)
     return fd;
 }
 
+/*
+ * -d: fork twice (no controlling terminal, not a session leader), stdio on /dev/null.
+ * The first parent waits on a pipe until the daemon has started (or says why it could
+ * not), so `takod -d` exits 0 only when takod is really serving.
+ */
+static void daemonize(void)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        die("pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork: %s", strerror(errno));
+    if (pid > 0) {
+        close(p[1]);
+        char msg[1024];
+        ssize_t n = read(p[0], msg, sizeof msg - 1);
+        if (n > 0 && !(n == 2 && !memcmp(msg, "ok", 2))) {
+            msg[n] = '\0';
+            fprintf(stderr, "takod: %s\n", msg);
+            _exit(TK_EXIT_FATAL);
+        }
+        _exit(n == 2 ? 0 : TK_EXIT_FATAL);
+    }
+    close(p[0]);
+    setsid();
+    pid = fork();
+    if (pid < 0)
+        die("fork: %s", strerror(errno));
+    if (pid > 0)
+        _exit(0);
+    M.ready_fd = p[1];
+    umask(027);
+    if (chdir("/") < 0)
+        die("chdir /: %s", strerror(errno));
+    if (!tk.cfg.server_log_file[0]) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/takod.log", tk.cfg.server_data_dir);
+        if (log_open(path) < 0)
+            die("cannot open log file %s", path);
+    }
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(null, 2);
+        if (null > 2)
+            close(null);
+    }
+}
+
 static void setup_database(void)
 {
     char err[1024];
@@ -152,30 +267,6 @@ static void setup_database(void)
         die("database: %s", err);
 }
 
-/* Remove containers a previous run of this instance left behind. */
-static void sweep_containers(struct docker *d)
-{
-    char label[600];
-    snprintf(label, sizeof label, "takod.instance=%s", tk.instance);
-    json_t *ids = NULL;
-    if (docker_list_by_label(d, label, &ids) < 0) {
-        log_warn("msg=\"listing leftover containers failed\" err=\"%s\"", docker_last_error(d));
-        return;
-    }
-    size_t i;
-    json_t *id;
-    json_array_foreach(ids, i, id)
-    {
-        int rc = docker_remove(d, json_string_value(id));
-        if (rc < 0 && rc != -ENOENT)
-            log_warn("msg=\"docker_remove failed\" container=%.12s err=\"%s\"",
-                     json_string_value(id), docker_last_error(d));
-        else
-            log_info("msg=\"removed leftover container\" container=%.12s", json_string_value(id));
-    }
-    json_decref(ids);
-}
-
 static void check_docker(void)
 {
     struct docker *d = NULL;
@@ -183,60 +274,54 @@ static void check_docker(void)
         die("cannot reach the Docker engine at %s: %s (start dockerd, or set docker.socket)",
             tk.cfg.docker_socket, docker_last_error(NULL));
     int rc = docker_image_exists(d, tk.cfg.docker_image);
-    if (rc == 0) {
-        docker_close(d);
+    char e[512];
+    snprintf(e, sizeof e, "%s", docker_last_error(d));
+    docker_close(d); /* no curl handle may cross fork */
+    if (rc == 0)
         die("executor image %s not found: build it with scripts/build-image.sh",
             tk.cfg.docker_image);
-    }
-    if (rc < 0) {
-        char e[512];
-        snprintf(e, sizeof e, "%s", docker_last_error(d));
-        docker_close(d);
+    if (rc < 0)
         die("checking executor image %s: %s", tk.cfg.docker_image, e);
-    }
     atomic_store(&tk.shm->docker_ok, 1);
-    sweep_containers(d);
-    docker_close(d); /* no curl handle may cross fork */
-}
-
-/* Jobs this node left queued or running when it last stopped can't be resumed from shm:
- * settle them so no client polls forever (retry policy comes with supervision). */
-static void settle_interrupted_jobs(void)
-{
-    char err[512];
-    struct db *db = NULL;
-    if (db_open(&db, tk.conninfo, err, sizeof err) < 0)
-        die("database: %s", err);
-    const char *p[1] = {tk.node};
-    PGresult *r = db_exec(db,
-                          "UPDATE jobs SET status = 'failed', ended_at = now(), error ="
-                          " '{\"type\":\"interrupted\",\"message\":\"takod stopped before the job"
-                          " finished\",\"phase\":\"execution\"}'::jsonb"
-                          " WHERE node = $1 AND status IN ('queued', 'running')",
-                          1, p);
-    if (!r)
-        die("settling interrupted jobs: %s", db_last_error(db));
-    if (atoi(PQcmdTuples(r)) > 0)
-        log_warn("msg=\"jobs interrupted by the previous stop marked failed\" count=%s",
-                 PQcmdTuples(r));
-    PQclear(r);
-    db_close(db);
+    recovery_remove_containers(NULL); /* a previous run's leftovers */
 }
 
 /* ---- children ---- */
 
-static void spawn(struct child *c, const sigset_t *orig_mask)
+static struct child *add_child(uint8_t role, int slot)
 {
-    int idx = shm_proc_claim(tk.shm, -1, (uint8_t)c->role, (uint16_t)c->slot);
-    if (idx < 0) {
-        log_crit("msg=\"proc table full\" role=%d slot=%d", c->role, c->slot);
+    if (M.n_children == M.cap_children) {
+        int cap = M.cap_children ? M.cap_children * 2 : 16;
+        struct child *c = realloc(M.children, (size_t)cap * sizeof *c);
+        if (!c)
+            die("out of memory");
+        M.children = c;
+        M.cap_children = cap;
+    }
+    struct child *c = &M.children[M.n_children++];
+    *c = (struct child){
+        .role = role, .slot = slot, .generation = M.generation, .respawn = true, .proc_idx = -1};
+    return c;
+}
+
+static void add_generation(void)
+{
+    for (int a = 0; a < tk.cfg.server_acceptors; a++)
+        add_child(TK_ROLE_ACCEPTOR, a);
+    for (int e = 0; e < tk.cfg.server_executors; e++)
+        add_child(TK_ROLE_EXECUTOR, e);
+}
+
+static void spawn(struct child *c)
+{
+    int idx = shm_proc_claim(tk.shm, -1, c->role, (uint16_t)c->slot);
+    if (idx < 0) { /* two generations at most at once; a third waits */
+        c->next_spawn_ms = now_mono_ms() + 500;
         return;
     }
-    if (c->role == CHILD_ACCEPTOR)
-        atomic_fetch_add(&tk.shm->acceptor_gen[c->slot], 1);
     pid_t pid = fork();
     if (pid < 0) {
-        log_error("msg=\"fork failed\" role=%d slot=%d err=\"%s\"", c->role, c->slot,
+        log_error("msg=\"fork failed\" role=%s slot=%d err=\"%s\"", role_name(c->role), c->slot,
                   strerror(errno));
         atomic_store(&shm_proc(tk.shm, (uint32_t)idx)->pid, 0);
         c->next_spawn_ms = now_mono_ms() + 1000;
@@ -246,52 +331,117 @@ static void spawn(struct child *c, const sigset_t *orig_mask)
         prctl(PR_SET_PDEATHSIG, SIGTERM); /* a child is useless without its master */
         if (getppid() != tk.master_pid)
             _exit(1);
-        sigprocmask(SIG_SETMASK, orig_mask, NULL);
+        sigprocmask(SIG_SETMASK, &M.orig_mask, NULL);
         signal(SIGPIPE, SIG_IGN);
         tk.proc_idx = idx;
         atomic_store(&shm_proc(tk.shm, (uint32_t)idx)->pid, getpid());
         char title[64];
-        snprintf(title, sizeof title, "takod: %s %d",
-                 c->role == CHILD_ACCEPTOR ? "acceptor" : "executor", c->slot);
+        snprintf(title, sizeof title, "takod: %s %d", role_name(c->role), c->slot);
         proctitle_set(title);
         log_set_role(title + 7);
         if (M.pidfile_fd >= 0)
             close(M.pidfile_fd);
-        exit(c->role == CHILD_ACCEPTOR ? acceptor_main(c->slot) : executor_main(c->slot));
+        if (M.ready_fd >= 0)
+            close(M.ready_fd);
+        uint8_t role = c->role;
+        int slot = c->slot;
+        free(M.children);
+        exit(role == TK_ROLE_ACCEPTOR ? acceptor_main(slot) : executor_main(slot));
     }
     atomic_store(&shm_proc(tk.shm, (uint32_t)idx)->pid, pid);
     c->pid = pid;
     c->proc_idx = idx;
     c->started_ms = now_mono_ms();
-    log_debug("msg=\"spawned\" role=%s slot=%d pid=%d",
-              c->role == CHILD_ACCEPTOR ? "acceptor" : "executor", c->slot, (int)pid);
+    log_debug("msg=\"spawned\" role=%s slot=%d pid=%d generation=%d", role_name(c->role),
+              c->slot, (int)pid, c->generation);
 }
 
-/* Finish any ring operation the dead process left half-done (ring.h). */
-static void repair_rings(int dead_idx)
+static void signal_children(uint8_t role, int sig, bool retiring_only)
 {
-    struct tk_proc *dead = shm_proc(tk.shm, (uint32_t)dead_idx);
-    struct ring_intent *live[TK_MAX_ACCEPTORS * 8];
-    size_t n_live = 0;
-    for (uint32_t i = 0; i < tk.shm->n_procs && n_live < TK_ARRAY_LEN(live); i++)
-        if ((int)i != dead_idx && atomic_load(&shm_proc(tk.shm, i)->pid) != 0)
-            live[n_live++] = &shm_proc(tk.shm, i)->intent;
-    struct ring *rings[2 + TK_MAX_ACCEPTORS];
-    size_t n = 0;
-    rings[n++] = shm_dispatch(tk.shm);
-    rings[n++] = shm_free(tk.shm);
-    for (uint32_t a = 0; a < tk.shm->n_acceptors; a++)
-        rings[n++] = shm_done(tk.shm, a);
-    for (size_t i = 0; i < n; i++) {
-        uint64_t rec;
-        for (int tries = 0;
-             ring_repair(rings[i], &dead->intent, live, n_live, &rec) == -EAGAIN && tries < 1000;
-             tries++)
-            usleep(100);
-        if (rec != RING_NONE)
-            log_warn("msg=\"repaired a ring cell a dead process held\" ring=%u value=%llu",
-                     rings[i]->id, (unsigned long long)rec);
+    for (int i = 0; i < M.n_children; i++) {
+        struct child *c = &M.children[i];
+        if (c->pid > 0 && (!role || c->role == role) && (!retiring_only || c->retiring))
+            kill(c->pid, sig);
     }
+}
+
+static int live_children(uint8_t role)
+{
+    int n = 0;
+    for (int i = 0; i < M.n_children; i++)
+        n += M.children[i].pid > 0 && (!role || M.children[i].role == role);
+    return n;
+}
+
+/* Children that can still serve (running or to be respawned) of a role. */
+static int usable_children(uint8_t role)
+{
+    int n = 0;
+    for (int i = 0; i < M.n_children; i++) {
+        struct child *c = &M.children[i];
+        n += c->role == role && !c->retiring && (c->pid > 0 || c->respawn);
+    }
+    return n;
+}
+
+static void begin_stop(enum stop_mode mode)
+{
+    if (M.stopping == STOP_FAST || M.stopping == mode)
+        return;
+    M.stopping = mode;
+    for (int i = 0; i < M.n_children; i++)
+        M.children[i].respawn = false;
+    if (mode == STOP_GRACEFUL) {
+        M.stop_deadline_ms = now_mono_ms() + (uint64_t)tk.cfg.server_shutdown_timeout * 1000;
+        log_info("msg=\"stopping gracefully\" timeout_s=%lld",
+                 (long long)tk.cfg.server_shutdown_timeout);
+        /* acceptors first: they finish their requests, whose jobs the executors run */
+        signal_children(TK_ROLE_ACCEPTOR, SIGQUIT, false);
+    } else {
+        M.stop_deadline_ms = now_mono_ms() + 3000;
+        M.escalated = false;
+        log_info("msg=\"stopping fast\"");
+        signal_children(0, SIGTERM, false);
+    }
+}
+
+/* HUP: a new generation on the new config; the old one drains and exits. */
+static void reload(void)
+{
+    if (M.stopping)
+        return;
+    struct tk_config fresh;
+    char err[1024];
+    if (config_load(&fresh, M.conf_path, M.overrides, M.n_over, err, sizeof err) < 0) {
+        log_error("msg=\"reload failed; keeping the running configuration\" err=\"%s\"", err);
+        return;
+    }
+    char keys[1024];
+    if (config_diff_noreload(&tk.cfg, &fresh, keys, sizeof keys) > 0) {
+        log_warn("msg=\"these settings need a restart; keeping their running values\" keys=\"%s\"",
+                 keys);
+        if (config_keep_noreload(&fresh, &tk.cfg) < 0) {
+            config_free(&fresh);
+            log_error("msg=\"reload failed: out of memory\"");
+            return;
+        }
+    }
+    config_free(&tk.cfg);
+    tk.cfg = fresh;
+    log_set_level(tk.cfg.server_log_level);
+    if (log_open(tk.cfg.server_log_file) < 0)
+        log_error("msg=\"cannot open the new log file; logging to stderr\"");
+    M.generation++;
+    for (int i = 0; i < M.n_children; i++) {
+        struct child *c = &M.children[i];
+        if (!c->retiring) {
+            c->retiring = true;
+            c->respawn = false;
+        }
+    }
+    signal_children(0, SIGQUIT, true);
+    add_generation();
+    log_info("msg=\"reloaded\" generation=%d", M.generation);
 }
 
 static void reap(void)
@@ -316,75 +466,82 @@ static void reap(void)
                 c = &M.children[i];
         if (!c)
             continue;
-        const char *role = c->role == CHILD_ACCEPTOR ? "acceptor" : "executor";
+        const char *role = role_name(c->role);
         bool fatal = WIFEXITED(st) && WEXITSTATUS(st) == TK_EXIT_FATAL;
         bool clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
         if (WIFSIGNALED(st))
             log_warn("msg=\"child killed\" role=%s slot=%d pid=%d signal=%d", role, c->slot,
                      (int)pid, WTERMSIG(st));
-        else if (!clean || !M.stopping)
-            log_warn("msg=\"child exited\" role=%s slot=%d pid=%d code=%d", role, c->slot, (int)pid,
-                     WEXITSTATUS(st));
-        repair_rings(c->proc_idx);
-        struct tk_proc *p = shm_proc(tk.shm, (uint32_t)c->proc_idx);
-        ring_intent_init(&p->intent);
-        atomic_store(&p->pid, 0);
+        else if (!clean || (!M.stopping && !c->retiring))
+            log_warn("msg=\"child exited\" role=%s slot=%d pid=%d code=%d", role, c->slot,
+                     (int)pid, WEXITSTATUS(st));
+        recovery_after_death(c->proc_idx, pid);
+        atomic_store(&shm_proc(tk.shm, (uint32_t)c->proc_idx)->pid, 0);
         c->pid = 0;
-        if (fatal) {
+        c->proc_idx = -1;
+        if (fatal && c->respawn) {
             c->respawn = false;
-            log_crit("msg=\"child hit a fatal error; not respawning it\" role=%s slot=%d", role,
-                     c->slot);
-            if (!M.stopping) {
-                M.stopping = true;
-                M.stop_signal = SIGTERM;
+            log_crit("msg=\"child hit a fatal error; not respawning it (see the lines above)\" "
+                     "role=%s slot=%d",
+                     role, c->slot);
+            if (!M.stopping && (usable_children(TK_ROLE_ACCEPTOR) == 0 ||
+                                usable_children(TK_ROLE_EXECUTOR) == 0)) {
                 M.exit_code = TK_EXIT_FATAL;
-                M.stop_deadline_ms = now_mono_ms() + 3000;
+                begin_stop(STOP_FAST);
             }
             continue;
         }
         uint64_t now = now_mono_ms();
         c->fails = now - c->started_ms < 1000 ? c->fails + 1 : 0;
-        uint64_t delay = 100u << (c->fails < 8 ? c->fails : 8);
+        uint64_t delay = c->fails ? 100u << (c->fails < 9 ? c->fails - 1 : 8) : 0;
         if (delay > 30000)
             delay = 30000;
-        c->next_spawn_ms = now + (c->fails ? delay : 0);
+        if (delay) /* ±10% jitter so a crowd of failing children does not move in step */
+            delay = delay * (90 + (uint64_t)(now_real_us() % 21)) / 100;
+        if (c->fails == 10)
+            log_crit("msg=\"child keeps failing at start; retrying with backoff\" role=%s "
+                     "slot=%d",
+                     role, c->slot);
+        c->next_spawn_ms = now + delay;
     }
-}
-
-static void signal_children(int sig)
-{
+    /* forget retired children that have exited */
+    int k = 0;
     for (int i = 0; i < M.n_children; i++)
-        if (M.children[i].pid > 0)
-            kill(M.children[i].pid, sig);
+        if (!(M.children[i].retiring && M.children[i].pid == 0))
+            M.children[k++] = M.children[i];
+    M.n_children = k;
 }
 
-static int live_children(void)
+static void tick(void)
 {
-    int n = 0;
-    for (int i = 0; i < M.n_children; i++)
-        n += M.children[i].pid > 0;
-    return n;
-}
-
-static void begin_stop(int sig)
-{
-    if (M.stopping && sig == SIGQUIT)
-        return;
-    M.stopping = true;
-    M.stop_signal = sig;
-    uint64_t grace = sig == SIGQUIT ? (uint64_t)tk.cfg.server_shutdown_timeout * 1000 : 3000;
-    M.stop_deadline_ms = now_mono_ms() + grace;
-    log_info("msg=\"stopping\" mode=%s", sig == SIGQUIT ? "graceful" : "fast");
-    signal_children(sig == SIGQUIT ? SIGQUIT : SIGTERM);
+    uint64_t now = now_mono_ms();
+    if (!M.stopping)
+        for (int i = 0; i < M.n_children; i++) {
+            struct child *c = &M.children[i];
+            if (c->pid == 0 && c->respawn && now >= c->next_spawn_ms)
+                spawn(c);
+        }
+    recovery_drain_orphans();
+    if (M.stopping == STOP_GRACEFUL && !M.executors_told && live_children(TK_ROLE_ACCEPTOR) == 0) {
+        M.executors_told = true; /* every request answered: the executors may go */
+        signal_children(TK_ROLE_EXECUTOR, SIGQUIT, false);
+    }
+    if (M.stopping && now >= M.stop_deadline_ms && live_children(0) > 0) {
+        if (M.stopping == STOP_GRACEFUL) {
+            log_warn("msg=\"graceful stop timed out; stopping fast\" left=%d", live_children(0));
+            begin_stop(STOP_FAST);
+        } else {
+            log_warn("msg=\"children slow to stop; killing them\" left=%d", live_children(0));
+            signal_children(0, SIGKILL, false);
+            M.stop_deadline_ms = now + 1000;
+        }
+    }
 }
 
 static void finish_stop(void)
 {
-    struct docker *d = NULL;
-    if (docker_open(&d, tk.cfg.docker_socket) == 0) {
-        sweep_containers(d);
-        docker_close(d);
-    }
+    recovery_remove_containers(NULL);
+    recovery_stop();
     if (M.pg_pid > 0)
         pgm_stop(M.pg_pid, 10000);
     M.pg_pid = 0;
@@ -392,7 +549,7 @@ static void finish_stop(void)
     log_info("msg=\"stopped\"");
 }
 
-static int master_loop(const sigset_t *orig_mask)
+static int master_loop(void)
 {
     sigset_t set;
     sigemptyset(&set);
@@ -403,20 +560,9 @@ static int master_loop(const sigset_t *orig_mask)
     if (sfd < 0)
         die("signalfd: %s", strerror(errno));
     for (;;) {
-        uint64_t now = now_mono_ms();
-        if (!M.stopping)
-            for (int i = 0; i < M.n_children; i++) {
-                struct child *c = &M.children[i];
-                if (c->pid == 0 && c->respawn && now >= c->next_spawn_ms)
-                    spawn(c, orig_mask);
-            }
-        if (M.stopping && live_children() == 0)
+        tick();
+        if (M.stopping && live_children(0) == 0)
             break;
-        if (M.stopping && now >= M.stop_deadline_ms) {
-            log_warn("msg=\"children slow to stop; killing them\" left=%d", live_children());
-            signal_children(SIGKILL);
-            M.stop_deadline_ms = now + 1000;
-        }
         struct pollfd pfd = {.fd = sfd, .events = POLLIN};
         poll(&pfd, 1, 250);
         struct signalfd_siginfo si;
@@ -426,15 +572,17 @@ static int master_loop(const sigset_t *orig_mask)
                 break; /* reaped below */
             case SIGTERM:
             case SIGINT:
+                begin_stop(STOP_FAST);
+                break;
             case SIGQUIT:
-                begin_stop((int)si.ssi_signo);
+                begin_stop(STOP_GRACEFUL);
                 break;
             case SIGUSR1:
                 log_reopen();
-                signal_children(SIGUSR1);
+                signal_children(0, SIGUSR1, false);
                 break;
             case SIGHUP:
-                log_warn("msg=\"reload is not supported yet; restart takod to apply changes\"");
+                reload();
                 break;
             }
         }
@@ -447,21 +595,26 @@ static int master_loop(const sigset_t *orig_mask)
 
 int main(int argc, char **argv)
 {
-    const char *conf_path = NULL;
-    bool test_only = false;
-    char **overrides = calloc((size_t)argc + 1, sizeof *overrides);
-    size_t n_over = 0;
+    bool test_only = false, daemon_mode = false;
+    const char *signal_name = NULL;
+    M.overrides = calloc((size_t)argc + 1, sizeof *M.overrides);
     int opt;
-    while ((opt = getopt(argc, argv, "c:o:th")) != -1) {
+    while ((opt = getopt(argc, argv, "c:o:ts:dh")) != -1) {
         switch (opt) {
         case 'c':
-            conf_path = optarg;
+            M.conf_path = optarg;
             break;
         case 'o':
-            overrides[n_over++] = optarg;
+            M.overrides[M.n_over++] = optarg;
             break;
         case 't':
             test_only = true;
+            break;
+        case 's':
+            signal_name = optarg;
+            break;
+        case 'd':
+            daemon_mode = true;
             break;
         case 'h':
             usage(stdout);
@@ -477,15 +630,25 @@ int main(int argc, char **argv)
         return TK_EXIT_FATAL;
     }
     char err[1024];
-    if (config_load(&tk.cfg, conf_path, overrides, n_over, err, sizeof err) < 0) {
+    if (config_load(&tk.cfg, M.conf_path, M.overrides, M.n_over, err, sizeof err) < 0) {
         fprintf(stderr, "takod: %s\n", err);
         return TK_EXIT_FATAL;
     }
     if (test_only) {
         config_print(&tk.cfg, stdout);
-        fprintf(stderr, "takod: configuration %s is valid\n", conf_path ? conf_path : "(defaults)");
+        fprintf(stderr,
+                "takod: configuration %s is valid; keys marked \"restart\" are not applied by a "
+                "reload (HUP)\n",
+                M.conf_path ? M.conf_path : "(defaults)");
         return 0;
     }
+    if (signal_name)
+        return send_signal(signal_name);
+    /* The overrides must survive proctitle_init (it moves argv); keep copies. */
+    for (size_t i = 0; i < M.n_over; i++)
+        M.overrides[i] = strdup(M.overrides[i]);
+    if (M.conf_path)
+        M.conf_path = strdup(M.conf_path);
     proctitle_init(argc, argv);
     proctitle_set("takod: master");
     log_set_role("master");
@@ -493,57 +656,60 @@ int main(int argc, char **argv)
     if (log_open(tk.cfg.server_log_file) < 0)
         die("cannot open server.log_file %s", tk.cfg.server_log_file);
 
-    tk.master_pid = getpid();
     gethostname(tk.node, sizeof tk.node - 1);
+    /* a node is this host's takod on this data dir: two on one host stay apart */
     snprintf(tk.instance, sizeof tk.instance, "%s:%s", tk.node, tk.cfg.server_data_dir);
+    snprintf(tk.node, sizeof tk.node, "%s", tk.instance);
     int rc = mkdir_p(tk.cfg.server_data_dir, 0755);
     if (rc < 0)
         die("create server.data_dir %s: %s", tk.cfg.server_data_dir, strerror(-rc));
     snprintf(tk.spool_dir, sizeof tk.spool_dir, "%s/jobs", tk.cfg.server_data_dir);
 
     /* Block the signals the loop handles before any child exists, so none is lost. */
-    sigset_t set, orig;
+    sigset_t set;
     sigemptyset(&set);
     int sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1};
     for (size_t i = 0; i < TK_ARRAY_LEN(sigs); i++)
         sigaddset(&set, sigs[i]);
-    sigprocmask(SIG_BLOCK, &set, &orig);
+    sigprocmask(SIG_BLOCK, &set, &M.orig_mask);
     signal(SIGPIPE, SIG_IGN);
 
-    open_pidfile();
     tk.listen_fd = bind_listen();
+    if (daemon_mode)
+        daemonize();
+    tk.master_pid = getpid();
+    open_pidfile();
     setup_database();
-    settle_interrupted_jobs();
 
     rc = shm_create(&tk.shm, (uint32_t)tk.cfg.server_queue_size, (uint32_t)tk.cfg.server_acceptors,
                     (uint32_t)tk.cfg.server_executors);
     if (rc < 0)
         die("create shared memory: %s", strerror(-rc));
+    tk.done_efd = calloc(tk.shm->n_procs, sizeof *tk.done_efd);
+    for (uint32_t i = 0; tk.done_efd && i < tk.shm->n_procs; i++) {
+        tk.done_efd[i] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (tk.done_efd[i] < 0)
+            die("eventfd: %s", strerror(errno));
+    }
     check_docker();
     rm_rf(tk.spool_dir); /* nothing in flight yet: whatever is there is stale */
     rc = mkdir_p(tk.spool_dir, 0700);
     if (rc < 0)
         die("create spool dir %s: %s", tk.spool_dir, strerror(-rc));
-    for (int a = 0; a < tk.cfg.server_acceptors; a++) {
-        tk.done_efd[a] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (tk.done_efd[a] < 0)
-            die("eventfd: %s", strerror(errno));
-    }
+    if (recovery_startup() < 0)
+        die("start-up recovery failed (see the lines above)");
 
-    M.n_children = (int)(tk.cfg.server_acceptors + tk.cfg.server_executors);
-    M.children = calloc((size_t)M.n_children, sizeof *M.children);
-    int k = 0;
-    for (int a = 0; a < tk.cfg.server_acceptors; a++)
-        M.children[k++] = (struct child){.role = CHILD_ACCEPTOR, .slot = a, .respawn = true};
-    for (int e = 0; e < tk.cfg.server_executors; e++)
-        M.children[k++] = (struct child){.role = CHILD_EXECUTOR, .slot = e, .respawn = true};
-
+    add_generation();
     log_info("msg=\"takod started\" version=%s listen=%s acceptors=%lld executors=%lld "
-             "queue_size=%u database=%s",
+             "queue_size=%u database=%s pid=%d",
              TAKO_VERSION, tk.cfg.server_listen, (long long)tk.cfg.server_acceptors,
              (long long)tk.cfg.server_executors, tk.shm->n_jobs,
-             tk.cfg.database_url[0] ? "external" : "managed");
-    int code = master_loop(&orig);
-    free(overrides);
-    return code;
+             tk.cfg.database_url[0] ? "external" : "managed", (int)getpid());
+    if (M.ready_fd >= 0) {
+        ssize_t w = write(M.ready_fd, "ok", 2);
+        (void)w;
+        close(M.ready_fd);
+        M.ready_fd = -1;
+    }
+    return master_loop();
 }

@@ -8,6 +8,7 @@
  * reply, even when its client has gone (libevent then just frees it).
  */
 #include "tako/db.h"
+#include "tako/jobs.h"
 #include "tako/log.h"
 #include "tako/takod.h"
 #include "tako/util.h"
@@ -42,7 +43,9 @@ static struct {
     struct pending *pending; /* indexed by job slot */
     uint64_t next_token;
     size_t inflight;
-    bool draining;
+    bool draining;           /* QUIT: no new connections; finish what we hold */
+    bool stopping;           /* TERM: settle what we hold now, then exit */
+    struct event *stop_timer; /* bounds a fast stop */
 } A;
 
 /* ---- replies ---- */
@@ -54,6 +57,8 @@ static void add_common_headers(struct evhttp_request *req, const char *corr)
     evhttp_add_header(h, "X-Correlation-ID", corr);
     evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
     evhttp_add_header(h, "X-Frame-Options", "DENY");
+    if (A.draining || A.stopping) /* this process is going away: no keep-alive */
+        evhttp_add_header(h, "Connection", "close");
 }
 
 static void reply_json(struct evhttp_request *req, int code, const char *corr, json_t *body)
@@ -121,15 +126,10 @@ struct submit {
 
 static void release_slot(uint32_t idx)
 {
-    struct tk_job *job = shm_job(tk.shm, idx);
-    char dir[4096];
-    if (job->id[0] && spool_job_dir(dir, sizeof dir, job->id) == 0)
-        rm_rf(dir);
-    job->id[0] = '\0';
-    atomic_store(&job->state, TK_JOB_FREE);
-    while (ring_push(shm_free(tk.shm), &A.me->intent, shm_val(idx, 0)) != 0)
-        usleep(100); /* cannot be full: it has a cell for every slot */
+    jobs_release(idx, &A.me->intent);
 }
+
+static void maybe_exit(void);
 
 static void fail_pending(uint32_t idx, int code, const char *detail)
 {
@@ -140,6 +140,7 @@ static void fail_pending(uint32_t idx, int code, const char *detail)
         A.inflight--;
     }
     release_slot(idx);
+    maybe_exit();
 }
 
 static void on_inserted(const PGresult *res, const char *err, void *arg)
@@ -153,6 +154,10 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
         log_error("msg=\"recording job failed\" job=%s err=\"%s\"", job->id, err);
         if (A.pending[idx].token == token)
             fail_pending(idx, 503, "Database unavailable; the job was not run");
+        return;
+    }
+    if (A.stopping) { /* TERM arrived while the record was being written */
+        fail_pending(idx, 503, "takod is shutting down; the job was not run");
         return;
     }
     atomic_store(&job->state, TK_JOB_QUEUED);
@@ -283,7 +288,7 @@ static void handle_execute(struct evhttp_request *req, const char *corr)
 
     /* Admission: a free job slot or 503. */
     uint64_t v;
-    if (A.draining || ring_pop(shm_free(tk.shm), &A.me->intent, &v) != 0) {
+    if (A.stopping || ring_pop(shm_free(tk.shm), &A.me->intent, &v) != 0) {
         atomic_fetch_add(&tk.shm->jobs_rejected_full, 1);
         free(input_text);
         json_decref(root);
@@ -296,8 +301,9 @@ static void handle_execute(struct evhttp_request *req, const char *corr)
     atomic_store(&job->state, TK_JOB_FILLING);
     ring_intent_clear_held(&A.me->intent);
     uuid_v4(job->id);
-    job->acceptor_slot = (uint16_t)A.slot;
+    job->acceptor_proc = (uint16_t)tk.proc_idx;
     job->acceptor_gen = A.gen;
+    job->attempt = 0;
     job->req_token = ++A.next_token;
     atomic_store(&job->owner_pid, 0);
     atomic_store(&job->cancel, 0);
@@ -453,7 +459,7 @@ static void on_done(evutil_socket_t fd, short ev, void *arg)
     if (read(fd, &n, sizeof n) < 0 && errno != EAGAIN)
         log_warn("msg=\"eventfd read failed\" err=\"%s\"", strerror(errno));
     uint64_t v;
-    while (ring_pop(shm_done(tk.shm, (uint32_t)A.slot), &A.me->intent, &v) == 0) {
+    while (ring_pop(shm_done(tk.shm, (uint32_t)tk.proc_idx), &A.me->intent, &v) == 0) {
         uint32_t idx = shm_val_idx(v);
         struct tk_job *job = shm_job(tk.shm, idx);
         struct pending *p = &A.pending[idx];
@@ -478,36 +484,108 @@ static void on_done(evutil_socket_t fd, short ev, void *arg)
         /* a completion for an earlier generation of this slot: the client left with it;
          * the record is in PostgreSQL. Either way the slot is free again. */
         release_slot(idx);
-        ring_intent_clear_held(&A.me->intent);
     }
-    if (A.draining && A.inflight == 0)
-        event_base_loopexit(A.base, NULL);
+    maybe_exit();
 }
 
-/* ---- signals ---- */
+/* ---- stopping ---- */
+
+/* Leave the loop once nothing is held; 100 ms more lets the last replies flush. */
+static void maybe_exit(void)
+{
+    if ((A.draining || A.stopping) && A.inflight == 0) {
+        struct timeval tv = {0, 100 * 1000};
+        event_base_loopexit(A.base, &tv);
+    }
+}
+
+static void stop_accepting(void)
+{
+    if (A.bound) {
+        evhttp_del_accept_socket(A.http, A.bound); /* closes only our copy of the socket */
+        A.bound = NULL;
+    }
+}
+
+static void on_settled(const PGresult *res, const char *err, void *arg)
+{
+    if (!res)
+        log_warn("msg=\"recording an interrupted job failed\" err=\"%s\"", err);
+}
+
+/* A queued job of ours that no executor has taken: it will not run. */
+static void settle_queued(uint32_t idx)
+{
+    struct tk_job *job = shm_job(tk.shm, idx);
+    uint32_t expect = TK_JOB_QUEUED;
+    if (!atomic_compare_exchange_strong(&job->state, &expect, TK_JOB_DONE))
+        return; /* an executor has it (or it is not queued): its completion will come */
+    const char *msg = "takod was stopped before the job started";
+    jobs_write_settled_response(job, "cancelled", "interrupted", msg);
+    json_t *err = jobs_error_json("interrupted", msg, "startup");
+    char *err_text = json_dumps(err, JSON_COMPACT);
+    json_decref(err);
+    const char *params[3] = {job->id, "cancelled", err_text};
+    pgq_exec(A.pg, JOBS_SQL_SETTLE, 3, params, on_settled, NULL);
+    free(err_text);
+    /* reply like any completion (the value stays in the dispatch ring; an executor that
+     * pops it finds the slot's generation moved on and drops it) */
+    uint64_t one = 1;
+    ring_push(shm_done(tk.shm, (uint32_t)tk.proc_idx), &A.me->intent,
+              shm_val(idx, atomic_load(&job->gen)));
+    if (write(tk.done_efd[tk.proc_idx], &one, sizeof one) < 0)
+        log_warn("msg=\"eventfd write failed\" err=\"%s\"", strerror(errno));
+}
+
+static void on_stop_deadline(evutil_socket_t fd, short ev, void *arg)
+{
+    for (uint32_t i = 0; i < tk.shm->n_jobs; i++) {
+        struct pending *p = &A.pending[i];
+        if (p->req) {
+            reply_error(p->req, 503, p->corr, "takod is shutting down; the job's result is "
+                                              "not known yet");
+            p->req = NULL;
+            A.inflight--;
+        }
+    }
+    maybe_exit();
+}
 
 static void on_signal(evutil_socket_t sig, short ev, void *arg)
 {
-    if (sig == SIGQUIT) { /* graceful: stop accepting, finish what we hold */
-        if (!A.draining) {
+    if (sig == SIGUSR1) {
+        log_reopen();
+        return;
+    }
+    if (sig == SIGQUIT) { /* graceful: no new connections, finish what we hold */
+        if (!A.draining && !A.stopping) {
             A.draining = true;
-            if (A.bound) {
-                evhttp_del_accept_socket(A.http, A.bound);
-                A.bound = NULL;
-            }
+            stop_accepting();
             log_info("msg=\"acceptor draining\" inflight=%zu", A.inflight);
         }
-        if (A.inflight == 0)
-            event_base_loopexit(A.base, NULL);
-    } else {
-        event_base_loopbreak(A.base);
+        maybe_exit();
+        return;
     }
+    /* TERM/INT: fast. Jobs not started yet end now; running ones are being killed by
+     * their executors, whose completions we wait for (bounded). */
+    if (A.stopping)
+        return;
+    A.stopping = true;
+    stop_accepting();
+    log_info("msg=\"acceptor stopping fast\" inflight=%zu", A.inflight);
+    for (uint32_t i = 0; i < tk.shm->n_jobs; i++)
+        if (A.pending[i].req)
+            settle_queued(i);
+    struct timeval tv = {2, 500 * 1000};
+    A.stop_timer = evtimer_new(A.base, on_stop_deadline, NULL);
+    evtimer_add(A.stop_timer, &tv);
+    on_done(tk.done_efd[tk.proc_idx], EV_READ, NULL);
 }
 
 int acceptor_main(int slot)
 {
     A.slot = slot;
-    A.gen = atomic_load(&tk.shm->acceptor_gen[slot]);
+    A.gen = atomic_load(&shm_proc(tk.shm, (uint32_t)tk.proc_idx)->gen);
     A.me = shm_proc(tk.shm, (uint32_t)tk.proc_idx);
     A.pending = calloc(tk.shm->n_jobs, sizeof *A.pending);
     A.base = event_base_new();
@@ -531,21 +609,24 @@ int acceptor_main(int slot)
         return TK_EXIT_FATAL;
     }
     A.pg = pgq_new(A.base, tk.conninfo);
-    A.done_ev = event_new(A.base, tk.done_efd[slot], EV_READ | EV_PERSIST, on_done, NULL);
+    A.done_ev =
+        event_new(A.base, tk.done_efd[tk.proc_idx], EV_READ | EV_PERSIST, on_done, NULL);
     event_add(A.done_ev, NULL);
-    int sigs[] = {SIGTERM, SIGINT, SIGQUIT};
-    struct event *sev[3];
-    for (int i = 0; i < 3; i++) {
+    int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGUSR1};
+    struct event *sev[4];
+    for (int i = 0; i < 4; i++) {
         sev[i] = evsignal_new(A.base, sigs[i], on_signal, NULL);
         event_add(sev[i], NULL);
     }
-    /* completions that arrived for this slot while it was being respawned */
-    on_done(tk.done_efd[slot], EV_READ, NULL);
+    /* completions left in this entry's ring by its previous owner */
+    on_done(tk.done_efd[tk.proc_idx], EV_READ, NULL);
     log_info("msg=\"acceptor ready\" slot=%d gen=%u", slot, A.gen);
     event_base_dispatch(A.base);
     log_info("msg=\"acceptor stopping\" slot=%d inflight=%zu", slot, A.inflight);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         event_free(sev[i]);
+    if (A.stop_timer)
+        event_free(A.stop_timer);
     event_free(A.done_ev);
     pgq_free(A.pg);
     evhttp_free(A.http);

@@ -9,6 +9,7 @@
  */
 #include "tako/db.h"
 #include "tako/docker.h"
+#include "tako/jobs.h"
 #include "tako/log.h"
 #include "tako/outputs.h"
 #include "tako/takod.h"
@@ -22,12 +23,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t stop_fast, stop_graceful;
+/*
+ * TERM/INT: fast stop — a wait in progress is aborted (docker_set_abort_flag), the
+ * container killed, the job recorded as cancelled (error.type "interrupted") and its
+ * client answered; then exit. QUIT: finish the job in hand, then exit. USR1: reopen logs.
+ */
+static volatile sig_atomic_t stop_fast, stop_graceful, reopen_logs;
 
 static void on_signal(int sig)
 {
     if (sig == SIGQUIT)
         stop_graceful = 1;
+    else if (sig == SIGUSR1)
+        reopen_logs = 1;
     else
         stop_fast = 1;
 }
@@ -101,7 +109,7 @@ static void run_container(struct exec_state *st, struct tk_job *job, const char 
 {
     struct docker *d = st->docker;
     char name[96];
-    snprintf(name, sizeof name, "tako-%s", job->id);
+    snprintf(name, sizeof name, "tako-%s-%u", job->id, job->attempt);
     json_t *body = container_body(job, dir);
     int rc = docker_create(d, name, body, r->container_id);
     json_decref(body);
@@ -126,14 +134,17 @@ static void run_container(struct exec_state *st, struct tk_job *job, const char 
         return;
     }
     int code = -1;
-    bool timed_out = false;
+    bool timed_out = false, interrupted = false;
     rc = docker_wait(d, r->container_id, (int)job->timeout_s * 1000, &code);
-    if (rc == -ETIMEDOUT) {
-        timed_out = true;
-        if (docker_kill(d, r->container_id, "SIGKILL") < 0)
+    if (rc == -ETIMEDOUT || rc == -EINTR) {
+        timed_out = rc == -ETIMEDOUT;
+        interrupted = rc == -EINTR;
+        if (docker_kill(d, r->container_id, "SIGKILL") < 0 && rc != -EEXIST)
             log_warn("msg=\"docker_kill failed\" job=%s container=%.12s err=\"%s\"", job->id,
                      r->container_id, docker_last_error(d));
+        docker_set_abort_flag(d, NULL);
         rc = docker_wait(d, r->container_id, 10000, &code);
+        docker_set_abort_flag(d, &stop_fast);
     }
     r->t_exited_us = now_mono_us();
     if (rc < 0) {
@@ -161,7 +172,11 @@ static void run_container(struct exec_state *st, struct tk_job *job, const char 
 
     r->has_exit = true;
     r->exit_code = code;
-    if (timed_out) {
+    if (interrupted) {
+        r->status = "cancelled";
+        set_error(r, "interrupted", "execution",
+                  "takod was stopped while the job ran; the container was killed");
+    } else if (timed_out) {
         r->status = "timeout";
         r->exit_code = 124; /* as timeout(1) and Tako VM report it */
         set_error(r, "execution_timeout", "execution", "Execution timed out after %u seconds",
@@ -298,28 +313,19 @@ static void db_finish(struct exec_state *st, const struct tk_job *job, struct ru
     free(art_json);
 }
 
-/* Tell the acceptor that waits for this job; it frees the slot. */
-static void post_completion(struct exec_state *st, struct tk_job *job, uint32_t idx, uint32_t gen)
-{
-    atomic_store(&job->state, TK_JOB_DONE);
-    uint32_t a = job->acceptor_slot;
-    while (ring_push(shm_done(tk.shm, a), &st->me->intent, shm_val(idx, gen)) != 0)
-        usleep(1000); /* cannot be full: it has room for every job slot */
-    uint64_t one = 1;
-    if (write(tk.done_efd[a], &one, sizeof one) < 0)
-        log_warn("msg=\"eventfd write failed\" acceptor=%u err=\"%s\"", a, strerror(errno));
-}
-
 static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
 {
     struct tk_job *job = shm_job(tk.shm, idx);
     uint32_t expect = TK_JOB_QUEUED;
     if (atomic_load(&job->gen) != gen ||
         !atomic_compare_exchange_strong(&job->state, &expect, TK_JOB_RUNNING)) {
-        log_warn("msg=\"stale job slot popped\" idx=%u gen=%u", idx, gen);
+        log_debug("msg=\"stale job slot popped\" idx=%u gen=%u", idx, gen);
+        ring_intent_clear_held(&st->me->intent);
         return;
     }
     atomic_store(&job->owner_pid, getpid());
+    ring_intent_clear_held(&st->me->intent); /* the job table says who has it now */
+    job->attempt++;
     atomic_fetch_add(&tk.shm->running, 1);
 
     struct run_result r;
@@ -330,9 +336,17 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     capbuf_init(&r.err, (size_t)tk.cfg.limits_max_stderr_bytes);
     r.outputs.artifacts = NULL;
 
-    char dir[4096];
+    char dir[4096], outdir[4200];
     spool_job_dir(dir, sizeof dir, job->id);
-    log_debug("msg=\"job started\" job=%s", job->id);
+    log_debug("msg=\"job started\" job=%s attempt=%u", job->id, job->attempt);
+    if (job->attempt > 1) { /* a retry starts from an empty /output */
+        snprintf(outdir, sizeof outdir, "%s/output", dir);
+        rm_rf(outdir);
+        unsigned uid = 1000, gid = 1000;
+        sscanf(tk.cfg.docker_user, "%u:%u", &uid, &gid);
+        if (mkdir_p(outdir, 0755) < 0 || chown(outdir, uid, gid) < 0)
+            log_warn("msg=\"resetting the output dir failed\" job=%s dir=%s", job->id, outdir);
+    }
     db_mark_running(st, job);
     run_container(st, job, dir, &r);
     r.t_done_us = now_mono_us();
@@ -362,8 +376,7 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     atomic_store(&job->owner_pid, 0);
     atomic_fetch_sub(&tk.shm->running, 1);
     atomic_fetch_add(&st->me->jobs, 1);
-    post_completion(st, job, idx, gen);
-    ring_intent_clear_held(&st->me->intent);
+    jobs_complete(idx, gen, &st->me->intent);
 
     /* After the reply is on its way: the container goes. */
     if (r.container_id[0] && docker_remove(st->docker, r.container_id) < 0)
@@ -383,6 +396,7 @@ int executor_main(int slot)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGQUIT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
 
     int rc = docker_open(&st.docker, tk.cfg.docker_socket);
     if (rc < 0) {
@@ -397,9 +411,14 @@ int executor_main(int slot)
         return 1;
     }
     atomic_store(&st.me->ready, 1);
+    docker_set_abort_flag(st.docker, &stop_fast);
     log_info("msg=\"executor ready\" slot=%d docker_api=%s", slot, docker_api_version(st.docker));
     while (!stop_fast && !stop_graceful) {
         atomic_store(&st.me->heartbeat_ms, now_mono_ms());
+        if (reopen_logs) {
+            reopen_logs = 0;
+            log_reopen();
+        }
         uint64_t v;
         if (ring_pop_wait(shm_dispatch(tk.shm), &st.me->intent, &v, 500) != 0)
             continue;

@@ -51,6 +51,8 @@
       "log file; empty means standard error") \
     X(server, shutdown_timeout, INT, "30", 1, 3600, CF_RELOAD, \
       "seconds a graceful stop (QUIT) waits for running jobs") \
+    X(server, max_retry_attempts, INT, "2", 0, 10, CF_RELOAD, \
+      "times a job is run again after an infrastructure failure (its executor died)") \
     X(server, request_timeout, INT, "30", 1, 3600, CF_RELOAD, \
       "seconds a client may take to send a request or to read a reply (slowloris bound)") \
     X(database, url, STR, "", 0, 0, CF_NORELOAD, \
@@ -140,6 +142,10 @@ void config_print(const struct tk_config *cfg, FILE *out);
  */
 int config_diff_noreload(const struct tk_config *a, const struct tk_config *b, char *buf,
                          size_t len);
+
+/* For a reload: put back into `dst` the old values of every key that needs a restart
+ * (so a HUP applies what it can and keeps the rest). 0 or -ENOMEM. */
+int config_keep_noreload(struct tk_config *dst, const struct tk_config *old);
 
 /* Name of a server.log_level value, e.g. config_log_level_name(1) -> "info"; else "unknown". */
 const char *config_log_level_name(int idx);

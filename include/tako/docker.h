@@ -21,6 +21,7 @@
 #define TAKO_DOCKER_H
 
 #include <jansson.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -47,6 +48,10 @@ int docker_open(struct docker **out, const char *socket_path);
 void docker_close(struct docker *d);
 const char *docker_last_error(const struct docker *d);
 const char *docker_api_version(const struct docker *d); /* e.g. "1.41" */
+
+/* While *flag is non-zero, a docker_wait in progress (or started) returns -EINTR within
+ * about a second: how an executor leaves a wait when it is told to stop or cancel. */
+void docker_set_abort_flag(struct docker *d, volatile sig_atomic_t *flag);
 
 /* GET /_ping: 0 when the engine answers. */
 int docker_ping(struct docker *d);

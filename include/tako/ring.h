@@ -7,17 +7,29 @@
  * the middle of an operation blocks at most the one cell it held, and nobody else spins on
  * it. The dispatch ring, the free-index ring and each acceptor's done ring are all this type.
  *
- * Crash repair ("intent records", see shared/reference/architecture.md §2.6): before every
- * claim attempt a process publishes `rec = OP << 62 | pos` in its own intent record
- * (a per-process slot in the shm proc table), and clears it when the operation is
- * complete. After the master has reaped a dead process (so it can never write again),
- * ring_repair() uses the dead process's record to finish what it left half-done:
- *   - ENQ|P, cell P still unpublished, enq_pos > P, and no live process shows ENQ|P:
- *     the dead process owned P. Publish a tombstone there; consumers skip tombstones.
- *   - DEQ|P, cell P published but not released, deq_pos > P, and no live process shows
- *     DEQ|P: the dead process had claimed P. Release the cell and hand its value back to
- *     the caller, which decides what the value (a job) needs.
- * A value a consumer had fully taken is in `held` until it calls ring_intent_clear_held().
+ * Crash repair ("intent records", see shared/reference/architecture.md §2.6): every
+ * process owns a record in the shm proc table and publishes each step of an operation in
+ * it before taking the step, in two phases:
+ *   push:  val = v; rec = ENQ_TRY|pos; held = NONE   (the value is handed to the record)
+ *          CAS enq_pos → rec = ENQ_WON|pos → write the cell, publish → rec = NONE
+ *   pop:   rec = DEQ_TRY|pos; CAS deq_pos → held = cell value; held_ring = id;
+ *          rec = DEQ_WON|pos → release the cell → rec = NONE
+ * After the master has reaped a dead process (so it can never write again), ring_repair()
+ * finishes what the record says was half-done, never guessing:
+ *   ENQ_WON|P        the dead process owned P: publish its value there if it had not.
+ *   ENQ_TRY|P        if P is claimed but unpublished and no live process shows TRY/WON|P,
+ *                    the dead process won the CAS: publish its value at P. Otherwise its
+ *                    push did not happen: push the value anew. Either way the value the
+ *                    dead producer was handing over arrives exactly once.
+ *   DEQ_WON|P        the value is in `held`; release the cell if it was not released.
+ *   DEQ_TRY|P        if P is published but unreleased and no live process shows TRY/WON|P,
+ *                    the dead process won it: move the value to `held`, release the cell.
+ * A live process that shows the same TRY/WON position may be the real owner: repair then
+ * answers -EAGAIN and is retried (it resolves within microseconds).
+ * So after repair, what the dead process had taken from a ring and not handed on is in
+ * `held` (ring `held_ring`); a value is handed on either by pushing it (the push clears
+ * `held` when it records its intent) or by ring_intent_clear_held() once the caller has
+ * recorded ownership elsewhere (e.g. in the job table).
  *
  * Waiting: consumers without an event loop sleep on a futex word in the ring (shared,
  * not FUTEX_PRIVATE), woken by producers; always with a timeout so a stuck or dead waiter
@@ -40,17 +52,24 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free for 
 #define RING_TOMBSTONE UINT64_MAX /* a value no producer may push */
 #define RING_NONE      UINT64_MAX /* `held` when nothing is held */
 
-enum { RING_OP_NONE = 0, RING_OP_ENQ = 1, RING_OP_DEQ = 2 };
-#define RING_REC(op, pos) (((uint64_t)(op) << 62) | (pos))
-#define RING_REC_OP(rec)  ((unsigned)((rec) >> 62))
-#define RING_REC_POS(rec) ((rec) & ((UINT64_C(1) << 62) - 1))
+enum {
+    RING_OP_NONE = 0,
+    RING_OP_ENQ_TRY = 1,
+    RING_OP_ENQ_WON = 2,
+    RING_OP_DEQ_TRY = 3,
+    RING_OP_DEQ_WON = 4,
+};
+#define RING_REC(op, pos) (((uint64_t)(op) << 61) | (pos))
+#define RING_REC_OP(rec)  ((unsigned)((rec) >> 61))
+#define RING_REC_POS(rec) ((rec) & ((UINT64_C(1) << 61) - 1))
 
 /* One process's in-flight ring operation. Lives in the shm proc table. */
 struct ring_intent {
-    _Atomic uint64_t rec;  /* RING_REC(op, pos) or 0 */
-    _Atomic uint32_t ring; /* id of the ring `rec` refers to */
-    uint32_t pad;
-    _Atomic uint64_t held; /* last value popped and not yet settled, or RING_NONE */
+    _Atomic uint64_t rec;       /* RING_REC(op, pos) or 0 */
+    _Atomic uint32_t ring;      /* id of the ring `rec` refers to */
+    _Atomic uint32_t held_ring; /* id of the ring `held` came from */
+    _Atomic uint64_t val;       /* the value being pushed while rec is ENQ_* */
+    _Atomic uint64_t held;      /* last value popped and not yet handed on, or RING_NONE */
 };
 
 struct ring_cell {
@@ -97,10 +116,10 @@ uint64_t ring_count(const struct ring *r);
 /*
  * Repair after the death of the process whose intent record is `dead` (already reaped).
  * `live` lists the intent records of every other process that may touch this ring.
- * Returns 0 (nothing to do, or done: *recovered = RING_NONE, or the value a dead consumer
- * had claimed but not released, which is also stored in dead->held), or -EAGAIN when a
- * live process may still own the position (call again shortly). Clears dead->rec when
- * done. After it, dead->held is the one place that says what the dead process had taken.
+ * Returns 0 when done (the dead producer's value is now in the ring; a value the dead
+ * consumer had claimed is in dead->held and *recovered, else *recovered = RING_NONE), or
+ * -EAGAIN when a live process may still own the position (call again shortly). Clears
+ * dead->rec when done. The caller must not run it concurrently for the same dead record.
  */
 int ring_repair(struct ring *r, struct ring_intent *dead, struct ring_intent *const *live,
                 size_t n_live, uint64_t *recovered);
@@ -109,12 +128,14 @@ int ring_repair(struct ring *r, struct ring_intent *dead, struct ring_intent *co
 /* Test builds only: called at each numbered step of push/pop so tests can kill there. */
 extern void (*ring_test_hook)(int point);
 enum {
-    RING_HOOK_PUSH_INTENT = 1, /* intent published, before the claim */
-    RING_HOOK_PUSH_CLAIMED,    /* position claimed, value not written */
+    RING_HOOK_PUSH_INTENT = 1, /* ENQ_TRY published, before the claim */
+    RING_HOOK_PUSH_CLAIMED,    /* position claimed, ENQ_WON not yet recorded */
+    RING_HOOK_PUSH_WON,        /* ENQ_WON recorded, value not written */
     RING_HOOK_PUSH_PUBLISHED,  /* published, intent not cleared */
-    RING_HOOK_POP_INTENT,
-    RING_HOOK_POP_CLAIMED, /* claimed, cell not released */
-    RING_HOOK_POP_RELEASED /* released, intent not cleared */
+    RING_HOOK_POP_INTENT,      /* DEQ_TRY published, before the claim */
+    RING_HOOK_POP_CLAIMED,     /* claimed, value not yet in held */
+    RING_HOOK_POP_WON,         /* held and DEQ_WON recorded, cell not released */
+    RING_HOOK_POP_RELEASED     /* released, intent not cleared */
 };
 #define RING_HOOK(p)                                                                               \
     do {                                                                                           \

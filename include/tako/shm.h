@@ -7,9 +7,14 @@
  *
  *   acceptor: pop a free job index      (free ring; empty → 503)
  *             fill job[k], push (k,gen) (dispatch ring)
- *   executor: pop (k,gen), run, fill result, push (k,gen) to done[job.acceptor_slot],
- *             write the acceptor slot's eventfd
+ *   executor: pop (k,gen), run, fill result, push (k,gen) to done[job.acceptor_proc],
+ *             write that proc entry's eventfd
  *   acceptor: pop done, reply, push k back to the free ring
+ *
+ * Done rings and eventfds belong to proc-table entries, not to acceptor slots: during a
+ * reload two generations of acceptor N run side by side, each with its own done ring. A
+ * job remembers the entry and its generation; a completion for an entry whose process
+ * has died is released by whoever finds it (the entry's next owner or the master).
  *
  * Job payloads (code, input, outputs) live in the job's spool directory, not in shm.
  */
@@ -26,7 +31,8 @@
 #define TK_MAX_ACCEPTORS    64
 #define TK_RING_ID_DISPATCH 1u
 #define TK_RING_ID_FREE     2u
-#define TK_RING_ID_DONE0    100u /* + acceptor slot */
+#define TK_RING_ID_DONE0    100u /* + proc entry */
+#define TK_NO_ACCEPTOR      0xffffu
 
 enum tk_role { TK_ROLE_NONE = 0, TK_ROLE_ACCEPTOR = 1, TK_ROLE_EXECUTOR = 2 };
 
@@ -56,9 +62,10 @@ struct tk_job {
     _Alignas(64) _Atomic uint32_t state;
     _Atomic uint32_t gen; /* bumps each time the slot is allocated */
     char id[40];          /* job uuid */
-    uint16_t acceptor_slot;
-    uint32_t acceptor_gen;
-    uint64_t req_token; /* the acceptor's pending-request token; 0 = nobody waits */
+    uint16_t acceptor_proc; /* proc entry of the acceptor waiting, or TK_NO_ACCEPTOR */
+    uint32_t acceptor_gen;  /* that entry's generation when the job was admitted */
+    uint64_t req_token;     /* the acceptor's pending-request token */
+    uint32_t attempt;       /* runs started so far (retries after infrastructure failures) */
     _Atomic int32_t owner_pid;
     _Atomic uint32_t cancel;
     uint32_t timeout_s;
@@ -77,7 +84,6 @@ struct tk_shm {
     uint32_t n_procs;
     size_t size;
     size_t procs_off, jobs_off, dispatch_off, free_off, done_off, done_stride;
-    _Atomic uint32_t acceptor_gen[TK_MAX_ACCEPTORS]; /* current generation per slot */
     _Atomic uint64_t jobs_admitted, jobs_rejected_full, jobs_completed;
     _Atomic uint32_t running;   /* jobs executors hold right now */
     _Atomic uint32_t docker_ok; /* last executor call to the engine worked */
@@ -111,9 +117,9 @@ static inline struct ring *shm_free(struct tk_shm *s)
 {
     return (struct ring *)((char *)s + s->free_off);
 }
-static inline struct ring *shm_done(struct tk_shm *s, uint32_t acceptor_slot)
+static inline struct ring *shm_done(struct tk_shm *s, uint32_t proc_idx)
 {
-    return (struct ring *)((char *)s + s->done_off + (size_t)acceptor_slot * s->done_stride);
+    return (struct ring *)((char *)s + s->done_off + (size_t)proc_idx * s->done_stride);
 }
 
 /* Ring values are (generation << 32 | job index). */
@@ -130,7 +136,8 @@ static inline uint32_t shm_val_gen(uint64_t v)
     return (uint32_t)(v >> 32);
 }
 
-/* Claim a free proc-table slot for pid (master, before/after fork). -ENOSPC when full. */
+/* Claim a free proc-table entry for pid (the master, before fork: pid -1) and bump its
+ * generation. Returns the entry index or -ENOSPC when full. */
 int shm_proc_claim(struct tk_shm *s, int32_t pid, uint8_t role, uint16_t slot);
 /* Index of the proc entry for pid, or -ENOENT. */
 int shm_proc_find(struct tk_shm *s, int32_t pid);

@@ -141,31 +141,54 @@ TK_TEST(ring_mpmc_small_ring_contention)
     mpmc_run(3, 2, 50000, 8);
 }
 
-/* A producer that claimed a cell and died before publishing: consumers are stuck at that
- * cell until ring_repair() tombstones it; later values then flow. */
-TK_TEST(ring_repair_dead_producer)
+/* A producer that claimed a cell and died before recording the win: consumers are stuck
+ * at that cell until ring_repair() publishes the value the dead producer was pushing. */
+TK_TEST(ring_repair_dead_producer_after_claim)
 {
     struct ring *r = ring_new_shared(8);
-    struct ring_intent *dead =
-        mmap(NULL, sizeof *dead, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    ring_intent_init(dead);
-    /* Simulate: intent published, claim won, then death. */
+    struct ring_intent dead;
+    ring_intent_init(&dead);
     uint64_t pos = atomic_load(&r->enq_pos);
-    atomic_store(&dead->ring, r->id);
-    atomic_store(&dead->rec, RING_REC(RING_OP_ENQ, pos));
-    atomic_store(&r->enq_pos, pos + 1);
+    atomic_store(&dead.ring, r->id);
+    atomic_store(&dead.val, 111);
+    atomic_store(&dead.rec, RING_REC(RING_OP_ENQ_TRY, pos));
+    atomic_store(&r->enq_pos, pos + 1); /* it won the CAS, then died */
     TK_ASSERT_EQ(ring_push(r, NULL, 222), 0);
     uint64_t v;
     TK_ASSERT_EQ(ring_pop(r, NULL, &v), -EAGAIN); /* blocked behind the dead claim */
     uint64_t rec;
-    TK_ASSERT_EQ(ring_repair(r, dead, NULL, 0, &rec), 0);
+    TK_ASSERT_EQ(ring_repair(r, &dead, NULL, 0, &rec), 0);
     TK_ASSERT_EQ(rec, RING_NONE);
-    TK_ASSERT_EQ(atomic_load(&dead->rec), 0);
+    TK_ASSERT_EQ(atomic_load(&dead.rec), 0);
+    TK_ASSERT_EQ(ring_pop(r, NULL, &v), 0);
+    TK_ASSERT_EQ(v, 111);
     TK_ASSERT_EQ(ring_pop(r, NULL, &v), 0);
     TK_ASSERT_EQ(v, 222);
+    TK_ASSERT_EQ(ring_pop(r, NULL, &v), -EAGAIN);
 }
 
-/* A live process showing the same intent may be the real claimer: repair must wait. */
+/* A producer that recorded its intent but never won the CAS: its value is pushed anew. */
+TK_TEST(ring_repair_dead_producer_before_claim)
+{
+    struct ring *r = ring_new_shared(8);
+    struct ring_intent dead;
+    ring_intent_init(&dead);
+    TK_ASSERT_EQ(ring_push(r, NULL, 1), 0); /* someone else took position 0 */
+    atomic_store(&dead.ring, r->id);
+    atomic_store(&dead.val, 333);
+    atomic_store(&dead.held, 333); /* died between recording and clearing held */
+    atomic_store(&dead.rec, RING_REC(RING_OP_ENQ_TRY, 0));
+    uint64_t rec, v;
+    TK_ASSERT_EQ(ring_repair(r, &dead, NULL, 0, &rec), 0);
+    TK_ASSERT_EQ(atomic_load(&dead.held), RING_NONE); /* delivered once: not also held */
+    TK_ASSERT_EQ(ring_pop(r, NULL, &v), 0);
+    TK_ASSERT_EQ(v, 1);
+    TK_ASSERT_EQ(ring_pop(r, NULL, &v), 0);
+    TK_ASSERT_EQ(v, 333);
+    TK_ASSERT_EQ(ring_pop(r, NULL, &v), -EAGAIN);
+}
+
+/* A live process showing the same position may be the real claimer: repair must wait. */
 TK_TEST(ring_repair_defers_to_live_claimer)
 {
     struct ring *r = ring_new_shared(8);
@@ -174,19 +197,28 @@ TK_TEST(ring_repair_defers_to_live_claimer)
     ring_intent_init(&live);
     uint64_t pos = atomic_load(&r->enq_pos);
     atomic_store(&dead.ring, r->id);
-    atomic_store(&dead.rec, RING_REC(RING_OP_ENQ, pos));
+    atomic_store(&dead.val, 5);
+    atomic_store(&dead.rec, RING_REC(RING_OP_ENQ_TRY, pos));
     atomic_store(&live.ring, r->id);
-    atomic_store(&live.rec, RING_REC(RING_OP_ENQ, pos));
+    atomic_store(&live.val, 6);
+    atomic_store(&live.rec, RING_REC(RING_OP_ENQ_WON, pos));
     atomic_store(&r->enq_pos, pos + 1);
     struct ring_intent *lv[1] = {&live};
-    uint64_t rec;
+    uint64_t rec, v;
     TK_ASSERT_EQ(ring_repair(r, &dead, lv, 1, &rec), -EAGAIN);
+    /* the live one publishes; then the dead one's push is seen not to have happened */
+    atomic_store(&r->cell[pos & r->mask].val, 6);
+    atomic_store(&r->cell[pos & r->mask].seq, pos + 1);
     atomic_store(&live.rec, 0);
     TK_ASSERT_EQ(ring_repair(r, &dead, lv, 1, &rec), 0);
+    TK_ASSERT_EQ(ring_pop(r, NULL, &v), 0);
+    TK_ASSERT_EQ(v, 6);
+    TK_ASSERT_EQ(ring_pop(r, NULL, &v), 0);
+    TK_ASSERT_EQ(v, 5);
 }
 
 /* A consumer that claimed a cell and died before releasing it: producers would block when
- * they lap to it; repair releases it and hands back the value. */
+ * they lap to it; repair releases it and the value is in `held`. */
 TK_TEST(ring_repair_dead_consumer)
 {
     struct ring *r = ring_new_shared(8);
@@ -195,7 +227,7 @@ TK_TEST(ring_repair_dead_consumer)
     TK_ASSERT_EQ(ring_push(r, NULL, 77), 0);
     uint64_t pos = atomic_load(&r->deq_pos);
     atomic_store(&dead.ring, r->id);
-    atomic_store(&dead.rec, RING_REC(RING_OP_DEQ, pos));
+    atomic_store(&dead.rec, RING_REC(RING_OP_DEQ_TRY, pos));
     atomic_store(&r->deq_pos, pos + 1); /* claimed, never released */
     for (int i = 0; i < 7; i++)
         TK_ASSERT_EQ(ring_push(r, NULL, (uint64_t)i), 0);
@@ -204,42 +236,66 @@ TK_TEST(ring_repair_dead_consumer)
     TK_ASSERT_EQ(ring_repair(r, &dead, NULL, 0, &rec), 0);
     TK_ASSERT_EQ(rec, 77);
     TK_ASSERT_EQ(atomic_load(&dead.held), 77);
+    TK_ASSERT_EQ(atomic_load(&dead.held_ring), r->id);
     TK_ASSERT_EQ(ring_push(r, NULL, 100), 0);
 }
 
-/* A real SIGKILL of a pushing process at a random moment, many times; afterwards repair
- * and check every value pushed by a survivor arrives once. */
+TK_TEST(ring_push_clears_held_and_full_restores_it)
+{
+    struct ring *r = ring_new_shared(8);
+    struct ring_intent me;
+    ring_intent_init(&me);
+    uint64_t v;
+    TK_ASSERT_EQ(ring_push(r, NULL, 9), 0);
+    TK_ASSERT_EQ(ring_pop(r, &me, &v), 0);
+    TK_ASSERT_EQ(atomic_load(&me.held), 9);
+    TK_ASSERT_EQ(ring_push(r, &me, 9), 0); /* handed on */
+    TK_ASSERT_EQ(atomic_load(&me.held), RING_NONE);
+    for (int i = 0; i < 7; i++)
+        TK_ASSERT_EQ(ring_push(r, NULL, (uint64_t)i), 0);
+    atomic_store(&me.held, 42);
+    TK_ASSERT_EQ(ring_push(r, &me, 42), -EAGAIN);
+    TK_ASSERT_EQ(atomic_load(&me.held), 42);
+}
+
+/* Real SIGKILLs of a pushing process at random moments. The producer pushes 0, 1, 2, ...
+ * and records in shm the last value whose push returned; after repair the ring must hold
+ * every value up to that one, in order, plus at most the one in flight — none twice. */
 TK_TEST(ring_kill_producers_randomly)
 {
     struct ring *r = ring_new_shared(64);
-    struct ring_intent *recs =
-        mmap(NULL, 64 * sizeof *recs, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    uint64_t received = 0;
+    struct ring_intent *rec_ = mmap(NULL, sizeof *rec_, PROT_READ | PROT_WRITE,
+                                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    _Atomic uint64_t *done = mmap(NULL, sizeof *done, PROT_READ | PROT_WRITE,
+                                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    uint64_t next = 0;
     for (int round = 0; round < 200; round++) {
-        ring_intent_init(&recs[0]);
+        ring_intent_init(rec_);
+        atomic_store(done, UINT64_MAX);
+        uint64_t start = next;
         pid_t pid = fork();
         if (pid == 0) {
-            for (uint64_t i = 0;; i++) {
-                while (ring_push(r, &recs[0], i) != 0)
+            for (uint64_t i = start;; i++) {
+                while (ring_push(r, rec_, i) != 0)
                     sched_yield();
+                atomic_store(done, i);
             }
         }
         usleep((useconds_t)(rand() % 300));
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         uint64_t rec;
-        TK_ASSERT_EQ(ring_repair(r, &recs[0], NULL, 0, &rec), 0);
-        uint64_t v;
-        while (ring_pop(r, NULL, &v) == 0)
-            received++;
+        TK_ASSERT_EQ(ring_repair(r, rec_, NULL, 0, &rec), 0);
+        uint64_t last_done = atomic_load(done), v;
+        while (ring_pop(r, NULL, &v) == 0) {
+            TK_ASSERT_EQ(v, next); /* in order, nothing twice, nothing skipped */
+            next++;
+        }
+        TK_ASSERT(last_done == UINT64_MAX || next > last_done);
+        TK_ASSERT(last_done == UINT64_MAX ? next <= start + 1 : next <= last_done + 2);
         TK_ASSERT_EQ(ring_count(r), 0);
     }
-    /* the ring is usable after all of that */
-    uint64_t v;
-    TK_ASSERT_EQ(ring_push(r, NULL, 5), 0);
-    TK_ASSERT_EQ(ring_pop(r, NULL, &v), 0);
-    TK_ASSERT_EQ(v, 5);
-    TK_ASSERT(received > 0);
+    TK_ASSERT(next > 0);
 }
 
 TK_TEST(shm_layout_and_free_ring)

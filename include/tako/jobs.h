@@ -1,0 +1,43 @@
+/*
+ * jobs.h — a job slot's life across processes, shared by acceptors, executors and the
+ * master (which settles what a dead process left behind).
+ *
+ *   FREE → FILLING (acceptor) → QUEUED → RUNNING (executor) → DONE → FREE
+ *
+ * Every state change that hands a job to another process is a CAS on job->state, so when
+ * two parties race to settle one job (an executor starting it while an acceptor cancels
+ * it at shutdown), exactly one wins.
+ */
+#ifndef TAKO_JOBS_H
+#define TAKO_JOBS_H
+
+#include "tako/shm.h"
+
+#include <jansson.h>
+#include <stdint.h>
+
+/* The DB statement that settles a job that did not finish by itself:
+ * $1 id, $2 status, $3 error JSON. Leaves finished records alone. */
+extern const char *const JOBS_SQL_SETTLE;
+
+/* Remove the spool dir, mark FREE, push the index back on the free ring. */
+void jobs_release(uint32_t idx, struct ring_intent *me);
+
+/*
+ * The job is finished: mark DONE and hand it to the acceptor that waits (its done ring,
+ * then its eventfd). When nobody waits (TK_NO_ACCEPTOR), release it instead.
+ */
+void jobs_complete(uint32_t idx, uint32_t gen, struct ring_intent *me);
+
+/* The error object {type, message, phase}. */
+json_t *jobs_error_json(const char *type, const char *message, const char *phase);
+
+/*
+ * Write <spool>/response.json for a job that ends without a normal run (interrupted,
+ * cancelled before it started, lost its executor): the same shape as a real result.
+ * 0 or -errno.
+ */
+int jobs_write_settled_response(const struct tk_job *job, const char *status, const char *type,
+                                const char *message);
+
+#endif

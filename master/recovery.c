@@ -1,0 +1,334 @@
+/*
+ * recovery.c — settle what dead processes left behind (see recovery.h for the rules).
+ * The master runs this between its loop iterations: it is the only process touching the
+ * dead one's records, and it never dies without taking every child with it (children have
+ * PR_SET_PDEATHSIG), so its own ring operations need no intent record.
+ */
+#include "tako/recovery.h"
+#include "tako/db.h"
+#include "tako/docker.h"
+#include "tako/jobs.h"
+#include "tako/log.h"
+#include "tako/takod.h"
+#include "tako/util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void settle_db(const char *job_id, const char *status, const char *type,
+                      const char *message, const char *phase)
+{
+    char err[512];
+    struct db *db = NULL;
+    if (db_open(&db, tk.conninfo, err, sizeof err) < 0) {
+        log_error("msg=\"settling a job failed: database\" job=%s err=\"%s\"", job_id, err);
+        return;
+    }
+    json_t *e = jobs_error_json(type, message, phase);
+    char *etext = json_dumps(e, JSON_COMPACT);
+    json_decref(e);
+    const char *p[3] = {job_id, status, etext};
+    PGresult *r = db_exec(db, JOBS_SQL_SETTLE, 3, p);
+    if (!r)
+        log_error("msg=\"settling a job failed\" job=%s err=\"%s\"", job_id, db_last_error(db));
+    PQclear(r);
+    free(etext);
+    db_close(db);
+}
+
+static void db_requeue(const char *job_id)
+{
+    char err[512];
+    struct db *db = NULL;
+    if (db_open(&db, tk.conninfo, err, sizeof err) < 0) {
+        log_error("msg=\"re-queueing a job failed: database\" job=%s err=\"%s\"", job_id, err);
+        return;
+    }
+    const char *p[1] = {job_id};
+    PGresult *r = db_exec(db, "UPDATE jobs SET status = 'queued' WHERE id = $1 AND status = 'running'",
+                          1, p);
+    PQclear(r);
+    db_close(db);
+}
+
+void recovery_remove_containers(const char *job_id)
+{
+    struct docker *d = NULL;
+    if (docker_open(&d, tk.cfg.docker_socket) < 0) {
+        log_warn("msg=\"cannot reach the engine to remove containers\" err=\"%s\"",
+                 docker_last_error(NULL));
+        return;
+    }
+    char label[700];
+    if (job_id)
+        snprintf(label, sizeof label, "takod.job=%s", job_id);
+    else
+        snprintf(label, sizeof label, "takod.instance=%s", tk.instance);
+    json_t *ids = NULL;
+    if (docker_list_by_label(d, label, &ids) == 0) {
+        size_t i;
+        json_t *id;
+        json_array_foreach(ids, i, id)
+        {
+            int rc = docker_remove(d, json_string_value(id));
+            if (rc < 0 && rc != -ENOENT)
+                log_warn("msg=\"docker_remove failed\" container=%.12s err=\"%s\"",
+                         json_string_value(id), docker_last_error(d));
+            else
+                log_info("msg=\"removed container\" container=%.12s label=%s",
+                         json_string_value(id), label);
+        }
+        json_decref(ids);
+    } else {
+        log_warn("msg=\"listing containers failed\" label=%s err=\"%s\"", label,
+                 docker_last_error(d));
+    }
+    docker_close(d);
+}
+
+/* A run whose executor died: its container goes; run it again or fail it. */
+static void settle_lost_run(uint32_t idx)
+{
+    struct tk_job *job = shm_job(tk.shm, idx);
+    uint32_t gen = atomic_load(&job->gen);
+    recovery_remove_containers(job->id);
+    atomic_store(&job->owner_pid, 0);
+    if (atomic_load(&tk.shm->running) > 0)
+        atomic_fetch_sub(&tk.shm->running, 1);
+    if (job->attempt <= (uint32_t)tk.cfg.server_max_retry_attempts) {
+        log_warn("msg=\"executor died during a job; running it again\" job=%s attempt=%u", job->id,
+                 job->attempt);
+        db_requeue(job->id);
+        atomic_store(&job->state, TK_JOB_QUEUED);
+        ring_push(shm_dispatch(tk.shm), NULL, shm_val(idx, gen));
+        return;
+    }
+    const char *msg = "the job's executor process died and no attempts remain";
+    log_error("msg=\"executor died during a job; no attempts left\" job=%s attempt=%u", job->id,
+              job->attempt);
+    settle_db(job->id, "failed", "interrupted", msg, "execution");
+    jobs_write_settled_response(job, "failed", "interrupted", msg);
+    jobs_complete(idx, gen, NULL);
+}
+
+/* Rule 2: hand on the value the dead process had taken from a ring. */
+static void hand_on_held(struct tk_proc *p, pid_t pid)
+{
+    uint64_t held = atomic_load(&p->intent.held);
+    if (held == RING_NONE)
+        return;
+    uint32_t from = atomic_load(&p->intent.held_ring);
+    uint32_t idx = shm_val_idx(held), gen = shm_val_gen(held);
+    atomic_store(&p->intent.held, RING_NONE);
+    if (idx >= tk.shm->n_jobs)
+        return;
+    struct tk_job *job = shm_job(tk.shm, idx);
+    uint32_t state = atomic_load(&job->state);
+    if (from == TK_RING_ID_FREE) {
+        if (state == TK_JOB_FREE)
+            ring_push(shm_free(tk.shm), NULL, shm_val(idx, 0));
+    } else if (from >= TK_RING_ID_DONE0) {
+        if (state == TK_JOB_DONE && atomic_load(&job->gen) == gen)
+            jobs_release(idx, NULL);
+        else if (state == TK_JOB_FREE)
+            ring_push(shm_free(tk.shm), NULL, shm_val(idx, 0));
+    } else if (from == TK_RING_ID_DISPATCH && atomic_load(&job->gen) == gen) {
+        if (state == TK_JOB_QUEUED)
+            ring_push(shm_dispatch(tk.shm), NULL, held);
+        else if (state == TK_JOB_RUNNING &&
+                 (atomic_load(&job->owner_pid) == 0 || atomic_load(&job->owner_pid) == pid))
+            settle_lost_run(idx);
+        else if (state == TK_JOB_DONE)
+            jobs_complete(idx, gen, NULL);
+    }
+}
+
+static void drain_done_ring(uint32_t proc_idx)
+{
+    uint64_t v;
+    while (ring_pop(shm_done(tk.shm, proc_idx), NULL, &v) == 0) {
+        uint32_t idx = shm_val_idx(v);
+        struct tk_job *job = shm_job(tk.shm, idx);
+        if (atomic_load(&job->state) == TK_JOB_DONE && atomic_load(&job->gen) == shm_val_gen(v))
+            jobs_release(idx, NULL);
+    }
+}
+
+void recovery_drain_orphans(void)
+{
+    for (uint32_t i = 0; i < tk.shm->n_procs; i++)
+        if (atomic_load(&shm_proc(tk.shm, i)->pid) == 0 && ring_count(shm_done(tk.shm, i)) > 0)
+            drain_done_ring(i);
+}
+
+void recovery_after_death(int proc_idx, pid_t pid)
+{
+    struct tk_proc *dead = shm_proc(tk.shm, (uint32_t)proc_idx);
+    uint32_t dead_gen = atomic_load(&dead->gen);
+
+    /* 1. ring repair, against every live process's record */
+    struct ring_intent **live = calloc(tk.shm->n_procs, sizeof *live);
+    size_t n_live = 0;
+    for (uint32_t i = 0; live && i < tk.shm->n_procs; i++)
+        if ((int)i != proc_idx && atomic_load(&shm_proc(tk.shm, i)->pid) != 0)
+            live[n_live++] = &shm_proc(tk.shm, i)->intent;
+    struct ring *rings[3] = {shm_dispatch(tk.shm), shm_free(tk.shm),
+                             shm_done(tk.shm, (uint32_t)proc_idx)};
+    uint32_t rid = atomic_load(&dead->intent.ring);
+    struct ring *r = NULL;
+    for (int i = 0; i < 3; i++)
+        if (rings[i]->id == rid)
+            r = rings[i];
+    if (!r && rid >= TK_RING_ID_DONE0 && rid - TK_RING_ID_DONE0 < tk.shm->n_procs)
+        r = shm_done(tk.shm, rid - TK_RING_ID_DONE0);
+    if (r && atomic_load(&dead->intent.rec) != 0) {
+        uint64_t rec;
+        int rc, tries = 0;
+        while ((rc = ring_repair(r, &dead->intent, live, n_live, &rec)) == -EAGAIN &&
+               tries++ < 10000)
+            usleep(100);
+        if (rc < 0)
+            log_crit("msg=\"ring repair failed\" ring=%u err=%d", r->id, rc);
+        else
+            log_warn("msg=\"repaired a ring operation a dead process left half-done\" ring=%u "
+                     "pid=%d",
+                     r->id, (int)pid);
+    }
+    free(live);
+
+    /* 2. what it held */
+    hand_on_held(dead, pid);
+
+    /* 3. what the job table says it owned */
+    for (uint32_t i = 0; i < tk.shm->n_jobs; i++) {
+        struct tk_job *job = shm_job(tk.shm, i);
+        uint32_t state = atomic_load(&job->state);
+        if (dead->role == TK_ROLE_EXECUTOR && state == TK_JOB_RUNNING &&
+            atomic_load(&job->owner_pid) == pid) {
+            settle_lost_run(i);
+        } else if (dead->role == TK_ROLE_ACCEPTOR && state == TK_JOB_FILLING &&
+                   job->acceptor_proc == (uint16_t)proc_idx && job->acceptor_gen == dead_gen) {
+            settle_db(job->id, "failed", "interrupted",
+                      "the acceptor holding the request died before the job was queued",
+                      "startup");
+            jobs_release(i, NULL);
+        }
+    }
+
+    /* 4. its done ring: nobody will answer those clients now */
+    drain_done_ring((uint32_t)proc_idx);
+    ring_intent_init(&dead->intent);
+}
+
+int recovery_startup(void)
+{
+    char err[512];
+    struct db *db = NULL;
+    if (db_open(&db, tk.conninfo, err, sizeof err) < 0) {
+        log_error("msg=\"start-up recovery: database\" err=\"%s\"", err);
+        return -ECONNREFUSED;
+    }
+    const char *p[1] = {tk.node};
+    PGresult *r = db_exec(db,
+                          "SELECT id, code, input::text, timeout_s, attempt, job_type FROM jobs"
+                          " WHERE node = $1 AND status IN ('queued', 'running')"
+                          " ORDER BY created_at",
+                          1, p);
+    if (!r) {
+        log_error("msg=\"start-up recovery query failed\" err=\"%s\"", db_last_error(db));
+        db_close(db);
+        return -EIO;
+    }
+    int requeued = 0;
+    for (int row = 0; row < PQntuples(r); row++) {
+        const char *id = PQgetvalue(r, row, 0);
+        int attempt = atoi(PQgetvalue(r, row, 4));
+        uint64_t v;
+        if (attempt > tk.cfg.server_max_retry_attempts ||
+            ring_pop(shm_free(tk.shm), NULL, &v) != 0) {
+            const char *msg = "takod stopped before the job finished and no attempts remain";
+            json_t *e = jobs_error_json("interrupted", msg, "execution");
+            char *etext = json_dumps(e, JSON_COMPACT);
+            json_decref(e);
+            const char *sp[3] = {id, "failed", etext};
+            PQclear(db_exec(db, JOBS_SQL_SETTLE, 3, sp));
+            free(etext);
+            log_warn("msg=\"job interrupted by the previous stop marked failed\" job=%s", id);
+            continue;
+        }
+        uint32_t idx = shm_val_idx(v);
+        struct tk_job *job = shm_job(tk.shm, idx);
+        uint32_t gen = atomic_fetch_add(&job->gen, 1) + 1;
+        snprintf(job->id, sizeof job->id, "%s", id);
+        job->acceptor_proc = TK_NO_ACCEPTOR;
+        job->acceptor_gen = 0;
+        job->req_token = 0;
+        job->attempt = (uint32_t)attempt;
+        job->timeout_s = (uint32_t)atoi(PQgetvalue(r, row, 3));
+        job->created_real_us = now_real_us();
+        job->created_mono_us = now_mono_us();
+        snprintf(job->job_type, sizeof job->job_type, "%s", PQgetvalue(r, row, 5));
+        job->correlation_id[0] = '\0';
+        char dir[4096], path[4200];
+        spool_job_dir(dir, sizeof dir, id);
+        int rc = 0;
+        const char *subs[] = {"code", "input", "output"};
+        for (size_t i = 0; i < 3 && rc == 0; i++) {
+            snprintf(path, sizeof path, "%s/%s", dir, subs[i]);
+            rc = mkdir_p(path, 0755);
+        }
+        unsigned uid = 1000, gid = 1000;
+        sscanf(tk.cfg.docker_user, "%u:%u", &uid, &gid);
+        snprintf(path, sizeof path, "%s/output", dir);
+        if (rc == 0 && chown(path, uid, gid) < 0)
+            rc = -errno;
+        snprintf(path, sizeof path, "%s/code/main.py", dir);
+        const char *code = PQgetvalue(r, row, 1), *input = PQgetvalue(r, row, 2);
+        if (rc == 0)
+            rc = write_file(path, code, strlen(code), 0644);
+        snprintf(path, sizeof path, "%s/input/data.json", dir);
+        if (rc == 0)
+            rc = write_file(path, input, strlen(input), 0644);
+        if (rc < 0) {
+            log_error("msg=\"re-queueing a job failed: spool\" job=%s err=\"%s\"", id,
+                      strerror(-rc));
+            jobs_release(idx, NULL);
+            continue;
+        }
+        const char *qp[1] = {id};
+        PQclear(db_exec(db, "UPDATE jobs SET status = 'queued' WHERE id = $1", 1, qp));
+        atomic_store(&job->state, TK_JOB_QUEUED);
+        ring_push(shm_dispatch(tk.shm), NULL, shm_val(idx, gen));
+        log_warn("msg=\"job interrupted by the previous stop queued again\" job=%s attempt=%d", id,
+                 attempt);
+        requeued++;
+    }
+    PQclear(r);
+    db_close(db);
+    return requeued;
+}
+
+void recovery_stop(void)
+{
+    char err[512];
+    struct db *db = NULL;
+    if (db_open(&db, tk.conninfo, err, sizeof err) < 0) {
+        log_warn("msg=\"fast stop: database\" err=\"%s\"", err);
+        return;
+    }
+    const char *p[1] = {tk.node};
+    PGresult *r = db_exec(
+        db,
+        "UPDATE jobs SET status = 'cancelled', ended_at = now(), error ="
+        " '{\"type\":\"interrupted\",\"message\":\"takod was stopped before the job finished\","
+        "\"phase\":\"execution\"}'::jsonb"
+        " WHERE node = $1 AND mode = 'sync' AND status IN ('queued', 'running')",
+        1, p);
+    if (r && atoi(PQcmdTuples(r)) > 0)
+        log_info("msg=\"unfinished synchronous jobs marked cancelled\" count=%s", PQcmdTuples(r));
+    PQclear(r);
+    db_close(db);
+}
