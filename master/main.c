@@ -71,6 +71,7 @@ static struct {
     char **overrides;
     size_t n_over;
     int ready_fd; /* -d: tells the waiting parent that start-up finished */
+    bool daemon;  /* -d: an empty server.log_file means <data_dir>/takod.log */
     sigset_t orig_mask;
 } M = {.pidfile_fd = -1, .ready_fd = -1};
 
@@ -115,6 +116,16 @@ static void usage(FILE *out)
 }
 
 /* ---- start-up steps ---- */
+
+/* server.log_file, or stderr; under -d stderr is /dev/null, so <data_dir>/takod.log. */
+static int open_log(void)
+{
+    char path[4200];
+    if (tk.cfg.server_log_file[0] || !M.daemon)
+        return log_open(tk.cfg.server_log_file);
+    snprintf(path, sizeof path, "%s/takod.log", tk.cfg.server_data_dir);
+    return log_open(path);
+}
 
 static void open_pidfile(void)
 {
@@ -235,15 +246,12 @@ static void daemonize(void)
     if (pid > 0)
         _exit(0);
     M.ready_fd = p[1];
-    umask(027);
+    umask(022); /* job spool files must stay readable by the container user */
     if (chdir("/") < 0)
         die("chdir /: %s", strerror(errno));
-    if (!tk.cfg.server_log_file[0]) {
-        char path[4200];
-        snprintf(path, sizeof path, "%s/takod.log", tk.cfg.server_data_dir);
-        if (log_open(path) < 0)
-            die("cannot open log file %s", path);
-    }
+    M.daemon = true;
+    if (open_log() < 0)
+        die("cannot open the log file");
     int null = open("/dev/null", O_RDWR);
     if (null >= 0) {
         dup2(null, 0);
@@ -429,8 +437,8 @@ static void reload(void)
     config_free(&tk.cfg);
     tk.cfg = fresh;
     log_set_level(tk.cfg.server_log_level);
-    if (log_open(tk.cfg.server_log_file) < 0)
-        log_error("msg=\"cannot open the new log file; logging to stderr\"");
+    if (open_log() < 0)
+        log_error("msg=\"cannot open the new log file; logging where it did\"");
     M.generation++;
     for (int i = 0; i < M.n_children; i++) {
         struct child *c = &M.children[i];
@@ -653,7 +661,7 @@ int main(int argc, char **argv)
     proctitle_set("takod: master");
     log_set_role("master");
     log_set_level(tk.cfg.server_log_level);
-    if (log_open(tk.cfg.server_log_file) < 0)
+    if (open_log() < 0)
         die("cannot open server.log_file %s", tk.cfg.server_log_file);
 
     gethostname(tk.node, sizeof tk.node - 1);

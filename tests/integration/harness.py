@@ -43,7 +43,8 @@ class Response:
 class Takod:
     """One takod process with its own data_dir (and managed PostgreSQL)."""
 
-    def __init__(self, *overrides, data_dir=None, executors=2, acceptors=2):
+    def __init__(self, *overrides, data_dir=None, executors=2, acceptors=2, conf=CONF):
+        self.conf = conf
         self.port = free_port()
         self.own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="takod-it-")
@@ -59,7 +60,7 @@ class Takod:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def args(self):
-        a = [TAKOD_BIN, "-c", CONF]
+        a = [TAKOD_BIN, "-c", self.conf]
         for o in self.overrides:
             a += ["-o", o]
         return a
@@ -80,8 +81,12 @@ class Takod:
         raise AssertionError(f"takod did not become healthy in {timeout}s:\n{self.log()}")
 
     def log(self):
+        return self.log_of(self.log_path)
+
+    @staticmethod
+    def log_of(path):
         try:
-            with open(self.log_path, "rb") as f:
+            with open(path, "rb") as f:
                 return f.read().decode("utf-8", "replace")[-8000:]
         except OSError:
             return ""
@@ -89,6 +94,25 @@ class Takod:
     @property
     def pid(self):
         return self.proc.pid
+
+    def roles(self):
+        """{title: pid} of the master's children ("takod: executor 0", ...)."""
+        out = {}
+        for p in self.children():
+            try:
+                out.setdefault(self.cmdline(p).strip(), p)
+            except OSError:
+                pass
+        return out
+
+    def wait_for(self, cond, timeout=30, what="condition"):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            v = cond()
+            if v:
+                return v
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log()}")
 
     def children(self):
         """pids whose parent is the master (acceptors, executors, postgres)."""
@@ -121,7 +145,7 @@ class Takod:
                 raise AssertionError(f"takod did not stop on signal {sig} in {timeout}s")
         if getattr(self, "logf", None):
             self.logf.close()
-        return self.proc.returncode
+        return self.proc.returncode if self.proc else None
 
     def cleanup(self):
         self.stop()
