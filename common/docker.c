@@ -20,6 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #define DK_MAX_MAJOR          1
 #define DK_MAX_MINOR          41 /* newest API version takod knows */
@@ -799,7 +802,7 @@ int docker_remove(struct docker *d, const char *id)
     return dk_container_op(d, "DELETE", id, "?force=1&v=1");
 }
 
-int docker_list_by_label(struct docker *d, const char *label, json_t **ids)
+static int dk_list(struct docker *d, const char *label, bool with_labels, json_t **ids)
 {
     if (!label || !label[0]) {
         dk_seterr(d, "docker_list_by_label: empty label");
@@ -843,7 +846,12 @@ int docker_list_by_label(struct docker *d, const char *label, json_t **ids)
                 rc = -EIO;
                 break;
             }
-            if (json_array_append_new(res, json_string(cid)) < 0) {
+            json_t *item = with_labels ? json_pack("{s:s, s:O}", "id", cid, "labels",
+                                                   json_object_get(c, "Labels")
+                                                       ? json_object_get(c, "Labels")
+                                                       : json_null())
+                                       : json_string(cid);
+            if (json_array_append_new(res, item) < 0) {
                 dk_seterr(d, "docker_list_by_label: out of memory");
                 rc = -ENOMEM;
                 break;
@@ -858,4 +866,81 @@ int docker_list_by_label(struct docker *d, const char *label, json_t **ids)
     }
     *ids = res;
     return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* attach: a raw, hijacked connection to a container's stdio                                */
+
+int docker_attach(struct docker *d, const char *id, int timeout_ms, int *fd_out)
+{
+    int rc = dk_check_id(d, "container id", id);
+    if (rc < 0)
+        return rc;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        dk_seterr(d, "socket: %s", strerror(errno));
+        return -errno;
+    }
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", d->socket_path);
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        int e = errno;
+        dk_seterr(d, "cannot connect to the Docker engine at unix://%s: %s", d->socket_path,
+                  strerror(e));
+        close(fd);
+        return -ECONNREFUSED;
+    }
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "POST /v%s/containers/%s/attach?stream=1&stdin=1&stdout=1&stderr=1 "
+                     "HTTP/1.1\r\nHost: docker\r\nUpgrade: tcp\r\nConnection: Upgrade\r\n"
+                     "Content-Length: 0\r\n\r\n",
+                     d->version, id);
+    if (write(fd, req, (size_t)n) != n) {
+        dk_seterr(d, "attach %.12s: write: %s", id, strerror(errno));
+        close(fd);
+        return -EIO;
+    }
+    /* Read the answer's head byte by byte: what follows it is the raw stream. */
+    char head[2048];
+    size_t len = 0;
+    while (len < sizeof head - 1) {
+        ssize_t r = read(fd, head + len, 1);
+        if (r <= 0) {
+            dk_seterr(d, "attach %.12s: no answer from the engine", id);
+            close(fd);
+            return -EIO;
+        }
+        len++;
+        if (len >= 4 && !memcmp(head + len - 4, "\r\n\r\n", 4))
+            break;
+    }
+    head[len] = '\0';
+    int code = 0;
+    if (sscanf(head, "HTTP/1.%*d %d", &code) != 1 || (code != 101 && code != 200)) {
+        char *eol = strstr(head, "\r\n");
+        if (eol)
+            *eol = '\0';
+        dk_seterr(d, "attach %.12s: %s", id, head);
+        close(fd);
+        return code == 404 ? -ENOENT : -EIO;
+    }
+    struct timeval none = {0, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
+    *fd_out = fd;
+    return 0;
+}
+
+int docker_list_by_label(struct docker *d, const char *label, json_t **ids)
+{
+    return dk_list(d, label, false, ids);
+}
+
+int docker_list_with_labels(struct docker *d, const char *label, json_t **items)
+{
+    return dk_list(d, label, true, items);
 }

@@ -22,6 +22,7 @@
 #include "tako/log.h"
 #include "tako/pgmanaged.h"
 #include "tako/recovery.h"
+#include "tako/sandbox.h"
 #include "tako/takod.h"
 #include "tako/util.h"
 
@@ -284,12 +285,29 @@ static void check_docker(void)
     int rc = docker_image_exists(d, tk.cfg.docker_image);
     char e[512];
     snprintf(e, sizeof e, "%s", docker_last_error(d));
+    bool want_runsc = tk.cfg.docker_runtime == 1, strict = tk.cfg.docker_security_mode == 1;
+    int has_runsc = docker_has_runtime(d, "runsc");
     docker_close(d); /* no curl handle may cross fork */
     if (rc == 0)
         die("executor image %s not found: build it with scripts/build-image.sh",
             tk.cfg.docker_image);
     if (rc < 0)
         die("checking executor image %s: %s", tk.cfg.docker_image, e);
+    if (strict && !want_runsc)
+        die("docker.security_mode = strict requires docker.runtime = runsc (gVisor)");
+    if (want_runsc && has_runsc != 1) {
+        if (strict)
+            die("docker.runtime = runsc, but the Docker engine has no runsc runtime "
+                "(run scripts/setup-gvisor.sh); docker.security_mode = strict refuses runc");
+        log_crit("msg=\"GVISOR UNAVAILABLE: docker.runtime = runsc but the engine has no runsc "
+                 "runtime; running jobs under runc (security_mode = permissive). Run "
+                 "scripts/setup-gvisor.sh\"");
+    } else if (want_runsc) {
+        sandbox_runtime = "runsc";
+    }
+    char serr[512];
+    if (sandbox_load_seccomp(tk.cfg.docker_seccomp_profile, serr, sizeof serr) < 0)
+        die("%s", serr);
     atomic_store(&tk.shm->docker_ok, 1);
     recovery_remove_containers(NULL); /* a previous run's leftovers */
 }
@@ -530,6 +548,12 @@ static void tick(void)
                 spawn(c);
         }
     recovery_drain_orphans();
+    static uint64_t next_sweep_ms;
+    if (!M.stopping && now >= next_sweep_ms) {
+        if (next_sweep_ms)
+            recovery_sweep_containers();
+        next_sweep_ms = now + 60000;
+    }
     if (M.stopping == STOP_GRACEFUL && !M.executors_told && live_children(TK_ROLE_ACCEPTOR) == 0) {
         M.executors_told = true; /* every request answered: the executors may go */
         signal_children(TK_ROLE_EXECUTOR, SIGQUIT, false);
@@ -700,10 +724,15 @@ int main(int argc, char **argv)
             die("eventfd: %s", strerror(errno));
     }
     check_docker();
+    char slots[4200];
+    snprintf(slots, sizeof slots, "%s/slots", tk.cfg.server_data_dir);
     rm_rf(tk.spool_dir); /* nothing in flight yet: whatever is there is stale */
+    rm_rf(slots);
     rc = mkdir_p(tk.spool_dir, 0700);
+    if (rc == 0)
+        rc = mkdir_p(slots, 0700);
     if (rc < 0)
-        die("create spool dir %s: %s", tk.spool_dir, strerror(-rc));
+        die("create spool dirs in %s: %s", tk.cfg.server_data_dir, strerror(-rc));
     if (recovery_startup() < 0)
         die("start-up recovery failed (see the lines above)");
 

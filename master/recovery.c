@@ -54,7 +54,7 @@ static void db_requeue(const char *job_id)
     db_close(db);
 }
 
-void recovery_remove_containers(const char *job_id)
+void recovery_remove_containers(const char *label_kv)
 {
     struct docker *d = NULL;
     if (docker_open(&d, tk.cfg.docker_socket) < 0) {
@@ -63,8 +63,8 @@ void recovery_remove_containers(const char *job_id)
         return;
     }
     char label[700];
-    if (job_id)
-        snprintf(label, sizeof label, "takod.job=%s", job_id);
+    if (label_kv)
+        snprintf(label, sizeof label, "%s", label_kv);
     else
         snprintf(label, sizeof label, "takod.instance=%s", tk.instance);
     json_t *ids = NULL;
@@ -94,7 +94,6 @@ static void settle_lost_run(uint32_t idx)
 {
     struct tk_job *job = shm_job(tk.shm, idx);
     uint32_t gen = atomic_load(&job->gen);
-    recovery_remove_containers(job->id);
     atomic_store(&job->owner_pid, 0);
     if (atomic_load(&tk.shm->running) > 0)
         atomic_fetch_sub(&tk.shm->running, 1);
@@ -201,6 +200,13 @@ void recovery_after_death(int proc_idx, pid_t pid)
 
     /* 2. what it held */
     hand_on_held(dead, pid);
+
+    /* its containers (the warm one, the one of the job it ran) go first */
+    if (dead->role == TK_ROLE_EXECUTOR) {
+        char label[64];
+        snprintf(label, sizeof label, "takod.executor=%d", (int)pid);
+        recovery_remove_containers(label);
+    }
 
     /* 3. what the job table says it owned */
     for (uint32_t i = 0; i < tk.shm->n_jobs; i++) {
@@ -331,4 +337,33 @@ void recovery_stop(void)
         log_info("msg=\"unfinished synchronous jobs marked cancelled\" count=%s", PQcmdTuples(r));
     PQclear(r);
     db_close(db);
+}
+
+void recovery_sweep_containers(void)
+{
+    struct docker *d = NULL;
+    if (docker_open(&d, tk.cfg.docker_socket) < 0)
+        return;
+    char label[700];
+    snprintf(label, sizeof label, "takod.instance=%s", tk.instance);
+    json_t *items = NULL;
+    if (docker_list_with_labels(d, label, &items) == 0) {
+        size_t i;
+        json_t *it;
+        json_array_foreach(items, i, it)
+        {
+            const char *owner =
+                json_string_value(json_object_get(json_object_get(it, "labels"), "takod.executor"));
+            pid_t pid = owner ? (pid_t)atoi(owner) : 0;
+            int idx = pid > 0 ? shm_proc_find(tk.shm, pid) : -1;
+            if (idx >= 0 && shm_proc(tk.shm, (uint32_t)idx)->role == TK_ROLE_EXECUTOR)
+                continue; /* a live executor's warm or running container */
+            const char *id = json_string_value(json_object_get(it, "id"));
+            if (docker_remove(d, id) == 0)
+                log_warn("msg=\"removed a leaked container\" container=%.12s executor=%d", id,
+                         (int)pid);
+        }
+        json_decref(items);
+    }
+    docker_close(d);
 }

@@ -2,18 +2,28 @@
 # build-image.sh - build takod's executor image (default code-executor:latest)
 # entirely offline, from the Debian mirror configured for apt on this machine.
 #
+#   0. compile the warm-container launcher image/launcher/tako-launcher.c
+#      (gcc -static) into a temporary build context, next to a copy of
+#      image/Dockerfile; its sha256 decides whether the image is current;
 #   1. debootstrap --variant=minbase --include=python3 <codename> into a
 #      temporary directory under /var/tmp, slim it, `docker import` it as
 #      takod-base:<codename> (cached: skipped when that image already exists);
-#   2. `docker build` image/Dockerfile on top of it (no network needed).
+#   2. `docker build` image/Dockerfile on top of it (no network needed),
+#      labelled takod.launcher.sha256=<sha256 of the launcher binary>.
 #
-# Run as root (debootstrap needs it). See --help.
+# Idempotent: an image whose label matches the freshly compiled launcher is
+# left alone; one without it (or with an older launcher) gets its top layer
+# rebuilt from the cached base. Run as root (debootstrap needs it). See --help.
 set -euo pipefail
 
 PROG=build-image
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
 IMAGE_DIR="$REPO_DIR/image"
+LAUNCHER_SRC="$IMAGE_DIR/launcher/tako-launcher.c"
+LAUNCHER_PATH=/usr/local/bin/tako-launcher # in the image
+LAUNCHER_LABEL=takod.launcher.sha256
+CC=${CC:-gcc}
 
 IMAGE="code-executor:latest"
 FORCE=0
@@ -23,6 +33,8 @@ MIN_FREE_KIB=$((2 * 1024 * 1024)) # 2 GiB
 
 WORK=""      # mktemp dir, removed by cleanup()
 BOOT_PID=""  # debootstrap process (group leader), killed by cleanup()
+CTX=""       # temporary docker build context, removed by cleanup()
+LAUNCHER_SHA=""
 
 usage() {
 	cat <<EOF
@@ -38,8 +50,11 @@ the Debian mirror configured for apt.
                  this machine's apt configuration that serves <codename>)
   -h, --help     show this help and exit
 
-Without --force, an existing NAME is left alone (exit 0), and an existing
-takod-base:<codename> is reused instead of running debootstrap again.
+The launcher (image/launcher/tako-launcher.c) is always compiled first (\$CC,
+default gcc, -static). Without --force, an existing NAME labelled with that
+binary's sha256 is left alone (exit 0); an existing NAME without it gets its
+top layer rebuilt; an existing takod-base:<codename> is reused instead of
+running debootstrap again.
 The rootfs is built in a temporary directory under \$TAKOD_BUILD_TMPDIR
 (default /var/tmp), which needs at least 2 GiB free.
 EOF
@@ -80,6 +95,9 @@ cleanup() {
 		rm -rf --one-file-system -- "$WORK" ||
 			printf '%s: warning: could not remove %s\n' "$PROG" "$WORK" >&2
 	fi
+	if [ -n "$CTX" ] && [ -d "$CTX" ]; then
+		rm -rf -- "$CTX"
+	fi
 	exit "$rc"
 }
 
@@ -97,6 +115,9 @@ on_signal() {
 
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 image_id() { docker image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
+image_label() { # image_label IMAGE KEY: the label's value, empty when unset
+	docker image inspect --format "{{index .Config.Labels \"$2\"}}" "$1" 2>/dev/null || true
+}
 
 # Remove a now-untagged previous version of an image (after --force).
 drop_old_image() {
@@ -235,6 +256,28 @@ human_size() {
 
 # ---------------------------------------------------------------- stages
 
+# Compile the launcher (static, stripped: the same source and compiler give the
+# same bytes) into a fresh build context with a copy of the Dockerfile.
+# Sets CTX and LAUNCHER_SHA.
+build_launcher() {
+	local bin
+	[ -f "$LAUNCHER_SRC" ] || die "missing $LAUNCHER_SRC"
+	CTX=$(mktemp -d "${TMPDIR:-/tmp}/takod-image-ctx.XXXXXX")
+	chmod 0755 "$CTX"
+	mkdir -m 0755 "$CTX/launcher"
+	bin="$CTX/launcher/tako-launcher"
+	"$CC" -std=c11 -static -O2 -s -Wall -Wextra -o "$bin" "$LAUNCHER_SRC" ||
+		die "compiling $LAUNCHER_SRC failed (needs $CC and the static libc: apt-get install build-essential)"
+	if command -v readelf >/dev/null 2>&1 &&
+		readelf -lW "$bin" | grep -q 'program interpreter'; then
+		die "$bin is not static"
+	fi
+	chmod 0755 "$bin"
+	cp "$IMAGE_DIR/Dockerfile" "$CTX/Dockerfile"
+	LAUNCHER_SHA=$(sha256sum "$bin" | cut -d' ' -f1)
+	log "launcher compiled: sha256 $LAUNCHER_SHA ($(human_size "$(stat -c %s "$bin")"))"
+}
+
 build_base() {
 	local codename=$1 base=$2 rootfs avail old_id new_id rc
 
@@ -352,16 +395,26 @@ build_executor() {
 
 	old_id=$(image_id "$IMAGE")
 	log "docker build $IMAGE from $base ..."
-	# legacy builder (docker.io 20.10); no network needed nor allowed
+	# legacy builder (docker.io 20.10); no network needed nor allowed. The
+	# context is $CTX (Dockerfile + launcher/tako-launcher); its cache reuses
+	# every layer below the launcher's COPY.
 	DOCKER_BUILDKIT=0 docker build \
 		--network none \
 		--build-arg "BASE_IMAGE=$base" \
 		--label "org.opencontainers.image.base.name=$base" \
+		--label "$LAUNCHER_LABEL=$LAUNCHER_SHA" \
 		-t "$IMAGE" "${extra[@]}" \
-		-f "$IMAGE_DIR/Dockerfile" "$IMAGE_DIR"
+		-f "$CTX/Dockerfile" "$CTX"
 	new_id=$(image_id "$IMAGE")
 	[ -n "$new_id" ] || die "docker build did not produce $IMAGE"
 	drop_old_image "$old_id" "$new_id"
+	rm -rf -- "$CTX"
+	CTX=""
+
+	[ "$(image_label "$IMAGE" "$LAUNCHER_LABEL")" = "$LAUNCHER_SHA" ] ||
+		die "$IMAGE lacks the label $LAUNCHER_LABEL=$LAUNCHER_SHA"
+	docker run --rm --network none --user 1000:1000 "$IMAGE" "$LAUNCHER_PATH" --version \
+		>/dev/null || die "$LAUNCHER_PATH does not run in $IMAGE"
 
 	size=$(docker image inspect --format '{{.Size}}' "$IMAGE")
 	log "built $IMAGE"
@@ -418,9 +471,21 @@ main() {
 		die "no docker engine answering (is dockerd running? DOCKER_HOST=${DOCKER_HOST:-unset})"
 	fi
 
+	local have=""
 	if [ "$FORCE" -eq 0 ] && image_exists "$IMAGE"; then
-		log "$IMAGE already exists ($(image_id "$IMAGE")); nothing to do (use --force to rebuild)"
-		exit 0
+		have=$(image_label "$IMAGE" "$LAUNCHER_LABEL")
+		if [ -n "$have" ] && ! command -v "$CC" >/dev/null 2>&1; then
+			log "warning: $CC not found, cannot check the launcher of $IMAGE; keeping it"
+			exit 0
+		fi
+	fi
+	build_launcher
+	if [ "$FORCE" -eq 0 ] && image_exists "$IMAGE"; then
+		if [ "$have" = "$LAUNCHER_SHA" ]; then
+			log "$IMAGE already exists ($(image_id "$IMAGE")) with this launcher; nothing to do (use --force to rebuild)"
+			exit 0
+		fi
+		log "$IMAGE lacks this launcher ($LAUNCHER_LABEL=${have:-unset}): rebuilding its top layer"
 	fi
 
 	local codename base t0=$SECONDS

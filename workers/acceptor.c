@@ -286,6 +286,13 @@ static void handle_execute(struct evhttp_request *req, const char *corr)
     }
     json_decref(errors);
 
+    /* Circuit breaker: while executors cannot get containers, fail fast. */
+    if (!atomic_load(&tk.shm->docker_ok)) {
+        free(input_text);
+        json_decref(root);
+        reply_error(req, 503, corr, "The container engine is unavailable; try again later");
+        return;
+    }
     /* Admission: a free job slot or 503. */
     uint64_t v;
     if (A.stopping || ring_pop(shm_free(tk.shm), &A.me->intent, &v) != 0) {

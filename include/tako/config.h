@@ -65,6 +65,14 @@
       "Docker Engine API unix socket") \
     X(docker, image, STR, "code-executor:latest", 0, 0, CF_RELOAD, \
       "executor image for the default job type") \
+    X(docker, runtime, ENUM, "runc", "runc|runsc", 0, CF_NORELOAD, \
+      "container runtime: runc, or runsc (gVisor: a user-space kernel between job and host)") \
+    X(docker, security_mode, ENUM, "permissive", "permissive|strict", 0, CF_NORELOAD, \
+      "strict: refuse to start unless runtime = runsc is available; permissive: fall back " \
+      "to runc with a warning") \
+    X(docker, seccomp_profile, STR, "", 0, 0, CF_NORELOAD, \
+      "seccomp profile (JSON) for every container; empty means the built-in default-deny " \
+      "profile (conf/seccomp.json)") \
     X(docker, user, STR, "1000:1000", 0, 0, CF_RELOAD, \
       "uid:gid the job's program runs as inside the container (never root)") \
     X(limits, timeout, INT, "30", 1, 86400, CF_RELOAD, \

@@ -91,6 +91,15 @@ int docker_inspect(struct docker *d, const char *id, json_t **out);
  */
 int docker_logs(struct docker *d, const char *id, struct tk_capbuf *out, struct tk_capbuf *err);
 
+/*
+ * POST /containers/{id}/attach?stream=1&stdin=1&stdout=1&stderr=1 with "Upgrade: tcp" on a
+ * connection of its own: on success *fd is the raw (hijacked) stream — write to it for the
+ * container's stdin; read the container's stdout/stderr from it, in the same 8-byte framed
+ * format as docker_logs when Tty is false. The caller closes it. timeout_ms bounds the
+ * handshake.
+ */
+int docker_attach(struct docker *d, const char *id, int timeout_ms, int *fd);
+
 /* DELETE /containers/{id}?force=1&v=1 (force kills a running one). Absent -> -ENOENT. */
 int docker_remove(struct docker *d, const char *id);
 
@@ -99,5 +108,8 @@ int docker_remove(struct docker *d, const char *id);
  * "key". *ids is a new JSON array of id strings.
  */
 int docker_list_by_label(struct docker *d, const char *label, json_t **ids);
+
+/* The same, as [{"id": ..., "labels": {...}}]. */
+int docker_list_with_labels(struct docker *d, const char *label, json_t **items);
 
 #endif

@@ -41,7 +41,11 @@ int recovery_startup(void);
  * (their clients were answered). Asynchronous ones stay queued for the next start. */
 void recovery_stop(void);
 
-/* Remove the containers of one job (any attempt) or of this whole instance. */
-void recovery_remove_containers(const char *job_id);
+/* Remove the containers carrying a label ("key=value"), or with NULL every container of
+ * this instance. */
+void recovery_remove_containers(const char *label_kv);
+
+/* Periodic: remove this instance's containers whose executor is not alive any more. */
+void recovery_sweep_containers(void);
 
 #endif

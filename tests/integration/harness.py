@@ -185,6 +185,11 @@ class Takod:
             out = out[:-1]  # psql ends its output with one newline
         return [row.split("\x1f") for row in out.split("\x1e") if row]
 
+    def wait_running(self, timeout=60):
+        """Wait until some job's record says it is running (its program has been started)."""
+        return self.wait_for(lambda: self.sql("SELECT id FROM jobs WHERE status = 'running'"),
+                             timeout=timeout, what="a running job")
+
     # ---- Docker ----
     def containers(self):
         """ids of containers (any state) carrying this instance's label."""

@@ -140,10 +140,7 @@ class Stop(unittest.TestCase):
             th = threading.Thread(target=client)
             th.daemon = True
             th.start()
-            deadline = time.time() + 30
-            while not t.containers() and time.time() < deadline:
-                time.sleep(0.1)
-            self.assertTrue(t.containers(), "the job's container never appeared")
+            t.wait_running()
             t0 = time.time()
             code = t.stop(signal.SIGTERM, timeout=30)
             self.assertEqual(code, 0, t.log())

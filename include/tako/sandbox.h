@@ -1,0 +1,70 @@
+/*
+ * sandbox.h — a job's container: the hardened spec, the warm container each executor
+ * keeps ready, and one run through the in-container launcher (image/launcher).
+ *
+ * Warm containers. An executor creates and starts its next container before a job
+ * arrives: the launcher inside blocks on its stdin, which the executor holds through an
+ * attach connection. A job's critical path is then: link its files into the container's
+ * bind-mounted directories, write one "go" line, and read the launcher's status line
+ * when the program has finished. Creating, starting and removing containers happen
+ * before and after, never on that path. Every job still gets a container no other job
+ * touched; the launcher runs one program and exits.
+ *
+ * Directory of a warm container (on the host; bind-mounted):
+ *   code/ (ro)  input/ (ro)  output/ (rw, run uid)  ctl/ (rw, run uid: stdout, stderr,
+ *   status written by the launcher)
+ */
+#ifndef TAKO_SANDBOX_H
+#define TAKO_SANDBOX_H
+
+#include "tako/docker.h"
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct warm {
+    char id[65];
+    char dir[4096];
+    int fd; /* attach stream: the launcher's stdin and stdout */
+    bool ready;
+};
+
+struct sandbox_job {
+    int timeout_ms;
+    size_t stdout_cap, stderr_cap;
+    bool has_stdin;                /* input/stdin exists */
+    volatile sig_atomic_t *stop;   /* executor told to stop fast: kill, "interrupted" */
+    _Atomic uint32_t *cancel;      /* the job was cancelled: kill, "cancelled" */
+};
+
+struct sandbox_result {
+    int exit_code; /* -1 if the program never ran */
+    int signal;
+    bool timed_out, oom, interrupted, cancelled;
+    bool lost;               /* no trustworthy status: the launcher or container died */
+    char error[256];         /* infrastructure or launcher trouble, "" if none */
+    struct tk_capbuf out, err;
+    uint64_t t_go_us, t_end_us; /* monotonic: go line written, status read */
+};
+
+/* The JSON seccomp profile passed inline with every container (embedded default or
+ * docker.seccomp_profile), the runtime in use ("runc" / "runsc"). Set once at start. */
+extern const char *sandbox_seccomp_json;
+extern const char *sandbox_runtime;
+
+/* Load docker.seccomp_profile (or the embedded default) and check it is JSON. */
+int sandbox_load_seccomp(const char *path, char *err, size_t errlen);
+
+/* Create, attach and start a warm container in `dir` (created here). 0 or -errno. */
+int sandbox_prepare(struct docker *d, struct warm *w, const char *dir);
+
+/* Close the attach stream, remove the container (force), remove its directory. */
+void sandbox_discard(struct docker *d, struct warm *w);
+
+/* Run the job whose files are already in w->dir. Fills res (capbufs initialised here). */
+void sandbox_run(struct docker *d, struct warm *w, const struct sandbox_job *job,
+                 struct sandbox_result *res);
+
+#endif

@@ -1,0 +1,398 @@
+/*
+ * sandbox.c — hardened containers, warm ahead of time, driven through the launcher
+ * (see sandbox.h).
+ */
+#include "tako/sandbox.h"
+#include "tako/log.h"
+#include "tako/takod.h"
+#include "tako/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+extern const char tako_default_seccomp[]; /* generated from conf/seccomp.json */
+
+const char *sandbox_seccomp_json;
+const char *sandbox_runtime = "runc";
+
+int sandbox_load_seccomp(const char *path, char *err, size_t errlen)
+{
+    char *text = NULL;
+    if (path && *path) {
+        size_t len;
+        int rc = read_file(path, 1 << 20, &text, &len);
+        if (rc < 0) {
+            snprintf(err, errlen, "docker.seccomp_profile %s: %s", path, strerror(-rc));
+            return rc;
+        }
+    } else {
+        text = strdup(tako_default_seccomp);
+    }
+    json_error_t jerr;
+    json_t *j = json_loads(text, 0, &jerr);
+    if (!j || !json_is_object(j) || !json_object_get(j, "defaultAction")) {
+        snprintf(err, errlen, "seccomp profile %s is not a seccomp JSON profile: %s",
+                 path && *path ? path : "(embedded)", j ? "no defaultAction" : jerr.text);
+        json_decref(j);
+        free(text);
+        return -EINVAL;
+    }
+    /* compact it: it travels inline in every create request */
+    char *compact = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    free(text);
+    sandbox_seccomp_json = compact;
+    return compact ? 0 : -ENOMEM;
+}
+
+static void run_uid(unsigned *uid, unsigned *gid)
+{
+    *uid = 1000;
+    *gid = 1000;
+    sscanf(tk.cfg.docker_user, "%u:%u", uid, gid);
+}
+
+/* Every defence, for every job (docs/SECURITY.md). */
+static json_t *container_body(const char *dir)
+{
+    const struct tk_config *c = &tk.cfg;
+    char code[4200], input[4200], output[4200], ctl[4200], tmpfs[128];
+    snprintf(code, sizeof code, "%s/code:/code:ro", dir);
+    snprintf(input, sizeof input, "%s/input:/input:ro", dir);
+    snprintf(output, sizeof output, "%s/output:/output:rw", dir);
+    snprintf(ctl, sizeof ctl, "%s/ctl:/ctl:rw", dir);
+    snprintf(tmpfs, sizeof tmpfs, "rw,noexec,nosuid,nodev,size=%lld",
+             (long long)c->limits_tmpfs_size);
+    json_int_t fsize = (json_int_t)c->limits_max_total_artifact_bytes + 1024 * 1024;
+    /* gVisor counts its own helper tasks against the pids cgroup (about 40, plus ~6 per
+     * process of the job), so the same limit needs a larger number there. */
+    json_int_t pids = (json_int_t)c->limits_pids;
+    if (!strcmp(sandbox_runtime, "runsc"))
+        pids = 40 + 6 * pids;
+    /* RLIMIT_NPROC counts every process of the uid on the host, across containers, so it
+     * is set where it can never bind before the per-container pids limit does. */
+    json_int_t nproc = (json_int_t)(c->limits_pids * (c->server_executors * 2 + 2));
+    char *secopt = NULL;
+    if (asprintf(&secopt, "seccomp=%s", sandbox_seccomp_json) < 0)
+        return NULL;
+    char executor[32];
+    snprintf(executor, sizeof executor, "%d", (int)getpid());
+    json_t *body = json_pack(
+        "{s:s, s:[s,s], s:s, s:s, s:[s,s,s,s], s:{s:s, s:s, s:s}, s:b, s:b, s:b, s:b, s:b, s:b,"
+        " s:b, s:{s:s, s:b, s:[s], s:[s,s], s:b, s:I, s:I, s:I, s:I, s:s, s:I,"
+        "    s:[{s:s,s:i,s:i},{s:s,s:I,s:I},{s:s,s:I,s:I}], s:{s:s}, s:[s,s,s,s],"
+        "    s:{s:s, s:{s:s, s:s}}, s:b, s:s}}",
+        "Image", c->docker_image, "Cmd", "/usr/local/bin/tako-launcher", "--stdio", "User",
+        c->docker_user, "WorkingDir", "/tmp", "Env", "PYTHONUNBUFFERED=1",
+        "PYTHONDONTWRITEBYTECODE=1", "HOME=/tmp", "LANG=C.UTF-8", "Labels", "takod.instance",
+        tk.instance, "takod.executor", executor, "takod.role", "job", "NetworkDisabled", 1, "Tty",
+        0, "OpenStdin", 1, "StdinOnce", 1, "AttachStdin", 1, "AttachStdout", 1, "AttachStderr", 1,
+        "HostConfig", "NetworkMode", "none", "ReadonlyRootfs", 1, "CapDrop", "ALL", "SecurityOpt",
+        "no-new-privileges", secopt, "Init", 1, "Memory", (json_int_t)c->limits_memory,
+        "MemorySwap", (json_int_t)c->limits_memory, "NanoCpus", (json_int_t)(c->limits_cpus * 1e9),
+        "PidsLimit", pids, "IpcMode", "private", "ShmSize", (json_int_t)(16 << 20), "Ulimits",
+        "Name", "nofile", "Soft", 256, "Hard", 256, "Name", "fsize", "Soft", fsize, "Hard", fsize,
+        "Name", "nproc", "Soft", nproc, "Hard", nproc, "Tmpfs", "/tmp", tmpfs, "Binds", code,
+        input, output, ctl, "LogConfig", "Type", "json-file", "Config", "max-size", "1m",
+        "max-file", "1", "AutoRemove", 0, "Runtime", sandbox_runtime);
+    free(secopt);
+    return body;
+}
+
+static int make_dirs(const char *dir)
+{
+    unsigned uid, gid;
+    run_uid(&uid, &gid);
+    char path[4200];
+    static const struct {
+        const char *name;
+        bool owned; /* by the run uid: the program writes there */
+    } subs[] = {{"code", false}, {"input", false}, {"output", true}, {"ctl", true}};
+    for (size_t i = 0; i < TK_ARRAY_LEN(subs); i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, subs[i].name);
+        int rc = mkdir_p(path, 0755);
+        if (rc < 0)
+            return rc;
+        if (chmod(path, 0755) < 0 || (subs[i].owned && chown(path, uid, gid) < 0))
+            return -errno;
+    }
+    return 0;
+}
+
+int sandbox_prepare(struct docker *d, struct warm *w, const char *dir)
+{
+    memset(w, 0, sizeof *w);
+    w->fd = -1;
+    snprintf(w->dir, sizeof w->dir, "%s", dir);
+    rm_rf(dir);
+    int rc = make_dirs(dir);
+    if (rc < 0) {
+        log_error("msg=\"preparing a container directory failed\" dir=%s err=\"%s\"", dir,
+                  strerror(-rc));
+        return rc;
+    }
+    json_t *body = container_body(dir);
+    rc = body ? docker_create(d, NULL, body, w->id) : -ENOMEM;
+    json_decref(body);
+    if (rc < 0) {
+        log_error("msg=\"docker_create failed\" image=%s err=\"%s\"", tk.cfg.docker_image,
+                  docker_last_error(d));
+        return rc;
+    }
+    rc = docker_attach(d, w->id, 10000, &w->fd);
+    if (rc == 0)
+        rc = docker_start(d, w->id);
+    if (rc < 0) {
+        log_error("msg=\"starting a warm container failed\" container=%.12s err=\"%s\"", w->id,
+                  docker_last_error(d));
+        sandbox_discard(d, w);
+        return rc;
+    }
+    w->ready = true;
+    return 0;
+}
+
+void sandbox_discard(struct docker *d, struct warm *w)
+{
+    if (w->fd >= 0)
+        close(w->fd);
+    w->fd = -1;
+    if (w->id[0]) {
+        int rc = docker_remove(d, w->id);
+        if (rc < 0 && rc != -ENOENT)
+            log_warn("msg=\"docker_remove failed\" container=%.12s err=\"%s\"", w->id,
+                     docker_last_error(d));
+    }
+    w->id[0] = '\0';
+    if (w->dir[0])
+        rm_rf(w->dir);
+    w->ready = false;
+}
+
+/* ---- the status line ---- */
+
+struct status {
+    long long exit_code, signal, timed_out, oom, start_us, end_us, out_bytes, err_bytes;
+    char nonce[72], error[64];
+};
+
+/* Strict: one line of known key=value pairs; numbers are decimal. The line comes from
+ * inside the sandbox, so nothing in it is trusted beyond its syntax and the nonce. */
+static int parse_status(char *line, struct status *s)
+{
+    memset(s, 0, sizeof *s);
+    s->exit_code = -1;
+    int seen = 0;
+    for (char *save = NULL, *tok = strtok_r(line, " ", &save); tok;
+         tok = strtok_r(NULL, " ", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq)
+            return -EINVAL;
+        *eq = '\0';
+        const char *k = tok, *v = eq + 1;
+        if (!strcmp(k, "nonce")) {
+            snprintf(s->nonce, sizeof s->nonce, "%s", v);
+            continue;
+        }
+        if (!strcmp(k, "error")) {
+            snprintf(s->error, sizeof s->error, "%s", v);
+            continue;
+        }
+        if (!strcmp(k, "cgroup"))
+            continue;
+        char *end;
+        errno = 0;
+        long long n = strtoll(v, &end, 10);
+        if (errno || end == v || *end)
+            return -EINVAL;
+        if (!strcmp(k, "exit_code"))
+            s->exit_code = n, seen |= 1;
+        else if (!strcmp(k, "signal"))
+            s->signal = n;
+        else if (!strcmp(k, "timed_out"))
+            s->timed_out = n, seen |= 2;
+        else if (!strcmp(k, "oom"))
+            s->oom = n;
+        else if (!strcmp(k, "start_us"))
+            s->start_us = n;
+        else if (!strcmp(k, "end_us"))
+            s->end_us = n;
+        else if (!strcmp(k, "stdout_bytes"))
+            s->out_bytes = n;
+        else if (!strcmp(k, "stderr_bytes"))
+            s->err_bytes = n;
+    }
+    return seen == 3 ? 0 : -EINVAL;
+}
+
+/* Read a capture file the launcher wrote: regular, no symlink, at most cap bytes. */
+static void read_capture(const char *dir, const char *name, struct tk_capbuf *b)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/ctl/%s", dir, name);
+    char *data = NULL;
+    size_t len = 0;
+    if (read_file(path, b->cap, &data, &len) == 0) {
+        capbuf_append(b, data, len);
+        free(data);
+    }
+}
+
+/* Demultiplex the attach stream until the launcher's status line is complete. Returns 1
+ * with the line, 0 on EOF (the container went away), -EAGAIN when nothing yet. */
+struct framer {
+    unsigned char hdr[8];
+    size_t hdr_len;
+    size_t left; /* payload bytes left in the current frame */
+    int stream;
+    char line[2048];
+    size_t line_len;
+};
+
+static int framer_feed(struct framer *f, const unsigned char *p, size_t n)
+{
+    while (n > 0) {
+        if (f->left == 0) {
+            size_t take = 8 - f->hdr_len < n ? 8 - f->hdr_len : n;
+            memcpy(f->hdr + f->hdr_len, p, take);
+            f->hdr_len += take;
+            p += take;
+            n -= take;
+            if (f->hdr_len == 8) {
+                f->stream = f->hdr[0];
+                f->left = ((size_t)f->hdr[4] << 24) | ((size_t)f->hdr[5] << 16) |
+                          ((size_t)f->hdr[6] << 8) | f->hdr[7];
+                f->hdr_len = 0;
+            }
+            continue;
+        }
+        size_t take = f->left < n ? f->left : n;
+        if (f->stream == 1) { /* the launcher's stdout: the protocol */
+            for (size_t i = 0; i < take; i++) {
+                char c = (char)p[i];
+                if (c == '\n') {
+                    f->line[f->line_len] = '\0';
+                    if (!strncmp(f->line, "takod-status ", 13))
+                        return 1;
+                    f->line_len = 0;
+                } else if (f->line_len < sizeof f->line - 1) {
+                    f->line[f->line_len++] = c;
+                }
+            }
+        }
+        p += take;
+        n -= take;
+        f->left -= take;
+    }
+    return 0;
+}
+
+void sandbox_run(struct docker *d, struct warm *w, const struct sandbox_job *job,
+                 struct sandbox_result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->exit_code = -1;
+    capbuf_init(&res->out, job->stdout_cap);
+    capbuf_init(&res->err, job->stderr_cap);
+    char nonce[40];
+    uuid_v4(nonce);
+    nonce[8] = nonce[13] = nonce[18] = nonce[23] = 'x';
+    char go[256];
+    int n = snprintf(go, sizeof go, "timeout_ms=%d stdout_cap=%zu stderr_cap=%zu stdin=%d nonce=%s\n",
+                     job->timeout_ms, job->stdout_cap, job->stderr_cap, job->has_stdin ? 1 : 0,
+                     nonce);
+    res->t_go_us = now_mono_us();
+    if (write(w->fd, go, (size_t)n) != n) {
+        snprintf(res->error, sizeof res->error, "the warm container is gone (write: %s)",
+                 strerror(errno));
+        res->lost = true;
+        return;
+    }
+    /* the launcher enforces the timeout; this deadline only catches a launcher that died
+     * or hangs: timeout + its kill grace + drain + sweep + slack */
+    uint64_t deadline = res->t_go_us + (uint64_t)job->timeout_ms * 1000u + 5000000u;
+    struct framer f = {0};
+    int got = 0;
+    bool killed = false;
+    while (!got) {
+        uint64_t now = now_mono_us();
+        if (!killed && ((job->stop && *job->stop) || (job->cancel && atomic_load(job->cancel)))) {
+            /* TERM reaches the launcher through the container's init: it kills the program
+             * and still reports what it had (partial output). SIGKILL if it does not. */
+            res->interrupted = job->stop && *job->stop;
+            res->cancelled = !res->interrupted;
+            docker_kill(d, w->id, "SIGTERM");
+            killed = true;
+            deadline = now + 1500000u;
+        }
+        if (now >= deadline) {
+            docker_kill(d, w->id, "SIGKILL");
+            if (!killed) {
+                res->timed_out = true;
+                snprintf(res->error, sizeof res->error, "the launcher did not report in time");
+            }
+            res->lost = true;
+            break;
+        }
+        struct pollfd pfd = {.fd = w->fd, .events = POLLIN};
+        uint64_t wait_ms = (deadline - now) / 1000u;
+        int pr = poll(&pfd, 1, wait_ms > 250 ? 250 : (int)wait_ms + 1);
+        if (pr <= 0)
+            continue;
+        unsigned char buf[4096];
+        ssize_t r = read(w->fd, buf, sizeof buf);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) { /* EOF: the container's stdio closed — it died or was killed */
+            res->lost = true;
+            break;
+        }
+        got = framer_feed(&f, buf, (size_t)r);
+    }
+    res->t_end_us = now_mono_us();
+    read_capture(w->dir, "stdout", &res->out);
+    read_capture(w->dir, "stderr", &res->err);
+    if (got) {
+        struct status s;
+        if (parse_status(f.line + 13, &s) < 0 || strcmp(s.nonce, nonce) != 0) {
+            res->lost = true;
+            snprintf(res->error, sizeof res->error, "the launcher's report was malformed");
+        } else {
+            res->exit_code = (int)s.exit_code;
+            res->signal = (int)s.signal;
+            res->timed_out = s.timed_out != 0;
+            res->oom = s.oom != 0;
+            /* the files hold the kept head; the launcher counted everything */
+            if ((size_t)s.out_bytes > res->out.len) {
+                res->out.total = (size_t)s.out_bytes;
+                res->out.truncated = true;
+            }
+            if ((size_t)s.err_bytes > res->err.len) {
+                res->err.total = (size_t)s.err_bytes;
+                res->err.truncated = true;
+            }
+            if (s.error[0])
+                snprintf(res->error, sizeof res->error, "launcher: %s", s.error);
+        }
+    }
+    if (res->lost || killed) {
+        /* Ask the engine what happened: an OOM kill of the whole sandbox, a kill by us. */
+        int code = -1;
+        docker_wait(d, w->id, 5000, &code);
+        json_t *info = NULL;
+        if (docker_inspect(d, w->id, &info) == 0) {
+            json_t *state = json_object_get(info, "State");
+            if (json_is_true(json_object_get(state, "OOMKilled")))
+                res->oom = true;
+            json_decref(info);
+        }
+        if (res->exit_code < 0 && code >= 0 && !killed)
+            res->exit_code = code;
+    }
+}
