@@ -22,7 +22,7 @@ need_root() {
 
 PACKAGES=(build-essential cmake pkg-config libevent-dev libjansson-dev libpq-dev
           libcurl4-openssl-dev libssl-dev docker.io postgresql postgresql-client
-          debootstrap python3 curl ca-certificates clang-format)
+          debootstrap python3 curl ca-certificates clang-format runsc)
 
 install_packages() {
     local missing=()
@@ -72,12 +72,18 @@ build_image() {
     "$TAKO_ROOT/scripts/build-image.sh"
 }
 
+# gVisor (runsc) registered with the engine, for docker.runtime = runsc and its tests.
+setup_gvisor() {
+    "$TAKO_ROOT/scripts/setup-gvisor.sh"
+}
+
 tako_setup() {
     need_root
     install_packages
     build_takod
     start_docker
     build_image
+    setup_gvisor
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

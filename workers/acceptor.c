@@ -199,7 +199,7 @@ static int write_spool(const char *id, const char *code, const char *input, char
     return rc;
 }
 
-static void handle_execute(struct evhttp_request *req, const char *corr)
+static void handle_execute(struct evhttp_request *req, const char *corr, char **route_params)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
@@ -383,7 +383,7 @@ static bool all_started(void)
     return true;
 }
 
-static void handle_health(struct evhttp_request *req, const char *corr)
+static void handle_health(struct evhttp_request *req, const char *corr, char **params)
 {
     if (!all_started()) {
         reply_json(req, 503, corr,
@@ -400,6 +400,67 @@ static void handle_health(struct evhttp_request *req, const char *corr)
                   (json_int_t)atomic_load(&tk.shm->running), "max_workers",
                   (json_int_t)tk.shm->n_executors, "max_queue_size", (json_int_t)tk.shm->n_jobs);
     reply_json(req, 200, corr, body);
+}
+
+static void on_settled(const PGresult *res, const char *err, void *arg)
+{
+    if (!res)
+        log_warn("msg=\"recording a settled job failed\" err=\"%s\"", err);
+}
+
+/*
+ * A queued job no executor has taken will not run: settle it as cancelled with error
+ * `type` and answer whoever waits, like any completion. The CAS decides against an
+ * executor starting it at the same moment; its value stays in the dispatch ring, and the
+ * executor that pops it finds the slot no longer QUEUED and drops it.
+ */
+static void settle_unstarted(uint32_t idx, const char *type, const char *msg)
+{
+    struct tk_job *job = shm_job(tk.shm, idx);
+    uint32_t gen = atomic_load(&job->gen);
+    uint32_t expect = TK_JOB_QUEUED;
+    if (!atomic_compare_exchange_strong(&job->state, &expect, TK_JOB_DONE))
+        return; /* an executor has it: its completion will come */
+    jobs_write_settled_response(job, "cancelled", type, msg);
+    json_t *err = jobs_error_json(type, msg, "startup");
+    char *err_text = json_dumps(err, JSON_COMPACT);
+    json_decref(err);
+    const char *p[3] = {job->id, "cancelled", err_text};
+    pgq_exec(A.pg, JOBS_SQL_SETTLE, 3, p, on_settled, NULL);
+    free(err_text);
+    jobs_complete(idx, gen, &A.me->intent);
+}
+
+/* A job of this node that has not finished, by id: its slot index, or -1. */
+static int find_live_job(const char *id)
+{
+    for (uint32_t i = 0; i < tk.shm->n_jobs; i++) {
+        struct tk_job *job = shm_job(tk.shm, i);
+        uint32_t st = atomic_load(&job->state);
+        if ((st == TK_JOB_QUEUED || st == TK_JOB_RUNNING) && !strcmp(job->id, id))
+            return (int)i;
+    }
+    return -1;
+}
+
+/*
+ * POST /jobs/{id}/cancel: a queued job never runs (settled here, its waiting client
+ * answered); a running job's executor sees the flag within 250 ms, stops the program
+ * (TERM, then KILL) and records it cancelled. A finished or unknown job is a 404, as in
+ * Tako VM.
+ */
+static void handle_cancel(struct evhttp_request *req, const char *corr, char **params)
+{
+    const char *id = params[0];
+    int idx = id && uuid_valid(id) ? find_live_job(id) : -1;
+    if (idx < 0) {
+        reply_error(req, 404, corr, "Job not found or already completed");
+        return;
+    }
+    atomic_store(&shm_job(tk.shm, (uint32_t)idx)->cancel, 1); /* seen by its executor */
+    settle_unstarted((uint32_t)idx, "cancelled", "The job was cancelled before it started");
+    log_info("msg=\"job cancelled\" job=%s", id);
+    reply_json(req, 200, corr, json_pack("{s:s, s:s}", "status", "cancelled", "job_id", id));
 }
 
 /* ---- routing ---- */
@@ -426,6 +487,56 @@ static const char *method_name(enum evhttp_cmd_type m)
     }
 }
 
+/*
+ * Routes: a flat table of (method, pattern) where a "{}" segment matches one path segment
+ * and is passed to the handler. A path that matches a pattern with another method is a
+ * 405 with Allow listing the methods that would match.
+ */
+typedef void (*route_fn)(struct evhttp_request *req, const char *corr, char **params);
+
+static const struct route {
+    enum evhttp_cmd_type method;
+    const char *pattern;
+    route_fn fn;
+} routes[] = {
+    {EVHTTP_REQ_POST, "/execute", handle_execute},
+    {EVHTTP_REQ_GET, "/health", handle_health},
+    {EVHTTP_REQ_POST, "/jobs/{}/cancel", handle_cancel},
+};
+
+#define MAX_PARAMS 4
+
+/* Match `path` against `pattern`; captured segments go to params (heap copies, decoded). */
+static bool route_match(const char *pattern, const char *path, char **params, int *np)
+{
+    *np = 0;
+    while (*pattern && *path) {
+        if (*pattern != '/' || *path != '/')
+            return false;
+        pattern++;
+        path++;
+        size_t plen = strcspn(pattern, "/"), slen = strcspn(path, "/");
+        if (plen == 2 && !strncmp(pattern, "{}", 2)) {
+            if (slen == 0 || *np >= MAX_PARAMS)
+                return false;
+            char *seg = strndup(path, slen);
+            params[(*np)++] = seg ? evhttp_uridecode(seg, 0, NULL) : NULL;
+            free(seg);
+        } else if (plen != slen || strncmp(pattern, path, plen) != 0) {
+            return false;
+        }
+        pattern += plen;
+        path += slen;
+    }
+    return !*pattern && !*path;
+}
+
+static void free_params(char **params, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(params[i]);
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     char corr[72];
@@ -435,24 +546,26 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (!path)
         path = "/";
     log_debug("msg=\"request\" method=%s path=%s corr=%s", method_name(m), path, corr);
-    struct route {
-        const char *path;
-        enum evhttp_cmd_type method;
-        void (*fn)(struct evhttp_request *, const char *);
-        const char *allow;
-    } routes[] = {
-        {"/execute", EVHTTP_REQ_POST, handle_execute, "POST"},
-        {"/health", EVHTTP_REQ_GET, handle_health, "GET"},
-    };
+    char allow[64] = "";
     for (size_t i = 0; i < TK_ARRAY_LEN(routes); i++) {
-        if (strcmp(path, routes[i].path) != 0)
-            continue;
-        if (m != routes[i].method) {
-            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", routes[i].allow);
-            reply_error(req, 405, corr, "Method Not Allowed");
+        char *params[MAX_PARAMS] = {0};
+        int np = 0;
+        bool match = route_match(routes[i].pattern, path, params, &np);
+        if (match && routes[i].method == m) {
+            routes[i].fn(req, corr, params);
+            free_params(params, np);
             return;
         }
-        routes[i].fn(req, corr);
+        free_params(params, np);
+        if (match && strlen(allow) + 10 < sizeof allow) {
+            if (allow[0])
+                strcat(allow, ", ");
+            strcat(allow, method_name(routes[i].method));
+        }
+    }
+    if (allow[0]) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+        reply_error(req, 405, corr, "Method Not Allowed");
         return;
     }
     reply_error(req, 404, corr, "Not Found");
@@ -514,36 +627,6 @@ static void stop_accepting(void)
     }
 }
 
-static void on_settled(const PGresult *res, const char *err, void *arg)
-{
-    if (!res)
-        log_warn("msg=\"recording an interrupted job failed\" err=\"%s\"", err);
-}
-
-/* A queued job of ours that no executor has taken: it will not run. */
-static void settle_queued(uint32_t idx)
-{
-    struct tk_job *job = shm_job(tk.shm, idx);
-    uint32_t expect = TK_JOB_QUEUED;
-    if (!atomic_compare_exchange_strong(&job->state, &expect, TK_JOB_DONE))
-        return; /* an executor has it (or it is not queued): its completion will come */
-    const char *msg = "takod was stopped before the job started";
-    jobs_write_settled_response(job, "cancelled", "interrupted", msg);
-    json_t *err = jobs_error_json("interrupted", msg, "startup");
-    char *err_text = json_dumps(err, JSON_COMPACT);
-    json_decref(err);
-    const char *params[3] = {job->id, "cancelled", err_text};
-    pgq_exec(A.pg, JOBS_SQL_SETTLE, 3, params, on_settled, NULL);
-    free(err_text);
-    /* reply like any completion (the value stays in the dispatch ring; an executor that
-     * pops it finds the slot's generation moved on and drops it) */
-    uint64_t one = 1;
-    ring_push(shm_done(tk.shm, (uint32_t)tk.proc_idx), &A.me->intent,
-              shm_val(idx, atomic_load(&job->gen)));
-    if (write(tk.done_efd[tk.proc_idx], &one, sizeof one) < 0)
-        log_warn("msg=\"eventfd write failed\" err=\"%s\"", strerror(errno));
-}
-
 static void on_stop_deadline(evutil_socket_t fd, short ev, void *arg)
 {
     for (uint32_t i = 0; i < tk.shm->n_jobs; i++) {
@@ -582,7 +665,7 @@ static void on_signal(evutil_socket_t sig, short ev, void *arg)
     log_info("msg=\"acceptor stopping fast\" inflight=%zu", A.inflight);
     for (uint32_t i = 0; i < tk.shm->n_jobs; i++)
         if (A.pending[i].req)
-            settle_queued(i);
+            settle_unstarted(i, "interrupted", "takod was stopped before the job started");
     struct timeval tv = {2, 500 * 1000};
     A.stop_timer = evtimer_new(A.base, on_stop_deadline, NULL);
     evtimer_add(A.stop_timer, &tv);
