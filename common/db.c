@@ -64,6 +64,12 @@ const char *db_last_error(const struct db *d)
 
 PGresult *db_exec(struct db *d, const char *sql, int n, const char *const *params)
 {
+    return db_exec_bin(d, sql, n, params, NULL, NULL);
+}
+
+PGresult *db_exec_bin(struct db *d, const char *sql, int n, const char *const *params,
+                      const int *lengths, const int *formats)
+{
     for (int attempt = 0; attempt < 2; attempt++) {
         if (PQstatus(d->conn) != CONNECTION_OK) {
             PQreset(d->conn);
@@ -73,7 +79,7 @@ PGresult *db_exec(struct db *d, const char *sql, int n, const char *const *param
             }
             PQsetNoticeProcessor(d->conn, notice_ignore, NULL);
         }
-        PGresult *r = PQexecParams(d->conn, sql, n, NULL, params, NULL, NULL, 0);
+        PGresult *r = PQexecParams(d->conn, sql, n, NULL, params, lengths, formats, 0);
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
             return r;
@@ -124,6 +130,17 @@ static const char *const migrations[] = {
     ");"
     "CREATE INDEX jobs_created_at_idx ON jobs (created_at DESC);"
     "CREATE INDEX jobs_status_created_idx ON jobs (status, created_at);",
+    /* 2: artifacts, stored with the record so any node can serve them */
+    "CREATE TABLE artifacts ("
+    " job_id uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+    " name text NOT NULL,"
+    " size_bytes bigint NOT NULL,"
+    " sha256 text NOT NULL,"
+    " content_type text NOT NULL,"
+    " data bytea NOT NULL,"
+    " created_at timestamptz NOT NULL DEFAULT now(),"
+    " PRIMARY KEY (job_id, name)"
+    ");",
 };
 
 int db_schema_version(void)

@@ -304,12 +304,13 @@ static void handle_execute(struct evhttp_request *req, const char *corr, char **
     }
     uint32_t idx = shm_val_idx(v);
     struct tk_job *job = shm_job(tk.shm, idx);
+    /* Ownership goes into the job table before `held` lets go of it (recovery.h). */
     uint32_t gen = atomic_fetch_add(&job->gen, 1) + 1;
+    job->acceptor_proc = (uint16_t)tk.proc_idx;
+    job->acceptor_gen = A.gen;
     atomic_store(&job->state, TK_JOB_FILLING);
     ring_intent_clear_held(&A.me->intent);
     uuid_v4(job->id);
-    job->acceptor_proc = (uint16_t)tk.proc_idx;
-    job->acceptor_gen = A.gen;
     job->attempt = 0;
     job->req_token = ++A.next_token;
     atomic_store(&job->owner_pid, 0);

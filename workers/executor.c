@@ -282,6 +282,38 @@ static void db_finish(struct exec_state *st, const struct tk_job *job, struct ru
     free(art_json);
 }
 
+/* Store the artifacts' bytes with the record (within the caps outputs_collect applied). */
+static void db_store_artifacts(struct exec_state *st, const struct tk_job *job,
+                               const struct tk_outputs *o)
+{
+    for (size_t i = 0; i < o->n_files; i++) {
+        const struct tk_artifact *a = &o->files[i];
+        json_t *meta = json_array_get(o->artifacts, i);
+        char size[24];
+        snprintf(size, sizeof size, "%zu", a->len);
+        const char *p[6] = {job->id,
+                            a->name,
+                            size,
+                            json_string_value(json_object_get(meta, "sha256")),
+                            json_string_value(json_object_get(meta, "content_type")),
+                            a->data ? a->data : ""};
+        int lengths[6] = {0, 0, 0, 0, 0, (int)a->len};
+        int formats[6] = {0, 0, 0, 0, 0, 1};
+        PGresult *res = db_exec_bin(
+            st->db,
+            "INSERT INTO artifacts (job_id, name, size_bytes, sha256, content_type, data)"
+            " VALUES ($1, $2, $3::bigint, $4, $5, $6)"
+            " ON CONFLICT (job_id, name) DO UPDATE SET size_bytes = EXCLUDED.size_bytes,"
+            " sha256 = EXCLUDED.sha256, content_type = EXCLUDED.content_type,"
+            " data = EXCLUDED.data",
+            6, p, lengths, formats);
+        if (!res)
+            log_error("msg=\"storing an artifact failed\" job=%s name=%s err=\"%s\"", job->id,
+                      a->name, db_last_error(st->db));
+        PQclear(res);
+    }
+}
+
 /* Link the job's files into the warm container's directories. */
 static int stage_files(const struct tk_job *job, const struct warm *w, bool *has_stdin)
 {
@@ -302,6 +334,31 @@ static int stage_files(const struct tk_job *job, const struct warm *w, bool *has
         return place_file(from, to);
     }
     return 0;
+}
+
+/*
+ * An infrastructure failure before the program ran (no container could be had): put the
+ * job back on the dispatch ring after a backoff, if attempts remain. true if it did.
+ */
+static bool retry_later(struct exec_state *st, struct tk_job *job, uint32_t idx, uint32_t gen)
+{
+    if (stop_fast || job->attempt > (uint32_t)tk.cfg.server_max_retry_attempts)
+        return false;
+    log_warn("msg=\"no container for the job; queueing it again\" job=%s attempt=%u err=\"%s\"",
+             job->id, job->attempt, docker_last_error(st->docker));
+    const char *p[1] = {job->id};
+    PQclear(db_exec(st->db, "UPDATE jobs SET status = 'queued' WHERE id = $1 AND status = 'running'",
+                    1, p));
+    usleep(200u * 1000u * job->attempt); /* backoff; another executor may have a container */
+    /* Hold it in the intent record first: if this process dies before the push, the
+     * master finds a QUEUED job in `held` and queues it (recovery.h, rule 2). */
+    atomic_store(&st->me->intent.held_ring, TK_RING_ID_DISPATCH);
+    atomic_store(&st->me->intent.held, shm_val(idx, gen));
+    atomic_store(&job->owner_pid, 0);
+    atomic_fetch_sub(&tk.shm->running, 1);
+    atomic_store(&job->state, TK_JOB_QUEUED);
+    ring_push(shm_dispatch(tk.shm), &st->me->intent, shm_val(idx, gen));
+    return true;
 }
 
 static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
@@ -330,6 +387,8 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     int rc = ensure_warm(st);
     if (rc == 0)
         rc = stage_files(job, &st->warm, &has_stdin);
+    if ((rc < 0 && !st->warm.ready) && retry_later(st, job, idx, gen))
+        return;
     if (rc < 0) {
         capbuf_init(&r.sb.out, 1024);
         capbuf_init(&r.sb.err, 1024);
@@ -349,6 +408,13 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
             .cancel = &job->cancel,
         };
         sandbox_run(st->docker, &st->warm, &sj, &r.sb);
+        if (r.sb.not_started) { /* the engine lost the warm container (restart?) */
+            sandbox_discard(st->docker, &st->warm);
+            capbuf_free(&r.sb.out);
+            capbuf_free(&r.sb.err);
+            if (retry_later(st, job, idx, gen))
+                return;
+        }
         char outdir[4200];
         snprintf(outdir, sizeof outdir, "%s/output", st->warm.dir);
         if (outputs_collect(outdir, (size_t)tk.cfg.limits_max_artifact_bytes,
@@ -360,6 +426,7 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
 
     json_t *resp, *error_obj, *timing;
     build_result(job, &r, &resp, &error_obj, &timing);
+    db_store_artifacts(st, job, &r.outputs);
     db_finish(st, job, &r, resp, error_obj, timing, container);
 
     char dir[4096], path[4200];
@@ -381,10 +448,15 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     json_decref(error_obj);
     json_decref(timing);
 
-    atomic_store(&job->owner_pid, 0);
+    /* Hand the completion on. `held` covers a death between DONE and the push (the
+     * master delivers it again); owner_pid stays until the job is DONE. */
+    atomic_store(&st->me->intent.held_ring, TK_RING_ID_DISPATCH);
+    atomic_store(&st->me->intent.held, shm_val(idx, gen));
     atomic_fetch_sub(&tk.shm->running, 1);
     atomic_fetch_add(&st->me->jobs, 1);
     jobs_complete(idx, gen, &st->me->intent);
+    int32_t mine = getpid(); /* the slot may already serve a new job: only undo our mark */
+    atomic_compare_exchange_strong(&job->owner_pid, &mine, 0);
 
     /* After the reply is on its way: this container goes, the next one is prepared. */
     sandbox_discard(st->docker, &st->warm);

@@ -164,7 +164,17 @@ int outputs_collect(const char *dir, size_t max_each, size_t max_total, struct t
         }
         char hex[65];
         sha256_hex(buf, (size_t)n, hex);
-        free(buf);
+        struct tk_artifact *grown = realloc(out->files, (out->n_files + 1) * sizeof *grown);
+        if (!grown) {
+            free(buf);
+            out->artifacts_skipped++;
+            continue;
+        }
+        out->files = grown;
+        struct tk_artifact *a = &out->files[out->n_files++];
+        snprintf(a->name, sizeof a->name, "%s", name);
+        a->data = buf;
+        a->len = (size_t)n;
         total += (size_t)n;
         json_array_append_new(out->artifacts,
                               json_pack("{s:s, s:I, s:s, s:s}", "name", name, "size_bytes",
@@ -178,6 +188,11 @@ int outputs_collect(const char *dir, size_t max_each, size_t max_total, struct t
 
 void outputs_free(struct tk_outputs *out)
 {
+    for (size_t i = 0; i < out->n_files; i++)
+        free(out->files[i].data);
+    free(out->files);
+    out->files = NULL;
+    out->n_files = 0;
     json_decref(out->output);
     json_decref(out->artifacts);
     out->output = out->artifacts = NULL;

@@ -312,6 +312,7 @@ void sandbox_run(struct docker *d, struct warm *w, const struct sandbox_job *job
         snprintf(res->error, sizeof res->error, "the warm container is gone (write: %s)",
                  strerror(errno));
         res->lost = true;
+        res->not_started = true;
         return;
     }
     /* the launcher enforces the timeout; this deadline only catches a launcher that died

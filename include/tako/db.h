@@ -30,6 +30,9 @@ void db_close(struct db *d);
  * is COMMAND_OK or TUPLES_OK, else NULL with the reason in db_last_error().
  */
 PGresult *db_exec(struct db *d, const char *sql, int n, const char *const *params);
+/* The same with binary parameters where formats[i] == 1 (lengths[i] bytes). */
+PGresult *db_exec_bin(struct db *d, const char *sql, int n, const char *const *params,
+                      const int *lengths, const int *formats);
 const char *db_last_error(const struct db *d);
 
 /* Apply missing migrations under pg_advisory_xact_lock. 0 or -EIO with err. */

@@ -44,6 +44,7 @@ struct sandbox_result {
     int signal;
     bool timed_out, oom, interrupted, cancelled;
     bool lost;               /* no trustworthy status: the launcher or container died */
+    bool not_started;        /* the container was gone before the job reached it */
     char error[256];         /* infrastructure or launcher trouble, "" if none */
     struct tk_capbuf out, err;
     uint64_t t_go_us, t_end_us; /* monotonic: go line written, status read */
