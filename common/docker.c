@@ -661,11 +661,10 @@ int docker_wait(struct docker *d, const char *id, int timeout_ms, int *status_co
     char path[DK_MAX_NAME + 64];
     snprintf(path, sizeof path, "/containers/%s/wait?condition=not-running", id);
     json_t *ans = NULL;
-    struct dk_req q = {
-        .method = "POST",
-        .path = path,
-        .timeout_ms = timeout_ms > 0 ? timeout_ms : 0,
-        .abortable = true};
+    struct dk_req q = {.method = "POST",
+                       .path = path,
+                       .timeout_ms = timeout_ms > 0 ? timeout_ms : 0,
+                       .abortable = true};
     rc = dk_json(d, &q, &ans);
     if (rc < 0)
         return rc;
@@ -846,11 +845,11 @@ static int dk_list(struct docker *d, const char *label, bool with_labels, json_t
                 rc = -EIO;
                 break;
             }
-            json_t *item = with_labels ? json_pack("{s:s, s:O}", "id", cid, "labels",
-                                                   json_object_get(c, "Labels")
-                                                       ? json_object_get(c, "Labels")
-                                                       : json_null())
-                                       : json_string(cid);
+            json_t *item =
+                with_labels ? json_pack("{s:s, s:O}", "id", cid, "labels",
+                                        json_object_get(c, "Labels") ? json_object_get(c, "Labels")
+                                                                     : json_null())
+                            : json_string(cid);
             if (json_array_append_new(res, item) < 0) {
                 dk_seterr(d, "docker_list_by_label: out of memory");
                 rc = -ENOMEM;

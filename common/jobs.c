@@ -53,14 +53,14 @@ int jobs_write_settled_response(const struct tk_job *job, const char *status, co
                                 const char *message)
 {
     double total_ms = (double)(now_mono_us() - job->created_mono_us) / 1000.0;
-    json_t *resp = json_pack(
-        "{s:b, s:n, s:f, s:s, s:s, s:n, s:s, s:s, s:s, s:s, s:s, s:s, s:s,"
-        " s:{s:f, s:f, s:f, s:f}, s:b, s:b, s:[]}",
-        "success", 0, "output", "execution_time", 0.0, "stdout", "", "stderr", "", "exit_code",
-        "error", message, "error_type", type, "job_type", job->job_type, "execution_id", job->id,
-        "job_id", job->id, "runtime", "runc", "status", status, "timing", "queue_ms", total_ms,
-        "startup_ms", 0.0, "execution_ms", 0.0, "total_ms", total_ms, "stdout_truncated", 0,
-        "stderr_truncated", 0, "artifacts");
+    json_t *resp =
+        json_pack("{s:b, s:n, s:f, s:s, s:s, s:n, s:s, s:s, s:s, s:s, s:s, s:s, s:s,"
+                  " s:{s:f, s:f, s:f, s:f}, s:b, s:b, s:[]}",
+                  "success", 0, "output", "execution_time", 0.0, "stdout", "", "stderr", "",
+                  "exit_code", "error", message, "error_type", type, "job_type", job->job_type,
+                  "execution_id", job->id, "job_id", job->id, "runtime", "runc", "status", status,
+                  "timing", "queue_ms", total_ms, "startup_ms", 0.0, "execution_ms", 0.0,
+                  "total_ms", total_ms, "stdout_truncated", 0, "stderr_truncated", 0, "artifacts");
     if (!resp)
         return -ENOMEM;
     char dir[4096], path[4200];

@@ -104,16 +104,15 @@ static void die(const char *fmt, ...)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: takod -c FILE [-o section.key=value]... [-t | -s SIGNAL | -d]\n"
-            "  -c FILE    configuration file (INI; see conf/tako.conf)\n"
-            "  -o K=V     override one key, e.g. -o server.listen=127.0.0.1:9000\n"
-            "  -t         test the configuration, print the effective values, exit\n"
-            "  -s SIGNAL  send a running takod (found through its pidfile) a signal:\n"
-            "             reload (HUP), quit (graceful), stop (fast), reopen (logs)\n"
-            "  -d         run in the background (logs to server.log_file, or\n"
-            "             <data_dir>/takod.log when that is empty)\n"
-            "  -h         this help\n");
+    fprintf(out, "usage: takod -c FILE [-o section.key=value]... [-t | -s SIGNAL | -d]\n"
+                 "  -c FILE    configuration file (INI; see conf/tako.conf)\n"
+                 "  -o K=V     override one key, e.g. -o server.listen=127.0.0.1:9000\n"
+                 "  -t         test the configuration, print the effective values, exit\n"
+                 "  -s SIGNAL  send a running takod (found through its pidfile) a signal:\n"
+                 "             reload (HUP), quit (graceful), stop (fast), reopen (logs)\n"
+                 "  -d         run in the background (logs to server.log_file, or\n"
+                 "             <data_dir>/takod.log when that is empty)\n"
+                 "  -h         this help\n");
 }
 
 /* ---- start-up steps ---- */
@@ -165,8 +164,7 @@ static int send_signal(const char *name)
     const char *path = tk.cfg.pidfile_path;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        fprintf(stderr, "takod: takod is not running (no pidfile %s: %s)\n", path,
-                strerror(errno));
+        fprintf(stderr, "takod: takod is not running (no pidfile %s: %s)\n", path, strerror(errno));
         return 1;
     }
     struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
@@ -378,8 +376,8 @@ static void spawn(struct child *c)
     c->pid = pid;
     c->proc_idx = idx;
     c->started_ms = now_mono_ms();
-    log_debug("msg=\"spawned\" role=%s slot=%d pid=%d generation=%d", role_name(c->role),
-              c->slot, (int)pid, c->generation);
+    log_debug("msg=\"spawned\" role=%s slot=%d pid=%d generation=%d", role_name(c->role), c->slot,
+              (int)pid, c->generation);
 }
 
 static void signal_children(uint8_t role, int sig, bool retiring_only)
@@ -499,8 +497,8 @@ static void reap(void)
             log_warn("msg=\"child killed\" role=%s slot=%d pid=%d signal=%d", role, c->slot,
                      (int)pid, WTERMSIG(st));
         else if (!clean || (!M.stopping && !c->retiring))
-            log_warn("msg=\"child exited\" role=%s slot=%d pid=%d code=%d", role, c->slot,
-                     (int)pid, WEXITSTATUS(st));
+            log_warn("msg=\"child exited\" role=%s slot=%d pid=%d code=%d", role, c->slot, (int)pid,
+                     WEXITSTATUS(st));
         recovery_after_death(c->proc_idx, pid);
         atomic_store(&shm_proc(tk.shm, (uint32_t)c->proc_idx)->pid, 0);
         c->pid = 0;

@@ -18,8 +18,8 @@
 #include <string.h>
 #include <unistd.h>
 
-static void settle_db(const char *job_id, const char *status, const char *type,
-                      const char *message, const char *phase)
+static void settle_db(const char *job_id, const char *status, const char *type, const char *message,
+                      const char *phase)
 {
     char err[512];
     struct db *db = NULL;
@@ -48,8 +48,8 @@ static void db_requeue(const char *job_id)
         return;
     }
     const char *p[1] = {job_id};
-    PGresult *r = db_exec(db, "UPDATE jobs SET status = 'queued' WHERE id = $1 AND status = 'running'",
-                          1, p);
+    PGresult *r =
+        db_exec(db, "UPDATE jobs SET status = 'queued' WHERE id = $1 AND status = 'running'", 1, p);
     PQclear(r);
     db_close(db);
 }
@@ -218,8 +218,7 @@ void recovery_after_death(int proc_idx, pid_t pid)
         } else if (dead->role == TK_ROLE_ACCEPTOR && state == TK_JOB_FILLING &&
                    job->acceptor_proc == (uint16_t)proc_idx && job->acceptor_gen == dead_gen) {
             settle_db(job->id, "failed", "interrupted",
-                      "the acceptor holding the request died before the job was queued",
-                      "startup");
+                      "the acceptor holding the request died before the job was queued", "startup");
             jobs_release(i, NULL);
         }
     }

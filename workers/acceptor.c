@@ -43,8 +43,8 @@ static struct {
     struct pending *pending; /* indexed by job slot */
     uint64_t next_token;
     size_t inflight;
-    bool draining;           /* QUIT: no new connections; finish what we hold */
-    bool stopping;           /* TERM: settle what we hold now, then exit */
+    bool draining;            /* QUIT: no new connections; finish what we hold */
+    bool stopping;            /* TERM: settle what we hold now, then exit */
     struct event *stop_timer; /* bounds a fast stop */
 } A;
 
@@ -633,8 +633,9 @@ static void on_stop_deadline(evutil_socket_t fd, short ev, void *arg)
     for (uint32_t i = 0; i < tk.shm->n_jobs; i++) {
         struct pending *p = &A.pending[i];
         if (p->req) {
-            reply_error(p->req, 503, p->corr, "takod is shutting down; the job's result is "
-                                              "not known yet");
+            reply_error(p->req, 503, p->corr,
+                        "takod is shutting down; the job's result is "
+                        "not known yet");
             p->req = NULL;
             A.inflight--;
         }
@@ -700,8 +701,7 @@ int acceptor_main(int slot)
         return TK_EXIT_FATAL;
     }
     A.pg = pgq_new(A.base, tk.conninfo);
-    A.done_ev =
-        event_new(A.base, tk.done_efd[tk.proc_idx], EV_READ | EV_PERSIST, on_done, NULL);
+    A.done_ev = event_new(A.base, tk.done_efd[tk.proc_idx], EV_READ | EV_PERSIST, on_done, NULL);
     event_add(A.done_ev, NULL);
     int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGUSR1};
     struct event *sev[4];

@@ -13,6 +13,7 @@
 #include "tako/jobs.h"
 #include "tako/log.h"
 #include "tako/outputs.h"
+#include "tako/result.h"
 #include "tako/sandbox.h"
 #include "tako/takod.h"
 #include "tako/util.h"
@@ -49,35 +50,9 @@ struct exec_state {
     struct docker *docker;
     struct db *db;
     struct warm warm;
-    unsigned seq;       /* containers prepared so far (names their directories) */
-    int prepare_fails;  /* consecutive: backoff, and the engine counts as down */
+    unsigned seq;      /* containers prepared so far (names their directories) */
+    int prepare_fails; /* consecutive: backoff, and the engine counts as down */
 };
-
-/* What one run produced; becomes the DB record and the HTTP response. */
-struct run_result {
-    const char *status; /* succeeded | failed | timeout | oom | cancelled */
-    int exit_code;
-    bool has_exit;
-    char error_type[64];
-    char error_msg[512];
-    const char *error_phase; /* startup | execution | completed */
-    struct sandbox_result sb;
-    struct tk_outputs outputs;
-    uint64_t t_popped_us, t_done_us; /* monotonic */
-};
-
-static void set_error(struct run_result *r, const char *type, const char *phase, const char *fmt,
-                      ...) __attribute__((format(printf, 4, 5)));
-static void set_error(struct run_result *r, const char *type, const char *phase, const char *fmt,
-                      ...)
-{
-    snprintf(r->error_type, sizeof r->error_type, "%s", type);
-    r->error_phase = phase;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->error_msg, sizeof r->error_msg, fmt, ap);
-    va_end(ap);
-}
 
 /* Hard-link (or copy) a job file into the warm container's directory. */
 static int place_file(const char *from, const char *to)
@@ -115,116 +90,6 @@ static int ensure_warm(struct exec_state *st)
     return 0;
 }
 
-static void classify(struct run_result *r, const struct tk_job *job)
-{
-    const struct sandbox_result *sb = &r->sb;
-    r->has_exit = sb->exit_code >= 0;
-    r->exit_code = sb->exit_code;
-    if (sb->interrupted) {
-        r->status = "cancelled";
-        set_error(r, "interrupted", "execution",
-                  "takod was stopped while the job ran; the program was killed");
-    } else if (sb->cancelled) {
-        r->status = "cancelled";
-        set_error(r, "cancelled", "execution", "The job was cancelled; the program was killed");
-    } else if (sb->oom) {
-        r->status = "oom";
-        set_error(r, "oom", "execution", "Out of memory: the job exceeded its %lld MiB limit",
-                  (long long)(tk.cfg.limits_memory >> 20));
-    } else if (sb->timed_out) {
-        r->status = "timeout";
-        r->exit_code = 124; /* as timeout(1) and Tako VM report it */
-        r->has_exit = true;
-        set_error(r, "execution_timeout", "execution", "Execution timed out after %u seconds",
-                  job->timeout_s);
-    } else if (sb->lost) {
-        r->status = "failed";
-        set_error(r, "killed", "execution",
-                  "The sandbox stopped before the program finished (%s)",
-                  sb->error[0] ? sb->error : "its launcher was killed");
-    } else if (sb->error[0] && sb->exit_code < 0) {
-        r->status = "failed";
-        set_error(r, "internal_error", "startup", "The program could not be started (%s)",
-                  sb->error);
-    } else if (sb->exit_code == 0) {
-        r->status = "succeeded";
-        r->error_phase = "completed";
-        if (r->outputs.output_err[0])
-            set_error(r, "output_error", "completed", "%s", r->outputs.output_err);
-        else if (sb->out.truncated || sb->err.truncated)
-            set_error(r, "output_limit", "completed",
-                      "Output over the limit was dropped (stdout %zu of %zu bytes kept, "
-                      "stderr %zu of %zu)",
-                      sb->out.len, sb->out.truncated ? sb->out.total : sb->out.len, sb->err.len,
-                      sb->err.truncated ? sb->err.total : sb->err.len);
-    } else {
-        r->status = "failed";
-        char type[64], msg[512];
-        int code = sb->exit_code;
-        if (outputs_python_error(sb->err.data, type, sizeof type, msg, sizeof msg))
-            set_error(r, type, "execution", "%s", msg);
-        else if (sb->signal == 9 || code == 137)
-            set_error(r, "killed", "execution", "The program was killed (SIGKILL)");
-        else if (sb->signal == 11 || code == 139)
-            set_error(r, "segfault", "execution", "The program crashed (SIGSEGV)");
-        else if (sb->signal > 0)
-            set_error(r, "killed", "execution", "The program was killed by signal %d",
-                      sb->signal);
-        else
-            set_error(r, "nonzero_exit", "execution", "The program exited with code %d", code);
-    }
-}
-
-static json_t *json_text(const struct tk_capbuf *b)
-{
-    char *s = utf8_sanitize(b->data ? b->data : "", b->len, NULL);
-    json_t *j = json_string(s ? s : "");
-    free(s);
-    return j;
-}
-
-static double ms_between(uint64_t a, uint64_t b)
-{
-    return b > a && a ? (double)(b - a) / 1000.0 : 0.0;
-}
-
-/* The record fields common to the DB row and the response. */
-static void build_result(const struct tk_job *job, struct run_result *r, json_t **response,
-                         json_t **error_obj, json_t **timing)
-{
-    double queue_ms = ms_between(job->created_mono_us, r->t_popped_us);
-    double startup_ms = ms_between(r->t_popped_us, r->sb.t_go_us);
-    double exec_ms = ms_between(r->sb.t_go_us, r->sb.t_end_us);
-    double total_ms = ms_between(job->created_mono_us, r->t_done_us);
-    *timing = json_pack("{s:f, s:f, s:f, s:f}", "queue_ms", queue_ms, "startup_ms", startup_ms,
-                        "execution_ms", exec_ms, "total_ms", total_ms);
-    *error_obj = r->error_type[0] ? json_pack("{s:s, s:s, s:s}", "type", r->error_type,
-                                              "message", r->error_msg, "phase",
-                                              r->error_phase ? r->error_phase : "execution")
-                                  : json_null();
-    bool success = !strcmp(r->status, "succeeded");
-    json_t *resp = json_object();
-    json_object_set_new(resp, "success", json_boolean(success));
-    json_object_set(resp, "output", r->outputs.output ? r->outputs.output : json_null());
-    json_object_set_new(resp, "execution_time", json_real(exec_ms / 1000.0));
-    json_object_set_new(resp, "stdout", json_text(&r->sb.out));
-    json_object_set_new(resp, "stderr", json_text(&r->sb.err));
-    json_object_set_new(resp, "exit_code", r->has_exit ? json_integer(r->exit_code) : json_null());
-    json_object_set_new(resp, "error", r->error_type[0] ? json_string(r->error_msg) : json_null());
-    json_object_set_new(resp, "error_type",
-                        r->error_type[0] ? json_string(r->error_type) : json_null());
-    json_object_set_new(resp, "job_type", json_string(job->job_type));
-    json_object_set_new(resp, "execution_id", json_string(job->id));
-    json_object_set_new(resp, "job_id", json_string(job->id));
-    json_object_set_new(resp, "runtime", json_string(sandbox_runtime));
-    json_object_set_new(resp, "status", json_string(r->status));
-    json_object_set(resp, "timing", *timing);
-    json_object_set_new(resp, "stdout_truncated", json_boolean(r->sb.out.truncated));
-    json_object_set_new(resp, "stderr_truncated", json_boolean(r->sb.err.truncated));
-    json_object_set(resp, "artifacts", r->outputs.artifacts ? r->outputs.artifacts : json_array());
-    *response = resp;
-}
-
 static void db_mark_running(struct exec_state *st, const struct tk_job *job)
 {
     const char *p[1] = {job->id};
@@ -238,7 +103,7 @@ static void db_mark_running(struct exec_state *st, const struct tk_job *job)
     PQclear(res);
 }
 
-static void db_finish(struct exec_state *st, const struct tk_job *job, struct run_result *r,
+static void db_finish(struct exec_state *st, const struct tk_job *job, struct tk_result *r,
                       json_t *resp, json_t *error_obj, json_t *timing, const char *container)
 {
     char exit_s[16], *out_json = NULL, *err_json, *timing_json, *art_json;
@@ -347,8 +212,8 @@ static bool retry_later(struct exec_state *st, struct tk_job *job, uint32_t idx,
     log_warn("msg=\"no container for the job; queueing it again\" job=%s attempt=%u err=\"%s\"",
              job->id, job->attempt, docker_last_error(st->docker));
     const char *p[1] = {job->id};
-    PQclear(db_exec(st->db, "UPDATE jobs SET status = 'queued' WHERE id = $1 AND status = 'running'",
-                    1, p));
+    PQclear(db_exec(
+        st->db, "UPDATE jobs SET status = 'queued' WHERE id = $1 AND status = 'running'", 1, p));
     usleep(200u * 1000u * job->attempt); /* backoff; another executor may have a container */
     /* Hold it in the intent record first: if this process dies before the push, the
      * master finds a QUEUED job in `held` and queues it (recovery.h, rule 2). */
@@ -376,7 +241,7 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     job->attempt++;
     atomic_fetch_add(&tk.shm->running, 1);
 
-    struct run_result r;
+    struct tk_result r;
     memset(&r, 0, sizeof r);
     r.t_popped_us = now_mono_us();
     log_debug("msg=\"job started\" job=%s attempt=%u", job->id, job->attempt);
@@ -394,8 +259,8 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
         capbuf_init(&r.sb.err, 1024);
         r.sb.exit_code = -1;
         r.status = "failed";
-        set_error(&r, "docker_error", "startup", "could not prepare the container: %s",
-                  st->warm.ready ? strerror(-rc) : docker_last_error(st->docker));
+        result_set_error(&r, "docker_error", "startup", "could not prepare the container: %s",
+                         st->warm.ready ? strerror(-rc) : docker_last_error(st->docker));
     } else {
         memcpy(container, st->warm.id, sizeof container);
         memcpy(job->container_id, st->warm.id, sizeof job->container_id);
@@ -420,12 +285,12 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
         if (outputs_collect(outdir, (size_t)tk.cfg.limits_max_artifact_bytes,
                             (size_t)tk.cfg.limits_max_total_artifact_bytes, &r.outputs) < 0)
             log_warn("msg=\"collecting outputs failed\" job=%s dir=%s", job->id, outdir);
-        classify(&r, job);
+        result_classify(&r, job->timeout_s, tk.cfg.limits_memory);
     }
     r.t_done_us = now_mono_us();
 
     json_t *resp, *error_obj, *timing;
-    build_result(job, &r, &resp, &error_obj, &timing);
+    result_build(&r, job->id, job->job_type, job->created_mono_us, &resp, &error_obj, &timing);
     db_store_artifacts(st, job, &r.outputs);
     db_finish(st, job, &r, resp, error_obj, timing, container);
 

@@ -15,10 +15,10 @@ struct tk_artifact {
 };
 
 struct tk_outputs {
-    json_t *output;             /* parsed result.json, or NULL */
-    char output_err[256];       /* why result.json was not used ("" when fine or absent) */
-    json_t *artifacts;          /* [{name, size_bytes, sha256, content_type}] */
-    struct tk_artifact *files;  /* the same artifacts' bytes, in the same order */
+    json_t *output;            /* parsed result.json, or NULL */
+    char output_err[256];      /* why result.json was not used ("" when fine or absent) */
+    json_t *artifacts;         /* [{name, size_bytes, sha256, content_type}] */
+    struct tk_artifact *files; /* the same artifacts' bytes, in the same order */
     size_t n_files;
     size_t artifacts_skipped;
 };

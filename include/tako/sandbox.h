@@ -34,18 +34,18 @@ struct warm {
 struct sandbox_job {
     int timeout_ms;
     size_t stdout_cap, stderr_cap;
-    bool has_stdin;                /* input/stdin exists */
-    volatile sig_atomic_t *stop;   /* executor told to stop fast: kill, "interrupted" */
-    _Atomic uint32_t *cancel;      /* the job was cancelled: kill, "cancelled" */
+    bool has_stdin;              /* input/stdin exists */
+    volatile sig_atomic_t *stop; /* executor told to stop fast: kill, "interrupted" */
+    _Atomic uint32_t *cancel;    /* the job was cancelled: kill, "cancelled" */
 };
 
 struct sandbox_result {
     int exit_code; /* -1 if the program never ran */
     int signal;
     bool timed_out, oom, interrupted, cancelled;
-    bool lost;               /* no trustworthy status: the launcher or container died */
-    bool not_started;        /* the container was gone before the job reached it */
-    char error[256];         /* infrastructure or launcher trouble, "" if none */
+    bool lost;        /* no trustworthy status: the launcher or container died */
+    bool not_started; /* the container was gone before the job reached it */
+    char error[256];  /* infrastructure or launcher trouble, "" if none */
     struct tk_capbuf out, err;
     uint64_t t_go_us, t_end_us; /* monotonic: go line written, status read */
 };

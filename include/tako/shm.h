@@ -60,8 +60,8 @@ struct tk_proc {
 
 struct tk_job {
     _Alignas(64) _Atomic uint32_t state;
-    _Atomic uint32_t gen; /* bumps each time the slot is allocated */
-    char id[40];          /* job uuid */
+    _Atomic uint32_t gen;   /* bumps each time the slot is allocated */
+    char id[40];            /* job uuid */
     uint16_t acceptor_proc; /* proc entry of the acceptor waiting, or TK_NO_ACCEPTOR */
     uint32_t acceptor_gen;  /* that entry's generation when the job was admitted */
     uint64_t req_token;     /* the acceptor's pending-request token */

@@ -89,6 +89,11 @@ class BasicExecution(unittest.TestCase):
         import hashlib
         self.assertEqual(arts["data.csv"]["sha256"],
                          hashlib.sha256(b"id,value\n0,7\n1,8\n2,9\n").hexdigest())
+        # the bytes are kept with the record
+        rows = self.t.sql("SELECT name, size_bytes, sha256, encode(data, 'escape') FROM artifacts"
+                          f" WHERE job_id = '{r['execution_id']}' ORDER BY name")
+        self.assertEqual(rows, [["data.csv", "21", arts["data.csv"]["sha256"], "id,value\n0,7\n1,8\n2,9\n"],
+                                ["report.txt", "18", arts["report.txt"]["sha256"], "Processed 3 items\n"]])
 
     def test_print_debugging(self):
         code = (

@@ -98,9 +98,9 @@ static json_t *container_body(const char *dir)
         "MemorySwap", (json_int_t)c->limits_memory, "NanoCpus", (json_int_t)(c->limits_cpus * 1e9),
         "PidsLimit", pids, "IpcMode", "private", "ShmSize", (json_int_t)(16 << 20), "Ulimits",
         "Name", "nofile", "Soft", 256, "Hard", 256, "Name", "fsize", "Soft", fsize, "Hard", fsize,
-        "Name", "nproc", "Soft", nproc, "Hard", nproc, "Tmpfs", "/tmp", tmpfs, "Binds", code,
-        input, output, ctl, "LogConfig", "Type", "json-file", "Config", "max-size", "1m",
-        "max-file", "1", "AutoRemove", 0, "Runtime", sandbox_runtime);
+        "Name", "nproc", "Soft", nproc, "Hard", nproc, "Tmpfs", "/tmp", tmpfs, "Binds", code, input,
+        output, ctl, "LogConfig", "Type", "json-file", "Config", "max-size", "1m", "max-file", "1",
+        "AutoRemove", 0, "Runtime", sandbox_runtime);
     free(secopt);
     return body;
 }
@@ -304,9 +304,9 @@ void sandbox_run(struct docker *d, struct warm *w, const struct sandbox_job *job
     uuid_v4(nonce);
     nonce[8] = nonce[13] = nonce[18] = nonce[23] = 'x';
     char go[256];
-    int n = snprintf(go, sizeof go, "timeout_ms=%d stdout_cap=%zu stderr_cap=%zu stdin=%d nonce=%s\n",
-                     job->timeout_ms, job->stdout_cap, job->stderr_cap, job->has_stdin ? 1 : 0,
-                     nonce);
+    int n =
+        snprintf(go, sizeof go, "timeout_ms=%d stdout_cap=%zu stderr_cap=%zu stdin=%d nonce=%s\n",
+                 job->timeout_ms, job->stdout_cap, job->stderr_cap, job->has_stdin ? 1 : 0, nonce);
     res->t_go_us = now_mono_us();
     if (write(w->fd, go, (size_t)n) != n) {
         snprintf(res->error, sizeof res->error, "the warm container is gone (write: %s)",

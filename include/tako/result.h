@@ -1,0 +1,38 @@
+/*
+ * result.h — what one run produced, and how it becomes a job record and a response:
+ * the status and error type from the sandbox's report (classify), and the JSON both
+ * takod (POST /execute, the DB row) and `tako run` print (build).
+ */
+#ifndef TAKO_RESULT_H
+#define TAKO_RESULT_H
+
+#include "tako/outputs.h"
+#include "tako/sandbox.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct tk_result {
+    const char *status; /* succeeded | failed | timeout | oom | cancelled */
+    int exit_code;
+    bool has_exit;
+    char error_type[64];
+    char error_msg[512];
+    const char *error_phase; /* startup | execution | completed */
+    struct sandbox_result sb;
+    struct tk_outputs outputs;
+    uint64_t t_popped_us, t_done_us; /* monotonic */
+};
+
+void result_set_error(struct tk_result *r, const char *type, const char *phase, const char *fmt,
+                      ...) __attribute__((format(printf, 4, 5)));
+
+/* Status and error from the sandbox's report and the outputs (limits for the messages). */
+void result_classify(struct tk_result *r, unsigned timeout_s, int64_t memory_bytes);
+
+/* The response (POST /execute's body), the error object (or JSON null) and timing. */
+void result_build(const struct tk_result *r, const char *job_id, const char *job_type,
+                  uint64_t created_mono_us, json_t **response, json_t **error_obj, json_t **timing);
+
+#endif
