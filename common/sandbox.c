@@ -20,6 +20,35 @@ extern const char tako_default_seccomp[]; /* generated from conf/seccomp.json */
 
 const char *sandbox_seccomp_json;
 const char *sandbox_runtime = "runc";
+bool sandbox_network_enabled;
+const char *const *sandbox_package_dirs;
+size_t sandbox_n_package_dirs;
+
+/* Library-mode additions to a container body: network, package directories. */
+static int apply_extras(json_t *body)
+{
+    json_t *hc = json_object_get(body, "HostConfig");
+    if (sandbox_network_enabled) {
+        json_object_set_new(hc, "NetworkMode", json_string("bridge"));
+        json_object_set_new(body, "NetworkDisabled", json_false());
+    }
+    if (sandbox_n_package_dirs == 0)
+        return 0;
+    json_t *binds = json_object_get(hc, "Binds");
+    json_t *env = json_object_get(body, "Env");
+    char pythonpath[8192] = "PYTHONPATH=";
+    for (size_t i = 0; i < sandbox_n_package_dirs; i++) {
+        char bind[4300], target[32];
+        snprintf(target, sizeof target, "/packages/%zu", i);
+        snprintf(bind, sizeof bind, "%s:%s:ro", sandbox_package_dirs[i], target);
+        json_array_append_new(binds, json_string(bind));
+        if (i)
+            strncat(pythonpath, ":", sizeof pythonpath - strlen(pythonpath) - 1);
+        strncat(pythonpath, target, sizeof pythonpath - strlen(pythonpath) - 1);
+    }
+    json_array_append_new(env, json_string(pythonpath));
+    return 0;
+}
 
 int sandbox_load_seccomp(const char *path, char *err, size_t errlen)
 {
@@ -138,6 +167,8 @@ int sandbox_prepare(struct docker *d, struct warm *w, const char *dir)
         return rc;
     }
     json_t *body = container_body(dir);
+    if (body)
+        apply_extras(body);
     rc = body ? docker_create(d, NULL, body, w->id) : -ENOMEM;
     json_decref(body);
     if (rc < 0) {

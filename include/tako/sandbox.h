@@ -55,6 +55,14 @@ struct sandbox_result {
 extern const char *sandbox_seccomp_json;
 extern const char *sandbox_runtime;
 
+/*
+ * Library mode (`tako run`) only — takod never sets these: network on (bridge), and host
+ * directories mounted read-only at /packages/<n> and put on PYTHONPATH.
+ */
+extern bool sandbox_network_enabled;
+extern const char *const *sandbox_package_dirs;
+extern size_t sandbox_n_package_dirs;
+
 /* Load docker.seccomp_profile (or the embedded default) and check it is JSON. */
 int sandbox_load_seccomp(const char *path, char *err, size_t errlen);
 
