@@ -566,6 +566,17 @@ int docker_image_exists(struct docker *d, const char *image)
     return rc < 0 ? rc : 1;
 }
 
+int docker_image_inspect(struct docker *d, const char *image, json_t **out)
+{
+    int rc = dk_check_image(d, image);
+    if (rc < 0)
+        return rc;
+    char path[DK_MAX_NAME + 32];
+    snprintf(path, sizeof path, "/images/%s/json", image);
+    struct dk_req q = {.method = "GET", .path = path, .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
+    return dk_json(d, &q, out);
+}
+
 int docker_has_runtime(struct docker *d, const char *name)
 {
     if (!name || !name[0]) {

@@ -39,9 +39,26 @@ struct pgq {
     struct pgq_item *head, *tail; /* head is in flight when BUSY */
     size_t pending;
     bool logged_down;
+    char *listen_channel; /* LISTENed on every (re)connect */
+    pgq_notify_cb on_notify;
+    pgq_up_cb on_up;
+    void *listen_arg;
 };
 
+static void drain_notifies(struct pgq *q)
+{
+    PGnotify *n;
+    while ((n = PQnotifies(q->conn)) != NULL) {
+        if (q->on_notify)
+            q->on_notify(n->relname, n->extra, q->listen_arg);
+        PQfreemem(n);
+    }
+}
+
+static void on_idle_read(evutil_socket_t fd, short ev, void *arg);
+
 static void pgq_connect(struct pgq *q);
+static void pgq_exec_front(struct pgq *q, const char *sql);
 static void pgq_kick(struct pgq *q);
 
 static void item_free(struct pgq_item *it)
@@ -118,6 +135,7 @@ static void on_result(evutil_socket_t fd, short ev, void *arg)
         conn_lost(q, why);
         return;
     }
+    drain_notifies(q);
     PGresult *res, *last = NULL;
     while (!PQisBusy(q->conn)) {
         res = PQgetResult(q->conn);
@@ -152,8 +170,29 @@ static void on_result(evutil_socket_t fd, short ev, void *arg)
     pgq_kick(q);
 }
 
+/* Idle: notifications may still arrive; keep reading the socket for them. */
+static void on_idle_read(evutil_socket_t fd, short ev, void *arg)
+{
+    struct pgq *q = arg;
+    if (q->state != PGQ_IDLE)
+        return;
+    if (!PQconsumeInput(q->conn)) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", PQerrorMessage(q->conn));
+        conn_lost(q, why);
+        return;
+    }
+    drain_notifies(q);
+    if (q->state == PGQ_IDLE && !q->head)
+        wait_io(q, EV_READ, on_idle_read);
+}
+
 static void pgq_kick(struct pgq *q)
 {
+    if (q->state == PGQ_IDLE && !q->head && q->listen_channel) {
+        wait_io(q, EV_READ, on_idle_read);
+        return;
+    }
     if (q->state != PGQ_IDLE || !q->head)
         return;
     struct pgq_item *it = q->head;
@@ -191,6 +230,15 @@ static void on_connect(evutil_socket_t fd, short ev, void *arg)
             event_free(q->io);
             q->io = NULL;
         }
+        if (q->listen_channel) {
+            char sql[160];
+            char *esc = PQescapeIdentifier(q->conn, q->listen_channel, strlen(q->listen_channel));
+            snprintf(sql, sizeof sql, "LISTEN %s", esc ? esc : "takod");
+            PQfreemem(esc);
+            pgq_exec_front(q, sql);
+            if (q->on_up) /* what happened while we were not listening is unknown */
+                q->on_up(q->listen_arg);
+        }
         pgq_kick(q);
         return;
     default: {
@@ -199,6 +247,28 @@ static void on_connect(evutil_socket_t fd, short ev, void *arg)
         conn_lost(q, why);
     }
     }
+}
+
+static void ignore_result(const PGresult *res, const char *err, void *arg)
+{
+    if (!res)
+        log_warn("msg=\"LISTEN failed\" err=\"%s\"", err);
+}
+
+/* Put an internal statement at the front of the FIFO (LISTEN after a connect). */
+static void pgq_exec_front(struct pgq *q, const char *sql)
+{
+    struct pgq_item *it = calloc(1, sizeof *it);
+    if (!it)
+        return;
+    it->sql = strdup(sql);
+    it->params = calloc(1, sizeof(char *));
+    it->cb = ignore_result;
+    it->next = q->head;
+    q->head = it;
+    if (!q->tail)
+        q->tail = it;
+    q->pending++;
 }
 
 static void pgq_connect(struct pgq *q)
@@ -226,6 +296,21 @@ struct pgq *pgq_new(struct event_base *base, const char *conninfo)
     return q;
 }
 
+void pgq_listen(struct pgq *q, const char *channel, pgq_notify_cb on_notify, pgq_up_cb on_up,
+                void *arg)
+{
+    free(q->listen_channel);
+    q->listen_channel = strdup(channel);
+    q->on_notify = on_notify;
+    q->on_up = on_up;
+    q->listen_arg = arg;
+    if (q->state == PGQ_IDLE || q->state == PGQ_BUSY) {
+        char sql[160];
+        snprintf(sql, sizeof sql, "LISTEN %s", channel);
+        pgq_exec(q, sql, 0, NULL, ignore_result, NULL);
+    }
+}
+
 void pgq_free(struct pgq *q)
 {
     if (!q)
@@ -236,6 +321,7 @@ void pgq_free(struct pgq *q)
     event_free(q->timer);
     PQfinish(q->conn);
     free(q->conninfo);
+    free(q->listen_channel);
     free(q);
 }
 

@@ -20,6 +20,7 @@
 #include "tako/db.h"
 #include "tako/docker.h"
 #include "tako/log.h"
+#include "tako/metrics.h"
 #include "tako/pgmanaged.h"
 #include "tako/recovery.h"
 #include "tako/sandbox.h"
@@ -280,9 +281,16 @@ static void check_docker(void)
     if (docker_open(&d, tk.cfg.docker_socket) < 0)
         die("cannot reach the Docker engine at %s: %s (start dockerd, or set docker.socket)",
             tk.cfg.docker_socket, docker_last_error(NULL));
-    int rc = docker_image_exists(d, tk.cfg.docker_image);
+    json_t *image = NULL;
+    int rc = docker_image_inspect(d, tk.cfg.docker_image, &image);
+    rc = rc == 0 ? 1 : rc == -ENOENT ? 0 : rc;
     char e[512];
     snprintf(e, sizeof e, "%s", docker_last_error(d));
+    const char *pyver = json_string_value(json_object_get(
+        json_object_get(json_object_get(image, "Config"), "Labels"), "takod.python_version"));
+    snprintf(tk.shm->python_version, sizeof tk.shm->python_version, "%s", pyver ? pyver : "3");
+    json_decref(image);
+    atomic_store(&tk.shm->image_exists, rc == 1);
     bool want_runsc = tk.cfg.docker_runtime == 1, strict = tk.cfg.docker_security_mode == 1;
     int has_runsc = docker_has_runtime(d, "runsc");
     docker_close(d); /* no curl handle may cross fork */
@@ -303,6 +311,7 @@ static void check_docker(void)
     } else if (want_runsc) {
         sandbox_runtime = "runsc";
     }
+    snprintf(tk.shm->runtime, sizeof tk.shm->runtime, "%s", sandbox_runtime);
     char serr[512];
     if (sandbox_load_seccomp(tk.cfg.docker_seccomp_profile, serr, sizeof serr) < 0)
         die("%s", serr);
@@ -475,6 +484,7 @@ static void reap(void)
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
         if (pid == M.pg_pid) {
             log_error("msg=\"managed PostgreSQL exited\" status=%d", st);
+            metrics_restart(2);
             M.pg_pid = 0;
             if (!M.stopping) {
                 char err[512];
@@ -500,6 +510,8 @@ static void reap(void)
             log_warn("msg=\"child exited\" role=%s slot=%d pid=%d code=%d", role, c->slot, (int)pid,
                      WEXITSTATUS(st));
         recovery_after_death(c->proc_idx, pid);
+        if (!M.stopping && !c->retiring)
+            metrics_restart(c->role == TK_ROLE_ACCEPTOR ? 0 : 1);
         atomic_store(&shm_proc(tk.shm, (uint32_t)c->proc_idx)->pid, 0);
         c->pid = 0;
         c->proc_idx = -1;

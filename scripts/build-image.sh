@@ -394,7 +394,12 @@ build_executor() {
 	[ "$FORCE" -eq 1 ] && extra+=(--no-cache)
 
 	old_id=$(image_id "$IMAGE")
-	log "docker build $IMAGE from $base ..."
+	# the Python version, as a label takod reports in GET /job-types
+	local pyver
+	pyver=$(timeout 120 docker run --rm --network none "$base" \
+		python3 -c 'import platform; print(platform.python_version())') ||
+		die "python3 does not run in $base"
+	log "docker build $IMAGE from $base (python $pyver) ..."
 	# legacy builder (docker.io 20.10); no network needed nor allowed. The
 	# context is $CTX (Dockerfile + launcher/tako-launcher); its cache reuses
 	# every layer below the launcher's COPY.
@@ -403,6 +408,7 @@ build_executor() {
 		--build-arg "BASE_IMAGE=$base" \
 		--label "org.opencontainers.image.base.name=$base" \
 		--label "$LAUNCHER_LABEL=$LAUNCHER_SHA" \
+		--label "takod.python_version=$pyver" \
 		-t "$IMAGE" "${extra[@]}" \
 		-f "$CTX/Dockerfile" "$CTX"
 	new_id=$(image_id "$IMAGE")
@@ -481,7 +487,7 @@ main() {
 	fi
 	build_launcher
 	if [ "$FORCE" -eq 0 ] && image_exists "$IMAGE"; then
-		if [ "$have" = "$LAUNCHER_SHA" ]; then
+		if [ "$have" = "$LAUNCHER_SHA" ] && [ -n "$(image_label "$IMAGE" takod.python_version)" ]; then
 			log "$IMAGE already exists ($(image_id "$IMAGE")) with this launcher; nothing to do (use --force to rebuild)"
 			exit 0
 		fi

@@ -12,12 +12,14 @@
 #include "tako/docker.h"
 #include "tako/jobs.h"
 #include "tako/log.h"
+#include "tako/metrics.h"
 #include "tako/outputs.h"
 #include "tako/result.h"
 #include "tako/sandbox.h"
 #include "tako/takod.h"
 #include "tako/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -83,6 +85,7 @@ static int ensure_warm(struct exec_state *st)
             atomic_store(&tk.shm->docker_ok, 0); /* acceptors answer 503 meanwhile */
         return rc;
     }
+    atomic_store(&st->me->warm, 1);
     if (st->prepare_fails)
         log_info("msg=\"container engine usable again\"");
     st->prepare_fails = 0;
@@ -179,26 +182,33 @@ static void db_store_artifacts(struct exec_state *st, const struct tk_job *job,
     }
 }
 
-/* Link the job's files into the warm container's directories. */
+/* Link the job's files into the warm container's directories: main.py, and everything
+ * in input/ (data.json, stdin, extra files). Names were checked when the job came in. */
 static int stage_files(const struct tk_job *job, const struct warm *w, bool *has_stdin)
 {
-    char dir[4096], from[4300], to[4300];
+    char dir[4096], from[4400], to[4400];
     spool_job_dir(dir, sizeof dir, job->id);
-    static const char *const files[] = {"code/main.py", "input/data.json"};
-    for (size_t i = 0; i < TK_ARRAY_LEN(files); i++) {
-        snprintf(from, sizeof from, "%s/%s", dir, files[i]);
-        snprintf(to, sizeof to, "%s/%s", w->dir, files[i]);
-        int rc = place_file(from, to);
-        if (rc < 0)
-            return rc;
+    snprintf(from, sizeof from, "%s/code/main.py", dir);
+    snprintf(to, sizeof to, "%s/code/main.py", w->dir);
+    int rc = place_file(from, to);
+    if (rc < 0)
+        return rc;
+    snprintf(from, sizeof from, "%s/input", dir);
+    DIR *d = opendir(from);
+    if (!d)
+        return -errno;
+    *has_stdin = false;
+    struct dirent *de;
+    while (rc == 0 && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(from, sizeof from, "%s/input/%s", dir, de->d_name);
+        snprintf(to, sizeof to, "%s/input/%s", w->dir, de->d_name);
+        rc = place_file(from, to);
+        *has_stdin |= !strcmp(de->d_name, "stdin");
     }
-    snprintf(from, sizeof from, "%s/input/stdin", dir);
-    *has_stdin = access(from, F_OK) == 0;
-    if (*has_stdin) {
-        snprintf(to, sizeof to, "%s/input/stdin", w->dir);
-        return place_file(from, to);
-    }
-    return 0;
+    closedir(d);
+    return rc;
 }
 
 /*
@@ -209,6 +219,7 @@ static bool retry_later(struct exec_state *st, struct tk_job *job, uint32_t idx,
 {
     if (stop_fast || job->attempt > (uint32_t)tk.cfg.server_max_retry_attempts)
         return false;
+    metrics_retry();
     log_warn("msg=\"no container for the job; queueing it again\" job=%s attempt=%u err=\"%s\"",
              job->id, job->attempt, docker_last_error(st->docker));
     const char *p[1] = {job->id};
@@ -309,6 +320,10 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
              json_real_value(json_object_get(timing, "startup_ms")),
              json_real_value(json_object_get(timing, "execution_ms")),
              json_real_value(json_object_get(timing, "total_ms")));
+    metrics_job(r.status, r.error_type, json_real_value(json_object_get(timing, "queue_ms")),
+                json_real_value(json_object_get(timing, "startup_ms")),
+                json_real_value(json_object_get(timing, "execution_ms")),
+                json_real_value(json_object_get(timing, "total_ms")));
     json_decref(resp);
     json_decref(error_obj);
     json_decref(timing);
@@ -324,6 +339,7 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     atomic_compare_exchange_strong(&job->owner_pid, &mine, 0);
 
     /* After the reply is on its way: this container goes, the next one is prepared. */
+    atomic_store(&st->me->warm, 0);
     sandbox_discard(st->docker, &st->warm);
     capbuf_free(&r.sb.out);
     capbuf_free(&r.sb.err);

@@ -52,6 +52,16 @@ void pgq_free(struct pgq *q);
 int pgq_exec(struct pgq *q, const char *sql, int n, const char *const *params, pgq_cb cb,
              void *arg);
 bool pgq_connected(const struct pgq *q);
+
+/*
+ * LISTEN on `channel` now and after every reconnect; on_notify(channel, payload, arg) for
+ * each notification; on_up(arg) after each (re)connect, since notifications sent while
+ * the connection was down are lost (callers re-check what they wait for).
+ */
+typedef void (*pgq_notify_cb)(const char *channel, const char *payload, void *arg);
+typedef void (*pgq_up_cb)(void *arg);
+void pgq_listen(struct pgq *q, const char *channel, pgq_notify_cb on_notify, pgq_up_cb on_up,
+                void *arg);
 /* Queries queued or in flight. */
 size_t pgq_pending(const struct pgq *q);
 

@@ -59,6 +59,9 @@ int docker_ping(struct docker *d);
 /* GET /images/{name}/json: 1 present, 0 absent, <0 error. */
 int docker_image_exists(struct docker *d, const char *image);
 
+/* GET /images/{name}/json; *out is a new reference. Absent -> -ENOENT. */
+int docker_image_inspect(struct docker *d, const char *image, json_t **out);
+
 /* GET /info -> Runtimes has `name`: 1 yes, 0 no, <0 error. */
 int docker_has_runtime(struct docker *d, const char *name);
 

@@ -21,6 +21,7 @@
 #ifndef TAKO_SHM_H
 #define TAKO_SHM_H
 
+#include "tako/metrics.h"
 #include "tako/ring.h"
 
 #include <stdatomic.h>
@@ -56,6 +57,7 @@ struct tk_proc {
     struct ring_intent intent; /* its in-flight ring operation (crash repair) */
     _Atomic uint64_t jobs;     /* jobs handled, for stats */
     _Atomic uint32_t ready;    /* set once the process serves (executor: engine + db up) */
+    _Atomic uint32_t warm;     /* executor: a container is started and waiting */
 };
 
 struct tk_job {
@@ -83,7 +85,11 @@ struct tk_shm {
     uint32_t n_executors;
     uint32_t n_procs;
     size_t size;
-    size_t procs_off, jobs_off, dispatch_off, free_off, done_off, done_stride;
+    size_t procs_off, jobs_off, dispatch_off, free_off, done_off, done_stride, metrics_off;
+    /* what the master learned of the executor image (for GET /job-types) */
+    _Atomic uint32_t image_exists;
+    char python_version[16];
+    char runtime[8]; /* "runc" or "runsc", as the executors use it */
     _Atomic uint64_t jobs_admitted, jobs_rejected_full, jobs_completed;
     _Atomic uint32_t running;   /* jobs executors hold right now */
     _Atomic uint32_t docker_ok; /* last executor call to the engine worked */
@@ -108,6 +114,10 @@ static inline struct tk_proc *shm_proc(struct tk_shm *s, uint32_t i)
 static inline struct tk_job *shm_job(struct tk_shm *s, uint32_t i)
 {
     return (struct tk_job *)((char *)s + s->jobs_off) + i;
+}
+static inline struct tk_metrics *shm_metrics(struct tk_shm *s)
+{
+    return (struct tk_metrics *)((char *)s + s->metrics_off);
 }
 static inline struct ring *shm_dispatch(struct tk_shm *s)
 {

@@ -1,0 +1,116 @@
+/*
+ * acceptor.h — what the acceptor's files share: the process state, replies, request
+ * parsing helpers, and the route handlers (api_jobs.c, api_ops.c).
+ *
+ * Every handler replies exactly once, now or later (a parked request: a sync job, a
+ * long-poll); every reply goes through reply_*() so headers, metrics and keep-alive
+ * rules are applied in one place.
+ */
+#ifndef TAKO_ACCEPTOR_H
+#define TAKO_ACCEPTOR_H
+
+#include "tako/db.h"
+#include "tako/shm.h"
+
+#include <event2/http.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct event_base;
+struct event;
+
+/* A request parked on a job slot: a sync job's client, answered by the completion. */
+struct pending {
+    struct evhttp_request *req; /* NULL when nobody waits on this slot */
+    uint64_t token;
+    char corr[72];
+};
+
+struct acceptor_state {
+    int slot;
+    uint32_t gen;
+    struct tk_proc *me;
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound;
+    struct pgq *pg;
+    struct event *done_ev;
+    struct pending *pending; /* indexed by job slot */
+    uint64_t next_token;
+    size_t inflight;          /* parked requests (sync jobs, long-polls) */
+    bool draining;            /* QUIT: no new connections; finish what we hold */
+    bool stopping;            /* TERM: settle what we hold now, then exit */
+    struct event *stop_timer; /* bounds a fast stop */
+};
+
+extern struct acceptor_state A;
+
+/* ---- replies (acceptor.c) ---- */
+void reply_json(struct evhttp_request *req, int code, const char *corr, json_t *body); /* steals */
+void reply_raw(struct evhttp_request *req, int code, const char *corr, const char *body,
+               size_t len);
+void reply_error(struct evhttp_request *req, int code, const char *corr, const char *detail);
+/* 422 with FastAPI-shaped field errors: {"detail": [{"loc": [...], "msg", "type"}]} */
+void reply_422(struct evhttp_request *req, const char *corr, json_t *errors);
+void field_error(json_t *errors, const char *where, const char *field, const char *type,
+                 const char *msg);
+/* A single-field 422 in one call. */
+void reply_field_error(struct evhttp_request *req, const char *corr, const char *where,
+                       const char *field, const char *type, const char *msg);
+
+/* Parse the JSON body into an object (an empty body is {} when allow_empty). On failure
+ * it replies (400 malformed, 422 not an object) and returns NULL. */
+json_t *body_object(struct evhttp_request *req, const char *corr, bool allow_empty);
+/* Reject keys not in `known` (NULL-terminated), adding errors. */
+void check_known_fields(json_t *obj, const char *const *known, json_t *errors);
+
+/* A query parameter (decoded) or NULL; the caller frees it. */
+char *query_param(struct evhttp_request *req, const char *name);
+
+void acceptor_maybe_exit(void);
+const char *acceptor_route_name(int idx);
+int acceptor_route_count(void);
+
+/* ---- job slots ---- */
+void fail_pending(uint32_t idx, int code, const char *detail);
+
+/* ---- routes ---- */
+typedef void (*route_fn)(struct evhttp_request *req, const char *corr, char **params);
+
+/* api_jobs.c */
+void api_execute(struct evhttp_request *req, const char *corr, char **params);
+void api_execute_async(struct evhttp_request *req, const char *corr, char **params);
+void api_job_status(struct evhttp_request *req, const char *corr, char **params);
+void api_job_result(struct evhttp_request *req, const char *corr, char **params);
+void api_job_cancel(struct evhttp_request *req, const char *corr, char **params);
+void api_job_rerun(struct evhttp_request *req, const char *corr, char **params);
+void api_job_fork(struct evhttp_request *req, const char *corr, char **params);
+void api_artifact(struct evhttp_request *req, const char *corr, char **params);
+void api_executions(struct evhttp_request *req, const char *corr, char **params);
+void api_execution(struct evhttp_request *req, const char *corr, char **params);
+void api_jobs_init(void);
+/* A TERM: queued jobs of ours become cancelled ("interrupted") and are answered. */
+void api_jobs_stop(void);
+/* Reply to every parked long-poll (fast stop deadline). */
+void api_jobs_drop_waiters(void);
+
+/* api_ops.c */
+void api_health(struct evhttp_request *req, const char *corr, char **params);
+void api_pool_stats(struct evhttp_request *req, const char *corr, char **params);
+void api_dlq_stats(struct evhttp_request *req, const char *corr, char **params);
+void api_dlq_list(struct evhttp_request *req, const char *corr, char **params);
+void api_dlq_delete(struct evhttp_request *req, const char *corr, char **params);
+void api_job_types(struct evhttp_request *req, const char *corr, char **params);
+void api_job_type(struct evhttp_request *req, const char *corr, char **params);
+void api_metrics(struct evhttp_request *req, const char *corr, char **params);
+void api_openapi(struct evhttp_request *req, const char *corr, char **params);
+
+/* ---- shared by the api files ---- */
+/* Parse "limit"/"offset"-style integers: 422 and false on a bad value. */
+bool query_int(struct evhttp_request *req, const char *corr, const char *name, long long dflt,
+               long long lo, long long hi, long long *out);
+/* The pagination envelope: {items, limit, offset, has_more, count}. */
+json_t *page_envelope(json_t *items, long long limit, long long offset, bool has_more);
+
+#endif

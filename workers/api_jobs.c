@@ -1,0 +1,1231 @@
+/*
+ * api_jobs.c — the job routes: submit (sync, async, rerun, fork), status, result with
+ * long-poll, cancel, artifacts, execution history.
+ *
+ * Submitting: validate → admit into a free shm slot (none: 503; the idempotency key is
+ * not burned) → spool files → INSERT the record (ON CONFLICT on the idempotency key does
+ * nothing) → push to the dispatch ring. A sync request is parked on its slot until the
+ * executor's completion; an async one is answered once the INSERT has committed.
+ *
+ * Waiting: PostgreSQL announces every status change (a trigger NOTIFYs "takod_job" with
+ * "<id> <status>"); each acceptor LISTENs and wakes the requests parked on that job — a
+ * long-poll, or a duplicate submit of a job still running. No sleep-and-poll anywhere.
+ */
+#include "acceptor.h"
+#include "tako/jobs.h"
+#include "tako/log.h"
+#include "tako/outputs.h"
+#include "tako/takod.h"
+#include "tako/util.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/keyvalq_struct.h>
+#include <math.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *const terminal_statuses[] = {"succeeded", "failed", "timeout", "oom",
+                                                "cancelled"};
+
+static bool is_terminal(const char *status)
+{
+    for (size_t i = 0; i < TK_ARRAY_LEN(terminal_statuses); i++)
+        if (!strcmp(status, terminal_statuses[i]))
+            return true;
+    return false;
+}
+
+/* ---- records ---- */
+
+/* One SELECT list for every read of a record; R_* are its column numbers. */
+#define RECORD_COLS                                                                                \
+    "id::text, status, job_type, to_json(created_at)#>>'{}', to_json(started_at)#>>'{}',"          \
+    " to_json(ended_at)#>>'{}',"                                                                   \
+    " (extract(epoch FROM (coalesce(ended_at, now()) - coalesce(started_at, created_at)))"         \
+    "  * 1000)::bigint,"                                                                           \
+    " exit_code, stdout, stderr, output::text, error::text, timing::text, artifacts::text,"        \
+    " runtime, stdout_truncated, stderr_truncated, idempotency_key, attempt, parent_id::text,"     \
+    " relationship, code_hash, input_hash, mode,"                                                  \
+    " CASE WHEN status = 'queued' THEN (SELECT count(*) FROM jobs q WHERE q.status = 'queued'"     \
+    "  AND q.created_at < jobs.created_at) END"
+enum {
+    R_ID,
+    R_STATUS,
+    R_JOB_TYPE,
+    R_CREATED,
+    R_STARTED,
+    R_ENDED,
+    R_DURATION,
+    R_EXIT,
+    R_STDOUT,
+    R_STDERR,
+    R_OUTPUT,
+    R_ERROR,
+    R_TIMING,
+    R_ARTIFACTS,
+    R_RUNTIME,
+    R_OUT_TRUNC,
+    R_ERR_TRUNC,
+    R_IDEM,
+    R_ATTEMPT,
+    R_PARENT,
+    R_RELATIONSHIP,
+    R_CODE_HASH,
+    R_INPUT_HASH,
+    R_MODE,
+    R_QUEUE_POS
+};
+
+static json_t *col_str(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? json_null() : json_string(PQgetvalue(r, row, col));
+}
+
+static json_t *col_int(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? json_null() : json_integer(atoll(PQgetvalue(r, row, col)));
+}
+
+static json_t *col_json(const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return json_null();
+    json_t *j = json_loads(PQgetvalue(r, row, col), JSON_DECODE_ANY, NULL);
+    return j ? j : json_null();
+}
+
+static bool col_bool(const PGresult *r, int row, int col)
+{
+    return !PQgetisnull(r, row, col) && PQgetvalue(r, row, col)[0] == 't';
+}
+
+/* The record of GET /jobs/{id}/result and /executions; `full` adds view=full's fields. */
+static json_t *record_json(const PGresult *r, int row, bool full)
+{
+    const char *job_type = PQgetvalue(r, row, R_JOB_TYPE);
+    char version[96];
+    snprintf(version, sizeof version, "%s@latest", job_type);
+    json_t *rec = json_object();
+    json_object_set_new(rec, "execution_id", col_str(r, row, R_ID));
+    json_object_set_new(rec, "job_id", col_str(r, row, R_ID));
+    json_object_set_new(rec, "status", col_str(r, row, R_STATUS));
+    json_object_set_new(rec, "job_type", json_string(job_type));
+    json_object_set_new(rec, "job_version", json_string(version));
+    json_object_set_new(rec, "created_at", col_str(r, row, R_CREATED));
+    json_object_set_new(rec, "started_at", col_str(r, row, R_STARTED));
+    json_object_set_new(rec, "ended_at", col_str(r, row, R_ENDED));
+    json_object_set_new(rec, "duration_ms", col_int(r, row, R_DURATION));
+    json_object_set_new(rec, "exit_code", col_int(r, row, R_EXIT));
+    json_object_set_new(rec, "stdout", col_str(r, row, R_STDOUT));
+    json_object_set_new(rec, "stderr", col_str(r, row, R_STDERR));
+    json_object_set_new(rec, "output", col_json(r, row, R_OUTPUT));
+    json_object_set_new(rec, "error", col_json(r, row, R_ERROR));
+    json_object_set_new(rec, "timing", col_json(r, row, R_TIMING));
+    json_object_set_new(rec, "runtime", col_str(r, row, R_RUNTIME));
+    json_object_set_new(rec, "mode", col_str(r, row, R_MODE));
+    if (!full)
+        return rec;
+    json_t *timing = json_object_get(rec, "timing");
+    json_object_set_new(rec, "job_ref", json_string(version));
+    json_t *arts = col_json(r, row, R_ARTIFACTS);
+    json_object_set_new(rec, "artifacts", json_is_array(arts) ? arts : json_array());
+    if (!json_is_array(arts))
+        json_decref(arts);
+    json_object_set_new(rec, "resource_usage",
+                        json_pack("{s:n, s:n, s:o}", "max_rss_mb", "cpu_time_ms", "wall_time_ms",
+                                  json_is_object(timing)
+                                      ? json_deep_copy(json_object_get(timing, "execution_ms"))
+                                      : json_null()));
+    json_object_set_new(rec, "code_hash", col_str(r, row, R_CODE_HASH));
+    json_object_set_new(rec, "input_hash", col_str(r, row, R_INPUT_HASH));
+    json_object_set_new(rec, "parent_execution_id", col_str(r, row, R_PARENT));
+    json_object_set_new(rec, "relationship", col_str(r, row, R_RELATIONSHIP));
+    json_object_set_new(rec, "stdout_truncated", json_boolean(col_bool(r, row, R_OUT_TRUNC)));
+    json_object_set_new(rec, "stderr_truncated", json_boolean(col_bool(r, row, R_ERR_TRUNC)));
+    json_object_set_new(rec, "idempotency_key", col_str(r, row, R_IDEM));
+    json_object_set_new(rec, "attempt", col_int(r, row, R_ATTEMPT));
+    return rec;
+}
+
+/* POST /execute's shape, from a finished record (a duplicate submit of a known job). */
+static json_t *execute_response(const PGresult *r, int row)
+{
+    json_t *rec = record_json(r, row, true);
+    json_t *err = json_object_get(rec, "error"), *timing = json_object_get(rec, "timing");
+    double exec_ms = json_number_value(json_object_get(timing, "execution_ms"));
+    json_t *resp = json_pack(
+        "{s:b, s:O, s:f, s:O, s:O, s:O, s:o, s:o, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O}",
+        "success", !strcmp(PQgetvalue(r, row, R_STATUS), "succeeded"), "output",
+        json_object_get(rec, "output"), "execution_time", exec_ms / 1000.0, "stdout",
+        json_object_get(rec, "stdout"), "stderr", json_object_get(rec, "stderr"), "exit_code",
+        json_object_get(rec, "exit_code"), "error",
+        json_is_object(err) ? json_deep_copy(json_object_get(err, "message")) : json_null(),
+        "error_type",
+        json_is_object(err) ? json_deep_copy(json_object_get(err, "type")) : json_null(),
+        "job_type", json_object_get(rec, "job_type"), "execution_id",
+        json_object_get(rec, "execution_id"), "job_id", json_object_get(rec, "job_id"), "runtime",
+        json_object_get(rec, "runtime"), "status", json_object_get(rec, "status"), "timing", timing,
+        "stdout_truncated", json_object_get(rec, "stdout_truncated"), "stderr_truncated",
+        json_object_get(rec, "stderr_truncated"), "artifacts", json_object_get(rec, "artifacts"));
+    json_decref(rec);
+    return resp;
+}
+
+/* ---- reading one record asynchronously ---- */
+
+typedef void (*record_cb)(const PGresult *res, const char *err, void *arg);
+
+static int query_record(const char *id, record_cb cb, void *arg)
+{
+    const char *p[1] = {id};
+    return pgq_exec(A.pg, "SELECT " RECORD_COLS " FROM jobs WHERE id = $1::uuid", 1, p, cb, arg);
+}
+
+/* A request that needs one record: keeps the request and how to answer. */
+struct rec_req {
+    struct evhttp_request *req;
+    char corr[72];
+    char id[40];
+    bool full, wait;
+    int wait_ms;
+    int kind; /* 0 status, 1 result, 2 execution */
+};
+
+static struct rec_req *rec_req_new(struct evhttp_request *req, const char *corr, const char *id)
+{
+    struct rec_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->req = req;
+    snprintf(r->corr, sizeof r->corr, "%s", corr);
+    snprintf(r->id, sizeof r->id, "%s", id);
+    return r;
+}
+
+/* ---- long-poll waiters ---- */
+
+enum wait_kind { WAIT_RESULT, WAIT_EXECUTE };
+
+struct waiter {
+    struct waiter *next;
+    char id[40];
+    struct evhttp_request *req;
+    char corr[72];
+    bool full;
+    enum wait_kind kind;
+    struct event *timer;
+};
+
+static struct waiter *waiters;
+
+static void waiter_remove(struct waiter *w)
+{
+    for (struct waiter **pp = &waiters; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    if (w->timer)
+        event_free(w->timer);
+    free(w);
+    A.inflight--;
+}
+
+static void on_wait_timeout(evutil_socket_t fd, short ev, void *arg)
+{
+    struct waiter *w = arg;
+    reply_error(w->req, 408, w->corr, "Timeout waiting for job");
+    waiter_remove(w);
+    acceptor_maybe_exit();
+}
+
+/* The record of a job some requests wait for: answer them if it has finished. */
+static void on_waited_record(const PGresult *res, const char *err, void *arg)
+{
+    char *id = arg;
+    if (res && PQntuples(res) == 1 && is_terminal(PQgetvalue(res, 0, R_STATUS))) {
+        struct waiter *w = waiters, *next;
+        for (; w; w = next) {
+            next = w->next;
+            if (strcmp(w->id, id) != 0)
+                continue;
+            reply_json(w->req, 200, w->corr,
+                       w->kind == WAIT_EXECUTE ? execute_response(res, 0)
+                                               : record_json(res, 0, w->full));
+            waiter_remove(w);
+        }
+        acceptor_maybe_exit();
+    }
+    free(id);
+}
+
+static void check_waited(const char *id)
+{
+    char *copy = strdup(id);
+    if (copy && query_record(id, on_waited_record, copy) < 0)
+        free(copy);
+}
+
+static void add_waiter(struct evhttp_request *req, const char *corr, const char *id,
+                       enum wait_kind kind, bool full, int timeout_ms)
+{
+    struct waiter *w = calloc(1, sizeof *w);
+    if (!w) {
+        reply_error(req, 500, corr, "out of memory");
+        return;
+    }
+    snprintf(w->id, sizeof w->id, "%s", id);
+    snprintf(w->corr, sizeof w->corr, "%s", corr);
+    w->req = req;
+    w->kind = kind;
+    w->full = full;
+    w->timer = evtimer_new(A.base, on_wait_timeout, w);
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    evtimer_add(w->timer, &tv);
+    w->next = waiters;
+    waiters = w;
+    A.inflight++;
+    check_waited(id); /* it may have finished between our read and now */
+}
+
+static void on_notify(const char *channel, const char *payload, void *arg)
+{
+    char id[40];
+    if (sscanf(payload, "%39s", id) != 1)
+        return;
+    for (struct waiter *w = waiters; w; w = w->next)
+        if (!strcmp(w->id, id)) {
+            check_waited(id);
+            return;
+        }
+}
+
+/* Reconnected: notifications may have been missed; look at everything we wait for. */
+static void on_db_up(void *arg)
+{
+    for (struct waiter *w = waiters; w; w = w->next)
+        check_waited(w->id);
+}
+
+void api_jobs_init(void)
+{
+    pgq_listen(A.pg, "takod_job", on_notify, on_db_up, NULL);
+}
+
+void api_jobs_drop_waiters(void)
+{
+    while (waiters) {
+        reply_error(waiters->req, 503, waiters->corr, "takod is shutting down");
+        waiter_remove(waiters);
+    }
+}
+
+/* ---- submitting ---- */
+
+struct job_spec {
+    char *code, *input_text, *stdin_text, *idem, *files_json;
+    long long timeout, startup_timeout;
+    char job_type[64];
+    bool async;
+    char parent[40];
+    const char *relationship; /* "rerun" | "fork" | NULL */
+    char hash[65];
+    char corr[72];
+    char client_ip[64];
+    struct evhttp_request *req; /* async: answered after the INSERT */
+    uint32_t idx, gen;
+    uint64_t token;
+};
+
+static void spec_free(struct job_spec *s)
+{
+    if (!s)
+        return;
+    free(s->code);
+    free(s->input_text);
+    free(s->stdin_text);
+    free(s->idem);
+    free(s->files_json);
+    free(s);
+}
+
+/* A fingerprint of what the client asked for: same key + same fingerprint = same job. */
+static void spec_hash(struct job_spec *s)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned char md[32];
+    unsigned int n = 0;
+    char nums[64];
+    snprintf(nums, sizeof nums, "%lld|%lld", s->timeout, s->startup_timeout);
+    const char *parts[] = {s->code ? s->code : "",
+                           s->input_text ? s->input_text : "",
+                           s->stdin_text ? s->stdin_text : "",
+                           s->files_json ? s->files_json : "",
+                           s->job_type,
+                           nums};
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    for (size_t i = 0; i < TK_ARRAY_LEN(parts); i++)
+        EVP_DigestUpdate(ctx, parts[i], strlen(parts[i]) + 1);
+    EVP_DigestFinal_ex(ctx, md, &n);
+    EVP_MD_CTX_free(ctx);
+    for (unsigned i = 0; i < 32; i++)
+        snprintf(s->hash + 2 * i, 3, "%02x", md[i]);
+}
+
+static int write_spool(const struct job_spec *s, const char *id, char *why, size_t wlen)
+{
+    char dir[4096], path[4300];
+    spool_job_dir(dir, sizeof dir, id);
+    static const char *const subs[] = {"code", "input"};
+    for (size_t i = 0; i < TK_ARRAY_LEN(subs); i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, subs[i]);
+        int rc = mkdir_p(path, 0755);
+        if (rc < 0) {
+            snprintf(why, wlen, "mkdir %s: %s", path, strerror(-rc));
+            return rc;
+        }
+    }
+    struct {
+        const char *name;
+        const char *data;
+        size_t len;
+    } files[3] = {{"code/main.py", s->code, strlen(s->code)},
+                  {"input/data.json", s->input_text, strlen(s->input_text)},
+                  {"input/stdin", s->stdin_text, s->stdin_text ? strlen(s->stdin_text) : 0}};
+    for (size_t i = 0; i < 3; i++) {
+        if (!files[i].data)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, files[i].name);
+        int rc = write_file(path, files[i].data, files[i].len, 0644);
+        if (rc < 0) {
+            snprintf(why, wlen, "write %s: %s", path, strerror(-rc));
+            return rc;
+        }
+    }
+    if (!s->files_json)
+        return 0;
+    /* extra input files: {name: base64}, names checked at validation */
+    json_t *files_obj = json_loads(s->files_json, 0, NULL);
+    const char *name;
+    json_t *val;
+    int rc = 0;
+    json_object_foreach(files_obj, name, val)
+    {
+        const char *b64 = json_string_value(val);
+        size_t blen = strlen(b64);
+        unsigned char *raw = malloc(blen / 4 * 3 + 4);
+        int n = raw ? EVP_DecodeBlock(raw, (const unsigned char *)b64, (int)blen) : -1;
+        if (n >= 0) { /* EVP_DecodeBlock counts padding bytes: trim them */
+            if (blen >= 1 && b64[blen - 1] == '=')
+                n--;
+            if (blen >= 2 && b64[blen - 2] == '=')
+                n--;
+            snprintf(path, sizeof path, "%s/input/%s", dir, name);
+            rc = write_file(path, raw, (size_t)n, 0644);
+        }
+        free(raw);
+        if (n < 0 || rc < 0) {
+            snprintf(why, wlen, "write input file %s", name);
+            rc = rc < 0 ? rc : -EINVAL;
+            break;
+        }
+    }
+    json_decref(files_obj);
+    return rc;
+}
+
+static void submit_reply_async(struct job_spec *s, const char *id, const char *status)
+{
+    json_t *body = json_pack("{s:s, s:s}", "job_id", id, "status", status);
+    if (s->relationship) {
+        json_object_set_new(body, "parent_execution_id", json_string(s->parent));
+        json_object_set_new(body, "relationship", json_string(s->relationship));
+    }
+    reply_json(s->req, 200, s->corr, body);
+}
+
+/* The idempotency key was taken: same request → that job; another request → 409. */
+static void on_existing(const PGresult *res, const char *err, void *arg)
+{
+    struct job_spec *s = arg;
+    if (!res || PQntuples(res) != 1) {
+        reply_error(s->req, 503, s->corr, "Database unavailable; the job was not run");
+    } else if (strcmp(PQgetvalue(res, 0, 1), s->hash) != 0) {
+        char detail[200];
+        snprintf(detail, sizeof detail,
+                 "Idempotency key reused with different payload (existing job %s)",
+                 PQgetvalue(res, 0, 0));
+        reply_json(s->req, 409, s->corr,
+                   json_pack("{s:s, s:s, s:s}", "detail", detail, "existing_job_id",
+                             PQgetvalue(res, 0, 0), "correlation_id", s->corr));
+    } else if (s->async) {
+        submit_reply_async(s, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 2));
+    } else {
+        /* the same sync request again: answer with that job's result when it has one */
+        add_waiter(s->req, s->corr, PQgetvalue(res, 0, 0), WAIT_EXECUTE, true,
+                   (int)(tk.cfg.limits_max_timeout + 60) * 1000);
+    }
+    spec_free(s);
+}
+
+static void on_inserted(const PGresult *res, const char *err, void *arg)
+{
+    struct job_spec *s = arg;
+    struct tk_job *job = shm_job(tk.shm, s->idx);
+    struct pending *p = &A.pending[s->idx];
+    bool mine = s->async || p->token == s->token;
+    if (!res || PQntuples(res) == 0 || A.stopping) {
+        /* not admitted after all: give the slot back without answering through it */
+        if (!s->async && mine) {
+            p->req = NULL;
+            A.inflight--;
+        }
+        jobs_release(s->idx, &A.me->intent);
+        if (!res) {
+            log_error("msg=\"recording job failed\" err=\"%s\"", err);
+            reply_error(s->req, 503, s->corr, "Database unavailable; the job was not run");
+        } else if (A.stopping) {
+            reply_error(s->req, 503, s->corr, "takod is shutting down; the job was not run");
+        } else {
+            const char *qp[1] = {s->idem};
+            if (pgq_exec(A.pg,
+                         "SELECT id::text, request_hash, status FROM jobs"
+                         " WHERE idempotency_key = $1",
+                         1, qp, on_existing, s) == 0)
+                return;
+            reply_error(s->req, 503, s->corr, "Database unavailable; the job was not run");
+        }
+        spec_free(s);
+        acceptor_maybe_exit();
+        return;
+    }
+    atomic_store(&job->state, TK_JOB_QUEUED);
+    ring_push(shm_dispatch(tk.shm), &A.me->intent, shm_val(s->idx, s->gen));
+    if (s->async)
+        submit_reply_async(s, job->id, "queued");
+    spec_free(s);
+}
+
+/* Admit, spool, record, dispatch. Takes `s`. */
+static void submit_job(struct evhttp_request *req, struct job_spec *s)
+{
+    s->req = req;
+    spec_hash(s);
+    if (A.stopping || A.draining) {
+        reply_error(req, 503, s->corr, "takod is shutting down; try again");
+        spec_free(s);
+        return;
+    }
+    if (!atomic_load(&tk.shm->docker_ok)) { /* circuit breaker */
+        reply_error(req, 503, s->corr, "The container engine is unavailable; try again later");
+        spec_free(s);
+        return;
+    }
+    if (!pgq_connected(A.pg)) {
+        reply_error(req, 503, s->corr, "Database unavailable; the job was not run");
+        spec_free(s);
+        return;
+    }
+    uint64_t v;
+    if (ring_pop(shm_free(tk.shm), &A.me->intent, &v) != 0) {
+        atomic_fetch_add(&tk.shm->jobs_rejected_full, 1);
+        reply_error(req, 503, s->corr, "Job queue is full, try again later");
+        spec_free(s);
+        return;
+    }
+    uint32_t idx = shm_val_idx(v);
+    struct tk_job *job = shm_job(tk.shm, idx);
+    /* Ownership goes into the job table before `held` lets go of it (recovery.h). */
+    uint32_t gen = atomic_fetch_add(&job->gen, 1) + 1;
+    job->acceptor_proc = s->async ? TK_NO_ACCEPTOR : (uint16_t)tk.proc_idx;
+    job->acceptor_gen = A.gen;
+    atomic_store(&job->state, TK_JOB_FILLING);
+    ring_intent_clear_held(&A.me->intent);
+    uuid_v4(job->id);
+    job->attempt = 0;
+    job->req_token = ++A.next_token;
+    atomic_store(&job->owner_pid, 0);
+    atomic_store(&job->cancel, 0);
+    job->timeout_s = (uint32_t)s->timeout;
+    job->created_real_us = now_real_us();
+    job->created_mono_us = now_mono_us();
+    snprintf(job->job_type, sizeof job->job_type, "%s", s->job_type);
+    snprintf(job->correlation_id, sizeof job->correlation_id, "%s", s->corr);
+    job->container_id[0] = '\0';
+    atomic_fetch_add(&tk.shm->jobs_admitted, 1);
+    s->idx = idx;
+    s->gen = gen;
+    s->token = job->req_token;
+    if (!s->async) {
+        struct pending *p = &A.pending[idx];
+        p->req = req;
+        p->token = job->req_token;
+        snprintf(p->corr, sizeof p->corr, "%s", s->corr);
+        A.inflight++;
+    }
+
+    char why[512];
+    if (write_spool(s, job->id, why, sizeof why) < 0) {
+        log_error("msg=\"writing job spool failed\" job=%s err=\"%s\"", job->id, why);
+        if (s->async) {
+            jobs_release(idx, &A.me->intent);
+            reply_error(req, 500, s->corr, "Could not store the job's files");
+        } else {
+            fail_pending(idx, 500, "Could not store the job's files");
+        }
+        spec_free(s);
+        return;
+    }
+    char timeout_s[24], startup_s[24], mem_s[24], cpus_s[32], created_s[32], code_hash[65],
+        input_hash[65];
+    snprintf(timeout_s, sizeof timeout_s, "%lld", s->timeout);
+    snprintf(startup_s, sizeof startup_s, "%lld", s->startup_timeout);
+    snprintf(mem_s, sizeof mem_s, "%lld", (long long)tk.cfg.limits_memory);
+    snprintf(cpus_s, sizeof cpus_s, "%g", tk.cfg.limits_cpus);
+    snprintf(created_s, sizeof created_s, "%llu", (unsigned long long)job->created_real_us);
+    sha256_hex(s->code, strlen(s->code), code_hash);
+    sha256_hex(s->input_text, strlen(s->input_text), input_hash);
+    const char *params[19] = {job->id,         s->job_type, s->code,
+                              s->input_text,   timeout_s,   mem_s,
+                              cpus_s,          tk.node,     s->client_ip[0] ? s->client_ip : NULL,
+                              s->corr,         created_s,   s->async ? "async" : "sync",
+                              s->idem,         s->hash,     s->parent[0] ? s->parent : NULL,
+                              s->relationship, code_hash,   input_hash,
+                              s->stdin_text};
+    const char *sql =
+        "INSERT INTO jobs (id, status, job_type, code, input, timeout_s, memory_bytes, cpus,"
+        " node, client_ip, correlation_id, created_at, mode, idempotency_key, request_hash,"
+        " parent_id, relationship, code_hash, input_hash, stdin, startup_timeout_s)"
+        " VALUES ($1, 'queued', $2, $3, $4::jsonb, $5::integer, $6::bigint,"
+        " $7::double precision, $8, $9, $10, to_timestamp($11::double precision / 1e6), $12,"
+        " $13, $14, $15::uuid, $16, $17, $18, $19, $20::integer)"
+        " ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+        " RETURNING id";
+    const char *all[20];
+    memcpy(all, params, sizeof params);
+    all[19] = s->startup_timeout ? startup_s : NULL;
+    if (pgq_exec(A.pg, sql, 20, all, on_inserted, s) < 0) {
+        if (s->async) {
+            jobs_release(idx, &A.me->intent);
+            reply_error(req, 503, s->corr, "Database unavailable; the job was not run");
+        } else {
+            fail_pending(idx, 503, "Database unavailable; the job was not run");
+        }
+        spec_free(s);
+    }
+}
+
+/* ---- validation ---- */
+
+static bool valid_idempotency_key(const char *k)
+{
+    size_t n = strlen(k);
+    if (n < 8 || n > 255)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = k[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+static void validate_code(json_t *jcode, json_t *errors, bool required)
+{
+    const char *code = json_string_value(jcode);
+    if (!jcode) {
+        if (required)
+            field_error(errors, "body", "code", "missing", "Field required");
+    } else if (!code) {
+        field_error(errors, "body", "code", "string_type", "Input should be a valid string");
+    } else if (json_string_length(jcode) == 0 ||
+               strspn(code, " \t\r\n") == json_string_length(jcode)) {
+        field_error(errors, "body", "code", "string_too_short", "code must not be empty or blank");
+    } else if (json_string_length(jcode) > (size_t)tk.cfg.limits_max_code_bytes ||
+               strlen(code) != json_string_length(jcode)) {
+        field_error(errors, "body", "code", "string_too_long",
+                    "code is longer than limits.max_code_bytes or contains NUL");
+    }
+}
+
+/* timeout and job_type: shared by every submit route. */
+static void validate_common(json_t *root, json_t *errors, struct job_spec *s)
+{
+    json_t *jt = json_object_get(root, "timeout");
+    if (jt && !json_is_null(jt)) {
+        if (!json_is_integer(jt)) {
+            field_error(errors, "body", "timeout", "int_type", "Input should be a valid integer");
+        } else if (json_integer_value(jt) < 1 ||
+                   json_integer_value(jt) > tk.cfg.limits_max_timeout) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "timeout must be between 1 and %lld seconds",
+                     (long long)tk.cfg.limits_max_timeout);
+            field_error(errors, "body", "timeout", "out_of_range", msg);
+        } else {
+            s->timeout = json_integer_value(jt);
+        }
+    }
+    json_t *jjt = json_object_get(root, "job_type");
+    if (jjt && !json_is_null(jjt)) {
+        const char *name = json_string_value(jjt);
+        char base[64] = "";
+        if (name)
+            sscanf(name, "%63[^@]", base);
+        if (!name)
+            field_error(errors, "body", "job_type", "string_type",
+                        "Input should be a valid string");
+        else if (strcmp(base, "default") != 0 ||
+                 (strchr(name, '@') && strcmp(name, "default@latest")))
+            field_error(errors, "body", "job_type", "unknown_job_type",
+                        "Unknown job type (configured: default)");
+    }
+}
+
+/* The request body of /execute and /execute/async into a spec; NULL after a 4xx reply. */
+static struct job_spec *spec_from_execute(struct evhttp_request *req, const char *corr, bool async)
+{
+    json_t *root = body_object(req, corr, false);
+    if (!root)
+        return NULL;
+    static const char *const known[] = {
+        "code",         "input_data",      "timeout", "job_type", "startup_timeout",
+        "requirements", "idempotency_key", "stdin",   "files",    NULL};
+    json_t *errors = json_array();
+    check_known_fields(root, known, errors);
+    struct job_spec *s = calloc(1, sizeof *s);
+    s->async = async;
+    s->timeout = tk.cfg.limits_timeout;
+    snprintf(s->job_type, sizeof s->job_type, "default");
+    snprintf(s->corr, sizeof s->corr, "%s", corr);
+    validate_code(json_object_get(root, "code"), errors, true);
+    json_t *jin = json_object_get(root, "input_data");
+    if (jin && !json_is_null(jin) && !json_is_object(jin)) {
+        field_error(errors, "body", "input_data", "dict_type", "Input should be a JSON object");
+    } else {
+        json_t *empty = json_object();
+        s->input_text = json_dumps(jin && !json_is_null(jin) ? jin : empty, JSON_COMPACT);
+        json_decref(empty);
+        if (s->input_text && strlen(s->input_text) > (size_t)tk.cfg.limits_max_input_bytes)
+            field_error(errors, "body", "input_data", "too_long",
+                        "input_data is larger than limits.max_input_bytes");
+    }
+    validate_common(root, errors, s);
+    json_t *jst = json_object_get(root, "startup_timeout");
+    if (jst && !json_is_null(jst)) {
+        if (!json_is_integer(jst) || json_integer_value(jst) < 10 || json_integer_value(jst) > 600)
+            field_error(errors, "body", "startup_timeout", "out_of_range",
+                        "startup_timeout must be an integer from 10 to 600 seconds");
+        else
+            s->startup_timeout = json_integer_value(jst);
+    }
+    json_t *jreq = json_object_get(root, "requirements");
+    if (jreq && !json_is_null(jreq) && !(json_is_array(jreq) && json_array_size(jreq) == 0))
+        field_error(errors, "body", "requirements", "not_allowed",
+                    "Runtime requirements are not enabled on this server "
+                    "(allow_runtime_requirements is off); use a job type with the packages");
+    json_t *jkey = json_object_get(root, "idempotency_key");
+    if (jkey && !json_is_null(jkey)) {
+        if (!json_is_string(jkey) || !valid_idempotency_key(json_string_value(jkey)))
+            field_error(errors, "body", "idempotency_key", "string_pattern_mismatch",
+                        "idempotency_key must be 8 to 255 characters of [A-Za-z0-9_-]");
+        else
+            s->idem = strdup(json_string_value(jkey));
+    }
+    json_t *jstdin = json_object_get(root, "stdin");
+    if (jstdin && !json_is_null(jstdin)) {
+        if (!json_is_string(jstdin) ||
+            json_string_length(jstdin) > (size_t)tk.cfg.limits_max_input_bytes ||
+            strlen(json_string_value(jstdin)) != json_string_length(jstdin))
+            field_error(errors, "body", "stdin", "string_type",
+                        "stdin must be a string (no NUL) within limits.max_input_bytes");
+        else
+            s->stdin_text = strdup(json_string_value(jstdin));
+    }
+    json_t *jfiles = json_object_get(root, "files");
+    if (jfiles && !json_is_null(jfiles)) {
+        const char *name;
+        json_t *val;
+        size_t total = 0;
+        bool ok = json_is_object(jfiles) && json_object_size(jfiles) <= 50;
+        json_object_foreach(jfiles, name, val)
+        {
+            size_t blen = json_string_length(val);
+            ok = ok && json_is_string(val) && outputs_name_ok(name) && strcmp(name, "data.json") &&
+                 strcmp(name, "stdin") && blen % 4 == 0 &&
+                 strspn(json_string_value(val), "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuv"
+                                                "wxyz0123456789+/=") == blen;
+            total += blen / 4 * 3;
+        }
+        if (!ok || total > (size_t)tk.cfg.limits_max_input_bytes)
+            field_error(errors, "body", "files", "files_invalid",
+                        "files must map at most 50 safe names ([A-Za-z0-9._-], not data.json or "
+                        "stdin) to base64, within limits.max_input_bytes in all");
+        else
+            s->files_json = json_dumps(jfiles, JSON_COMPACT | JSON_SORT_KEYS);
+    }
+    if (!json_is_null(json_object_get(root, "code")) &&
+        json_string_value(json_object_get(root, "code")))
+        s->code = strdup(json_string_value(json_object_get(root, "code")));
+    json_decref(root);
+    if (json_array_size(errors) > 0) {
+        reply_422(req, corr, errors);
+        spec_free(s);
+        return NULL;
+    }
+    json_decref(errors);
+    const char *host = NULL;
+    ev_uint16_t port;
+    evhttp_connection_get_peer(evhttp_request_get_connection(req), (char **)&host, &port);
+    snprintf(s->client_ip, sizeof s->client_ip, "%s", host ? host : "");
+    return s;
+}
+
+void api_execute(struct evhttp_request *req, const char *corr, char **params)
+{
+    struct job_spec *s = spec_from_execute(req, corr, false);
+    if (s)
+        submit_job(req, s);
+}
+
+void api_execute_async(struct evhttp_request *req, const char *corr, char **params)
+{
+    struct job_spec *s = spec_from_execute(req, corr, true);
+    if (s)
+        submit_job(req, s);
+}
+
+/* ---- rerun and fork ---- */
+
+struct lineage {
+    struct job_spec *s; /* the new job, filled from the parent */
+    bool fork;
+};
+
+static void on_parent(const PGresult *res, const char *err, void *arg)
+{
+    struct lineage *l = arg;
+    struct job_spec *s = l->s;
+    bool fork = l->fork;
+    free(l);
+    if (!res) {
+        reply_error(s->req, 503, s->corr, "Database unavailable");
+        spec_free(s);
+        return;
+    }
+    if (PQntuples(res) != 1) {
+        reply_error(s->req, 404, s->corr, "Job not found");
+        spec_free(s);
+        return;
+    }
+    const char *status = PQgetvalue(res, 0, 4);
+    if (!fork && !is_terminal(status)) {
+        reply_error(s->req, 400, s->corr,
+                    "Job is not finished yet; only a finished job can be rerun");
+        spec_free(s);
+        return;
+    }
+    if (!s->code)
+        s->code = strdup(PQgetvalue(res, 0, 0));
+    s->input_text = strdup(PQgetvalue(res, 0, 1));
+    if (!s->timeout)
+        s->timeout = atoll(PQgetvalue(res, 0, 2));
+    if (!s->job_type[0])
+        snprintf(s->job_type, sizeof s->job_type, "%s", PQgetvalue(res, 0, 3));
+    if (!PQgetisnull(res, 0, 5))
+        s->stdin_text = strdup(PQgetvalue(res, 0, 5));
+    if (!PQgetisnull(res, 0, 6))
+        s->startup_timeout = atoll(PQgetvalue(res, 0, 6));
+    submit_job(s->req, s);
+}
+
+static void lineage_route(struct evhttp_request *req, const char *corr, const char *id, bool fork)
+{
+    json_t *root = body_object(req, corr, true);
+    if (!root)
+        return;
+    static const char *const known_rerun[] = {"job_type", "timeout", NULL};
+    static const char *const known_fork[] = {"code", "job_type", "timeout", NULL};
+    json_t *errors = json_array();
+    check_known_fields(root, fork ? known_fork : known_rerun, errors);
+    struct job_spec *s = calloc(1, sizeof *s);
+    s->async = true;
+    s->relationship = fork ? "fork" : "rerun";
+    snprintf(s->corr, sizeof s->corr, "%s", corr);
+    validate_common(root, errors, s);
+    if (fork)
+        validate_code(json_object_get(root, "code"), errors, true);
+    if (json_object_get(root, "job_type") && json_string_value(json_object_get(root, "job_type")))
+        snprintf(s->job_type, sizeof s->job_type, "%s", "default");
+    if (fork && json_string_value(json_object_get(root, "code")))
+        s->code = strdup(json_string_value(json_object_get(root, "code")));
+    json_decref(root);
+    if (json_array_size(errors) > 0) {
+        reply_422(req, corr, errors);
+        spec_free(s);
+        return;
+    }
+    json_decref(errors);
+    if (!uuid_valid(id)) {
+        reply_error(req, 404, corr, "Job not found");
+        spec_free(s);
+        return;
+    }
+    snprintf(s->parent, sizeof s->parent, "%s", id);
+    s->req = req;
+    struct lineage *l = malloc(sizeof *l);
+    l->s = s;
+    l->fork = fork;
+    const char *p[1] = {id};
+    if (pgq_exec(A.pg,
+                 "SELECT code, input::text, timeout_s, job_type, status, stdin, startup_timeout_s"
+                 " FROM jobs WHERE id = $1::uuid",
+                 1, p, on_parent, l) < 0) {
+        reply_error(req, 503, corr, "Database unavailable");
+        spec_free(s);
+        free(l);
+    }
+}
+
+void api_job_rerun(struct evhttp_request *req, const char *corr, char **params)
+{
+    lineage_route(req, corr, params[0], false);
+}
+
+void api_job_fork(struct evhttp_request *req, const char *corr, char **params)
+{
+    lineage_route(req, corr, params[0], true);
+}
+
+/* ---- status, result, executions ---- */
+
+static void on_record(const PGresult *res, const char *err, void *arg)
+{
+    struct rec_req *r = arg;
+    if (!res) {
+        reply_error(r->req, 503, r->corr, "Database unavailable");
+    } else if (PQntuples(res) != 1) {
+        reply_error(r->req, 404, r->corr, r->kind == 2 ? "Execution not found" : "Job not found");
+    } else if (r->kind == 0) { /* GET /jobs/{id} */
+        json_t *rec = record_json(res, 0, false);
+        json_t *body = json_pack(
+            "{s:O, s:O, s:O, s:O, s:O, s:O, s:o}", "job_id", json_object_get(rec, "job_id"),
+            "status", json_object_get(rec, "status"), "created_at",
+            json_object_get(rec, "created_at"), "started_at", json_object_get(rec, "started_at"),
+            "ended_at", json_object_get(rec, "ended_at"), "duration_ms",
+            json_object_get(rec, "duration_ms"), "queue_position", col_int(res, 0, R_QUEUE_POS));
+        json_decref(rec);
+        reply_json(r->req, 200, r->corr, body);
+    } else if (r->kind == 2 || is_terminal(PQgetvalue(res, 0, R_STATUS))) {
+        reply_json(r->req, 200, r->corr, record_json(res, 0, r->full));
+    } else if (!r->wait) {
+        reply_json(r->req, 200, r->corr,
+                   json_pack("{s:s, s:s, s:s, s:o}", "job_id", r->id, "status",
+                             PQgetvalue(res, 0, R_STATUS), "message", "Job still in progress",
+                             "queue_position", col_int(res, 0, R_QUEUE_POS)));
+    } else {
+        add_waiter(r->req, r->corr, r->id, WAIT_RESULT, r->full, r->wait_ms);
+    }
+    free(r);
+}
+
+static bool parse_view(struct evhttp_request *req, const char *corr, bool *full)
+{
+    char *view = query_param(req, "view");
+    *full = view && !strcmp(view, "full");
+    bool ok = !view || !strcmp(view, "full") || !strcmp(view, "slim");
+    free(view);
+    if (!ok)
+        reply_field_error(req, corr, "query", "view", "enum", "view must be full or slim");
+    return ok;
+}
+
+static void record_route(struct evhttp_request *req, const char *corr, const char *id, int kind)
+{
+    struct rec_req *r = rec_req_new(req, corr, id);
+    r->kind = kind;
+    if (kind != 0 && !parse_view(req, corr, &r->full)) {
+        free(r);
+        return;
+    }
+    if (kind == 1) {
+        char *wait = query_param(req, "wait"), *timeout = query_param(req, "timeout");
+        bool ok = true;
+        if (wait) {
+            r->wait = !strcmp(wait, "true") || !strcmp(wait, "1");
+            ok = r->wait || !strcmp(wait, "false") || !strcmp(wait, "0");
+            if (!ok)
+                reply_field_error(req, corr, "query", "wait", "bool_parsing",
+                                  "wait must be true or false");
+        }
+        double t = 30;
+        if (ok && timeout) {
+            char *end;
+            t = strtod(timeout, &end);
+            if (end == timeout || *end || !isfinite(t) || t < 1 || t > 300) {
+                ok = false;
+                reply_field_error(req, corr, "query", "timeout", "out_of_range",
+                                  "timeout must be a number of seconds from 1 to 300");
+            }
+        }
+        r->wait_ms = (int)(t * 1000);
+        free(wait);
+        free(timeout);
+        if (!ok) {
+            free(r);
+            return;
+        }
+    }
+    if (!uuid_valid(id)) {
+        reply_error(req, 404, corr, kind == 2 ? "Execution not found" : "Job not found");
+        free(r);
+        return;
+    }
+    if (query_record(id, on_record, r) < 0) {
+        reply_error(req, 503, corr, "Database unavailable");
+        free(r);
+    }
+}
+
+void api_job_status(struct evhttp_request *req, const char *corr, char **params)
+{
+    record_route(req, corr, params[0], 0);
+}
+
+void api_job_result(struct evhttp_request *req, const char *corr, char **params)
+{
+    record_route(req, corr, params[0], 1);
+}
+
+void api_execution(struct evhttp_request *req, const char *corr, char **params)
+{
+    record_route(req, corr, params[0], 2);
+}
+
+struct list_req {
+    struct evhttp_request *req;
+    char corr[72];
+    long long limit, offset;
+    bool full;
+};
+
+static void on_list(const PGresult *res, const char *err, void *arg)
+{
+    struct list_req *l = arg;
+    if (!res) {
+        reply_error(l->req, 503, l->corr, "Database unavailable");
+    } else {
+        json_t *items = json_array();
+        int n = PQntuples(res);
+        for (int i = 0; i < n && i < l->limit; i++)
+            json_array_append_new(items, record_json(res, i, l->full));
+        reply_json(l->req, 200, l->corr, page_envelope(items, l->limit, l->offset, n > l->limit));
+    }
+    free(l);
+}
+
+void api_executions(struct evhttp_request *req, const char *corr, char **params)
+{
+    struct list_req *l = calloc(1, sizeof *l);
+    l->req = req;
+    snprintf(l->corr, sizeof l->corr, "%s", corr);
+    if (!query_int(req, corr, "limit", 100, 1, 1000, &l->limit) ||
+        !query_int(req, corr, "offset", 0, 0, 1000000000, &l->offset) ||
+        !parse_view(req, corr, &l->full)) {
+        free(l);
+        return;
+    }
+    char *status = query_param(req, "status"), *job_type = query_param(req, "job_type");
+    if (status && !is_terminal(status) && strcmp(status, "queued") && strcmp(status, "running")) {
+        reply_field_error(req, corr, "query", "status", "enum",
+                          "status must be queued, running, succeeded, failed, timeout, oom or "
+                          "cancelled");
+        free(status);
+        free(job_type);
+        free(l);
+        return;
+    }
+    char lim[24], off[24];
+    snprintf(lim, sizeof lim, "%lld", l->limit + 1); /* one more tells has_more */
+    snprintf(off, sizeof off, "%lld", l->offset);
+    const char *p[4] = {status, job_type, lim, off};
+    if (pgq_exec(A.pg,
+                 "SELECT " RECORD_COLS " FROM jobs"
+                 " WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR job_type = $2)"
+                 " ORDER BY created_at DESC, id LIMIT $3::integer OFFSET $4::integer",
+                 4, p, on_list, l) < 0) {
+        reply_error(req, 503, corr, "Database unavailable");
+        free(l);
+    }
+    free(status);
+    free(job_type);
+}
+
+/* ---- artifacts ---- */
+
+struct art_req {
+    struct evhttp_request *req;
+    char corr[72];
+    bool head;
+};
+
+/* Does an If-None-Match header name this ETag (or "*")? */
+static bool etag_matches(const char *header, const char *sha)
+{
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", header);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ')
+            tok++;
+        if (!strncmp(tok, "W/", 2))
+            tok += 2;
+        if (*tok == '"')
+            tok++;
+        size_t n = strcspn(tok, "\" ");
+        if ((n == 1 && *tok == '*') || (n == strlen(sha) && !strncmp(tok, sha, n)))
+            return true;
+    }
+    return false;
+}
+
+static void on_artifact(const PGresult *res, const char *err, void *arg)
+{
+    struct art_req *a = arg;
+    struct evhttp_request *req = a->req;
+    if (!res) {
+        reply_error(req, 503, a->corr, "Database unavailable");
+    } else if (PQntuples(res) != 1) {
+        reply_error(req, 404, a->corr, "Job not found");
+    } else if (PQgetisnull(res, 0, 1)) {
+        reply_error(req, 404, a->corr, "Artifact not found");
+    } else {
+        const char *sha = PQgetvalue(res, 0, 2);
+        struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+        char etag[80], disp[320];
+        snprintf(etag, sizeof etag, "\"%s\"", sha);
+        evhttp_add_header(h, "ETag", etag);
+        const char *inm =
+            evhttp_find_header(evhttp_request_get_input_headers(req), "If-None-Match");
+        if (inm && etag_matches(inm, sha)) {
+            reply_raw(req, 304, a->corr, "", 0);
+        } else {
+            evhttp_add_header(h, "Content-Type", PQgetvalue(res, 0, 3));
+            snprintf(disp, sizeof disp, "attachment; filename=\"%s\"", PQgetvalue(res, 0, 4));
+            evhttp_add_header(h, "Content-Disposition", disp);
+            if (a->head) {
+                evhttp_add_header(h, "Content-Length", PQgetvalue(res, 0, 1));
+                reply_raw(req, 200, a->corr, "", 0);
+            } else {
+                size_t len = 0;
+                unsigned char *data =
+                    PQunescapeBytea((const unsigned char *)PQgetvalue(res, 0, 5), &len);
+                reply_raw(req, 200, a->corr, (const char *)data, len);
+                PQfreemem(data);
+            }
+        }
+    }
+    free(a);
+}
+
+void api_artifact(struct evhttp_request *req, const char *corr, char **params)
+{
+    const char *id = params[0], *name = params[1];
+    if (!uuid_valid(id)) {
+        reply_error(req, 404, corr, "Job not found");
+        return;
+    }
+    if (!name || !outputs_name_ok(name)) {
+        reply_error(req, 400, corr, "Invalid artifact path");
+        return;
+    }
+    struct art_req *a = calloc(1, sizeof *a);
+    a->req = req;
+    a->head = evhttp_request_get_command(req) == EVHTTP_REQ_HEAD;
+    snprintf(a->corr, sizeof a->corr, "%s", corr);
+    const char *p[3] = {id, name, a->head ? "f" : "t"};
+    if (pgq_exec(A.pg,
+                 "SELECT j.id, a.size_bytes, a.sha256, a.content_type, a.name,"
+                 " CASE WHEN $3::boolean THEN a.data END"
+                 " FROM jobs j LEFT JOIN artifacts a ON a.job_id = j.id AND a.name = $2"
+                 " WHERE j.id = $1::uuid",
+                 3, p, on_artifact, a) < 0) {
+        reply_error(req, 503, corr, "Database unavailable");
+        free(a);
+    }
+}
+
+/* ---- cancel and stop ---- */
+
+static void on_settled(const PGresult *res, const char *err, void *arg)
+{
+    if (!res)
+        log_warn("msg=\"recording a settled job failed\" err=\"%s\"", err);
+}
+
+/*
+ * A queued job no executor has taken will not run: settle it as cancelled with error
+ * `type` and answer whoever waits, like any completion. The CAS decides against an
+ * executor starting it at the same moment; its value stays in the dispatch ring, and the
+ * executor that pops it finds the slot no longer QUEUED and drops it.
+ */
+static void settle_unstarted(uint32_t idx, const char *type, const char *msg)
+{
+    struct tk_job *job = shm_job(tk.shm, idx);
+    uint32_t gen = atomic_load(&job->gen);
+    uint32_t expect = TK_JOB_QUEUED;
+    if (!atomic_compare_exchange_strong(&job->state, &expect, TK_JOB_DONE))
+        return; /* an executor has it: its completion will come */
+    jobs_write_settled_response(job, "cancelled", type, msg);
+    json_t *err = jobs_error_json(type, msg, "startup");
+    char *err_text = json_dumps(err, JSON_COMPACT);
+    json_decref(err);
+    const char *p[3] = {job->id, "cancelled", err_text};
+    pgq_exec(A.pg, JOBS_SQL_SETTLE, 3, p, on_settled, NULL);
+    free(err_text);
+    jobs_complete(idx, gen, &A.me->intent);
+}
+
+/* A job of this node that has not finished, by id: its slot index, or -1. */
+static int find_live_job(const char *id)
+{
+    for (uint32_t i = 0; i < tk.shm->n_jobs; i++) {
+        struct tk_job *job = shm_job(tk.shm, i);
+        uint32_t st = atomic_load(&job->state);
+        if ((st == TK_JOB_QUEUED || st == TK_JOB_RUNNING) && !strcmp(job->id, id))
+            return (int)i;
+    }
+    return -1;
+}
+
+/*
+ * POST /jobs/{id}/cancel: a queued job never runs (settled here, its waiting client
+ * answered); a running job's executor sees the flag within 250 ms, stops the program
+ * (TERM, then KILL) and records it cancelled. A finished or unknown job is a 404, as in
+ * Tako VM.
+ */
+void api_job_cancel(struct evhttp_request *req, const char *corr, char **params)
+{
+    const char *id = params[0];
+    int idx = id && uuid_valid(id) ? find_live_job(id) : -1;
+    if (idx < 0) {
+        reply_error(req, 404, corr, "Job not found or already completed");
+        return;
+    }
+    atomic_store(&shm_job(tk.shm, (uint32_t)idx)->cancel, 1); /* seen by its executor */
+    settle_unstarted((uint32_t)idx, "cancelled", "The job was cancelled before it started");
+    log_info("msg=\"job cancelled\" job=%s", id);
+    reply_json(req, 200, corr, json_pack("{s:s, s:s}", "status", "cancelled", "job_id", id));
+}
+
+void api_jobs_stop(void)
+{
+    for (uint32_t i = 0; i < tk.shm->n_jobs; i++)
+        if (A.pending[i].req)
+            settle_unstarted(i, "interrupted", "takod was stopped before the job started");
+}

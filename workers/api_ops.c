@@ -1,0 +1,235 @@
+/*
+ * api_ops.c — the operations routes: health, pool stats, the dead-letter queue, job
+ * types, metrics and the OpenAPI document. Nothing here blocks: live numbers come from
+ * shared memory, the rest from PostgreSQL through the acceptor's async connection.
+ */
+#include "acceptor.h"
+#include "tako/log.h"
+#include "tako/metrics.h"
+#include "tako/takod.h"
+#include "tako/util.h"
+
+#include <event2/keyvalq_struct.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern const char tako_openapi_json[]; /* generated from docs/openapi.json */
+
+/* Until every executor has been ready once, takod is "starting" (503). */
+static bool all_started(void)
+{
+    if (atomic_load(&tk.shm->started))
+        return true;
+    uint32_t ready = 0;
+    for (uint32_t i = 0; i < tk.shm->n_procs; i++) {
+        struct tk_proc *p = shm_proc(tk.shm, i);
+        if (p->role == TK_ROLE_EXECUTOR && atomic_load(&p->pid) > 0 && atomic_load(&p->ready))
+            ready++;
+    }
+    if (ready < tk.shm->n_executors)
+        return false;
+    atomic_store(&tk.shm->started, 1);
+    return true;
+}
+
+static json_t *queue_stats(void)
+{
+    return json_pack("{s:I, s:I, s:I, s:I}", "pending",
+                     (json_int_t)ring_count(shm_dispatch(tk.shm)), "running",
+                     (json_int_t)atomic_load(&tk.shm->running), "max_workers",
+                     (json_int_t)tk.shm->n_executors, "max_queue_size", (json_int_t)tk.shm->n_jobs);
+}
+
+void api_health(struct evhttp_request *req, const char *corr, char **params)
+{
+    if (!all_started()) {
+        reply_json(req, 503, corr,
+                   json_pack("{s:s, s:s}", "status", "starting", "version", TAKO_VERSION));
+        return;
+    }
+    bool db_ok = pgq_connected(A.pg);
+    bool docker_ok = atomic_load(&tk.shm->docker_ok) != 0;
+    reply_json(req, 200, corr,
+               json_pack("{s:s, s:b, s:b, s:s, s:s, s:o}", "status",
+                         db_ok && docker_ok ? "healthy" : "degraded", "docker_available", docker_ok,
+                         "database_available", db_ok, "version", TAKO_VERSION, "runtime",
+                         tk.shm->runtime, "queue_stats", queue_stats()));
+}
+
+void api_pool_stats(struct evhttp_request *req, const char *corr, char **params)
+{
+    reply_json(req, 200, corr, queue_stats());
+}
+
+/* ---- dead-letter queue: jobs that failed inside takod itself ---- */
+
+struct ops_req {
+    struct evhttp_request *req;
+    char corr[72];
+    long long limit, offset;
+    char id[40];
+};
+
+static struct ops_req *ops_req_new(struct evhttp_request *req, const char *corr)
+{
+    struct ops_req *o = calloc(1, sizeof *o);
+    o->req = req;
+    snprintf(o->corr, sizeof o->corr, "%s", corr);
+    return o;
+}
+
+static bool db_failed(struct ops_req *o, const PGresult *res)
+{
+    if (res)
+        return false;
+    reply_error(o->req, 503, o->corr, "Database unavailable");
+    free(o);
+    return true;
+}
+
+static void on_dlq_stats(const PGresult *res, const char *err, void *arg)
+{
+    struct ops_req *o = arg;
+    if (db_failed(o, res))
+        return;
+    json_t *by = json_object();
+    long long total = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        long long n = atoll(PQgetvalue(res, i, 1));
+        json_object_set_new(by, PQgetvalue(res, i, 0), json_integer(n));
+        total += n;
+    }
+    reply_json(o->req, 200, o->corr,
+               json_pack("{s:I, s:o}", "total", (json_int_t)total, "by_error_type", by));
+    free(o);
+}
+
+void api_dlq_stats(struct evhttp_request *req, const char *corr, char **params)
+{
+    struct ops_req *o = ops_req_new(req, corr);
+    if (pgq_exec(A.pg, "SELECT error_type, count(*) FROM dlq GROUP BY error_type", 0, NULL,
+                 on_dlq_stats, o) < 0)
+        db_failed(o, NULL);
+}
+
+static void on_dlq_list(const PGresult *res, const char *err, void *arg)
+{
+    struct ops_req *o = arg;
+    if (db_failed(o, res))
+        return;
+    json_t *items = json_array();
+    int n = PQntuples(res);
+    for (int i = 0; i < n && i < o->limit; i++) {
+        json_t *data = json_loads(PQgetvalue(res, i, 2), 0, NULL);
+        json_array_append_new(
+            items,
+            json_pack("{s:s, s:s, s:o, s:s, s:s?, s:I, s:s, s:s?, s:s?}", "id",
+                      PQgetvalue(res, i, 0), "job_id", PQgetvalue(res, i, 1), "job_data",
+                      data ? data : json_object(), "error_type", PQgetvalue(res, i, 3),
+                      "error_message", PQgetisnull(res, i, 4) ? NULL : PQgetvalue(res, i, 4),
+                      "retry_count", (json_int_t)atoll(PQgetvalue(res, i, 5)), "created_at",
+                      PQgetvalue(res, i, 6), "client_ip",
+                      PQgetisnull(res, i, 7) ? NULL : PQgetvalue(res, i, 7), "correlation_id",
+                      PQgetisnull(res, i, 8) ? NULL : PQgetvalue(res, i, 8)));
+    }
+    reply_json(o->req, 200, o->corr, page_envelope(items, o->limit, o->offset, n > o->limit));
+    free(o);
+}
+
+void api_dlq_list(struct evhttp_request *req, const char *corr, char **params)
+{
+    struct ops_req *o = ops_req_new(req, corr);
+    if (!query_int(req, corr, "limit", 100, 1, 1000, &o->limit) ||
+        !query_int(req, corr, "offset", 0, 0, 1000000000, &o->offset)) {
+        free(o);
+        return;
+    }
+    char *type = query_param(req, "error_type");
+    char lim[24], off[24];
+    snprintf(lim, sizeof lim, "%lld", o->limit + 1);
+    snprintf(off, sizeof off, "%lld", o->offset);
+    const char *p[3] = {type, lim, off};
+    if (pgq_exec(A.pg,
+                 "SELECT id::text, job_id::text, job_data::text, error_type, error_message,"
+                 " retry_count, to_json(created_at)#>>'{}', client_ip, correlation_id FROM dlq"
+                 " WHERE ($1::text IS NULL OR error_type = $1)"
+                 " ORDER BY created_at DESC, id LIMIT $2::integer OFFSET $3::integer",
+                 3, p, on_dlq_list, o) < 0)
+        db_failed(o, NULL);
+    free(type);
+}
+
+static void on_dlq_delete(const PGresult *res, const char *err, void *arg)
+{
+    struct ops_req *o = arg;
+    if (db_failed(o, res))
+        return;
+    if (atoi(PQcmdTuples((PGresult *)res)) == 0)
+        reply_error(o->req, 404, o->corr, "DLQ entry not found");
+    else
+        reply_json(o->req, 200, o->corr,
+                   json_pack("{s:s, s:s}", "status", "removed", "entry_id", o->id));
+    free(o);
+}
+
+void api_dlq_delete(struct evhttp_request *req, const char *corr, char **params)
+{
+    if (!uuid_valid(params[0])) {
+        reply_error(req, 404, corr, "DLQ entry not found");
+        return;
+    }
+    struct ops_req *o = ops_req_new(req, corr);
+    snprintf(o->id, sizeof o->id, "%s", params[0]);
+    const char *p[1] = {o->id};
+    if (pgq_exec(A.pg, "DELETE FROM dlq WHERE id = $1::uuid", 1, p, on_dlq_delete, o) < 0)
+        db_failed(o, NULL);
+}
+
+/* ---- job types ---- */
+
+/* The configured job types; `default` is the executor image with the [limits]. */
+static json_t *job_type_json(void)
+{
+    char mem[32];
+    snprintf(mem, sizeof mem, "%lldm", (long long)(tk.cfg.limits_memory >> 20));
+    return json_pack("{s:s, s:[], s:s, s:s, s:f, s:I, s:b, s:b, s:b, s:n, s:b, s:s}", "name",
+                     "default", "requirements", "python_version", tk.shm->python_version,
+                     "memory_limit", mem, "cpu_limit", tk.cfg.limits_cpus, "timeout",
+                     (json_int_t)tk.cfg.limits_timeout, "network_enabled", 0, "session_enabled", 0,
+                     "gpu_enabled", 0, "gpu_vendor", "image_exists",
+                     atomic_load(&tk.shm->image_exists) != 0, "image", tk.cfg.docker_image);
+}
+
+void api_job_types(struct evhttp_request *req, const char *corr, char **params)
+{
+    json_t *list = json_array();
+    json_array_append_new(list, job_type_json());
+    reply_json(req, 200, corr, list);
+}
+
+void api_job_type(struct evhttp_request *req, const char *corr, char **params)
+{
+    if (!params[0] || strcmp(params[0], "default") != 0) {
+        reply_error(req, 404, corr, "Job type not found");
+        return;
+    }
+    reply_json(req, 200, corr, job_type_json());
+}
+
+/* ---- metrics and the contract ---- */
+
+void api_metrics(struct evhttp_request *req, const char *corr, char **params)
+{
+    size_t len = 0;
+    char *text = metrics_render(&len);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; version=0.0.4; charset=utf-8");
+    reply_raw(req, 200, corr, text ? text : "", len);
+    free(text);
+}
+
+void api_openapi(struct evhttp_request *req, const char *corr, char **params)
+{
+    reply_raw(req, 200, corr, tako_openapi_json, strlen(tako_openapi_json));
+}
