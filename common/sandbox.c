@@ -275,16 +275,69 @@ static void read_capture(const char *dir, const char *name, struct tk_capbuf *b)
     }
 }
 
-/* Demultiplex the attach stream until the launcher's status line is complete. Returns 1
- * with the line, 0 on EOF (the container went away), -EAGAIN when nothing yet. */
+/*
+ * Demultiplex the attach stream (Docker's 8-byte frames) and parse the launcher's
+ * protocol on its stdout: lines, except that "takod-out S N" is followed by N raw bytes of
+ * the program's output (live output), until "takod-status ..." arrives. framer_feed
+ * returns 1 once the status line is complete.
+ */
 struct framer {
     unsigned char hdr[8];
     size_t hdr_len;
-    size_t left; /* payload bytes left in the current frame */
+    size_t left; /* payload bytes left in the current Docker frame */
     int stream;
     char line[2048];
     size_t line_len;
+    size_t raw_left; /* bytes of a takod-out message still to come */
+    int raw_stream;
+    char raw[4096];
+    size_t raw_len;
+    const struct sandbox_job *job;
 };
+
+static void raw_flush(struct framer *f)
+{
+    if (f->raw_len && f->job->on_output)
+        f->job->on_output(f->raw_stream, f->raw, f->raw_len, f->job->output_arg);
+    f->raw_len = 0;
+}
+
+static int protocol_byte_run(struct framer *f, const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (f->raw_left > 0) {
+            size_t take = n - i < f->raw_left ? n - i : f->raw_left;
+            size_t room = sizeof f->raw - f->raw_len;
+            if (take > room)
+                take = room;
+            memcpy(f->raw + f->raw_len, p + i, take);
+            f->raw_len += take;
+            f->raw_left -= take;
+            i += take - 1;
+            if (f->raw_left == 0 || f->raw_len == sizeof f->raw)
+                raw_flush(f);
+            continue;
+        }
+        char c = (char)p[i];
+        if (c != '\n') {
+            if (f->line_len < sizeof f->line - 1)
+                f->line[f->line_len++] = c;
+            continue;
+        }
+        f->line[f->line_len] = '\0';
+        f->line_len = 0;
+        int st;
+        size_t len;
+        if (!strncmp(f->line, "takod-status ", 13))
+            return 1;
+        if (sscanf(f->line, "takod-out %d %zu", &st, &len) == 2 && (st == 1 || st == 2) &&
+            len <= (64u << 20)) {
+            f->raw_stream = st;
+            f->raw_left = len;
+        }
+    }
+    return 0;
+}
 
 static int framer_feed(struct framer *f, const unsigned char *p, size_t n)
 {
@@ -304,19 +357,8 @@ static int framer_feed(struct framer *f, const unsigned char *p, size_t n)
             continue;
         }
         size_t take = f->left < n ? f->left : n;
-        if (f->stream == 1) { /* the launcher's stdout: the protocol */
-            for (size_t i = 0; i < take; i++) {
-                char c = (char)p[i];
-                if (c == '\n') {
-                    f->line[f->line_len] = '\0';
-                    if (!strncmp(f->line, "takod-status ", 13))
-                        return 1;
-                    f->line_len = 0;
-                } else if (f->line_len < sizeof f->line - 1) {
-                    f->line[f->line_len++] = c;
-                }
-            }
-        }
+        if (f->stream == 1 && protocol_byte_run(f, p, take)) /* the launcher's stdout */
+            return 1;
         p += take;
         n -= take;
         f->left -= take;
@@ -349,7 +391,7 @@ void sandbox_run(struct docker *d, struct warm *w, const struct sandbox_job *job
     /* the launcher enforces the timeout; this deadline only catches a launcher that died
      * or hangs: timeout + its kill grace + drain + sweep + slack */
     uint64_t deadline = res->t_go_us + (uint64_t)job->timeout_ms * 1000u + 5000000u;
-    struct framer f = {0};
+    struct framer f = {.job = job};
     int got = 0;
     bool killed = false;
     while (!got) {

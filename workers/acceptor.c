@@ -48,6 +48,7 @@ static const struct route {
     {EVHTTP_REQ_POST, "/jobs/{}/cancel", api_job_cancel},
     {EVHTTP_REQ_POST, "/jobs/{}/rerun", api_job_rerun},
     {EVHTTP_REQ_POST, "/jobs/{}/fork", api_job_fork},
+    {EVHTTP_REQ_GET, "/jobs/{}/events", api_job_events},
     {EVHTTP_REQ_GET, "/jobs/{}/artifacts/{}", api_artifact},
     {EVHTTP_REQ_HEAD, "/jobs/{}/artifacts/{}", api_artifact},
     {EVHTTP_REQ_GET, "/executions", api_executions},

@@ -87,6 +87,7 @@ void api_job_cancel(struct evhttp_request *req, const char *corr, char **params)
 void api_job_rerun(struct evhttp_request *req, const char *corr, char **params);
 void api_job_fork(struct evhttp_request *req, const char *corr, char **params);
 void api_artifact(struct evhttp_request *req, const char *corr, char **params);
+void api_job_events(struct evhttp_request *req, const char *corr, char **params);
 void api_executions(struct evhttp_request *req, const char *corr, char **params);
 void api_execution(struct evhttp_request *req, const char *corr, char **params);
 void api_jobs_init(void);

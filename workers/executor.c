@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,29 @@ static void db_finish(struct exec_state *st, const struct tk_job *job, struct tk
     free(art_json);
 }
 
+/* Live output for GET /jobs/{id}/events: while someone streams the job, each chunk is
+ * announced through PostgreSQL (NOTIFY takod_job "out <id> <stream> <base64>"), so any
+ * acceptor can relay it. Only the kept head of each stream is sent (the caps bound it). */
+struct live_ctx {
+    struct exec_state *st;
+    struct tk_job *job;
+};
+
+static void on_live_output(int stream, const char *data, size_t len, void *arg)
+{
+    struct live_ctx *lc = arg;
+    if (atomic_load(&lc->job->watchers) == 0)
+        return; /* nobody streams this job: no traffic */
+    char payload[8000];
+    int n = snprintf(payload, sizeof payload, "out %s %d ", lc->job->id, stream);
+    if (n < 0 || len > 4096)
+        return;
+    EVP_EncodeBlock((unsigned char *)payload + n, (const unsigned char *)data, (int)len);
+    const char *p[1] = {payload};
+    PGresult *res = db_exec(lc->st->db, "SELECT pg_notify('takod_job', $1)", 1, p);
+    PQclear(res);
+}
+
 /* Store the artifacts' bytes with the record (within the caps outputs_collect applied). */
 static void db_store_artifacts(struct exec_state *st, const struct tk_job *job,
                                const struct tk_outputs *o)
@@ -274,6 +298,7 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
                          st->warm.ready ? strerror(-rc) : docker_last_error(st->docker));
     } else {
         memcpy(container, st->warm.id, sizeof container);
+        struct live_ctx live = {st, job};
         memcpy(job->container_id, st->warm.id, sizeof job->container_id);
         struct sandbox_job sj = {
             .timeout_ms = (int)job->timeout_s * 1000,
@@ -282,6 +307,8 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
             .has_stdin = has_stdin,
             .stop = &stop_fast,
             .cancel = &job->cancel,
+            .on_output = on_live_output,
+            .output_arg = &live,
         };
         sandbox_run(st->docker, &st->warm, &sj, &r.sb);
         if (r.sb.not_started) { /* the engine lost the warm container (restart?) */

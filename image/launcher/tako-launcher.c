@@ -388,7 +388,22 @@ static int in_container(void)
 }
 
 /* Read what the pipe has now. Returns 0 at EOF (and closes it), 1 otherwise. */
-static int stream_drain(struct stream *s, struct result *r)
+/* --stdio: the kept bytes also go to the host as they arrive ("takod-out S N\n" + N
+ * bytes on the protocol channel; S is 1 for stdout, 2 for stderr), for live output. */
+static int live_fd = -1;
+
+static void live_send(const struct stream *s, int which, const char *p, size_t n)
+{
+    if (live_fd < 0 || n == 0)
+        return;
+    char head[48];
+    int h = snprintf(head, sizeof head, "takod-out %d %zu\n", which, n);
+    if (write_all(live_fd, head, (size_t)h) < 0 || write_all(live_fd, p, n) < 0)
+        live_fd = -1; /* the host stopped listening: keep running, stop streaming */
+    (void)s;
+}
+
+static int stream_drain(struct stream *s, struct result *r, int which)
 {
     char chunk[65536];
     for (;;) {
@@ -423,6 +438,7 @@ static int stream_drain(struct stream *s, struct result *r)
         if (keep > 0) {
             memcpy(s->buf + s->len, chunk, keep);
             s->len += keep;
+            live_send(s, which, chunk, keep);
         }
     }
 }
@@ -574,12 +590,12 @@ static void run_job(const struct opts *o, struct stream s[2], int sfd, const sig
         }
         for (int i = 0; i < 2; i++)
             if (s[i].fd >= 0 && pfd[1 + i].revents)
-                stream_drain(&s[i], r);
+                stream_drain(&s[i], r, i + 1);
     }
 
     /* Whatever is still buffered in the pipes was written before the kill: keep it. */
     for (int i = 0; i < 2; i++) {
-        if (s[i].fd >= 0 && stream_drain(&s[i], r)) {
+        if (s[i].fd >= 0 && stream_drain(&s[i], r, i + 1)) {
             close(s[i].fd);
             s[i].fd = -1;
         }
@@ -634,8 +650,8 @@ static int open_done(int ctl, int nonblock)
 }
 
 /* Write /ctl/stdout, /ctl/stderr, /ctl/status; the status line goes to out too. */
-static size_t report(int ctl, const struct opts *o, struct stream s[2], struct result *r,
-                     char *out, size_t outlen)
+static size_t report(int ctl, const struct opts *o, struct stream s[2], struct result *r, char *out,
+                     size_t outlen)
 {
     static const char *names[2] = {"stdout", "stderr"};
     for (int i = 0; i < 2; i++)
@@ -726,6 +742,8 @@ int main(int argc, char **argv)
     if (rc == 0)
         return 0; /* the host gave up on this container */
     int done = stdio_mode ? proto_out : open_done(ctl, 1);
+    if (stdio_mode)
+        live_fd = proto_out;
 
     if (rc > 0 && parse_go(line, &o) < 0)
         fail(&r, "bad_go_line", EINVAL);

@@ -37,6 +37,9 @@ struct sandbox_job {
     bool has_stdin;              /* input/stdin exists */
     volatile sig_atomic_t *stop; /* executor told to stop fast: kill, "interrupted" */
     _Atomic uint32_t *cancel;    /* the job was cancelled: kill, "cancelled" */
+    /* live output while the program runs (stream 1 stdout, 2 stderr; kept bytes only) */
+    void (*on_output)(int stream, const char *data, size_t len, void *arg);
+    void *output_arg;
 };
 
 struct sandbox_result {

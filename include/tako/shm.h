@@ -70,6 +70,7 @@ struct tk_job {
     uint32_t attempt;       /* runs started so far (retries after infrastructure failures) */
     _Atomic int32_t owner_pid;
     _Atomic uint32_t cancel;
+    _Atomic uint32_t watchers; /* GET /jobs/{id}/events streams open: send live output */
     uint32_t timeout_s;
     uint64_t created_real_us;
     uint64_t created_mono_us;
