@@ -954,3 +954,8 @@ int docker_list_with_labels(struct docker *d, const char *label, json_t **items)
 {
     return dk_list(d, label, true, items);
 }
+
+void docker_set_error(struct docker *d, const char *msg)
+{
+    snprintf(d->err, sizeof d->err, "%s", msg);
+}

@@ -171,18 +171,16 @@ int sandbox_prepare(struct docker *d, struct warm *w, const char *dir)
         apply_extras(body);
     rc = body ? docker_create(d, NULL, body, w->id) : -ENOMEM;
     json_decref(body);
-    if (rc < 0) {
-        log_error("msg=\"docker_create failed\" image=%s err=\"%s\"", tk.cfg.docker_image,
-                  docker_last_error(d));
-        return rc;
-    }
+    if (rc < 0)
+        return rc; /* the caller logs (rate-limited while the engine is down) */
     rc = docker_attach(d, w->id, 10000, &w->fd);
     if (rc == 0)
         rc = docker_start(d, w->id);
     if (rc < 0) {
-        log_error("msg=\"starting a warm container failed\" container=%.12s err=\"%s\"", w->id,
-                  docker_last_error(d));
+        char why[512];
+        snprintf(why, sizeof why, "%s", docker_last_error(d));
         sandbox_discard(d, w);
+        docker_set_error(d, why); /* the discard's own calls must not hide the cause */
         return rc;
     }
     w->ready = true;

@@ -81,6 +81,10 @@ static int ensure_warm(struct exec_state *st)
     snprintf(dir, sizeof dir, "%s/../slots/e%d-%u", tk.spool_dir, tk.proc_idx, ++st->seq);
     int rc = sandbox_prepare(st->docker, &st->warm, dir);
     if (rc < 0) {
+        /* the first failure and then one in 30: the engine may be down for a while */
+        if (st->prepare_fails % 30 == 0)
+            log_error("msg=\"preparing a container failed\" image=%s failures=%d err=\"%s\"",
+                      tk.cfg.docker_image, st->prepare_fails + 1, docker_last_error(st->docker));
         st->prepare_fails++;
         if (st->prepare_fails >= 2)
             atomic_store(&tk.shm->docker_ok, 0); /* acceptors answer 503 meanwhile */

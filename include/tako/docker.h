@@ -48,6 +48,8 @@ int docker_open(struct docker **out, const char *socket_path);
 void docker_close(struct docker *d);
 const char *docker_last_error(const struct docker *d);
 const char *docker_api_version(const struct docker *d); /* e.g. "1.41" */
+/* Put back a reason a later call overwrote (cleanup after a failure). */
+void docker_set_error(struct docker *d, const char *msg);
 
 /* While *flag is non-zero, a docker_wait in progress (or started) returns -EINTR within
  * about a second: how an executor leaves a wait when it is told to stop or cancel. */
