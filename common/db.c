@@ -185,6 +185,10 @@ static const char *const migrations[] = {
     "END $$;"
     "CREATE TRIGGER jobs_changed AFTER UPDATE OF status ON jobs"
     " FOR EACH ROW EXECUTE FUNCTION takod_job_changed();",
+    /* 4: callbacks (ext): where to POST the final result, and how that went */
+    "ALTER TABLE jobs ADD COLUMN callback_url text,"
+    " ADD COLUMN callback_status text CHECK (callback_status IN ('pending', 'delivered',"
+    " 'failed'));",
 };
 
 int db_schema_version(void)

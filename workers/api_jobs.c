@@ -12,6 +12,7 @@
  * long-poll, or a duplicate submit of a job still running. No sleep-and-poll anywhere.
  */
 #include "acceptor.h"
+#include "tako/callbacks.h"
 #include "tako/jobs.h"
 #include "tako/log.h"
 #include "tako/outputs.h"
@@ -342,7 +343,7 @@ void api_jobs_drop_waiters(void)
 /* ---- submitting ---- */
 
 struct job_spec {
-    char *code, *input_text, *stdin_text, *idem, *files_json;
+    char *code, *input_text, *stdin_text, *idem, *files_json, *callback_url;
     long long timeout, startup_timeout;
     char job_type[64];
     bool async;
@@ -365,6 +366,7 @@ static void spec_free(struct job_spec *s)
     free(s->stdin_text);
     free(s->idem);
     free(s->files_json);
+    free(s->callback_url);
     free(s);
 }
 
@@ -615,16 +617,19 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
     const char *sql =
         "INSERT INTO jobs (id, status, job_type, code, input, timeout_s, memory_bytes, cpus,"
         " node, client_ip, correlation_id, created_at, mode, idempotency_key, request_hash,"
-        " parent_id, relationship, code_hash, input_hash, stdin, startup_timeout_s)"
+        " parent_id, relationship, code_hash, input_hash, stdin, startup_timeout_s,"
+        " callback_url, callback_status)"
         " VALUES ($1, 'queued', $2, $3, $4::jsonb, $5::integer, $6::bigint,"
         " $7::double precision, $8, $9, $10, to_timestamp($11::double precision / 1e6), $12,"
-        " $13, $14, $15::uuid, $16, $17, $18, $19, $20::integer)"
+        " $13, $14, $15::uuid, $16, $17, $18, $19, $20::integer, $21,"
+        " CASE WHEN $21::text IS NULL THEN NULL ELSE 'pending' END)"
         " ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
         " RETURNING id";
-    const char *all[20];
+    const char *all[21];
     memcpy(all, params, sizeof params);
     all[19] = s->startup_timeout ? startup_s : NULL;
-    if (pgq_exec(A.pg, sql, 20, all, on_inserted, s) < 0) {
+    all[20] = s->callback_url;
+    if (pgq_exec(A.pg, sql, 21, all, on_inserted, s) < 0) {
         if (s->async) {
             jobs_release(idx, &A.me->intent);
             reply_error(req, 503, s->corr, "Database unavailable; the job was not run");
@@ -708,9 +713,17 @@ static struct job_spec *spec_from_execute(struct evhttp_request *req, const char
     json_t *root = body_object(req, corr, false);
     if (!root)
         return NULL;
-    static const char *const known[] = {
-        "code",         "input_data",      "timeout", "job_type", "startup_timeout",
-        "requirements", "idempotency_key", "stdin",   "files",    NULL};
+    static const char *const known[] = {"code",
+                                        "input_data",
+                                        "timeout",
+                                        "job_type",
+                                        "startup_timeout",
+                                        "requirements",
+                                        "idempotency_key",
+                                        "stdin",
+                                        "files",
+                                        "callback_url",
+                                        NULL};
     json_t *errors = json_array();
     check_known_fields(root, known, errors);
     struct job_spec *s = calloc(1, sizeof *s);
@@ -784,8 +797,15 @@ static struct job_spec *spec_from_execute(struct evhttp_request *req, const char
         else
             s->files_json = json_dumps(jfiles, JSON_COMPACT | JSON_SORT_KEYS);
     }
-    if (!json_is_null(json_object_get(root, "code")) &&
-        json_string_value(json_object_get(root, "code")))
+    json_t *jcb = json_object_get(root, "callback_url");
+    if (jcb && !json_is_null(jcb)) {
+        if (!json_is_string(jcb) || !callbacks_url_ok(json_string_value(jcb)))
+            field_error(errors, "body", "callback_url", "url_parsing",
+                        "callback_url must be an http:// or https:// URL of at most 2048 bytes");
+        else
+            s->callback_url = strdup(json_string_value(jcb));
+    }
+    if (json_string_value(json_object_get(root, "code")))
         s->code = strdup(json_string_value(json_object_get(root, "code")));
     json_decref(root);
     if (json_array_size(errors) > 0) {

@@ -12,6 +12,7 @@
 #include "tako/docker.h"
 #include "tako/jobs.h"
 #include "tako/log.h"
+#include "tako/callbacks.h"
 #include "tako/metrics.h"
 #include "tako/outputs.h"
 #include "tako/result.h"
@@ -53,8 +54,9 @@ struct exec_state {
     struct docker *docker;
     struct db *db;
     struct warm warm;
-    unsigned seq;      /* containers prepared so far (names their directories) */
-    int prepare_fails; /* consecutive: backoff, and the engine counts as down */
+    struct callbacks callbacks; /* results to POST to callback_url, between jobs */
+    unsigned seq;               /* containers prepared so far (names their directories) */
+    int prepare_fails;          /* consecutive: backoff, and the engine counts as down */
 };
 
 /* Hard-link (or copy) a job file into the warm container's directory. */
@@ -111,9 +113,11 @@ static void db_mark_running(struct exec_state *st, const struct tk_job *job)
     PQclear(res);
 }
 
-static void db_finish(struct exec_state *st, const struct tk_job *job, struct tk_result *r,
-                      json_t *resp, json_t *error_obj, json_t *timing, const char *container)
+/* Returns the job's callback_url (malloc'd) when it has one, else NULL. */
+static char *db_finish(struct exec_state *st, const struct tk_job *job, struct tk_result *r,
+                       json_t *resp, json_t *error_obj, json_t *timing, const char *container)
 {
+    char *callback = NULL;
     char exit_s[16], *out_json = NULL, *err_json, *timing_json, *art_json;
     snprintf(exit_s, sizeof exit_s, "%d", r->exit_code);
     if (r->outputs.output)
@@ -143,16 +147,19 @@ static void db_finish(struct exec_state *st, const struct tk_job *job, struct tk
         " output = $8::jsonb, error = $9::jsonb, timing = $10::jsonb, artifacts = $11::jsonb,"
         " runtime = $12, container_id = $13,"
         " started_at = coalesce(started_at, now())"
-        " WHERE id = $1 AND status IN ('queued', 'running')",
+        " WHERE id = $1 AND status IN ('queued', 'running') RETURNING callback_url",
         13, p);
     if (!res)
         log_error("msg=\"recording job result failed\" job=%s err=\"%s\"", job->id,
                   db_last_error(st->db));
+    else if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+        callback = strdup(PQgetvalue(res, 0, 0));
     PQclear(res);
     free(out_json);
     free(err_json);
     free(timing_json);
     free(art_json);
+    return callback;
 }
 
 /* Live output for GET /jobs/{id}/events: while someone streams the job, each chunk is
@@ -334,7 +341,11 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     json_t *resp, *error_obj, *timing;
     result_build(&r, job->id, job->job_type, job->created_mono_us, &resp, &error_obj, &timing);
     db_store_artifacts(st, job, &r.outputs);
-    db_finish(st, job, &r, resp, error_obj, timing, container);
+    char *callback_url = db_finish(st, job, &r, resp, error_obj, timing, container);
+    if (callback_url) {
+        char *body = json_dumps(resp, JSON_COMPACT | JSON_REAL_PRECISION(9));
+        callbacks_add(&st->callbacks, job->id, callback_url, body);
+    }
 
     char dir[4096], path[4200];
     spool_job_dir(dir, sizeof dir, job->id);
@@ -377,6 +388,7 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     outputs_free(&r.outputs);
     if (!stop_fast && !stop_graceful)
         ensure_warm(st);
+    callbacks_run(&st->callbacks, st->db); /* first attempts go out right away */
 }
 
 int executor_main(int slot)
@@ -424,11 +436,14 @@ int executor_main(int slot)
             continue;
         }
         uint64_t v;
-        if (ring_pop_wait(shm_dispatch(tk.shm), &st.me->intent, &v, 500) != 0)
+        if (ring_pop_wait(shm_dispatch(tk.shm), &st.me->intent, &v, 500) != 0) {
+            callbacks_run(&st.callbacks, st.db); /* idle: deliver what is due */
             continue;
+        }
         run_job(&st, shm_val_idx(v), shm_val_gen(v));
     }
     log_info("msg=\"executor stopping\" slot=%d", slot);
+    callbacks_abandon(&st.callbacks, st.db);
     sandbox_discard(st.docker, &st.warm);
     db_close(st.db);
     docker_close(st.docker);
