@@ -738,6 +738,24 @@ static int cf_finish(struct cf_ctx *c, struct tk_config *cfg)
         cf_rule_err(c, CF_docker_user, CF_docker_user, "uid 0 (root) is not allowed for jobs");
         return -EINVAL;
     }
+    /* API keys: each at least 16 characters, no blanks */
+    for (const char *k = cfg->auth_api_keys; *k;) {
+        size_t n = strcspn(k, ",");
+        size_t lead = strspn(k, " "), trail = 0;
+        while (trail < n - lead && k[n - 1 - trail] == ' ')
+            trail++;
+        size_t len = n - lead - trail;
+        if (len < 16 || memchr(k + lead, ' ', len)) {
+            cf_rule_err(c, CF_auth_api_keys, CF_auth_api_keys,
+                        "each key must be at least 16 characters without blanks");
+            return -EINVAL;
+        }
+        k += n + (k[n] == ',');
+    }
+    if (cfg->auth_admin_key[0] && strlen(cfg->auth_admin_key) < 16) {
+        cf_rule_err(c, CF_auth_admin_key, CF_auth_admin_key, "must be at least 16 characters");
+        return -EINVAL;
+    }
     free(cfg->pidfile_path);
     if (cfg->server_pidfile[0]) {
         cfg->pidfile_path = strdup(cfg->server_pidfile);

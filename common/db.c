@@ -15,6 +15,15 @@ struct db {
     char err[512];
 };
 
+/* Connect with a bound: a database that does not answer must not hang a process that has
+ * other duties (the master's loop, an executor's jobs). */
+static PGconn *connect_bounded(const char *conninfo)
+{
+    const char *keys[] = {"dbname", "connect_timeout", NULL};
+    const char *vals[] = {conninfo, "3", NULL};
+    return PQconnectdbParams(keys, vals, 1);
+}
+
 static void set_err(char *err, size_t len, const char *what, const char *msg)
 {
     snprintf(err, len, "%s: %s", what, msg ? msg : "unknown error");
@@ -35,7 +44,7 @@ int db_open(struct db **out, const char *conninfo, char *err, size_t errlen)
     if (!d)
         return -ENOMEM;
     d->conninfo = strdup(conninfo);
-    d->conn = PQconnectdb(conninfo);
+    d->conn = connect_bounded(conninfo);
     if (!d->conn || PQstatus(d->conn) != CONNECTION_OK) {
         set_err(err, errlen, "connect", d->conn ? PQerrorMessage(d->conn) : "out of memory");
         PQfinish(d->conn);
@@ -189,6 +198,13 @@ static const char *const migrations[] = {
     "ALTER TABLE jobs ADD COLUMN callback_url text,"
     " ADD COLUMN callback_status text CHECK (callback_status IN ('pending', 'delivered',"
     " 'failed'));",
+    /* 5: who submitted (an API key's id, never the key) */
+    "ALTER TABLE jobs ADD COLUMN api_key_id text;"
+    "CREATE INDEX jobs_api_key_created_idx ON jobs (api_key_id, created_at DESC);"
+    /* idempotency keys are per API key: one key's cannot reveal or block another's */
+    "DROP INDEX jobs_idempotency_key_idx;"
+    "CREATE UNIQUE INDEX jobs_idempotency_key_idx ON jobs ((coalesce(api_key_id, '')),"
+    " idempotency_key) WHERE idempotency_key IS NOT NULL;",
 };
 
 int db_schema_version(void)
@@ -198,7 +214,7 @@ int db_schema_version(void)
 
 int db_migrate(const char *conninfo, char *err, size_t errlen)
 {
-    PGconn *c = PQconnectdb(conninfo);
+    PGconn *c = connect_bounded(conninfo);
     if (!c || PQstatus(c) != CONNECTION_OK) {
         set_err(err, errlen, "connect", c ? PQerrorMessage(c) : "out of memory");
         PQfinish(c);

@@ -37,6 +37,8 @@ int shm_create(struct tk_shm **out, uint32_t n_jobs, uint32_t n_acceptors, uint3
     off += ring_sz * n_procs;
     size_t metrics_off = off;
     off += ALIGN64(sizeof(struct tk_metrics));
+    size_t ratelimit_off = off;
+    off += ALIGN64(sizeof(struct tk_ratelimit));
 
     void *p = mmap(NULL, off, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
@@ -55,6 +57,7 @@ int shm_create(struct tk_shm **out, uint32_t n_jobs, uint32_t n_acceptors, uint3
     s->done_off = done_off;
     s->done_stride = ring_sz;
     s->metrics_off = metrics_off;
+    s->ratelimit_off = ratelimit_off;
     for (uint32_t i = 0; i < n_procs; i++)
         ring_intent_init(&shm_proc(s, i)->intent);
     ring_init(shm_dispatch(s), n_jobs, TK_RING_ID_DISPATCH);

@@ -18,6 +18,7 @@
  * drains), QUIT graceful stop, TERM/INT fast stop, USR1 reopen logs, CHLD reap.
  */
 #include "tako/db.h"
+#include "tako/dbspool.h"
 #include "tako/docker.h"
 #include "tako/log.h"
 #include "tako/metrics.h"
@@ -31,6 +32,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -81,6 +83,11 @@ static const char *role_name(uint8_t role)
 {
     return role == TK_ROLE_ACCEPTOR ? "acceptor" : "executor";
 }
+
+/* Retention: $1 = days. Unfinished records stay whatever their age. */
+#define RETENTION_SQL                                                                              \
+    "WITH gone AS (DELETE FROM jobs WHERE created_at < now() - make_interval(days => $1::integer)" \
+    " AND status NOT IN ('queued', 'running') RETURNING 1) SELECT count(*) FROM gone"
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...)
@@ -182,6 +189,16 @@ static int send_signal(const char *name)
     return 0;
 }
 
+/* Is the address we are about to listen on loopback only? */
+static bool loopback_only(const struct addrinfo *ai)
+{
+    if (ai->ai_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)ai->ai_addr)->sin_addr.s_addr) >> 24) == 127;
+    if (ai->ai_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr);
+    return false;
+}
+
 static int bind_listen(void)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
@@ -193,6 +210,14 @@ static int bind_listen(void)
     int rc = getaddrinfo(tk.cfg.listen_host, port, &hints, &res);
     if (rc != 0)
         die("server.listen %s: cannot resolve: %s", tk.cfg.server_listen, gai_strerror(rc));
+    bool open_auth = !tk.cfg.auth_api_keys[0] && !tk.cfg.auth_admin_key[0];
+    if (open_auth && !tk.cfg.auth_allow_unauthenticated_network_access)
+        for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
+            if (!loopback_only(ai))
+                die("refusing to listen on %s without API keys: anyone who reaches it could "
+                    "run code. Set auth.api_keys, or auth.allow_unauthenticated_network_access "
+                    "= true if something else guards it",
+                    tk.cfg.server_listen);
     int fd = -1, err = 0;
     for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
         fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -262,6 +287,39 @@ static void daemonize(void)
     }
 }
 
+/* Write what was spooled while PostgreSQL was down. Quiet when it still is. */
+static void replay_spool(void)
+{
+    if (dbspool_count() == 0)
+        return;
+    char err[512];
+    struct db *db = NULL;
+    if (db_open(&db, tk.conninfo, err, sizeof err) < 0)
+        return;
+    dbspool_replay(db);
+    db_close(db);
+}
+
+/* Delete records older than database.execution_record_ttl_days (never unfinished ones). */
+static void sweep_old_records(void)
+{
+    if (tk.cfg.database_execution_record_ttl_days <= 0)
+        return;
+    char err[512], days[24];
+    struct db *db = NULL;
+    if (db_open(&db, tk.conninfo, err, sizeof err) < 0)
+        return;
+    snprintf(days, sizeof days, "%lld", (long long)tk.cfg.database_execution_record_ttl_days);
+    const char *p[1] = {days};
+    PGresult *r = db_exec(db, RETENTION_SQL, 1, p);
+    if (!r)
+        log_warn("msg=\"retention sweep failed\" err=\"%s\"", db_last_error(db));
+    else if (PQntuples(r) == 1 && atoll(PQgetvalue(r, 0, 0)) > 0)
+        log_info("msg=\"old job records deleted\" count=%s days=%s", PQgetvalue(r, 0, 0), days);
+    PQclear(r);
+    db_close(db);
+}
+
 static void setup_database(void)
 {
     char err[1024];
@@ -273,6 +331,12 @@ static void setup_database(void)
     }
     if (db_migrate(tk.conninfo, err, sizeof err) < 0)
         die("database: %s", err);
+    char spool[4200];
+    snprintf(spool, sizeof spool, "%s/dbspool", tk.cfg.server_data_dir);
+    int rc = mkdir_p(spool, 0700);
+    if (rc < 0)
+        die("create %s: %s", spool, strerror(-rc));
+    replay_spool(); /* records a previous run could not write */
 }
 
 static void check_docker(void)
@@ -558,11 +622,19 @@ static void tick(void)
                 spawn(c);
         }
     recovery_drain_orphans();
-    static uint64_t next_sweep_ms;
+    static uint64_t next_sweep_ms, next_replay_ms, next_retention_ms;
     if (!M.stopping && now >= next_sweep_ms) {
         if (next_sweep_ms)
             recovery_sweep_containers();
         next_sweep_ms = now + 60000;
+    }
+    if (now >= next_replay_ms) { /* records spooled during a database outage */
+        replay_spool();
+        next_replay_ms = now + 2000;
+    }
+    if (!M.stopping && now >= next_retention_ms) {
+        sweep_old_records();
+        next_retention_ms = now + 3600 * 1000;
     }
     if (M.stopping == STOP_GRACEFUL && !M.executors_told && live_children(TK_ROLE_ACCEPTOR) == 0) {
         M.executors_told = true; /* every request answered: the executors may go */

@@ -337,7 +337,11 @@ static void on_request(struct evhttp_request *req, void *arg)
         int np = 0;
         bool match = route_match(routes[i].pattern, path, params, &np);
         if (match && routes[i].method == m) {
-            routes[i].fn(req, corr, params);
+            /* /health is always open; /metrics when auth.metrics_public */
+            bool open = routes[i].fn == api_health ||
+                        (routes[i].fn == api_metrics && tk.cfg.auth_metrics_public);
+            if (auth_gate(req, corr, open))
+                routes[i].fn(req, corr, params);
             free_params(params, np);
             return;
         }
@@ -496,6 +500,7 @@ int acceptor_main(int slot)
     }
     A.pg = pgq_new(A.base, tk.conninfo);
     metrics_set_routes(acceptor_route_name, acceptor_route_method, acceptor_route_count());
+    auth_init();
     api_jobs_init();
     A.done_ev = event_new(A.base, tk.done_efd[tk.proc_idx], EV_READ | EV_PERSIST, on_done, NULL);
     event_add(A.done_ev, NULL);

@@ -13,6 +13,7 @@
  */
 #include "acceptor.h"
 #include "tako/callbacks.h"
+#include "tako/dbspool.h"
 #include "tako/jobs.h"
 #include "tako/log.h"
 #include "tako/outputs.h"
@@ -183,10 +184,14 @@ static json_t *execute_response(const PGresult *r, int row)
 
 typedef void (*record_cb)(const PGresult *res, const char *err, void *arg);
 
-static int query_record(const char *id, record_cb cb, void *arg)
+/* owner: the key id the caller may see, or NULL for any (admin, no auth, internal). */
+static int query_record(const char *id, const char *owner, record_cb cb, void *arg)
 {
-    const char *p[1] = {id};
-    return pgq_exec(A.pg, "SELECT " RECORD_COLS " FROM jobs WHERE id = $1::uuid", 1, p, cb, arg);
+    const char *p[2] = {id, owner};
+    return pgq_exec(A.pg,
+                    "SELECT " RECORD_COLS " FROM jobs WHERE id = $1::uuid"
+                    " AND ($2::text IS NULL OR api_key_id = $2)",
+                    2, p, cb, arg);
 }
 
 /* A request that needs one record: keeps the request and how to answer. */
@@ -270,7 +275,7 @@ static void on_waited_record(const PGresult *res, const char *err, void *arg)
 static void check_waited(const char *id)
 {
     char *copy = strdup(id);
-    if (copy && query_record(id, on_waited_record, copy) < 0)
+    if (copy && query_record(id, NULL, on_waited_record, copy) < 0)
         free(copy);
 }
 
@@ -352,6 +357,7 @@ struct job_spec {
     char hash[65];
     char corr[72];
     char client_ip[64];
+    char key_id[17];            /* who submits ("" without authentication) */
     struct evhttp_request *req; /* async: answered after the INSERT */
     uint32_t idx, gen;
     uint64_t token;
@@ -508,11 +514,11 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
         } else if (A.stopping) {
             reply_error(s->req, 503, s->corr, "takod is shutting down; the job was not run");
         } else {
-            const char *qp[1] = {s->idem};
+            const char *qp[2] = {s->idem, s->key_id};
             if (pgq_exec(A.pg,
                          "SELECT id::text, request_hash, status FROM jobs"
-                         " WHERE idempotency_key = $1",
-                         1, qp, on_existing, s) == 0)
+                         " WHERE idempotency_key = $1 AND coalesce(api_key_id, '') = $2",
+                         2, qp, on_existing, s) == 0)
                 return;
             reply_error(s->req, 503, s->corr, "Database unavailable; the job was not run");
         }
@@ -525,6 +531,44 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
     if (s->async)
         submit_reply_async(s, job->id, "queued");
     spec_free(s);
+}
+
+/*
+ * Per-key quotas (auth.max_queued_jobs, auth.max_concurrent_jobs), counted in the job
+ * table, so they hold across acceptors: waiting jobs, and unfinished jobs (waiting or
+ * running). Over either: 429 and the spec is freed.
+ */
+static bool quota_ok(struct evhttp_request *req, struct job_spec *s)
+{
+    long long max_q = tk.cfg.auth_max_queued_jobs, max_c = tk.cfg.auth_max_concurrent_jobs;
+    if (!s->key_id[0] || (!max_q && !max_c))
+        return true;
+    long long queued = 0, running = 0;
+    for (uint32_t i = 0; i < tk.shm->n_jobs; i++) {
+        struct tk_job *job = shm_job(tk.shm, i);
+        uint32_t st = atomic_load(&job->state);
+        if ((st == TK_JOB_FILLING || st == TK_JOB_QUEUED || st == TK_JOB_RUNNING) &&
+            !strcmp(job->key_id, s->key_id)) {
+            queued += st != TK_JOB_RUNNING;
+            running += st == TK_JOB_RUNNING;
+        }
+    }
+    char detail[160] = "";
+    if (max_q && queued >= max_q)
+        snprintf(detail, sizeof detail,
+                 "Quota exceeded: this key already has %lld queued jobs (auth.max_queued_jobs)",
+                 queued);
+    else if (max_c && queued + running >= max_c)
+        snprintf(detail, sizeof detail,
+                 "Quota exceeded: this key already has %lld unfinished jobs "
+                 "(auth.max_concurrent_jobs)",
+                 queued + running);
+    if (!detail[0])
+        return true;
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+    reply_error(req, 429, s->corr, detail);
+    spec_free(s);
+    return false;
 }
 
 /* Admit, spool, record, dispatch. Takes `s`. */
@@ -542,11 +586,13 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
         spec_free(s);
         return;
     }
-    if (!pgq_connected(A.pg)) {
-        reply_error(req, 503, s->corr, "Database unavailable; the job was not run");
+    if (s->async && !pgq_connected(A.pg)) { /* an async job needs its record first */
+        reply_error(req, 503, s->corr, "Database unavailable; the job was not queued");
         spec_free(s);
         return;
     }
+    if (!quota_ok(req, s))
+        return;
     uint64_t v;
     if (ring_pop(shm_free(tk.shm), &A.me->intent, &v) != 0) {
         atomic_fetch_add(&tk.shm->jobs_rejected_full, 1);
@@ -574,6 +620,7 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
     snprintf(job->job_type, sizeof job->job_type, "%s", s->job_type);
     snprintf(job->correlation_id, sizeof job->correlation_id, "%s", s->corr);
     job->container_id[0] = '\0';
+    snprintf(job->key_id, sizeof job->key_id, "%s", s->key_id);
     atomic_fetch_add(&tk.shm->jobs_admitted, 1);
     s->idx = idx;
     s->gen = gen;
@@ -614,22 +661,23 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
                               s->idem,         s->hash,     s->parent[0] ? s->parent : NULL,
                               s->relationship, code_hash,   input_hash,
                               s->stdin_text};
-    const char *sql =
-        "INSERT INTO jobs (id, status, job_type, code, input, timeout_s, memory_bytes, cpus,"
-        " node, client_ip, correlation_id, created_at, mode, idempotency_key, request_hash,"
-        " parent_id, relationship, code_hash, input_hash, stdin, startup_timeout_s,"
-        " callback_url, callback_status)"
-        " VALUES ($1, 'queued', $2, $3, $4::jsonb, $5::integer, $6::bigint,"
-        " $7::double precision, $8, $9, $10, to_timestamp($11::double precision / 1e6), $12,"
-        " $13, $14, $15::uuid, $16, $17, $18, $19, $20::integer, $21,"
-        " CASE WHEN $21::text IS NULL THEN NULL ELSE 'pending' END)"
-        " ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
-        " RETURNING id";
-    const char *all[21];
+    const char *sql = JOBS_SQL_INSERT;
+    const char *all[22];
     memcpy(all, params, sizeof params);
     all[19] = s->startup_timeout ? startup_s : NULL;
     all[20] = s->callback_url;
-    if (pgq_exec(A.pg, sql, 21, all, on_inserted, s) < 0) {
+    all[21] = s->key_id[0] ? s->key_id : NULL;
+    if (!s->async && !pgq_connected(A.pg)) {
+        /* PostgreSQL is down: a sync job still runs; its record waits on disk */
+        if (dbspool_write_insert(job->id, all) == 0) {
+            log_warn("msg=\"database unavailable; record spooled\" job=%s", job->id);
+            atomic_store(&job->state, TK_JOB_QUEUED);
+            ring_push(shm_dispatch(tk.shm), &A.me->intent, shm_val(idx, gen));
+            spec_free(s);
+            return;
+        }
+    }
+    if (pgq_exec(A.pg, sql, 22, all, on_inserted, s) < 0) {
         if (s->async) {
             jobs_release(idx, &A.me->intent);
             reply_error(req, 503, s->corr, "Database unavailable; the job was not run");
@@ -727,6 +775,7 @@ static struct job_spec *spec_from_execute(struct evhttp_request *req, const char
     json_t *errors = json_array();
     check_known_fields(root, known, errors);
     struct job_spec *s = calloc(1, sizeof *s);
+    snprintf(s->key_id, sizeof s->key_id, "%s", current_auth.ok ? current_auth.key_id : "");
     s->async = async;
     s->timeout = tk.cfg.limits_timeout;
     snprintf(s->job_type, sizeof s->job_type, "default");
@@ -889,6 +938,7 @@ static void lineage_route(struct evhttp_request *req, const char *corr, const ch
     json_t *errors = json_array();
     check_known_fields(root, fork ? known_fork : known_rerun, errors);
     struct job_spec *s = calloc(1, sizeof *s);
+    snprintf(s->key_id, sizeof s->key_id, "%s", current_auth.ok ? current_auth.key_id : "");
     s->async = true;
     s->relationship = fork ? "fork" : "rerun";
     snprintf(s->corr, sizeof s->corr, "%s", corr);
@@ -916,11 +966,11 @@ static void lineage_route(struct evhttp_request *req, const char *corr, const ch
     struct lineage *l = malloc(sizeof *l);
     l->s = s;
     l->fork = fork;
-    const char *p[1] = {id};
+    const char *p[2] = {id, auth_owner()};
     if (pgq_exec(A.pg,
                  "SELECT code, input::text, timeout_s, job_type, status, stdin, startup_timeout_s"
-                 " FROM jobs WHERE id = $1::uuid",
-                 1, p, on_parent, l) < 0) {
+                 " FROM jobs WHERE id = $1::uuid AND ($2::text IS NULL OR api_key_id = $2)",
+                 2, p, on_parent, l) < 0) {
         reply_error(req, 503, corr, "Database unavailable");
         spec_free(s);
         free(l);
@@ -1021,7 +1071,7 @@ static void record_route(struct evhttp_request *req, const char *corr, const cha
         free(r);
         return;
     }
-    if (query_record(id, on_record, r) < 0) {
+    if (query_record(id, auth_owner(), on_record, r) < 0) {
         reply_error(req, 503, corr, "Database unavailable");
         free(r);
     }
@@ -1088,12 +1138,13 @@ void api_executions(struct evhttp_request *req, const char *corr, char **params)
     char lim[24], off[24];
     snprintf(lim, sizeof lim, "%lld", l->limit + 1); /* one more tells has_more */
     snprintf(off, sizeof off, "%lld", l->offset);
-    const char *p[4] = {status, job_type, lim, off};
+    const char *p[5] = {status, job_type, lim, off, auth_owner()};
     if (pgq_exec(A.pg,
                  "SELECT " RECORD_COLS " FROM jobs"
                  " WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR job_type = $2)"
+                 " AND ($5::text IS NULL OR api_key_id = $5)"
                  " ORDER BY created_at DESC, id LIMIT $3::integer OFFSET $4::integer",
-                 4, p, on_list, l) < 0) {
+                 5, p, on_list, l) < 0) {
         reply_error(req, 503, corr, "Database unavailable");
         free(l);
     }
@@ -1183,13 +1234,13 @@ void api_artifact(struct evhttp_request *req, const char *corr, char **params)
     a->req = req;
     a->head = evhttp_request_get_command(req) == EVHTTP_REQ_HEAD;
     snprintf(a->corr, sizeof a->corr, "%s", corr);
-    const char *p[3] = {id, name, a->head ? "f" : "t"};
+    const char *p[4] = {id, name, a->head ? "f" : "t", auth_owner()};
     if (pgq_exec(A.pg,
                  "SELECT j.id, a.size_bytes, a.sha256, a.content_type, a.name,"
                  " CASE WHEN $3::boolean THEN a.data END"
                  " FROM jobs j LEFT JOIN artifacts a ON a.job_id = j.id AND a.name = $2"
-                 " WHERE j.id = $1::uuid",
-                 3, p, on_artifact, a) < 0) {
+                 " WHERE j.id = $1::uuid AND ($4::text IS NULL OR j.api_key_id = $4)",
+                 4, p, on_artifact, a) < 0) {
         reply_error(req, 503, corr, "Database unavailable");
         free(a);
     }
@@ -1295,7 +1346,7 @@ static void sse_on_status(const char *id, const char *status)
         any = true;
     }
     char *copy = any && is_terminal(status) ? strdup(id) : NULL;
-    if (copy && query_record(id, on_sse_result, copy) < 0)
+    if (copy && query_record(id, NULL, on_sse_result, copy) < 0)
         free(copy);
 }
 
@@ -1378,7 +1429,7 @@ void api_job_events(struct evhttp_request *req, const char *corr, char **params)
         return;
     }
     struct rec_req *r = rec_req_new(req, corr, id);
-    if (query_record(id, on_sse_record, r) < 0) {
+    if (query_record(id, auth_owner(), on_sse_record, r) < 0) {
         reply_error(req, 503, corr, "Database unavailable");
         free(r);
     }
@@ -1445,6 +1496,9 @@ void api_job_cancel(struct evhttp_request *req, const char *corr, char **params)
 {
     const char *id = params[0];
     int idx = id && uuid_valid(id) ? find_live_job(id) : -1;
+    const char *owner = auth_owner();
+    if (idx >= 0 && owner && strcmp(shm_job(tk.shm, (uint32_t)idx)->key_id, owner) != 0)
+        idx = -1; /* another key's job: as if it did not exist */
     if (idx < 0) {
         reply_error(req, 404, corr, "Job not found or already completed");
         return;

@@ -108,8 +108,11 @@ static void on_dlq_stats(const PGresult *res, const char *err, void *arg)
 void api_dlq_stats(struct evhttp_request *req, const char *corr, char **params)
 {
     struct ops_req *o = ops_req_new(req, corr);
-    if (pgq_exec(A.pg, "SELECT error_type, count(*) FROM dlq GROUP BY error_type", 0, NULL,
-                 on_dlq_stats, o) < 0)
+    const char *p[1] = {auth_owner()};
+    if (pgq_exec(A.pg,
+                 "SELECT d.error_type, count(*) FROM dlq d LEFT JOIN jobs j ON j.id = d.job_id"
+                 " WHERE $1::text IS NULL OR j.api_key_id = $1 GROUP BY d.error_type",
+                 1, p, on_dlq_stats, o) < 0)
         db_failed(o, NULL);
 }
 
@@ -149,13 +152,15 @@ void api_dlq_list(struct evhttp_request *req, const char *corr, char **params)
     char lim[24], off[24];
     snprintf(lim, sizeof lim, "%lld", o->limit + 1);
     snprintf(off, sizeof off, "%lld", o->offset);
-    const char *p[3] = {type, lim, off};
+    const char *p[4] = {type, lim, off, auth_owner()};
     if (pgq_exec(A.pg,
-                 "SELECT id::text, job_id::text, job_data::text, error_type, error_message,"
-                 " retry_count, to_json(created_at)#>>'{}', client_ip, correlation_id FROM dlq"
-                 " WHERE ($1::text IS NULL OR error_type = $1)"
-                 " ORDER BY created_at DESC, id LIMIT $2::integer OFFSET $3::integer",
-                 3, p, on_dlq_list, o) < 0)
+                 "SELECT d.id::text, d.job_id::text, d.job_data::text, d.error_type,"
+                 " d.error_message, d.retry_count, to_json(d.created_at)#>>'{}', d.client_ip,"
+                 " d.correlation_id FROM dlq d LEFT JOIN jobs j ON j.id = d.job_id"
+                 " WHERE ($1::text IS NULL OR d.error_type = $1)"
+                 " AND ($4::text IS NULL OR j.api_key_id = $4)"
+                 " ORDER BY d.created_at DESC, d.id LIMIT $2::integer OFFSET $3::integer",
+                 4, p, on_dlq_list, o) < 0)
         db_failed(o, NULL);
     free(type);
 }
@@ -181,8 +186,11 @@ void api_dlq_delete(struct evhttp_request *req, const char *corr, char **params)
     }
     struct ops_req *o = ops_req_new(req, corr);
     snprintf(o->id, sizeof o->id, "%s", params[0]);
-    const char *p[1] = {o->id};
-    if (pgq_exec(A.pg, "DELETE FROM dlq WHERE id = $1::uuid", 1, p, on_dlq_delete, o) < 0)
+    const char *p[2] = {o->id, auth_owner()};
+    if (pgq_exec(A.pg,
+                 "DELETE FROM dlq d USING jobs j WHERE d.id = $1::uuid AND j.id = d.job_id"
+                 " AND ($2::text IS NULL OR j.api_key_id = $2)",
+                 2, p, on_dlq_delete, o) < 0)
         db_failed(o, NULL);
 }
 

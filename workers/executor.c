@@ -13,6 +13,7 @@
 #include "tako/jobs.h"
 #include "tako/log.h"
 #include "tako/callbacks.h"
+#include "tako/dbspool.h"
 #include "tako/metrics.h"
 #include "tako/outputs.h"
 #include "tako/result.h"
@@ -113,19 +114,74 @@ static void db_mark_running(struct exec_state *st, const struct tk_job *job)
     PQclear(res);
 }
 
-/* Returns the job's callback_url (malloc'd) when it has one, else NULL. */
+/* The artifacts as the spool keeps them: [{name, sha256, content_type, data (base64)}] */
+static json_t *artifacts_for_spool(const struct tk_outputs *o)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < o->n_files; i++) {
+        const struct tk_artifact *a = &o->files[i];
+        json_t *meta = json_array_get(o->artifacts, i);
+        char *b64 = malloc(a->len / 3 * 4 + 8);
+        if (!b64)
+            continue;
+        EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)a->data, (int)a->len);
+        json_array_append_new(arr, json_pack("{s:s, s:O, s:O, s:s}", "name", a->name, "sha256",
+                                             json_object_get(meta, "sha256"), "content_type",
+                                             json_object_get(meta, "content_type"), "data", b64));
+        free(b64);
+    }
+    return arr;
+}
+
+/* Store the artifacts' bytes with the record (within the caps outputs_collect applied). */
+static int db_store_artifacts(struct exec_state *st, const struct tk_job *job,
+                              const struct tk_outputs *o)
+{
+    for (size_t i = 0; i < o->n_files; i++) {
+        const struct tk_artifact *a = &o->files[i];
+        json_t *meta = json_array_get(o->artifacts, i);
+        char size[24];
+        snprintf(size, sizeof size, "%zu", a->len);
+        const char *p[6] = {job->id,
+                            a->name,
+                            size,
+                            json_string_value(json_object_get(meta, "sha256")),
+                            json_string_value(json_object_get(meta, "content_type")),
+                            a->data ? a->data : ""};
+        int lengths[6] = {0, 0, 0, 0, 0, (int)a->len};
+        int formats[6] = {0, 0, 0, 0, 0, 1};
+        PGresult *res = db_exec_bin(st->db, JOBS_SQL_ARTIFACT, 6, p, lengths, formats);
+        if (!res) {
+            log_error("msg=\"storing an artifact failed\" job=%s name=%s err=\"%s\"", job->id,
+                      a->name, db_last_error(st->db));
+            return -EIO;
+        }
+        PQclear(res);
+    }
+    return 0;
+}
+
+/*
+ * Record the result: artifacts, then the finishing UPDATE. When PostgreSQL cannot take it
+ * (down, or the job's own INSERT still waits in the spool), the whole result goes to the
+ * spool and the master writes it later. Returns the job's callback_url (malloc'd) if any.
+ */
 static char *db_finish(struct exec_state *st, const struct tk_job *job, struct tk_result *r,
-                       json_t *resp, json_t *error_obj, json_t *timing, const char *container)
+                       json_t *resp, json_t *error_obj, json_t *timing, const char *container,
+                       uint64_t started_real_us)
 {
     char *callback = NULL;
-    char exit_s[16], *out_json = NULL, *err_json, *timing_json, *art_json;
+    char exit_s[16], ended_s[32], started_s[32], *out_json = NULL, *err_json, *timing_json,
+                                                 *art_json;
     snprintf(exit_s, sizeof exit_s, "%d", r->exit_code);
+    snprintf(ended_s, sizeof ended_s, "%llu", (unsigned long long)now_real_us());
+    snprintf(started_s, sizeof started_s, "%llu", (unsigned long long)started_real_us);
     if (r->outputs.output)
         out_json = json_dumps(r->outputs.output, JSON_COMPACT | JSON_ENCODE_ANY);
     err_json = json_dumps(error_obj, JSON_COMPACT | JSON_ENCODE_ANY);
     timing_json = json_dumps(timing, JSON_COMPACT);
     art_json = json_dumps(json_object_get(resp, "artifacts"), JSON_COMPACT);
-    const char *p[13] = {
+    const char *p[JOBS_FINISH_NPARAMS] = {
         job->id,
         r->status,
         r->has_exit ? exit_s : NULL,
@@ -139,21 +195,22 @@ static char *db_finish(struct exec_state *st, const struct tk_job *job, struct t
         art_json,
         sandbox_runtime,
         container[0] ? container : NULL,
+        ended_s,
+        started_s,
     };
-    PGresult *res = db_exec(
-        st->db,
-        "UPDATE jobs SET status = $2, ended_at = now(), exit_code = $3::integer, stdout = $4,"
-        " stderr = $5, stdout_truncated = $6::boolean, stderr_truncated = $7::boolean,"
-        " output = $8::jsonb, error = $9::jsonb, timing = $10::jsonb, artifacts = $11::jsonb,"
-        " runtime = $12, container_id = $13,"
-        " started_at = coalesce(started_at, now())"
-        " WHERE id = $1 AND status IN ('queued', 'running') RETURNING callback_url",
-        13, p);
-    if (!res)
-        log_error("msg=\"recording job result failed\" job=%s err=\"%s\"", job->id,
-                  db_last_error(st->db));
-    else if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
-        callback = strdup(PQgetvalue(res, 0, 0));
+    bool spool = dbspool_has_insert(job->id);
+    PGresult *res = NULL;
+    if (!spool && db_store_artifacts(st, job, &r->outputs) == 0)
+        res = db_exec(st->db, JOBS_SQL_FINISH, JOBS_FINISH_NPARAMS, p);
+    if (res) {
+        if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+            callback = strdup(PQgetvalue(res, 0, 0));
+    } else {
+        if (!spool)
+            log_error("msg=\"recording job result failed; spooling it\" job=%s err=\"%s\"", job->id,
+                      db_last_error(st->db));
+        dbspool_write_final(job->id, p, artifacts_for_spool(&r->outputs));
+    }
     PQclear(res);
     free(out_json);
     free(err_json);
@@ -183,38 +240,6 @@ static void on_live_output(int stream, const char *data, size_t len, void *arg)
     const char *p[1] = {payload};
     PGresult *res = db_exec(lc->st->db, "SELECT pg_notify('takod_job', $1)", 1, p);
     PQclear(res);
-}
-
-/* Store the artifacts' bytes with the record (within the caps outputs_collect applied). */
-static void db_store_artifacts(struct exec_state *st, const struct tk_job *job,
-                               const struct tk_outputs *o)
-{
-    for (size_t i = 0; i < o->n_files; i++) {
-        const struct tk_artifact *a = &o->files[i];
-        json_t *meta = json_array_get(o->artifacts, i);
-        char size[24];
-        snprintf(size, sizeof size, "%zu", a->len);
-        const char *p[6] = {job->id,
-                            a->name,
-                            size,
-                            json_string_value(json_object_get(meta, "sha256")),
-                            json_string_value(json_object_get(meta, "content_type")),
-                            a->data ? a->data : ""};
-        int lengths[6] = {0, 0, 0, 0, 0, (int)a->len};
-        int formats[6] = {0, 0, 0, 0, 0, 1};
-        PGresult *res = db_exec_bin(
-            st->db,
-            "INSERT INTO artifacts (job_id, name, size_bytes, sha256, content_type, data)"
-            " VALUES ($1, $2, $3::bigint, $4, $5, $6)"
-            " ON CONFLICT (job_id, name) DO UPDATE SET size_bytes = EXCLUDED.size_bytes,"
-            " sha256 = EXCLUDED.sha256, content_type = EXCLUDED.content_type,"
-            " data = EXCLUDED.data",
-            6, p, lengths, formats);
-        if (!res)
-            log_error("msg=\"storing an artifact failed\" job=%s name=%s err=\"%s\"", job->id,
-                      a->name, db_last_error(st->db));
-        PQclear(res);
-    }
 }
 
 /* Link the job's files into the warm container's directories: main.py, and everything
@@ -290,6 +315,7 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     struct tk_result r;
     memset(&r, 0, sizeof r);
     r.t_popped_us = now_mono_us();
+    uint64_t started_real_us = now_real_us();
     log_debug("msg=\"job started\" job=%s attempt=%u", job->id, job->attempt);
     db_mark_running(st, job);
 
@@ -340,8 +366,8 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
 
     json_t *resp, *error_obj, *timing;
     result_build(&r, job->id, job->job_type, job->created_mono_us, &resp, &error_obj, &timing);
-    db_store_artifacts(st, job, &r.outputs);
-    char *callback_url = db_finish(st, job, &r, resp, error_obj, timing, container);
+    char *callback_url =
+        db_finish(st, job, &r, resp, error_obj, timing, container, started_real_us);
     if (callback_url) {
         char *body = json_dumps(resp, JSON_COMPACT | JSON_REAL_PRECISION(9));
         callbacks_add(&st->callbacks, job->id, callback_url, body);

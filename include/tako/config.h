@@ -55,6 +55,8 @@
       "times a job is run again after an infrastructure failure (its executor died)") \
     X(server, request_timeout, INT, "30", 1, 3600, CF_RELOAD, \
       "seconds a client may take to send a request or to read a reply (slowloris bound)") \
+    X(database, execution_record_ttl_days, INT, "30", 0, 36500, CF_RELOAD, \
+      "job records older than this many days are deleted (0 keeps them forever)") \
     X(database, url, STR, "", 0, 0, CF_NORELOAD, \
       "libpq connection string; empty means takod runs its own PostgreSQL in <data_dir>/pg") \
     X(database, managed_user, STR, "postgres", 0, 0, CF_NORELOAD, \
@@ -75,6 +77,24 @@
       "profile (conf/seccomp.json)") \
     X(docker, user, STR, "1000:1000", 0, 0, CF_RELOAD, \
       "uid:gid the job's program runs as inside the container (never root)") \
+    X(auth, api_keys, STR, "", 0, 0, CF_RELOAD, \
+      "API keys, comma-separated, each at least 16 characters; empty means no authentication " \
+      "(then takod listens on loopback only unless allow_unauthenticated_network_access)") \
+    X(auth, admin_key, STR, "", 0, 0, CF_RELOAD, \
+      "a key (at least 16 characters) that sees and manages every key's jobs") \
+    X(auth, allow_unauthenticated_network_access, BOOL, "false", 0, 0, CF_NORELOAD, \
+      "let takod listen on a non-loopback address without API keys") \
+    X(auth, metrics_public, BOOL, "false", 0, 0, CF_RELOAD, \
+      "serve GET /metrics without a key (GET /health is always open)") \
+    X(auth, rate_limit_per_minute, INT, "600", 0, 1000000, CF_RELOAD, \
+      "requests per minute per key (per client IP without a key), shared by all acceptors; " \
+      "0 turns the limit off") \
+    X(auth, rate_limit_burst, INT, "60", 1, 1000000, CF_RELOAD, \
+      "requests a key may send at once before the per-minute rate applies") \
+    X(auth, max_concurrent_jobs, INT, "0", 0, 65536, CF_RELOAD, \
+      "jobs one key may have running at once (0: no quota)") \
+    X(auth, max_queued_jobs, INT, "0", 0, 65536, CF_RELOAD, \
+      "jobs one key may have waiting at once (0: no quota)") \
     X(limits, timeout, INT, "30", 1, 86400, CF_RELOAD, \
       "default execution timeout, seconds") \
     X(limits, max_timeout, INT, "300", 1, 86400, CF_RELOAD, \

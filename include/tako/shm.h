@@ -22,6 +22,7 @@
 #define TAKO_SHM_H
 
 #include "tako/metrics.h"
+#include "tako/ratelimit.h"
 #include "tako/ring.h"
 
 #include <stdatomic.h>
@@ -77,6 +78,7 @@ struct tk_job {
     char job_type[64];
     char correlation_id[72];
     char container_id[65];
+    char key_id[17]; /* the API key that submitted it ("" without authentication) */
 };
 
 struct tk_shm {
@@ -86,7 +88,8 @@ struct tk_shm {
     uint32_t n_executors;
     uint32_t n_procs;
     size_t size;
-    size_t procs_off, jobs_off, dispatch_off, free_off, done_off, done_stride, metrics_off;
+    size_t procs_off, jobs_off, dispatch_off, free_off, done_off, done_stride, metrics_off,
+        ratelimit_off;
     /* what the master learned of the executor image (for GET /job-types) */
     _Atomic uint32_t image_exists;
     char python_version[16];
@@ -119,6 +122,10 @@ static inline struct tk_job *shm_job(struct tk_shm *s, uint32_t i)
 static inline struct tk_metrics *shm_metrics(struct tk_shm *s)
 {
     return (struct tk_metrics *)((char *)s + s->metrics_off);
+}
+static inline struct tk_ratelimit *shm_ratelimit(struct tk_shm *s)
+{
+    return (struct tk_ratelimit *)((char *)s + s->ratelimit_off);
 }
 static inline struct ring *shm_dispatch(struct tk_shm *s)
 {

@@ -1,0 +1,36 @@
+/*
+ * dbspool.h — records written to disk while PostgreSQL is unreachable, replayed when it
+ * is back, so a synchronous job run during an outage still leaves its record.
+ *
+ * <data_dir>/dbspool/<job id>.insert   the job's INSERT (its parameters)
+ * <data_dir>/dbspool/<job id>.final    its result: the finishing UPDATE and its artifacts
+ * Each file is written whole (tmp + fsync + rename). The master replays them every few
+ * seconds, INSERT before result; a file goes once PostgreSQL has taken it.
+ */
+#ifndef TAKO_DBSPOOL_H
+#define TAKO_DBSPOOL_H
+
+#include "tako/db.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+
+/* The statements, shared by the live path and the replay. */
+extern const char *const JOBS_SQL_INSERT;   /* 22 parameters, RETURNING id */
+extern const char *const JOBS_SQL_FINISH;   /* 15 parameters, RETURNING callback_url */
+extern const char *const JOBS_SQL_ARTIFACT; /* 6 parameters, $6 binary */
+#define JOBS_INSERT_NPARAMS 22
+#define JOBS_FINISH_NPARAMS 15
+
+/* Spool a statement's parameters (NULL entries are SQL NULL). 0 or -errno. */
+int dbspool_write_insert(const char *job_id, const char *const *params);
+/* Spool a result: the FINISH parameters and [{name, sha256, content_type, data (base64)}]. */
+int dbspool_write_final(const char *job_id, const char *const *params, json_t *artifacts);
+/* Is this job's INSERT still waiting on disk? (its result must wait behind it) */
+bool dbspool_has_insert(const char *job_id);
+/* Replay what is spooled. Returns how many files are left (0 when all went through). */
+int dbspool_replay(struct db *db);
+/* Files waiting (cheap: for the master's tick). */
+int dbspool_count(void);
+
+#endif
