@@ -348,6 +348,22 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
             .output_arg = &live,
         };
         sandbox_run(st->docker, &st->warm, &sj, &r.sb);
+        if (r.sb.interrupted && job->acceptor_proc == TK_NO_ACCEPTOR) {
+            /* an async job stopped by a fast stop: nobody waits for it, so it is not over —
+             * it goes back to queued and runs again after the next start */
+            const char *p[1] = {job->id};
+            PQclear(db_exec(st->db,
+                            "UPDATE jobs SET status = 'queued' WHERE id = $1 AND status = 'running'",
+                            1, p));
+            log_info("msg=\"async job interrupted by the stop; it runs again at the next start\" "
+                     "job=%s",
+                     job->id);
+            capbuf_free(&r.sb.out);
+            capbuf_free(&r.sb.err);
+            atomic_fetch_sub(&tk.shm->running, 1);
+            jobs_release(idx, &st->me->intent);
+            return;
+        }
         if (r.sb.not_started) { /* the engine lost the warm container (restart?) */
             sandbox_discard(st->docker, &st->warm);
             capbuf_free(&r.sb.out);

@@ -86,10 +86,10 @@
       "let takod listen on a non-loopback address without API keys") \
     X(auth, metrics_public, BOOL, "false", 0, 0, CF_RELOAD, \
       "serve GET /metrics without a key (GET /health is always open)") \
-    X(auth, rate_limit_per_minute, INT, "600", 0, 1000000, CF_RELOAD, \
+    X(auth, rate_limit_per_minute, INT, "6000", 0, 1000000, CF_RELOAD, \
       "requests per minute per key (per client IP without a key), shared by all acceptors; " \
       "0 turns the limit off") \
-    X(auth, rate_limit_burst, INT, "60", 1, 1000000, CF_RELOAD, \
+    X(auth, rate_limit_burst, INT, "200", 1, 1000000, CF_RELOAD, \
       "requests a key may send at once before the per-minute rate applies") \
     X(auth, max_concurrent_jobs, INT, "0", 0, 65536, CF_RELOAD, \
       "jobs one key may have running at once (0: no quota)") \

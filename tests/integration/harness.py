@@ -209,3 +209,40 @@ def pid_alive(pid):
             return f.read().split(") ")[1][0] != "Z"
     except OSError:
         return False
+
+
+PG_BIN = next((f"/usr/lib/postgresql/{v}/bin" for v in sorted(
+    (d for d in os.listdir("/usr/lib/postgresql") if d.isdigit()), key=int, reverse=True)
+    if os.path.exists(f"/usr/lib/postgresql/{v}/bin/postgres")), None) if os.path.isdir(
+    "/usr/lib/postgresql") else None
+
+
+class ScratchPostgres:
+    """A PostgreSQL cluster of the test's own (as the postgres user; unix socket only), for
+    tests that stop and start the database under a running takod (database.url)."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="takod-pg-")
+        os.chmod(self.dir, 0o755)
+        self.data = os.path.join(self.dir, "data")
+        shutil.chown(self.dir, "postgres")
+        self._pg(["initdb", "-D", self.data, "-U", "takod", "-A", "trust", "-E", "UTF8",
+                  "--locale=C.UTF-8", "--no-instructions"])
+        self.conninfo = f"host={self.dir} port=5432 dbname=postgres user=takod"
+
+    def _pg(self, args, check=True):
+        cmd = ["runuser", "-u", "postgres", "--", os.path.join(PG_BIN, args[0]), *args[1:]]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=check)
+
+    def start(self):
+        self._pg(["pg_ctl", "-D", self.data, "-w", "-l", os.path.join(self.dir, "log"), "-o",
+                  f"-k {self.dir} -c listen_addresses= -c port=5432", "start"])
+        return self
+
+    def stop(self):
+        self._pg(["pg_ctl", "-D", self.data, "-w", "-m", "fast", "stop"], check=False)
+
+    def cleanup(self):
+        self.stop()
+        if not os.environ.get("TAKO_KEEP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
