@@ -541,11 +541,86 @@ static void reload(void)
     log_info("msg=\"reloaded\" generation=%d", M.generation);
 }
 
+/* Settle one dead child: recovery (recovery.h), then respawn with backoff or not. */
+static void reap_one(struct child *c, pid_t pid, int st)
+{
+    const char *role = role_name(c->role);
+    bool fatal = WIFEXITED(st) && WEXITSTATUS(st) == TK_EXIT_FATAL;
+    bool clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    if (WIFSIGNALED(st))
+        log_warn("msg=\"child killed\" role=%s slot=%d pid=%d signal=%d", role, c->slot, (int)pid,
+                 WTERMSIG(st));
+    else if (!clean || (!M.stopping && !c->retiring))
+        log_warn("msg=\"child exited\" role=%s slot=%d pid=%d code=%d", role, c->slot, (int)pid,
+                 WEXITSTATUS(st));
+    recovery_after_death(c->proc_idx, pid);
+    if (!M.stopping && !c->retiring)
+        metrics_restart(c->role == TK_ROLE_ACCEPTOR ? 0 : 1);
+    c->pid = 0;
+    c->proc_idx = -1;
+    if (fatal && c->respawn) {
+        c->respawn = false;
+        log_crit("msg=\"child hit a fatal error; not respawning it (see the lines above)\" "
+                 "role=%s slot=%d",
+                 role, c->slot);
+        if (!M.stopping &&
+            (usable_children(TK_ROLE_ACCEPTOR) == 0 || usable_children(TK_ROLE_EXECUTOR) == 0)) {
+            M.exit_code = TK_EXIT_FATAL;
+            begin_stop(STOP_FAST);
+        }
+        return;
+    }
+    uint64_t now = now_mono_ms();
+    c->fails = now - c->started_ms < 1000 ? c->fails + 1 : 0;
+    uint64_t delay = c->fails ? 100u << (c->fails < 9 ? c->fails - 1 : 8) : 0;
+    if (delay > 30000)
+        delay = 30000;
+    if (delay) /* ±10% jitter so a crowd of failing children does not move in step */
+        delay = delay * (90 + (uint64_t)(now_real_us() % 21)) / 100;
+    if (c->fails == 10)
+        log_crit("msg=\"child keeps failing at start; retrying with backoff\" role=%s "
+                 "slot=%d",
+                 role, c->slot);
+    c->next_spawn_ms = now + delay;
+}
+
 static void reap(void)
 {
-    int st;
+    /*
+     * Reap everything first, and take every dead process out of the live set before any
+     * repair: a dead process must never be mistaken for a live owner of a ring position.
+     * Then repair those that had won a position (WON records) before those that had only
+     * tried (TRY): a TRY record is only judged after every winner's operation is complete.
+     */
+    struct dead {
+        pid_t pid;
+        int st;
+    } dead[128];
+    int n_dead = 0, st;
     pid_t pid;
-    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+    while (n_dead < (int)TK_ARRAY_LEN(dead) && (pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        dead[n_dead++] = (struct dead){pid, st};
+        for (int i = 0; i < M.n_children; i++)
+            if (M.children[i].pid == pid && M.children[i].proc_idx >= 0)
+                atomic_store(&shm_proc(tk.shm, (uint32_t)M.children[i].proc_idx)->pid, 0);
+    }
+    for (int pass = 0; pass < 2; pass++)
+        for (int k = 0; k < n_dead; k++) {
+            struct child *c = NULL;
+            for (int i = 0; i < M.n_children; i++)
+                if (M.children[i].pid == dead[k].pid)
+                    c = &M.children[i];
+            if (!c)
+                continue;
+            unsigned op =
+                RING_REC_OP(atomic_load(&shm_proc(tk.shm, (uint32_t)c->proc_idx)->intent.rec));
+            bool won = op == RING_OP_ENQ_WON || op == RING_OP_DEQ_WON;
+            if ((pass == 0) == won)
+                reap_one(c, dead[k].pid, dead[k].st);
+        }
+    for (int k = 0; k < n_dead; k++) {
+        pid = dead[k].pid;
+        st = dead[k].st;
         if (pid == M.pg_pid) {
             log_error("msg=\"managed PostgreSQL exited\" status=%d", st);
             metrics_restart(2);
@@ -558,51 +633,6 @@ static void reap(void)
             }
             continue;
         }
-        struct child *c = NULL;
-        for (int i = 0; i < M.n_children; i++)
-            if (M.children[i].pid == pid)
-                c = &M.children[i];
-        if (!c)
-            continue;
-        const char *role = role_name(c->role);
-        bool fatal = WIFEXITED(st) && WEXITSTATUS(st) == TK_EXIT_FATAL;
-        bool clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
-        if (WIFSIGNALED(st))
-            log_warn("msg=\"child killed\" role=%s slot=%d pid=%d signal=%d", role, c->slot,
-                     (int)pid, WTERMSIG(st));
-        else if (!clean || (!M.stopping && !c->retiring))
-            log_warn("msg=\"child exited\" role=%s slot=%d pid=%d code=%d", role, c->slot, (int)pid,
-                     WEXITSTATUS(st));
-        recovery_after_death(c->proc_idx, pid);
-        if (!M.stopping && !c->retiring)
-            metrics_restart(c->role == TK_ROLE_ACCEPTOR ? 0 : 1);
-        atomic_store(&shm_proc(tk.shm, (uint32_t)c->proc_idx)->pid, 0);
-        c->pid = 0;
-        c->proc_idx = -1;
-        if (fatal && c->respawn) {
-            c->respawn = false;
-            log_crit("msg=\"child hit a fatal error; not respawning it (see the lines above)\" "
-                     "role=%s slot=%d",
-                     role, c->slot);
-            if (!M.stopping && (usable_children(TK_ROLE_ACCEPTOR) == 0 ||
-                                usable_children(TK_ROLE_EXECUTOR) == 0)) {
-                M.exit_code = TK_EXIT_FATAL;
-                begin_stop(STOP_FAST);
-            }
-            continue;
-        }
-        uint64_t now = now_mono_ms();
-        c->fails = now - c->started_ms < 1000 ? c->fails + 1 : 0;
-        uint64_t delay = c->fails ? 100u << (c->fails < 9 ? c->fails - 1 : 8) : 0;
-        if (delay > 30000)
-            delay = 30000;
-        if (delay) /* ±10% jitter so a crowd of failing children does not move in step */
-            delay = delay * (90 + (uint64_t)(now_real_us() % 21)) / 100;
-        if (c->fails == 10)
-            log_crit("msg=\"child keeps failing at start; retrying with backoff\" role=%s "
-                     "slot=%d",
-                     role, c->slot);
-        c->next_spawn_ms = now + delay;
     }
     /* forget retired children that have exited */
     int k = 0;

@@ -352,9 +352,9 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
             /* an async job stopped by a fast stop: nobody waits for it, so it is not over —
              * it goes back to queued and runs again after the next start */
             const char *p[1] = {job->id};
-            PQclear(db_exec(st->db,
-                            "UPDATE jobs SET status = 'queued' WHERE id = $1 AND status = 'running'",
-                            1, p));
+            PQclear(db_exec(
+                st->db, "UPDATE jobs SET status = 'queued' WHERE id = $1 AND status = 'running'", 1,
+                p));
             log_info("msg=\"async job interrupted by the stop; it runs again at the next start\" "
                      "job=%s",
                      job->id);

@@ -118,7 +118,9 @@ uint64_t ring_count(const struct ring *r);
  * `live` lists the intent records of every other process that may touch this ring.
  * Returns 0 when done (the dead producer's value is now in the ring; a value the dead
  * consumer had claimed is in dead->held and *recovered, else *recovered = RING_NONE), or
- * -EAGAIN when a live process may still own the position (call again shortly). Clears
+ * -EAGAIN when a live process may still own the position (call again shortly), or
+ * -ENOSPC when the dead producer's push must be redone on a full ring (call again once a
+ * value has been taken; takod's rings have a cell for every value, so never there). Clears
  * dead->rec when done. The caller must not run it concurrently for the same dead record.
  */
 int ring_repair(struct ring *r, struct ring_intent *dead, struct ring_intent *const *live,

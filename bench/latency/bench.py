@@ -1,0 +1,1246 @@
+#!/usr/bin/env python3
+"""takod job latency and throughput benchmark, with two Docker baselines.
+
+One run measures, on this machine:
+
+  1. takod: `print(1)` through POST /execute at concurrency 1 (N requests after a
+     warm-up): client-observed p50/p90/p99/mean, and the p50 of the server's own
+     timing fields (queue_ms, startup_ms, execution_ms, total_ms).
+  2. takod throughput (jobs/s), closed loop, at concurrency 1, 2, 4, 8 with
+     server.executors = --executors (default 4), plus concurrency 8 with
+     server.executors = 8 (--exec8; on by default).
+  3. Baseline A: a cold `docker run --rm --network none IMAGE python3 -c 'print(1)'`:
+     p50/p99 at concurrency 1 and throughput at 1, 2, 4, 8.
+  4. Baseline B: the raw Docker Engine API cycle create/start/wait/logs/rm over
+     /var/run/docker.sock (API v1.41), same image and command, NetworkMode none.
+  5. CPU per job: takod's own processes (master + its direct children except the
+     managed PostgreSQL), and for context the managed PostgreSQL, dockerd + containerd,
+     and the whole machine, over the concurrency-1 latency runs.
+
+Python 3 standard library only. Talks to 127.0.0.1 and the Docker unix socket only.
+Every loop is bounded in count and in time. Run as root (docker socket, /proc of root
+processes). `--quick` is a smoke run of under two minutes; `--json FILE` also writes
+the raw numbers.
+"""
+
+import argparse
+import datetime
+import hashlib
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+LABEL = "takod.bench"
+CODE = "print(1)"
+EXPECTED_STDOUT = "1\n"
+API = "/v1.41"
+ERROR_BACKOFF_S = 0.25
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def log(msg):
+    print("[%s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
+
+
+def pct(values, p):
+    """Percentile with linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return None
+    s = sorted(values)
+    if len(s) == 1:
+        return s[0]
+    k = (len(s) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def summary(values):
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "p50": pct(values, 50),
+        "p90": pct(values, 90),
+        "p99": pct(values, 99),
+        "mean": sum(values) / len(values),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def fmt(v, nd=1):
+    if v is None:
+        return "-"
+    return ("%." + str(nd) + "f") % v
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# ---------------------------------------------------------------------------- /proc
+
+def read_stat(pid):
+    """(comm, ppid, utime+stime ticks) of a pid, or None if it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    lp = data.index("(")
+    rp = data.rindex(")")
+    comm = data[lp + 1:rp]
+    rest = data[rp + 2:].split()
+    # rest[0] = state (field 3), rest[1] = ppid (4), rest[11] = utime (14), rest[12] = stime (15)
+    return comm, int(rest[1]), int(rest[11]) + int(rest[12])
+
+
+def all_procs():
+    out = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = read_stat(int(name))
+            if st:
+                out[int(name)] = st
+    return out
+
+
+def machine_cpu():
+    """(busy ticks, total ticks) over all CPUs from /proc/stat."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()
+    vals = [int(x) for x in parts[1:9]]  # user nice system idle iowait irq softirq steal
+    idle = vals[3] + vals[4]
+    total = sum(vals)
+    return total - idle, total
+
+
+class CpuProbe:
+    """Snapshots of CPU ticks of the process groups this benchmark reports."""
+
+    def __init__(self, master_pid=None):
+        self.master_pid = master_pid
+
+    def snapshot(self):
+        procs = all_procs()
+        snap = {"t": time.perf_counter(), "takod": {}, "postgres": {}, "docker": {}}
+        if self.master_pid and self.master_pid in procs:
+            m = self.master_pid
+            snap["takod"][m] = procs[m]
+            pg_roots = []
+            for pid, (comm, ppid, ticks) in procs.items():
+                if ppid == m:
+                    if comm.startswith("postgres"):
+                        pg_roots.append(pid)
+                    else:
+                        snap["takod"][pid] = (comm, ppid, ticks)
+            # the managed PostgreSQL: the postmaster and its children
+            for pid, (comm, ppid, ticks) in procs.items():
+                if pid in pg_roots or ppid in pg_roots:
+                    snap["postgres"][pid] = (comm, ppid, ticks)
+        for pid, (comm, ppid, ticks) in procs.items():
+            if comm in ("dockerd", "containerd"):
+                snap["docker"][pid] = (comm, ppid, ticks)
+        snap["foreign"] = foreign_procs(procs, self.master_pid)
+        snap["dockerd_pids"] = sorted(p for p, v in procs.items() if v[0] == "dockerd")
+        snap["machine"] = machine_cpu()
+        snap["loadavg"] = open("/proc/loadavg").read().split()[:3]
+        return snap
+
+    @staticmethod
+    def delta(a, b, jobs):
+        """CPU ms per job between two snapshots, per group, plus pid-set changes."""
+        out = {}
+        for group in ("takod", "postgres", "docker"):
+            pa, pb = a[group], b[group]
+            ticks = 0
+            for pid, (_c, _p, t) in pb.items():
+                ticks += t - (pa[pid][2] if pid in pa else 0)
+            gone = sorted(set(pa) - set(pb))
+            new = sorted(set(pb) - set(pa))
+            ms = ticks * 1000.0 / CLK_TCK
+            roles = {}
+            for pid, (c, _p, t) in pb.items():
+                d = (t - (pa[pid][2] if pid in pa else 0)) * 1000.0 / CLK_TCK
+                roles[c] = roles.get(c, 0.0) + d
+            out[group] = {
+                "by_comm_ms_per_job": {c: v / jobs for c, v in roles.items()} if jobs else {},
+                "cpu_ms_total": ms,
+                "cpu_ms_per_job": ms / jobs if jobs else None,
+                "pids": len(pb),
+                "pids_gone": gone,
+                "pids_new": new,
+            }
+        wall = b["t"] - a["t"]
+        fticks = 0
+        per = {}
+        for pid, (comm, t) in b["foreign"].items():
+            d = t - (a["foreign"][pid][1] if pid in a["foreign"] else 0)
+            fticks += d
+            per[comm] = per.get(comm, 0) + d
+        top = sorted(per.items(), key=lambda kv: -kv[1])[:3]
+        out["foreign"] = {
+            "cpu_pct_of_one_cpu": fticks * 100.0 / CLK_TCK / wall if wall > 0 else None,
+            "top": ["%s %.1fs" % (c, t / CLK_TCK) for c, t in top if t >= CLK_TCK // 10],
+        }
+        busy = b["machine"][0] - a["machine"][0]
+        total = b["machine"][1] - a["machine"][1]
+        ms = busy * 1000.0 / CLK_TCK
+        out["machine"] = {
+            "cpu_ms_total": ms,
+            "cpu_ms_per_job": ms / jobs if jobs else None,
+            "busy_fraction": busy / total if total else None,
+            "wall_s": b["t"] - a["t"],
+        }
+        out["loadavg_after"] = b["loadavg"]
+        out["dockerd_pids"] = [a["dockerd_pids"], b["dockerd_pids"]]
+        return out
+
+
+def foreign_procs(procs, master_pid):
+    """{pid: (comm, ticks)} of processes that are not part of what we measure: not this
+    benchmark and its children (docker CLI), not takod and its PostgreSQL, not dockerd,
+    containerd, the containerd shims and what runs under them, not kernel threads.
+    Processes that started and ended between two snapshots are missed."""
+    roots = {os.getpid()}
+    if master_pid:
+        roots.add(master_pid)
+    for pid, (comm, ppid, _t) in procs.items():
+        if comm in ("dockerd", "containerd") or comm.startswith("containerd-shim"):
+            roots.add(pid)
+    ours = {}
+
+    def is_ours(pid, depth=0):
+        if pid in ours:
+            return ours[pid]
+        if pid in roots:
+            ours[pid] = True
+            return True
+        st = procs.get(pid)
+        if st is None or pid <= 2 or depth > 64:
+            ours[pid] = pid == 2
+            return ours[pid]
+        ours[pid] = is_ours(st[1], depth + 1) or st[1] == 2
+        return ours[pid]
+
+    return {pid: (st[0], st[2]) for pid, st in procs.items() if not is_ours(pid)}
+
+
+def wait_quiet(max_s, threshold=0.25):
+    """Wait (at most max_s) until the machine is below `threshold` busy; returns busy."""
+    t_end = time.monotonic() + max_s
+    busy = machine_busy_fraction(1.5)
+    while busy > threshold and time.monotonic() < t_end:
+        busy = machine_busy_fraction(2.0)
+    return busy
+
+
+def machine_busy_fraction(seconds):
+    a = machine_cpu()
+    time.sleep(seconds)
+    b = machine_cpu()
+    return (b[0] - a[0]) / max(1, b[1] - a[1])
+
+
+def top_foreign(seconds):
+    """Long-lived processes outside what we measure (see foreign_procs) using CPU now."""
+    a = foreign_procs(all_procs(), None)
+    time.sleep(seconds)
+    b = foreign_procs(all_procs(), None)
+    rows = []
+    for pid, (comm, t) in b.items():
+        if pid in a:
+            d = (t - a[pid][1]) * 1000.0 / CLK_TCK
+            if d >= 50:
+                rows.append((d / seconds / 10.0, pid, comm))  # percent of one CPU
+    rows.sort(reverse=True)
+    return [{"pct_cpu": round(r[0], 1), "pid": r[1], "comm": r[2]} for r in rows[:5]]
+
+
+# ---------------------------------------------------------------------------- docker API
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a unix socket (the Docker Engine API)."""
+
+    def __init__(self, path, timeout=60):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.unix_path)
+        self.sock = s
+
+
+class DockerAPI:
+    def __init__(self, sock_path, timeout=60):
+        self.sock_path = sock_path
+        self.timeout = timeout
+        self.conn = UnixHTTPConnection(sock_path, timeout)
+
+    def req(self, method, path, body=None):
+        hdrs = {}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs["Content-Type"] = "application/json"
+        try:
+            self.conn.request(method, API + path, data, hdrs)
+            r = self.conn.getresponse()
+            return r.status, r.read()
+        except Exception:
+            self.conn.close()
+            self.conn = UnixHTTPConnection(self.sock_path, self.timeout)
+            raise
+
+    def close(self):
+        self.conn.close()
+
+
+def demux_logs(raw):
+    """Split Docker's multiplexed log stream (no TTY) into stdout, stderr bytes."""
+    out, err = [], []
+    i = 0
+    while i + 8 <= len(raw):
+        stream = raw[i]
+        size = int.from_bytes(raw[i + 4:i + 8], "big")
+        chunk = raw[i + 8:i + 8 + size]
+        (err if stream == 2 else out).append(chunk)
+        i += 8 + size
+    return b"".join(out), b"".join(err)
+
+
+def raw_cycle(api, image):
+    """create/start/wait/logs/rm. Returns (ok, error string or None)."""
+    st, body = api.req("POST", "/containers/create", {
+        "Image": image,
+        "Cmd": ["python3", "-c", CODE],
+        "Labels": {LABEL: "1"},
+        "AttachStdout": False,
+        "AttachStderr": False,
+        "HostConfig": {"NetworkMode": "none"},
+    })
+    if st != 201:
+        return False, "create %d %s" % (st, body[:200])
+    cid = json.loads(body)["Id"]
+    err = None
+    try:
+        st, body = api.req("POST", "/containers/%s/start" % cid)
+        if st not in (204, 304):
+            return False, "start %d %s" % (st, body[:200])
+        st, body = api.req("POST", "/containers/%s/wait" % cid)
+        if st != 200:
+            return False, "wait %d %s" % (st, body[:200])
+        code = json.loads(body).get("StatusCode")
+        st, body = api.req("GET", "/containers/%s/logs?stdout=1&stderr=1" % cid)
+        if st != 200:
+            return False, "logs %d %s" % (st, body[:200])
+        out, _err = demux_logs(body)
+        if code != 0 or out != EXPECTED_STDOUT.encode():
+            err = "exit %s stdout %r" % (code, out[:100])
+    finally:
+        st, body = api.req("DELETE", "/containers/%s?force=1" % cid)
+        if st != 204 and err is None:
+            err = "rm %d %s" % (st, body[:200])
+    return err is None, err
+
+
+def cleanup_bench_containers(sock_path):
+    """Force-remove every container carrying our label (ours only)."""
+    removed = 0
+    try:
+        api = DockerAPI(sock_path, 30)
+        q = json.dumps({"label": ["%s=1" % LABEL]})
+        from urllib.parse import quote
+        st, body = api.req("GET", "/containers/json?all=1&filters=" + quote(q))
+        if st == 200:
+            for c in json.loads(body)[:1000]:
+                st2, _ = api.req("DELETE", "/containers/%s?force=1" % c["Id"])
+                removed += st2 == 204
+        api.close()
+    except Exception as e:  # noqa: BLE001
+        log("cleanup of labelled containers failed: %s" % e)
+    return removed
+
+
+# ---------------------------------------------------------------------------- docker run
+
+def docker_run_once(image, timeout):
+    cmd = ["docker", "run", "--rm", "--network", "none", "--label", "%s=1" % LABEL,
+           image, "python3", "-c", CODE]
+    try:
+        p = subprocess.run(cmd, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, "timeout"
+    if p.returncode != 0 or p.stdout != EXPECTED_STDOUT.encode():
+        return False, "rc %d stdout %r stderr %r" % (p.returncode, p.stdout[:80], p.stderr[:200])
+    return True, None
+
+
+# ---------------------------------------------------------------------------- takod
+
+class Takod:
+    def __init__(self, binary, conf, data_dir, executors, log_path):
+        self.binary = binary
+        self.conf = conf
+        self.data_dir = data_dir
+        self.executors = executors
+        self.log_path = log_path
+        self.port = None
+        self.proc = None
+
+    def start(self, timeout=60):
+        self.port = free_port()
+        args = [self.binary, "-c", self.conf,
+                "-o", "server.listen=127.0.0.1:%d" % self.port,
+                "-o", "server.data_dir=%s" % self.data_dir,
+                "-o", "server.executors=%d" % self.executors,
+                "-o", "server.log_level=warn"]
+        self.logf = open(self.log_path, "ab")
+        self.logf.write(("\n# %s executors=%d: %s\n" % (
+            datetime.datetime.now().isoformat(timespec="seconds"), self.executors,
+            " ".join(args))).encode())
+        self.logf.flush()
+        self.proc = subprocess.Popen(args, stdout=self.logf, stderr=self.logf,
+                                     stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("takod exited with %s during start-up; see %s"
+                                   % (self.proc.returncode, self.log_path))
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                c.request("GET", "/health")
+                r = c.getresponse()
+                body = r.read()
+                c.close()
+                if r.status == 200:
+                    h = json.loads(body)
+                    if h.get("docker_available") and h.get("database_available"):
+                        return h
+            except (OSError, http.client.HTTPException, ValueError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("takod did not become healthy in %ds" % timeout)
+
+    def stop(self, timeout=20):
+        if not self.proc or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log("takod pid %d did not stop in %ds; SIGKILL" % (self.proc.pid, timeout))
+            self.proc.kill()
+            self.proc.wait(10)
+        self.logf.close()
+        return self.proc.returncode
+
+
+class TakodClient:
+    """One client thread's view: either one keep-alive connection, or one per request."""
+
+    def __init__(self, port, keepalive, timeout=90):
+        self.port = port
+        self.keepalive = keepalive
+        self.timeout = timeout
+        self.conn = None
+        self.connections = 0
+        self.body = json.dumps({"code": CODE}).encode()
+
+    def _new(self):
+        self.connections += 1
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+
+    def call(self):
+        """Returns (latency_s, status, parsed json or None, error or None)."""
+        if self.conn is None or not self.keepalive:
+            if self.conn is not None:
+                self.conn.close()
+            self.conn = self._new()
+        t0 = time.perf_counter()
+        try:
+            self.conn.request("POST", "/execute", self.body,
+                              {"Content-Type": "application/json"})
+            r = self.conn.getresponse()
+            data = r.read()
+            t1 = time.perf_counter()
+            if r.will_close:
+                self.conn.close()
+                self.conn = None
+        except (OSError, http.client.HTTPException) as e:
+            t1 = time.perf_counter()
+            self.conn.close()
+            self.conn = None
+            return t1 - t0, None, None, "%s: %s" % (type(e).__name__, e)
+        try:
+            j = json.loads(data)
+        except ValueError:
+            return t1 - t0, r.status, None, "bad json %r" % data[:200]
+        return t1 - t0, r.status, j, None
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+
+
+def takod_job_ok(status, j, err):
+    if err:
+        return False, err
+    if status != 200:
+        return False, "http %s %s" % (status, json.dumps(j)[:200] if j else "")
+    if not j.get("success"):
+        return False, "success=false status=%s error_type=%s" % (j.get("status"),
+                                                                  j.get("error_type"))
+    if j.get("stdout") != EXPECTED_STDOUT:
+        return False, "stdout %r" % j.get("stdout")
+    return True, None
+
+
+# ---------------------------------------------------------------------------- runners
+
+class Errors:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.count = 0
+        self.non200 = 0
+        self.success_false = 0
+        self.samples = []
+
+    def add(self, msg):
+        with self.lock:
+            self.count += 1
+            if msg.startswith("http "):
+                self.non200 += 1
+            elif msg.startswith("success=false"):
+                self.success_false += 1
+            if len(self.samples) < 10:
+                self.samples.append(msg)
+
+    def as_dict(self):
+        return {"errors": self.count, "non_200": self.non200,
+                "success_false": self.success_false, "samples": self.samples}
+
+
+def make_takod_op(port, keepalive, timings_out=None):
+    """Factory of per-thread operations for the closed-loop runner."""
+    def factory():
+        client = TakodClient(port, keepalive)
+
+        def op():
+            dt, status, j, err = client.call()
+            ok, why = takod_job_ok(status, j, err)
+            if ok and timings_out is not None and isinstance(j.get("timing"), dict):
+                timings_out.append(j["timing"])
+            return dt, ok, why
+
+        return op, client.close
+    return factory
+
+
+def make_docker_run_op(image):
+    def factory():
+        def op():
+            t0 = time.perf_counter()
+            ok, why = docker_run_once(image, 120)
+            return time.perf_counter() - t0, ok, why
+        return op, lambda: None
+    return factory
+
+
+def make_raw_op(sock, image):
+    def factory():
+        api = DockerAPI(sock, 60)
+
+        def op():
+            t0 = time.perf_counter()
+            try:
+                ok, why = raw_cycle(api, image)
+            except (OSError, http.client.HTTPException, ValueError) as e:
+                ok, why = False, "%s: %s" % (type(e).__name__, e)
+            return time.perf_counter() - t0, ok, why
+        return op, api.close
+    return factory
+
+
+def sequential(factory, n, warmup, time_cap, gap_s=0.0):
+    """Concurrency 1: warm-up, then n timed ops (gap_s of idle time after each).
+    Returns (latencies_ms, Errors)."""
+    op, close = factory()
+    errs = Errors()
+    lat = []
+    deadline = time.monotonic() + time_cap
+    try:
+        for _ in range(warmup):
+            if time.monotonic() > deadline:
+                break
+            op()
+        for _ in range(n):
+            if time.monotonic() > deadline:
+                log("time cap reached after %d of %d" % (len(lat), n))
+                break
+            dt, ok, why = op()
+            if ok:
+                lat.append(dt * 1000.0)
+            else:
+                errs.add(why)
+                time.sleep(ERROR_BACKOFF_S)
+            if gap_s > 0:
+                time.sleep(gap_s)
+    finally:
+        close()
+    return lat, errs
+
+
+def closed_loop(factory, conc, duration, max_per_thread=100000, grace=130):
+    """C threads, each sending back to back until `duration` has passed.
+
+    Throughput = successful ops / (time the last op ended - start). In-flight ops at the
+    deadline are allowed to finish and are counted (so the window is slightly longer
+    than `duration`)."""
+    errs = Errors()
+    lat = []
+    lock = threading.Lock()
+    ends = []
+    ops = [factory() for _ in range(conc)]
+    start_evt = threading.Event()
+    t = {}
+
+    def worker(op, close):
+        start_evt.wait()
+        my_lat = []
+        last = t["start"]
+        try:
+            for _ in range(max_per_thread):
+                if time.perf_counter() >= t["deadline"]:
+                    break
+                dt, ok, why = op()
+                last = time.perf_counter()
+                if ok:
+                    my_lat.append(dt * 1000.0)
+                else:
+                    errs.add(why)
+                    time.sleep(ERROR_BACKOFF_S)  # don't spin on fast failures (503s)
+        finally:
+            close()
+            with lock:
+                lat.extend(my_lat)
+                ends.append(last)
+
+    threads = [threading.Thread(target=worker, args=o, daemon=True) for o in ops]
+    for th in threads:
+        th.start()
+    t["start"] = time.perf_counter()
+    t["deadline"] = t["start"] + duration
+    start_evt.set()
+    for th in threads:
+        th.join(max(1.0, t["deadline"] + grace - time.perf_counter()))
+    hung = sum(th.is_alive() for th in threads)
+    end = max(ends) if ends else time.perf_counter()
+    elapsed = end - t["start"]
+    return {
+        "concurrency": conc,
+        "duration_s": elapsed,
+        "ok": len(lat),
+        "jobs_per_s": len(lat) / elapsed if elapsed > 0 else None,
+        "latency_ms": summary(lat),
+        "hung_threads": hung,
+        **errs.as_dict(),
+    }
+
+
+# ---------------------------------------------------------------------------- machine
+
+def machine_info():
+    info = {"nproc": os.cpu_count(), "kernel": platform.release()}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                info["mem_total_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    try:
+        api = DockerAPI("/var/run/docker.sock", 10)
+        st, body = api.req("GET", "/info")
+        d = json.loads(body)
+        info["docker_server"] = d.get("ServerVersion")
+        info["docker_runtime"] = d.get("DefaultRuntime")
+        info["cgroup"] = "v%s (%s driver)" % (d.get("CgroupVersion"), d.get("CgroupDriver"))
+        info["storage_driver"] = d.get("Driver")
+        api.close()
+    except Exception as e:  # noqa: BLE001
+        info["docker_error"] = str(e)
+    return info
+
+
+# ---------------------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small counts: a smoke run < 2 min")
+    ap.add_argument("--json", metavar="FILE", help="also write the raw numbers here")
+    ap.add_argument("-n", type=int, default=100, help="takod latency requests (default 100)")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--baseline-n", type=int, default=30,
+                    help="docker run / raw API latency runs (default 30)")
+    ap.add_argument("--duration", type=float, default=20.0,
+                    help="seconds per throughput point (default 20)")
+    ap.add_argument("--concurrency", default="1,2,4,8")
+    ap.add_argument("--executors", type=int, default=4, help="server.executors (default 4)")
+    ap.add_argument("--no-exec8", action="store_true",
+                    help="skip the extra concurrency-8 point with server.executors=8")
+    ap.add_argument("--fresh-conn", action="store_true",
+                    help="a new TCP connection per request (default: one keep-alive "
+                         "connection per client thread)")
+    ap.add_argument("--takod", default=os.path.join(REPO, "build", "takod"))
+    ap.add_argument("--conf", default=os.path.join(REPO, "conf", "tako.conf"))
+    ap.add_argument("--image", default="code-executor:latest")
+    ap.add_argument("--docker-sock", default="/var/run/docker.sock")
+    ap.add_argument("--log", default=None,
+                    help="takod's stderr (default /tmp/takod-bench-<time>.log, kept)")
+    ap.add_argument("--skip", default="",
+                    help="comma list of phases to skip: takod,dockerrun,raw")
+    ap.add_argument("--wait-idle", type=float, default=60.0,
+                    help="wait up to this many seconds for the machine to be quiet "
+                         "(< 25%% busy) before starting (default 60; 0: don't)")
+    ap.add_argument("--phase-wait", type=float, default=15.0,
+                    help="before each phase, wait up to this many seconds for the machine "
+                         "to be < 25%% busy (default 15; total capped by --wait-budget)")
+    ap.add_argument("--wait-budget", type=float, default=90.0,
+                    help="total seconds all quiet-waits may take (default 90)")
+    ap.add_argument("--paced-n", type=int, default=30,
+                    help="diagnostic: takod requests at concurrency 1 with --paced-gap of "
+                         "idle time after each reply (default 30; 0: skip). Not used for "
+                         "the targets.")
+    ap.add_argument("--paced-gap", type=float, default=1.0)
+    a = ap.parse_args()
+    if a.quick:
+        a.n, a.warmup, a.baseline_n, a.duration, a.paced_n = 20, 3, 5, 4.0, 5
+        a.wait_idle = min(a.wait_idle, 10.0)
+        a.phase_wait, a.wait_budget = min(a.phase_wait, 3.0), min(a.wait_budget, 20.0)
+    budget = {"left": a.wait_budget}
+
+    def quiet():
+        """Bounded wait for other load to pass; returns the busy fraction seen."""
+        t0 = time.monotonic()
+        busy = wait_quiet(max(0.0, min(a.phase_wait, budget["left"])))
+        budget["left"] -= time.monotonic() - t0
+        if busy > 0.25:
+            log("  machine %.0f%% busy at phase start (not waiting longer)" % (busy * 100))
+        return busy
+    concs = [int(x) for x in a.concurrency.split(",") if x.strip()]
+    skip = set(x.strip() for x in a.skip.split(",") if x.strip())
+    keepalive = not a.fresh_conn
+    if a.log is None:
+        a.log = "/tmp/takod-bench-%s.log" % time.strftime("%Y%m%d-%H%M%S")
+
+    t_run0 = time.monotonic()
+    res = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),
+        "machine": machine_info(),
+        "params": {"n": a.n, "warmup": a.warmup, "baseline_n": a.baseline_n,
+                   "duration_s": a.duration, "concurrency": concs,
+                   "executors": a.executors, "exec8": not a.no_exec8,
+                   "client_connection": "keep-alive per client thread" if keepalive
+                   else "fresh per request",
+                   "image": a.image, "code": CODE, "clk_tck": CLK_TCK},
+        "conditions": {},
+    }
+    log("machine: %s" % json.dumps(res["machine"]))
+
+    # quietness before we start (other work on a 2-core box skews everything)
+    if a.wait_idle > 0:
+        t_end = time.monotonic() + a.wait_idle
+        busy = machine_busy_fraction(2.0)
+        while busy > 0.25 and time.monotonic() < t_end:
+            log("machine %.0f%% busy before start; waiting" % (busy * 100))
+            busy = machine_busy_fraction(3.0)
+        res["conditions"]["busy_before_start"] = busy
+        log("machine %.0f%% busy before start" % (busy * 100))
+    res["conditions"]["foreign_before"] = top_foreign(1.0)
+
+    data_dir = tempfile.mkdtemp(prefix="takod-bench-", dir="/tmp")
+    # Run a private copy of the binary: others may rebuild build/takod during the run.
+    bin_dir = tempfile.mkdtemp(prefix="takod-bench-bin-", dir="/tmp")
+    takod_bin = os.path.join(bin_dir, "takod")
+    if "takod" not in skip:
+        shutil.copy2(a.takod, takod_bin)
+        with open(takod_bin, "rb") as f:
+            res["takod_binary"] = {
+                "path": a.takod,
+                "sha256": hashlib.sha256(f.read()).hexdigest(),
+                "mtime": datetime.datetime.fromtimestamp(
+                    os.stat(a.takod).st_mtime).isoformat(timespec="seconds"),
+            }
+        try:
+            res["takod_binary"]["git_head"] = subprocess.run(
+                ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
+                text=True, timeout=10).stdout.strip()
+            dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "-uno"],
+                                   capture_output=True, text=True, timeout=10).stdout
+            res["takod_binary"]["worktree_modified_files"] = len(dirty.splitlines())
+        except (OSError, subprocess.SubprocessError):
+            pass
+    takod = None
+    stop_now = {"flag": False}
+
+    def on_signal(signum, _frame):
+        stop_now["flag"] = True
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGTERM, on_signal)
+
+    try:
+        # ------------------------------------------------------------ takod
+        if "takod" not in skip:
+            takod = Takod(takod_bin, a.conf, data_dir, a.executors, a.log)
+            log("starting takod executors=%d (log %s)" % (a.executors, a.log))
+            res["takod_health"] = takod.start()
+            probe = CpuProbe(takod.proc.pid)
+            timings = []
+            factory = make_takod_op(takod.port, keepalive, timings)
+            # warm-up outside the measured window, then let the warm-up's container
+            # removal/creation finish before the "before" snapshot
+            op, close = factory()
+            for _ in range(a.warmup):
+                op()
+            close()
+            timings.clear()
+            time.sleep(2.0)
+            pre = quiet()
+            log("takod latency: %d requests at concurrency 1" % a.n)
+            s0 = probe.snapshot()
+            lat, errs = sequential(factory, a.n, 0, 300)
+            time.sleep(2.0)  # the last job's container rm + next create belong to it
+            s1 = probe.snapshot()
+            jobs = len(lat) + errs.count
+            res["takod_latency"] = {
+                "latency_ms": summary(lat),
+                "server_timing_p50": {k: pct([t[k] for t in timings if k in t], 50)
+                                      for k in ("queue_ms", "startup_ms", "execution_ms",
+                                                "total_ms")},
+                "server_timing_p99": {k: pct([t[k] for t in timings if k in t], 99)
+                                      for k in ("queue_ms", "startup_ms", "execution_ms",
+                                                "total_ms")},
+                "cpu": CpuProbe.delta(s0, s1, jobs),
+                "raw_ms": lat,
+                "raw_timing": timings[:],
+                "busy_at_start": pre,
+                **errs.as_dict(),
+            }
+            if len(timings) == len(lat):
+                res["takod_latency"]["outside_server_total_p50_ms"] = pct(
+                    [l - t["total_ms"] for l, t in zip(lat, timings)], 50)
+            L = res["takod_latency"]["latency_ms"]
+            log("takod c=1: p50 %s p99 %s ms, errors %d, takod CPU %.2f ms/job" % (
+                fmt(L.get("p50")), fmt(L.get("p99")), errs.count,
+                res["takod_latency"]["cpu"]["takod"]["cpu_ms_per_job"] or -1))
+
+            if a.paced_n > 0:
+                pre = quiet()
+                log("takod paced diagnostic: %d requests, %.1fs idle after each"
+                    % (a.paced_n, a.paced_gap))
+                ptim = []
+                plat, perrs = sequential(make_takod_op(takod.port, keepalive, ptim),
+                                         a.paced_n, 0, 120, gap_s=a.paced_gap)
+                res["takod_paced"] = {
+                    "gap_s": a.paced_gap, "latency_ms": summary(plat), "raw_ms": plat,
+                    "busy_at_start": pre,
+                    "server_timing_p50": {k: pct([t[k] for t in ptim if k in t], 50)
+                                          for k in ("queue_ms", "startup_ms",
+                                                    "execution_ms", "total_ms")},
+                    **perrs.as_dict()}
+                if len(ptim) == len(plat):
+                    res["takod_paced"]["outside_server_total_p50_ms"] = pct(
+                        [l - t["total_ms"] for l, t in zip(plat, ptim)], 50)
+                log("  p50 %s p99 %s ms" % (fmt(summary(plat).get("p50")),
+                                           fmt(summary(plat).get("p99"))))
+
+            res["takod_throughput"] = []
+            for c in concs:
+                pre = quiet()
+                log("takod throughput c=%d for %.0fs" % (c, a.duration))
+                s0 = probe.snapshot()
+                r = closed_loop(make_takod_op(takod.port, keepalive), c, a.duration)
+                s1 = probe.snapshot()
+                r["executors"] = a.executors
+                r["busy_at_start"] = pre
+                r["cpu"] = CpuProbe.delta(s0, s1, r["ok"] + r["errors"])
+                res["takod_throughput"].append(r)
+                log("  %.2f jobs/s, p50 %s ms, errors %d" % (
+                    r["jobs_per_s"] or 0, fmt(r["latency_ms"].get("p50")), r["errors"]))
+            rc = takod.stop()
+            res["takod_exit"] = [rc]
+
+            if not a.no_exec8 and a.executors != 8:
+                takod = Takod(takod_bin, a.conf, data_dir, 8, a.log)
+                log("restarting takod with executors=8")
+                takod.start()
+                probe = CpuProbe(takod.proc.pid)
+                op, close = make_takod_op(takod.port, keepalive)()
+                for _ in range(a.warmup):
+                    op()
+                close()
+                time.sleep(2.0)
+                c = max(concs)
+                pre = quiet()
+                log("takod throughput c=%d executors=8 for %.0fs" % (c, a.duration))
+                s0 = probe.snapshot()
+                r = closed_loop(make_takod_op(takod.port, keepalive), c, a.duration)
+                s1 = probe.snapshot()
+                r["executors"] = 8
+                r["busy_at_start"] = pre
+                r["cpu"] = CpuProbe.delta(s0, s1, r["ok"] + r["errors"])
+                res["takod_throughput_exec8"] = r
+                log("  %.2f jobs/s, p50 %s ms, errors %d" % (
+                    r["jobs_per_s"] or 0, fmt(r["latency_ms"].get("p50")), r["errors"]))
+                res["takod_exit"].append(takod.stop())
+            takod = None
+            res["conditions"]["takod_log"] = a.log
+
+        docker_probe = CpuProbe(None)
+        # ------------------------------------------------------------ docker run
+        if "dockerrun" not in skip:
+            log("docker run: %d runs at concurrency 1" % a.baseline_n)
+            fac = make_docker_run_op(a.image)
+            op, close = fac()
+            for _ in range(min(3, a.warmup)):
+                op()
+            time.sleep(1.0)
+            pre = quiet()
+            s0 = docker_probe.snapshot()
+            lat, errs = sequential(fac, a.baseline_n, 0, 300)
+            s1 = docker_probe.snapshot()
+            res["docker_run_latency"] = {"busy_at_start": pre,"latency_ms": summary(lat), "raw_ms": lat,
+                                         "cpu": CpuProbe.delta(s0, s1, len(lat) + errs.count),
+                                         **errs.as_dict()}
+            log("  p50 %s p99 %s ms, errors %d" % (
+                fmt(summary(lat).get("p50")), fmt(summary(lat).get("p99")), errs.count))
+            res["docker_run_throughput"] = []
+            for c in concs:
+                pre = quiet()
+                log("docker run throughput c=%d for %.0fs" % (c, a.duration))
+                s0 = docker_probe.snapshot()
+                r = closed_loop(fac, c, a.duration)
+                s1 = docker_probe.snapshot()
+                r["cpu"] = CpuProbe.delta(s0, s1, r["ok"] + r["errors"])
+                r["busy_at_start"] = pre
+                res["docker_run_throughput"].append(r)
+                log("  %.2f jobs/s, p50 %s ms, errors %d" % (
+                    r["jobs_per_s"] or 0, fmt(r["latency_ms"].get("p50")), r["errors"]))
+
+        # ------------------------------------------------------------ raw API
+        if "raw" not in skip:
+            log("raw Docker API cycle: %d runs at concurrency 1" % a.baseline_n)
+            fac = make_raw_op(a.docker_sock, a.image)
+            op, close = fac()
+            for _ in range(min(3, a.warmup)):
+                op()
+            close()
+            time.sleep(1.0)
+            pre = quiet()
+            s0 = docker_probe.snapshot()
+            lat, errs = sequential(fac, a.baseline_n, 0, 300)
+            s1 = docker_probe.snapshot()
+            res["raw_api_latency"] = {"busy_at_start": pre,"latency_ms": summary(lat), "raw_ms": lat,
+                                      "cpu": CpuProbe.delta(s0, s1, len(lat) + errs.count),
+                                      **errs.as_dict()}
+            log("  p50 %s p99 %s ms, errors %d" % (
+                fmt(summary(lat).get("p50")), fmt(summary(lat).get("p99")), errs.count))
+            res["raw_api_throughput"] = []
+            for c in concs:
+                pre = quiet()
+                log("raw API throughput c=%d for %.0fs" % (c, a.duration))
+                s0 = docker_probe.snapshot()
+                r = closed_loop(fac, c, a.duration)
+                s1 = docker_probe.snapshot()
+                r["cpu"] = CpuProbe.delta(s0, s1, r["ok"] + r["errors"])
+                r["busy_at_start"] = pre
+                res["raw_api_throughput"].append(r)
+                log("  %.2f jobs/s, p50 %s ms, errors %d" % (
+                    r["jobs_per_s"] or 0, fmt(r["latency_ms"].get("p50")), r["errors"]))
+    except KeyboardInterrupt:
+        log("interrupted; cleaning up")
+        res["interrupted"] = True
+    finally:
+        if takod is not None:
+            takod.stop()
+        res["conditions"]["bench_containers_removed_at_end"] = \
+            cleanup_bench_containers(a.docker_sock)
+        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(bin_dir, ignore_errors=True)
+        res["conditions"]["foreign_after"] = top_foreign(1.0)
+        res["wall_s"] = time.monotonic() - t_run0
+
+    res["takod_log_summary"] = summarize_log(a.log) if os.path.exists(a.log) else None
+    report(res)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+        log("raw numbers written to %s" % a.json)
+    return 1 if res.get("interrupted") else 0
+
+
+def summarize_log(path):
+    counts = {}
+    samples = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            lvl = "other"
+            for word in line.split():
+                if word.startswith("level="):
+                    lvl = word[6:]
+                    break
+            counts[lvl] = counts.get(lvl, 0) + 1
+            if len(samples) < 15:
+                samples.append(line.rstrip()[:300])
+    return {"path": path, "lines_by_level": counts, "first_lines": samples}
+
+
+def report(res):
+    P = print
+    m = res["machine"]
+    P()
+    P("takod job latency and throughput (%s)" % res["date"])
+    P("machine: %s x %s, %s GiB, kernel %s, Docker %s, runtime %s, cgroup %s" % (
+        m.get("nproc"), m.get("cpu_model"), m.get("mem_total_gib"), m.get("kernel"),
+        m.get("docker_server"), m.get("docker_runtime"), m.get("cgroup")))
+    if res.get("takod_binary"):
+        b = res["takod_binary"]
+        P("takod binary: %s (mtime %s, sha256 %s…), repo HEAD %s with %s modified tracked "
+          "files" % (b["path"], b["mtime"], b["sha256"][:12], b.get("git_head"),
+                     b.get("worktree_modified_files")))
+    p = res["params"]
+    P("job: python3 -c %r / {\"code\": %r}; client: http.client, %s" % (
+        CODE, CODE, p["client_connection"]))
+    P()
+
+    tl = res.get("takod_latency")
+    dl = res.get("docker_run_latency")
+    rl = res.get("raw_api_latency")
+    P("Latency at concurrency 1 (ms, client-observed)")
+    P("| | N | p50 | p90 | p99 | mean | max | errors |")
+    P("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, d in (("takod POST /execute (executors=%d)" % p["executors"], tl),
+                    ("docker run --rm", dl), ("raw Engine API create/start/wait/logs/rm", rl)):
+        if d:
+            L = d["latency_ms"]
+            P("| %s | %d | %s | %s | %s | %s | %s | %d |" % (
+                name, L["n"], fmt(L.get("p50")), fmt(L.get("p90")), fmt(L.get("p99")),
+                fmt(L.get("mean")), fmt(L.get("max")), d["errors"]))
+    if tl:
+        s = tl["server_timing_p50"]
+        P()
+        P("takod server timing, p50 (ms): queue %s, startup %s, execution %s, total %s; "
+          "client minus total_ms p50 %s" % (
+              fmt(s["queue_ms"]), fmt(s["startup_ms"]), fmt(s["execution_ms"]),
+              fmt(s["total_ms"]), fmt(tl.get("outside_server_total_p50_ms"))))
+        s = tl["server_timing_p99"]
+        P("takod server timing, p99 (ms): queue %s, startup %s, execution %s, total %s" % (
+            fmt(s["queue_ms"]), fmt(s["startup_ms"]), fmt(s["execution_ms"]),
+            fmt(s["total_ms"])))
+    pc = res.get("takod_paced")
+    if pc:
+        L = pc["latency_ms"]
+        s = pc["server_timing_p50"]
+        P()
+        P("Diagnostic (not used for the targets): takod at concurrency 1 with %.1f s idle "
+          "after each reply, N=%d: p50 %s, p90 %s, p99 %s, max %s ms, errors %d; server "
+          "p50: queue %s, startup %s, execution %s, total %s; client minus total_ms p50 %s" % (
+              pc["gap_s"], L["n"], fmt(L.get("p50")), fmt(L.get("p90")), fmt(L.get("p99")),
+              fmt(L.get("max")), pc["errors"], fmt(s["queue_ms"]), fmt(s["startup_ms"]),
+              fmt(s["execution_ms"]), fmt(s["total_ms"]),
+              fmt(pc.get("outside_server_total_p50_ms"))))
+    P()
+    P("Throughput (jobs/s, closed loop, %.0f s per point; p50 latency under load in ms)"
+      % p["duration_s"])
+    hdr = "| | " + " | ".join("c=%d" % c for c in p["concurrency"]) + " |"
+    P(hdr)
+    P("|---|" + "---:|" * len(p["concurrency"]))
+
+    def row(name, lst):
+        cells = []
+        for r in lst:
+            e = " (%d err)" % r["errors"] if r["errors"] else ""
+            cells.append("%.2f [%s]%s" % (r["jobs_per_s"] or 0,
+                                          fmt(r["latency_ms"].get("p50"), 0), e))
+        P("| %s | %s |" % (name, " | ".join(cells)))
+
+    if res.get("takod_throughput"):
+        row("takod, executors=%d" % p["executors"], res["takod_throughput"])
+    if res.get("takod_throughput_exec8"):
+        r = res["takod_throughput_exec8"]
+        cells = ["-"] * (len(p["concurrency"]) - 1)
+        e = " (%d err)" % r["errors"] if r["errors"] else ""
+        cells.append("%.2f [%s]%s" % (r["jobs_per_s"] or 0, fmt(r["latency_ms"].get("p50"), 0), e))
+        P("| takod, executors=8 | %s |" % " | ".join(cells))
+    if res.get("docker_run_throughput"):
+        row("docker run --rm", res["docker_run_throughput"])
+    if res.get("raw_api_throughput"):
+        row("raw Engine API cycle", res["raw_api_throughput"])
+
+    P()
+    P("CPU per job at concurrency 1 (ms; utime+stime from /proc)")
+    P("| | takod (master + acceptors + executors) | its PostgreSQL | dockerd + containerd "
+      "| whole machine (all CPUs, incl. runc, shims, the job, other load) |")
+    P("|---|---:|---:|---:|---:|")
+    for name, d in (("takod", tl), ("docker run", dl), ("raw API", rl)):
+        if d:
+            c = d["cpu"]
+            P("| %s | %s | %s | %s | %s |" % (
+                name,
+                fmt(c["takod"]["cpu_ms_per_job"], 2) if name == "takod" else "-",
+                fmt(c["postgres"]["cpu_ms_per_job"], 2) if name == "takod" else "-",
+                fmt(c["docker"]["cpu_ms_per_job"], 1),
+                fmt(c["machine"]["cpu_ms_per_job"], 0)))
+    if tl:
+        c = tl["cpu"]["takod"]
+        P("takod CPU by process (ms/job): " + ", ".join(
+            "%s %.2f" % (k, v) for k, v in sorted(c["by_comm_ms_per_job"].items())))
+        if c["pids_gone"] or c["pids_new"]:
+            P("NOTE: takod's process set changed during the CPU window: gone %s new %s"
+              % (c["pids_gone"], c["pids_new"]))
+
+    # ratios and targets
+    P()
+    P("Ratios and the issue's targets")
+    P("| metric | value | target | met |")
+    P("|---|---:|---|---|")
+
+    def tgt(name, val, target, ok):
+        P("| %s | %s | %s | %s |" % (name, val, target,
+                                     "-" if ok is None else ("yes" if ok else "**no**")))
+
+    res["targets"] = {}
+    tp50 = tl["latency_ms"].get("p50") if tl else None
+    tp99 = tl["latency_ms"].get("p99") if tl else None
+    dp50 = dl["latency_ms"].get("p50") if dl else None
+    rp50 = rl["latency_ms"].get("p50") if rl else None
+    if tp50 is not None:
+        ok = tp50 <= 80
+        tgt("takod p50", "%.1f ms" % tp50, "<= 80 ms", ok)
+        res["targets"]["p50_le_80ms"] = ok
+    if tp50 and dp50:
+        x = dp50 / tp50
+        ok = x >= 4
+        tgt("docker run p50 / takod p50", "%.2fx" % x, ">= 4x", ok)
+        res["targets"]["p50_4x_docker_run"] = ok
+    if tp50 and rp50:
+        tgt("raw API p50 / takod p50", "%.2fx" % (rp50 / tp50), "(context)", None)
+    if tp50 and tp99:
+        x = tp99 / tp50
+        ok = x <= 2
+        tgt("takod p99 / p50", "%.2f" % x, "<= 2", ok)
+        res["targets"]["p99_le_2x_p50"] = ok
+    tt = res.get("takod_throughput") or []
+    dt = res.get("docker_run_throughput") or []
+    rt = res.get("raw_api_throughput") or []
+    if tt and dt and tt[-1]["jobs_per_s"] and dt[-1]["jobs_per_s"]:
+        c = tt[-1]["concurrency"]
+        x = tt[-1]["jobs_per_s"] / dt[-1]["jobs_per_s"] * 100
+        ok = x >= 90
+        tgt("takod (executors=%d) / docker run throughput at c=%d" % (p["executors"], c),
+            "%.0f%%" % x, ">= 90%", ok)
+        res["targets"]["throughput_c8_ge_90pct"] = ok
+        e8 = res.get("takod_throughput_exec8")
+        if e8 and e8["jobs_per_s"]:
+            x8 = e8["jobs_per_s"] / dt[-1]["jobs_per_s"] * 100
+            tgt("takod (executors=8) / docker run throughput at c=%d" % c, "%.0f%%" % x8,
+                ">= 90%", x8 >= 90)
+            res["targets"]["throughput_c8_exec8_ge_90pct"] = x8 >= 90
+        if rt and rt[-1]["jobs_per_s"]:
+            tgt("takod (executors=%d) / raw API throughput at c=%d" % (p["executors"], c),
+                "%.0f%%" % (tt[-1]["jobs_per_s"] / rt[-1]["jobs_per_s"] * 100),
+                "(context)", None)
+    if tl:
+        v = tl["cpu"]["takod"]["cpu_ms_per_job"]
+        ok = v is not None and v <= 2
+        tgt("takod's own CPU per job", "%.2f ms" % v if v is not None else "-", "<= 2 ms", ok)
+        res["targets"]["cpu_le_2ms"] = ok
+
+    # errors and conditions
+    P()
+    total_err = 0
+    for key in ("takod_latency", "takod_paced", "docker_run_latency", "raw_api_latency"):
+        if res.get(key):
+            total_err += res[key]["errors"]
+    for key in ("takod_throughput", "docker_run_throughput", "raw_api_throughput"):
+        for r in res.get(key) or []:
+            total_err += r["errors"]
+    if res.get("takod_throughput_exec8"):
+        total_err += res["takod_throughput_exec8"]["errors"]
+    P("errors (non-200, success=false, wrong stdout, transport): %d" % total_err)
+    for key in ("takod_latency", "takod_paced", "takod_throughput", "takod_throughput_exec8",
+                "docker_run_latency", "docker_run_throughput", "raw_api_latency",
+                "raw_api_throughput"):
+        v = res.get(key)
+        for r in (v if isinstance(v, list) else [v] if v else []):
+            if r["errors"]:
+                P("  %s%s: %d errors (non-200 %d, success=false %d), e.g. %s" % (
+                    key, " c=%d" % r["concurrency"] if "concurrency" in r else "",
+                    r["errors"], r["non_200"], r["success_false"], r["samples"][:3]))
+    cond = res["conditions"]
+    if "busy_before_start" in cond:
+        P("machine busy before start: %.0f%%" % (cond["busy_before_start"] * 100))
+    if cond.get("foreign_before") or cond.get("foreign_after"):
+        P("other processes using CPU: before %s; after %s" % (
+            cond.get("foreign_before"), cond.get("foreign_after")))
+    P()
+    P("Conditions per phase (other engineers' work shares this machine): machine busy just "
+      "before the phase; machine busy during it; CPU of long-lived processes outside the "
+      "benchmark during it, in % of one CPU (short-lived ones are missed)")
+    P("| phase | busy before | busy during | foreign CPU | top foreign | dockerd pid |")
+    P("|---|---:|---:|---:|---|---|")
+    for key in ("takod_latency", "takod_throughput", "takod_throughput_exec8",
+                "docker_run_latency", "docker_run_throughput", "raw_api_latency",
+                "raw_api_throughput"):
+        v = res.get(key)
+        for r in (v if isinstance(v, list) else [v] if v else []):
+            name = key + (" c=%d" % r["concurrency"] if "concurrency" in r else "")
+            c = r["cpu"]
+            dp = c.get("dockerd_pids") or [[], []]
+            dps = ",".join(map(str, dp[1])) if dp[0] == dp[1] else \
+                "**%s -> %s (restarted)**" % (dp[0], dp[1])
+            P("| %s | %s%% | %s%% | %s%% | %s | %s |" % (
+                name, fmt((r.get("busy_at_start") or 0) * 100, 0),
+                fmt((c["machine"]["busy_fraction"] or 0) * 100, 0),
+                fmt(c["foreign"]["cpu_pct_of_one_cpu"], 0), ", ".join(c["foreign"]["top"]),
+                dps))
+    ls = res.get("takod_log_summary")
+    if ls:
+        P("takod log %s: lines by level %s" % (ls["path"], ls["lines_by_level"]))
+        for line in ls["first_lines"][:5]:
+            P("  " + line)
+    P("bench containers left and removed at the end: %s" %
+      cond.get("bench_containers_removed_at_end"))
+    P("wall time: %.0f s" % res.get("wall_s", 0))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
