@@ -228,28 +228,25 @@ class Commands(unittest.TestCase):
     def test_kill_master_then_restart_recovers(self):
         t = Takod(executors=1, acceptors=1).start()
         try:
-            th, box = in_thread(lambda: t.request("POST", "/execute", {"code": SLEEP_JOB.format(s=3)}))
+            job = t.request("POST", "/execute/async", {"code": SLEEP_JOB.format(s=3)}).json()["job_id"]
             t.wait_running()
             children = t.children()
             os.kill(t.pid, signal.SIGKILL)
             t.proc.wait()
-            th.join(30)
             for p in children:  # children and PostgreSQL die with the master
                 t.wait_for(lambda p=p: not pid_alive(p), what=f"child {p} to die")
             t2 = Takod(data_dir=t.data_dir, executors=1, acceptors=1).start()
             try:
-                # the job left running is run again and finishes
-                rows = t2.wait_for(lambda: t2.sql(
-                    "SELECT status, stdout, attempt FROM jobs WHERE status NOT IN ('queued', 'running')"),
-                    timeout=60, what="the re-run job's record")
-                self.assertEqual(rows, [["succeeded", "start\nend\n", "2"]])
+                # the async job it left running is run again after the start, to the end
+                r = t2.request("GET", f"/jobs/{job}/result?wait=true&timeout=60&view=full").json()
+                self.assertEqual((r["status"], r["stdout"]), ("succeeded", "start\nend\n"))
+                self.assertEqual(r["attempt"], 2)
                 # the dead run's containers were swept; only the new warm one is left
                 t2.wait_for(lambda: len(t2.containers()) == 1, what="only the warm container")
             finally:
                 t2.stop()
         finally:
             t.cleanup()
-
 
 if __name__ == "__main__":
     unittest.main()
