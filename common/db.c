@@ -9,11 +9,40 @@
 #include <stdlib.h>
 #include <string.h>
 
+/*
+ * Every statement a process runs through db_exec is prepared once per connection and
+ * then executed by name: the SQL texts are constants, so the text's address identifies
+ * it. A reconnect starts a new session, which forgets them: the cache is emptied then.
+ */
+#define DB_PREPARED_MAX 32
+
 struct db {
     PGconn *conn;
     char *conninfo;
     char err[512];
+    const char *prepared[DB_PREPARED_MAX]; /* statement "s<i>" is this SQL text */
+    int n_prepared;
 };
+
+/* The prepared statement's name for sql, preparing it if needed; NULL if it cannot be. */
+static const char *prepared_name(struct db *d, const char *sql, int n, char *name, size_t len)
+{
+    for (int i = 0; i < d->n_prepared; i++)
+        if (d->prepared[i] == sql) {
+            snprintf(name, len, "s%d", i);
+            return name;
+        }
+    if (d->n_prepared == DB_PREPARED_MAX)
+        return NULL;
+    snprintf(name, len, "s%d", d->n_prepared);
+    PGresult *r = PQprepare(d->conn, name, sql, n, NULL);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok)
+        return NULL;
+    d->prepared[d->n_prepared++] = sql;
+    return name;
+}
 
 /* Connect with a bound: a database that does not answer must not hang a process that has
  * other duties (the master's loop, an executor's jobs). */
@@ -87,8 +116,12 @@ PGresult *db_exec_bin(struct db *d, const char *sql, int n, const char *const *p
                 return NULL;
             }
             PQsetNoticeProcessor(d->conn, notice_ignore, NULL);
+            d->n_prepared = 0; /* a new session */
         }
-        PGresult *r = PQexecParams(d->conn, sql, n, NULL, params, lengths, formats, 0);
+        char name[16];
+        const char *stmt = prepared_name(d, sql, n, name, sizeof name);
+        PGresult *r = stmt ? PQexecPrepared(d->conn, stmt, n, params, lengths, formats, 0)
+                           : PQexecParams(d->conn, sql, n, NULL, params, lengths, formats, 0);
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
             return r;
