@@ -238,6 +238,8 @@ static const char *const migrations[] = {
     "DROP INDEX jobs_idempotency_key_idx;"
     "CREATE UNIQUE INDEX jobs_idempotency_key_idx ON jobs ((coalesce(api_key_id, '')),"
     " idempotency_key) WHERE idempotency_key IS NOT NULL;",
+    /* 6: extra input files (ext) kept with the record, so a rerun or fork has them */
+    "ALTER TABLE jobs ADD COLUMN input_files jsonb;",
 };
 
 int db_schema_version(void)

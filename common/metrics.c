@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const int codes[METRICS_CODES - 1] = {200, 304, 400, 401, 403, 404, 405,
-                                             408, 409, 413, 422, 429, 500};
+static const int codes[METRICS_CODES - 1] = {200, 304, 400, 401, 403, 404, 405, 408,
+                                             409, 413, 422, 429, 500, 502, 503};
 static const char *const statuses[METRICS_STATUS] = {"succeeded", "failed", "timeout", "oom",
                                                      "cancelled"};
 static const char *const error_types[METRICS_ERRORS - 1] = {

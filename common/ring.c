@@ -151,6 +151,32 @@ int ring_pop(struct ring *r, struct ring_intent *me, uint64_t *val)
     }
 }
 
+int ring_pop_if(struct ring *r, struct ring_intent *me, bool (*pred)(uint64_t v, void *arg),
+                void *arg, uint64_t *val)
+{
+    uint64_t pos = atomic_load_explicit(&r->deq_pos, memory_order_relaxed);
+    intent_set(me, r, RING_OP_DEQ_TRY, pos);
+    struct ring_cell *c = &r->cell[pos & r->mask];
+    uint64_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
+    /* While seq == pos + 1 nobody can change the cell: the value judged is the value taken
+     * if the CAS succeeds. */
+    uint64_t v = atomic_load_explicit(&c->val, memory_order_relaxed);
+    if (seq != pos + 1 || !pred(v, arg) ||
+        !atomic_compare_exchange_strong(&r->deq_pos, &pos, pos + 1)) {
+        intent_clear(me);
+        return -EAGAIN; /* empty, not wanted, or someone else took the head */
+    }
+    if (me) {
+        atomic_store(&me->held_ring, r->id);
+        atomic_store(&me->held, v);
+        intent_set(me, r, RING_OP_DEQ_WON, pos);
+    }
+    atomic_store_explicit(&c->seq, pos + r->mask + 1, memory_order_release);
+    intent_clear(me);
+    *val = v;
+    return 0;
+}
+
 int ring_pop_wait(struct ring *r, struct ring_intent *me, uint64_t *val, int timeout_ms)
 {
     if (ring_pop(r, me, val) == 0)

@@ -38,9 +38,19 @@ static int apply_extras(json_t *body)
     json_t *env = json_object_get(body, "Env");
     char pythonpath[8192] = "PYTHONPATH=";
     for (size_t i = 0; i < sandbox_n_package_dirs; i++) {
-        char bind[4300], target[32];
+        /* mounted as /packages/<i>/<its own name>, so `import <name>` works */
+        char bind[4400], target[32];
+        const char *dir = sandbox_package_dirs[i];
+        size_t len = strlen(dir);
+        while (len > 1 && dir[len - 1] == '/')
+            len--;
+        const char *base = dir;
+        for (size_t k = 0; k < len; k++)
+            if (dir[k] == '/')
+                base = dir + k + 1;
         snprintf(target, sizeof target, "/packages/%zu", i);
-        snprintf(bind, sizeof bind, "%s:%s:ro", sandbox_package_dirs[i], target);
+        snprintf(bind, sizeof bind, "%.*s:%s/%.*s:ro", (int)len, dir, target,
+                 (int)(dir + len - base), base);
         json_array_append_new(binds, json_string(bind));
         if (i)
             strncat(pythonpath, ":", sizeof pythonpath - strlen(pythonpath) - 1);

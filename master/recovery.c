@@ -131,7 +131,7 @@ static void hand_on_held(struct tk_proc *p, pid_t pid)
             ring_push(shm_free(tk.shm), NULL, shm_val(idx, 0));
     } else if (from >= TK_RING_ID_DONE0) {
         if (state == TK_JOB_DONE && atomic_load(&job->gen) == gen)
-            jobs_release(idx, NULL);
+            jobs_done_with(idx, NULL);
         else if (state == TK_JOB_FREE)
             ring_push(shm_free(tk.shm), NULL, shm_val(idx, 0));
     } else if (from == TK_RING_ID_DISPATCH && atomic_load(&job->gen) == gen) {
@@ -140,6 +140,8 @@ static void hand_on_held(struct tk_proc *p, pid_t pid)
         else if (state == TK_JOB_RUNNING &&
                  (atomic_load(&job->owner_pid) == 0 || atomic_load(&job->owner_pid) == pid))
             settle_lost_run(idx);
+        else if (state == TK_JOB_DONE && atomic_load(&job->stale_votes) > 0)
+            jobs_done_with(idx, NULL); /* it had popped a settled job's stale entry */
         else if (state == TK_JOB_DONE)
             jobs_complete(idx, gen, NULL);
     }
@@ -152,12 +154,15 @@ static void drain_done_ring(uint32_t proc_idx)
         uint32_t idx = shm_val_idx(v);
         struct tk_job *job = shm_job(tk.shm, idx);
         if (atomic_load(&job->state) == TK_JOB_DONE && atomic_load(&job->gen) == shm_val_gen(v))
-            jobs_release(idx, NULL);
+            jobs_done_with(idx, NULL);
     }
 }
 
 void recovery_drain_orphans(void)
 {
+    /* Entries of cancelled queued jobs at the head of the dispatch ring: take them out now
+     * rather than when an executor is free, so their slots come back at once. */
+    jobs_drain_stale(NULL);
     for (uint32_t i = 0; i < tk.shm->n_procs; i++)
         if (atomic_load(&shm_proc(tk.shm, i)->pid) == 0 && ring_count(shm_done(tk.shm, i)) > 0)
             drain_done_ring(i);
@@ -238,7 +243,8 @@ int recovery_startup(void)
     }
     const char *p[1] = {tk.node};
     PGresult *r = db_exec(db,
-                          "SELECT id, code, input::text, timeout_s, attempt, job_type FROM jobs"
+                          "SELECT id, code, input::text, timeout_s, attempt, job_type, stdin,"
+                          " input_files::text FROM jobs"
                           " WHERE node = $1 AND status IN ('queued', 'running')"
                           " ORDER BY created_at",
                           1, p);
@@ -277,29 +283,13 @@ int recovery_startup(void)
         job->created_mono_us = now_mono_us();
         snprintf(job->job_type, sizeof job->job_type, "%s", PQgetvalue(r, row, 5));
         job->correlation_id[0] = '\0';
-        char dir[4096], path[4200];
-        spool_job_dir(dir, sizeof dir, id);
-        int rc = 0;
-        const char *subs[] = {"code", "input", "output"};
-        for (size_t i = 0; i < 3 && rc == 0; i++) {
-            snprintf(path, sizeof path, "%s/%s", dir, subs[i]);
-            rc = mkdir_p(path, 0755);
-        }
-        unsigned uid = 1000, gid = 1000;
-        sscanf(tk.cfg.docker_user, "%u:%u", &uid, &gid);
-        snprintf(path, sizeof path, "%s/output", dir);
-        if (rc == 0 && chown(path, uid, gid) < 0)
-            rc = -errno;
-        snprintf(path, sizeof path, "%s/code/main.py", dir);
-        const char *code = PQgetvalue(r, row, 1), *input = PQgetvalue(r, row, 2);
-        if (rc == 0)
-            rc = write_file(path, code, strlen(code), 0644);
-        snprintf(path, sizeof path, "%s/input/data.json", dir);
-        if (rc == 0)
-            rc = write_file(path, input, strlen(input), 0644);
+        char why[512];
+        int rc = jobs_write_spool(id, PQgetvalue(r, row, 1), PQgetvalue(r, row, 2),
+                                  PQgetisnull(r, row, 6) ? NULL : PQgetvalue(r, row, 6),
+                                  PQgetisnull(r, row, 7) ? NULL : PQgetvalue(r, row, 7), why,
+                                  sizeof why);
         if (rc < 0) {
-            log_error("msg=\"re-queueing a job failed: spool\" job=%s err=\"%s\"", id,
-                      strerror(-rc));
+            log_error("msg=\"re-queueing a job failed: spool\" job=%s err=\"%s\"", id, why);
             jobs_release(idx, NULL);
             continue;
         }

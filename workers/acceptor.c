@@ -114,12 +114,11 @@ static void free_params(char **params, int n)
         free(params[i]);
 }
 
-/* The route a request's path matches (any method), for metrics; -1 if none. */
+/* The route (path and method) a request matched, for metrics; -1 ("other") if none. */
 static int route_of(struct evhttp_request *req)
 {
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
-    int any = -1;
     for (size_t i = 0; path && i < TK_ARRAY_LEN(routes); i++) {
         char *params[MAX_PARAMS] = {0};
         int np = 0;
@@ -127,10 +126,8 @@ static int route_of(struct evhttp_request *req)
         free_params(params, np);
         if (match && routes[i].method == m)
             return (int)i;
-        if (match && any < 0)
-            any = (int)i;
     }
-    return any;
+    return -1;
 }
 
 /* ---- replies ---- */
@@ -404,8 +401,8 @@ static void on_done(evutil_socket_t fd, short ev, void *arg)
             A.inflight--;
         }
         /* a completion for an earlier generation of this slot: the client left with it;
-         * the record is in PostgreSQL. Either way the slot is free again. */
-        jobs_release(idx, &A.me->intent);
+         * the record is in PostgreSQL. Either way we are done with the slot. */
+        jobs_done_with(idx, &A.me->intent);
     }
     acceptor_maybe_exit();
 }

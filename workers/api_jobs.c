@@ -399,68 +399,6 @@ static void spec_hash(struct job_spec *s)
         snprintf(s->hash + 2 * i, 3, "%02x", md[i]);
 }
 
-static int write_spool(const struct job_spec *s, const char *id, char *why, size_t wlen)
-{
-    char dir[4096], path[4300];
-    spool_job_dir(dir, sizeof dir, id);
-    static const char *const subs[] = {"code", "input"};
-    for (size_t i = 0; i < TK_ARRAY_LEN(subs); i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, subs[i]);
-        int rc = mkdir_p(path, 0755);
-        if (rc < 0) {
-            snprintf(why, wlen, "mkdir %s: %s", path, strerror(-rc));
-            return rc;
-        }
-    }
-    struct {
-        const char *name;
-        const char *data;
-        size_t len;
-    } files[3] = {{"code/main.py", s->code, strlen(s->code)},
-                  {"input/data.json", s->input_text, strlen(s->input_text)},
-                  {"input/stdin", s->stdin_text, s->stdin_text ? strlen(s->stdin_text) : 0}};
-    for (size_t i = 0; i < 3; i++) {
-        if (!files[i].data)
-            continue;
-        snprintf(path, sizeof path, "%s/%s", dir, files[i].name);
-        int rc = write_file(path, files[i].data, files[i].len, 0644);
-        if (rc < 0) {
-            snprintf(why, wlen, "write %s: %s", path, strerror(-rc));
-            return rc;
-        }
-    }
-    if (!s->files_json)
-        return 0;
-    /* extra input files: {name: base64}, names checked at validation */
-    json_t *files_obj = json_loads(s->files_json, 0, NULL);
-    const char *name;
-    json_t *val;
-    int rc = 0;
-    json_object_foreach(files_obj, name, val)
-    {
-        const char *b64 = json_string_value(val);
-        size_t blen = strlen(b64);
-        unsigned char *raw = malloc(blen / 4 * 3 + 4);
-        int n = raw ? EVP_DecodeBlock(raw, (const unsigned char *)b64, (int)blen) : -1;
-        if (n >= 0) { /* EVP_DecodeBlock counts padding bytes: trim them */
-            if (blen >= 1 && b64[blen - 1] == '=')
-                n--;
-            if (blen >= 2 && b64[blen - 2] == '=')
-                n--;
-            snprintf(path, sizeof path, "%s/input/%s", dir, name);
-            rc = write_file(path, raw, (size_t)n, 0644);
-        }
-        free(raw);
-        if (n < 0 || rc < 0) {
-            snprintf(why, wlen, "write input file %s", name);
-            rc = rc < 0 ? rc : -EINVAL;
-            break;
-        }
-    }
-    json_decref(files_obj);
-    return rc;
-}
-
 static void submit_reply_async(struct job_spec *s, const char *id, const char *status)
 {
     json_t *body = json_pack("{s:s, s:s}", "job_id", id, "status", status);
@@ -492,6 +430,19 @@ static void on_existing(const PGresult *res, const char *err, void *arg)
         add_waiter(s->req, s->corr, PQgetvalue(res, 0, 0), WAIT_EXECUTE, true,
                    (int)(tk.cfg.limits_max_timeout + 60) * 1000);
     }
+    spec_free(s);
+}
+
+/* The queue was full: a known key is answered like a repeat; otherwise 503 (the key is
+ * not used up). */
+static void on_existing_or_full(const PGresult *res, const char *err, void *arg)
+{
+    struct job_spec *s = arg;
+    if (res && PQntuples(res) == 1) {
+        on_existing(res, err, s);
+        return;
+    }
+    reply_error(s->req, 503, s->corr, "Job queue is full, try again later");
     spec_free(s);
 }
 
@@ -527,7 +478,20 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
         return;
     }
     atomic_store(&job->state, TK_JOB_QUEUED);
-    ring_push(shm_dispatch(tk.shm), &A.me->intent, shm_val(s->idx, s->gen));
+    if (ring_push(shm_dispatch(tk.shm), &A.me->intent, shm_val(s->idx, s->gen)) != 0) {
+        /* cannot happen: the dispatch ring has a cell for every slot, and a slot comes back
+         * only once its old entry has left the ring (jobs_done_with) */
+        log_crit("msg=\"dispatch ring full\" job=%s", job->id);
+        atomic_store(&job->state, TK_JOB_FILLING);
+        if (s->async) {
+            jobs_release(s->idx, &A.me->intent);
+            reply_error(s->req, 503, s->corr, "Job queue is full, try again later");
+        } else {
+            fail_pending(s->idx, 503, "Job queue is full, try again later");
+        }
+        spec_free(s);
+        return;
+    }
     if (s->async)
         submit_reply_async(s, job->id, "queued");
     spec_free(s);
@@ -596,6 +560,15 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
     uint64_t v;
     if (ring_pop(shm_free(tk.shm), &A.me->intent, &v) != 0) {
         atomic_fetch_add(&tk.shm->jobs_rejected_full, 1);
+        /* a repeat of a known request needs no slot: answer with its job if there is one */
+        if (s->idem && pgq_connected(A.pg)) {
+            const char *qp[2] = {s->idem, s->key_id};
+            if (pgq_exec(A.pg,
+                         "SELECT id::text, request_hash, status FROM jobs"
+                         " WHERE idempotency_key = $1 AND coalesce(api_key_id, '') = $2",
+                         2, qp, on_existing_or_full, s) == 0)
+                return;
+        }
         reply_error(req, 503, s->corr, "Job queue is full, try again later");
         spec_free(s);
         return;
@@ -634,7 +607,8 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
     }
 
     char why[512];
-    if (write_spool(s, job->id, why, sizeof why) < 0) {
+    if (jobs_write_spool(job->id, s->code, s->input_text, s->stdin_text, s->files_json, why,
+                         sizeof why) < 0) {
         log_error("msg=\"writing job spool failed\" job=%s err=\"%s\"", job->id, why);
         if (s->async) {
             jobs_release(idx, &A.me->intent);
@@ -653,7 +627,13 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
     snprintf(cpus_s, sizeof cpus_s, "%g", tk.cfg.limits_cpus);
     snprintf(created_s, sizeof created_s, "%llu", (unsigned long long)job->created_real_us);
     sha256_hex(s->code, strlen(s->code), code_hash);
-    sha256_hex(s->input_text, strlen(s->input_text), input_hash);
+    /* the input's hash is of its canonical form (keys sorted, compact), so a rerun, whose
+     * input comes back from PostgreSQL's jsonb, hashes the same as the original */
+    json_t *in_json = json_loads(s->input_text, 0, NULL);
+    char *canon = in_json ? json_dumps(in_json, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(in_json);
+    sha256_hex(canon ? canon : s->input_text, strlen(canon ? canon : s->input_text), input_hash);
+    free(canon);
     const char *params[19] = {job->id,         s->job_type, s->code,
                               s->input_text,   timeout_s,   mem_s,
                               cpus_s,          tk.node,     s->client_ip[0] ? s->client_ip : NULL,
@@ -662,8 +642,9 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
                               s->relationship, code_hash,   input_hash,
                               s->stdin_text};
     const char *sql = JOBS_SQL_INSERT;
-    const char *all[22];
+    const char *all[23];
     memcpy(all, params, sizeof params);
+    all[22] = s->files_json;
     all[19] = s->startup_timeout ? startup_s : NULL;
     all[20] = s->callback_url;
     all[21] = s->key_id[0] ? s->key_id : NULL;
@@ -677,7 +658,7 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
             return;
         }
     }
-    if (pgq_exec(A.pg, sql, 22, all, on_inserted, s) < 0) {
+    if (pgq_exec(A.pg, sql, 23, all, on_inserted, s) < 0) {
         if (s->async) {
             jobs_release(idx, &A.me->intent);
             reply_error(req, 503, s->corr, "Database unavailable; the job was not run");
@@ -925,6 +906,8 @@ static void on_parent(const PGresult *res, const char *err, void *arg)
         s->stdin_text = strdup(PQgetvalue(res, 0, 5));
     if (!PQgetisnull(res, 0, 6))
         s->startup_timeout = atoll(PQgetvalue(res, 0, 6));
+    if (!PQgetisnull(res, 0, 7)) /* extra input files: the same for a rerun and a fork */
+        s->files_json = strdup(PQgetvalue(res, 0, 7));
     submit_job(s->req, s);
 }
 
@@ -968,8 +951,9 @@ static void lineage_route(struct evhttp_request *req, const char *corr, const ch
     l->fork = fork;
     const char *p[2] = {id, auth_owner()};
     if (pgq_exec(A.pg,
-                 "SELECT code, input::text, timeout_s, job_type, status, stdin, startup_timeout_s"
-                 " FROM jobs WHERE id = $1::uuid AND ($2::text IS NULL OR api_key_id = $2)",
+                 "SELECT code, input::text, timeout_s, job_type, status, stdin, startup_timeout_s,"
+                 " input_files::text FROM jobs"
+                 " WHERE id = $1::uuid AND ($2::text IS NULL OR api_key_id = $2)",
                  2, p, on_parent, l) < 0) {
         reply_error(req, 503, corr, "Database unavailable");
         spec_free(s);
@@ -1462,8 +1446,11 @@ static void settle_unstarted(uint32_t idx, const char *type, const char *msg)
     struct tk_job *job = shm_job(tk.shm, idx);
     uint32_t gen = atomic_load(&job->gen);
     uint32_t expect = TK_JOB_QUEUED;
-    if (!atomic_compare_exchange_strong(&job->state, &expect, TK_JOB_DONE))
+    atomic_store(&job->stale_votes, 2); /* its dispatch entry stays queued (jobs.h) */
+    if (!atomic_compare_exchange_strong(&job->state, &expect, TK_JOB_DONE)) {
+        atomic_store(&job->stale_votes, 0);
         return; /* an executor has it: its completion will come */
+    }
     jobs_write_settled_response(job, "cancelled", type, msg);
     json_t *err = jobs_error_json(type, msg, "startup");
     char *err_text = json_dumps(err, JSON_COMPACT);
@@ -1499,12 +1486,15 @@ void api_job_cancel(struct evhttp_request *req, const char *corr, char **params)
     const char *owner = auth_owner();
     if (idx >= 0 && owner && strcmp(shm_job(tk.shm, (uint32_t)idx)->key_id, owner) != 0)
         idx = -1; /* another key's job: as if it did not exist */
+    if (idx >= 0 && atomic_load(&shm_job(tk.shm, (uint32_t)idx)->finishing))
+        idx = -1; /* its result is being recorded: it has completed */
     if (idx < 0) {
         reply_error(req, 404, corr, "Job not found or already completed");
         return;
     }
     atomic_store(&shm_job(tk.shm, (uint32_t)idx)->cancel, 1); /* seen by its executor */
     settle_unstarted((uint32_t)idx, "cancelled", "The job was cancelled before it started");
+    jobs_drain_stale(&A.me->intent);
     log_info("msg=\"job cancelled\" job=%s", id);
     reply_json(req, 200, corr, json_pack("{s:s, s:s}", "status", "cancelled", "job_id", id));
 }

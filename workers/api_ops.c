@@ -188,8 +188,8 @@ void api_dlq_delete(struct evhttp_request *req, const char *corr, char **params)
     snprintf(o->id, sizeof o->id, "%s", params[0]);
     const char *p[2] = {o->id, auth_owner()};
     if (pgq_exec(A.pg,
-                 "DELETE FROM dlq d USING jobs j WHERE d.id = $1::uuid AND j.id = d.job_id"
-                 " AND ($2::text IS NULL OR j.api_key_id = $2)",
+                 "DELETE FROM dlq d WHERE d.id = $1::uuid AND ($2::text IS NULL OR EXISTS"
+                 " (SELECT 1 FROM jobs j WHERE j.id = d.job_id AND j.api_key_id = $2))",
                  2, p, on_dlq_delete, o) < 0)
         db_failed(o, NULL);
 }

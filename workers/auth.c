@@ -135,8 +135,11 @@ bool auth_gate(struct evhttp_request *req, const char *corr, bool open_route)
                        &v);
         struct evkeyvalq *out = evhttp_request_get_output_headers(req);
         char num[32];
-        snprintf(num, sizeof num, "%ld", per_minute);
+        /* Limit: the bucket (what may be sent at once); it refills at per_minute */
+        snprintf(num, sizeof num, "%ld", (long)tk.cfg.auth_rate_limit_burst);
         evhttp_add_header(out, "X-RateLimit-Limit", num);
+        snprintf(num, sizeof num, "%ld;w=60", per_minute);
+        evhttp_add_header(out, "X-RateLimit-Policy", num);
         snprintf(num, sizeof num, "%ld", v.remaining);
         evhttp_add_header(out, "X-RateLimit-Remaining", num);
         snprintf(num, sizeof num, "%ld", v.reset_s);

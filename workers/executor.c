@@ -304,6 +304,10 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     if (atomic_load(&job->gen) != gen ||
         !atomic_compare_exchange_strong(&job->state, &expect, TK_JOB_RUNNING)) {
         log_debug("msg=\"stale job slot popped\" idx=%u gen=%u", idx, gen);
+        /* a job settled while it was queued: this was its last holder but one */
+        if (atomic_load(&job->gen) == gen && atomic_load(&job->state) == TK_JOB_DONE &&
+            atomic_load(&job->stale_votes) > 0)
+            jobs_done_with(idx, &st->me->intent);
         ring_intent_clear_held(&st->me->intent);
         return;
     }
@@ -348,6 +352,7 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
             .output_arg = &live,
         };
         sandbox_run(st->docker, &st->warm, &sj, &r.sb);
+        atomic_store(&job->finishing, 1); /* from here on a cancel is too late */
         if (r.sb.interrupted && job->acceptor_proc == TK_NO_ACCEPTOR) {
             /* an async job stopped by a fast stop: nobody waits for it, so it is not over —
              * it goes back to queued and runs again after the next start */

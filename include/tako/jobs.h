@@ -24,10 +24,30 @@ extern const char *const JOBS_SQL_SETTLE;
 void jobs_release(uint32_t idx, struct ring_intent *me);
 
 /*
+ * A holder of a finished job lets go of it; the slot is released when the last one does.
+ * Normally there is one holder (whoever consumes the completion). A job settled while
+ * queued (cancelled, or interrupted by a stop) still has its entry in the dispatch ring:
+ * it then has two — the completion's consumer and the executor that pops the stale entry
+ * (stale_votes = 2) — so the slot never comes back while an old entry for it is queued.
+ */
+void jobs_done_with(uint32_t idx, struct ring_intent *me);
+
+/* Take the stale entries of settled jobs off the head of the dispatch ring (voting for
+ * each), so their slots come back at once instead of when an executor is free. */
+void jobs_drain_stale(struct ring_intent *me);
+
+/*
  * The job is finished: mark DONE and hand it to the acceptor that waits (its done ring,
  * then its eventfd). When nobody waits (TK_NO_ACCEPTOR), release it instead.
  */
 void jobs_complete(uint32_t idx, uint32_t gen, struct ring_intent *me);
+
+/*
+ * Write a job's spool: code/main.py, input/data.json, input/stdin (if any) and the extra
+ * input files ({name: base64}, names already checked). 0 or -errno with why.
+ */
+int jobs_write_spool(const char *id, const char *code, const char *input, const char *stdin_text,
+                     const char *files_json, char *why, size_t wlen);
 
 /* The error object {type, message, phase}. */
 json_t *jobs_error_json(const char *type, const char *message, const char *phase);

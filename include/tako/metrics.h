@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #define METRICS_ROUTES  32 /* route index from the acceptor's table; the last is "other" */
-#define METRICS_CODES   14
+#define METRICS_CODES   16
 #define METRICS_STATUS  5
 #define METRICS_ERRORS  16
 #define METRICS_BUCKETS 14

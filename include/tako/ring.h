@@ -110,6 +110,11 @@ int ring_pop(struct ring *r, struct ring_intent *me, uint64_t *val);
 /* Like ring_pop but sleeps up to timeout_ms on the futex when empty; -EAGAIN on timeout
  * or when a signal interrupted the sleep (the caller checks its flags and loops). */
 int ring_pop_wait(struct ring *r, struct ring_intent *me, uint64_t *val, int timeout_ms);
+/* Pop the head only if pred(value) says so: 0 (value in *val and me->held), or -EAGAIN
+ * (empty, not wanted, or lost a race). */
+int ring_pop_if(struct ring *r, struct ring_intent *me, bool (*pred)(uint64_t v, void *arg),
+                void *arg, uint64_t *val);
+
 /* Values currently queued (approximate under concurrency). */
 uint64_t ring_count(const struct ring *r);
 

@@ -71,7 +71,10 @@ struct tk_job {
     uint32_t attempt;       /* runs started so far (retries after infrastructure failures) */
     _Atomic int32_t owner_pid;
     _Atomic uint32_t cancel;
-    _Atomic uint32_t watchers; /* GET /jobs/{id}/events streams open: send live output */
+    _Atomic uint32_t watchers;    /* GET /jobs/{id}/events streams open: send live output */
+    _Atomic uint32_t stale_votes; /* settled while queued: its dispatch entry and its reply
+                                     must both let go before the slot is free (jobs.h) */
+    _Atomic uint32_t finishing;   /* the executor has the result: too late to cancel */
     uint32_t timeout_s;
     uint64_t created_real_us;
     uint64_t created_mono_us;

@@ -3,9 +3,12 @@ The REST API (issue 5) through the real takod, dockerd and PostgreSQL: one test 
 endpoint and per error path, then every response received during the run is validated
 against the OpenAPI document the server serves at /openapi.json (docs/openapi.json).
 
-Three servers: Api (2 executors, most tests), SingleExecutor (1 executor, 8 slots, no
-retries: queued-job cancel, a full queue, the dead-letter queue) and no server at all for
-the validator's own unit tests. ZzContract runs last (unittest sorts classes by name).
+Servers: Api (2 executors: most tests), SingleExecutor (1 executor, 8 slots, no retries:
+queued-job cancel, a full queue, /health while starting, the dead-letter queue) and Keys
+(API keys and a small rate limit: 401, ownership, 429); OpenApiCheck unit-tests the
+validator without a server. ZzContract runs last (unittest sorts classes by name) and
+validates every response recorded by the others. The rate limit is turned off for Api and
+SingleExecutor (they send far more than its burst).
 """
 import base64
 import concurrent.futures
@@ -21,11 +24,23 @@ import time
 import unittest
 
 import openapi_check as oc
-from harness import SOURCE_DIR, Takod
+from harness import CONF, SOURCE_DIR, TAKOD_BIN, Takod
 
 SLEEP = "import time\nprint('start', flush=True)\ntime.sleep({s})\nprint('end')"
 NOT_A_UUID = "not-a-uuid"
 UNKNOWN_UUID = "00000000-0000-4000-8000-000000000000"
+
+
+def _accepted(override):
+    """Does this takod know a config key? (Lets the tests run before and after it exists.)"""
+    try:
+        r = subprocess.run([TAKOD_BIN, "-t", "-c", CONF, "-o", override], capture_output=True, timeout=60)
+    except OSError:
+        return False
+    return r.returncode == 0
+
+
+QUIET = [o for o in ("auth.rate_limit_per_minute=0",) if _accepted(o)]
 
 RECORDED = []  # (method, path, status, headers, body) of every response received
 SPECS = []  # the document as each server served it
@@ -201,7 +216,7 @@ class OpenApiCheck(unittest.TestCase):
 class Api(Client, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.t = Takod(executors=2, acceptors=2).start()
+        cls.t = Takod(*QUIET, executors=2, acceptors=2).start()
         r = cls.t.request("GET", "/openapi.json")
         RECORDED.append(("GET", "/openapi.json", r.status, r.headers, r.body))
         SPECS.append(r.json())
@@ -347,7 +362,23 @@ class Api(Client, unittest.TestCase):
         self.assertEqual(rec["error"]["type"], "cancelled")
         self.assertLess(time.time() - t0, 10)
         self.assertNotIn("end", rec["stdout"] or "")
+        # finished now: cancel is a 404 (eventually: see test_cancel_right_after_completion_is_404)
+        self.t.wait_for(lambda: self.call("POST", f"/jobs/{jid}/cancel").status == 404, timeout=10,
+                        what="cancel of the finished job to be a 404")
         self.error("POST", f"/jobs/{jid}/cancel", 404, detail="Job not found or already completed")
+
+    def test_cancel_right_after_completion_is_404(self):
+        """The record says succeeded (the long-poll answered): a cancel now must be a 404,
+        never a 200 {"status": "cancelled"} for a job that was not cancelled. Timing-dependent:
+        it tries 40 times."""
+        wrong = []
+        for _ in range(40):
+            jid = self.submit("print(1)")
+            self.assertEqual(self.result(jid)["status"], "succeeded")
+            r = self.call("POST", f"/jobs/{jid}/cancel")
+            if r.status != 404:
+                wrong.append((jid, r.status, r.body, self.status(jid)))
+        self.assertEqual(wrong, [], "cancel of a job whose record is final was answered as if cancelled")
 
     def test_cancel_unknown_or_finished_job_is_404(self):
         self.error("POST", f"/jobs/{UNKNOWN_UUID}/cancel", 404, detail="Job not found or already completed")
@@ -567,6 +598,18 @@ class Api(Client, unittest.TestCase):
         self.error("DELETE", f"/dlq/{UNKNOWN_UUID}", 404, detail="DLQ entry not found")
         self.error("DELETE", f"/dlq/{NOT_A_UUID}", 404)
 
+    def test_dlq_entry_without_its_record_can_be_removed(self):
+        """Retention (database.execution_record_ttl_days) deletes job records but not their
+        DLQ entries; such an entry is listed and counted, so DELETE must remove it."""
+        entry = self.t.sql("INSERT INTO dlq (job_id, job_data, error_type, error_message) VALUES"
+                           " (gen_random_uuid(), '{\"job_type\": \"default\", \"mode\": \"async\","
+                           " \"timeout\": 30, \"code_hash\": null, \"input_hash\": null}',"
+                           " 'interrupted', 'simulated: its record was deleted by retention') RETURNING id")[0][0]
+        self.addCleanup(self.t.sql, f"DELETE FROM dlq WHERE id = '{entry}'")
+        self.assertIn(entry, [e["id"] for e in self.ok("GET", "/dlq")["items"]])
+        self.assertEqual(self.ok("GET", "/dlq/stats")["total"], 1)
+        self.assertEqual(self.ok("DELETE", f"/dlq/{entry}"), {"status": "removed", "entry_id": entry})
+
     def test_metrics_counters_move(self):
         before = self.ok("GET", "/metrics")
         self.assertTrue(before.headers["Content-Type"].startswith("text/plain"))
@@ -593,8 +636,11 @@ class Api(Client, unittest.TestCase):
         """A PUT /execute (405) must not be counted as a POST."""
         self.error("PUT", "/execute", 405)
         text = self.ok("GET", "/metrics").body.decode()
-        self.assertGreaterEqual(metric(text, "takod_http_requests_total", method="PUT", route="/execute",
+        # a method no route has is counted under route="other", never as the route's method
+        self.assertGreaterEqual(metric(text, "takod_http_requests_total", method="other", route="other",
                                        code="405"), 1, [l for l in text.splitlines() if '"405"' in l])
+        self.assertEqual(metric(text, "takod_http_requests_total", method="POST", route="/execute",
+                                code="405"), 0)
 
     # ---- idempotency ----
     def test_idempotency_concurrent_async_submits_make_one_job(self):
@@ -754,7 +800,7 @@ class SingleExecutor(Client, unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.t = Takod("server.queue_size=8", "server.max_retry_attempts=0", executors=1, acceptors=1)
+        cls.t = Takod("server.queue_size=8", "server.max_retry_attempts=0", *QUIET, executors=1, acceptors=1)
         start_watching_health(cls.t, cls.starting)
         SPECS.append(cls.t.request("GET", "/openapi.json").json())
 
@@ -898,6 +944,55 @@ class SingleExecutor(Client, unittest.TestCase):
         self.t.wait_for(lambda: "takod: executor 0" in self.t.roles(), what="the executor respawned")
         r = self.ok("POST", "/execute", {"code": "print('back')"}, timeout=120)
         self.assertEqual(r["stdout"], "back\n")
+
+
+# ---------------------------------------------------------------------------------------
+# API keys and the rate limit: 401, ownership (404 for another key's job), 429
+# ---------------------------------------------------------------------------------------
+
+@unittest.skipUnless(_accepted("auth.api_keys=k-0123456789abcdef"), "this takod has no API keys")
+class Keys(Client, unittest.TestCase):
+    K1, K2 = "key-one-0123456789abcdef", "key-two-0123456789abcdef"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.t = Takod(f"auth.api_keys={cls.K1},{cls.K2}", "auth.rate_limit_per_minute=60",
+                      "auth.rate_limit_burst=5", executors=1, acceptors=1).start()
+        SPECS.append(cls.t.request("GET", "/openapi.json", headers={"X-API-Key": cls.K1}).json())
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.t.cleanup()
+
+    def test_a_key_owns_its_jobs(self):
+        jid = self.ok("POST", "/execute", {"code": "print('mine')"}, headers={"X-API-Key": self.K1})["execution_id"]
+        self.assertEqual(self.ok("GET", f"/jobs/{jid}", headers={"Authorization": f"Bearer {self.K1}"})["status"],
+                         "succeeded")
+        self.error("GET", f"/jobs/{jid}", 404, headers={"Authorization": f"Bearer {self.K2}"})
+        self.assertNotIn(jid, [i["execution_id"] for i in
+                               self.ok("GET", "/executions", headers={"X-API-Key": self.K2})["items"]])
+
+    def test_missing_or_wrong_key_is_401(self):
+        self.assertEqual(self.ok("GET", "/health")["status"], "healthy")  # always open
+        for headers, detail in (({}, "Missing API key"), ({"X-API-Key": "wrong-key-0123456789"}, "Invalid API key")):
+            r = self.call("GET", "/executions", headers=headers)
+            self.assertEqual(r.status, 401, r.body)
+            self.assertEqual(r.headers["WWW-Authenticate"], 'Bearer realm="takod"')
+            self.assertIn(detail, r.json()["detail"])
+        self.error("GET", "/metrics", 401)
+
+    def test_rate_limit_is_429_with_retry_after(self):
+        seen = []
+        for _ in range(20):  # burst 5: the sixth request at the latest is refused
+            r = self.call("GET", "/pool/stats", headers={"X-API-Key": self.K2})
+            seen.append(r.status)
+            if r.status == 429:
+                break
+            self.assertRegex(r.headers["X-RateLimit-Limit"], r"^[0-9]+$")
+        self.assertEqual(seen[-1], 429, seen)
+        self.assertGreaterEqual(int(r.headers["Retry-After"]), 1)
+        self.assertEqual(r.headers["X-RateLimit-Remaining"], "0")
+        self.assertEqual(r.json()["detail"], "Rate limit exceeded; slow down")
 
 
 # ---------------------------------------------------------------------------------------

@@ -49,8 +49,16 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
-# The whole run is bounded too (each command also has its own timeout).
-(sleep 600 && echo "test_audit_sql: timed out after 600 s" >&2 && kill -TERM $$) &
+# The whole run is bounded too (each command also has its own timeout). The sleep holds
+# no inherited descriptor, so nothing waits for it after the test ends.
+(
+    sleep 600 </dev/null >/dev/null 2>&1 &
+    s=$!
+    trap 'kill $s; exit 0' TERM
+    wait $s
+    echo "test_audit_sql: timed out after 600 s" >&2
+    kill -TERM $$
+) >/dev/null &
 WATCHDOG=$!
 
 pass=0
@@ -190,7 +198,7 @@ timeout 60 "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$T/data" -w -t 50 -l "$T/data/log" 
     -o "-k $T -p $PORT -c listen_addresses='' -c fsync=off" start >/dev/null ||
     { cat "$T/data/log"; die "start PostgreSQL"; }
 
-export PGOPTIONS="-c statement_timeout=60000 -c lock_timeout=30000"
+export PGOPTIONS="-c statement_timeout=60000 -c lock_timeout=30000 -c client_min_messages=warning"
 ci() { echo "host=$T port=$PORT user=takod dbname=$1"; }
 # q DB SQL...: one psql session, stop at the first error, unaligned output
 q() {
@@ -417,6 +425,12 @@ q atk -c "DELETE FROM audit_head"
 check "delete audit_head -> deleted (head missing)" "$(verify atk | cut -d'|' -f1)" "deleted"
 insert_jobs atk heal 1 "0 days" && q atk -c "$(finish_sql heal-1)" 2>/dev/null
 check "the next append re-creates audit_head and the chain verifies" "$(verify atk)" "ok"
+
+fresh atk
+insert_jobs atk later 2 "0 days" &&
+    q atk -c "$(finish_sql later-1)" -c "ALTER TABLE jobs ADD COLUMN later_col text" \
+        -c "$(finish_sql later-2)"
+check "a column added to jobs later (same session) does not break appends" "$(verify atk)" "ok"
 
 # What it does not catch (docs/AUDIT.md): a consistent rewrite, and an append by a writer.
 fresh atk
