@@ -136,6 +136,8 @@
     "||" AUDIT_F("r.idempotency_key")                       \
     "||" AUDIT_F("r.api_key_id")                            \
     "||" AUDIT_F("r.callback_url")                          \
+    "||" AUDIT_F("r.stdin")                                 \
+    "||" AUDIT_F("r.input_files::text")                     \
     ")"
 
 /* The hash a row r must carry, given its audit_seq and audit_prev. */

@@ -2,6 +2,7 @@
  * db.c — blocking libpq access and the schema migrations (see db.h).
  */
 #include "tako/db.h"
+#include "tako/audit.h"
 #include "tako/log.h"
 
 #include <errno.h>
@@ -240,6 +241,8 @@ static const char *const migrations[] = {
     " idempotency_key) WHERE idempotency_key IS NOT NULL;",
     /* 6: extra input files (ext) kept with the record, so a rerun or fork has them */
     "ALTER TABLE jobs ADD COLUMN input_files jsonb;",
+    /* 7: the tamper-evident audit chain (common/audit.c, docs/AUDIT.md) */
+    audit_migration_sql,
 };
 
 int db_schema_version(void)

@@ -62,6 +62,7 @@ static const struct route {
     {EVHTTP_REQ_DELETE, "/dlq/{}", api_dlq_delete},
     {EVHTTP_REQ_GET, "/metrics", api_metrics},
     {EVHTTP_REQ_GET, "/openapi.json", api_openapi},
+    {EVHTTP_REQ_GET, "/audit/verify", api_audit_verify},
 };
 
 #define MAX_PARAMS 4

@@ -106,6 +106,7 @@ void api_job_types(struct evhttp_request *req, const char *corr, char **params);
 void api_job_type(struct evhttp_request *req, const char *corr, char **params);
 void api_metrics(struct evhttp_request *req, const char *corr, char **params);
 void api_openapi(struct evhttp_request *req, const char *corr, char **params);
+void api_audit_verify(struct evhttp_request *req, const char *corr, char **params);
 
 /* ---- auth (auth.c) ---- */
 struct request_auth {

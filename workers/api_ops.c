@@ -4,11 +4,13 @@
  * shared memory, the rest from PostgreSQL through the acceptor's async connection.
  */
 #include "acceptor.h"
+#include "tako/audit.h"
 #include "tako/log.h"
 #include "tako/metrics.h"
 #include "tako/takod.h"
 #include "tako/util.h"
 
+#include <event2/event.h>
 #include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,4 +242,126 @@ void api_metrics(struct evhttp_request *req, const char *corr, char **params)
 void api_openapi(struct evhttp_request *req, const char *corr, char **params)
 {
     reply_raw(req, 200, corr, tako_openapi_json, strlen(tako_openapi_json));
+}
+
+/* ---- GET /audit/verify?expect=SEQ:HASH ----
+ *
+ * Recomputes the tamper-evident chain (docs/AUDIT.md). It reads every chained record, so
+ * it runs on a connection of its own (the acceptor's shared one stays free for the API),
+ * in one REPEATABLE READ READ ONLY transaction so the check and the summary describe the
+ * same moment. With keys on, only the admin key may run it (it names every key's jobs).
+ */
+struct audit_req {
+    struct evhttp_request *req;
+    char corr[72];
+    struct pgq *q;
+    json_t *problem, *summary;
+    char checkpoint[16];
+    bool failed;
+    char err[256];
+};
+
+static void audit_free_later(evutil_socket_t fd, short ev, void *arg)
+{
+    struct audit_req *a = arg;
+    pgq_free(a->q);
+    json_decref(a->problem);
+    json_decref(a->summary);
+    free(a);
+}
+
+static void audit_step(const PGresult *res, const char *err, void *arg)
+{
+    struct audit_req *a = arg;
+    if (!res && !a->failed) {
+        a->failed = true;
+        snprintf(a->err, sizeof a->err, "%s", err ? err : "database error");
+    }
+}
+
+static void audit_problem(const PGresult *res, const char *err, void *arg)
+{
+    struct audit_req *a = arg;
+    audit_step(res, err, arg);
+    if (res && PQntuples(res) == 1)
+        a->problem = json_pack(
+            "{s:s, s:o, s:o, s:s?}", "kind", PQgetvalue(res, 0, 0), "audit_seq",
+            PQgetisnull(res, 0, 1) ? json_null() : json_integer(atoll(PQgetvalue(res, 0, 1))),
+            "job_id", PQgetisnull(res, 0, 2) ? json_null() : json_string(PQgetvalue(res, 0, 2)),
+            "detail", PQgetisnull(res, 0, 3) ? NULL : PQgetvalue(res, 0, 3));
+}
+
+static void audit_summary(const PGresult *res, const char *err, void *arg)
+{
+    struct audit_req *a = arg;
+    audit_step(res, err, arg);
+    if (res && PQntuples(res) == 1)
+        a->summary = json_pack(
+            "{s:I, s:o, s:o}", "rows_checked", (json_int_t)atoll(PQgetvalue(res, 0, 0)), "last_seq",
+            PQgetisnull(res, 0, 1) ? json_null() : json_integer(atoll(PQgetvalue(res, 0, 1))),
+            "last_hash", PQgetisnull(res, 0, 2) ? json_null() : json_string(PQgetvalue(res, 0, 2)));
+}
+
+static void audit_checkpoint(const PGresult *res, const char *err, void *arg)
+{
+    struct audit_req *a = arg;
+    audit_step(res, err, arg);
+    if (res && PQntuples(res) == 1)
+        snprintf(a->checkpoint, sizeof a->checkpoint, "%s", PQgetvalue(res, 0, 0));
+}
+
+static void audit_done(const PGresult *res, const char *err, void *arg)
+{
+    struct audit_req *a = arg;
+    audit_step(res, err, arg);
+    if (a->failed || !a->summary) {
+        reply_error(a->req, 503, a->corr, a->failed ? a->err : "audit check failed");
+    } else {
+        bool ok = !a->problem && (!a->checkpoint[0] || !strcmp(a->checkpoint, "match"));
+        json_t *body = json_deep_copy(a->summary);
+        json_object_set_new(body, "ok", json_boolean(ok));
+        json_object_set(body, "problem", a->problem ? a->problem : json_null());
+        if (a->checkpoint[0])
+            json_object_set_new(body, "checkpoint", json_string(a->checkpoint));
+        reply_json(a->req, 200, a->corr, body);
+    }
+    A.inflight--;
+    event_base_once(A.base, -1, EV_TIMEOUT, audit_free_later, a, NULL); /* not from within */
+    acceptor_maybe_exit();
+}
+
+void api_audit_verify(struct evhttp_request *req, const char *corr, char **params)
+{
+    if (auth_enabled() && !current_auth.admin) {
+        reply_error(req, 403, corr, "The audit check needs the admin key (auth.admin_key)");
+        return;
+    }
+    char *expect = query_param(req, "expect");
+    char seq[24] = "", hash[80] = "";
+    if (expect && (sscanf(expect, "%23[0-9]:%79[0-9a-f]", seq, hash) != 2 || strlen(hash) != 64)) {
+        free(expect);
+        reply_field_error(req, corr, "query", "expect", "pattern",
+                          "expect must be SEQ:HASH (an exported audit_seq and its 64-hex hash)");
+        return;
+    }
+    struct audit_req *a = calloc(1, sizeof *a);
+    a->req = req;
+    snprintf(a->corr, sizeof a->corr, "%s", corr);
+    a->q = pgq_new(A.base, tk.conninfo);
+    A.inflight++;
+    const char *cp[2] = {seq, hash};
+    if (pgq_exec(a->q, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, audit_step, a) <
+            0 ||
+        pgq_exec(a->q, audit_verify_sql, 0, NULL, audit_problem, a) < 0 ||
+        pgq_exec(a->q, audit_summary_sql, 0, NULL, audit_summary, a) < 0 ||
+        (expect && pgq_exec(a->q, audit_checkpoint_sql, 2, cp, audit_checkpoint, a) < 0) ||
+        pgq_exec(a->q, "COMMIT", 0, NULL, audit_done, a) < 0) {
+        /* the connection failed at once: the queued callbacks already ran (or none did) */
+        if (!a->failed) {
+            reply_error(req, 503, corr, "Database unavailable");
+            A.inflight--;
+            event_base_once(A.base, -1, EV_TIMEOUT, audit_free_later, a, NULL);
+        }
+    }
+    free(expect);
 }

@@ -971,3 +971,62 @@ int cmd_health(struct args *a)
     json_decref(j);
     return rc;
 }
+
+/* tako audit verify [SEQ:HASH]: the tamper-evident chain (GET /audit/verify), optionally
+ * against a previously exported (audit_seq, audit_hash). Exit 0 verified, 1 not. */
+int cmd_audit(struct args *a)
+{
+    if (strcmp(a->pos[0], "verify") != 0) {
+        fprintf(stderr, "tako: audit: unknown action '%s' (verify)\n", a->pos[0]);
+        return TAKO_EXIT_USAGE;
+    }
+    struct remote r;
+    if (remote_init(a, &r) < 0)
+        return TAKO_EXIT_USAGE;
+    char path[256] = "/audit/verify";
+    if (a->pos[1]) {
+        if (strspn(a->pos[1], "0123456789abcdef:") != strlen(a->pos[1]) ||
+            strlen(a->pos[1]) > 100) {
+            fprintf(stderr, "tako: audit verify: expected SEQ:HASH, got '%s'\n", a->pos[1]);
+            return TAKO_EXIT_USAGE;
+        }
+        snprintf(path, sizeof path, "/audit/verify?expect=%s", a->pos[1]);
+    }
+    struct http_resp resp;
+    int trc = http_request(&r.c, "GET", path, NULL, 600, &resp);
+    int rc = check(&r, trc, &resp, "audit verify", 0);
+    json_t *j = rc ? NULL : json_loadb(resp.body, resp.len, 0, NULL);
+    http_resp_free(&resp);
+    if (rc)
+        return rc;
+    if (!j) {
+        fprintf(stderr, "tako: audit verify: takod's answer is not JSON\n");
+        return TAKO_EXIT_INFRA;
+    }
+    bool ok = json_is_true(json_object_get(j, "ok"));
+    if (a->json) {
+        tako_print_json(j);
+    } else {
+        json_t *p = json_object_get(j, "problem");
+        printf("audit chain: %s (%lld records checked)\n", ok ? "verified" : "NOT verified",
+               (long long)json_integer_value(json_object_get(j, "rows_checked")));
+        if (json_is_integer(json_object_get(j, "last_seq")))
+            printf("  last      %lld:%s\n",
+                   (long long)json_integer_value(json_object_get(j, "last_seq")),
+                   json_string_value(json_object_get(j, "last_hash")));
+        if (json_is_object(p))
+            printf("  problem   %s at audit_seq %lld (job %s): %s\n",
+                   json_string_value(json_object_get(p, "kind")),
+                   (long long)json_integer_value(json_object_get(p, "audit_seq")),
+                   json_string_value(json_object_get(p, "job_id"))
+                       ? json_string_value(json_object_get(p, "job_id"))
+                       : "-",
+                   json_string_value(json_object_get(p, "detail"))
+                       ? json_string_value(json_object_get(p, "detail"))
+                       : "");
+        if (json_string_value(json_object_get(j, "checkpoint")))
+            printf("  checkpoint %s\n", json_string_value(json_object_get(j, "checkpoint")));
+    }
+    json_decref(j);
+    return ok ? TAKO_EXIT_OK : TAKO_EXIT_FAILED;
+}

@@ -154,6 +154,11 @@ static const struct command commands[] = {
      "List the job types (environments) takod knows, or show one.\n"},
     {"health", cmd_health, 0, 0, 0, "tako health",
      "Ask takod whether it is healthy (GET /health). Exit: 0 healthy, 1 degraded, 3 down.\n"},
+    {"audit", cmd_audit, 0, 1, 2, "tako audit verify [SEQ:HASH]",
+     "Recompute the tamper-evident chain of job records (GET /audit/verify; the admin key\n"
+     "when keys are on) and report the first edited, inserted or deleted record. With\n"
+     "SEQ:HASH, also check a previously exported (audit_seq, audit_hash).\n"
+     "Exit: 0 verified, 1 not.\n"},
 };
 /* clang-format on */
 
@@ -173,6 +178,7 @@ static void print_main_help(FILE *f)
                "  rerun ID            run a job again\n"
                "  fork ID FILE.py     run new code on a job's input\n"
                "  artifacts ID [NAME] list or download a job's output files\n"
+               "  audit verify        check the tamper-evident chain of records\n"
                "  jobs                list past jobs\n"
                "  job-types [NAME]    list the environments\n"
                "  health              is takod up?\n"

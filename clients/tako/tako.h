@@ -114,6 +114,7 @@ int cmd_artifacts(struct args *a);
 int cmd_jobs(struct args *a);
 int cmd_job_types(struct args *a);
 int cmd_health(struct args *a);
+int cmd_audit(struct args *a);
 
 /* http.c */
 struct http_client {

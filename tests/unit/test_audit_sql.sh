@@ -52,7 +52,7 @@ trap 'exit 1' INT TERM
 # The whole run is bounded too (each command also has its own timeout). The sleep holds
 # no inherited descriptor, so nothing waits for it after the test ends.
 (
-    sleep 600 </dev/null >/dev/null 2>&1 &
+    sleep 600 >/dev/null 2>&1 &
     s=$!
     trap 'kill $s; exit 0' TERM
     wait $s
@@ -300,9 +300,13 @@ check "6 concurrent sessions finish 36 jobs without error" "$cfail" "0"
 
 # ---- the lock: a finisher waits for an uncommitted append and chains after it ----
 insert_jobs $B lock 2 "0 days" || die "insert lock"
-(q $B -c "BEGIN" -c "$(finish_sql lock-1)" -c "SELECT pg_sleep(1.5)" -c "COMMIT" >/dev/null) &
+(q $B -c "BEGIN" -c "$(finish_sql lock-1)" -c "SELECT pg_sleep(2)" -c "COMMIT" >/dev/null) &
 lp=$!
-sleep 0.5
+for _ in $(seq 1 100); do # until lock-1 holds the audit lock (up to 10 s)
+    [ "$(q $B -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")" = 1 ] &&
+        break
+    sleep 0.1
+done
 t0=$(date +%s%N)
 q $B -c "$(finish_sql lock-2)" || bad "finish lock-2"
 t1=$(date +%s%N)
