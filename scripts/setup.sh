@@ -22,7 +22,8 @@ need_root() {
 
 PACKAGES=(build-essential cmake pkg-config libevent-dev libjansson-dev libpq-dev
           libcurl4-openssl-dev libssl-dev docker.io postgresql postgresql-client
-          debootstrap python3 curl ca-certificates clang-format runsc spin)
+          debootstrap python3 curl ca-certificates clang-format runsc spin
+          python3-pytest)
 
 install_packages() {
     local missing=()
