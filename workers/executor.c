@@ -56,6 +56,9 @@ struct exec_state {
     struct db *db;
     struct warm warm;
     struct callbacks callbacks; /* results to POST to callback_url, between jobs */
+#define RETIRED_MAX 4
+    struct warm retired[RETIRED_MAX]; /* used containers, removed when idle */
+    int n_retired;
     unsigned seq;               /* containers prepared so far (names their directories) */
     int prepare_fails;          /* consecutive: backoff, and the engine counts as down */
 };
@@ -73,6 +76,27 @@ static int place_file(const char *from, const char *to)
         rc = write_file(to, data, len, 0644);
     free(data);
     return rc;
+}
+
+/* A used container waiting to be removed (its program and launcher have exited). */
+static void retire(struct exec_state *st, struct warm *w)
+{
+    if (w->fd >= 0)
+        close(w->fd);
+    w->fd = -1;
+    if (w->id[0] && st->n_retired < RETIRED_MAX)
+        st->retired[st->n_retired++] = *w;
+    else
+        sandbox_discard(st->docker, w);
+    memset(w, 0, sizeof *w);
+    w->fd = -1;
+}
+
+static void remove_retired(struct exec_state *st)
+{
+    for (int i = 0; i < st->n_retired; i++)
+        sandbox_discard(st->docker, &st->retired[i]);
+    st->n_retired = 0;
 }
 
 /* Keep a warm container ready; back off while the engine fails. */
@@ -427,14 +451,18 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     int32_t mine = getpid(); /* the slot may already serve a new job: only undo our mark */
     atomic_compare_exchange_strong(&job->owner_pid, &mine, 0);
 
-    /* After the reply is on its way: this container goes, the next one is prepared. */
+    /* After the reply is on its way: the next container is prepared first, and this one
+     * is removed after it — when the executor is idle, or at once if several wait — so
+     * the executor can take its next job as early as possible. */
     atomic_store(&st->me->warm, 0);
-    sandbox_discard(st->docker, &st->warm);
+    retire(st, &st->warm);
     capbuf_free(&r.sb.out);
     capbuf_free(&r.sb.err);
     outputs_free(&r.outputs);
     if (!stop_fast && !stop_graceful)
         ensure_warm(st);
+    if (st->n_retired >= RETIRED_MAX)
+        remove_retired(st);
     callbacks_run(&st->callbacks, st->db); /* first attempts go out right away */
 }
 
@@ -483,14 +511,17 @@ int executor_main(int slot)
             continue;
         }
         uint64_t v;
-        if (ring_pop_wait(shm_dispatch(tk.shm), &st.me->intent, &v, 500) != 0) {
-            callbacks_run(&st.callbacks, st.db); /* idle: deliver what is due */
+        if (ring_pop_wait(shm_dispatch(tk.shm), &st.me->intent, &v,
+                          st.n_retired ? 20 : 500) != 0) {
+            remove_retired(&st); /* idle: the used containers go */
+            callbacks_run(&st.callbacks, st.db); /* and due callbacks */
             continue;
         }
         run_job(&st, shm_val_idx(v), shm_val_gen(v));
     }
     log_info("msg=\"executor stopping\" slot=%d", slot);
     callbacks_abandon(&st.callbacks, st.db);
+    remove_retired(&st);
     sandbox_discard(st.docker, &st.warm);
     db_close(st.db);
     docker_close(st.docker);
