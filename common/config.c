@@ -967,28 +967,17 @@ int config_keep_noreload(struct tk_config *dst, const struct tk_config *old)
             continue;
         void *fd = cf_field(dst, k);
         const void *fo = cf_cfield(old, k);
-        switch (k->type) {
-        case CF_T_STR: {
+        if (k->type == CF_T_STR) {
             char *copy = strdup(*(char *const *)fo ? *(char *const *)fo : "");
             if (!copy)
                 return -ENOMEM;
             free(*(char **)fd);
             *(char **)fd = copy;
-            break;
-        }
-        case CF_T_INT:
-        case CF_T_SIZE:
-            *(int64_t *)fd = *(const int64_t *)fo;
-            break;
-        case CF_T_DOUBLE:
-            *(double *)fd = *(const double *)fo;
-            break;
-        case CF_T_BOOL:
-            *(bool *)fd = *(const bool *)fo;
-            break;
-        case CF_T_ENUM:
-            *(int *)fd = *(const int *)fo;
-            break;
+        } else { /* a plain value: copy its bytes */
+            size_t size = k->type == CF_T_BOOL   ? sizeof(bool)
+                          : k->type == CF_T_ENUM ? sizeof(int)
+                                                 : sizeof(int64_t); /* INT, SIZE, DOUBLE */
+            memcpy(fd, fo, size);
         }
     }
     /* derived fields follow the kept keys */

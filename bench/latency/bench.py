@@ -1225,8 +1225,12 @@ def report(res):
             name = key + (" c=%d" % r["concurrency"] if "concurrency" in r else "")
             c = r["cpu"]
             dp = c.get("dockerd_pids") or [[], []]
-            dps = ",".join(map(str, dp[1])) if dp[0] == dp[1] else \
-                "**%s -> %s (restarted)**" % (dp[0], dp[1])
+            if dp[0] == dp[1]:
+                dps = ",".join(map(str, dp[1]))
+            elif set(dp[0]) & set(dp[1]):
+                dps = "%s -> %s (another dockerd came or went)" % (dp[0], dp[1])
+            else:
+                dps = "**%s -> %s (dockerd restarted)**" % (dp[0], dp[1])
             P("| %s | %s%% | %s%% | %s%% | %s | %s |" % (
                 name, fmt((r.get("busy_at_start") or 0) * 100, 0),
                 fmt((c["machine"]["busy_fraction"] or 0) * 100, 0),
