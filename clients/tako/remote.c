@@ -172,6 +172,18 @@ static void job_what(const char *id, char *buf, size_t len)
     snprintf(buf, len, "job %s", id);
 }
 
+/* METHOD /jobs/ID<suffix> with an optional body: the JSON answer, errors named by the job. */
+static int job_call(struct remote *r, const char *id, const char *method, const char *suffix,
+                    const json_t *body, json_t **out)
+{
+    char what[300];
+    job_what(id, what, sizeof what);
+    char *path = job_path(id, suffix);
+    int rc = call_json(r, method, path, body, 60, what, out);
+    free(path);
+    return rc;
+}
+
 static bool is_terminal(const char *status)
 {
     return status && tako_exit_for_status(status) != TAKO_EXIT_PENDING;
@@ -455,12 +467,8 @@ int cmd_status(struct args *a)
     struct remote r;
     if (remote_init(a, &r) < 0)
         return TAKO_EXIT_USAGE;
-    char what[300];
-    job_what(a->pos[0], what, sizeof what);
-    char *path = job_path(a->pos[0], "");
     json_t *j;
-    int rc = call_json(&r, "GET", path, NULL, 60, what, &j);
-    free(path);
+    int rc = job_call(&r, a->pos[0], "GET", "", NULL, &j);
     if (rc)
         return rc;
     if (a->json) {
@@ -612,12 +620,8 @@ int cmd_cancel(struct args *a)
     struct remote r;
     if (remote_init(a, &r) < 0)
         return TAKO_EXIT_USAGE;
-    char what[300];
-    job_what(a->pos[0], what, sizeof what);
-    char *path = job_path(a->pos[0], "/cancel");
     json_t *j;
-    int rc = call_json(&r, "POST", path, NULL, 60, what, &j);
-    free(path);
+    int rc = job_call(&r, a->pos[0], "POST", "/cancel", NULL, &j);
     if (rc)
         return rc;
     if (a->json) {
@@ -649,12 +653,8 @@ static int new_from(struct args *a, const char *suffix, json_t *body)
         json_object_set_new(body, "timeout", json_integer(timeout));
     if (opt_set(a, O_JOB_TYPE))
         json_object_set_new(body, "job_type", json_string(a->val[O_JOB_TYPE]));
-    char what[300];
-    job_what(a->pos[0], what, sizeof what);
-    char *path = job_path(a->pos[0], suffix);
     json_t *ans;
-    int rc = call_json(&r, "POST", path, body, 60, what, &ans);
-    free(path);
+    int rc = job_call(&r, a->pos[0], "POST", suffix, body, &ans);
     json_decref(body);
     if (rc)
         return rc;
