@@ -59,8 +59,8 @@ struct exec_state {
 #define RETIRED_MAX 4
     struct warm retired[RETIRED_MAX]; /* used containers, removed when idle */
     int n_retired;
-    unsigned seq;               /* containers prepared so far (names their directories) */
-    int prepare_fails;          /* consecutive: backoff, and the engine counts as down */
+    unsigned seq;      /* containers prepared so far (names their directories) */
+    int prepare_fails; /* consecutive: backoff, and the engine counts as down */
 };
 
 /* Hard-link (or copy) a job file into the warm container's directory. */
@@ -511,9 +511,8 @@ int executor_main(int slot)
             continue;
         }
         uint64_t v;
-        if (ring_pop_wait(shm_dispatch(tk.shm), &st.me->intent, &v,
-                          st.n_retired ? 20 : 500) != 0) {
-            remove_retired(&st); /* idle: the used containers go */
+        if (ring_pop_wait(shm_dispatch(tk.shm), &st.me->intent, &v, st.n_retired ? 20 : 500) != 0) {
+            remove_retired(&st);                 /* idle: the used containers go */
             callbacks_run(&st.callbacks, st.db); /* and due callbacks */
             continue;
         }

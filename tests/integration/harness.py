@@ -71,14 +71,14 @@ class Takod:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"takod exited with {self.proc.returncode} at start:\n{self.log()}")
+                raise AssertionError(f"takod exited with {self.proc.returncode} at start:\n{self.log()[-8000:]}")
             try:
                 if self.request("GET", "/health", timeout=2).status == 200:
                     return self
             except OSError:
                 pass
             time.sleep(0.1)
-        raise AssertionError(f"takod did not become healthy in {timeout}s:\n{self.log()}")
+        raise AssertionError(f"takod did not become healthy in {timeout}s:\n{self.log()[-8000:]}")
 
     def log(self):
         return self.log_of(self.log_path)
@@ -87,7 +87,7 @@ class Takod:
     def log_of(path):
         try:
             with open(path, "rb") as f:
-                return f.read().decode("utf-8", "replace")[-8000:]
+                return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
 
@@ -112,7 +112,7 @@ class Takod:
             if v:
                 return v
             time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}:\n{self.log()}")
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log()[-8000:]}")
 
     def children(self):
         """pids whose parent is the master (acceptors, executors, postgres)."""

@@ -72,7 +72,8 @@ class Supervision(unittest.TestCase):
                      not set(r.values()) & set(before.values()) else None)(self.t.roles()),
             what="a new generation of children")
         self.assertEqual(sorted(k for k in after if k.startswith("takod:")), sorted(before))
-        self.assertIn('msg="reloaded"', self.t.log())
+        with open(self.t.log_path, errors="replace") as f:  # the whole log, not its tail
+            self.assertIn('msg="reloaded"', f.read())
 
     def test_kill_executor_mid_job_reruns_it(self):
         th, box = in_thread(lambda: self.t.request("POST", "/execute", {"code": SLEEP_JOB.format(s=2)}))
