@@ -349,8 +349,10 @@ check "the hash is the documented sha256(prev || canonical text) (seq 1, by hand
         '1:0' || '3:pre' || '-' || '-' || '-' || '-' || '-' || '1:0' || '-' || '-' ||
         coalesce(char_length(idempotency_key) || ':' || idempotency_key, '-') ||
         coalesce(char_length(api_key_id) || ':' || api_key_id, '-') ||
-        coalesce(char_length(callback_url) || ':' || callback_url, '-'), 'UTF8')), 'hex')
-        = audit_hash FROM jobs WHERE audit_seq = 1")" "t"
+        coalesce(char_length(callback_url) || ':' || callback_url, '-') ||
+        coalesce(char_length(stdin) || ':' || stdin, '-') ||
+        coalesce(char_length(input_files::text) || ':' || input_files::text, '-'), 'UTF8')),
+        'hex') = audit_hash FROM jobs WHERE audit_seq = 1")" "t"
 
 # ---- attacks, each on a fresh copy ----
 fresh atk
