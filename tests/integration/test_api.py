@@ -577,6 +577,17 @@ class Api(Client, unittest.TestCase):
         self.assertEqual((one["timeout"], one["memory_limit"], one["image_exists"]), (30, "512m", True))
         self.error("GET", "/job-types/nope", 404, detail="Job type not found")
 
+    def test_audit_verify(self):
+        """(ext) The record chain verifies; a malformed checkpoint is a 422."""
+        self.ok("POST", "/execute", {"code": "print('chained')"})
+        v = self.ok("GET", "/audit/verify")
+        self.assertTrue(v["ok"], v)
+        self.assertIsNone(v["problem"])
+        self.assertGreaterEqual(v["rows_checked"], 1)
+        cp = self.ok("GET", f"/audit/verify?expect={v['last_seq']}:{v['last_hash']}")
+        self.assertEqual(cp["checkpoint"], "match")  # later jobs chain after it
+        self.error("GET", "/audit/verify?expect=nope", 422)
+
     def test_health_and_pool_stats(self):
         h = self.ok("GET", "/health")
         self.assertEqual(h["status"], "healthy")
