@@ -914,19 +914,34 @@ int docker_attach(struct docker *d, const char *id, int timeout_ms, int *fd_out)
         close(fd);
         return -EIO;
     }
-    /* Read the answer's head byte by byte: what follows it is the raw stream. */
+    /* Read the answer's head, and nothing after it (that is the raw stream): peek at what
+     * has arrived, then take exactly up to the blank line. */
     char head[2048];
     size_t len = 0;
-    while (len < sizeof head - 1) {
-        ssize_t r = read(fd, head + len, 1);
+    for (;;) {
+        ssize_t r = recv(fd, head, sizeof head - 1, MSG_PEEK);
         if (r <= 0) {
             dk_seterr(d, "attach %.12s: no answer from the engine", id);
             close(fd);
             return -EIO;
         }
-        len++;
-        if (len >= 4 && !memcmp(head + len - 4, "\r\n\r\n", 4))
+        head[r] = '\0';
+        char *end = strstr(head, "\r\n\r\n");
+        if (end) {
+            len = (size_t)(end + 4 - head);
             break;
+        }
+        if ((size_t)r == sizeof head - 1) {
+            dk_seterr(d, "attach %.12s: answer head too long", id);
+            close(fd);
+            return -EIO;
+        }
+        usleep(200); /* more of the head is on its way */
+    }
+    if (recv(fd, head, len, MSG_WAITALL) != (ssize_t)len) {
+        dk_seterr(d, "attach %.12s: reading the answer failed", id);
+        close(fd);
+        return -EIO;
     }
     head[len] = '\0';
     int code = 0;

@@ -116,9 +116,9 @@ int jobs_write_spool(const char *id, const char *code, const char *input, const 
 {
     char dir[4096], path[4300];
     spool_job_dir(dir, sizeof dir, id);
-    static const char *const subs[] = {"code", "input"};
-    for (size_t i = 0; i < TK_ARRAY_LEN(subs); i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, subs[i]);
+    static const char *const subs[] = {"", "/code", "/input"};
+    for (size_t i = 0; i < TK_ARRAY_LEN(subs); i++) { /* the job's dir, then its subdirs */
+        snprintf(path, sizeof path, "%s%s", dir, subs[i]);
         int rc = mkdir_p(path, 0755);
         if (rc < 0) {
             snprintf(why, wlen, "mkdir %s: %s", path, strerror(-rc));

@@ -149,15 +149,17 @@ static int make_dirs(const char *dir)
     unsigned uid, gid;
     run_uid(&uid, &gid);
     char path[4200];
+    int rc = mkdir_p(dir, 0755); /* then its subdirs, each one mkdir */
+    if (rc < 0)
+        return rc;
     static const struct {
         const char *name;
         bool owned; /* by the run uid: the program writes there */
     } subs[] = {{"code", false}, {"input", false}, {"output", true}, {"ctl", true}};
     for (size_t i = 0; i < TK_ARRAY_LEN(subs); i++) {
         snprintf(path, sizeof path, "%s/%s", dir, subs[i].name);
-        int rc = mkdir_p(path, 0755);
-        if (rc < 0)
-            return rc;
+        if (mkdir(path, 0755) < 0 && errno != EEXIST)
+            return -errno;
         if (chmod(path, 0755) < 0 || (subs[i].owned && chown(path, uid, gid) < 0))
             return -errno;
     }

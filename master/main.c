@@ -43,7 +43,9 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -390,6 +392,39 @@ static void check_docker(void)
     recovery_remove_containers(NULL); /* a previous run's leftovers */
 }
 
+/*
+ * The spool: jobs' files and the warm containers' directories. Nothing there is durable
+ * (a restart rebuilds it from PostgreSQL) and every job creates and removes a dozen files
+ * in it, so by default it lives on /dev/shm when that is a tmpfs: metadata operations there
+ * cost a few microseconds instead of tens. It must be ours: a directory of our uid, mode
+ * 0700, not a symlink — anything else in a world-writable /dev/shm is refused.
+ */
+static void choose_spool(void)
+{
+    char base[4096];
+    struct statfs fs;
+    if (tk.cfg.server_spool_dir[0]) {
+        snprintf(base, sizeof base, "%s", tk.cfg.server_spool_dir);
+    } else if (statfs("/dev/shm", &fs) == 0 && fs.f_type == TMPFS_MAGIC) {
+        char hash[65];
+        sha256_hex(tk.cfg.server_data_dir, strlen(tk.cfg.server_data_dir), hash);
+        snprintf(base, sizeof base, "/dev/shm/takod-%u-%.16s", (unsigned)geteuid(), hash);
+    } else {
+        snprintf(base, sizeof base, "%s/spool", tk.cfg.server_data_dir);
+    }
+    if (mkdir(base, 0700) < 0 && errno != EEXIST && mkdir_p(base, 0700) < 0)
+        die("create server.spool_dir %s: %s", base, strerror(errno));
+    struct stat st;
+    if (lstat(base, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+        die("server.spool_dir %s is not a directory of ours (a symlink, or someone else's); "
+            "remove it or set server.spool_dir",
+            base);
+    if (chmod(base, 0700) < 0)
+        die("chmod %s: %s", base, strerror(errno));
+    snprintf(tk.spool_dir, sizeof tk.spool_dir, "%s/jobs", base);
+    snprintf(tk.slots_dir, sizeof tk.slots_dir, "%s/slots", base);
+}
+
 /* ---- children ---- */
 
 static struct child *add_child(uint8_t role, int slot)
@@ -696,6 +731,15 @@ static void finish_stop(void)
     if (M.pg_pid > 0)
         pgm_stop(M.pg_pid, 10000);
     M.pg_pid = 0;
+    rm_rf(tk.spool_dir); /* the spool may be in memory (/dev/shm): give it back */
+    rm_rf(tk.slots_dir);
+    char base[4096];
+    snprintf(base, sizeof base, "%s", tk.spool_dir);
+    char *slash = strrchr(base, '/');
+    if (slash) {
+        *slash = '\0';
+        rmdir(base);
+    }
     unlink(tk.cfg.pidfile_path);
     log_info("msg=\"stopped\"");
 }
@@ -814,7 +858,7 @@ int main(int argc, char **argv)
     int rc = mkdir_p(tk.cfg.server_data_dir, 0755);
     if (rc < 0)
         die("create server.data_dir %s: %s", tk.cfg.server_data_dir, strerror(-rc));
-    snprintf(tk.spool_dir, sizeof tk.spool_dir, "%s/jobs", tk.cfg.server_data_dir);
+    choose_spool();
 
     /* Block the signals the loop handles before any child exists, so none is lost. */
     sigset_t set;
@@ -843,13 +887,11 @@ int main(int argc, char **argv)
             die("eventfd: %s", strerror(errno));
     }
     check_docker();
-    char slots[4200];
-    snprintf(slots, sizeof slots, "%s/slots", tk.cfg.server_data_dir);
     rm_rf(tk.spool_dir); /* nothing in flight yet: whatever is there is stale */
-    rm_rf(slots);
+    rm_rf(tk.slots_dir);
     rc = mkdir_p(tk.spool_dir, 0700);
     if (rc == 0)
-        rc = mkdir_p(slots, 0700);
+        rc = mkdir_p(tk.slots_dir, 0700);
     if (rc < 0)
         die("create spool dirs in %s: %s", tk.cfg.server_data_dir, strerror(-rc));
     if (recovery_startup() < 0)

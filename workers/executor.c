@@ -105,7 +105,7 @@ static int ensure_warm(struct exec_state *st)
     if (st->warm.ready)
         return 0;
     char dir[4200];
-    snprintf(dir, sizeof dir, "%s/../slots/e%d-%u", tk.spool_dir, tk.proc_idx, ++st->seq);
+    snprintf(dir, sizeof dir, "%s/e%d-%u", tk.slots_dir, tk.proc_idx, ++st->seq);
     int rc = sandbox_prepare(st->docker, &st->warm, dir);
     if (rc < 0) {
         /* the first failure and then one in 30: the engine may be down for a while */

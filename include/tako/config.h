@@ -43,6 +43,10 @@
       "jobs admitted at once (queued + running); more get 503. Rounded up to a power of 2") \
     X(server, data_dir, STR, "/var/lib/takod", 0, 0, CF_NORELOAD, \
       "state directory: job spool, managed PostgreSQL, pidfile") \
+    X(server, spool_dir, STR, "", 0, 0, CF_NORELOAD, \
+      "where jobs' files and the containers' bind-mounted directories live (nothing " \
+      "durable: PostgreSQL has the record); empty means a private directory on /dev/shm " \
+      "when it is a tmpfs, else <data_dir>") \
     X(server, pidfile, STR, "", 0, 0, CF_NORELOAD, \
       "pidfile path; empty means <data_dir>/takod.pid") \
     X(server, log_level, ENUM, "info", "debug|info|warn|error", 0, CF_RELOAD, \

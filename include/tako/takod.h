@@ -24,7 +24,8 @@ struct tk_ctx {
     char conninfo[1024];  /* the database actually used */
     char node[512];       /* this node: "host:data_dir", stored with every job */
     char instance[512];   /* docker label value: node + data_dir */
-    char spool_dir[4096]; /* <data_dir>/jobs */
+    char spool_dir[4096]; /* <spool>/jobs: each job's code and input */
+    char slots_dir[4096]; /* <spool>/slots: the warm containers' directories */
     pid_t master_pid;
     int proc_idx; /* in a child: its entry in the shm proc table */
 };
