@@ -87,6 +87,22 @@ static const char *role_name(uint8_t role)
     return role == TK_ROLE_ACCEPTOR ? "acceptor" : "executor";
 }
 
+/* The spool may be in memory (/dev/shm): give it back when takod stops. */
+static void remove_spool(void)
+{
+    if (!tk.spool_dir[0])
+        return;
+    rm_rf(tk.spool_dir);
+    rm_rf(tk.slots_dir);
+    char base[4096];
+    snprintf(base, sizeof base, "%s", tk.spool_dir);
+    char *slash = strrchr(base, '/');
+    if (slash) {
+        *slash = '\0';
+        rmdir(base);
+    }
+}
+
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...)
 {
@@ -103,8 +119,10 @@ static void die(const char *fmt, ...)
     }
     if (M.pg_pid > 0)
         pgm_stop(M.pg_pid, 5000);
-    if (M.pidfile_fd >= 0)
+    if (M.pidfile_fd >= 0) { /* the spool is ours only if we held the pidfile */
+        remove_spool();
         unlink(tk.cfg.pidfile_path);
+    }
     exit(TK_EXIT_FATAL);
 }
 
@@ -731,15 +749,7 @@ static void finish_stop(void)
     if (M.pg_pid > 0)
         pgm_stop(M.pg_pid, 10000);
     M.pg_pid = 0;
-    rm_rf(tk.spool_dir); /* the spool may be in memory (/dev/shm): give it back */
-    rm_rf(tk.slots_dir);
-    char base[4096];
-    snprintf(base, sizeof base, "%s", tk.spool_dir);
-    char *slash = strrchr(base, '/');
-    if (slash) {
-        *slash = '\0';
-        rmdir(base);
-    }
+    remove_spool();
     unlink(tk.cfg.pidfile_path);
     log_info("msg=\"stopped\"");
 }
@@ -858,7 +868,6 @@ int main(int argc, char **argv)
     int rc = mkdir_p(tk.cfg.server_data_dir, 0755);
     if (rc < 0)
         die("create server.data_dir %s: %s", tk.cfg.server_data_dir, strerror(-rc));
-    choose_spool();
 
     /* Block the signals the loop handles before any child exists, so none is lost. */
     sigset_t set;
@@ -874,6 +883,7 @@ int main(int argc, char **argv)
         daemonize();
     tk.master_pid = getpid();
     open_pidfile();
+    choose_spool();
     setup_database();
 
     rc = shm_create(&tk.shm, (uint32_t)tk.cfg.server_queue_size, (uint32_t)tk.cfg.server_acceptors,
