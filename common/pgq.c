@@ -37,7 +37,6 @@ struct pgq {
     int io_fd;
     int backoff_ms;
     struct pgq_item *head, *tail; /* head is in flight when BUSY */
-    size_t pending;
     bool logged_down;
     char *listen_channel; /* LISTENed on every (re)connect */
     pgq_notify_cb on_notify;
@@ -90,7 +89,6 @@ static void fail_all(struct pgq *q, const char *why)
 {
     struct pgq_item *it = q->head;
     q->head = q->tail = NULL;
-    q->pending = 0;
     while (it) {
         struct pgq_item *next = it->next;
         it->cb(NULL, why, it->arg);
@@ -154,7 +152,6 @@ static void on_result(evutil_socket_t fd, short ev, void *arg)
     q->head = it->next;
     if (!q->head)
         q->tail = NULL;
-    q->pending--;
     ExecStatusType st = PQresultStatus(last);
     if (last && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK))
         it->cb(last, NULL, it->arg);
@@ -268,7 +265,6 @@ static void pgq_exec_front(struct pgq *q, const char *sql)
     q->head = it;
     if (!q->tail)
         q->tail = it;
-    q->pending++;
 }
 
 static void pgq_connect(struct pgq *q)
@@ -344,7 +340,6 @@ int pgq_exec(struct pgq *q, const char *sql, int n, const char *const *params, p
     else
         q->head = it;
     q->tail = it;
-    q->pending++;
     pgq_kick(q);
     return 0;
 }
@@ -352,9 +347,4 @@ int pgq_exec(struct pgq *q, const char *sql, int n, const char *const *params, p
 bool pgq_connected(const struct pgq *q)
 {
     return q->state == PGQ_IDLE || q->state == PGQ_BUSY;
-}
-
-size_t pgq_pending(const struct pgq *q)
-{
-    return q->pending;
 }

@@ -34,15 +34,6 @@ uint64_t now_real_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-void format_iso8601(uint64_t real_us, char *buf, size_t len)
-{
-    time_t s = (time_t)(real_us / 1000000u);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%06uZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(real_us % 1000000u));
-}
-
 void uuid_v4(char *buf)
 {
     unsigned char b[16];
@@ -279,20 +270,4 @@ char *utf8_sanitize(const char *in, size_t len, size_t *out_len)
     if (out_len)
         *out_len = o;
     return out;
-}
-
-int fd_set_nonblock(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-        return -errno;
-    return 0;
-}
-
-int fd_set_cloexec(int fd)
-{
-    int fl = fcntl(fd, F_GETFD);
-    if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0)
-        return -errno;
-    return 0;
 }

@@ -62,7 +62,5 @@ typedef void (*pgq_notify_cb)(const char *channel, const char *payload, void *ar
 typedef void (*pgq_up_cb)(void *arg);
 void pgq_listen(struct pgq *q, const char *channel, pgq_notify_cb on_notify, pgq_up_cb on_up,
                 void *arg);
-/* Queries queued or in flight. */
-size_t pgq_pending(const struct pgq *q);
 
 #endif

@@ -17,9 +17,6 @@ uint64_t now_mono_us(void);
 uint64_t now_mono_ms(void);
 uint64_t now_real_us(void);
 
-/* "2026-11-21T21:00:00.123456Z" for a wall-clock time in µs; buf ≥ 32 bytes. */
-void format_iso8601(uint64_t real_us, char *buf, size_t len);
-
 /* A random UUID v4 in its 36-character text form (buf ≥ 37 bytes). */
 void uuid_v4(char *buf);
 /* True when s is 36 chars of lowercase/uppercase hex in 8-4-4-4-12 form. */
@@ -46,9 +43,5 @@ void sha256_hex(const void *data, size_t len, char *hex);
  * bytes become U+FFFD. Never fails except on malloc (NULL).
  */
 char *utf8_sanitize(const char *in, size_t len, size_t *out_len);
-
-/* Set a file descriptor non-blocking / close-on-exec. */
-int fd_set_nonblock(int fd);
-int fd_set_cloexec(int fd);
 
 #endif
