@@ -97,8 +97,11 @@ static void fail_all(struct pgq *q, const char *why)
     }
 }
 
-static void conn_lost(struct pgq *q, const char *why)
+/* why may be PQerrorMessage(q->conn), which PQfinish frees: it is copied first. */
+static void conn_lost(struct pgq *q, const char *why_in)
 {
+    char why[256];
+    snprintf(why, sizeof why, "%s", why_in);
     if (!q->logged_down)
         log_error("msg=\"database connection lost\" err=\"%s\"", why);
     q->logged_down = true;
@@ -128,9 +131,7 @@ static void on_result(evutil_socket_t fd, short ev, void *arg)
         return;
     }
     if (!PQconsumeInput(q->conn)) {
-        char why[256];
-        snprintf(why, sizeof why, "%s", PQerrorMessage(q->conn));
-        conn_lost(q, why);
+        conn_lost(q, PQerrorMessage(q->conn));
         return;
     }
     drain_notifies(q);
@@ -174,9 +175,7 @@ static void on_idle_read(evutil_socket_t fd, short ev, void *arg)
     if (q->state != PGQ_IDLE)
         return;
     if (!PQconsumeInput(q->conn)) {
-        char why[256];
-        snprintf(why, sizeof why, "%s", PQerrorMessage(q->conn));
-        conn_lost(q, why);
+        conn_lost(q, PQerrorMessage(q->conn));
         return;
     }
     drain_notifies(q);
@@ -195,9 +194,7 @@ static void pgq_kick(struct pgq *q)
     struct pgq_item *it = q->head;
     if (!PQsendQueryParams(q->conn, it->sql, it->n, NULL, (const char *const *)it->params, NULL,
                            NULL, 0)) {
-        char why[256];
-        snprintf(why, sizeof why, "%s", PQerrorMessage(q->conn));
-        conn_lost(q, why);
+        conn_lost(q, PQerrorMessage(q->conn));
         return;
     }
     q->state = PGQ_BUSY;
@@ -238,11 +235,8 @@ static void on_connect(evutil_socket_t fd, short ev, void *arg)
         }
         pgq_kick(q);
         return;
-    default: {
-        char why[256];
-        snprintf(why, sizeof why, "%s", PQerrorMessage(q->conn));
-        conn_lost(q, why);
-    }
+    default:
+        conn_lost(q, PQerrorMessage(q->conn));
     }
 }
 
