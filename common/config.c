@@ -19,6 +19,8 @@
  * ("..." with \" and \\ escapes) to keep surrounding spaces or a '#'.
  */
 #include "tako/config.h"
+#include "tako/jobtypes.h"
+#include "tako/util.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -86,6 +88,35 @@ static const struct cf_key cf_keys[] = {
 #undef CF_ROW
 };
 
+/* The keys of a [job_type.NAME] section: the same descriptors, offsets into the type. */
+static const struct cf_key cf_jt_keys[] = {
+#define CF_JT_ROW(k, type, def, min, max, help)                                                    \
+    {"job_type",                                                                                   \
+     #k,                                                                                           \
+     "job_type." #k,                                                                               \
+     CF_T_##type,                                                                                  \
+     def,                                                                                          \
+     CF_I_##type(min),                                                                             \
+     CF_I_##type(max),                                                                             \
+     CF_D_##type(min),                                                                             \
+     CF_D_##type(max),                                                                             \
+     CF_C_##type(min),                                                                             \
+     CF_RELOAD,                                                                                    \
+     help,                                                                                         \
+     offsetof(struct tk_job_type, k)},
+    TK_JOB_TYPE_TABLE(CF_JT_ROW)
+#undef CF_JT_ROW
+};
+#define CF_JT_NKEYS (sizeof cf_jt_keys / sizeof cf_jt_keys[0])
+
+/* Tako VM's built-in job types, over the table defaults. `default` is cf_finish's. */
+static const struct {
+    const char *name, *requirements, *memory, *cpus, *timeout;
+} cf_builtin_types[] = {
+    {"data-processing", "pandas, numpy", "1g", "2", "60"},
+    {"ml-inference", "numpy, scikit-learn", "2g", "2", "120"},
+};
+
 /* Index of every key, for the cross-key rules: CF_server_listen, ... */
 enum {
 #define CF_IDX(sec, k, ...) CF_##sec##_##k,
@@ -100,7 +131,11 @@ enum {
 
 struct cf_ctx {
     const char *path; /* NULL: no file */
+    struct tk_config *cfg;
     int from[CF_NKEYS];
+    int jt;                            /* the [job_type.NAME] being read, or -1 */
+    uint32_t jt_set[TK_MAX_JOB_TYPES]; /* keys the file set, per type: duplicates */
+    int jt_line[TK_MAX_JOB_TYPES];     /* its header's line (0: not in the file) */
     char *err;
     size_t errlen;
 };
@@ -150,6 +185,17 @@ static const char *cf_section(const char *name, size_t len)
 static bool cf_is_job_type(const char *section, size_t len)
 {
     return len >= 8 && !memcmp(section, "job_type", 8) && (len == 8 || section[8] == '.');
+}
+
+/* What `*section` points at while a [job_type.NAME] section is read (c->jt says which). */
+static const char cf_jt_section[] = "job_type";
+
+static const struct cf_key *cf_jt_find(const char *key, size_t keylen)
+{
+    for (size_t i = 0; i < CF_JT_NKEYS; i++)
+        if (strlen(cf_jt_keys[i].key) == keylen && !memcmp(cf_jt_keys[i].key, key, keylen))
+            return &cf_jt_keys[i];
+    return NULL;
 }
 
 /* ---- Scalar parsers: text -> value, or -EINVAL (malformed) / -ERANGE (overflow). ---- */
@@ -338,15 +384,15 @@ static int cf_parse(const struct cf_key *k, const char *text, union cf_value *v,
     return -EINVAL;
 }
 
-/* Parse and store: the old value is replaced only if the new one is valid. */
-static int cf_set(struct tk_config *cfg, const struct cf_key *k, const char *text, char *why,
-                  size_t wl)
+/* Parse and store into the struct at `base` (a tk_config, or a tk_job_type for the
+ * job_type keys): the old value is replaced only if the new one is valid. */
+static int cf_set_at(void *base, const struct cf_key *k, const char *text, char *why, size_t wl)
 {
     union cf_value v;
     int rc = cf_parse(k, text, &v, why, wl);
     if (rc)
         return rc;
-    void *f = cf_field(cfg, k);
+    void *f = (char *)base + k->off;
     switch (k->type) {
     case CF_T_STR:
         free(*(char **)f);
@@ -367,6 +413,111 @@ static int cf_set(struct tk_config *cfg, const struct cf_key *k, const char *tex
         break;
     }
     return 0;
+}
+
+static int cf_set(struct tk_config *cfg, const struct cf_key *k, const char *text, char *why,
+                  size_t wl)
+{
+    return cf_set_at(cfg, k, text, why, wl);
+}
+
+/* ---- Job types. ---- */
+
+static void cf_jt_free(struct tk_job_type *t)
+{
+    for (size_t i = 0; i < CF_JT_NKEYS; i++)
+        if (cf_jt_keys[i].type == CF_T_STR)
+            free(*(char **)((char *)t + cf_jt_keys[i].off));
+    memset(t, 0, sizeof *t);
+}
+
+/* A job type name: [a-z0-9][a-z0-9_-]*, at most TK_JOB_TYPE_NAME_MAX (a Docker repository
+ * name once prefixed with tako-vm-). */
+static bool cf_jt_name_ok(const char *name, size_t len)
+{
+    if (!len || len > TK_JOB_TYPE_NAME_MAX ||
+        !(islower((unsigned char)name[0]) || isdigit((unsigned char)name[0])))
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!islower((unsigned char)name[i]) && !isdigit((unsigned char)name[i]) &&
+            name[i] != '-' && name[i] != '_')
+            return false;
+    return true;
+}
+
+/* Append a job type with the table defaults. Its index, or -errno with `why`. */
+static int cf_jt_add(struct tk_config *cfg, const char *name, size_t len, char *why, size_t wl)
+{
+    if (cfg->n_job_types >= TK_MAX_JOB_TYPES) {
+        snprintf(why, wl, "more than %d job types", TK_MAX_JOB_TYPES);
+        return -ENOSPC;
+    }
+    struct tk_job_type *t = &cfg->job_types[cfg->n_job_types];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%.*s", (int)len, name);
+    for (size_t i = 0; i < CF_JT_NKEYS; i++) {
+        int rc = cf_set_at(t, &cf_jt_keys[i], cf_jt_keys[i].def, why, wl);
+        if (rc) {
+            cf_jt_free(t);
+            return rc;
+        }
+    }
+    return (int)cfg->n_job_types++;
+}
+
+/* The index of job type `name` (created when new), or -errno with `why`. */
+static int cf_jt_get(struct tk_config *cfg, const char *name, size_t len, char *why, size_t wl)
+{
+    if (len == 7 && !memcmp(name, "default", 7)) {
+        snprintf(why, wl,
+                 "the default job type is not configured here: it is docker.image "
+                 "with the [limits] section");
+        return -EINVAL;
+    }
+    if (!cf_jt_name_ok(name, len)) {
+        snprintf(why, wl,
+                 "job type name \"%.*s\" must be 1 to %d of [a-z0-9_-], starting "
+                 "with a letter or digit",
+                 (int)(len > 80 ? 80 : len), name, TK_JOB_TYPE_NAME_MAX);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < cfg->n_job_types; i++)
+        if (strlen(cfg->job_types[i].name) == len && !memcmp(cfg->job_types[i].name, name, len))
+            return (int)i;
+    return cf_jt_add(cfg, name, len, why, wl);
+}
+
+/* `default` (filled in by cf_finish) and Tako VM's other built-ins. */
+static int cf_jt_builtins(struct tk_config *cfg, char *why, size_t wl)
+{
+    int rc = cf_jt_add(cfg, "default", 7, why, wl);
+    if (rc < 0)
+        return rc;
+    cfg->job_types[rc].builtin = true;
+    for (size_t b = 0; b < TK_ARRAY_LEN(cf_builtin_types); b++) {
+        int i = cf_jt_add(cfg, cf_builtin_types[b].name, strlen(cf_builtin_types[b].name), why, wl);
+        if (i < 0)
+            return i;
+        struct tk_job_type *t = &cfg->job_types[i];
+        t->builtin = true;
+        const char *vals[][2] = {{"requirements", cf_builtin_types[b].requirements},
+                                 {"memory_limit", cf_builtin_types[b].memory},
+                                 {"cpu_limit", cf_builtin_types[b].cpus},
+                                 {"timeout", cf_builtin_types[b].timeout}};
+        for (size_t v = 0; v < TK_ARRAY_LEN(vals); v++)
+            if ((rc =
+                     cf_set_at(t, cf_jt_find(vals[v][0], strlen(vals[v][0])), vals[v][1], why, wl)))
+                return rc;
+    }
+    return 0;
+}
+
+const struct tk_job_type *config_job_type(const struct tk_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_job_types; i++)
+        if (!strcmp(cfg->job_types[i].name, name))
+            return &cfg->job_types[i];
+    return NULL;
 }
 
 /* ---- The file. ---- */
@@ -402,9 +553,24 @@ static int cf_line_section(struct cf_ctx *c, char *s, int line, const char **sec
         cf_err(c, "%s:%d: unexpected text after [%.80s]", c->path, line, name);
         return -EINVAL;
     }
+    c->jt = -1;
     if (cf_is_job_type(name, strlen(name))) {
-        cf_err(c, "%s:%d: [%.80s]: job_type sections are not supported yet", c->path, line, name);
-        return -EINVAL;
+        char why[256];
+        int i = strlen(name) > 9 ? cf_jt_get(c->cfg, name + 9, strlen(name + 9), why, sizeof why)
+                                 : (snprintf(why, sizeof why, "expected [job_type.NAME]"), -EINVAL);
+        if (i < 0) {
+            cf_err(c, "%s:%d: [%.80s]: %s", c->path, line, name, why);
+            return i;
+        }
+        if (c->jt_line[i]) {
+            cf_err(c, "%s:%d: duplicate section [%.80s] (first on line %d)", c->path, line, name,
+                   c->jt_line[i]);
+            return -EINVAL;
+        }
+        c->jt_line[i] = line;
+        c->jt = i;
+        *section = cf_jt_section;
+        return 0;
     }
     if (!(*section = cf_section(name, strlen(name)))) {
         cf_err(c, "%s:%d: [%.80s] is not a known section", c->path, line, name);
@@ -480,6 +646,27 @@ static int cf_line(struct cf_ctx *c, struct tk_config *cfg, char *s, int line, c
         cf_err(c, "%s:%d: key %.80s is outside any [section]", c->path, line, key);
         return -EINVAL;
     }
+    if (*section == cf_jt_section) {
+        const struct cf_key *k = cf_jt_find(key, strlen(key));
+        struct tk_job_type *t = &cfg->job_types[c->jt];
+        if (!k) {
+            cf_err(c, "%s:%d: unknown key job_type.%s.%.80s", c->path, line, t->name, key);
+            return -EINVAL;
+        }
+        uint32_t bit = 1u << (k - cf_jt_keys);
+        if (c->jt_set[c->jt] & bit) {
+            cf_err(c, "%s:%d: duplicate key job_type.%s.%s", c->path, line, t->name, k->key);
+            return -EINVAL;
+        }
+        const char *v = cf_value(eq + 1 + strspn(eq + 1, " \t"), why, sizeof why);
+        int rc = v ? cf_set_at(t, k, v, why, sizeof why) : -EINVAL;
+        if (rc) {
+            cf_err(c, "%s:%d: job_type.%s.%s: %s", c->path, line, t->name, k->key, why);
+            return rc;
+        }
+        c->jt_set[c->jt] |= bit;
+        return 0;
+    }
     const struct cf_key *k = cf_find(*section, strlen(*section), key, strlen(key));
     if (!k) {
         cf_err(c, "%s:%d: unknown key %s.%.80s", c->path, line, *section, key);
@@ -554,8 +741,16 @@ static int cf_override(struct cf_ctx *c, struct tk_config *cfg, const char *o)
         return -EINVAL;
     }
     if (cf_is_job_type(name, (size_t)(dot - name))) {
-        cf_err(c, "-o %.*s: job_type sections are not supported yet", nlen, name);
-        return -EINVAL;
+        /* -o job_type.NAME.key=value */
+        int i = dot - name > 9 ? cf_jt_get(cfg, name + 9, (size_t)(dot - name - 9), why, sizeof why)
+                               : (snprintf(why, sizeof why, "expected job_type.NAME.key"), -EINVAL);
+        const struct cf_key *k = i < 0 ? NULL : cf_jt_find(dot + 1, (size_t)(end - dot - 1));
+        if (i >= 0 && !k)
+            snprintf(why, sizeof why, "unknown key %.*s", nlen, name);
+        int rc = k ? cf_set_at(&cfg->job_types[i], k, eq + 1, why, sizeof why) : -EINVAL;
+        if (rc)
+            cf_err(c, "-o %.*s: %s", nlen, name, why);
+        return rc;
     }
     if (!cf_section(name, (size_t)(dot - name))) {
         cf_err(c, "-o %.*s: [%.*s] is not a known section", nlen, name, (int)(dot - name), name);
@@ -707,9 +902,43 @@ static bool cf_parse_id(const char *s, size_t n, uint32_t *out)
     return true;
 }
 
+/* `default` follows docker.image and [limits]; every type is checked. */
+static int cf_finish_job_types(struct cf_ctx *c, struct tk_config *cfg)
+{
+    char why[256];
+    struct tk_job_type *d = &cfg->job_types[0];
+    d->memory_limit = cfg->limits_memory;
+    d->cpu_limit = cfg->limits_cpus;
+    d->timeout = cfg->limits_timeout;
+    for (size_t i = 0; i < cfg->n_job_types; i++) {
+        const struct tk_job_type *t = &cfg->job_types[i];
+        int rc = 0;
+        const struct cf_key *tk_timeout = cf_jt_find("timeout", 7);
+        if (t->builtin && t->timeout > cfg->limits_max_timeout &&
+            !(c->jt_set[i] & (1u << (tk_timeout - cf_jt_keys))))
+            cfg->job_types[i].timeout = cfg->limits_max_timeout; /* a built-in's own default */
+        if (t->timeout > cfg->limits_max_timeout) {
+            snprintf(why, sizeof why, "timeout %" PRId64 " is above limits.max_timeout %" PRId64,
+                     t->timeout, cfg->limits_max_timeout);
+            rc = -EINVAL;
+        } else {
+            rc = jobtype_check(t, why, sizeof why);
+        }
+        if (rc) {
+            if (c->jt_line[i])
+                cf_err(c, "%s: [job_type.%s] (line %d): %s", c->path, t->name, c->jt_line[i], why);
+            else
+                cf_err(c, "job_type.%s: %s", t->name, why);
+            return rc;
+        }
+    }
+    return 0;
+}
+
 static int cf_finish(struct cf_ctx *c, struct tk_config *cfg)
 {
     char why[256];
+    int rc;
     if (cfg->limits_timeout > cfg->limits_max_timeout) {
         cf_rule_err(c, CF_limits_timeout, CF_limits_max_timeout,
                     "limits.timeout %" PRId64 " is above limits.max_timeout %" PRId64,
@@ -756,6 +985,8 @@ static int cf_finish(struct cf_ctx *c, struct tk_config *cfg)
         cf_rule_err(c, CF_auth_admin_key, CF_auth_admin_key, "must be at least 16 characters");
         return -EINVAL;
     }
+    if ((rc = cf_finish_job_types(c, cfg)))
+        return rc;
     free(cfg->pidfile_path);
     if (cfg->server_pidfile[0]) {
         cfg->pidfile_path = strdup(cfg->server_pidfile);
@@ -784,7 +1015,7 @@ int config_load(struct tk_config *cfg, const char *path, char *const *overrides,
                 char *err, size_t errlen)
 {
     struct tk_config tmp;
-    struct cf_ctx c = {.path = path, .err = err, .errlen = errlen};
+    struct cf_ctx c = {.path = path, .cfg = &tmp, .jt = -1, .err = err, .errlen = errlen};
     char why[256];
     int rc = 0;
 
@@ -794,6 +1025,8 @@ int config_load(struct tk_config *cfg, const char *path, char *const *overrides,
     for (size_t i = 0; i < CF_NKEYS && !rc; i++)
         if ((rc = cf_set(&tmp, &cf_keys[i], cf_keys[i].def, why, sizeof why)))
             cf_err(&c, "default of %s: %s", cf_keys[i].name, why);
+    if (!rc && (rc = cf_jt_builtins(&tmp, why, sizeof why)))
+        cf_err(&c, "built-in job types: %s", why);
     if (!rc && path)
         rc = cf_load_file(&c, &tmp);
     for (size_t i = 0; i < n && !rc; i++)
@@ -825,6 +1058,8 @@ void config_free(struct tk_config *cfg)
         if (cf_keys[i].type == CF_T_STR)
             free(*(char **)cf_field(cfg, &cf_keys[i]));
     free(cfg->pidfile_path);
+    for (size_t i = 0; i < cfg->n_job_types; i++)
+        cf_jt_free(&cfg->job_types[i]);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -835,6 +1070,19 @@ int config_copy(struct tk_config *dst, const struct tk_config *src)
         if (cf_keys[i].type == CF_T_STR)
             *(char **)cf_field(dst, &cf_keys[i]) = NULL;
     dst->pidfile_path = NULL;
+    for (size_t t = 0; t < src->n_job_types; t++)
+        for (size_t i = 0; i < CF_JT_NKEYS; i++)
+            if (cf_jt_keys[i].type == CF_T_STR)
+                *(char **)((char *)&dst->job_types[t] + cf_jt_keys[i].off) = NULL;
+    for (size_t t = 0; t < src->n_job_types; t++)
+        for (size_t i = 0; i < CF_JT_NKEYS; i++) {
+            const struct cf_key *k = &cf_jt_keys[i];
+            const char *str = k->type == CF_T_STR
+                                  ? *(char *const *)((const char *)&src->job_types[t] + k->off)
+                                  : NULL;
+            if (str && !(*(char **)((char *)&dst->job_types[t] + k->off) = strdup(str)))
+                goto oom;
+        }
     for (size_t i = 0; i < CF_NKEYS; i++) {
         const struct cf_key *k = &cf_keys[i];
         const char *s = k->type == CF_T_STR ? *(char *const *)cf_cfield(src, k) : NULL;
@@ -849,9 +1097,9 @@ oom:
     return -ENOMEM;
 }
 
-static void cf_print_value(const struct tk_config *cfg, const struct cf_key *k, FILE *out)
+static void cf_print_value(const void *base, const struct cf_key *k, FILE *out)
 {
-    const void *f = cf_cfield(cfg, k);
+    const void *f = (const char *)base + k->off;
     char buf[64];
     switch (k->type) {
     case CF_T_STR:
@@ -906,6 +1154,17 @@ void config_print(const struct tk_config *cfg, FILE *out)
         fprintf(out, "%s = ", k->key);
         cf_print_value(cfg, k, out);
         fputc('\n', out);
+    }
+    /* job types after `default` (which is docker.image and [limits]) */
+    for (size_t t = 1; t < cfg->n_job_types; t++) {
+        fprintf(out, "\n[job_type.%s]\n", cfg->job_types[t].name);
+        if (cfg->job_types[t].builtin)
+            fputs("# (built in, as in Tako VM)\n", out);
+        for (size_t i = 0; i < CF_JT_NKEYS; i++) {
+            fprintf(out, "%s# %s\n%s = ", i ? "\n" : "", cf_jt_keys[i].help, cf_jt_keys[i].key);
+            cf_print_value(&cfg->job_types[t], &cf_jt_keys[i], out);
+            fputc('\n', out);
+        }
     }
 }
 

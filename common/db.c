@@ -243,6 +243,19 @@ static const char *const migrations[] = {
     "ALTER TABLE jobs ADD COLUMN input_files jsonb;",
     /* 7: the tamper-evident audit chain (common/audit.c, docs/AUDIT.md) */
     audit_migration_sql,
+    /* 8: environments (common/jobtypes.c): a job's runtime requirements, and every build
+     * of a job type's image, whose version a job may pin (NAME@version) */
+    "ALTER TABLE jobs ADD COLUMN requirements jsonb;"
+    "CREATE TABLE job_type_builds ("
+    " job_type text NOT NULL,"
+    " version text NOT NULL,"
+    " digest text NOT NULL,"
+    " image_ref text NOT NULL,"
+    " requirements text NOT NULL DEFAULT '',"
+    " packages text NOT NULL DEFAULT '',"
+    " build_seconds double precision,"
+    " built_at timestamptz NOT NULL DEFAULT now(),"
+    " PRIMARY KEY (job_type, version));",
 };
 
 int db_schema_version(void)

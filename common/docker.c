@@ -244,10 +244,13 @@ static int dk_status_errno(long code)
 }
 
 struct dk_req {
-    const char *method;  /* "GET", "POST", "DELETE" */
-    const char *path;    /* "/containers/json?all=1" (versioned unless unversioned) */
-    bool unversioned;    /* only GET /version */
-    const char *body;    /* JSON body or NULL */
+    const char *method; /* "GET", "POST", "DELETE" */
+    const char *path;   /* "/containers/json?all=1" (versioned unless unversioned) */
+    bool unversioned;   /* only GET /version */
+    const char *body;   /* JSON body or NULL */
+    const void *raw;    /* or a binary body (POST only): raw_len bytes of content_type */
+    size_t raw_len;
+    const char *content_type;
     long timeout_ms;     /* 0: no bound */
     dk_stream_fn stream; /* optional 2xx body consumer */
     void *stream_ctx;
@@ -307,7 +310,13 @@ static int dk_do(struct docker *d, const struct dk_req *q)
             oom = true;                                                                            \
     } while (0)
     DK_HDR("Expect:");
-    if (strcmp(q->method, "POST") == 0) {
+    if (strcmp(q->method, "POST") == 0 && q->raw) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->raw_len);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, q->raw);
+        char ct[128];
+        snprintf(ct, sizeof ct, "Content-Type: %s", q->content_type);
+        DK_HDR(ct);
+    } else if (strcmp(q->method, "POST") == 0) {
         const char *b = q->body ? q->body : "";
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(b));
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, b);
@@ -973,4 +982,119 @@ int docker_list_with_labels(struct docker *d, const char *label, json_t **items)
 void docker_set_error(struct docker *d, const char *msg)
 {
     snprintf(d->err, sizeof d->err, "%s", msg);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* image builds                                                                             */
+
+/* The build's answer is a stream of JSON objects, one per line: {"stream": text},
+ * {"aux": {"ID": "sha256:..."}}, or {"error": ..., "errorDetail": {...}} — an error that
+ * still comes with HTTP 200. Lines are cut here and handed on one at a time. */
+struct dk_build {
+    struct dk_buf line;
+    const struct docker_build_opts *o;
+    char *image_id;
+    char error[DK_ERR_LEN];
+};
+
+static void dk_build_line(struct dk_build *b, const char *p, size_t n)
+{
+    json_t *j = json_loadb(p, n, 0, NULL);
+    if (!j)
+        return;
+    const char *text = json_string_value(json_object_get(j, "stream"));
+    const char *err = json_string_value(json_object_get(j, "error"));
+    const char *id = json_string_value(json_object_get(json_object_get(j, "aux"), "ID"));
+    if (text && b->o->progress)
+        b->o->progress(text, b->o->progress_arg);
+    if (err && !b->error[0]) {
+        snprintf(b->error, sizeof b->error, "%s", err);
+        if (b->o->progress)
+            b->o->progress(err, b->o->progress_arg);
+    }
+    if (id)
+        snprintf(b->image_id, 80, "%s", id);
+    json_decref(j);
+}
+
+static int dk_build_feed(void *ctx, const char *p, size_t n)
+{
+    struct dk_build *b = ctx;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n') {
+            if (b->line.len)
+                dk_build_line(b, b->line.p, b->line.len);
+            b->line.len = 0;
+        } else if (b->line.len < b->line.limit) {
+            int rc = dk_buf_add(&b->line, p + i, 1);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+int docker_build(struct docker *d, const void *tar, size_t len, const struct docker_build_opts *o,
+                 char image_id[80])
+{
+    int rc = dk_check_image(d, o->tag);
+    if (rc < 0)
+        return rc;
+    CURL *c = d->curl;
+    char *labels = o->labels ? json_dumps(o->labels, JSON_COMPACT) : NULL;
+    char *el = labels ? curl_easy_escape(c, labels, 0) : NULL;
+    char *path = NULL;
+    rc = asprintf(&path, "/build?t=%s&rm=1&forcerm=1&networkmode=%s%s%s%s", o->tag,
+                  o->network ? o->network : "none", o->nocache ? "&nocache=1" : "",
+                  el ? "&labels=" : "", el ? el : "");
+    curl_free(el);
+    free(labels);
+    if (rc < 0) {
+        dk_seterr(d, "POST /build: out of memory");
+        return -ENOMEM;
+    }
+    struct dk_build b = {.o = o, .image_id = image_id};
+    b.line.limit = 1u << 20;
+    image_id[0] = '\0';
+    struct dk_req q = {.method = "POST",
+                       .path = path,
+                       .raw = tar,
+                       .raw_len = len,
+                       .content_type = "application/x-tar",
+                       .timeout_ms = o->timeout_ms,
+                       .stream = dk_build_feed,
+                       .stream_ctx = &b};
+    rc = dk_do(d, &q);
+    if (rc >= 0 && b.line.len) /* a last line without its newline */
+        dk_build_line(&b, b.line.p, b.line.len);
+    free(b.line.p);
+    free(path);
+    if (rc < 0)
+        return rc;
+    if (b.error[0]) {
+        dk_one_line(b.error);
+        dk_seterr(d, "%s", b.error);
+        return -EIO;
+    }
+    if (!image_id[0]) {
+        dk_seterr(d, "POST /build: the engine reported no image id");
+        return -EIO;
+    }
+    return 0;
+}
+
+int docker_tag(struct docker *d, const char *image, const char *repo, const char *tag)
+{
+    int rc = dk_check_image(d, image);
+    if (rc == 0)
+        rc = dk_check_image(d, repo);
+    if (rc == 0)
+        rc = dk_check_image(d, tag);
+    if (rc < 0)
+        return rc;
+    char path[3 * DK_MAX_NAME + 64];
+    snprintf(path, sizeof path, "/images/%s/tag?repo=%s&tag=%s", image, repo, tag);
+    struct dk_req q = {.method = "POST", .path = path, .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
+    rc = dk_do(d, &q);
+    return rc < 0 ? rc : 0;
 }

@@ -112,7 +112,7 @@ int jobs_write_settled_response(const struct tk_job *job, const char *status, co
 }
 
 int jobs_write_spool(const char *id, const char *code, const char *input, const char *stdin_text,
-                     const char *files_json, char *why, size_t wlen)
+                     const char *files_json, const char *requirements, char *why, size_t wlen)
 {
     char dir[4096], path[4300];
     spool_job_dir(dir, sizeof dir, id);
@@ -129,10 +129,12 @@ int jobs_write_spool(const char *id, const char *code, const char *input, const 
         const char *name;
         const char *data;
         size_t len;
-    } files[3] = {{"code/main.py", code, strlen(code)},
+    } files[4] = {{"code/main.py", code, strlen(code)},
                   {"input/data.json", input, strlen(input)},
-                  {"input/stdin", stdin_text, stdin_text ? strlen(stdin_text) : 0}};
-    for (size_t i = 0; i < 3; i++) {
+                  {"input/stdin", stdin_text, stdin_text ? strlen(stdin_text) : 0},
+                  /* not mounted: the executor reads it (runtime requirements) */
+                  {"requirements.json", requirements, requirements ? strlen(requirements) : 0}};
+    for (size_t i = 0; i < 4; i++) {
         if (!files[i].data)
             continue;
         snprintf(path, sizeof path, "%s/%s", dir, files[i].name);

@@ -3,6 +3,7 @@
  * (see sandbox.h).
  */
 #include "tako/sandbox.h"
+#include "tako/jobtypes.h"
 #include "tako/log.h"
 #include "tako/takod.h"
 #include "tako/util.h"
@@ -97,8 +98,41 @@ static void run_uid(unsigned *uid, unsigned *gid)
     sscanf(tk.cfg.docker_user, "%u:%u", uid, gid);
 }
 
+void sandbox_default_spec(struct sandbox_spec *s)
+{
+    *s = (struct sandbox_spec){
+        .image = tk.cfg.docker_image, .memory = tk.cfg.limits_memory, .cpus = tk.cfg.limits_cpus};
+}
+
+void sandbox_type_spec(struct sandbox_spec *s, const struct tk_job_type *t, const char *image)
+{
+    *s = (struct sandbox_spec){.image = image,
+                               .memory = t->memory_limit,
+                               .cpus = t->cpu_limit,
+                               .network = t->network_enabled,
+                               .env = t->environment};
+}
+
+static int add_env_item(const char *item, size_t len, void *env)
+{
+    json_array_append_new(env, json_stringn(item, len));
+    return 0;
+}
+
+/* The spec's part of a container body: network and environment. */
+static void apply_spec(json_t *body, const struct sandbox_spec *spec)
+{
+    if (spec->network) {
+        json_object_set_new(json_object_get(body, "HostConfig"), "NetworkMode",
+                            json_string("bridge"));
+        json_object_set_new(body, "NetworkDisabled", json_false());
+    }
+    if (spec->env && *spec->env)
+        jobtype_each(spec->env, add_env_item, json_object_get(body, "Env"));
+}
+
 /* Every defence, for every job (docs/SECURITY.md). */
-static json_t *container_body(const char *dir)
+static json_t *container_body(const char *dir, const struct sandbox_spec *spec)
 {
     const struct tk_config *c = &tk.cfg;
     char code[4200], input[4200], output[4200], ctl[4200], tmpfs[128];
@@ -122,24 +156,28 @@ static json_t *container_body(const char *dir)
         return NULL;
     char executor[32];
     snprintf(executor, sizeof executor, "%d", (int)getpid());
+    double cpus = spec->cpus;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    if (online > 0 && cpus > (double)online)
+        cpus = (double)online; /* the engine refuses more than the machine has */
     json_t *body = json_pack(
         "{s:s, s:[s,s], s:s, s:s, s:[s,s,s,s], s:{s:s, s:s, s:s}, s:b, s:b, s:b, s:b, s:b, s:b,"
         " s:b, s:{s:s, s:b, s:[s], s:[s,s], s:b, s:I, s:I, s:I, s:I, s:s, s:I,"
         "    s:[{s:s,s:i,s:i},{s:s,s:I,s:I},{s:s,s:I,s:I}], s:{s:s}, s:[s,s,s,s],"
         "    s:{s:s, s:{s:s, s:s}}, s:b, s:s}}",
-        "Image", c->docker_image, "Cmd", "/usr/local/bin/tako-launcher", "--stdio", "User",
+        "Image", spec->image, "Cmd", "/usr/local/bin/tako-launcher", "--stdio", "User",
         c->docker_user, "WorkingDir", "/tmp", "Env", "PYTHONUNBUFFERED=1",
         "PYTHONDONTWRITEBYTECODE=1", "HOME=/tmp", "LANG=C.UTF-8", "Labels", "takod.instance",
         tk.instance, "takod.executor", executor, "takod.role", "job", "NetworkDisabled", 1, "Tty",
         0, "OpenStdin", 1, "StdinOnce", 1, "AttachStdin", 1, "AttachStdout", 1, "AttachStderr", 1,
         "HostConfig", "NetworkMode", "none", "ReadonlyRootfs", 1, "CapDrop", "ALL", "SecurityOpt",
-        "no-new-privileges", secopt, "Init", 1, "Memory", (json_int_t)c->limits_memory,
-        "MemorySwap", (json_int_t)c->limits_memory, "NanoCpus", (json_int_t)(c->limits_cpus * 1e9),
-        "PidsLimit", pids, "IpcMode", "private", "ShmSize", (json_int_t)(16 << 20), "Ulimits",
-        "Name", "nofile", "Soft", 256, "Hard", 256, "Name", "fsize", "Soft", fsize, "Hard", fsize,
-        "Name", "nproc", "Soft", nproc, "Hard", nproc, "Tmpfs", "/tmp", tmpfs, "Binds", code, input,
-        output, ctl, "LogConfig", "Type", "json-file", "Config", "max-size", "1m", "max-file", "1",
-        "AutoRemove", 0, "Runtime", sandbox_runtime);
+        "no-new-privileges", secopt, "Init", 1, "Memory", (json_int_t)spec->memory, "MemorySwap",
+        (json_int_t)spec->memory, "NanoCpus", (json_int_t)(cpus * 1e9), "PidsLimit", pids,
+        "IpcMode", "private", "ShmSize", (json_int_t)(16 << 20), "Ulimits", "Name", "nofile",
+        "Soft", 256, "Hard", 256, "Name", "fsize", "Soft", fsize, "Hard", fsize, "Name", "nproc",
+        "Soft", nproc, "Hard", nproc, "Tmpfs", "/tmp", tmpfs, "Binds", code, input, output, ctl,
+        "LogConfig", "Type", "json-file", "Config", "max-size", "1m", "max-file", "1", "AutoRemove",
+        0, "Runtime", sandbox_runtime);
     free(secopt);
     return body;
 }
@@ -166,8 +204,14 @@ static int make_dirs(const char *dir)
     return 0;
 }
 
-int sandbox_prepare(struct docker *d, struct warm *w, const char *dir)
+int sandbox_prepare(struct docker *d, struct warm *w, const char *dir,
+                    const struct sandbox_spec *spec)
 {
+    struct sandbox_spec dflt;
+    if (!spec) {
+        sandbox_default_spec(&dflt);
+        spec = &dflt;
+    }
     memset(w, 0, sizeof *w);
     w->fd = -1;
     snprintf(w->dir, sizeof w->dir, "%s", dir);
@@ -178,9 +222,11 @@ int sandbox_prepare(struct docker *d, struct warm *w, const char *dir)
                   strerror(-rc));
         return rc;
     }
-    json_t *body = container_body(dir);
-    if (body)
+    json_t *body = container_body(dir, spec);
+    if (body) {
+        apply_spec(body, spec);
         apply_extras(body);
+    }
     rc = body ? docker_create(d, NULL, body, w->id) : -ENOMEM;
     json_decref(body);
     if (rc < 0)

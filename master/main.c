@@ -21,6 +21,7 @@
 #include "tako/db.h"
 #include "tako/dbspool.h"
 #include "tako/docker.h"
+#include "tako/jobtypes.h"
 #include "tako/log.h"
 #include "tako/metrics.h"
 #include "tako/pgmanaged.h"
@@ -366,6 +367,28 @@ static void setup_database(void)
     replay_spool(); /* records a previous run could not write */
 }
 
+/* Which job types have a latest image, into shm for GET /job-types. */
+static void refresh_job_type_images(void)
+{
+    struct docker *d = NULL;
+    if (docker_open(&d, tk.cfg.docker_socket) < 0)
+        return; /* the engine is down: keep what we knew */
+    size_t n = tk.cfg.n_job_types;
+    for (size_t i = 0; i < n; i++) {
+        char image[128];
+        jobtype_image(&tk.cfg, &tk.cfg.job_types[i], "latest", image, sizeof image);
+        int rc = docker_image_exists(d, image);
+        if (rc < 0)
+            break;
+        snprintf(tk.shm->jt_images[i].name, sizeof tk.shm->jt_images[i].name, "%s",
+                 tk.cfg.job_types[i].name);
+        atomic_store(&tk.shm->jt_images[i].exists, (uint32_t)rc);
+    }
+    for (size_t i = n; i < TK_MAX_JOB_TYPES; i++)
+        tk.shm->jt_images[i].name[0] = '\0';
+    docker_close(d); /* no curl handle may cross fork */
+}
+
 static void check_docker(void)
 {
     struct docker *d = NULL;
@@ -386,7 +409,7 @@ static void check_docker(void)
     int has_runsc = docker_has_runtime(d, "runsc");
     docker_close(d); /* no curl handle may cross fork */
     if (rc == 0)
-        die("executor image %s not found: build it with scripts/build-image.sh",
+        die("executor image %s not found: build it with `tako setup` (scripts/build-image.sh)",
             tk.cfg.docker_image);
     if (rc < 0)
         die("checking executor image %s: %s", tk.cfg.docker_image, e);
@@ -712,7 +735,11 @@ static void tick(void)
                 spawn(c);
         }
     recovery_drain_orphans();
-    static uint64_t next_sweep_ms, next_replay_ms, next_retention_ms;
+    static uint64_t next_sweep_ms, next_replay_ms, next_retention_ms, next_images_ms;
+    if (!M.stopping && now >= next_images_ms) {
+        refresh_job_type_images();
+        next_images_ms = now + 10000;
+    }
     if (!M.stopping && now >= next_sweep_ms) {
         if (next_sweep_ms)
             recovery_sweep_containers();

@@ -244,7 +244,8 @@ int recovery_startup(void)
     const char *p[1] = {tk.node};
     PGresult *r = db_exec(db,
                           "SELECT id, code, input::text, timeout_s, attempt, job_type, stdin,"
-                          " input_files::text FROM jobs"
+                          " input_files::text, requirements::text,"
+                          " coalesce(startup_timeout_s, 0) FROM jobs"
                           " WHERE node = $1 AND status IN ('queued', 'running')"
                           " ORDER BY created_at",
                           1, p);
@@ -279,6 +280,7 @@ int recovery_startup(void)
         job->req_token = 0;
         job->attempt = (uint32_t)attempt;
         job->timeout_s = (uint32_t)atoi(PQgetvalue(r, row, 3));
+        job->startup_timeout_s = (uint32_t)atoi(PQgetvalue(r, row, 9));
         job->created_real_us = now_real_us();
         job->created_mono_us = now_mono_us();
         snprintf(job->job_type, sizeof job->job_type, "%s", PQgetvalue(r, row, 5));
@@ -286,7 +288,8 @@ int recovery_startup(void)
         char why[512];
         int rc = jobs_write_spool(id, PQgetvalue(r, row, 1), PQgetvalue(r, row, 2),
                                   PQgetisnull(r, row, 6) ? NULL : PQgetvalue(r, row, 6),
-                                  PQgetisnull(r, row, 7) ? NULL : PQgetvalue(r, row, 7), why,
+                                  PQgetisnull(r, row, 7) ? NULL : PQgetvalue(r, row, 7),
+                                  PQgetisnull(r, row, 8) ? NULL : PQgetvalue(r, row, 8), why,
                                   sizeof why);
         if (rc < 0) {
             log_error("msg=\"re-queueing a job failed: spool\" job=%s err=\"%s\"", id, why);

@@ -102,11 +102,14 @@ void api_pool_stats(struct evhttp_request *req, const char *corr, char **params)
 void api_dlq_stats(struct evhttp_request *req, const char *corr, char **params);
 void api_dlq_list(struct evhttp_request *req, const char *corr, char **params);
 void api_dlq_delete(struct evhttp_request *req, const char *corr, char **params);
-void api_job_types(struct evhttp_request *req, const char *corr, char **params);
-void api_job_type(struct evhttp_request *req, const char *corr, char **params);
 void api_metrics(struct evhttp_request *req, const char *corr, char **params);
 void api_openapi(struct evhttp_request *req, const char *corr, char **params);
 void api_audit_verify(struct evhttp_request *req, const char *corr, char **params);
+
+/* api_envs.c */
+void api_job_types(struct evhttp_request *req, const char *corr, char **params);
+void api_job_type(struct evhttp_request *req, const char *corr, char **params);
+void api_job_type_build(struct evhttp_request *req, const char *corr, char **params);
 
 /* ---- auth (auth.c) ---- */
 struct request_auth {

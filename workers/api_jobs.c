@@ -15,6 +15,7 @@
 #include "tako/callbacks.h"
 #include "tako/dbspool.h"
 #include "tako/jobs.h"
+#include "tako/jobtypes.h"
 #include "tako/log.h"
 #include "tako/outputs.h"
 #include "tako/takod.h"
@@ -349,6 +350,7 @@ void api_jobs_drop_waiters(void)
 
 struct job_spec {
     char *code, *input_text, *stdin_text, *idem, *files_json, *callback_url;
+    char *requirements; /* runtime requirements: a JSON array, or NULL */
     long long timeout, startup_timeout;
     char job_type[64];
     bool async;
@@ -373,6 +375,7 @@ static void spec_free(struct job_spec *s)
     free(s->idem);
     free(s->files_json);
     free(s->callback_url);
+    free(s->requirements);
     free(s);
 }
 
@@ -388,6 +391,7 @@ static void spec_hash(struct job_spec *s)
                            s->input_text ? s->input_text : "",
                            s->stdin_text ? s->stdin_text : "",
                            s->files_json ? s->files_json : "",
+                           s->requirements ? s->requirements : "",
                            s->job_type,
                            nums};
     EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
@@ -588,6 +592,7 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
     atomic_store(&job->cancel, 0);
     atomic_store(&job->watchers, 0);
     job->timeout_s = (uint32_t)s->timeout;
+    job->startup_timeout_s = (uint32_t)s->startup_timeout;
     job->created_real_us = now_real_us();
     job->created_mono_us = now_mono_us();
     snprintf(job->job_type, sizeof job->job_type, "%s", s->job_type);
@@ -607,8 +612,8 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
     }
 
     char why[512];
-    if (jobs_write_spool(job->id, s->code, s->input_text, s->stdin_text, s->files_json, why,
-                         sizeof why) < 0) {
+    if (jobs_write_spool(job->id, s->code, s->input_text, s->stdin_text, s->files_json,
+                         s->requirements, why, sizeof why) < 0) {
         log_error("msg=\"writing job spool failed\" job=%s err=\"%s\"", job->id, why);
         if (s->async) {
             jobs_release(idx, &A.me->intent);
@@ -623,8 +628,14 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
         input_hash[65];
     snprintf(timeout_s, sizeof timeout_s, "%lld", s->timeout);
     snprintf(startup_s, sizeof startup_s, "%lld", s->startup_timeout);
-    snprintf(mem_s, sizeof mem_s, "%lld", (long long)tk.cfg.limits_memory);
-    snprintf(cpus_s, sizeof cpus_s, "%g", tk.cfg.limits_cpus);
+    char jt_name[TK_JOB_TYPE_NAME_MAX + 1], jt_version[16];
+    const struct tk_job_type *jt = jobtype_parse_ref(s->job_type, jt_name, jt_version) == 0
+                                       ? config_job_type(&tk.cfg, jt_name)
+                                       : NULL;
+    if (!jt) /* checked when the request came in; a reload may have dropped it since */
+        jt = &tk.cfg.job_types[0];
+    snprintf(mem_s, sizeof mem_s, "%lld", (long long)jt->memory_limit);
+    snprintf(cpus_s, sizeof cpus_s, "%g", jt->cpu_limit);
     snprintf(created_s, sizeof created_s, "%llu", (unsigned long long)job->created_real_us);
     sha256_hex(s->code, strlen(s->code), code_hash);
     /* the input's hash is of its canonical form (keys sorted, compact), so a rerun, whose
@@ -642,9 +653,10 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
                               s->relationship, code_hash,   input_hash,
                               s->stdin_text};
     const char *sql = JOBS_SQL_INSERT;
-    const char *all[23];
+    const char *all[JOBS_INSERT_NPARAMS];
     memcpy(all, params, sizeof params);
     all[22] = s->files_json;
+    all[23] = s->requirements;
     all[19] = s->startup_timeout ? startup_s : NULL;
     all[20] = s->callback_url;
     all[21] = s->key_id[0] ? s->key_id : NULL;
@@ -658,13 +670,50 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
             return;
         }
     }
-    if (pgq_exec(A.pg, sql, 23, all, on_inserted, s) < 0) {
+    if (pgq_exec(A.pg, sql, JOBS_INSERT_NPARAMS, all, on_inserted, s) < 0) {
         if (s->async) {
             jobs_release(idx, &A.me->intent);
             reply_error(req, 503, s->corr, "Database unavailable; the job was not run");
         } else {
             fail_pending(idx, 503, "Database unavailable; the job was not run");
         }
+        spec_free(s);
+    }
+}
+
+/* A pinned version (NAME@<12 hex>) must be one takod built: job_type_builds has it. */
+static void on_pin(const PGresult *res, const char *err, void *arg)
+{
+    struct job_spec *s = arg;
+    if (!res) {
+        reply_error(s->req, 503, s->corr, "Database unavailable; the job was not run");
+        spec_free(s);
+    } else if (PQntuples(res) == 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "No build of job type %.120s (GET /job-types/NAME lists the versions)",
+                 s->job_type);
+        reply_field_error(s->req, s->corr, "body", "job_type", "unknown_version", msg);
+        spec_free(s);
+    } else {
+        submit_job(s->req, s);
+    }
+}
+
+/* submit_job, once a pinned version is known to exist. Takes `s`. */
+static void submit_checked(struct evhttp_request *req, struct job_spec *s)
+{
+    char name[TK_JOB_TYPE_NAME_MAX + 1], version[16];
+    if (jobtype_parse_ref(s->job_type, name, version) < 0 || !version[0] ||
+        !strcmp(version, "latest")) {
+        submit_job(req, s);
+        return;
+    }
+    s->req = req;
+    const char *p[2] = {name, version};
+    if (pgq_exec(A.pg, "SELECT 1 FROM job_type_builds WHERE job_type = $1 AND version = $2", 2, p,
+                 on_pin, s) < 0) {
+        reply_error(req, 503, s->corr, "Database unavailable; the job was not run");
         spec_free(s);
     }
 }
@@ -722,18 +771,72 @@ static void validate_common(json_t *root, json_t *errors, struct job_spec *s)
     }
     json_t *jjt = json_object_get(root, "job_type");
     if (jjt && !json_is_null(jjt)) {
-        const char *name = json_string_value(jjt);
-        char base[64] = "";
-        if (name)
-            sscanf(name, "%63[^@]", base);
-        if (!name)
+        const char *ref = json_string_value(jjt);
+        char name[TK_JOB_TYPE_NAME_MAX + 1], version[16];
+        if (!ref) {
             field_error(errors, "body", "job_type", "string_type",
                         "Input should be a valid string");
-        else if (strcmp(base, "default") != 0 ||
-                 (strchr(name, '@') && strcmp(name, "default@latest")))
-            field_error(errors, "body", "job_type", "unknown_job_type",
-                        "Unknown job type (configured: default)");
+        } else if (jobtype_parse_ref(ref, name, version) < 0) {
+            field_error(errors, "body", "job_type", "job_type_invalid",
+                        "job_type must be NAME or NAME@VERSION (VERSION: latest or the 12 hex "
+                        "digits GET /job-types/NAME lists)");
+        } else if (!config_job_type(&tk.cfg, name)) {
+            char msg[1024];
+            int n = snprintf(msg, sizeof msg, "Unknown job type '%.64s' (configured:", name);
+            for (size_t i = 0; i < tk.cfg.n_job_types && n > 0 && (size_t)n < sizeof msg; i++)
+                n += snprintf(msg + n, sizeof msg - (size_t)n, "%s %s", i ? "," : "",
+                              tk.cfg.job_types[i].name);
+            if (n > 0 && (size_t)n < sizeof msg - 1)
+                snprintf(msg + n, sizeof msg - (size_t)n, ")");
+            field_error(errors, "body", "job_type", "unknown_job_type", msg);
+        } else if (!strcmp(name, "default") && version[0] && strcmp(version, "latest")) {
+            field_error(errors, "body", "job_type", "unknown_version",
+                        "the default job type is docker.image: only default@latest");
+        } else {
+            snprintf(s->job_type, sizeof s->job_type, "%s", ref);
+        }
     }
+}
+
+/* The job type's own timeout when the request named none. */
+static void default_timeout(struct job_spec *s)
+{
+    char name[TK_JOB_TYPE_NAME_MAX + 1], version[16];
+    const struct tk_job_type *t =
+        jobtype_parse_ref(s->job_type, name, version) == 0 ? config_job_type(&tk.cfg, name) : NULL;
+    if (!s->timeout)
+        s->timeout = t ? t->timeout : tk.cfg.limits_timeout;
+}
+
+/* `requirements`: when allowed, a list of at most 50 valid requirement strings. */
+static void validate_requirements(json_t *jreq, json_t *errors, struct job_spec *s)
+{
+    if (!jreq || json_is_null(jreq) || (json_is_array(jreq) && json_array_size(jreq) == 0))
+        return;
+    if (!tk.cfg.environments_allow_runtime_requirements) {
+        field_error(errors, "body", "requirements", "not_allowed",
+                    "Runtime requirements are not enabled on this server "
+                    "(environments.allow_runtime_requirements is off); use a job type with the "
+                    "packages");
+        return;
+    }
+    bool ok = json_is_array(jreq) && json_array_size(jreq) <= JOBTYPE_MAX_REQUIREMENTS;
+    size_t i;
+    json_t *v;
+    json_array_foreach(jreq, i, v)
+    {
+        ok = ok && json_is_string(v) &&
+             jobtype_requirement_ok(json_string_value(v), json_string_length(v)) &&
+             strlen(json_string_value(v)) == json_string_length(v);
+    }
+    if (!ok) {
+        field_error(errors, "body", "requirements", "requirements_invalid",
+                    "requirements must be at most 50 strings like \"pandas\" or "
+                    "\"numpy>=1.24,<2\" (NAME[extras][specifiers]; no URLs, blanks or shell "
+                    "characters)");
+        return;
+    }
+    s->requirements = json_dumps(jreq, JSON_COMPACT);
 }
 
 /* The request body of /execute and /execute/async into a spec; NULL after a 4xx reply. */
@@ -758,7 +861,6 @@ static struct job_spec *spec_from_execute(struct evhttp_request *req, const char
     struct job_spec *s = calloc(1, sizeof *s);
     snprintf(s->key_id, sizeof s->key_id, "%s", current_auth.ok ? current_auth.key_id : "");
     s->async = async;
-    s->timeout = tk.cfg.limits_timeout;
     snprintf(s->job_type, sizeof s->job_type, "default");
     snprintf(s->corr, sizeof s->corr, "%s", corr);
     validate_code(json_object_get(root, "code"), errors, true);
@@ -782,11 +884,8 @@ static struct job_spec *spec_from_execute(struct evhttp_request *req, const char
         else
             s->startup_timeout = json_integer_value(jst);
     }
-    json_t *jreq = json_object_get(root, "requirements");
-    if (jreq && !json_is_null(jreq) && !(json_is_array(jreq) && json_array_size(jreq) == 0))
-        field_error(errors, "body", "requirements", "not_allowed",
-                    "Runtime requirements are not enabled on this server "
-                    "(allow_runtime_requirements is off); use a job type with the packages");
+    default_timeout(s);
+    validate_requirements(json_object_get(root, "requirements"), errors, s);
     json_t *jkey = json_object_get(root, "idempotency_key");
     if (jkey && !json_is_null(jkey)) {
         if (!json_is_string(jkey) || !valid_idempotency_key(json_string_value(jkey)))
@@ -855,14 +954,14 @@ void api_execute(struct evhttp_request *req, const char *corr, char **params)
 {
     struct job_spec *s = spec_from_execute(req, corr, false);
     if (s)
-        submit_job(req, s);
+        submit_checked(req, s);
 }
 
 void api_execute_async(struct evhttp_request *req, const char *corr, char **params)
 {
     struct job_spec *s = spec_from_execute(req, corr, true);
     if (s)
-        submit_job(req, s);
+        submit_checked(req, s);
 }
 
 /* ---- rerun and fork ---- */
@@ -902,13 +1001,15 @@ static void on_parent(const PGresult *res, const char *err, void *arg)
         s->timeout = atoll(PQgetvalue(res, 0, 2));
     if (!s->job_type[0])
         snprintf(s->job_type, sizeof s->job_type, "%s", PQgetvalue(res, 0, 3));
+    if (!PQgetisnull(res, 0, 8)) /* runtime requirements: a rerun and a fork keep them */
+        s->requirements = strdup(PQgetvalue(res, 0, 8));
     if (!PQgetisnull(res, 0, 5))
         s->stdin_text = strdup(PQgetvalue(res, 0, 5));
     if (!PQgetisnull(res, 0, 6))
         s->startup_timeout = atoll(PQgetvalue(res, 0, 6));
     if (!PQgetisnull(res, 0, 7)) /* extra input files: the same for a rerun and a fork */
         s->files_json = strdup(PQgetvalue(res, 0, 7));
-    submit_job(s->req, s);
+    submit_checked(s->req, s);
 }
 
 static void lineage_route(struct evhttp_request *req, const char *corr, const char *id, bool fork)
@@ -928,8 +1029,6 @@ static void lineage_route(struct evhttp_request *req, const char *corr, const ch
     validate_common(root, errors, s);
     if (fork)
         validate_code(json_object_get(root, "code"), errors, true);
-    if (json_object_get(root, "job_type") && json_string_value(json_object_get(root, "job_type")))
-        snprintf(s->job_type, sizeof s->job_type, "%s", "default");
     if (fork && json_string_value(json_object_get(root, "code")))
         s->code = strdup(json_string_value(json_object_get(root, "code")));
     json_decref(root);
@@ -952,7 +1051,7 @@ static void lineage_route(struct evhttp_request *req, const char *corr, const ch
     const char *p[2] = {id, auth_owner()};
     if (pgq_exec(A.pg,
                  "SELECT code, input::text, timeout_s, job_type, status, stdin, startup_timeout_s,"
-                 " input_files::text FROM jobs"
+                 " input_files::text, requirements::text FROM jobs"
                  " WHERE id = $1::uuid AND ($2::text IS NULL OR api_key_id = $2)",
                  2, p, on_parent, l) < 0) {
         reply_error(req, 503, corr, "Database unavailable");

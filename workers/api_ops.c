@@ -196,37 +196,6 @@ void api_dlq_delete(struct evhttp_request *req, const char *corr, char **params)
         db_failed(o, NULL);
 }
 
-/* ---- job types ---- */
-
-/* The configured job types; `default` is the executor image with the [limits]. */
-static json_t *job_type_json(void)
-{
-    char mem[32];
-    snprintf(mem, sizeof mem, "%lldm", (long long)(tk.cfg.limits_memory >> 20));
-    return json_pack("{s:s, s:[], s:s, s:s, s:f, s:I, s:b, s:b, s:b, s:n, s:b, s:s}", "name",
-                     "default", "requirements", "python_version", tk.shm->python_version,
-                     "memory_limit", mem, "cpu_limit", tk.cfg.limits_cpus, "timeout",
-                     (json_int_t)tk.cfg.limits_timeout, "network_enabled", 0, "session_enabled", 0,
-                     "gpu_enabled", 0, "gpu_vendor", "image_exists",
-                     atomic_load(&tk.shm->image_exists) != 0, "image", tk.cfg.docker_image);
-}
-
-void api_job_types(struct evhttp_request *req, const char *corr, char **params)
-{
-    json_t *list = json_array();
-    json_array_append_new(list, job_type_json());
-    reply_json(req, 200, corr, list);
-}
-
-void api_job_type(struct evhttp_request *req, const char *corr, char **params)
-{
-    if (!params[0] || strcmp(params[0], "default") != 0) {
-        reply_error(req, 404, corr, "Job type not found");
-        return;
-    }
-    reply_json(req, 200, corr, job_type_json());
-}
-
 /* ---- metrics and the contract ---- */
 
 void api_metrics(struct evhttp_request *req, const char *corr, char **params)

@@ -11,6 +11,7 @@
 #include "tako/db.h"
 #include "tako/docker.h"
 #include "tako/jobs.h"
+#include "tako/jobtypes.h"
 #include "tako/log.h"
 #include "tako/callbacks.h"
 #include "tako/dbspool.h"
@@ -106,7 +107,7 @@ static int ensure_warm(struct exec_state *st)
         return 0;
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/e%d-%u", tk.slots_dir, tk.proc_idx, ++st->seq);
-    int rc = sandbox_prepare(st->docker, &st->warm, dir);
+    int rc = sandbox_prepare(st->docker, &st->warm, dir, NULL);
     if (rc < 0) {
         /* the first failure and then one in 30: the engine may be down for a while */
         if (st->prepare_fails % 30 == 0)
@@ -295,6 +296,94 @@ static int stage_files(const struct tk_job *job, const struct warm *w, bool *has
     return rc;
 }
 
+/* The job's runtime requirements (requirements.json in its spool dir): n strings into
+ * reqs (the caller frees each), or 0 when it has none. */
+static size_t read_requirements(const struct tk_job *job, char **reqs, size_t max)
+{
+    char dir[4096], path[4200];
+    spool_job_dir(dir, sizeof dir, job->id);
+    snprintf(path, sizeof path, "%s/requirements.json", dir);
+    json_t *a = json_load_file(path, 0, NULL);
+    size_t n = 0, i;
+    json_t *v;
+    json_array_foreach(a, i, v)
+    {
+        if (n < max && json_string_value(v))
+            reqs[n++] = strdup(json_string_value(v));
+    }
+    json_decref(a);
+    return n;
+}
+
+/*
+ * The container for a job. A job of the default type without requirements takes the
+ * warm one. Any other job gets one made now, for its type (image, limits, network,
+ * environment) — after its requirements image is found or built — so that time counts
+ * as its startup. Returns 0 with *w set; 1 when the job itself cannot run (err_type and
+ * err say why: an unknown type, an image not built, requirements that do not install);
+ * or -errno for an infrastructure failure.
+ */
+static int job_container(struct exec_state *st, struct tk_job *job, struct warm *cold,
+                         struct warm **w, int64_t *memory, char *err_type, char *err, size_t errlen)
+{
+    char name[TK_JOB_TYPE_NAME_MAX + 1], version[16], image[128], req_image[128];
+    const struct tk_job_type *t = NULL;
+    if (jobtype_parse_ref(job->job_type, name, version) == 0)
+        t = config_job_type(&tk.cfg, name);
+    if (!t) {
+        snprintf(err_type, 32, "unknown_job_type");
+        snprintf(err, errlen, "job type %s is not configured (any more)", job->job_type);
+        return 1;
+    }
+    char *reqs[JOBTYPE_MAX_REQUIREMENTS];
+    size_t n = read_requirements(job, reqs, JOBTYPE_MAX_REQUIREMENTS);
+    *memory = t->memory_limit;
+    if (t == &tk.cfg.job_types[0] && n == 0 && (!version[0] || !strcmp(version, "latest"))) {
+        *w = &st->warm;
+        return ensure_warm(st);
+    }
+    jobtype_image(&tk.cfg, t, version, image, sizeof image);
+    int rc = docker_image_exists(st->docker, image); /* 1 yes, 0 no, <0 the engine's trouble */
+    if (rc == 0) {
+        snprintf(err_type, 32, "image_not_built");
+        snprintf(err, errlen,
+                 "job type %s has no image %s yet: build it with POST /job-types/%s/build", name,
+                 image, name);
+        rc = 1; /* the job's own trouble */
+    } else if (rc == 1 && n > 0) {
+        uint64_t budget_ms =
+            (job->startup_timeout_s ? job->startup_timeout_s : (uint32_t)t->startup_timeout) *
+            1000ull;
+        uint64_t spent_ms = (now_mono_us() - job->created_mono_us) / 1000;
+        bool built = false;
+        rc = jobtype_requirements_image(
+            st->docker, &tk.cfg, image, (const char *const *)reqs, n,
+            (long)(budget_ms > spent_ms + 1000 ? budget_ms - spent_ms : 1000), req_image,
+            sizeof req_image, &built, err, errlen);
+        if (rc == 0 && built)
+            log_info("msg=\"requirements installed\" job=%s image=%s", job->id, req_image);
+        if (rc == 0) {
+            snprintf(image, sizeof image, "%s", req_image);
+        } else if (rc != -ECONNREFUSED) {
+            snprintf(err_type, 32, "dependency_error");
+            rc = 1;
+        }
+    } else if (rc == 1) {
+        rc = 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        free(reqs[i]);
+    if (rc != 0)
+        return rc; /* 1: the job's own trouble, <0: the engine's */
+    struct sandbox_spec spec;
+    sandbox_type_spec(&spec, t, image);
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/e%d-%u", tk.slots_dir, tk.proc_idx, ++st->seq);
+    rc = sandbox_prepare(st->docker, cold, dir, &spec);
+    *w = cold;
+    return rc;
+}
+
 /*
  * An infrastructure failure before the program ran (no container could be had): put the
  * job back on the dispatch ring after a backoff, if attempts remain. true if it did.
@@ -347,24 +436,36 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     log_debug("msg=\"job started\" job=%s attempt=%u", job->id, job->attempt);
     db_mark_running(st, job);
 
-    char container[65] = "";
+    char container[65] = "", err_type[32] = "", err[1536] = "";
     bool has_stdin = false;
-    int rc = ensure_warm(st);
+    struct warm cold;
+    memset(&cold, 0, sizeof cold);
+    cold.fd = -1;
+    struct warm *w = &st->warm;
+    int64_t memory = tk.cfg.limits_memory;
+    int rc = job_container(st, job, &cold, &w, &memory, err_type, err, sizeof err);
     if (rc == 0)
-        rc = stage_files(job, &st->warm, &has_stdin);
-    if ((rc < 0 && !st->warm.ready) && retry_later(st, job, idx, gen))
+        rc = stage_files(job, w, &has_stdin);
+    if ((rc < 0 && !w->ready) && retry_later(st, job, idx, gen)) {
+        sandbox_discard(st->docker, &cold);
         return;
-    if (rc < 0) {
+    }
+    if (rc != 0) {
         capbuf_init(&r.sb.out, 1024);
         capbuf_init(&r.sb.err, 1024);
         r.sb.exit_code = -1;
         r.status = "failed";
-        result_set_error(&r, "docker_error", "startup", "could not prepare the container: %s",
-                         st->warm.ready ? strerror(-rc) : docker_last_error(st->docker));
+        if (rc == 1) {
+            w = &cold; /* the warm container stays for the next job */
+            result_set_error(&r, err_type, "startup", "%s", err);
+        } else {
+            result_set_error(&r, "docker_error", "startup", "could not prepare the container: %s",
+                             w->ready ? strerror(-rc) : docker_last_error(st->docker));
+        }
     } else {
-        memcpy(container, st->warm.id, sizeof container);
+        memcpy(container, w->id, sizeof container);
         struct live_ctx live = {st, job};
-        memcpy(job->container_id, st->warm.id, sizeof job->container_id);
+        memcpy(job->container_id, w->id, sizeof job->container_id);
         struct sandbox_job sj = {
             .timeout_ms = (int)job->timeout_s * 1000,
             .stdout_cap = (size_t)tk.cfg.limits_max_stdout_bytes,
@@ -375,7 +476,7 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
             .on_output = on_live_output,
             .output_arg = &live,
         };
-        sandbox_run(st->docker, &st->warm, &sj, &r.sb);
+        sandbox_run(st->docker, w, &sj, &r.sb);
         atomic_store(&job->finishing, 1); /* from here on a cancel is too late */
         if (r.sb.interrupted && job->acceptor_proc == TK_NO_ACCEPTOR) {
             /* an async job stopped by a fast stop: nobody waits for it, so it is not over —
@@ -391,21 +492,22 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
             capbuf_free(&r.sb.err);
             atomic_fetch_sub(&tk.shm->running, 1);
             jobs_release(idx, &st->me->intent);
+            sandbox_discard(st->docker, &cold);
             return;
         }
         if (r.sb.not_started) { /* the engine lost the warm container (restart?) */
-            sandbox_discard(st->docker, &st->warm);
+            sandbox_discard(st->docker, w);
             capbuf_free(&r.sb.out);
             capbuf_free(&r.sb.err);
             if (retry_later(st, job, idx, gen))
                 return;
         }
         char outdir[4200];
-        snprintf(outdir, sizeof outdir, "%s/output", st->warm.dir);
+        snprintf(outdir, sizeof outdir, "%s/output", w->dir);
         if (outputs_collect(outdir, (size_t)tk.cfg.limits_max_artifact_bytes,
                             (size_t)tk.cfg.limits_max_total_artifact_bytes, &r.outputs) < 0)
             log_warn("msg=\"collecting outputs failed\" job=%s dir=%s", job->id, outdir);
-        result_classify(&r, job->timeout_s, tk.cfg.limits_memory);
+        result_classify(&r, job->timeout_s, memory);
     }
     r.t_done_us = now_mono_us();
 
@@ -454,8 +556,9 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     /* After the reply is on its way: the next container is prepared first, and this one
      * is removed after it — when the executor is idle, or at once if several wait — so
      * the executor can take its next job as early as possible. */
-    atomic_store(&st->me->warm, 0);
-    retire(st, &st->warm);
+    if (w == &st->warm)
+        atomic_store(&st->me->warm, 0);
+    retire(st, w); /* the warm one, or the one made for this job */
     capbuf_free(&r.sb.out);
     capbuf_free(&r.sb.err);
     outputs_free(&r.outputs);

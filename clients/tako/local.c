@@ -535,7 +535,7 @@ int cmd_run(struct args *a)
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/job", tmp);
     r.t_popped_us = now_mono_us();
-    rc = sandbox_prepare(d, &w, dir);
+    rc = sandbox_prepare(d, &w, dir, NULL);
     if (rc < 0) {
         exit_code = infra_error(a, TAKO_EXIT_INFRA, "docker_error",
                                 "could not start a container from %s: %s", tk.cfg.docker_image,

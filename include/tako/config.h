@@ -124,7 +124,49 @@
     X(limits, max_artifact_bytes, SIZE, "10m", 0, 1073741824, CF_RELOAD, \
       "largest single artifact kept from /output") \
     X(limits, max_total_artifact_bytes, SIZE, "50m", 0, 4294967296, CF_RELOAD, \
-      "largest total of artifacts kept per job")
+      "largest total of artifacts kept per job") \
+    X(environments, allow_runtime_requirements, BOOL, "false", 0, 0, CF_RELOAD, \
+      "let a request name `requirements` (pip packages) to install before its job runs; " \
+      "each distinct set is installed once into a cached image (docs/ENVIRONMENTS.md)") \
+    X(environments, pip_index_url, STR, "", 0, 0, CF_RELOAD, \
+      "package index pip installs requirements from (e.g. a local devpi); empty: none") \
+    X(environments, wheelhouse, STR, "", 0, 0, CF_RELOAD, \
+      "local directory of wheels pip installs requirements from (no index is asked); " \
+      "without this and pip_index_url, job types' requirements map to Debian python3-* " \
+      "packages and runtime requirements cannot be installed") \
+    X(environments, build_timeout, INT, "1800", 10, 86400, CF_RELOAD, \
+      "seconds one job type image build (POST /job-types/NAME/build) may take")
+/* clang-format on */
+
+/*
+ * [job_type.NAME] sections: the environments jobs choose with `job_type`. One row per key,
+ * X(key, type, default, min, max, help), with the types of TK_CONFIG_TABLE. The defaults
+ * are those of a new section; the built-in types (Tako VM's) start from their own values
+ * (config.c), and a section with a built-in's name changes only the keys it sets.
+ * `default` is not a section: it is docker.image with the [limits].
+ */
+/* clang-format off */
+#define TK_JOB_TYPE_TABLE(X) \
+    X(requirements, STR, "", 0, 0, \
+      "pip package names (a PEP 508 subset), comma-separated: installed with pip from " \
+      "[environments] pip_index_url or wheelhouse; without either, each maps to Debian's " \
+      "python3-NAME package") \
+    X(packages, STR, "", 0, 0, \
+      "Debian packages installed into the image, comma-separated") \
+    X(base_image, STR, "", 0, 0, \
+      "image the job type is built on; empty means docker.image") \
+    X(environment, STR, "", 0, 0, \
+      "environment variables of its jobs, KEY=VALUE, comma-separated") \
+    X(memory_limit, SIZE, "512m", 6291456, 1099511627776, \
+      "container memory limit (memory+swap = memory)") \
+    X(cpu_limit, DOUBLE, "1.0", 0.01, 256, \
+      "CPUs a container may use (capped at the machine's)") \
+    X(timeout, INT, "30", 1, 86400, \
+      "default execution timeout of its jobs, seconds (at most limits.max_timeout)") \
+    X(startup_timeout, INT, "60", 1, 3600, \
+      "seconds a job may wait for its container, runtime requirement install included") \
+    X(network_enabled, BOOL, "false", 0, 0, \
+      "give its containers a network (bridge); off means no network at all")
 /* clang-format on */
 
 #define TK_CF_CTYPE_STR    char *
@@ -134,6 +176,17 @@
 #define TK_CF_CTYPE_BOOL   bool
 #define TK_CF_CTYPE_ENUM   int
 
+#define TK_JOB_TYPE_NAME_MAX 40 /* [a-z0-9][a-z0-9_-]*: also a Docker repository name */
+#define TK_MAX_JOB_TYPES     32
+
+struct tk_job_type {
+    char name[TK_JOB_TYPE_NAME_MAX + 1];
+#define TK_JT_FIELD(key, type, def, min, max, help) TK_CF_CTYPE_##type key;
+    TK_JOB_TYPE_TABLE(TK_JT_FIELD)
+#undef TK_JT_FIELD
+    bool builtin; /* Tako VM's: default, data-processing, ml-inference */
+};
+
 struct tk_config {
 #define TK_CF_FIELD(sec, key, type, def, min, max, flags, help) TK_CF_CTYPE_##type sec##_##key;
     TK_CONFIG_TABLE(TK_CF_FIELD)
@@ -142,7 +195,14 @@ struct tk_config {
     char listen_host[256]; /* without brackets */
     int listen_port;
     char *pidfile_path; /* server.pidfile or <data_dir>/takod.pid */
+    /* job types: [0] is always `default` (docker.image, [limits]), then the other
+     * built-ins, then the file's sections in order */
+    struct tk_job_type job_types[TK_MAX_JOB_TYPES];
+    size_t n_job_types;
 };
+
+/* The job type called `name` (no @version), or NULL. */
+const struct tk_job_type *config_job_type(const struct tk_config *cfg, const char *name);
 
 enum tk_log_level_idx { TK_LEVEL_DEBUG = 0, TK_LEVEL_INFO, TK_LEVEL_WARN, TK_LEVEL_ERROR };
 

@@ -117,4 +117,25 @@ int docker_list_by_label(struct docker *d, const char *label, json_t **ids);
 /* The same, as [{"id": ..., "labels": {...}}]. */
 int docker_list_with_labels(struct docker *d, const char *label, json_t **items);
 
+/*
+ * POST /build with `tar` (a build context with a Dockerfile) as the body. The build's
+ * progress lines go to o->progress; the engine's build error (which arrives inside a 200
+ * answer) becomes -EIO with its message in docker_last_error(). On success image_id
+ * (80 bytes) is "sha256:<hex>".
+ */
+struct docker_build_opts {
+    const char *tag;     /* repository:tag the image gets */
+    const char *network; /* networkmode of the build's RUN steps: "none", "host", ... */
+    json_t *labels;      /* {key: value} or NULL (not stolen) */
+    bool nocache;
+    long timeout_ms; /* 0: no bound */
+    void (*progress)(const char *text, void *arg);
+    void *progress_arg;
+};
+int docker_build(struct docker *d, const void *tar, size_t len, const struct docker_build_opts *o,
+                 char image_id[80]);
+
+/* POST /images/{image}/tag?repo=REPO&tag=TAG */
+int docker_tag(struct docker *d, const char *image, const char *repo, const char *tag);
+
 #endif

@@ -43,11 +43,12 @@ void jobs_drain_stale(struct ring_intent *me);
 void jobs_complete(uint32_t idx, uint32_t gen, struct ring_intent *me);
 
 /*
- * Write a job's spool: code/main.py, input/data.json, input/stdin (if any) and the extra
- * input files ({name: base64}, names already checked). 0 or -errno with why.
+ * Write a job's spool: code/main.py, input/data.json, input/stdin (if any), the extra
+ * input files ({name: base64}, names already checked) and requirements.json (the
+ * runtime requirements, a JSON array, if any). 0 or -errno with why.
  */
 int jobs_write_spool(const char *id, const char *code, const char *input, const char *stdin_text,
-                     const char *files_json, char *why, size_t wlen);
+                     const char *files_json, const char *requirements, char *why, size_t wlen);
 
 /* The error object {type, message, phase}. */
 json_t *jobs_error_json(const char *type, const char *message, const char *phase);

@@ -17,12 +17,28 @@
 #ifndef TAKO_SANDBOX_H
 #define TAKO_SANDBOX_H
 
+#include "tako/config.h"
 #include "tako/docker.h"
 
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+/* What a container is made of besides the fixed defences: the job type's image, limits,
+ * network and environment. */
+struct sandbox_spec {
+    const char *image;
+    int64_t memory;  /* bytes; memory+swap = memory */
+    double cpus;     /* capped at the CPUs online */
+    bool network;    /* bridge instead of none */
+    const char *env; /* "KEY=VALUE, ..." (checked by config) or NULL */
+};
+
+/* The `default` job type: docker.image with the [limits]. */
+void sandbox_default_spec(struct sandbox_spec *s);
+/* Job type t's spec, its image `image` (which the caller keeps alive). */
+void sandbox_type_spec(struct sandbox_spec *s, const struct tk_job_type *t, const char *image);
 
 struct warm {
     char id[65];
@@ -69,8 +85,10 @@ extern size_t sandbox_n_package_dirs;
 /* Load docker.seccomp_profile (or the embedded default) and check it is JSON. */
 int sandbox_load_seccomp(const char *path, char *err, size_t errlen);
 
-/* Create, attach and start a warm container in `dir` (created here). 0 or -errno. */
-int sandbox_prepare(struct docker *d, struct warm *w, const char *dir);
+/* Create, attach and start a container made to `spec` in `dir` (created here). 0 or
+ * -errno. */
+int sandbox_prepare(struct docker *d, struct warm *w, const char *dir,
+                    const struct sandbox_spec *spec);
 
 /* Close the attach stream, remove the container (force), remove its directory. */
 void sandbox_discard(struct docker *d, struct warm *w);

@@ -23,6 +23,7 @@
 
 #include "tako/metrics.h"
 #include "tako/ratelimit.h"
+#include "tako/config.h"
 #include "tako/ring.h"
 
 #include <stdatomic.h>
@@ -76,6 +77,7 @@ struct tk_job {
                                      must both let go before the slot is free (jobs.h) */
     _Atomic uint32_t finishing;   /* the executor has the result: too late to cancel */
     uint32_t timeout_s;
+    uint32_t startup_timeout_s; /* 0: the job type's */
     uint64_t created_real_us;
     uint64_t created_mono_us;
     char job_type[64];
@@ -93,6 +95,12 @@ struct tk_shm {
     size_t size;
     size_t procs_off, jobs_off, dispatch_off, free_off, done_off, done_stride, metrics_off,
         ratelimit_off;
+    /* whose job types' latest images exist (the master looks every 10 s; a build sets
+     * its own at once): name "" ends the table */
+    struct {
+        char name[48];
+        _Atomic uint32_t exists;
+    } jt_images[TK_MAX_JOB_TYPES];
     /* what the master learned of the executor image (for GET /job-types) */
     _Atomic uint32_t image_exists;
     char python_version[16];

@@ -568,14 +568,27 @@ class Api(Client, unittest.TestCase):
     # ---- environments and operations ----
     def test_job_types(self):
         types = self.ok("GET", "/job-types")
-        self.assertEqual([t["name"] for t in types], ["default"])
+        self.assertEqual([t["name"] for t in types], ["default", "data-processing", "ml-inference"])
         one = self.ok("GET", "/job-types/default")
         self.assertEqual(one, types[0])
         for k in ("requirements", "python_version", "memory_limit", "cpu_limit", "timeout", "network_enabled",
-                  "image_exists"):
+                  "image_exists", "version", "versions", "image"):
             self.assertIn(k, one)
         self.assertEqual((one["timeout"], one["memory_limit"], one["image_exists"]), (30, "512m", True))
+        dp = self.ok("GET", "/job-types/data-processing")
+        self.assertEqual((dp["requirements"], dp["memory_limit"], dp["cpu_limit"], dp["timeout"], dp["image"]),
+                         (["pandas", "numpy"], "1g", 2.0, 60, "tako-vm-data-processing:latest"))
+        ml = self.ok("GET", "/job-types/ml-inference")
+        self.assertEqual((ml["requirements"], ml["memory_limit"], ml["timeout"]),
+                         (["numpy", "scikit-learn"], "2g", 120))
         self.error("GET", "/job-types/nope", 404, detail="Job type not found")
+        self.error("POST", "/job-types/nope/build", 404, detail="Job type not found")
+        self.error("POST", "/job-types/default/build", 400)
+        j = self.error("POST", "/execute", 422, {"code": "print(1)", "job_type": "nope"})
+        self.assertEqual(j["detail"][0]["type"], "unknown_job_type")
+        self.assertIn("data-processing", j["detail"][0]["msg"])
+        j = self.error("POST", "/execute", 422, {"code": "print(1)", "job_type": "data-processing@0123456789ab"})
+        self.assertEqual(j["detail"][0]["type"], "unknown_version")
 
     def test_audit_verify(self):
         """(ext) The record chain verifies; a malformed checkpoint is a 422."""

@@ -348,9 +348,67 @@ TK_TEST(err_unknown_section)
 
 TK_TEST(err_job_type_section)
 {
-    expect_file_err("[server]\n[job_type.python]\nimage = py\n", 2,
-                    "[job_type.python]: job_type sections are not supported yet");
-    expect_file_err("[job_type]\n", 1, "job_type sections are not supported yet");
+    expect_file_err("[server]\n[job_type.python]\nimage = py\n", 3,
+                    "unknown key job_type.python.image");
+    expect_file_err("[job_type]\n", 1, "[job_type]: expected [job_type.NAME]");
+    expect_file_err("[job_type.default]\n", 1, "the default job type is not configured here");
+    expect_file_err("[job_type.Py]\n", 1, "job type name \"Py\" must be 1 to 40 of [a-z0-9_-]");
+    expect_file_err("[job_type.a]\ntimeout = 5\ntimeout = 6\n", 3,
+                    "duplicate key job_type.a.timeout");
+    expect_file_err("[job_type.a]\n[job_type.a]\n", 2,
+                    "duplicate section [job_type.a] (first on line 1)");
+    expect_file_err("[job_type.a]\nmemory_limit = lots\n", 2,
+                    "job_type.a.memory_limit: \"lots\" is not a size");
+}
+
+TK_TEST(job_types_builtin_and_configured)
+{
+    const char *path = write_conf("jt.conf", "[limits]\nmax_timeout = 100\n"
+                                             "[job_type.data-processing]\nmemory_limit = 3g\n"
+                                             "[job_type.scraper]\nrequirements = \"bs4, lxml>=4\"\n"
+                                             "packages = ca-certificates\nnetwork_enabled = yes\n"
+                                             "environment = \"A=1, B=x y\"\n");
+    struct tk_config c = load_ok(path, NULL, 0);
+    TK_ASSERT_EQ(c.n_job_types, 4);
+    TK_ASSERT_STREQ(c.job_types[0].name, "default");
+    TK_ASSERT_EQ(c.job_types[0].memory_limit, c.limits_memory);
+    const struct tk_job_type *dp = config_job_type(&c, "data-processing");
+    TK_ASSERT(dp && dp->builtin);
+    TK_ASSERT_EQ(dp->memory_limit, 3ll << 30);          /* set here */
+    TK_ASSERT_STREQ(dp->requirements, "pandas, numpy"); /* kept from the built-in */
+    TK_ASSERT_EQ(dp->timeout, 60);
+    const struct tk_job_type *ml = config_job_type(&c, "ml-inference");
+    TK_ASSERT(ml && ml->timeout == 100); /* a built-in's 120 s, capped at max_timeout */
+    const struct tk_job_type *sc = config_job_type(&c, "scraper");
+    TK_ASSERT(sc && !sc->builtin && sc->network_enabled);
+    TK_ASSERT_EQ(sc->timeout, 30); /* the table's default */
+    TK_ASSERT(!config_job_type(&c, "nope"));
+    config_free(&c);
+    /* an explicit timeout above max_timeout is an error, not capped */
+    path = write_conf("jt2.conf", "[limits]\nmax_timeout = 100\n[job_type.x]\ntimeout = 200\n");
+    char err[512];
+    TK_ASSERT_EQ(config_load(&c, path, NULL, 0, err, sizeof err), -EINVAL);
+    TK_ASSERT(strstr(err, "[job_type.x] (line 3): timeout 200 is above limits.max_timeout 100"));
+    path = write_conf("jt3.conf", "[job_type.x]\nrequirements = \"a; rm -rf /\"\n");
+    TK_ASSERT_EQ(config_load(&c, path, NULL, 0, err, sizeof err), -EINVAL);
+    TK_ASSERT(strstr(err, "requirement \"a; rm -rf /\" is not NAME[extras][specifier]"));
+    path = write_conf("jt4.conf", "[job_type.x]\npackages = \"Bad_Name\"\n");
+    TK_ASSERT_EQ(config_load(&c, path, NULL, 0, err, sizeof err), -EINVAL);
+    TK_ASSERT(strstr(err, "package \"Bad_Name\" is not a Debian package name"));
+    path = write_conf("jt5.conf", "[job_type.x]\nenvironment = \"1A=b\"\n");
+    TK_ASSERT_EQ(config_load(&c, path, NULL, 0, err, sizeof err), -EINVAL);
+    TK_ASSERT(strstr(err, "environment entry \"1A=b\" is not KEY=VALUE"));
+    /* overrides reach job types, new or built in */
+    char *ov[] = {"job_type.ml-inference.cpu_limit=0.5", "job_type.fresh.timeout=7"};
+    c = load_ok(NULL, ov, 2);
+    TK_ASSERT(config_job_type(&c, "ml-inference")->cpu_limit == 0.5);
+    TK_ASSERT_EQ(config_job_type(&c, "fresh")->timeout, 7);
+    struct tk_config d;
+    TK_ASSERT_EQ(config_copy(&d, &c), 0);
+    TK_ASSERT(d.job_types[1].requirements != c.job_types[1].requirements);
+    TK_ASSERT_STREQ(d.job_types[1].requirements, c.job_types[1].requirements);
+    config_free(&c);
+    config_free(&d);
 }
 
 TK_TEST(err_duplicate_key)
@@ -542,7 +600,10 @@ TK_TEST(overrides_bad)
     expect_override_err("server.foo=1", "-o server.foo: unknown key server.foo");
     expect_override_err("dockr.image=x", "-o dockr.image: [dockr] is not a known section");
     expect_override_err("job_type.py.image=x",
-                        "-o job_type.py.image: job_type sections are not supported yet");
+                        "-o job_type.py.image: unknown key job_type.py.image");
+    expect_override_err("job_type.default.timeout=3",
+                        "-o job_type.default.timeout: the default job type is not configured here: "
+                        "it is docker.image with the [limits] section");
     expect_override_err("limits.cpus=0", "-o limits.cpus: 0 is below the minimum 0.01");
     expect_override_err("limits.timeout=abc", "-o limits.timeout: \"abc\" is not an integer");
     expect_override_err("limits.timeout= 5", "-o limits.timeout: \" 5\" is not an integer");
@@ -755,7 +816,7 @@ TK_TEST(print_format)
     int want_restart = 0;
     for (size_t i = 0; i < CF_NKEYS; i++)
         want_restart += (cf_keys[i].flags & CF_NORELOAD) != 0;
-    TK_ASSERT_EQ(keys, CF_NKEYS);
+    TK_ASSERT_EQ(keys, (int)(CF_NKEYS + (c.n_job_types - 1) * CF_JT_NKEYS));
     TK_ASSERT_EQ(restart, want_restart);
     config_free(&c);
 }
