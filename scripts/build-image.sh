@@ -14,6 +14,11 @@
 # Idempotent: an image whose label matches the freshly compiled launcher is
 # left alone; one without it (or with an older launcher) gets its top layer
 # rebuilt from the cached base. Run as root (debootstrap needs it). See --help.
+#
+# --base IMAGE replaces step 1 with an image already in the engine (e.g. one
+# `tako setup --registry-base` pulled): no debootstrap, no root needed. --check
+# only answers "is NAME current?" (exit 0 yes, 10 no): `tako setup` asks it
+# before its preflight checks, so an up-to-date machine never needs debootstrap.
 set -euo pipefail
 
 PROG=build-image
@@ -28,6 +33,9 @@ CC=${CC:-gcc}
 IMAGE="code-executor:latest"
 FORCE=0
 MIRROR=""
+BASE=""  # --base: build on this image instead of takod-base:<codename>
+CHECK=0  # --check: report whether IMAGE is current, build nothing
+EXIT_STALE=10 # --check: IMAGE is missing or out of date
 WORK_PARENT="${TAKOD_BUILD_TMPDIR:-/var/tmp}"
 MIN_FREE_KIB=$((2 * 1024 * 1024)) # 2 GiB
 
@@ -38,7 +46,8 @@ LAUNCHER_SHA=""
 
 usage() {
 	cat <<EOF
-Usage: $(basename "$0") [--force] [--image NAME] [--mirror URL] [-h|--help]
+Usage: $(basename "$0") [--force] [--image NAME] [--mirror URL] [--base IMAGE]
+                      [--check] [-h|--help]
 
 Build the takod executor image locally, without network access other than
 the Debian mirror configured for apt.
@@ -48,6 +57,12 @@ the Debian mirror configured for apt.
   --image NAME   tag of the executor image (default: code-executor:latest)
   --mirror URL   Debian mirror for debootstrap (default: the first mirror of
                  this machine's apt configuration that serves <codename>)
+  --base IMAGE   build NAME on IMAGE (already in the engine, with python3,
+                 groupadd and useradd, e.g. python:3.11-slim) instead of the
+                 debootstrapped takod-base:<codename>; an existing NAME built
+                 on another base is rebuilt
+  --check        build nothing: exit 0 when NAME is current (as above), $EXIT_STALE
+                 when it would be built, 1 on errors
   -h, --help     show this help and exit
 
 The launcher (image/launcher/tako-launcher.c) is always compiled first (\$CC,
@@ -428,6 +443,13 @@ build_executor() {
 	log "size: $(human_size "$size") ($size bytes)"
 }
 
+# With --base, an existing IMAGE counts as current only when it was built on
+# that base (build_executor labels the base's name); without it, any base does.
+base_matches() {
+	[ -z "$BASE" ] ||
+		[ "$(image_label "$IMAGE" org.opencontainers.image.base.name)" = "$BASE" ]
+}
+
 # ---------------------------------------------------------------- main
 
 main() {
@@ -453,6 +475,16 @@ main() {
 			MIRROR=${MIRROR%/}
 			[ -n "$MIRROR" ] || die "--mirror needs a URL"
 			;;
+		--base)
+			[ -n "${2:-}" ] || die "--base needs an IMAGE"
+			BASE=$2
+			shift
+			;;
+		--base=*)
+			BASE=${1#--base=}
+			[ -n "$BASE" ] || die "--base needs an IMAGE"
+			;;
+		--check) CHECK=1 ;;
 		-h | --help)
 			usage
 			exit 0
@@ -477,31 +509,51 @@ main() {
 		die "no docker engine answering (is dockerd running? DOCKER_HOST=${DOCKER_HOST:-unset})"
 	fi
 
+	if [ -n "$BASE" ] && ! image_exists "$BASE"; then
+		[ "$CHECK" -eq 1 ] || die "base image $BASE is not in the engine (docker pull it first)"
+	fi
+
+	if [ "$CHECK" -eq 1 ] && [ "$FORCE" -eq 1 ]; then
+		log "--force: $IMAGE would be rebuilt"
+		exit "$EXIT_STALE"
+	fi
 	local have=""
 	if [ "$FORCE" -eq 0 ] && image_exists "$IMAGE"; then
 		have=$(image_label "$IMAGE" "$LAUNCHER_LABEL")
-		if [ -n "$have" ] && ! command -v "$CC" >/dev/null 2>&1; then
+		if [ -n "$have" ] && ! command -v "$CC" >/dev/null 2>&1 && base_matches; then
 			log "warning: $CC not found, cannot check the launcher of $IMAGE; keeping it"
 			exit 0
 		fi
 	fi
 	build_launcher
 	if [ "$FORCE" -eq 0 ] && image_exists "$IMAGE"; then
-		if [ "$have" = "$LAUNCHER_SHA" ] && [ -n "$(image_label "$IMAGE" takod.python_version)" ]; then
+		if [ "$have" = "$LAUNCHER_SHA" ] && [ -n "$(image_label "$IMAGE" takod.python_version)" ] &&
+			base_matches; then
 			log "$IMAGE already exists ($(image_id "$IMAGE")) with this launcher; nothing to do (use --force to rebuild)"
 			exit 0
 		fi
-		log "$IMAGE lacks this launcher ($LAUNCHER_LABEL=${have:-unset}): rebuilding its top layer"
+		if ! base_matches; then
+			log "$IMAGE was built on $(image_label "$IMAGE" org.opencontainers.image.base.name), not $BASE: it will be rebuilt"
+		else
+			log "$IMAGE lacks this launcher ($LAUNCHER_LABEL=${have:-unset}): its top layer will be rebuilt"
+		fi
+	elif [ "$FORCE" -eq 0 ]; then
+		log "$IMAGE does not exist yet"
 	fi
+	[ "$CHECK" -eq 1 ] && exit "$EXIT_STALE"
 
 	local codename base t0=$SECONDS
-	codename=$(host_codename)
-	base="takod-base:$codename"
-
-	if [ "$FORCE" -eq 0 ] && image_exists "$base"; then
-		log "reusing cached base image $base ($(image_id "$base"))"
+	if [ -n "$BASE" ]; then
+		base=$BASE
+		log "using base image $base ($(image_id "$base")); no debootstrap"
 	else
-		build_base "$codename" "$base"
+		codename=$(host_codename)
+		base="takod-base:$codename"
+		if [ "$FORCE" -eq 0 ] && image_exists "$base"; then
+			log "reusing cached base image $base ($(image_id "$base"))"
+		else
+			build_base "$codename" "$base"
+		fi
 	fi
 	build_executor "$base"
 	log "done in $((SECONDS - t0))s"

@@ -4,7 +4,7 @@
 #   1. Debian packages that are missing (apt-get)
 #   2. build (cmake) into build/
 #   3. a Docker engine that answers (starts dockerd if none does, and waits for it)
-#   4. the executor image (scripts/build-image.sh builds it only if missing)
+#   4. the executor image (`tako setup`: scripts/build-image.sh, only if missing or stale)
 # Sourced by run.sh and test.sh; can also be run alone.
 set -euo pipefail
 
@@ -69,8 +69,11 @@ start_docker() {
     exit 1
 }
 
+# `tako setup` checks the engine, disk space and debootstrap first, then runs
+# scripts/build-image.sh of this tree (which does nothing when the image is current), on the
+# same configuration run.sh gives takod (its docker.socket and docker.image).
 build_image() {
-    "$TAKO_ROOT/scripts/build-image.sh"
+    TAKO_SOURCE_DIR="$TAKO_ROOT" "$TAKO_BUILD/tako" setup -c "$TAKO_ROOT/conf/tako.conf"
 }
 
 # gVisor (runsc) registered with the engine, for docker.runtime = runsc and its tests.

@@ -47,6 +47,9 @@ static const struct opt_spec opts[O_COUNT] = {
     [O_OUT] = {"output", 'o', true, false},
     [O_FORCE] = {"force", 'f', false, false},
     [O_IDEMPOTENCY_KEY] = {"idempotency-key", 0, true, false},
+    [O_OVERRIDE] = {"override", 'o', true, true},
+    [O_MIRROR] = {"mirror", 0, true, false},
+    [O_REGISTRY_BASE] = {"registry-base", 0, true, false},
 };
 
 #define BIT(o) (1ull << (o))
@@ -154,6 +157,49 @@ static const struct command commands[] = {
      "List the job types (environments) takod knows, or show one.\n"},
     {"health", cmd_health, 0, 0, 0, "tako health",
      "Ask takod whether it is healthy (GET /health). Exit: 0 healthy, 1 degraded, 3 down.\n"},
+    {"setup", cmd_setup,
+     BIT(O_FORCE) | BIT(O_IMAGE) | BIT(O_MIRROR) | BIT(O_REGISTRY_BASE) | BIT(O_CONFIG) |
+     BIT(O_OVERRIDE), 0, 0,
+     "tako setup [--force] [--image NAME] [--mirror URL] [--registry-base IMAGE] [-c FILE]",
+     "Build the executor image (default: docker.image of the configuration, code-executor:latest)\n"
+     "with no registry: debootstrap a minimal Debian with python3 from this machine's apt mirror,\n"
+     "`docker import` it as takod-base:<codename> (cached), then build takod's layer (image/) on\n"
+     "it with the static launcher. An image whose launcher label matches is left alone: then\n"
+     "this says \"NAME is up to date\" and exits at once. The recipe is scripts/build-image.sh of\n"
+     "the source tree ($TAKO_SOURCE_DIR, else the tree tako was built from).\n"
+     "\n"
+     "  -f, --force              rebuild everything (debootstrap again, no build cache)\n"
+     "      --image NAME         tag to build (default docker.image, code-executor:latest)\n"
+     "      --mirror URL         Debian mirror for debootstrap (default: apt's own)\n"
+     "      --registry-base IMG  first try `docker pull IMG` (e.g. python:3.11-slim; 30 s without\n"
+     "                           progress is a failure) and build on it: no debootstrap. If the\n"
+     "                           pull fails, a local copy of IMG is used, else debootstrap\n"
+     "  -c, --config FILE        tako.conf for docker.socket and docker.image (default:\n"
+     "                           ./conf/tako.conf, else /etc/takod/tako.conf, else built-in)\n"
+     "  -o, --override S.K=V     override one key of it, like takod -o (repeatable)\n"
+     "      --json               print {image, id, status: up_to_date|built, seconds} on stdout\n"
+     "\n"
+     "Checked first, each with a one-line error: a Docker engine answers on docker.socket; and,\n"
+     "only when something must be built, 2 GiB free in the Docker root and (for debootstrap)\n"
+     "in $TAKOD_BUILD_TMPDIR (default /var/tmp), debootstrap installed, root.\n"
+     "Progress goes to stderr, each line prefixed with the seconds elapsed.\n"
+     "Exit: 0 built or up to date, 1 a check or the build failed, 2 usage, 3 no Docker engine.\n"},
+    {"doctor", cmd_doctor, BIT(O_CONFIG) | BIT(O_OVERRIDE), 0, 0,
+     "tako doctor [-c FILE] [-o SECTION.KEY=VALUE]... [--json]",
+     "Check what takod needs on this machine, one line each: `PASS|WARN|FAIL  check: detail`,\n"
+     "and for WARN and FAIL a `fix:` line. The checks: the configuration loads; a Docker engine\n"
+     "answers on docker.socket; docker.image is present; gVisor's runsc is registered (FAIL\n"
+     "only when docker.runtime = runsc or security_mode = strict); the database answers\n"
+     "SELECT 1 (database.url, or the managed PostgreSQL in <data_dir>/pgsock, a WARN when\n"
+     "takod is not running); data_dir is writable; free disk space in data_dir and the Docker\n"
+     "root (WARN under 2 GiB, FAIL under 200 MiB).\n"
+     "\n"
+     "  -c, --config FILE        the tako.conf to check (default: ./conf/tako.conf, else\n"
+     "                           /etc/takod/tako.conf, else the built-in defaults)\n"
+     "  -o, --override S.K=V     override one key, like takod -o (repeatable)\n"
+     "      --json               {\"checks\": [{name, status, detail, fix}], \"ok\": bool}\n"
+     "\n"
+     "Exit: 0 no FAIL (WARNs allowed), 1 at least one FAIL, 2 usage.\n"},
     {"audit", cmd_audit, 0, 1, 2, "tako audit verify [SEQ:HASH]",
      "Recompute the tamper-evident chain of job records (GET /audit/verify; the admin key\n"
      "when keys are on) and report the first edited, inserted or deleted record. With\n"
@@ -183,6 +229,12 @@ static void print_main_help(FILE *f)
                "  job-types [NAME]    list the environments\n"
                "  health              is takod up?\n"
                "\n"
+               "This machine:\n"
+               "  setup               build the executor image if it is missing or stale\n"
+               "                      (--force, --image NAME, --mirror URL, --registry-base IMG)\n"
+               "  doctor              check config, Docker, image, gVisor, database, disk\n"
+               "                      (-c FILE, -o SECTION.KEY=VALUE)\n"
+               "\n"
                "Options for every command:\n"
                "  --url URL       takod's address (env TAKO_URL; default http://127.0.0.1:8000)\n"
                "  --api-key KEY   sent as X-API-Key (env TAKO_API_KEY)\n"
@@ -192,7 +244,8 @@ static void print_main_help(FILE *f)
                "\n"
                "Exit codes: 0 ok, 1 the job failed or was not found, 2 usage error,\n"
                "3 takod unreachable or a server error (run: Docker/image missing),\n"
-               "4 not authorized (401/403), 5 the job has not finished yet.\n");
+               "4 not authorized (401/403), 5 the job has not finished yet.\n"
+               "setup and doctor: 1 a check or the build failed, 3 no Docker engine (setup).\n");
 }
 
 static void print_command_help(const struct command *c, FILE *f)
@@ -316,14 +369,22 @@ void tako_format_ms(double ms, char *buf, size_t len)
         snprintf(buf, len, "%d min %d s", (int)(ms / 60000), (int)(ms / 1000) % 60);
 }
 
-static int find_opt(const char *name, size_t n, char short_name)
+/* The option called `name` (n bytes) or `short_name`. A short name may mean different
+ * options to different commands (-o: --output for artifacts, --override for setup and
+ * doctor), so the one the command allows wins; else the first, reported as unknown. */
+static int find_opt(const char *name, size_t n, char short_name, unsigned long long allowed)
 {
+    int first = -1;
     for (int i = 0; i < O_COUNT; i++) {
         if (short_name ? opts[i].short_name == short_name
-                       : (strlen(opts[i].name) == n && !strncmp(opts[i].name, name, n)))
-            return i;
+                       : (strlen(opts[i].name) == n && !strncmp(opts[i].name, name, n))) {
+            if (allowed & BIT(i))
+                return i;
+            if (first < 0)
+                first = i;
+        }
     }
-    return -1;
+    return first;
 }
 
 /* Parse argv[start..] for command c (NULL: only global options before the command). */
@@ -357,11 +418,11 @@ static int parse_args(int argc, char **argv, int *i, const struct command *c, st
         if (s[1] == '-') {
             const char *eq = strchr(s + 2, '=');
             size_t n = eq ? (size_t)(eq - (s + 2)) : strlen(s + 2);
-            id = find_opt(s + 2, n, 0);
+            id = find_opt(s + 2, n, 0, allowed);
             if (eq)
                 inline_val = eq + 1;
         } else {
-            id = s[2] == '\0' ? find_opt(NULL, 0, s[1]) : -1;
+            id = s[2] == '\0' ? find_opt(NULL, 0, s[1], allowed) : -1;
         }
         if (id < 0 || !(allowed & BIT(id))) {
             tako_usage_error(cname, "unknown option \"%s\"", s);
@@ -423,10 +484,7 @@ int main(int argc, char **argv)
         if (!strcmp(commands[k].name, name))
             c = &commands[k];
     if (!c) {
-        if (!strcmp(name, "setup") || !strcmp(name, "doctor"))
-            fprintf(stderr, "tako: `tako %s` is not available in this build yet\n", name);
-        else
-            fprintf(stderr, "tako: unknown command \"%s\"\nTry `tako --help`.\n", name);
+        fprintf(stderr, "tako: unknown command \"%s\"\nTry `tako --help`.\n", name);
         return TAKO_EXIT_USAGE;
     }
     a.cmd = c->name;

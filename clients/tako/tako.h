@@ -7,6 +7,9 @@
  *   remote.c  the server client: submit, status, result, logs, cancel, rerun, fork,
  *             artifacts, jobs, job-types, health
  *   http.c    a small libcurl client for takod's JSON API
+ *   setup.c   `tako setup`: preflight checks, then scripts/build-image.sh (the image recipe)
+ *             with its progress; helpers shared with doctor.c (config, engine, disk)
+ *   doctor.c  `tako doctor`: one PASS/WARN/FAIL line per thing takod needs on this machine
  *
  * Exit codes (the same for every command; README "Exit codes"):
  */
@@ -50,6 +53,9 @@ enum opt_id {
     O_OUT,
     O_FORCE,
     O_IDEMPOTENCY_KEY,
+    O_OVERRIDE,      /* -o section.key=value (setup, doctor; -o is --output elsewhere) */
+    O_MIRROR,        /* setup */
+    O_REGISTRY_BASE, /* setup */
     O_COUNT
 };
 
@@ -115,6 +121,37 @@ int cmd_jobs(struct args *a);
 int cmd_job_types(struct args *a);
 int cmd_health(struct args *a);
 int cmd_audit(struct args *a);
+
+/* setup.c */
+int cmd_setup(struct args *a);
+
+/* doctor.c */
+int cmd_doctor(struct args *a);
+
+/* setup.c: pieces shared by `tako setup` and `tako doctor` */
+struct tk_config;
+/*
+ * The configuration a machine-level command acts on: -c FILE, else ./conf/tako.conf when
+ * it exists, else /etc/takod/tako.conf when it exists, else the built-in defaults; then
+ * the -o overrides. `source` says which ("conf/tako.conf", "built-in defaults", ...).
+ * 0, or config_load's -errno with its "FILE:LINE: reason" in err (cfg is then zeroed).
+ */
+int tako_machine_config(const struct args *a, struct tk_config *cfg, char *source, size_t slen,
+                        char *err, size_t errlen);
+/* Free space (for unprivileged users) of the file system holding `path`, or of its nearest
+ * existing ancestor when it does not exist yet (`at` gets the path measured). 0 or -errno. */
+int tako_free_bytes(const char *path, unsigned long long *bytes, char *at, size_t atlen);
+/* "1.5 GiB", "312 MiB" */
+void tako_format_bytes(unsigned long long bytes, char *buf, size_t len);
+/* GET the engine's `path` (e.g. "/info") over its unix socket, bounded by timeout_s.
+ * *out: the parsed JSON answer of a 2xx. 0 or -errno with the reason in err. */
+int tako_engine_get_json(const char *socket_path, const char *path, long timeout_s, json_t **out,
+                         char *err, size_t errlen);
+/* The engine's DockerRootDir (GET /info), else /var/lib/docker. */
+void tako_docker_root(const char *socket_path, char *out, size_t len);
+/* The reason at the end of a docker.h error ("cannot connect ... at unix://X: No such file
+ * or directory" -> "No such file or directory"), for messages that name the socket already. */
+const char *tako_engine_reason(const char *err);
 
 /* http.c */
 struct http_client {

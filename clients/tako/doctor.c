@@ -1,0 +1,425 @@
+/*
+ * doctor.c — `tako doctor`: is this machine ready to run takod?
+ *
+ * One check per thing takod needs, in the order a person would fix them (a broken config
+ * hides everything else; no engine makes the image unknowable). Each check ends in one
+ * of three verdicts:
+ *   PASS  takod will be fine;
+ *   WARN  takod runs, but something is degraded or not started yet (no gVisor with
+ *         runtime = runc, the managed PostgreSQL takod has not started, < 2 GiB free);
+ *   FAIL  takod will not start or not run jobs.
+ * and every WARN and FAIL carries a `fix:`, a thing to do rather than a diagnosis.
+ * Exit 1 when any check FAILed. Doctor only reads: the one write is a temporary file in
+ * data_dir, removed at once; a data_dir that does not exist yet is not created.
+ */
+#include "tako.h"
+#include "tako/config.h"
+#include "tako/docker.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define DOC_MAX_CHECKS  16
+#define DISK_WARN_BYTES (2ull << 30)
+#define DISK_FAIL_BYTES (200ull << 20)
+#define DB_TIMEOUT      "3" /* seconds: connect_timeout of the database check */
+
+enum verdict { PASS, WARN, FAIL };
+static const char *const verdict_name[] = {"PASS", "WARN", "FAIL"};
+
+struct check {
+    const char *name;
+    enum verdict v;
+    char detail[1024];
+    char fix[512];
+};
+
+struct doctor {
+    struct args *a;
+    struct tk_config cfg;
+    struct docker *d; /* NULL when no engine answers */
+    struct check checks[DOC_MAX_CHECKS];
+    int n;
+};
+
+/* Record one verdict and, without --json, print it at once (checks can take seconds). */
+static void verdict(struct doctor *doc, const char *name, enum verdict v, const char *fix,
+                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void verdict(struct doctor *doc, const char *name, enum verdict v, const char *fix,
+                    const char *fmt, ...)
+{
+    if (doc->n >= DOC_MAX_CHECKS)
+        return;
+    struct check *c = &doc->checks[doc->n++];
+    va_list ap;
+    c->name = name;
+    c->v = v;
+    va_start(ap, fmt);
+    vsnprintf(c->detail, sizeof c->detail, fmt, ap);
+    va_end(ap);
+    snprintf(c->fix, sizeof c->fix, "%s", v != PASS && fix ? fix : "");
+    if (doc->a->json)
+        return;
+    printf("%s  %s: %s\n", verdict_name[v], name, c->detail);
+    if (c->fix[0])
+        printf("      fix: %s\n", c->fix);
+    fflush(stdout);
+}
+
+/* ---- the checks ---- */
+
+/* The configuration loads. On failure the later checks run on the built-in defaults. */
+static void check_config(struct doctor *doc)
+{
+    char src[512], err[1024];
+    int rc = tako_machine_config(doc->a, &doc->cfg, src, sizeof src, err, sizeof err);
+    int n = doc->a->nmulti[O_OVERRIDE];
+    if (rc == 0 && n == 0)
+        verdict(doc, "config", PASS, NULL, "%s", src);
+    if (rc == 0 && n > 0)
+        verdict(doc, "config", PASS, NULL, "%s with %d -o override(s)", src, n);
+    if (rc == 0)
+        return;
+    char fix[512];
+    snprintf(fix, sizeof fix, "correct it; `takod -t -c %s` prints the effective configuration",
+             doc->a->val[O_CONFIG] ? doc->a->val[O_CONFIG] : "FILE");
+    verdict(doc, "config", FAIL, fix, "%s (the checks below use the built-in defaults)", err);
+    if (config_load(&doc->cfg, NULL, NULL, 0, err, sizeof err) < 0)
+        config_defaults(&doc->cfg);
+}
+
+static void check_engine(struct doctor *doc)
+{
+    const char *sock = doc->cfg.docker_socket;
+    int rc = docker_open(&doc->d, sock);
+    if (rc == 0)
+        rc = docker_ping(doc->d);
+    if (rc == 0) {
+        verdict(doc, "engine", PASS, NULL, "unix://%s answers (API %s)", sock,
+                docker_api_version(doc->d));
+        return;
+    }
+    const char *why = tako_engine_reason(docker_last_error(doc->d));
+    docker_close(doc->d);
+    doc->d = NULL;
+    /* the socket is there but ours to use only with more rights: not a dead engine */
+    if (access(sock, F_OK) == 0 && access(sock, R_OK | W_OK) < 0 && errno == EACCES) {
+        verdict(doc, "engine", FAIL,
+                "run as root, or add this user to the docker group (usermod -aG docker USER)",
+                "no permission to use unix://%s", sock);
+        return;
+    }
+    verdict(doc, "engine", FAIL, "start it with `dockerd &` (or systemctl start docker)",
+            "no Docker engine answers at unix://%s (%s)", sock, why);
+}
+
+/* docker.image is in the engine, built by build-image.sh (it carries the launcher). */
+static void check_image(struct doctor *doc)
+{
+    const char *image = doc->cfg.docker_image;
+    if (!doc->d) {
+        verdict(doc, "image", WARN, "fix the engine first", "%s not checked: no engine", image);
+        return;
+    }
+    json_t *j = NULL;
+    int rc = docker_image_inspect(doc->d, image, &j);
+    if (rc == -ENOENT) {
+        verdict(doc, "image", FAIL, "run `tako setup` (it builds docker.image)",
+                "%s is not in the engine", image);
+        return;
+    }
+    if (rc < 0) {
+        verdict(doc, "image", FAIL, "check the engine (docker image inspect)",
+                "docker_image_inspect %s: %s", image, docker_last_error(doc->d));
+        return;
+    }
+    const char *id = json_string_value(json_object_get(j, "Id"));
+    json_t *labels = json_object_get(json_object_get(j, "Config"), "Labels");
+    const char *launcher = json_string_value(json_object_get(labels, "takod.launcher.sha256"));
+    const char *py = json_string_value(json_object_get(labels, "takod.python_version"));
+    char sid[13];
+    snprintf(sid, sizeof sid, "%s", id && !strncmp(id, "sha256:", 7) ? id + 7 : id ? id : "?");
+    if (!launcher)
+        verdict(doc, "image", WARN, "run `tako setup` (it adds takod's layer)",
+                "%s (%s) has no takod launcher label: not built by tako setup", image, sid);
+    else
+        verdict(doc, "image", PASS, NULL, "%s (%s, python %s)", image, sid, py ? py : "?");
+    json_decref(j);
+}
+
+/* gVisor: needed only when the configuration asks for it (runtime or strict mode). */
+static void check_runsc(struct doctor *doc)
+{
+    bool wanted = doc->cfg.docker_runtime == 1 || doc->cfg.docker_security_mode == 1;
+    const char *fix = "./scripts/setup-gvisor.sh (apt-get install runsc; it registers runsc "
+                      "with the engine)";
+    if (!doc->d) {
+        verdict(doc, "runsc", wanted ? FAIL : WARN, "fix the engine first",
+                "not checked: no engine");
+        return;
+    }
+    int rc = docker_has_runtime(doc->d, "runsc");
+    if (rc < 0)
+        verdict(doc, "runsc", wanted ? FAIL : WARN, "check the engine (docker info)",
+                "docker_has_runtime runsc: %s", docker_last_error(doc->d));
+    else if (rc == 1)
+        verdict(doc, "runsc", PASS, NULL, "registered with the engine (docker.runtime = %s)",
+                wanted ? "runsc or strict mode" : "runc: unused");
+    else if (wanted)
+        verdict(doc, "runsc", FAIL, fix,
+                "not registered with the engine, and docker.runtime = runsc or security_mode = "
+                "strict needs it");
+    else
+        verdict(doc, "runsc", WARN, fix,
+                "not registered with the engine (docker.runtime = runc does not need it)");
+}
+
+/* Connect with connect_timeout and SELECT 1. 0, or -1 with the first line of the error. */
+static int db_probe(const char *conninfo, char *ver, size_t vlen, char *err, size_t errlen)
+{
+    const char *keys[] = {"dbname", "connect_timeout", NULL};
+    const char *vals[] = {conninfo, DB_TIMEOUT, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    int rc = -1;
+    if (!c) {
+        snprintf(err, errlen, "PQconnectdb: out of memory");
+        return -1;
+    }
+    if (PQstatus(c) != CONNECTION_OK) {
+        snprintf(err, errlen, "%s", PQerrorMessage(c));
+    } else {
+        PGresult *r = PQexec(c, "SELECT 1");
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            int v = PQserverVersion(c);
+            snprintf(ver, vlen, "PostgreSQL %d.%d", v / 10000, v % 10000);
+            rc = 0;
+        } else {
+            snprintf(err, errlen, "SELECT 1: %s", PQresultErrorMessage(r));
+        }
+        PQclear(r);
+    }
+    PQfinish(c);
+    err[strcspn(err, "\n")] = '\0';
+    return rc;
+}
+
+/* The pid in the pidfile when that process lives: takod runs. 0 otherwise. */
+static pid_t takod_pid(const struct tk_config *cfg)
+{
+    FILE *f = cfg->pidfile_path ? fopen(cfg->pidfile_path, "r") : NULL;
+    long pid = 0;
+    if (!f)
+        return 0;
+    if (fscanf(f, "%ld", &pid) != 1 || pid <= 0)
+        pid = 0;
+    fclose(f);
+    if (pid > 0 && kill((pid_t)pid, 0) < 0 && errno != EPERM)
+        pid = 0;
+    return (pid_t)pid;
+}
+
+/* Where the managed PostgreSQL's initdb and postgres are (as pgmanaged.c looks). */
+static bool pg_server_binaries(const struct tk_config *cfg, char *dir, size_t len)
+{
+    char p[4200];
+    if (cfg->database_pg_bindir && cfg->database_pg_bindir[0]) {
+        snprintf(dir, len, "%s", cfg->database_pg_bindir);
+        snprintf(p, sizeof p, "%s/postgres", dir);
+        return access(p, X_OK) == 0;
+    }
+    DIR *d = opendir("/usr/lib/postgresql");
+    struct dirent *de;
+    int best = -1;
+    while (d && (de = readdir(d))) {
+        int v = atoi(de->d_name);
+        snprintf(p, sizeof p, "/usr/lib/postgresql/%s/bin/postgres", de->d_name);
+        if (v > best && access(p, X_OK) == 0)
+            best = v;
+    }
+    if (d)
+        closedir(d);
+    snprintf(dir, len, "/usr/lib/postgresql/%d/bin", best);
+    return best >= 0;
+}
+
+/*
+ * database.url: it must answer. Empty: takod's own PostgreSQL, on the unix socket
+ * <data_dir>/pgsock/.s.PGSQL.5432 as user takod (pgmanaged.c). It exists only while
+ * takod runs, so "not running" is a WARN when takod is down (it starts it), and a FAIL
+ * only when a running takod's database does not answer.
+ */
+static void check_database(struct doctor *doc)
+{
+    char ver[64] = "", err[1024] = "", conninfo[4400], sock[4400], bindir[4200];
+    if (doc->cfg.database_url && doc->cfg.database_url[0]) {
+        /* never print the url: it may hold a password */
+        if (db_probe(doc->cfg.database_url, ver, sizeof ver, err, sizeof err) == 0)
+            verdict(doc, "database", PASS, NULL, "database.url answers (%s)", ver);
+        else
+            verdict(doc, "database", FAIL,
+                    "check database.url, and that PostgreSQL runs and lets this user in",
+                    "database.url does not answer: %s", err);
+        return;
+    }
+    const char *dd = doc->cfg.server_data_dir;
+    pid_t pid = takod_pid(&doc->cfg);
+    snprintf(sock, sizeof sock, "%s/pgsock/.s.PGSQL.5432", dd);
+    if (access(sock, F_OK) == 0) {
+        snprintf(conninfo, sizeof conninfo, "host=%s/pgsock port=5432 dbname=takod user=takod", dd);
+        if (db_probe(conninfo, ver, sizeof ver, err, sizeof err) == 0) {
+            verdict(doc, "database", PASS, NULL, "managed %s answers on %s/pgsock", ver, dd);
+            return;
+        }
+    }
+    if (pid > 0) {
+        verdict(doc, "database", FAIL, "see <data_dir>/postgresql.log and takod's log",
+                "takod (pid %d) runs, but its managed PostgreSQL in %s/pgsock does not answer%s%s",
+                (int)pid, dd, err[0] ? ": " : "", err);
+        return;
+    }
+    if (!pg_server_binaries(&doc->cfg, bindir, sizeof bindir)) {
+        verdict(doc, "database", FAIL,
+                "apt-get install postgresql (or set database.pg_bindir, or database.url)",
+                "no PostgreSQL server binaries (postgres, initdb) in %s for the managed database",
+                bindir);
+        return;
+    }
+    verdict(doc, "database", WARN, "start takod (./scripts/run.sh, or takod -c FILE)",
+            "managed PostgreSQL not running (takod starts it; server binaries in %s)", bindir);
+}
+
+/* data_dir exists and takes a file, or does not exist yet and can be created. */
+static void check_data_dir(struct doctor *doc)
+{
+    const char *dd = doc->cfg.server_data_dir;
+    const char *fix = "create it writable for the user takod runs as (mkdir -p, chown), or set "
+                      "server.data_dir";
+    struct stat st;
+    if (stat(dd, &st) < 0) {
+        if (errno != ENOENT) {
+            verdict(doc, "data dir", FAIL, fix, "stat %s: %s", dd, strerror(errno));
+            return;
+        }
+        /* the nearest existing ancestor must let takod's mkdir_p through */
+        char up[4096];
+        snprintf(up, sizeof up, "%s", dd);
+        while (access(up, F_OK) < 0) {
+            char *sl = strrchr(up, '/');
+            if (!sl) {
+                snprintf(up, sizeof up, ".");
+                break;
+            }
+            sl[sl == up ? 1 : 0] = '\0';
+        }
+        if (access(up, W_OK | X_OK) == 0)
+            verdict(doc, "data dir", PASS, NULL,
+                    "%s does not exist yet; takod creates it (%s is "
+                    "writable)",
+                    dd, up);
+        else
+            verdict(doc, "data dir", FAIL, fix, "%s does not exist and %s is not writable: %s", dd,
+                    up, strerror(errno));
+        return;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        verdict(doc, "data dir", FAIL, fix, "%s is not a directory", dd);
+        return;
+    }
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s/.tako-doctor.XXXXXX", dd);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        verdict(doc, "data dir", FAIL, fix, "cannot create a file in %s: %s", dd, strerror(errno));
+        return;
+    }
+    close(fd);
+    if (unlink(tmp) < 0) {
+        verdict(doc, "data dir", FAIL, fix, "unlink %s: %s", tmp, strerror(errno));
+        return;
+    }
+    verdict(doc, "data dir", PASS, NULL, "%s is writable", dd);
+}
+
+/* One place's free space into the detail; returns its verdict. */
+static enum verdict disk_one(const char *path, const char *what, char *out, size_t len)
+{
+    unsigned long long bytes;
+    char at[4096], human[32];
+    int rc = tako_free_bytes(path, &bytes, at, sizeof at);
+    if (rc < 0) {
+        snprintf(out, len, "%s %s: statvfs: %s", what, path, strerror(-rc));
+        return WARN;
+    }
+    tako_format_bytes(bytes, human, sizeof human);
+    snprintf(out, len, "%s %s: %s free", what, at, human);
+    return bytes < DISK_FAIL_BYTES ? FAIL : bytes < DISK_WARN_BYTES ? WARN : PASS;
+}
+
+/* data_dir (spool, managed PostgreSQL) and the Docker root (images, containers). */
+static void check_disk(struct doctor *doc)
+{
+    char root[4096], a[2048], b[2048];
+    if (doc->d)
+        tako_docker_root(doc->cfg.docker_socket, root, sizeof root);
+    else
+        snprintf(root, sizeof root, "/var/lib/docker");
+    enum verdict va = disk_one(doc->cfg.server_data_dir, "data_dir", a, sizeof a);
+    enum verdict vb = disk_one(root, "Docker root", b, sizeof b);
+    enum verdict v = va > vb ? va : vb;
+    verdict(doc, "disk space", v,
+            "free some space there (docker system prune; database.execution_record_ttl_days "
+            "bounds the job records)",
+            "%s; %s%s", a, b,
+            v == FAIL   ? " (under 200 MiB)"
+            : v == WARN ? " (under 2 GiB)"
+                        : "");
+}
+
+/* ---- output ---- */
+
+static void print_json(const struct doctor *doc, bool ok)
+{
+    json_t *arr = json_array();
+    for (int i = 0; i < doc->n; i++) {
+        const struct check *c = &doc->checks[i];
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:o}", "name", c->name, "status",
+                                             verdict_name[c->v], "detail", c->detail, "fix",
+                                             c->fix[0] ? json_string(c->fix) : json_null()));
+    }
+    json_t *j = json_pack("{s:o, s:b}", "checks", arr, "ok", ok);
+    tako_print_json(j);
+    json_decref(j);
+}
+
+int cmd_doctor(struct args *a)
+{
+    static struct doctor doc; /* large: static */
+    memset(&doc, 0, sizeof doc);
+    doc.a = a;
+    check_config(&doc);
+    check_engine(&doc);
+    check_image(&doc);
+    check_runsc(&doc);
+    check_database(&doc);
+    check_data_dir(&doc);
+    check_disk(&doc);
+
+    bool ok = true;
+    for (int i = 0; i < doc.n; i++)
+        ok = ok && doc.checks[i].v != FAIL;
+    if (a->json)
+        print_json(&doc, ok);
+    docker_close(doc.d);
+    config_free(&doc.cfg);
+    return ok ? TAKO_EXIT_OK : TAKO_EXIT_FAILED;
+}
