@@ -17,6 +17,7 @@
 #include "tako/log.h"
 #include "tako/outputs.h"
 #include "tako/result.h"
+#include "tako/jobtypes.h"
 #include "tako/sandbox.h"
 #include "tako/takod.h"
 #include "tako/util.h"
@@ -374,14 +375,32 @@ int cmd_run(struct args *a)
         if (tako_parse_long(a->cmd, "--timeout", a->val[O_TIMEOUT], 1, 86400, &t) < 0)
             return TAKO_EXIT_USAGE;
     }
-    if (opt_set(a, O_JOB_TYPE) && strcmp(a->val[O_JOB_TYPE], "default") != 0) {
-        tako_usage_error(a->cmd,
-                         "unknown job type \"%s\": library mode knows only \"default\" "
-                         "(use --image, --memory, --cpus, --network, --package-dir)",
-                         a->val[O_JOB_TYPE]);
-        return TAKO_EXIT_USAGE;
+    for (int i = 0; i < a->nmulti[O_REQUIREMENT]; i++) {
+        const char *q = a->multi[O_REQUIREMENT][i];
+        if (!jobtype_requirement_ok(q, strlen(q)) || i >= JOBTYPE_MAX_REQUIREMENTS) {
+            tako_usage_error(a->cmd,
+                             "--requirement \"%s\": expected NAME[extras][specifiers] such as "
+                             "pandas or numpy>=1.24 (at most %d)",
+                             q, JOBTYPE_MAX_REQUIREMENTS);
+            return TAKO_EXIT_USAGE;
+        }
     }
-    if (build_config(a, err, sizeof err) < 0) {
+    int brc = build_config(a, err, sizeof err);
+    const struct tk_job_type *jt = NULL;
+    if (brc == 0) {
+        jt = config_job_type(&tk.cfg, opt_set(a, O_JOB_TYPE) ? a->val[O_JOB_TYPE] : "default");
+        if (!jt) {
+            char known[512] = "";
+            for (size_t i = 0; i < tk.cfg.n_job_types; i++)
+                snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s",
+                         i ? ", " : "", tk.cfg.job_types[i].name);
+            tako_usage_error(a->cmd, "unknown job type \"%s\" (configured: %s)",
+                             a->val[O_JOB_TYPE], known);
+            config_free(&tk.cfg);
+            return TAKO_EXIT_USAGE;
+        }
+    }
+    if (brc < 0) {
         /* "-o limits.memory: ..." reads better as the option the user typed */
         static const char *const names[][2] = {{"-o limits.timeout", "--timeout"},
                                                {"-o limits.memory", "--memory"},
@@ -445,24 +464,7 @@ int cmd_run(struct args *a)
     bool ran = false;
     struct live live = {.last_err = '\n'};
 
-    if (a->nmulti[O_REQUIREMENT] > 0) {
-        /* No package installer in the executor image and no network for it: say so in the
-         * result (the SDK's Sandbox returns it) instead of pretending. */
-        exit_code = TAKO_EXIT_FAILED;
-        char msg[] = "runtime requirements are not supported in library mode yet (the executor "
-                     "image has no package installer); use --package-dir for local packages";
-        if (a->json) {
-            json_t *j = json_pack("{s:s, s:s, s:n, s:b, s:n, s:s, s:s, s:n, s:s, s:[]}", "stdout",
-                                  "", "stderr", "", "exit_code", "success", 0, "output", "error",
-                                  msg, "error_type", "requirements_unsupported", "duration_ms",
-                                  "status", "failed", "artifacts");
-            tako_print_json(j);
-            json_decref(j);
-        }
-        fprintf(stderr, "tako: failed: requirements_unsupported: %s\n", msg);
-        goto out;
-    }
-
+    char image[256], req_image[128];
     /* -- the process context takocommon expects (what takod's master sets up) -- */
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
@@ -494,7 +496,7 @@ int cmd_run(struct args *a)
     rc = docker_image_exists(d, tk.cfg.docker_image);
     if (rc == 0) {
         exit_code = infra_error(a, TAKO_EXIT_INFRA, "image_missing",
-                                "the executor image %s is missing: run scripts/build-image.sh",
+                                "the executor image %s is missing: run `tako setup`",
                                 tk.cfg.docker_image);
         goto out;
     }
@@ -503,6 +505,51 @@ int cmd_run(struct args *a)
             infra_error(a, TAKO_EXIT_INFRA, "docker_error", "cannot inspect the image %s: %s",
                         tk.cfg.docker_image, docker_last_error(d));
         goto out;
+    }
+    /* the job type's image, built on first use (the SDK's auto_build) */
+    jobtype_image(&tk.cfg, jt, "latest", image, sizeof image);
+    if (jt != &tk.cfg.job_types[0] && (rc = docker_image_exists(d, image)) != 1) {
+        struct jobtype_build_result br;
+        if (rc == 0) {
+            fprintf(stderr, "tako run: building %s for job type %s (first use) ...\n", image,
+                    jt->name);
+            rc = jobtype_build(d, &tk.cfg, jt, NULL, NULL, &br);
+        }
+        if (rc < 0) {
+            exit_code = infra_error(a, TAKO_EXIT_INFRA, "docker_error",
+                                    "building %s failed: %s", image, docker_last_error(d));
+            goto out;
+        }
+        fprintf(stderr, "tako run: built %s in %.1f s\n", br.image_ref, br.seconds);
+    }
+    if (a->nmulti[O_REQUIREMENT] > 0) { /* a cached image per set: installed once */
+        bool built = false;
+        uint64_t t0 = now_mono_us();
+        rc = jobtype_requirements_image(d, &tk.cfg, image,
+                                        (const char *const *)a->multi[O_REQUIREMENT],
+                                        (size_t)a->nmulti[O_REQUIREMENT], 600 * 1000L, req_image,
+                                        sizeof req_image, &built, err, sizeof err);
+        if (rc < 0 && rc != -ECONNREFUSED) {
+            exit_code = TAKO_EXIT_FAILED;
+            if (a->json) {
+                json_t *j = json_pack("{s:s, s:s, s:n, s:b, s:n, s:s, s:s, s:n, s:s, s:[]}",
+                                      "stdout", "", "stderr", "", "exit_code", "success", 0,
+                                      "output", "error", err, "error_type", "dependency_error",
+                                      "duration_ms", "status", "failed", "artifacts");
+                tako_print_json(j);
+                json_decref(j);
+            }
+            fprintf(stderr, "tako: failed: dependency_error: %s\n", err);
+            goto out;
+        }
+        if (rc < 0) {
+            exit_code = infra_error(a, TAKO_EXIT_INFRA, "docker_error", "%s", err);
+            goto out;
+        }
+        if (built)
+            fprintf(stderr, "tako run: requirements installed into %s in %.1f s (cached)\n",
+                    req_image, (double)(now_mono_us() - t0) / 1e6);
+        snprintf(image, sizeof image, "%s", req_image);
     }
 
     sweep_stale(d);
@@ -535,10 +582,18 @@ int cmd_run(struct args *a)
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/job", tmp);
     r.t_popped_us = now_mono_us();
-    rc = sandbox_prepare(d, &w, dir, NULL);
+    /* the job type's limits; --memory, --cpus, --network win when given */
+    struct sandbox_spec spec;
+    sandbox_type_spec(&spec, jt, image);
+    if (jt == &tk.cfg.job_types[0] || opt_set(a, O_MEMORY))
+        spec.memory = tk.cfg.limits_memory;
+    if (jt == &tk.cfg.job_types[0] || opt_set(a, O_CPUS))
+        spec.cpus = tk.cfg.limits_cpus;
+    unsigned timeout_s = (unsigned)(opt_set(a, O_TIMEOUT) ? tk.cfg.limits_timeout : jt->timeout);
+    rc = sandbox_prepare(d, &w, dir, &spec);
     if (rc < 0) {
         exit_code = infra_error(a, TAKO_EXIT_INFRA, "docker_error",
-                                "could not start a container from %s: %s", tk.cfg.docker_image,
+                                "could not start a container from %s: %s", image,
                                 docker_last_error(d)[0] ? docker_last_error(d) : strerror(-rc));
         goto out;
     }
@@ -553,7 +608,7 @@ int cmd_run(struct args *a)
         goto out;
     }
     struct sandbox_job sj = {
-        .timeout_ms = (int)tk.cfg.limits_timeout * 1000,
+        .timeout_ms = (int)timeout_s * 1000,
         .stdout_cap = (size_t)tk.cfg.limits_max_stdout_bytes,
         .stderr_cap = (size_t)tk.cfg.limits_max_stderr_bytes,
         .has_stdin = stdin_data != NULL,
@@ -574,7 +629,7 @@ int cmd_run(struct args *a)
     snprintf(outdir, sizeof outdir, "%s/output", w.dir);
     outputs_collect(outdir, (size_t)tk.cfg.limits_max_artifact_bytes,
                     (size_t)tk.cfg.limits_max_total_artifact_bytes, &r.outputs);
-    result_classify(&r, (unsigned)tk.cfg.limits_timeout, tk.cfg.limits_memory);
+    result_classify(&r, timeout_s, spec.memory);
     r.t_done_us = now_mono_us();
 
     char job_id[40];

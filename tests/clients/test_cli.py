@@ -190,12 +190,23 @@ class LibraryMode(Files, unittest.TestCase):
                             "--package-dir", pkg)
         self.assertEqual((rc, out), (0, "processed\n"), err)
 
-    def test_requirements_are_reported_unsupported(self):
-        rc, out, err = tako("run", self.file("a.py", "print(1)\n"), "--requirement", "pandas",
+    def test_requirements_and_job_types(self):
+        prog = self.file("a.py", "import pandas\nprint(int(pandas.Series([1, 2, 3]).sum()))\n")
+        rc, out, err = tako("run", prog, "--requirement", "pandas", "--json")
+        self.assertEqual(rc, 0, err)
+        r = json.loads(out)
+        self.assertEqual((r["success"], r["stdout"]), (True, "6\n"))
+        rc, out, err = tako("run", prog, "--job-type", "data-processing")  # built on first use
+        self.assertEqual((rc, out), (0, "6\n"), err)
+        rc, out, err = tako("run", self.file("b.py", "print(1)\n"), "--requirement", "no-such-pkg-x",
                             "--json")
         self.assertEqual(rc, 1)
         r = json.loads(out)
-        self.assertEqual((r["success"], r["error_type"]), (False, "requirements_unsupported"))
+        self.assertEqual((r["success"], r["error_type"]), (False, "dependency_error"))
+        self.assertIn("python3-no-such-pkg-x", r["error"])
+        rc, _, err = tako("run", prog, "--job-type", "nope")
+        self.assertEqual(rc, 2)
+        self.assertIn("unknown job type", err)
 
     def test_usage_errors(self):
         a = self.file("a.py", "print(1)\n")
@@ -219,7 +230,7 @@ class LibraryMode(Files, unittest.TestCase):
         rc, out, err = tako("run", self.file("a.py", "print(1)\n"), "--image",
                             "tako-no-such-image:0", "--json")
         self.assertEqual(rc, 3, err)
-        self.assertIn("run scripts/build-image.sh", err)
+        self.assertIn("run `tako setup`", err)
         self.assertEqual(json.loads(out)["error_type"], "image_missing")
 
     def test_a_killed_run_is_cleaned_up_by_the_next(self):

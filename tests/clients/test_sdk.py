@@ -229,9 +229,6 @@ class ReferenceExamples(WithServer):
         self.assertIn("default []", out.splitlines())
 
     def test_get_job_type(self):
-        if not clientlib.job_types_configurable():
-            self.skipTest("takod cannot configure job types yet (no [job_type.*] in `takod -t`); "
-                          "the example needs a 'data-processing' job type")
         rc, out, err = run_example(GET_JOB_TYPE, self.url)
         self.assertEqual((rc, out), (0, "1g\n"), err)
 
@@ -247,10 +244,11 @@ class SandboxExamples(unittest.TestCase):
         self.assertEqual(out, "2\n\n")  # result.stdout is "2\n", print adds one
 
     def test_sandbox_with_dependencies_runs(self):
-        # Runs as written; the executor image has no package installer yet, so the
-        # result says so (success False, error_type "requirements_unsupported").
+        # Runs as written: "pandas" is installed (Debian's python3-pandas, no pip index
+        # here) into an image cached for this set, and the job imports it.
         rc, out, err = run_example(SANDBOX_DEPENDENCIES)
         self.assertEqual(rc, 0, err)
+        self.assertRegex(out, r"^\d+\.\d+\.\d+\n\n$")
 
     def test_sandbox_with_local_packages(self):
         d = tempfile.mkdtemp(prefix="tako-sdk-example-")
@@ -607,15 +605,19 @@ class SandboxMode(unittest.TestCase):
         with self.assertRaises(ValidationError):
             Sandbox(memory_limit="lots").run("print(1)")
 
-    def test_requirements_say_unsupported(self):
-        r = Sandbox().run("print(1)", requirements=["pandas"])
+    def test_requirements(self):
+        r = Sandbox().run("import pandas\nprint(pandas.Series([2, 3]).sum())", requirements=["pandas"])
+        self.assertEqual((r.success, r.stdout), (True, "5\n"), r.error)
+        r = Sandbox().run("print(1)", requirements=["no-such-package-zz"])
         self.assertFalse(r.success)
-        self.assertEqual(r.error_type, "requirements_unsupported")
+        self.assertEqual(r.error_type, "dependency_error")
+        with self.assertRaises(ValidationError):
+            Sandbox().run("print(1)", requirements=["x; rm -rf /"])
 
     def test_missing_image_raises(self):
         with self.assertRaises(TakoVMError) as cm:
             Sandbox(image="tako-no-such-image:0").run("print(1)")
-        self.assertIn("build-image.sh", str(cm.exception))
+        self.assertIn("tako setup", str(cm.exception))
 
     def test_closed_sandbox_refuses(self):
         sb = Sandbox()

@@ -65,15 +65,6 @@ def find_tako_binary() -> str:
                       "it (cmake --build build --target tako)")
 
 
-def _build_script() -> Optional[str]:
-    for root in (os.environ.get("TAKO_SOURCE_DIR"), _SOURCE_ROOT):
-        if root:
-            p = os.path.join(root, "scripts", "build-image.sh")
-            if os.path.isfile(p):
-                return p
-    return None
-
-
 class Sandbox:
     """Run code in a fresh, locked-down container on this machine (no server).
 
@@ -82,7 +73,9 @@ class Sandbox:
 
     package_dirs are local Python packages, mounted read-only and importable by their
     directory name (package_dirs=["./my_utils"] → `from my_utils import helper`).
-    auto_build builds the default image with scripts/build-image.sh when it is missing.
+    auto_build builds the default image with `tako setup` when it is missing.
+    run(..., requirements=["pandas"]) installs them once into an image cached for that set
+    (from the configured pip index or wheelhouse, else Debian's python3-* packages).
     """
 
     def __init__(self, image: str = DEFAULT_IMAGE, timeout: int = 30,
@@ -185,14 +178,12 @@ class Sandbox:
     def _try_build(self) -> bool:
         if not self.auto_build or self._built or self.image != DEFAULT_IMAGE:
             return False
-        script = _build_script()
-        if not script:
-            return False
         self._built = True
-        r = subprocess.run(["bash", script], stdin=subprocess.DEVNULL, capture_output=True,
-                           text=True, timeout=3600)
+        r = subprocess.run([self._tako_bin or find_tako_binary(), "setup"], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=3600)
         if r.returncode != 0:
-            raise TakoVMError(f"building {self.image} with {script} failed:\n{r.stderr[-2000:]}")
+            raise TakoVMError(f"building {self.image} with `tako setup` failed:\n"
+                              f"{r.stderr[-2000:]}")
         return True
 
 
