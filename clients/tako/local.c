@@ -392,10 +392,10 @@ int cmd_run(struct args *a)
         if (!jt) {
             char known[512] = "";
             for (size_t i = 0; i < tk.cfg.n_job_types; i++)
-                snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s",
-                         i ? ", " : "", tk.cfg.job_types[i].name);
-            tako_usage_error(a->cmd, "unknown job type \"%s\" (configured: %s)",
-                             a->val[O_JOB_TYPE], known);
+                snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "",
+                         tk.cfg.job_types[i].name);
+            tako_usage_error(a->cmd, "unknown job type \"%s\" (configured: %s)", a->val[O_JOB_TYPE],
+                             known);
             config_free(&tk.cfg);
             return TAKO_EXIT_USAGE;
         }
@@ -495,9 +495,9 @@ int cmd_run(struct args *a)
     }
     rc = docker_image_exists(d, tk.cfg.docker_image);
     if (rc == 0) {
-        exit_code = infra_error(a, TAKO_EXIT_INFRA, "image_missing",
-                                "the executor image %s is missing: run `tako setup`",
-                                tk.cfg.docker_image);
+        exit_code =
+            infra_error(a, TAKO_EXIT_INFRA, "image_missing",
+                        "the executor image %s is missing: run `tako setup`", tk.cfg.docker_image);
         goto out;
     }
     if (rc < 0) {
@@ -516,8 +516,8 @@ int cmd_run(struct args *a)
             rc = jobtype_build(d, &tk.cfg, jt, NULL, NULL, &br);
         }
         if (rc < 0) {
-            exit_code = infra_error(a, TAKO_EXIT_INFRA, "docker_error",
-                                    "building %s failed: %s", image, docker_last_error(d));
+            exit_code = infra_error(a, TAKO_EXIT_INFRA, "docker_error", "building %s failed: %s",
+                                    image, docker_last_error(d));
             goto out;
         }
         fprintf(stderr, "tako run: built %s in %.1f s\n", br.image_ref, br.seconds);
