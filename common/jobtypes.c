@@ -493,10 +493,25 @@ struct tail {
     void *arg;
 };
 
-static void tail_add(const char *text, void *arg)
+static void tail_add(const char *raw, void *arg)
 {
     struct tail *t = arg;
-    size_t n = strlen(text);
+    /* without the terminal colour codes (ESC [ ... letter) pip and apt print */
+    char clean[4096];
+    size_t n = 0;
+    for (const char *p = raw; *p && n < sizeof clean - 1; p++) {
+        if (*p == 0x1b && p[1] == '[') {
+            p += 2;
+            while (*p && !isalpha((unsigned char)*p))
+                p++;
+            if (!*p)
+                break;
+            continue;
+        }
+        clean[n++] = *p;
+    }
+    clean[n] = '\0';
+    const char *text = clean;
     if (n >= sizeof t->buf) {
         text += n - (sizeof t->buf - 1);
         n = sizeof t->buf - 1;
@@ -542,6 +557,26 @@ static int build(struct docker *d, const struct tk_config *cfg, const char *dock
     return rc;
 }
 
+/* The reason of a failed install in the installer's own words: its ERROR lines (pip's
+ * "ERROR: ...", apt's "E: ..."), else the output's last lines; docker's summary ("The
+ * command ... returned a non-zero code") only when the output says nothing. */
+static void installer_words(const struct tail *t, const char *summary, char *err, size_t errlen)
+{
+    size_t n = 0;
+    err[0] = '\0';
+    for (const char *p = t->buf; *p && n + 1 < errlen;) {
+        size_t len = strcspn(p, "\r\n");
+        if (!strncmp(p, "ERROR", 5) || !strncmp(p, "E: ", 3)) {
+            int w = snprintf(err + n, errlen - n, "%s%.*s", n ? " " : "", (int)len, p);
+            n += w > 0 ? (size_t)w : 0;
+        }
+        p += len;
+        p += strspn(p, "\r\n");
+    }
+    if (!n)
+        snprintf(err, errlen, "%s", summary);
+}
+
 int jobtype_build(struct docker *d, const struct tk_config *cfg, const struct tk_job_type *t,
                   void (*progress)(const char *line, void *arg), void *arg,
                   struct jobtype_build_result *out)
@@ -562,7 +597,9 @@ int jobtype_build(struct docker *d, const struct tk_config *cfg, const struct tk
     free(df);
     snprintf(out->log_tail, sizeof out->log_tail, "%s", tail.buf);
     if (rc < 0) {
-        docker_set_error(d, why);
+        char words[1024];
+        installer_words(&tail, why, words, sizeof words);
+        docker_set_error(d, words);
         return rc;
     }
     const char *hex = strncmp(out->image_id, "sha256:", 7) ? out->image_id : out->image_id + 7;
@@ -573,26 +610,6 @@ int jobtype_build(struct docker *d, const struct tk_config *cfg, const struct tk
     rc = docker_tag(d, out->image_id, repo, out->version);
     out->seconds = (double)(now_mono_us() - t0) / 1e6;
     return rc;
-}
-
-/* The reason of a failed install in the installer's own words: its ERROR lines (pip's
- * "ERROR: ...", apt's "E: ..."), else the output's last lines; docker's summary ("The
- * command ... returned a non-zero code") only when the output says nothing. */
-static void installer_words(const struct tail *t, const char *summary, char *err, size_t errlen)
-{
-    size_t n = 0;
-    err[0] = '\0';
-    for (const char *p = t->buf; *p && n + 1 < errlen;) {
-        size_t len = strcspn(p, "\r\n");
-        if (!strncmp(p, "ERROR", 5) || !strncmp(p, "E: ", 3)) {
-            int w = snprintf(err + n, errlen - n, "%s%.*s", n ? " " : "", (int)len, p);
-            n += w > 0 ? (size_t)w : 0;
-        }
-        p += len;
-        p += strspn(p, "\r\n");
-    }
-    if (!n)
-        snprintf(err, errlen, "%s", summary);
 }
 
 static int cmp_str(const void *a, const void *b)
