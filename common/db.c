@@ -254,8 +254,11 @@ static const char *const migrations[] = {
     " requirements text NOT NULL DEFAULT '',"
     " packages text NOT NULL DEFAULT '',"
     " build_seconds double precision,"
+    " version_tag text,"
     " built_at timestamptz NOT NULL DEFAULT now(),"
-    " PRIMARY KEY (job_type, version));",
+    " PRIMARY KEY (job_type, version));"
+    "CREATE UNIQUE INDEX job_type_builds_tag_idx ON job_type_builds (job_type, version_tag)"
+    " WHERE version_tag IS NOT NULL;",
 };
 
 int db_schema_version(void)

@@ -170,11 +170,25 @@ int jobtype_check(const struct tk_job_type *t, char *why, size_t wl)
 
 /* ---- references and names ---- */
 
-int jobtype_parse_ref(const char *ref, char name[TK_JOB_TYPE_NAME_MAX + 1], char version[16])
+static bool is_version_hex(const char *v)
+{
+    return strlen(v) == JOBTYPE_VERSION_LEN && strspn(v, "0123456789abcdef") == JOBTYPE_VERSION_LEN;
+}
+
+bool jobtype_tag_ok(const char *tag)
+{
+    size_t n = strlen(tag);
+    return n >= 1 && n <= JOBTYPE_TAG_MAX && strcmp(tag, "latest") && !is_version_hex(tag) &&
+           strspn(tag, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n &&
+           tag[0] != '.' && tag[0] != '-';
+}
+
+int jobtype_parse_ref(const char *ref, char name[TK_JOB_TYPE_NAME_MAX + 1],
+                      char version[JOBTYPE_REF_VERSION_MAX + 1])
 {
     const char *at = strchr(ref, '@');
     size_t n = at ? (size_t)(at - ref) : strlen(ref);
-    if (!n || n > TK_JOB_TYPE_NAME_MAX)
+    if (!n || n > TK_JOB_TYPE_NAME_MAX || strlen(ref) > JOBTYPE_REF_MAX)
         return -EINVAL;
     memcpy(name, ref, n);
     name[n] = '\0';
@@ -182,13 +196,11 @@ int jobtype_parse_ref(const char *ref, char name[TK_JOB_TYPE_NAME_MAX + 1], char
     if (!at)
         return 0;
     const char *v = at + 1;
-    if (!strcmp(v, "latest")) {
-        snprintf(version, 16, "latest");
-        return 0;
-    }
-    if (strlen(v) != JOBTYPE_VERSION_LEN || strspn(v, "0123456789abcdef") != JOBTYPE_VERSION_LEN)
+    if (!strncmp(v, "sha256:", 7) && is_version_hex(v + 7))
+        v += 7;
+    if (strcmp(v, "latest") && !is_version_hex(v) && !jobtype_tag_ok(v))
         return -EINVAL;
-    snprintf(version, 16, "%s", v);
+    snprintf(version, JOBTYPE_REF_VERSION_MAX + 1, "%s", v);
     return 0;
 }
 

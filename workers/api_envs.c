@@ -93,7 +93,7 @@ struct list_req {
 };
 
 /* The builds of `name` from the query's rows (job_type, version, digest, image_ref,
- * built_at, build_seconds). */
+ * built_at, build_seconds, version_tag). */
 static json_t *builds_of(const PGresult *res, const char *name)
 {
     if (!res)
@@ -102,10 +102,12 @@ static json_t *builds_of(const PGresult *res, const char *name)
     for (int r = 0; r < PQntuples(res); r++) {
         if (strcmp(PQgetvalue(res, r, 0), name))
             continue;
-        json_array_append_new(
-            a, json_pack("{s:s, s:s, s:s, s:s, s:f}", "version", PQgetvalue(res, r, 1), "digest",
-                         PQgetvalue(res, r, 2), "image_ref", PQgetvalue(res, r, 3), "built_at",
-                         PQgetvalue(res, r, 4), "build_seconds", atof(PQgetvalue(res, r, 5))));
+        json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s, s:f, s:s?}", "version",
+                                           PQgetvalue(res, r, 1), "digest", PQgetvalue(res, r, 2),
+                                           "image_ref", PQgetvalue(res, r, 3), "built_at",
+                                           PQgetvalue(res, r, 4), "build_seconds",
+                                           atof(PQgetvalue(res, r, 5)), "version_tag",
+                                           PQgetisnull(res, r, 6) ? NULL : PQgetvalue(res, r, 6)));
     }
     return a;
 }
@@ -140,7 +142,7 @@ static void list_types(struct evhttp_request *req, const char *corr, int one)
     snprintf(l->corr, sizeof l->corr, "%s", corr);
     if (pgq_exec(A.pg,
                  "SELECT job_type, version, digest, image_ref, to_json(built_at)#>>'{}',"
-                 " coalesce(build_seconds, 0) FROM job_type_builds"
+                 " coalesce(build_seconds, 0), version_tag FROM job_type_builds"
                  " ORDER BY built_at DESC, version",
                  0, NULL, on_builds, l) < 0)
         on_builds(NULL, "database unavailable", l); /* the types, without their versions */
@@ -173,6 +175,7 @@ struct build_req {
     struct evhttp_request *req;
     char corr[72];
     char name[TK_JOB_TYPE_NAME_MAX + 1];
+    char tag[JOBTYPE_TAG_MAX + 1]; /* version_tag, "" for none */
     pid_t pid;
     int fd;
     struct event *ev;
@@ -202,13 +205,15 @@ static void on_recorded(const PGresult *res, const char *err, void *arg)
                  json_string_value(json_object_get(r, "image_ref")));
         reply_error(b->req, 503, b->corr, msg);
     } else {
+        const char *tag =
+            PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) ? PQgetvalue(res, 0, 0) : NULL;
         reply_json(b->req, 200, b->corr,
-                   json_pack("{s:s, s:s, s:O, s:O, s:O, s:O, s:O}", "status", "built", "job_type",
-                             b->name, "version", json_object_get(r, "version"), "digest",
-                             json_object_get(r, "image_id"), "image_ref",
+                   json_pack("{s:s, s:s, s:O, s:O, s:O, s:O, s:O, s:s?}", "status", "built",
+                             "job_type", b->name, "version", json_object_get(r, "version"),
+                             "digest", json_object_get(r, "image_id"), "image_ref",
                              json_object_get(r, "image_ref"), "build_seconds",
                              json_object_get(r, "seconds"), "log_tail",
-                             json_object_get(r, "log_tail")));
+                             json_object_get(r, "log_tail"), "version_tag", tag));
     }
     build_done(b);
 }
@@ -253,19 +258,23 @@ static void on_child_output(evutil_socket_t fd, short what, void *arg)
             atomic_store(&tk.shm->jt_images[i].exists, 1);
     char secs[32];
     snprintf(secs, sizeof secs, "%.3f", json_real_value(json_object_get(r, "seconds")));
-    const char *p[7] = {b->name,
+    const char *p[8] = {b->name,
                         json_string_value(json_object_get(r, "version")),
                         json_string_value(json_object_get(r, "image_id")),
                         json_string_value(json_object_get(r, "image_ref")),
                         t ? t->requirements : "",
                         t ? t->packages : "",
-                        secs};
+                        secs,
+                        b->tag[0] ? b->tag : NULL};
+    /* a version keeps the first tag it was given: tags never move (pins stay true) */
     if (pgq_exec(A.pg,
                  "INSERT INTO job_type_builds (job_type, version, digest, image_ref, requirements,"
-                 " packages, build_seconds) VALUES ($1, $2, $3, $4, $5, $6, $7::double precision)"
-                 " ON CONFLICT (job_type, version) DO UPDATE SET built_at = now(),"
-                 " build_seconds = EXCLUDED.build_seconds",
-                 7, p, on_recorded, b) < 0)
+                 " packages, build_seconds, version_tag) VALUES ($1, $2, $3, $4, $5, $6,"
+                 " $7::double precision, $8) ON CONFLICT (job_type, version) DO UPDATE SET"
+                 " built_at = now(), build_seconds = EXCLUDED.build_seconds,"
+                 " version_tag = coalesce(job_type_builds.version_tag, EXCLUDED.version_tag)"
+                 " RETURNING version_tag",
+                 8, p, on_recorded, b) < 0)
         on_recorded(NULL, "database unavailable", b);
 }
 
@@ -306,6 +315,36 @@ static void __attribute__((noreturn)) builder_child(const struct tk_job_type *t,
     _exit(rc ? 1 : 0);
 }
 
+static void start_build(struct evhttp_request *req, const char *corr, const struct tk_job_type *t,
+                        const char *tag);
+
+struct tag_check {
+    struct evhttp_request *req;
+    char corr[72];
+    char name[TK_JOB_TYPE_NAME_MAX + 1];
+    char tag[JOBTYPE_TAG_MAX + 1];
+};
+
+/* A version_tag already on another build is refused before anything is built. */
+static void on_tag_checked(const PGresult *res, const char *err, void *arg)
+{
+    struct tag_check *c = arg;
+    const struct tk_job_type *t = config_job_type(&tk.cfg, c->name);
+    if (!res) {
+        reply_error(c->req, 503, c->corr, "Database unavailable; nothing was built");
+    } else if (PQntuples(res) > 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "version_tag %s already names version %s of %s (tags never move)",
+                 c->tag, PQgetvalue(res, 0, 0), c->name);
+        reply_error(c->req, 409, c->corr, msg);
+    } else if (!t) {
+        reply_error(c->req, 404, c->corr, "Job type not found");
+    } else {
+        start_build(c->req, c->corr, t, c->tag);
+    }
+    free(c);
+}
+
 void api_job_type_build(struct evhttp_request *req, const char *corr, char **params)
 {
     int i = type_index(params[0]);
@@ -323,7 +362,35 @@ void api_job_type_build(struct evhttp_request *req, const char *corr, char **par
                     "build of its own");
         return;
     }
-    const struct tk_job_type *t = &tk.cfg.job_types[i];
+    char *tag = query_param(req, "version_tag");
+    if (tag && !jobtype_tag_ok(tag)) {
+        free(tag);
+        reply_field_error(req, corr, "query", "version_tag", "version_tag_invalid",
+                          "version_tag must be 1 to 40 of [A-Za-z0-9._-], not \"latest\" and not "
+                          "12 hex digits");
+        return;
+    }
+    if (!tag) {
+        start_build(req, corr, &tk.cfg.job_types[i], "");
+        return;
+    }
+    struct tag_check *c = calloc(1, sizeof *c);
+    c->req = req;
+    snprintf(c->corr, sizeof c->corr, "%s", corr);
+    snprintf(c->name, sizeof c->name, "%s", tk.cfg.job_types[i].name);
+    snprintf(c->tag, sizeof c->tag, "%s", tag);
+    free(tag);
+    const char *p[2] = {c->name, c->tag};
+    if (pgq_exec(A.pg,
+                 "SELECT version FROM job_type_builds WHERE job_type = $1 AND version_tag = $2", 2,
+                 p, on_tag_checked, c) < 0)
+        on_tag_checked(NULL, "database unavailable", c);
+}
+
+/* Fork the builder (one per job type at a time) and watch its answer. */
+static void start_build(struct evhttp_request *req, const char *corr, const struct tk_job_type *t,
+                        const char *tag)
+{
     char dir[4200], path[4300];
     snprintf(dir, sizeof dir, "%s/builds", tk.cfg.server_data_dir);
     snprintf(path, sizeof path, "%s/%s.lock", dir, t->name);
@@ -364,6 +431,7 @@ void api_job_type_build(struct evhttp_request *req, const char *corr, char **par
     b->req = req;
     snprintf(b->corr, sizeof b->corr, "%s", corr);
     snprintf(b->name, sizeof b->name, "%s", t->name);
+    snprintf(b->tag, sizeof b->tag, "%s", tag);
     b->pid = pid;
     b->fd = fds[0];
     b->out = evbuffer_new();

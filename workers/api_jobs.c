@@ -113,8 +113,8 @@ static bool col_bool(const PGresult *r, int row, int col)
 static json_t *record_json(const PGresult *r, int row, bool full)
 {
     const char *job_type = PQgetvalue(r, row, R_JOB_TYPE);
-    char version[96];
-    snprintf(version, sizeof version, "%s@latest", job_type);
+    char version[96]; /* the ref it ran: NAME@<version> when pinned, else NAME@latest */
+    snprintf(version, sizeof version, strchr(job_type, '@') ? "%s" : "%s@latest", job_type);
     json_t *rec = json_object();
     json_object_set_new(rec, "execution_id", col_str(r, row, R_ID));
     json_object_set_new(rec, "job_id", col_str(r, row, R_ID));
@@ -628,7 +628,7 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
         input_hash[65];
     snprintf(timeout_s, sizeof timeout_s, "%lld", s->timeout);
     snprintf(startup_s, sizeof startup_s, "%lld", s->startup_timeout);
-    char jt_name[TK_JOB_TYPE_NAME_MAX + 1], jt_version[16];
+    char jt_name[TK_JOB_TYPE_NAME_MAX + 1], jt_version[JOBTYPE_REF_VERSION_MAX + 1];
     const struct tk_job_type *jt = jobtype_parse_ref(s->job_type, jt_name, jt_version) == 0
                                        ? config_job_type(&tk.cfg, jt_name)
                                        : NULL;
@@ -681,10 +681,17 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
     }
 }
 
-/* A pinned version (NAME@<12 hex>) must be one takod built: job_type_builds has it. */
+/* A pinned version (NAME@<12 hex> or NAME@<version_tag>) must be one takod built:
+ * job_type_builds has it. A tag is resolved here, so the job records and runs the
+ * version it named at submit time even if the tag moves later. */
 static void on_pin(const PGresult *res, const char *err, void *arg)
 {
     struct job_spec *s = arg;
+    if (res && PQntuples(res) > 0) {
+        char name[TK_JOB_TYPE_NAME_MAX + 1], version[JOBTYPE_REF_VERSION_MAX + 1];
+        if (jobtype_parse_ref(s->job_type, name, version) == 0)
+            snprintf(s->job_type, sizeof s->job_type, "%s@%s", name, PQgetvalue(res, 0, 0));
+    }
     if (!res) {
         reply_error(s->req, 503, s->corr, "Database unavailable; the job was not run");
         spec_free(s);
@@ -703,7 +710,7 @@ static void on_pin(const PGresult *res, const char *err, void *arg)
 /* submit_job, once a pinned version is known to exist. Takes `s`. */
 static void submit_checked(struct evhttp_request *req, struct job_spec *s)
 {
-    char name[TK_JOB_TYPE_NAME_MAX + 1], version[16];
+    char name[TK_JOB_TYPE_NAME_MAX + 1], version[JOBTYPE_REF_VERSION_MAX + 1];
     if (jobtype_parse_ref(s->job_type, name, version) < 0 || !version[0] ||
         !strcmp(version, "latest")) {
         submit_job(req, s);
@@ -711,8 +718,10 @@ static void submit_checked(struct evhttp_request *req, struct job_spec *s)
     }
     s->req = req;
     const char *p[2] = {name, version};
-    if (pgq_exec(A.pg, "SELECT 1 FROM job_type_builds WHERE job_type = $1 AND version = $2", 2, p,
-                 on_pin, s) < 0) {
+    if (pgq_exec(A.pg,
+                 "SELECT version FROM job_type_builds WHERE job_type = $1"
+                 " AND (version = $2 OR version_tag = $2)",
+                 2, p, on_pin, s) < 0) {
         reply_error(req, 503, s->corr, "Database unavailable; the job was not run");
         spec_free(s);
     }
@@ -772,14 +781,15 @@ static void validate_common(json_t *root, json_t *errors, struct job_spec *s)
     json_t *jjt = json_object_get(root, "job_type");
     if (jjt && !json_is_null(jjt)) {
         const char *ref = json_string_value(jjt);
-        char name[TK_JOB_TYPE_NAME_MAX + 1], version[16];
+        char name[TK_JOB_TYPE_NAME_MAX + 1], version[JOBTYPE_REF_VERSION_MAX + 1];
         if (!ref) {
             field_error(errors, "body", "job_type", "string_type",
                         "Input should be a valid string");
         } else if (jobtype_parse_ref(ref, name, version) < 0) {
             field_error(errors, "body", "job_type", "job_type_invalid",
-                        "job_type must be NAME or NAME@VERSION (VERSION: latest or the 12 hex "
-                        "digits GET /job-types/NAME lists)");
+                        "job_type must be NAME or NAME@VERSION (VERSION: latest, the 12 hex "
+                        "digits GET /job-types/NAME lists, sha256:<those digits>, or a "
+                        "version_tag given to a build)");
         } else if (!config_job_type(&tk.cfg, name)) {
             char msg[1024];
             int n = snprintf(msg, sizeof msg, "Unknown job type '%.64s' (configured:", name);
@@ -801,7 +811,7 @@ static void validate_common(json_t *root, json_t *errors, struct job_spec *s)
 /* The job type's own timeout when the request named none. */
 static void default_timeout(struct job_spec *s)
 {
-    char name[TK_JOB_TYPE_NAME_MAX + 1], version[16];
+    char name[TK_JOB_TYPE_NAME_MAX + 1], version[JOBTYPE_REF_VERSION_MAX + 1];
     const struct tk_job_type *t =
         jobtype_parse_ref(s->job_type, name, version) == 0 ? config_job_type(&tk.cfg, name) : NULL;
     if (!s->timeout)

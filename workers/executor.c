@@ -326,7 +326,8 @@ static size_t read_requirements(const struct tk_job *job, char **reqs, size_t ma
 static int job_container(struct exec_state *st, struct tk_job *job, struct warm *cold,
                          struct warm **w, int64_t *memory, char *err_type, char *err, size_t errlen)
 {
-    char name[TK_JOB_TYPE_NAME_MAX + 1], version[16], image[128], req_image[128];
+    char name[TK_JOB_TYPE_NAME_MAX + 1], version[JOBTYPE_REF_VERSION_MAX + 1], image[128],
+        req_image[128];
     const struct tk_job_type *t = NULL;
     if (jobtype_parse_ref(job->job_type, name, version) == 0)
         t = config_job_type(&tk.cfg, name);

@@ -49,9 +49,18 @@ bool jobtype_requirement_ok(const char *s, size_t len);
  * -EINVAL with the reason in why. */
 int jobtype_check(const struct tk_job_type *t, char *why, size_t wl);
 
-/* "name" or "name@version" (version: "latest" or 12 hex digits). 0 or -EINVAL. version is
- * "" when none was given. */
-int jobtype_parse_ref(const char *ref, char name[TK_JOB_TYPE_NAME_MAX + 1], char version[16]);
+/* "name" or "name@version". version: "latest"; 12 hex digits (an image's version, also
+ * written sha256:<12 hex>, as Tako VM does, which is stored without the prefix); or a
+ * version_tag given to a build ([A-Za-z0-9._-], at most JOBTYPE_TAG_MAX, not all hex),
+ * resolved by the acceptor. 0 or -EINVAL; version is "" when none was given. */
+#define JOBTYPE_TAG_MAX         40
+#define JOBTYPE_REF_MAX         63 /* the whole ref: it travels in tk_job.job_type[64] */
+#define JOBTYPE_REF_VERSION_MAX JOBTYPE_TAG_MAX
+int jobtype_parse_ref(const char *ref, char name[TK_JOB_TYPE_NAME_MAX + 1],
+                      char version[JOBTYPE_REF_VERSION_MAX + 1]);
+/* A version_tag for a build: [A-Za-z0-9._-], 1..JOBTYPE_TAG_MAX, not "latest" and not 12
+ * hex digits (those name image versions). */
+bool jobtype_tag_ok(const char *tag);
 
 /* The image a job of type t runs: `default` is docker.image; else tako-vm-NAME:VERSION
  * (VERSION "" or "latest": the latest build). */

@@ -86,8 +86,8 @@ class Base(unittest.TestCase):
         self.assertEqual(r.status, 200, r.body[:2000])
         return r.json()
 
-    def build(self, name):
-        b = self.ok("POST", f"/job-types/{name}/build", timeout=900)
+    def build(self, name, query=""):
+        b = self.ok("POST", f"/job-types/{name}/build{query}", timeout=900)
         self.assertEqual((b["status"], b["job_type"]), ("built", name))
         self.assertRegex(b["version"], r"^[0-9a-f]{12}$")
         self.assertEqual(b["image_ref"], f"tako-vm-{name}:{b['version']}")
@@ -143,20 +143,33 @@ class Environments(Base):
         self.assertEqual(r["status"], "failed")  # network_enabled is off
 
     def test_pinned_version_runs_that_image(self):
-        v1 = self.build("pintest")["version"]
+        b1 = self.build("pintest", "?version_tag=first-1.0")
+        v1 = b1["version"]
+        self.assertEqual(b1["version_tag"], "first-1.0")
         # the type changes (python3-six added) and is rebuilt: a new version
         self.write_conf("python3-six")
         os.kill(self.t.pid, signal.SIGHUP)
         self.t.wait_for(lambda: self.t.log().count('msg="reloaded"') >= 1, what="the reload")
         self.t.wait_for(lambda: "python3-six" in self.ok("GET", "/job-types/pintest")["packages"],
                         what="the new configuration")
+        r = self.t.request("POST", "/job-types/pintest/build?version_tag=first-1.0")
+        self.assertEqual(r.status, 409, r.body)  # a tag never moves to another build
+        self.assertEqual(self.t.request("POST", "/job-types/pintest/build?version_tag=latest").status, 422)
         v2 = self.build("pintest")["version"]
         self.assertNotEqual(v1, v2)
         jt = self.ok("GET", "/job-types/pintest")
         self.assertEqual(jt["version"], v2)
         self.assertEqual({v["version"] for v in jt["versions"]}, {v1, v2})
         probe = "import importlib.util\nprint(importlib.util.find_spec('six') is not None)\n"
-        self.assertEqual(self.run_job(probe, job_type=f"pintest@{v1}")["stdout"], "False\n")
+        r = self.run_job(probe, job_type=f"pintest@{v1}")
+        self.assertEqual(r["stdout"], "False\n")
+        rec = self.ok("GET", f"/executions/{r['job_id']}")
+        self.assertEqual(rec["job_version"], f"pintest@{v1}")
+        for ref in ("pintest@first-1.0", f"pintest@sha256:{v1}"):  # a tag, Tako VM's form
+            r = self.run_job(probe, job_type=ref)
+            self.assertEqual(r["stdout"], "False\n", ref)
+            self.assertEqual(self.t.sql(f"SELECT job_type FROM jobs WHERE id = '{r['job_id']}'"),
+                             [[f"pintest@{v1}"]])
         self.assertEqual(self.run_job(probe, job_type=f"pintest@{v2}")["stdout"], "True\n")
         self.assertEqual(self.run_job(probe, job_type="pintest")["stdout"], "True\n")
         self.assertEqual(self.run_job(probe, job_type="pintest@latest")["stdout"], "True\n")
