@@ -821,10 +821,11 @@ int docker_remove(struct docker *d, const char *id)
     return dk_container_op(d, "DELETE", id, "?force=1&v=1");
 }
 
-static int dk_list(struct docker *d, const char *label, bool with_labels, json_t **ids)
+/* "<base>filters={"label":["LABEL"]}" (escaped) into *path (malloc'd). 0 or -errno. */
+static int dk_label_path(struct docker *d, const char *base, const char *label, char **path)
 {
     if (!label || !label[0]) {
-        dk_seterr(d, "docker_list_by_label: empty label");
+        dk_seterr(d, "%s: empty label filter", base);
         return -EINVAL;
     }
     json_t *f = json_pack("{s:[s]}", "label", label);
@@ -832,13 +833,23 @@ static int dk_list(struct docker *d, const char *label, bool with_labels, json_t
     json_decref(f);
     char *fesc = ftext ? curl_easy_escape(d->curl, ftext, 0) : NULL;
     free(ftext);
-    char *path = NULL;
-    if (!fesc || asprintf(&path, "/containers/json?all=1&filters=%s", fesc) < 0) {
+    *path = NULL;
+    if (!fesc || asprintf(path, "%sfilters=%s", base, fesc) < 0) {
         curl_free(fesc);
-        dk_seterr(d, "docker_list_by_label: out of memory");
+        *path = NULL;
+        dk_seterr(d, "%s: out of memory", base);
         return -ENOMEM;
     }
     curl_free(fesc);
+    return 0;
+}
+
+static int dk_list(struct docker *d, const char *label, bool with_labels, json_t **ids)
+{
+    char *path = NULL;
+    int lrc = dk_label_path(d, "/containers/json?all=1&", label, &path);
+    if (lrc < 0)
+        return lrc;
     json_t *arr = NULL;
     struct dk_req q = {.method = "GET", .path = path, .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
     int rc = dk_json(d, &q, &arr);
@@ -1095,6 +1106,35 @@ int docker_tag(struct docker *d, const char *image, const char *repo, const char
     char path[3 * DK_MAX_NAME + 64];
     snprintf(path, sizeof path, "/images/%s/tag?repo=%s&tag=%s", image, repo, tag);
     struct dk_req q = {.method = "POST", .path = path, .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
+    rc = dk_do(d, &q);
+    return rc < 0 ? rc : 0;
+}
+
+int docker_images_by_label(struct docker *d, const char *label, json_t **images)
+{
+    char *path = NULL;
+    int rc = dk_label_path(d, "/images/json?", label, &path);
+    if (rc < 0)
+        return rc;
+    struct dk_req q = {.method = "GET", .path = path, .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
+    rc = dk_json(d, &q, images);
+    free(path);
+    if (rc == 0 && !json_is_array(*images)) {
+        json_decref(*images);
+        dk_seterr(d, "GET /images/json: answer is not an array");
+        return -EIO;
+    }
+    return rc;
+}
+
+int docker_image_remove(struct docker *d, const char *image)
+{
+    int rc = dk_check_image(d, image);
+    if (rc < 0)
+        return rc;
+    char path[DK_MAX_NAME + 32];
+    snprintf(path, sizeof path, "/images/%s", image);
+    struct dk_req q = {.method = "DELETE", .path = path, .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
     rc = dk_do(d, &q);
     return rc < 0 ? rc : 0;
 }

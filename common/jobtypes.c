@@ -689,5 +689,49 @@ int jobtype_requirements_image(struct docker *d, const struct tk_config *cfg, co
         installer_words(&tail, why, err, errlen);
     }
     *built = rc == 0;
+    if (rc == 0) { /* the cache stays within its bound: the oldest images go */
+        int pruned = jobtype_prune_requirement_images(d, cfg);
+        if (pruned > 0)
+            log_info("msg=\"removed old requirement images\" count=%d keep=%lld", pruned,
+                     (long long)cfg->environments_max_requirement_images);
+    }
     return rc;
+}
+
+static int by_created(const void *a, const void *b)
+{
+    json_int_t x = json_integer_value(json_object_get(*(json_t *const *)a, "Created"));
+    json_int_t y = json_integer_value(json_object_get(*(json_t *const *)b, "Created"));
+    return x < y ? -1 : x > y;
+}
+
+int jobtype_prune_requirement_images(struct docker *d, const struct tk_config *cfg)
+{
+    json_t *images = NULL;
+    int rc = docker_images_by_label(d, "takod.requirements", &images);
+    if (rc < 0)
+        return rc;
+    size_t n = json_array_size(images), keep = (size_t)cfg->environments_max_requirement_images;
+    int removed = 0;
+    if (n > keep) {
+        json_t **v = calloc(n, sizeof *v);
+        if (!v) {
+            json_decref(images);
+            return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++)
+            v[i] = json_array_get(images, i);
+        qsort(v, n, sizeof *v, by_created);
+        for (size_t i = 0; i < n - keep; i++) {
+            json_t *tags = json_object_get(v[i], "RepoTags");
+            const char *name = json_string_value(json_array_get(tags, 0));
+            if (!name)
+                name = json_string_value(json_object_get(v[i], "Id"));
+            if (name && docker_image_remove(d, name) == 0)
+                removed++;
+        }
+        free(v);
+    }
+    json_decref(images);
+    return removed;
 }

@@ -134,6 +134,9 @@
       "local directory of wheels pip installs requirements from (no index is asked); " \
       "without this and pip_index_url, job types' requirements map to Debian python3-* " \
       "packages and runtime requirements cannot be installed") \
+    X(environments, max_requirement_images, INT, "20", 1, 100000, CF_RELOAD, \
+      "cached runtime requirement images kept; a new one beyond it removes the oldest " \
+      "(a later job with that set installs it again)") \
     X(environments, build_timeout, INT, "1800", 10, 86400, CF_RELOAD, \
       "seconds one job type image build (POST /job-types/NAME/build) may take")
 /* clang-format on */

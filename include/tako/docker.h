@@ -135,6 +135,13 @@ struct docker_build_opts {
 int docker_build(struct docker *d, const void *tar, size_t len, const struct docker_build_opts *o,
                  char image_id[80]);
 
+/* GET /images/json?filters={"label":["LABEL"]}: *images is the engine's array
+ * ([{Id, Created, RepoTags, ...}]), a new reference. */
+int docker_images_by_label(struct docker *d, const char *label, json_t **images);
+
+/* DELETE /images/{image} (not forced: an image a container uses is -EEXIST). */
+int docker_image_remove(struct docker *d, const char *image);
+
 /* POST /images/{image}/tag?repo=REPO&tag=TAG */
 int docker_tag(struct docker *d, const char *image, const char *repo, const char *tag);
 

@@ -95,4 +95,8 @@ int jobtype_requirements_image(struct docker *d, const struct tk_config *cfg, co
                                const char *const *reqs, size_t n, long timeout_ms, char *image,
                                size_t image_len, bool *built, char *err, size_t errlen);
 
+/* Remove the oldest cached requirement images beyond environments.max_requirement_images
+ * (images in use stay). Returns how many were removed, or -errno. */
+int jobtype_prune_requirement_images(struct docker *d, const struct tk_config *cfg);
+
 #endif

@@ -10,6 +10,7 @@ import hashlib
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import unittest
 import zipfile
@@ -29,6 +30,12 @@ packages = "{pin_packages}"
 [job_type.neverbuilt]
 packages = "python3-six"
 """
+
+
+def requirement_images():
+    out = subprocess.run(["docker", "images", "-q", "--filter", "label=takod.requirements"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
 
 
 def make_wheel(dirpath, name, version, body):
@@ -202,7 +209,8 @@ class Environments(Base):
 
 class RuntimeRequirements(Base):
     """Runtime requirements from a wheelhouse of wheels made here."""
-    OVERRIDES = ("environments.allow_runtime_requirements=true",)
+    OVERRIDES = ("environments.allow_runtime_requirements=true",
+                 "environments.max_requirement_images=1")
 
     @classmethod
     def prepare(cls):
@@ -211,6 +219,7 @@ class RuntimeRequirements(Base):
         # a fresh name per run, so the cached requirements image is built here, not reused
         cls.pkg = "takoenv" + hashlib.sha256(cls.dir.encode()).hexdigest()[:8]
         make_wheel(cls.wheels, cls.pkg, "1.0", "VALUE = 42\n")
+        make_wheel(cls.wheels, cls.pkg + "b", "2.0", "VALUE = 43\n")
 
     @classmethod
     def overrides(cls):
@@ -234,6 +243,19 @@ class RuntimeRequirements(Base):
         self.assertEqual((r["status"], r["error_type"]), ("failed", "dependency_error"), r)
         self.assertIn("no-such-package-zz", r["error"])
         self.assertIn("ERROR", r["error"])
+
+    def test_z_cache_is_bounded(self):
+        """max_requirement_images = 1: a second set's image removes the first's."""
+        code = f"import {self.pkg}\nprint({self.pkg}.VALUE)\n"
+        self.assertEqual(self.run_job(code, requirements=[self.pkg])["stdout"], "42\n")
+        before = set(requirement_images())
+        other = f"import {self.pkg}b\nprint({self.pkg}b.VALUE)\n"
+        self.assertEqual(self.run_job(other, requirements=[self.pkg + "b"])["stdout"], "43\n")
+        after = set(requirement_images())
+        self.assertEqual(len(after), 1, after)
+        self.assertFalse(before & after, (before, after))
+        again = self.run_job(code, requirements=[self.pkg])  # installed again
+        self.assertEqual(again["stdout"], "42\n")
 
 
 if __name__ == "__main__":
