@@ -561,15 +561,23 @@ int docker_ping(struct docker *d)
     return rc < 0 ? rc : 0;
 }
 
-int docker_image_exists(struct docker *d, const char *image)
+/* METHOD /images/{image}{suffix}; the 2xx answer's JSON into *out when out is set. */
+static int dk_image_req(struct docker *d, const char *method, const char *image, const char *suffix,
+                        json_t **out)
 {
     int rc = dk_check_image(d, image);
     if (rc < 0)
         return rc;
     char path[DK_MAX_NAME + 32];
-    snprintf(path, sizeof path, "/images/%s/json", image);
-    struct dk_req q = {.method = "GET", .path = path, .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
-    rc = dk_do(d, &q);
+    snprintf(path, sizeof path, "/images/%s%s", image, suffix);
+    struct dk_req q = {.method = method, .path = path, .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
+    rc = out ? dk_json(d, &q, out) : dk_do(d, &q);
+    return rc < 0 ? rc : 0;
+}
+
+int docker_image_exists(struct docker *d, const char *image)
+{
+    int rc = dk_image_req(d, "GET", image, "/json", NULL);
     if (rc == -ENOENT)
         return 0;
     return rc < 0 ? rc : 1;
@@ -577,13 +585,7 @@ int docker_image_exists(struct docker *d, const char *image)
 
 int docker_image_inspect(struct docker *d, const char *image, json_t **out)
 {
-    int rc = dk_check_image(d, image);
-    if (rc < 0)
-        return rc;
-    char path[DK_MAX_NAME + 32];
-    snprintf(path, sizeof path, "/images/%s/json", image);
-    struct dk_req q = {.method = "GET", .path = path, .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
-    return dk_json(d, &q, out);
+    return dk_image_req(d, "GET", image, "/json", out);
 }
 
 int docker_has_runtime(struct docker *d, const char *name)
@@ -1129,12 +1131,5 @@ int docker_images_by_label(struct docker *d, const char *label, json_t **images)
 
 int docker_image_remove(struct docker *d, const char *image)
 {
-    int rc = dk_check_image(d, image);
-    if (rc < 0)
-        return rc;
-    char path[DK_MAX_NAME + 32];
-    snprintf(path, sizeof path, "/images/%s", image);
-    struct dk_req q = {.method = "DELETE", .path = path, .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
-    rc = dk_do(d, &q);
-    return rc < 0 ? rc : 0;
+    return dk_image_req(d, "DELETE", image, "", NULL);
 }
