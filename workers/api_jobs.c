@@ -544,7 +544,10 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
 {
     s->req = req;
     spec_hash(s);
-    if (A.stopping || A.draining) {
+    /* A draining acceptor (reload, graceful stop) still runs what reaches it on a
+     * connection it accepted before: the executors are still there, and the reply closes
+     * the connection, so the client's next request goes to a live acceptor. */
+    if (A.stopping) {
         reply_error(req, 503, s->corr, "takod is shutting down; try again");
         spec_free(s);
         return;

@@ -50,14 +50,17 @@ static void on_signal(int sig)
         stop_fast = 1;
 }
 
+#define RETIRED_MAX 4
+#define WARM_MAX    16 /* server.warm_containers' maximum */
+
 struct exec_state {
     int slot;
     struct tk_proc *me;
     struct docker *docker;
     struct db *db;
-    struct warm warm;
-    struct callbacks callbacks; /* results to POST to callback_url, between jobs */
-#define RETIRED_MAX 4
+    struct warm pool[WARM_MAX]; /* started ahead of time, oldest first */
+    int n_pool;
+    struct callbacks callbacks;       /* results to POST to callback_url, between jobs */
     struct warm retired[RETIRED_MAX]; /* used containers, removed when idle */
     int n_retired;
     unsigned seq;      /* containers prepared so far (names their directories) */
@@ -100,14 +103,14 @@ static void remove_retired(struct exec_state *st)
     st->n_retired = 0;
 }
 
-/* Keep a warm container ready; back off while the engine fails. */
-static int ensure_warm(struct exec_state *st)
+/* Start one more warm container into the pool; back off while the engine fails. */
+static int prepare_warm(struct exec_state *st)
 {
-    if (st->warm.ready)
+    if (st->n_pool >= WARM_MAX)
         return 0;
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/e%d-%u", tk.slots_dir, tk.proc_idx, ++st->seq);
-    int rc = sandbox_prepare(st->docker, &st->warm, dir, NULL);
+    int rc = sandbox_prepare(st->docker, &st->pool[st->n_pool], dir, NULL);
     if (rc < 0) {
         /* the first failure and then one in 30: the engine may be down for a while */
         if (st->prepare_fails % 30 == 0)
@@ -118,12 +121,30 @@ static int ensure_warm(struct exec_state *st)
             atomic_store(&tk.shm->docker_ok, 0); /* acceptors answer 503 meanwhile */
         return rc;
     }
-    atomic_store(&st->me->warm, 1);
+    st->n_pool++;
+    atomic_store(&st->me->warm, (uint32_t)st->n_pool);
     if (st->prepare_fails)
         log_info("msg=\"container engine usable again\"");
     st->prepare_fails = 0;
     atomic_store(&tk.shm->docker_ok, 1);
     return 0;
+}
+
+/* At least one warm container (started now if the pool is empty). */
+static int ensure_warm(struct exec_state *st)
+{
+    return st->n_pool > 0 ? 0 : prepare_warm(st);
+}
+
+/* The oldest warm container, out of the pool, for a job. */
+static void take_warm(struct exec_state *st, struct warm *out)
+{
+    *out = st->pool[0];
+    memmove(&st->pool[0], &st->pool[1], (size_t)(st->n_pool - 1) * sizeof st->pool[0]);
+    st->n_pool--;
+    memset(&st->pool[st->n_pool], 0, sizeof st->pool[0]);
+    st->pool[st->n_pool].fd = -1;
+    atomic_store(&st->me->warm, (uint32_t)st->n_pool);
 }
 
 static void db_mark_running(struct exec_state *st, const struct tk_job *job)
@@ -340,8 +361,11 @@ static int job_container(struct exec_state *st, struct tk_job *job, struct warm 
     size_t n = read_requirements(job, reqs, JOBTYPE_MAX_REQUIREMENTS);
     *memory = t->memory_limit;
     if (t == &tk.cfg.job_types[0] && n == 0 && (!version[0] || !strcmp(version, "latest"))) {
-        *w = &st->warm;
-        return ensure_warm(st);
+        int rc = ensure_warm(st);
+        if (rc == 0)
+            take_warm(st, cold);
+        *w = cold;
+        return rc;
     }
     jobtype_image(&tk.cfg, t, version, image, sizeof image);
     int rc = docker_image_exists(st->docker, image); /* 1 yes, 0 no, <0 the engine's trouble */
@@ -442,7 +466,7 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     struct warm cold;
     memset(&cold, 0, sizeof cold);
     cold.fd = -1;
-    struct warm *w = &st->warm;
+    struct warm *w = &cold; /* the job's container: from the pool, or made for it */
     int64_t memory = tk.cfg.limits_memory;
     int rc = job_container(st, job, &cold, &w, &memory, err_type, err, sizeof err);
     if (rc == 0)
@@ -456,8 +480,7 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
         capbuf_init(&r.sb.err, 1024);
         r.sb.exit_code = -1;
         r.status = "failed";
-        if (rc == 1) {
-            w = &cold; /* the warm container stays for the next job */
+        if (rc == 1) { /* the pool's containers stay for the next jobs */
             result_set_error(&r, err_type, "startup", "%s", err);
         } else {
             result_set_error(&r, "docker_error", "startup", "could not prepare the container: %s",
@@ -498,6 +521,10 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
         }
         if (r.sb.not_started) { /* the engine lost the warm container (restart?) */
             sandbox_discard(st->docker, w);
+            for (int i = 0; i < st->n_pool; i++) /* started by the same engine: gone too */
+                sandbox_discard(st->docker, &st->pool[i]);
+            st->n_pool = 0;
+            atomic_store(&st->me->warm, 0);
             capbuf_free(&r.sb.out);
             capbuf_free(&r.sb.err);
             if (retry_later(st, job, idx, gen))
@@ -554,12 +581,10 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     int32_t mine = getpid(); /* the slot may already serve a new job: only undo our mark */
     atomic_compare_exchange_strong(&job->owner_pid, &mine, 0);
 
-    /* After the reply is on its way: the next container is prepared first, and this one
-     * is removed after it — when the executor is idle, or at once if several wait — so
-     * the executor can take its next job as early as possible. */
-    if (w == &st->warm)
-        atomic_store(&st->me->warm, 0);
-    retire(st, w); /* the warm one, or the one made for this job */
+    /* After the reply is on its way: this container is removed when the executor is idle
+     * (or at once if several wait). The pool is refilled by the main loop while no job
+     * waits; only an empty pool is refilled here, before the next job. */
+    retire(st, w);
     capbuf_free(&r.sb.out);
     capbuf_free(&r.sb.err);
     outputs_free(&r.outputs);
@@ -573,7 +598,8 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
 int executor_main(int slot)
 {
     struct exec_state st = {.slot = slot, .me = shm_proc(tk.shm, (uint32_t)tk.proc_idx)};
-    st.warm.fd = -1;
+    for (int i = 0; i < WARM_MAX; i++)
+        st.pool[i].fd = -1;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal; /* no SA_RESTART: blocking calls return EINTR */
@@ -610,12 +636,22 @@ int executor_main(int slot)
             reopen_logs = 0;
             log_reopen();
         }
-        if (!st.warm.ready && ensure_warm(&st) < 0) {
+        if (ensure_warm(&st) < 0) {
             usleep(500 * 1000); /* the engine is failing: do not take jobs we cannot run */
             continue;
         }
+        /* Jobs come before containers: the pool is topped up only when no job waits. */
+        bool fill = st.n_pool < tk.cfg.server_warm_containers;
         uint64_t v;
-        if (ring_pop_wait(shm_dispatch(tk.shm), &st.me->intent, &v, st.n_retired ? 20 : 500) != 0) {
+        if (ring_pop_wait(shm_dispatch(tk.shm), &st.me->intent, &v,
+                          fill           ? 0
+                          : st.n_retired ? 20
+                                         : 500) != 0) {
+            if (fill) {
+                if (prepare_warm(&st) < 0)
+                    usleep(200 * 1000);
+                continue;
+            }
             remove_retired(&st);                 /* idle: the used containers go */
             callbacks_run(&st.callbacks, st.db); /* and due callbacks */
             continue;
@@ -625,7 +661,8 @@ int executor_main(int slot)
     log_info("msg=\"executor stopping\" slot=%d", slot);
     callbacks_abandon(&st.callbacks, st.db);
     remove_retired(&st);
-    sandbox_discard(st.docker, &st.warm);
+    for (int i = 0; i < st.n_pool; i++)
+        sandbox_discard(st.docker, &st.pool[i]);
     db_close(st.db);
     docker_close(st.docker);
     return TK_EXIT_OK;

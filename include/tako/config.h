@@ -39,6 +39,10 @@
       "HTTP acceptor processes") \
     X(server, executors, INT, "4", 1, 256, CF_NORELOAD, \
       "executor processes: jobs that run at the same time") \
+    X(server, warm_containers, INT, "2", 1, 16, CF_RELOAD, \
+      "containers each executor keeps started ahead of time. Jobs take them first; an " \
+      "executor starts new ones only while no job waits, so a burst of up to executors x " \
+      "this many jobs never waits for a container start") \
     X(server, queue_size, INT, "1024", 8, 65536, CF_NORELOAD, \
       "jobs admitted at once (queued + running); more get 503. Rounded up to a power of 2") \
     X(server, data_dir, STR, "/var/lib/takod", 0, 0, CF_NORELOAD, \

@@ -22,6 +22,7 @@ import urllib.request
 TAKOD_BIN = os.environ.get("TAKOD_BIN", os.path.join(os.path.dirname(__file__), "../../build/takod"))
 SOURCE_DIR = os.environ.get("TAKO_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
 CONF = os.path.join(SOURCE_DIR, "conf", "tako.conf")
+WARM_CONTAINERS = 2  # server.warm_containers' default: each executor's started containers
 
 
 def free_port():

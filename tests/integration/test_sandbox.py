@@ -11,7 +11,7 @@ import threading
 import time
 import unittest
 
-from harness import Takod
+from harness import WARM_CONTAINERS, Takod
 
 
 def code_result(lines):
@@ -179,8 +179,9 @@ class Sandbox(unittest.TestCase):
             self.assertEqual([a["name"] for a in r["artifacts"]], [f"mine-{n}.txt"])
 
     def test_containers_are_warm_and_never_reused(self):
-        # every executor holds exactly one prepared container; each job gets a fresh one
-        self.t.wait_for(lambda: len(self.t.containers()) == 2, what="two warm containers")
+        # every executor holds its prepared containers; each job gets a fresh one
+        self.t.wait_for(lambda: len(self.t.containers()) == 2 * WARM_CONTAINERS,
+                        what="the warm containers")
         ids = set()
         for _ in range(4):
             r = self.t.execute("print(open('/proc/self/cgroup').read().split('/')[-1].strip())")

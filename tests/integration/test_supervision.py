@@ -11,7 +11,7 @@ import threading
 import time
 import unittest
 
-from harness import CONF, TAKOD_BIN, Takod, pid_alive
+from harness import CONF, TAKOD_BIN, WARM_CONTAINERS, Takod, pid_alive
 
 SLEEP_JOB = "import time\nprint('start', flush=True)\ntime.sleep({s})\nprint('end')"
 
@@ -40,8 +40,9 @@ class Supervision(unittest.TestCase):
         return self.t.wait_running()
 
     def only_warm_containers(self, t, executors=2):
-        """Each executor keeps one warm container; nothing else may be left."""
-        t.wait_for(lambda: len(t.containers()) == executors, what="only the warm containers")
+        """Each executor keeps its warm containers; nothing else may be left."""
+        t.wait_for(lambda: len(t.containers()) == executors * WARM_CONTAINERS,
+                   what="only the warm containers")
 
     def test_hup_under_load_fails_nothing_and_replaces_children(self):
         before = {k: v for k, v in self.t.roles().items() if k.startswith("takod:")}
@@ -243,7 +244,7 @@ class Commands(unittest.TestCase):
                 self.assertEqual((r["status"], r["stdout"]), ("succeeded", "start\nend\n"))
                 self.assertEqual(r["attempt"], 2)
                 # the dead run's containers were swept; only the new warm one is left
-                t2.wait_for(lambda: len(t2.containers()) == 1, what="only the warm container")
+                t2.wait_for(lambda: len(t2.containers()) == WARM_CONTAINERS, what="only the warm containers")
             finally:
                 t2.stop()
         finally:
