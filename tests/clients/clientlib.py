@@ -61,10 +61,6 @@ def api_keys_option():
     return config_key("api_keys")
 
 
-def job_types_configurable():
-    return "[job_type" in takod_config_text()
-
-
 def start_takod(*overrides):
     """A started harness.Takod (the caller cleans it up). Its rate limit is off when it has
     one: these tests send bursts from one address and are about the clients."""

@@ -460,11 +460,18 @@ class Lifecycle(WithServer):
         self.assertIn("queue_stats", h)
 
     def test_build_job_type(self):
-        try:
-            r = self.vm.build_job_type("default")
-        except APIError as e:
-            self.skipTest(f"POST /job-types/default/build: HTTP {e.status_code} {e.detail}")
-        self.assertEqual((r["status"], r["job_type"]), ("built", "default"))
+        r = self.vm.build_job_type("data-processing")
+        self.assertEqual((r["status"], r["job_type"]), ("built", "data-processing"))
+        self.assertRegex(r["version"], r"^[0-9a-f]{12}$")
+        jt = self.vm.get_job_type("data-processing")
+        self.assertTrue(jt["image_exists"])
+        self.assertEqual(jt["version"], r["version"])
+        res = self.vm.execute("import pandas\nprint(pandas.Series([4, 5]).sum())",
+                              job_type=f"data-processing@{r['version']}")
+        self.assertEqual(res.stdout, "9\n")
+        with self.assertRaises(ClientError) as cm:  # default is `tako setup`'s image
+            self.vm.build_job_type("default")
+        self.assertEqual(cm.exception.status_code, 400)
 
     def test_api_errors_carry_status_detail_and_correlation_id(self):
         with self.assertRaises(ClientError) as cm:

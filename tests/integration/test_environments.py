@@ -29,6 +29,9 @@ packages = "{pin_packages}"
 
 [job_type.neverbuilt]
 packages = "python3-six"
+
+[job_type.nettest]
+network_enabled = true
 """
 
 
@@ -148,6 +151,14 @@ class Environments(Base):
         r = self.run_job("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)\n",
                          job_type="envtest")
         self.assertEqual(r["status"], "failed")  # network_enabled is off
+
+    def test_network_enabled_type_has_a_network(self):
+        self.build("nettest")
+        probe = "import os\nprint(sorted(os.listdir('/sys/class/net')))\n"
+        r = self.run_job(probe, job_type="nettest")
+        self.assertEqual(r["status"], "succeeded", r)
+        self.assertIn("eth0", r["stdout"])  # a bridge interface
+        self.assertEqual(self.run_job(probe)["stdout"], "['lo']\n")  # default: none at all
 
     def test_pinned_version_runs_that_image(self):
         b1 = self.build("pintest", "?version_tag=first-1.0")
