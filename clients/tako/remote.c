@@ -1030,3 +1030,49 @@ int cmd_audit(struct args *a)
     json_decref(j);
     return ok ? TAKO_EXIT_OK : TAKO_EXIT_FAILED;
 }
+
+int cmd_build(struct args *a)
+{
+    struct remote r;
+    if (remote_init(a, &r) < 0)
+        return TAKO_EXIT_USAGE;
+    char *e = http_escape(a->pos[0]),
+         *t = opt_set(a, O_VERSION_TAG) ? http_escape(a->val[O_VERSION_TAG]) : NULL;
+    char *path = NULL, what[300];
+    snprintf(what, sizeof what, "build of job type %s", a->pos[0]);
+    if (!e ||
+        asprintf(&path, "/job-types/%s/build%s%s", e, t ? "?version_tag=" : "", t ? t : "") < 0)
+        path = NULL;
+    free(e);
+    free(t);
+    if (!a->json && isatty(STDERR_FILENO))
+        fprintf(stderr, "tako: building %s (this waits for the build) ...\n", a->pos[0]);
+    struct http_resp resp;
+    memset(&resp, 0, sizeof resp);
+    snprintf(resp.err, sizeof resp.err, "out of memory");
+    int trc = path ? http_request(&r.c, "POST", path, NULL, 3600, &resp) : -1;
+    free(path);
+    json_t *j = trc == 0 ? json_loadb(resp.body, resp.len, 0, NULL) : NULL;
+    int rc;
+    if (trc == 0 && resp.status == 500 && j) { /* the build itself failed: show its end */
+        const char *tail = json_string_value(json_object_get(j, "log_tail"));
+        fprintf(stderr, "tako: %s\n%s%s", json_string_value(json_object_get(j, "detail")),
+                tail ? tail : "", tail && *tail && tail[strlen(tail) - 1] != '\n' ? "\n" : "");
+        rc = TAKO_EXIT_FAILED;
+    } else {
+        rc = check(&r, trc, &resp, what, 0);
+    }
+    if (rc == 0 && a->json) {
+        tako_print_json(j);
+    } else if (rc == 0) {
+        const char *tag = json_string_value(json_object_get(j, "version_tag"));
+        printf("built %s version %s (%s) in %.1f s%s%s\n", a->pos[0],
+               json_string_value(json_object_get(j, "version")),
+               json_string_value(json_object_get(j, "image_ref")),
+               json_number_value(json_object_get(j, "build_seconds")), tag ? ", tag " : "",
+               tag ? tag : "");
+    }
+    json_decref(j);
+    http_resp_free(&resp);
+    return rc;
+}

@@ -50,6 +50,7 @@ static const struct opt_spec opts[O_COUNT] = {
     [O_OVERRIDE] = {"override", 'o', true, true},
     [O_MIRROR] = {"mirror", 0, true, false},
     [O_REGISTRY_BASE] = {"registry-base", 0, true, false},
+    [O_VERSION_TAG] = {"version-tag", 0, true, false},
 };
 
 #define BIT(o) (1ull << (o))
@@ -155,6 +156,14 @@ static const struct command commands[] = {
      "      --offset N    skip the first N\n"},
     {"job-types", cmd_job_types, 0, 0, 1, "tako job-types [NAME]",
      "List the job types (environments) takod knows, or show one.\n"},
+    {"build", cmd_build, BIT(O_VERSION_TAG), 1, 1, "tako build NAME [--version-tag TAG]",
+     "Build job type NAME's image on the server (POST /job-types/NAME/build) and print the\n"
+     "version it records; run that exact build with --job-type NAME@VERSION (or @TAG).\n"
+     "Waits for the build (minutes for large packages).\n"
+     "\n"
+     "      --version-tag TAG  also name this build TAG ([A-Za-z0-9._-]; tags never move)\n"
+     "\n"
+     "Exit: 0 built, 1 the build failed (its output's tail is printed), 3 takod unreachable.\n"},
     {"health", cmd_health, 0, 0, 0, "tako health",
      "Ask takod whether it is healthy (GET /health). Exit: 0 healthy, 1 degraded, 3 down.\n"},
     {"setup", cmd_setup,
@@ -227,6 +236,7 @@ static void print_main_help(FILE *f)
                "  audit verify        check the tamper-evident chain of records\n"
                "  jobs                list past jobs\n"
                "  job-types [NAME]    list the environments\n"
+               "  build NAME          build a job type's image, print its version\n"
                "  health              is takod up?\n"
                "\n"
                "This machine:\n"

@@ -56,6 +56,7 @@ enum opt_id {
     O_OVERRIDE,      /* -o section.key=value (setup, doctor; -o is --output elsewhere) */
     O_MIRROR,        /* setup */
     O_REGISTRY_BASE, /* setup */
+    O_VERSION_TAG,   /* build */
     O_COUNT
 };
 
@@ -119,6 +120,7 @@ int cmd_fork(struct args *a);
 int cmd_artifacts(struct args *a);
 int cmd_jobs(struct args *a);
 int cmd_job_types(struct args *a);
+int cmd_build(struct args *a);
 int cmd_health(struct args *a);
 int cmd_audit(struct args *a);
 

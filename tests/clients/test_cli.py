@@ -499,6 +499,25 @@ class Server(Files, unittest.TestCase):
         self.assertEqual(rc, 1)
         self.assertIn("HTTP 404", err)
 
+    def test_build(self):
+        rc, out, err = self.cli("build", "data-processing")
+        self.assertEqual(rc, 0, err)
+        self.assertRegex(out, r"^built data-processing version [0-9a-f]{12} "
+                              r"\(tako-vm-data-processing:[0-9a-f]{12}\) in [0-9.]+ s\n$")
+        version = out.split()[3]
+        rc, out, err = self.cli("build", "data-processing", "--json")
+        self.assertEqual((rc, json.loads(out)["version"]), (0, version), err)
+        prog = self.file("pd.py", "import pandas\nprint(pandas.Series([1, 2]).sum())\n")
+        rc, out, err = self.cli("submit", prog, "--job-type", f"data-processing@{version}", "--wait")
+        self.assertEqual((rc, out), (0, "3\n"), err)
+        rc, _, err = self.cli("build", "default")
+        self.assertEqual(rc, 1)
+        self.assertIn("tako setup", err)
+        rc, _, err = self.cli("build", "no-such-type")
+        self.assertEqual(rc, 1)
+        self.assertIn("HTTP 404", err)
+        self.assertEqual(self.cli("build")[0], 2)
+
     def test_bad_id_is_not_found(self):
         for args in (("status", "no-such-job"), ("result", "no-such-job"),
                      ("logs", "no-such-job"), ("cancel", "no-such-job"),
