@@ -935,10 +935,35 @@ static int cf_finish_job_types(struct cf_ctx *c, struct tk_config *cfg)
     return 0;
 }
 
+/* environments.pip_index_url goes into a generated Dockerfile's RUN line: an http(s) URL
+ * of plain characters only (no blanks, quotes, $, backquote or backslash). */
+static bool cf_index_url_ok(const char *u)
+{
+    if (!*u)
+        return true;
+    if (strncmp(u, "http://", 7) && strncmp(u, "https://", 8))
+        return false;
+    for (const char *p = u; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f || strchr("'\"$`\\", *p))
+            return false;
+    return strlen(u) <= 2048;
+}
+
 static int cf_finish(struct cf_ctx *c, struct tk_config *cfg)
 {
     char why[256];
     int rc;
+    if (!cf_index_url_ok(cfg->environments_pip_index_url)) {
+        cf_rule_err(c, CF_environments_pip_index_url, CF_environments_pip_index_url,
+                    "\"%.80s\" is not an http:// or https:// URL of plain characters",
+                    cfg->environments_pip_index_url);
+        return -EINVAL;
+    }
+    if (cfg->environments_wheelhouse[0] && cfg->environments_wheelhouse[0] != '/') {
+        cf_rule_err(c, CF_environments_wheelhouse, CF_environments_wheelhouse,
+                    "\"%.80s\" is not an absolute path", cfg->environments_wheelhouse);
+        return -EINVAL;
+    }
     if (cfg->limits_timeout > cfg->limits_max_timeout) {
         cf_rule_err(c, CF_limits_timeout, CF_limits_max_timeout,
                     "limits.timeout %" PRId64 " is above limits.max_timeout %" PRId64,

@@ -398,6 +398,12 @@ TK_TEST(job_types_builtin_and_configured)
     path = write_conf("jt5.conf", "[job_type.x]\nenvironment = \"1A=b\"\n");
     TK_ASSERT_EQ(config_load(&c, path, NULL, 0, err, sizeof err), -EINVAL);
     TK_ASSERT(strstr(err, "environment entry \"1A=b\" is not KEY=VALUE"));
+    char *bad_url[] = {"environments.pip_index_url=https://x/simple' && rm -rf /"};
+    TK_ASSERT_EQ(config_load(&c, NULL, bad_url, 1, err, sizeof err), -EINVAL);
+    TK_ASSERT(strstr(err, "is not an http:// or https:// URL of plain characters"));
+    char *bad_wh[] = {"environments.wheelhouse=wheels"};
+    TK_ASSERT_EQ(config_load(&c, NULL, bad_wh, 1, err, sizeof err), -EINVAL);
+    TK_ASSERT(strstr(err, "environments.wheelhouse: \"wheels\" is not an absolute path"));
     /* overrides reach job types, new or built in */
     char *ov[] = {"job_type.ml-inference.cpu_limit=0.5", "job_type.fresh.timeout=7"};
     c = load_ok(NULL, ov, 2);
