@@ -15,6 +15,7 @@
 #include "tako.h"
 #include "tako/config.h"
 #include "tako/docker.h"
+#include "tako/jobtypes.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -155,6 +156,37 @@ static void check_image(struct doctor *doc)
     else
         verdict(doc, "image", PASS, NULL, "%s (%s, python %s)", image, sid, py ? py : "?");
     json_decref(j);
+}
+
+/* The other job types' images: missing ones only WARN (a job of that type fails with
+ * image_not_built until it is built; `tako run --job-type` builds on first use). */
+static void check_job_types(struct doctor *doc)
+{
+    if (!doc->d) {
+        verdict(doc, "job types", WARN, "fix the engine first", "not checked: no engine");
+        return;
+    }
+    char missing[600] = "", image[128];
+    size_t n_missing = 0, n = doc->cfg.n_job_types > 0 ? doc->cfg.n_job_types - 1 : 0;
+    for (size_t i = 1; i < doc->cfg.n_job_types; i++) {
+        jobtype_image(&doc->cfg, &doc->cfg.job_types[i], "latest", image, sizeof image);
+        if (docker_image_exists(doc->d, image) == 1)
+            continue;
+        n_missing++;
+        size_t used = strlen(missing);
+        snprintf(missing + used, sizeof missing - used, "%s%s", used ? ", " : "",
+                 doc->cfg.job_types[i].name);
+    }
+    char fix[700];
+    snprintf(fix, sizeof fix,
+             "build each with `tako build NAME` against a running takod (POST "
+             "/job-types/NAME/build): %s",
+             missing);
+    if (n_missing)
+        verdict(doc, "job types", WARN, fix, "%zu of %zu job types have no image yet: %s",
+                n_missing, n, missing);
+    else
+        verdict(doc, "job types", PASS, NULL, "all %zu job types besides default have an image", n);
 }
 
 /* gVisor: needed only when the configuration asks for it (runtime or strict mode). */
@@ -409,6 +441,7 @@ int cmd_doctor(struct args *a)
     check_config(&doc);
     check_engine(&doc);
     check_image(&doc);
+    check_job_types(&doc);
     check_runsc(&doc);
     check_database(&doc);
     check_data_dir(&doc);

@@ -178,6 +178,10 @@ class Setup(unittest.TestCase):
             self.assertEqual(docker("rmi", img).returncode, 0)
 
 
+def checks_by_name(j):
+    return {c["name"]: c for c in j["checks"]}
+
+
 class Doctor(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -247,8 +251,19 @@ class Doctor(unittest.TestCase):
         j = json.loads(r.stdout)
         self.assertIs(j["ok"], True)
         self.assertEqual([c["name"] for c in j["checks"]],
-                         ["config", "engine", "image", "runsc", "database", "data dir",
-                          "disk space"])
+                         ["config", "engine", "image", "job types", "runsc", "database",
+                          "data dir", "disk space"])
+        self.assertIn(checks_by_name(j)["job types"]["status"], ("PASS", "WARN"))
+
+    def test_job_type_without_image_warns(self):
+        conf = os.path.join(self.dir, "jt.conf")
+        with open(conf, "w") as f:
+            f.write("[job_type.doctor-never-built]\npackages = python3-six\n")
+        r = tako("--json", "doctor", "-c", conf, timeout=120)
+        c = checks_by_name(json.loads(r.stdout))["job types"]
+        self.assertEqual(c["status"], "WARN", c)
+        self.assertIn("doctor-never-built", c["detail"])
+        self.assertIn("tako build NAME", c["fix"])
 
     def test_missing_image_and_data_dir(self):
         fresh = os.path.join(self.dir, "not", "yet")
