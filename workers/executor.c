@@ -51,15 +51,26 @@ static void on_signal(int sig)
 }
 
 #define RETIRED_MAX 4
-#define WARM_MAX    16 /* server.warm_containers' maximum */
+#define WARM_MAX    17 /* server.warm_containers' maximum, and one of the sticky kind */
+#define KIND_MAX    320
+#define STICKY_MS   (300 * 1000) /* a job type's warm container outlives its last job so long */
 
 struct exec_state {
     int slot;
     struct tk_proc *me;
     struct docker *docker;
     struct db *db;
-    struct warm pool[WARM_MAX]; /* started ahead of time, oldest first */
+    struct warm pool[WARM_MAX];     /* started ahead of time, oldest first */
+    char kinds[WARM_MAX][KIND_MAX]; /* what each was made as (see kind_of) */
     int n_pool;
+    /* The last other kind of container this executor ran a job in (another job type, or
+     * a requirements image): one of it is kept warm while jobs keep asking for it. */
+    struct {
+        char kind[KIND_MAX];
+        char image[160]; /* what it is created from: an image id or a tako-req name */
+        const struct tk_job_type *type;
+        uint64_t used_ms;
+    } sticky;
     struct callbacks callbacks;       /* results to POST to callback_url, between jobs */
     struct warm retired[RETIRED_MAX]; /* used containers, removed when idle */
     int n_retired;
@@ -103,24 +114,52 @@ static void remove_retired(struct exec_state *st)
     st->n_retired = 0;
 }
 
-/* Start one more warm container into the pool; back off while the engine fails. */
-static int prepare_warm(struct exec_state *st)
+/*
+ * A container's kind: "" for the default type; for any other, the image it was created
+ * from (an image id, so a rebuilt tako-vm-NAME:latest is a new kind; or a tako-req name,
+ * derived from its base's id) and the limits, network and environment it got. A job
+ * takes a warm container only of exactly its kind.
+ */
+static void kind_of(const struct sandbox_spec *s, char kind[KIND_MAX])
+{
+    snprintf(kind, KIND_MAX, "%s|%lld|%g|%d|%s", s->image, (long long)s->memory, s->cpus,
+             (int)s->network, s->env ? s->env : "");
+}
+
+static int pool_count(const struct exec_state *st, const char *kind)
+{
+    int n = 0;
+    for (int i = 0; i < st->n_pool; i++)
+        n += !strcmp(st->kinds[i], kind);
+    return n;
+}
+
+/* Start one more warm container of `spec` (NULL: the default type) into the pool; back
+ * off while the engine fails. */
+static int prepare_warm(struct exec_state *st, const struct sandbox_spec *spec, const char *kind)
 {
     if (st->n_pool >= WARM_MAX)
         return 0;
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/e%d-%u", tk.slots_dir, tk.proc_idx, ++st->seq);
-    int rc = sandbox_prepare(st->docker, &st->pool[st->n_pool], dir, NULL);
+    int rc = sandbox_prepare(st->docker, &st->pool[st->n_pool], dir, spec);
+    if (rc < 0 && spec) { /* a job type's: its image may be gone; not the engine's health */
+        log_warn("msg=\"preparing a warm container of a job type failed\" image=%s err=\"%s\"",
+                 spec->image, docker_last_error(st->docker));
+        return rc;
+    }
     if (rc < 0) {
         /* the first failure and then one in 30: the engine may be down for a while */
         if (st->prepare_fails % 30 == 0)
             log_error("msg=\"preparing a container failed\" image=%s failures=%d err=\"%s\"",
-                      tk.cfg.docker_image, st->prepare_fails + 1, docker_last_error(st->docker));
+                      spec ? spec->image : tk.cfg.docker_image, st->prepare_fails + 1,
+                      docker_last_error(st->docker));
         st->prepare_fails++;
         if (st->prepare_fails >= 2)
             atomic_store(&tk.shm->docker_ok, 0); /* acceptors answer 503 meanwhile */
         return rc;
     }
+    snprintf(st->kinds[st->n_pool], KIND_MAX, "%s", kind);
     st->n_pool++;
     atomic_store(&st->me->warm, (uint32_t)st->n_pool);
     if (st->prepare_fails)
@@ -130,21 +169,86 @@ static int prepare_warm(struct exec_state *st)
     return 0;
 }
 
-/* At least one warm container (started now if the pool is empty). */
+/* At least one warm container of the default type (started now if there is none). */
 static int ensure_warm(struct exec_state *st)
 {
-    return st->n_pool > 0 ? 0 : prepare_warm(st);
+    return pool_count(st, "") > 0 ? 0 : prepare_warm(st, NULL, "");
 }
 
-/* The oldest warm container, out of the pool, for a job. */
-static void take_warm(struct exec_state *st, struct warm *out)
+/* Entry i out of the pool, into *out (NULL: discarded). */
+static void pool_remove(struct exec_state *st, int i, struct warm *out)
 {
-    *out = st->pool[0];
-    memmove(&st->pool[0], &st->pool[1], (size_t)(st->n_pool - 1) * sizeof st->pool[0]);
+    if (out)
+        *out = st->pool[i];
+    else
+        sandbox_discard(st->docker, &st->pool[i]);
+    memmove(&st->pool[i], &st->pool[i + 1], (size_t)(st->n_pool - 1 - i) * sizeof st->pool[0]);
+    memmove(st->kinds[i], st->kinds[i + 1], (size_t)(st->n_pool - 1 - i) * KIND_MAX);
     st->n_pool--;
     memset(&st->pool[st->n_pool], 0, sizeof st->pool[0]);
     st->pool[st->n_pool].fd = -1;
     atomic_store(&st->me->warm, (uint32_t)st->n_pool);
+}
+
+/* The oldest warm container of `kind`, out of the pool, for a job. 0 or -ENOENT. */
+static int take_warm(struct exec_state *st, const char *kind, struct warm *out)
+{
+    for (int i = 0; i < st->n_pool; i++)
+        if (!strcmp(st->kinds[i], kind)) {
+            pool_remove(st, i, out);
+            return 0;
+        }
+    return -ENOENT;
+}
+
+/* The sticky kind's warm containers go (it changed, or STICKY_MS passed unused). A
+ * requirements image they kept in use may now be over the cache's bound: prune again. */
+static void drop_sticky(struct exec_state *st)
+{
+    bool dropped = false;
+    for (int i = st->n_pool - 1; i >= 0; i--)
+        if (st->sticky.kind[0] && !strcmp(st->kinds[i], st->sticky.kind)) {
+            pool_remove(st, i, NULL);
+            dropped = true;
+        }
+    if (dropped && !strncmp(st->sticky.image, "tako-req-", 9)) {
+        int n = jobtype_prune_requirement_images(st->docker, &tk.cfg);
+        if (n > 0)
+            log_info("msg=\"removed old requirement images\" count=%d", n);
+    }
+    st->sticky.kind[0] = '\0';
+}
+
+/*
+ * What the pool lacks, one container per call, while no job waits: the default type's
+ * server.warm_containers first, then one of the sticky kind — until STICKY_MS pass
+ * without a job of it, when its container goes. With dry_run, only says whether there
+ * is such work.
+ */
+static bool fill_pool(struct exec_state *st, bool dry_run)
+{
+    bool expired = st->sticky.kind[0] && now_mono_ms() - st->sticky.used_ms > STICKY_MS;
+    bool want_default = pool_count(st, "") < tk.cfg.server_warm_containers;
+    bool want_sticky = st->sticky.kind[0] && !expired && pool_count(st, st->sticky.kind) < 1;
+    if (dry_run)
+        return expired || want_default || want_sticky;
+    if (expired) {
+        drop_sticky(st);
+        return true;
+    }
+    int rc = 0;
+    if (want_default) {
+        rc = prepare_warm(st, NULL, "");
+    } else if (want_sticky) {
+        struct sandbox_spec spec;
+        sandbox_type_spec(&spec, st->sticky.type, st->sticky.image);
+        if (prepare_warm(st, &spec, st->sticky.kind) < 0)
+            st->sticky.kind[0] = '\0'; /* not again: the next job of it makes its own */
+        return true;
+    }
+    if (rc < 0)
+        usleep(200 * 1000);
+    return true;
 }
 
 static void db_mark_running(struct exec_state *st, const struct tk_job *job)
@@ -363,12 +467,17 @@ static int job_container(struct exec_state *st, struct tk_job *job, struct warm 
     if (t == &tk.cfg.job_types[0] && n == 0 && (!version[0] || !strcmp(version, "latest"))) {
         int rc = ensure_warm(st);
         if (rc == 0)
-            take_warm(st, cold);
+            take_warm(st, "", cold);
         *w = cold;
         return rc;
     }
     jobtype_image(&tk.cfg, t, version, image, sizeof image);
-    int rc = docker_image_exists(st->docker, image); /* 1 yes, 0 no, <0 the engine's trouble */
+    json_t *info = NULL; /* its id names the container kind: a rebuild is another kind */
+    int rc = docker_image_inspect(st->docker, image, &info);
+    rc = rc == 0 ? 1 : rc == -ENOENT ? 0 : rc; /* 1 yes, 0 no, <0 the engine's trouble */
+    if (rc == 1 && n == 0 && json_string_value(json_object_get(info, "Id")))
+        snprintf(image, sizeof image, "%s", json_string_value(json_object_get(info, "Id")));
+    json_decref(info);
     if (rc == 0) {
         snprintf(err_type, 32, "image_not_built");
         snprintf(err, errlen,
@@ -402,11 +511,22 @@ static int job_container(struct exec_state *st, struct tk_job *job, struct warm 
         return rc; /* 1: the job's own trouble, <0: the engine's */
     struct sandbox_spec spec;
     sandbox_type_spec(&spec, t, image);
+    char kind[KIND_MAX];
+    kind_of(&spec, kind);
+    /* from now on this kind is kept warm (fill_pool), for the next job like this one */
+    if (strcmp(st->sticky.kind, kind)) {
+        drop_sticky(st);
+        snprintf(st->sticky.kind, sizeof st->sticky.kind, "%s", kind);
+        snprintf(st->sticky.image, sizeof st->sticky.image, "%s", image);
+        st->sticky.type = t;
+    }
+    st->sticky.used_ms = now_mono_ms();
+    *w = cold;
+    if (take_warm(st, kind, cold) == 0)
+        return 0;
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/e%d-%u", tk.slots_dir, tk.proc_idx, ++st->seq);
-    rc = sandbox_prepare(st->docker, cold, dir, &spec);
-    *w = cold;
-    return rc;
+    return sandbox_prepare(st->docker, cold, dir, &spec);
 }
 
 /*
@@ -641,15 +761,14 @@ int executor_main(int slot)
             continue;
         }
         /* Jobs come before containers: the pool is topped up only when no job waits. */
-        bool fill = st.n_pool < tk.cfg.server_warm_containers;
+        bool fill = fill_pool(&st, true);
         uint64_t v;
         if (ring_pop_wait(shm_dispatch(tk.shm), &st.me->intent, &v,
                           fill           ? 0
                           : st.n_retired ? 20
                                          : 500) != 0) {
             if (fill) {
-                if (prepare_warm(&st) < 0)
-                    usleep(200 * 1000);
+                fill_pool(&st, false);
                 continue;
             }
             remove_retired(&st);                 /* idle: the used containers go */

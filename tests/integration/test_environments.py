@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import tempfile
 import unittest
 import zipfile
@@ -62,6 +63,7 @@ def make_wheel(dirpath, name, version, body):
 
 class Base(unittest.TestCase):
     OVERRIDES = ()
+    EXECUTORS = 2
 
     @classmethod
     def setUpClass(cls):
@@ -69,7 +71,8 @@ class Base(unittest.TestCase):
         cls.conf = os.path.join(cls.dir, "tako.conf")
         cls.write_conf("")
         cls.prepare()
-        cls.t = Takod(*cls.OVERRIDES, *cls.overrides(), conf=cls.conf).start()
+        cls.t = Takod(*cls.OVERRIDES, *cls.overrides(), conf=cls.conf,
+                      executors=cls.EXECUTORS).start()
 
     @classmethod
     def prepare(cls):
@@ -125,6 +128,36 @@ class Environments(Base):
         self.assertEqual((r["status"], r["output"]), ("succeeded", {"sum": 321}), r)
         rec = self.t.sql(f"SELECT timeout_s, memory_bytes FROM jobs WHERE id = '{r['job_id']}'")
         self.assertEqual(rec, [["60", str(1 << 30)]])
+
+    def test_a_type_in_use_is_kept_warm(self):
+        """After a job of a type, its executor starts one more container of that type while
+        idle: the next job of the type runs in a container that existed before it came."""
+        self.build("data-processing")
+        code = "import pandas\nprint(pandas.Series([1, 2]).sum())\n"
+        first = self.run_job(code, job_type="data-processing")
+        self.assertEqual(first["stdout"], "3\n", first)
+
+        def images():
+            ids = self.t.containers()
+            out = subprocess.run(["docker", "inspect", "--format", "{{.Id}} {{.State.Status}} "
+                                  "{{.Config.Image}}", *ids], capture_output=True, text=True).stdout
+            return [line.split() for line in out.splitlines()]
+        dp_id = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}",
+                                "tako-vm-data-processing:latest"], capture_output=True,
+                               text=True).stdout.strip()
+        # each executor keeps its own: with two, the second job may land on the other one,
+        # which then warms one too; by the third job both have one
+        hits = 0
+        for _ in range(3):
+            self.t.wait_for(lambda: [c for c in images() if c[1] == "running" and c[2] == dp_id],
+                            what="a warm data-processing container")
+            time.sleep(0.5)  # the other executor's, if it is starting one
+            warm = {c[0] for c in images() if c[1] == "running" and c[2] == dp_id}
+            r = self.run_job(code, job_type="data-processing")
+            self.assertEqual(r["stdout"], "3\n", r)
+            used = self.t.sql(f"SELECT container_id FROM jobs WHERE id = '{r['job_id']}'")[0][0]
+            hits += used in warm
+        self.assertGreaterEqual(hits, 2)
 
     def test_ml_inference_runs_sklearn(self):
         self.build("ml-inference")
@@ -222,6 +255,7 @@ class RuntimeRequirements(Base):
     """Runtime requirements from a wheelhouse of wheels made here."""
     OVERRIDES = ("environments.allow_runtime_requirements=true",
                  "environments.max_requirement_images=1")
+    EXECUTORS = 1  # one warm container per kind at most: the cache test is exact
 
     @classmethod
     def prepare(cls):
@@ -263,6 +297,8 @@ class RuntimeRequirements(Base):
         other = f"import {self.pkg}b\nprint({self.pkg}b.VALUE)\n"
         self.assertEqual(self.run_job(other, requirements=[self.pkg + "b"])["stdout"], "43\n")
         after = set(requirement_images())
+        # the first set's warm container went when the second set came, and its image
+        # with it
         self.assertEqual(len(after), 1, after)
         self.assertFalse(before & after, (before, after))
         again = self.run_job(code, requirements=[self.pkg])  # installed again
