@@ -187,7 +187,7 @@ char *metrics_render(size_t *len)
         struct tk_proc *p = shm_proc(tk.shm, i);
         if (p->role == TK_ROLE_EXECUTOR && atomic_load(&p->pid) > 0) {
             execs++;
-            warm += atomic_load(&p->warm) != 0;
+            warm += atomic_load(&p->warm); /* each executor's pool size */
         }
     }
     put(&o,
