@@ -111,10 +111,10 @@ static const struct cf_key cf_jt_keys[] = {
 
 /* Tako VM's built-in job types, over the table defaults. `default` is cf_finish's. */
 static const struct {
-    const char *name, *requirements, *memory, *cpus, *timeout;
+    const char *name, *requirements, *preload, *memory, *cpus, *timeout;
 } cf_builtin_types[] = {
-    {"data-processing", "pandas, numpy", "1g", "2", "60"},
-    {"ml-inference", "numpy, scikit-learn", "2g", "2", "120"},
+    {"data-processing", "pandas, numpy", "pandas, numpy", "1g", "2", "60"},
+    {"ml-inference", "numpy, scikit-learn", "numpy, sklearn", "2g", "2", "120"},
 };
 
 /* Index of every key, for the cross-key rules: CF_server_listen, ... */
@@ -501,6 +501,7 @@ static int cf_jt_builtins(struct tk_config *cfg, char *why, size_t wl)
         struct tk_job_type *t = &cfg->job_types[i];
         t->builtin = true;
         const char *vals[][2] = {{"requirements", cf_builtin_types[b].requirements},
+                                 {"preload", cf_builtin_types[b].preload},
                                  {"memory_limit", cf_builtin_types[b].memory},
                                  {"cpu_limit", cf_builtin_types[b].cpus},
                                  {"timeout", cf_builtin_types[b].timeout}};

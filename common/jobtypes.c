@@ -135,6 +135,20 @@ static int check_env(const char *s, size_t len, void *why)
     return -EINVAL;
 }
 
+/* A module to preload: dotted Python identifiers. */
+static int check_module(const char *s, size_t len, void *why)
+{
+    bool ok =
+        len > 0 && len <= 100 && !isdigit((unsigned char)s[0]) && s[0] != '.' && s[len - 1] != '.';
+    for (size_t i = 0; ok && i < len; i++)
+        ok = isalnum((unsigned char)s[i]) || s[i] == '_' || (s[i] == '.' && s[i + 1] != '.');
+    if (ok)
+        return 0;
+    snprintf(why, 256, "preload \"%.*s\" is not a Python module name", (int)(len > 80 ? 80 : len),
+             s);
+    return -EINVAL;
+}
+
 static int count_item(const char *s, size_t len, void *n)
 {
     (void)s;
@@ -151,6 +165,8 @@ int jobtype_check(const struct tk_job_type *t, char *why, size_t wl)
         rc = jobtype_each(t->packages, check_package, reason);
     if (!rc)
         rc = jobtype_each(t->environment, check_env, reason);
+    if (!rc)
+        rc = jobtype_each(t->preload, check_module, reason);
     size_t n = 0;
     jobtype_each(t->requirements, count_item, &n);
     if (!rc && n > JOBTYPE_MAX_REQUIREMENTS) {

@@ -110,7 +110,8 @@ void sandbox_type_spec(struct sandbox_spec *s, const struct tk_job_type *t, cons
                                .memory = t->memory_limit,
                                .cpus = t->cpu_limit,
                                .network = t->network_enabled,
-                               .env = t->environment};
+                               .env = t->environment,
+                               .preload = t->preload};
 }
 
 static int add_env_item(const char *item, size_t len, void *env)
@@ -129,6 +130,12 @@ static void apply_spec(json_t *body, const struct sandbox_spec *spec)
     }
     if (spec->env && *spec->env)
         jobtype_each(spec->env, add_env_item, json_object_get(body, "Env"));
+    if (spec->preload && *spec->preload) { /* the launcher's prestarted interpreter */
+        char *pl = NULL;
+        if (asprintf(&pl, "TAKO_PRELOAD=%s", spec->preload) >= 0)
+            json_array_append_new(json_object_get(body, "Env"), json_string(pl));
+        free(pl);
+    }
 }
 
 /* Every defence, for every job (docs/SECURITY.md). */

@@ -74,14 +74,15 @@ static json_t *job_type_json(const struct tk_job_type *t, json_t *builds)
     json_t *latest =
         json_array_size(builds) ? json_object_get(json_array_get(builds, 0), "version") : NULL;
     return json_pack(
-        "{s:s, s:o, s:o, s:s, s:s, s:f, s:I, s:I, s:b, s:o, s:b, s:b, s:n, s:b, s:s, s:s, s:O, "
-        "s:o, s:b}",
+        "{s:s, s:o, s:o, s:s, s:s, s:f, s:I, s:I, s:b, s:o, s:o, s:b, s:b, s:n, s:b, s:s, s:s, "
+        "s:O, s:o, s:b}",
         "name", t->name, "requirements", comma_list(t->requirements, list_item), "packages",
         comma_list(t->packages, list_item), "python_version", tk.shm->python_version,
         "memory_limit", mem, "cpu_limit", t->cpu_limit, "timeout", (json_int_t)t->timeout,
         "startup_timeout", (json_int_t)t->startup_timeout, "network_enabled", t->network_enabled,
-        "environment", comma_list(t->environment, env_key), "session_enabled", 0, "gpu_enabled", 0,
-        "gpu_vendor", "image_exists", image_exists(t->name), "image", image, "base_image",
+        "environment", comma_list(t->environment, env_key), "preload",
+        comma_list(t->preload, list_item), "session_enabled", 0, "gpu_enabled", 0, "gpu_vendor",
+        "image_exists", image_exists(t->name), "image", image, "base_image",
         is_default || !*t->base_image ? tk.cfg.docker_image : t->base_image, "version",
         latest ? latest : json_null(), "versions", versions, "builtin", t->builtin);
 }

@@ -122,8 +122,8 @@ static void remove_retired(struct exec_state *st)
  */
 static void kind_of(const struct sandbox_spec *s, char kind[KIND_MAX])
 {
-    snprintf(kind, KIND_MAX, "%s|%lld|%g|%d|%s", s->image, (long long)s->memory, s->cpus,
-             (int)s->network, s->env ? s->env : "");
+    snprintf(kind, KIND_MAX, "%s|%lld|%g|%d|%s|%s", s->image, (long long)s->memory, s->cpus,
+             (int)s->network, s->env ? s->env : "", s->preload ? s->preload : "");
 }
 
 static int pool_count(const struct exec_state *st, const char *kind)

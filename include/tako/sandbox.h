@@ -29,10 +29,11 @@
  * network and environment. */
 struct sandbox_spec {
     const char *image;
-    int64_t memory;  /* bytes; memory+swap = memory */
-    double cpus;     /* capped at the CPUs online */
-    bool network;    /* bridge instead of none */
-    const char *env; /* "KEY=VALUE, ..." (checked by config) or NULL */
+    int64_t memory;      /* bytes; memory+swap = memory */
+    double cpus;         /* capped at the CPUs online */
+    bool network;        /* bridge instead of none */
+    const char *env;     /* "KEY=VALUE, ..." (checked by config) or NULL */
+    const char *preload; /* modules the warm interpreter imports (TAKO_PRELOAD) or NULL */
 };
 
 /* The `default` job type: docker.image with the [limits]. */

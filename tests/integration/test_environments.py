@@ -33,6 +33,9 @@ packages = "python3-six"
 
 [job_type.nettest]
 network_enabled = true
+
+[job_type.preloadtest]
+preload = "colorsys, this, no_such_module_zz"
 """
 
 
@@ -184,6 +187,20 @@ class Environments(Base):
         r = self.run_job("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)\n",
                          job_type="envtest")
         self.assertEqual(r["status"], "failed")  # network_enabled is off
+
+    def test_preload(self):
+        """A type's preload is imported before the job comes; what importing prints (the
+        `this` module prints the Zen of Python) is not the job's output, and a module that
+        does not import is skipped."""
+        self.build("preloadtest")
+        probe = "import sys\nprint('colorsys' in sys.modules, 'this' in sys.modules)\n"
+        for _ in range(2):  # a container made for the job, then the warm one
+            r = self.run_job(probe, job_type="preloadtest")
+            self.assertEqual((r["status"], r["stdout"], r["stderr"]), ("succeeded", "True True\n", ""), r)
+            time.sleep(1)
+        self.assertEqual(self.run_job(probe)["stdout"], "False False\n")  # default: none
+        jt = self.ok("GET", "/job-types/preloadtest")
+        self.assertEqual(jt["preload"], ["colorsys", "this", "no_such_module_zz"])
 
     def test_network_enabled_type_has_a_network(self):
         self.build("nettest")
