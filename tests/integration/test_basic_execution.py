@@ -165,6 +165,33 @@ class BasicExecution(unittest.TestCase):
         self.assertTrue(r["success"], r)
         self.assertEqual(r["output"], {"uid": 1000, "root_write": False, "net": False})
 
+    def test_runs_as_python3_main_py_would(self):
+        """The launcher's interpreter is started before the job (docs/ENVIRONMENTS.md): the
+        program still sees what `python3 /code/main.py` gives it."""
+        code = ("import sys, os, atexit, pickle, dataclasses, multiprocessing as mp\n"
+                "def sq(x):\n    return x * x\n"
+                "@dataclasses.dataclass\nclass P:\n    a: int\n"
+                "if __name__ == '__main__':\n"
+                "    print(sys.argv, __file__, sys.path[0], sys.modules['__main__'].__file__)\n"
+                "    with mp.Pool(2) as pool:\n        print(pool.map(sq, [1, 2, 3]))\n"
+                "    print(pickle.loads(pickle.dumps(P(3))))\n"
+                "    print(input())\n"
+                "    atexit.register(lambda: print('atexit ran'))\n"
+                "    open('/output/unclosed.txt', 'w').write('kept')\n")
+        r = self.t.execute(code, stdin="from stdin\n")
+        self.assertEqual(r["stdout"].splitlines(), [
+            "['/code/main.py'] /code/main.py /code /code/main.py", "[1, 4, 9]", "P(a=3)",
+            "from stdin", "atexit ran"], r)
+        self.assertEqual([a["name"] for a in r["artifacts"]], ["unclosed.txt"])
+        r = self.t.execute("def f():\n    raise KeyError('k')\nf()\n")
+        self.assertTrue(r["stderr"].startswith(
+            'Traceback (most recent call last):\n  File "/code/main.py", line 3, in <module>\n'),
+            r["stderr"])
+        self.assertEqual((r["exit_code"], r["error_type"]), (1, "key_error"))
+        r = self.t.execute("x = (\n")
+        self.assertTrue(r["stderr"].startswith('  File "/code/main.py", line 1\n'), r["stderr"])
+        self.assertEqual(r["error_type"], "syntax_error")
+
     def test_record_is_in_postgresql(self):
         r = self.t.execute("print('audit me')", input_data={"k": "v"})
         rows = self.t.sql(
