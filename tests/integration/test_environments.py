@@ -34,6 +34,12 @@ packages = "python3-six"
 [job_type.nettest]
 network_enabled = true
 
+[job_type.brokenpkg]
+packages = "no-such-package-zz"
+
+[job_type.versioned]
+requirements = "numpy>=1.24"
+
 [job_type.preloadtest]
 preload = "colorsys, this, no_such_module_zz"
 """
@@ -257,6 +263,21 @@ class Environments(Base):
         self.assertIn("POST /job-types/neverbuilt/build", r["error"])
         # the warm default container was not spent on it
         self.assertEqual(self.run_job("print(2)")["stdout"], "2\n")
+
+    def test_failed_builds_say_why(self):
+        # apt cannot find the package: a 500 in apt's own words, and no image
+        r = self.t.request("POST", "/job-types/brokenpkg/build", timeout=600)
+        self.assertEqual(r.status, 500, r.body)
+        j = r.json()
+        self.assertIn("Build of job type brokenpkg failed", j["detail"])
+        self.assertIn("Unable to locate package no-such-package-zz", j["detail"])
+        self.assertIn("no-such-package-zz", j["log_tail"])
+        self.assertFalse(self.ok("GET", "/job-types/brokenpkg")["image_exists"])
+        # a version specifier with neither a pip index nor a wheelhouse: refused before
+        # anything runs, saying what to configure
+        r = self.t.request("POST", "/job-types/versioned/build", timeout=600)
+        self.assertEqual(r.status, 400, r.body)
+        self.assertIn("environments.pip_index_url or environments.wheelhouse", r.json()["detail"])
 
     def test_one_build_at_a_time(self):
         lock = os.path.join(self.t.data_dir, "builds", "neverbuilt.lock")
