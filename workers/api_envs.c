@@ -51,12 +51,19 @@ static json_t *comma_list(const char *s, int (*fn)(const char *, size_t, void *)
     return a;
 }
 
-static bool image_exists(const char *name)
+/* Job type `name`'s entry in the master's table of latest images, or NULL. */
+static _Atomic uint32_t *image_flag(const char *name)
 {
     for (size_t i = 0; i < TK_MAX_JOB_TYPES && tk.shm->jt_images[i].name[0]; i++)
         if (!strcmp(tk.shm->jt_images[i].name, name))
-            return atomic_load(&tk.shm->jt_images[i].exists) != 0;
-    return false;
+            return &tk.shm->jt_images[i].exists;
+    return NULL;
+}
+
+static bool image_exists(const char *name)
+{
+    _Atomic uint32_t *f = image_flag(name);
+    return f && atomic_load(f) != 0;
 }
 
 /* A job type as the API shows it; `builds` are its rows of job_type_builds, newest first
@@ -254,9 +261,9 @@ static void on_child_output(evutil_socket_t fd, short what, void *arg)
              json_string_value(json_object_get(r, "version")),
              json_string_value(json_object_get(r, "image_ref")),
              json_real_value(json_object_get(r, "seconds")));
-    for (size_t i = 0; i < TK_MAX_JOB_TYPES && tk.shm->jt_images[i].name[0]; i++)
-        if (!strcmp(tk.shm->jt_images[i].name, b->name))
-            atomic_store(&tk.shm->jt_images[i].exists, 1);
+    _Atomic uint32_t *built = image_flag(b->name);
+    if (built) /* at once, not at the master's next look */
+        atomic_store(built, 1);
     char secs[32];
     snprintf(secs, sizeof secs, "%.3f", json_real_value(json_object_get(r, "seconds")));
     const char *p[8] = {b->name,
