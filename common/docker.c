@@ -445,7 +445,7 @@ static int dk_check_id(struct docker *d, const char *what, const char *id)
 }
 
 /* Image references: [A-Za-z0-9._/:@-], no empty or dot-leading path components. */
-static int dk_check_image(struct docker *d, const char *image)
+bool docker_image_name_ok(const char *image)
 {
     size_t n = image ? strlen(image) : 0;
     bool ok = n > 0 && n <= DK_MAX_NAME && image[0] != '/' && image[n - 1] != '/';
@@ -456,7 +456,12 @@ static int dk_check_image(struct docker *d, const char *image)
         if (ok && (i == 0 || image[i - 1] == '/'))
             ok = ch != '.' && ch != '/';
     }
-    if (!ok) {
+    return ok;
+}
+
+static int dk_check_image(struct docker *d, const char *image)
+{
+    if (!docker_image_name_ok(image)) {
         dk_seterr(d, "invalid image name \"%.64s\"", image ? image : "(null)");
         return -EINVAL;
     }

@@ -174,11 +174,10 @@ int jobtype_check(const struct tk_job_type *t, char *why, size_t wl)
         rc = -EINVAL;
     }
     const char *b = t->base_image ? t->base_image : "";
-    for (const char *p = b; !rc && *p; p++)
-        if (!isalnum((unsigned char)*p) && !strchr("._/:@-", *p)) {
-            snprintf(reason, sizeof reason, "base_image \"%.80s\" is not an image reference", b);
-            rc = -EINVAL;
-        }
+    if (!rc && *b && !docker_image_name_ok(b)) {
+        snprintf(reason, sizeof reason, "base_image \"%.80s\" is not an image reference", b);
+        rc = -EINVAL;
+    }
     if (rc)
         snprintf(why, wl, "%s", reason);
     return rc;
@@ -220,13 +219,30 @@ int jobtype_parse_ref(const char *ref, char name[TK_JOB_TYPE_NAME_MAX + 1],
     return 0;
 }
 
+const struct tk_job_type *jobtype_lookup(const struct tk_config *cfg, const char *ref,
+                                         char version[JOBTYPE_REF_VERSION_MAX + 1])
+{
+    char name[TK_JOB_TYPE_NAME_MAX + 1], v[JOBTYPE_REF_VERSION_MAX + 1];
+    if (jobtype_parse_ref(ref, name, version ? version : v) < 0)
+        return NULL;
+    return config_job_type(cfg, name);
+}
+
+/* The repository of a job type's images (not `default`'s): tako-vm-NAME. */
+static void type_repo(const struct tk_job_type *t, char *buf, size_t len)
+{
+    snprintf(buf, len, "tako-vm-%s", t->name);
+}
+
 void jobtype_image(const struct tk_config *cfg, const struct tk_job_type *t, const char *version,
                    char *buf, size_t len)
 {
+    char repo[64];
+    type_repo(t, repo, sizeof repo);
     if (!strcmp(t->name, "default"))
         snprintf(buf, len, "%s", cfg->docker_image);
     else
-        snprintf(buf, len, "tako-vm-%s:%s", t->name, version && *version ? version : "latest");
+        snprintf(buf, len, "%s:%s", repo, version && *version ? version : "latest");
 }
 
 /* ---- where packages come from ---- */
@@ -619,7 +635,7 @@ int jobtype_build(struct docker *d, const struct tk_config *cfg, const struct tk
         return -EINVAL;
     }
     char tag[96];
-    snprintf(tag, sizeof tag, "tako-vm-%s:latest", t->name);
+    jobtype_image(cfg, t, "latest", tag, sizeof tag);
     int rc = build(d, cfg, df, tag, (long)cfg->environments_build_timeout * 1000, &tail,
                    out->image_id, why, sizeof why);
     free(df);
@@ -633,7 +649,7 @@ int jobtype_build(struct docker *d, const struct tk_config *cfg, const struct tk
     const char *hex = strncmp(out->image_id, "sha256:", 7) ? out->image_id : out->image_id + 7;
     snprintf(out->version, sizeof out->version, "%.*s", JOBTYPE_VERSION_LEN, hex);
     char repo[64];
-    snprintf(repo, sizeof repo, "tako-vm-%s", t->name);
+    type_repo(t, repo, sizeof repo);
     snprintf(out->image_ref, sizeof out->image_ref, "%s:%s", repo, out->version);
     rc = docker_tag(d, out->image_id, repo, out->version);
     out->seconds = (double)(now_mono_us() - t0) / 1e6;

@@ -631,11 +631,8 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
         input_hash[65];
     snprintf(timeout_s, sizeof timeout_s, "%lld", s->timeout);
     snprintf(startup_s, sizeof startup_s, "%lld", s->startup_timeout);
-    char jt_name[TK_JOB_TYPE_NAME_MAX + 1], jt_version[JOBTYPE_REF_VERSION_MAX + 1];
-    const struct tk_job_type *jt = jobtype_parse_ref(s->job_type, jt_name, jt_version) == 0
-                                       ? config_job_type(&tk.cfg, jt_name)
-                                       : NULL;
-    if (!jt) /* checked when the request came in; a reload may have dropped it since */
+    const struct tk_job_type *jt = jobtype_lookup(&tk.cfg, s->job_type, NULL);
+    if (!jt) /* a rerun's parent may name a type no longer configured: its executor says so */
         jt = &tk.cfg.job_types[0];
     snprintf(mem_s, sizeof mem_s, "%lld", (long long)jt->memory_limit);
     snprintf(cpus_s, sizeof cpus_s, "%g", jt->cpu_limit);
@@ -814,9 +811,7 @@ static void validate_common(json_t *root, json_t *errors, struct job_spec *s)
 /* The job type's own timeout when the request named none. */
 static void default_timeout(struct job_spec *s)
 {
-    char name[TK_JOB_TYPE_NAME_MAX + 1], version[JOBTYPE_REF_VERSION_MAX + 1];
-    const struct tk_job_type *t =
-        jobtype_parse_ref(s->job_type, name, version) == 0 ? config_job_type(&tk.cfg, name) : NULL;
+    const struct tk_job_type *t = jobtype_lookup(&tk.cfg, s->job_type, NULL);
     if (!s->timeout)
         s->timeout = t ? t->timeout : tk.cfg.limits_timeout;
 }

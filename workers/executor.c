@@ -451,11 +451,8 @@ static size_t read_requirements(const struct tk_job *job, char **reqs, size_t ma
 static int job_container(struct exec_state *st, struct tk_job *job, struct warm *cold,
                          struct warm **w, int64_t *memory, char *err_type, char *err, size_t errlen)
 {
-    char name[TK_JOB_TYPE_NAME_MAX + 1], version[JOBTYPE_REF_VERSION_MAX + 1], image[128],
-        req_image[128];
-    const struct tk_job_type *t = NULL;
-    if (jobtype_parse_ref(job->job_type, name, version) == 0)
-        t = config_job_type(&tk.cfg, name);
+    char version[JOBTYPE_REF_VERSION_MAX + 1], image[128], req_image[128];
+    const struct tk_job_type *t = jobtype_lookup(&tk.cfg, job->job_type, version);
     if (!t) {
         snprintf(err_type, 32, "unknown_job_type");
         snprintf(err, errlen, "job type %s is not configured (any more)", job->job_type);
@@ -481,8 +478,8 @@ static int job_container(struct exec_state *st, struct tk_job *job, struct warm 
     if (rc == 0) {
         snprintf(err_type, 32, "image_not_built");
         snprintf(err, errlen,
-                 "job type %s has no image %s yet: build it with POST /job-types/%s/build", name,
-                 image, name);
+                 "job type %s has no image %s yet: build it with POST /job-types/%s/build", t->name,
+                 image, t->name);
         rc = 1; /* the job's own trouble */
     } else if (rc == 1 && n > 0) {
         uint64_t budget_ms =

@@ -55,6 +55,10 @@ void docker_set_error(struct docker *d, const char *msg);
  * about a second: how an executor leaves a wait when it is told to stop or cancel. */
 void docker_set_abort_flag(struct docker *d, volatile sig_atomic_t *flag);
 
+/* An image reference takod will send: [A-Za-z0-9._/:@-], at most 255, no component
+ * starting with '.' or '/'. Every call taking an image checks this (-EINVAL). */
+bool docker_image_name_ok(const char *image);
+
 /* GET /_ping: 0 when the engine answers. */
 int docker_ping(struct docker *d);
 

@@ -58,6 +58,11 @@ int jobtype_check(const struct tk_job_type *t, char *why, size_t wl);
 #define JOBTYPE_REF_VERSION_MAX JOBTYPE_TAG_MAX
 int jobtype_parse_ref(const char *ref, char name[TK_JOB_TYPE_NAME_MAX + 1],
                       char version[JOBTYPE_REF_VERSION_MAX + 1]);
+/* The configured job type a ref names (its version into `version` when not NULL), or NULL
+ * when the ref is malformed or the type is not configured. */
+const struct tk_job_type *jobtype_lookup(const struct tk_config *cfg, const char *ref,
+                                         char version[JOBTYPE_REF_VERSION_MAX + 1]);
+
 /* A version_tag for a build: [A-Za-z0-9._-], 1..JOBTYPE_TAG_MAX, not "latest" and not 12
  * hex digits (those name image versions). */
 bool jobtype_tag_ok(const char *tag);
