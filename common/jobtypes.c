@@ -291,6 +291,26 @@ struct strbuf {
     bool oom;
 };
 
+/* Room for `extra` more bytes (and a NUL), doubling. 0 or -ENOMEM (b->oom set). */
+static int sb_reserve(struct strbuf *b, size_t extra)
+{
+    if (b->oom)
+        return -ENOMEM;
+    if (b->len + extra + 1 <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap * 2 : 1024;
+    while (cap < b->len + extra + 1)
+        cap *= 2;
+    char *np = realloc(b->p, cap);
+    if (!np) {
+        b->oom = true;
+        return -ENOMEM;
+    }
+    b->p = np;
+    b->cap = cap;
+    return 0;
+}
+
 static void sb_add(struct strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void sb_add(struct strbuf *b, const char *fmt, ...)
 {
@@ -305,18 +325,9 @@ static void sb_add(struct strbuf *b, const char *fmt, ...)
             free(s);
         return;
     }
-    if (b->len + (size_t)n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 1024;
-        while (cap < b->len + (size_t)n + 1)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            b->oom = true;
-            free(s);
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
+    if (sb_reserve(b, (size_t)n) < 0) {
+        free(s);
+        return;
     }
     memcpy(b->p + b->len, s, (size_t)n + 1);
     b->len += (size_t)n;
@@ -453,17 +464,8 @@ static int tar_add(struct strbuf *t, const char *name, const void *data, size_t 
     snprintf(h + 148, 8, "%06o", sum);
     h[155] = ' ';
     size_t pad = dir ? 0 : (512 - len % 512) % 512;
-    size_t need = t->len + 512 + (dir ? 0 : len) + pad;
-    if (need > t->cap) {
-        size_t cap = t->cap ? t->cap : 16384;
-        while (cap < need + 1024)
-            cap *= 2;
-        char *np = realloc(t->p, cap);
-        if (!np)
-            return -ENOMEM;
-        t->p = np;
-        t->cap = cap;
-    }
+    if (sb_reserve(t, 512 + (dir ? 0 : len) + pad) < 0)
+        return -ENOMEM;
     memcpy(t->p + t->len, h, 512);
     t->len += 512;
     if (!dir) {
@@ -476,17 +478,11 @@ static int tar_add(struct strbuf *t, const char *name, const void *data, size_t 
 
 static int tar_finish(struct strbuf *t)
 {
-    static const char zeros[1024];
-    struct strbuf *b = t;
-    if (b->len + sizeof zeros > b->cap) {
-        char *np = realloc(b->p, b->len + sizeof zeros);
-        if (!np)
-            return -ENOMEM;
-        b->p = np;
-        b->cap = b->len + sizeof zeros;
-    }
-    memcpy(b->p + b->len, zeros, sizeof zeros);
-    b->len += sizeof zeros;
+    static const char zeros[1024]; /* the end of an archive: two empty blocks */
+    if (sb_reserve(t, sizeof zeros) < 0)
+        return -ENOMEM;
+    memcpy(t->p + t->len, zeros, sizeof zeros);
+    t->len += sizeof zeros;
     return 0;
 }
 
