@@ -1,8 +1,9 @@
 /*
- * executor.c — one executor process: pops a job from the dispatch ring, runs it in the
+ * executor.c — one executor process: pops a job from the dispatch ring, runs it in a
  * warm container it prepared in advance (sandbox.h), collects what it produced, records
  * the result in PostgreSQL, and hands the completion to the acceptor that waits for it.
- * Then it removes that container and prepares the next one.
+ * Then it removes that container, and refills its pool of warm containers while no job
+ * waits.
  *
  * One job at a time; blocking calls (libcurl, libpq) are fine here because nothing else
  * shares this process. Signals only set flags (no SA_RESTART), checked between steps, in
@@ -441,12 +442,13 @@ static size_t read_requirements(const struct tk_job *job, char **reqs, size_t ma
 }
 
 /*
- * The container for a job. A job of the default type without requirements takes the
- * warm one. Any other job gets one made now, for its type (image, limits, network,
- * environment) — after its requirements image is found or built — so that time counts
- * as its startup. Returns 0 with *w set; 1 when the job itself cannot run (err_type and
- * err say why: an unknown type, an image not built, requirements that do not install);
- * or -errno for an infrastructure failure.
+ * The container for a job. A job of the default type without requirements takes a warm
+ * one from the pool. Any other job takes the warm container of its exact kind (see
+ * kind_of) if the pool has one, else gets one made now, for its type (image, limits,
+ * network, environment) — after its requirements image is found or built — so that time
+ * counts as its startup; that kind then stays warm (fill_pool). Returns 0 with *w set; 1 when the
+ * job itself cannot run (err_type and err say why: an unknown type, an image not built,
+ * requirements that do not install); or -errno for an infrastructure failure.
  */
 static int job_container(struct exec_state *st, struct tk_job *job, struct warm *cold,
                          struct warm **w, int64_t *memory, char *err_type, char *err, size_t errlen)

@@ -243,7 +243,7 @@ class Commands(unittest.TestCase):
                 r = t2.request("GET", f"/jobs/{job}/result?wait=true&timeout=60&view=full").json()
                 self.assertEqual((r["status"], r["stdout"]), ("succeeded", "start\nend\n"))
                 self.assertEqual(r["attempt"], 2)
-                # the dead run's containers were swept; only the new warm one is left
+                # the dead run's containers were swept; only the new warm ones are left
                 t2.wait_for(lambda: len(t2.containers()) == WARM_CONTAINERS, what="only the warm containers")
             finally:
                 t2.stop()
