@@ -252,6 +252,7 @@ struct dk_req {
     size_t raw_len;
     const char *content_type;
     long timeout_ms;     /* 0: no bound */
+    long stall_s;        /* > 0: fail when no byte arrives for this long (-ETIMEDOUT) */
     dk_stream_fn stream; /* optional 2xx body consumer */
     void *stream_ctx;
     struct dk_buf *answer; /* optional: receives the 2xx body (caller frees ->p) */
@@ -289,6 +290,10 @@ static int dk_do(struct docker *d, const struct dk_req *q)
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, DK_CONNECT_TIMEOUT_MS);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, q->timeout_ms > 0 ? q->timeout_ms : 0L);
+    if (q->stall_s > 0) {
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, q->stall_s);
+    }
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, dk_write_cb);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
@@ -448,7 +453,9 @@ static int dk_check_id(struct docker *d, const char *what, const char *id)
 bool docker_image_name_ok(const char *image)
 {
     size_t n = image ? strlen(image) : 0;
-    bool ok = n > 0 && n <= DK_MAX_NAME && image[0] != '/' && image[n - 1] != '/';
+    bool ok = n > 0 && n <= DK_MAX_NAME && image[n - 1] != '/' &&
+              ((image[0] >= 'a' && image[0] <= 'z') || (image[0] >= 'A' && image[0] <= 'Z') ||
+               (image[0] >= '0' && image[0] <= '9'));
     for (size_t i = 0; ok && i < n; i++) {
         char ch = image[i];
         ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
@@ -593,6 +600,12 @@ int docker_image_inspect(struct docker *d, const char *image, json_t **out)
     return dk_image_req(d, "GET", image, "/json", out);
 }
 
+int docker_info(struct docker *d, json_t **out)
+{
+    struct dk_req q = {.method = "GET", .path = "/info", .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
+    return dk_json(d, &q, out);
+}
+
 int docker_has_runtime(struct docker *d, const char *name)
 {
     if (!name || !name[0]) {
@@ -600,8 +613,7 @@ int docker_has_runtime(struct docker *d, const char *name)
         return -EINVAL;
     }
     json_t *info = NULL;
-    struct dk_req q = {.method = "GET", .path = "/info", .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
-    int rc = dk_json(d, &q, &info);
+    int rc = docker_info(d, &info);
     if (rc < 0)
         return rc;
     json_t *rt = json_object_get(info, "Runtimes");
@@ -1005,51 +1017,88 @@ void docker_set_error(struct docker *d, const char *msg)
 /* ---------------------------------------------------------------------------------------- */
 /* image builds                                                                             */
 
-/* The build's answer is a stream of JSON objects, one per line: {"stream": text},
- * {"aux": {"ID": "sha256:..."}}, or {"error": ..., "errorDetail": {...}} — an error that
- * still comes with HTTP 200. Lines are cut here and handed on one at a time. */
-struct dk_build {
+/*
+ * Builds and pulls answer with a stream of JSON messages, one per line — {"stream": text},
+ * {"status": ...}, {"aux": {"ID": ...}} — and report failure as a message
+ * {"error": ..., "errorDetail": {...}} inside an HTTP 200. Lines are cut here; each message
+ * goes to fn, and the first error is kept.
+ */
+struct dk_msgs {
     struct dk_buf line;
-    const struct docker_build_opts *o;
-    char *image_id;
+    void (*fn)(const json_t *msg, void *arg);
+    void *arg;
     char error[DK_ERR_LEN];
 };
 
-static void dk_build_line(struct dk_build *b, const char *p, size_t n)
+static void dk_msgs_line(struct dk_msgs *m, const char *p, size_t n)
 {
     json_t *j = json_loadb(p, n, 0, NULL);
     if (!j)
         return;
-    const char *text = json_string_value(json_object_get(j, "stream"));
     const char *err = json_string_value(json_object_get(j, "error"));
-    const char *id = json_string_value(json_object_get(json_object_get(j, "aux"), "ID"));
-    if (text && b->o->progress)
-        b->o->progress(text, b->o->progress_arg);
-    if (err && !b->error[0]) {
-        snprintf(b->error, sizeof b->error, "%s", err);
-        if (b->o->progress)
-            b->o->progress(err, b->o->progress_arg);
-    }
-    if (id)
-        snprintf(b->image_id, 80, "%s", id);
+    if (err && !m->error[0])
+        snprintf(m->error, sizeof m->error, "%s", err);
+    m->fn(j, m->arg);
     json_decref(j);
 }
 
-static int dk_build_feed(void *ctx, const char *p, size_t n)
+static int dk_msgs_feed(void *ctx, const char *p, size_t n)
 {
-    struct dk_build *b = ctx;
+    struct dk_msgs *m = ctx;
     for (size_t i = 0; i < n; i++) {
         if (p[i] == '\n') {
-            if (b->line.len)
-                dk_build_line(b, b->line.p, b->line.len);
-            b->line.len = 0;
-        } else if (b->line.len < b->line.limit) {
-            int rc = dk_buf_add(&b->line, p + i, 1);
+            if (m->line.len)
+                dk_msgs_line(m, m->line.p, m->line.len);
+            m->line.len = 0;
+        } else if (m->line.len < m->line.limit) {
+            int rc = dk_buf_add(&m->line, p + i, 1);
             if (rc < 0)
                 return rc;
         }
     }
     return 0;
+}
+
+/* Run q with its answer streamed to fn, message by message. 0 or -errno (a message's
+ * error is -EIO with its text in docker_last_error). */
+static int dk_msgs_run(struct docker *d, struct dk_req *q, void (*fn)(const json_t *, void *),
+                       void *arg)
+{
+    struct dk_msgs m = {.fn = fn, .arg = arg};
+    m.line.limit = 1u << 20;
+    q->stream = dk_msgs_feed;
+    q->stream_ctx = &m;
+    int rc = dk_do(d, q);
+    if (rc >= 0 && m.line.len) /* a last line without its newline */
+        dk_msgs_line(&m, m.line.p, m.line.len);
+    free(m.line.p);
+    if (rc < 0)
+        return rc;
+    if (m.error[0]) {
+        dk_one_line(m.error);
+        dk_seterr(d, "%s", m.error);
+        return -EIO;
+    }
+    return 0;
+}
+
+struct dk_build {
+    const struct docker_build_opts *o;
+    char *image_id;
+};
+
+static void dk_build_msg(const json_t *j, void *arg)
+{
+    struct dk_build *b = arg;
+    const char *text = json_string_value(json_object_get(j, "stream"));
+    const char *err = json_string_value(json_object_get(j, "error"));
+    const char *id = json_string_value(json_object_get(json_object_get(j, "aux"), "ID"));
+    if (text && b->o->progress)
+        b->o->progress(text, b->o->progress_arg);
+    if (err && b->o->progress)
+        b->o->progress(err, b->o->progress_arg);
+    if (id)
+        snprintf(b->image_id, 80, "%s", id);
 }
 
 int docker_build(struct docker *d, const void *tar, size_t len, const struct docker_build_opts *o,
@@ -1072,28 +1121,17 @@ int docker_build(struct docker *d, const void *tar, size_t len, const struct doc
         return -ENOMEM;
     }
     struct dk_build b = {.o = o, .image_id = image_id};
-    b.line.limit = 1u << 20;
     image_id[0] = '\0';
     struct dk_req q = {.method = "POST",
                        .path = path,
                        .raw = tar,
                        .raw_len = len,
                        .content_type = "application/x-tar",
-                       .timeout_ms = o->timeout_ms,
-                       .stream = dk_build_feed,
-                       .stream_ctx = &b};
-    rc = dk_do(d, &q);
-    if (rc >= 0 && b.line.len) /* a last line without its newline */
-        dk_build_line(&b, b.line.p, b.line.len);
-    free(b.line.p);
+                       .timeout_ms = o->timeout_ms};
+    rc = dk_msgs_run(d, &q, dk_build_msg, &b);
     free(path);
     if (rc < 0)
         return rc;
-    if (b.error[0]) {
-        dk_one_line(b.error);
-        dk_seterr(d, "%s", b.error);
-        return -EIO;
-    }
     if (!image_id[0]) {
         dk_seterr(d, "POST /build: the engine reported no image id");
         return -EIO;
@@ -1137,4 +1175,39 @@ int docker_images_by_label(struct docker *d, const char *label, json_t **images)
 int docker_image_remove(struct docker *d, const char *image)
 {
     return dk_image_req(d, "DELETE", image, "", NULL);
+}
+
+int docker_pull(struct docker *d, const char *ref, long stall_s, long timeout_ms,
+                void (*on_message)(const json_t *msg, void *arg), void *arg)
+{
+    int rc = dk_check_image(d, ref);
+    if (rc < 0)
+        return rc;
+    /* fromImage=NAME&tag=TAG: TAG is the tag or digest of ref, "latest" when it has none,
+     * never empty (an empty tag pulls every tag) */
+    char name[DK_MAX_NAME + 1], tag[DK_MAX_NAME + 1] = "latest";
+    snprintf(name, sizeof name, "%s", ref);
+    char *slash = strrchr(name, '/');
+    char *at = strchr(slash ? slash : name, '@');
+    char *colon = strrchr(slash ? slash : name, ':');
+    char *cut = at ? at : colon;
+    if (cut) {
+        snprintf(tag, sizeof tag, "%s", cut + 1);
+        *cut = '\0';
+    }
+    char *en = curl_easy_escape(d->curl, name, 0), *et = curl_easy_escape(d->curl, tag, 0);
+    char *path = NULL;
+    if (!en || !et || asprintf(&path, "/images/create?fromImage=%s&tag=%s", en, et) < 0)
+        path = NULL;
+    curl_free(en);
+    curl_free(et);
+    if (!path) {
+        dk_seterr(d, "POST /images/create: out of memory");
+        return -ENOMEM;
+    }
+    struct dk_req q = {
+        .method = "POST", .path = path, .timeout_ms = timeout_ms, .stall_s = stall_s};
+    rc = dk_msgs_run(d, &q, on_message, arg);
+    free(path);
+    return rc;
 }

@@ -401,10 +401,7 @@ static enum verdict disk_one(const char *path, const char *what, char *out, size
 static void check_disk(struct doctor *doc)
 {
     char root[4096], a[2048], b[2048];
-    if (doc->d)
-        tako_docker_root(doc->cfg.docker_socket, root, sizeof root);
-    else
-        snprintf(root, sizeof root, "/var/lib/docker");
+    tako_docker_root(doc->d, root, sizeof root);
     enum verdict va = disk_one(doc->cfg.server_data_dir, "data_dir", a, sizeof a);
     enum verdict vb = disk_one(root, "Docker root", b, sizeof b);
     enum verdict v = va > vb ? va : vb;

@@ -30,7 +30,6 @@
 #include "tako/config.h"
 #include "tako/docker.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -52,8 +51,6 @@
 #define RECIPE_STALE     10  /* build-image.sh --check: the image must be built */
 #define PULL_STALL_S     30L /* a pull that sends nothing for this long has failed */
 #define PULL_MAX_S       900L
-#define ENGINE_BODY_MAX  (4u << 20)
-#define ENGINE_LINE_MAX  (64u << 10)
 #define DEFAULT_DOCKER_R "/var/lib/docker"
 
 /* ---------------------------------------------------------------------------------------- */
@@ -110,132 +107,11 @@ void tako_format_bytes(unsigned long long bytes, char *buf, size_t len)
         snprintf(buf, len, "%llu MiB", bytes >> 20);
 }
 
-/*
- * One request to the engine on its unix socket, not through docker.h: `tako setup` needs
- * a streamed POST /images/create (the pull reports as it goes and may run for minutes)
- * and doctor needs /info's DockerRootDir, neither of which takod itself needs.
- * With on_line, the answer is handed over line by line (the pull's JSON messages) and not
- * kept; else it is collected (at most ENGINE_BODY_MAX) into body.
- */
-struct engine_call {
-    const char *method; /* GET or POST (empty body) */
-    const char *path;   /* unversioned: the engine's own API version */
-    long stall_s;       /* fail when nothing arrives for this long; 0: no bound */
-    long max_s;         /* bound on the whole call */
-    void (*on_line)(void *ctx, const char *line);
-    void *ctx;
-    /* results */
-    long status;
-    char *body;
-    size_t len;
-    size_t cap;
-    bool too_big;
-};
-
-static size_t engine_write(char *p, size_t sz, size_t nm, void *arg)
-{
-    struct engine_call *c = arg;
-    size_t n = sz * nm;
-    for (size_t i = 0; i < n; i++) {
-        bool eol = c->on_line && p[i] == '\n';
-        if (!eol && c->len + 1 >= (c->on_line ? ENGINE_LINE_MAX : ENGINE_BODY_MAX)) {
-            c->too_big = true; /* the rest of an overlong line (or body) is dropped */
-            continue;
-        }
-        if (!eol && c->len + 2 > c->cap) {
-            size_t ncap = c->cap ? c->cap * 2 : 4096;
-            char *nb = realloc(c->body, ncap);
-            if (!nb)
-                return 0; /* CURLE_WRITE_ERROR */
-            c->body = nb;
-            c->cap = ncap;
-        }
-        if (!eol) {
-            c->body[c->len++] = p[i];
-            c->body[c->len] = '\0';
-            continue;
-        }
-        if (c->len) {
-            c->on_line(c->ctx, c->body);
-            c->len = 0;
-            c->body[0] = '\0';
-        }
-    }
-    return n;
-}
-
-/* 0 when an HTTP answer came (any status: c->status), else -errno with the reason. */
-static int engine_call_run(const char *socket_path, struct engine_call *c, char *err, size_t errlen)
-{
-    CURL *h = curl_easy_init();
-    if (!h) {
-        snprintf(err, errlen, "curl_easy_init: out of memory");
-        return -ENOMEM;
-    }
-    char url[2048], cerr[CURL_ERROR_SIZE] = "";
-    snprintf(url, sizeof url, "http://localhost%s", c->path);
-    curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, socket_path);
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 5L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, c->max_s);
-    if (c->stall_s > 0) {
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->stall_s);
-    }
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, engine_write);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
-    if (!strcmp(c->method, "POST")) {
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L);
-    }
-    CURLcode cc = curl_easy_perform(h);
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &c->status);
-    long oserr = 0;
-    curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &oserr);
-    curl_easy_cleanup(h);
-    if (cc == CURLE_OK && c->on_line && c->len) { /* a last line without its newline */
-        c->on_line(c->ctx, c->body);
-        c->len = 0;
-    }
-    if (cc == CURLE_OK)
-        return 0;
-    int rc = cc == CURLE_COULDNT_CONNECT              ? -ECONNREFUSED
-             : cc == CURLE_OPERATION_TIMEDOUT         ? -ETIMEDOUT
-             : cc == CURLE_WRITE_ERROR && !c->on_line ? -ENOMEM
-                                                      : -EIO;
-    snprintf(err, errlen, "%s unix://%s %s: %s", c->method, socket_path, c->path,
-             oserr && rc == -ECONNREFUSED ? strerror((int)oserr)
-             : cerr[0]                    ? cerr
-                                          : curl_easy_strerror(cc));
-    return rc;
-}
-
-int tako_engine_get_json(const char *socket_path, const char *path, long timeout_s, json_t **out,
-                         char *err, size_t errlen)
-{
-    struct engine_call c = {.method = "GET", .path = path, .max_s = timeout_s};
-    *out = NULL;
-    int rc = engine_call_run(socket_path, &c, err, errlen);
-    if (rc == 0 && (c.status < 200 || c.status > 299 || c.too_big)) {
-        snprintf(err, errlen, "GET %s: HTTP %ld%s", path, c.status, c.too_big ? " (too big)" : "");
-        rc = -EIO;
-    }
-    if (rc == 0 && !(*out = json_loadb(c.body ? c.body : "", c.len, 0, NULL))) {
-        snprintf(err, errlen, "GET %s: the answer is not JSON", path);
-        rc = -EIO;
-    }
-    free(c.body);
-    return rc;
-}
-
-void tako_docker_root(const char *socket_path, char *out, size_t len)
+void tako_docker_root(struct docker *d, char *out, size_t len)
 {
     json_t *info = NULL;
-    char err[512];
     const char *dir = NULL;
-    if (tako_engine_get_json(socket_path, "/info", 10, &info, err, sizeof err) == 0)
+    if (d && docker_info(d, &info) == 0)
         dir = json_string_value(json_object_get(info, "DockerRootDir"));
     snprintf(out, len, "%s", dir && *dir ? dir : DEFAULT_DOCKER_R);
     json_decref(info);
@@ -549,39 +425,18 @@ static size_t recipe_args(const struct setup *s, bool check, const char **out)
 
 /* ---- the registry path ---- */
 
-struct pull {
-    const struct setup *s;
-    char error[512]; /* the first error the engine reported, in the stream or as the body */
-};
-
 /*
  * One JSON message of POST /images/create. Layer-by-layer progress ("Downloading",
  * "Extracting", with progressDetail) is too chatty for a log: only the steps are shown.
  */
-static void pull_line(void *ctx, const char *line)
+static void pull_message(const json_t *j, void *arg)
 {
-    struct pull *p = ctx;
-    json_t *j = json_loads(line, 0, NULL);
-    const char *e = json_string_value(json_object_get(j, "error"));
-    if (!e)
-        e = json_string_value(json_object_get(j, "message")); /* a non-200 answer's body */
-    if (e && !p->error[0])
-        snprintf(p->error, sizeof p->error, "%s", e);
+    const struct setup *s = arg;
     const char *st = json_string_value(json_object_get(j, "status"));
     const char *id = json_string_value(json_object_get(j, "id"));
     json_t *pd = json_object_get(j, "progressDetail");
     if (st && !(json_is_object(pd) && json_object_size(pd) > 0))
-        progress(p->s, "pull: %s%s%s", id ? id : "", id ? ": " : "", st);
-    json_decref(j);
-}
-
-/* The characters of an image reference; the rest is refused before it reaches a URL. */
-static bool image_ref_ok(const char *r)
-{
-    size_t n = strlen(r);
-    if (n == 0 || n > 255 || r[0] == '-' || r[0] == '/' || r[0] == ':')
-        return false;
-    return strspn(r, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/:@") == n;
+        progress(s, "pull: %s%s%s", id ? id : "", id ? ": " : "", st);
 }
 
 /*
@@ -592,47 +447,13 @@ static bool image_ref_ok(const char *r)
  */
 static int engine_pull(const struct setup *s, const char *ref, char *err, size_t errlen)
 {
-    char name[256], tag[256] = "latest";
-    snprintf(name, sizeof name, "%s", ref);
-    char *slash = strrchr(name, '/');
-    char *at = strchr(slash ? slash : name, '@');
-    char *colon = strrchr(slash ? slash : name, ':');
-    char *cut = at ? at : colon;
-    if (cut) {
-        snprintf(tag, sizeof tag, "%s", cut + 1);
-        *cut = '\0';
-    }
-    char *en = curl_easy_escape(NULL, name, 0), *et = curl_easy_escape(NULL, tag, 0);
-    char path[1024];
-    snprintf(path, sizeof path, "/images/create?fromImage=%s&tag=%s", en ? en : "", et ? et : "");
-    curl_free(en);
-    curl_free(et);
-
-    struct pull p = {.s = s};
-    struct engine_call c = {.method = "POST",
-                            .path = path,
-                            .stall_s = PULL_STALL_S,
-                            .max_s = PULL_MAX_S,
-                            .on_line = pull_line,
-                            .ctx = &p};
-    int rc = engine_call_run(s->cfg.docker_socket, &c, err, errlen);
-    free(c.body);
-    if (rc == -ETIMEDOUT) {
+    int rc = docker_pull(s->d, ref, PULL_STALL_S, PULL_MAX_S * 1000, pull_message, (void *)s);
+    if (rc == -ETIMEDOUT)
         snprintf(err, errlen, "no progress for %ld s (or over %ld s in all)", PULL_STALL_S,
                  PULL_MAX_S);
-        return rc;
-    }
-    if (rc < 0)
-        return rc;
-    if (p.error[0]) {
-        snprintf(err, errlen, "%s", p.error);
-        return -EIO;
-    }
-    if (c.status != 200) {
-        snprintf(err, errlen, "HTTP %ld from the engine", c.status);
-        return -EIO;
-    }
-    return 0;
+    else if (rc < 0)
+        snprintf(err, errlen, "%s", docker_last_error(s->d));
+    return rc;
 }
 
 /*
@@ -668,12 +489,12 @@ static int setup_engine(struct setup *s)
     if (tako_machine_config(s->a, &s->cfg, src, sizeof src, err, sizeof err) < 0)
         return setup_fail(TAKO_EXIT_USAGE, "configuration: %s", err);
     s->image = opt_set(s->a, O_IMAGE) ? s->a->val[O_IMAGE] : s->cfg.docker_image;
-    if (opt_set(s->a, O_REGISTRY_BASE) && !image_ref_ok(s->a->val[O_REGISTRY_BASE])) {
+    if (opt_set(s->a, O_REGISTRY_BASE) && !docker_image_name_ok(s->a->val[O_REGISTRY_BASE])) {
         tako_usage_error(s->a->cmd, "--registry-base \"%s\" is not an image reference",
                          s->a->val[O_REGISTRY_BASE]);
         return TAKO_EXIT_USAGE;
     }
-    if (!image_ref_ok(s->image)) {
+    if (!docker_image_name_ok(s->image)) {
         tako_usage_error(s->a->cmd, "\"%s\" is not an image reference", s->image);
         return TAKO_EXIT_USAGE;
     }
@@ -692,7 +513,7 @@ static int setup_engine(struct setup *s)
 static int setup_preflight(struct setup *s)
 {
     char root[4096];
-    tako_docker_root(s->cfg.docker_socket, root, sizeof root);
+    tako_docker_root(s->d, root, sizeof root);
     if (need_space(root, "the Docker root", "free some (docker system prune, docker image prune)") <
         0)
         return 1;

@@ -145,12 +145,9 @@ int tako_machine_config(const struct args *a, struct tk_config *cfg, char *sourc
 int tako_free_bytes(const char *path, unsigned long long *bytes, char *at, size_t atlen);
 /* "1.5 GiB", "312 MiB" */
 void tako_format_bytes(unsigned long long bytes, char *buf, size_t len);
-/* GET the engine's `path` (e.g. "/info") over its unix socket, bounded by timeout_s.
- * *out: the parsed JSON answer of a 2xx. 0 or -errno with the reason in err. */
-int tako_engine_get_json(const char *socket_path, const char *path, long timeout_s, json_t **out,
-                         char *err, size_t errlen);
-/* The engine's DockerRootDir (GET /info), else /var/lib/docker. */
-void tako_docker_root(const char *socket_path, char *out, size_t len);
+struct docker;
+/* The engine's DockerRootDir (GET /info), else /var/lib/docker (also when d is NULL). */
+void tako_docker_root(struct docker *d, char *out, size_t len);
 /* The reason at the end of a docker.h error ("cannot connect ... at unix://X: No such file
  * or directory" -> "No such file or directory"), for messages that name the socket already. */
 const char *tako_engine_reason(const char *err);

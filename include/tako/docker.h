@@ -55,8 +55,9 @@ void docker_set_error(struct docker *d, const char *msg);
  * about a second: how an executor leaves a wait when it is told to stop or cancel. */
 void docker_set_abort_flag(struct docker *d, volatile sig_atomic_t *flag);
 
-/* An image reference takod will send: [A-Za-z0-9._/:@-], at most 255, no component
- * starting with '.' or '/'. Every call taking an image checks this (-EINVAL). */
+/* An image reference takod will send: [A-Za-z0-9._/:@-], at most 255, starting with a
+ * letter or digit, no component starting with '.' or '/'. Every call taking an image
+ * checks this (-EINVAL). */
 bool docker_image_name_ok(const char *image);
 
 /* GET /_ping: 0 when the engine answers. */
@@ -67,6 +68,9 @@ int docker_image_exists(struct docker *d, const char *image);
 
 /* GET /images/{name}/json; *out is a new reference. Absent -> -ENOENT. */
 int docker_image_inspect(struct docker *d, const char *image, json_t **out);
+
+/* GET /info; *out is a new reference. */
+int docker_info(struct docker *d, json_t **out);
 
 /* GET /info -> Runtimes has `name`: 1 yes, 0 no, <0 error. */
 int docker_has_runtime(struct docker *d, const char *name);
@@ -145,6 +149,15 @@ int docker_images_by_label(struct docker *d, const char *label, json_t **images)
 
 /* DELETE /images/{image} (not forced: an image a container uses is -EEXIST). */
 int docker_image_remove(struct docker *d, const char *image);
+
+/*
+ * docker pull: POST /images/create?fromImage=NAME&tag=TAG for the reference `ref` (tag
+ * "latest" when it has none). Each progress message ({"status", "id", "progressDetail"})
+ * goes to on_message. Bounded by timeout_ms in all and by stall_s without a byte
+ * (-ETIMEDOUT). A failed pull is -EIO with the engine's message.
+ */
+int docker_pull(struct docker *d, const char *ref, long stall_s, long timeout_ms,
+                void (*on_message)(const json_t *msg, void *arg), void *arg);
 
 /* POST /images/{image}/tag?repo=REPO&tag=TAG */
 int docker_tag(struct docker *d, const char *image, const char *repo, const char *tag);
