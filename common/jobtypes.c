@@ -536,21 +536,10 @@ struct tail {
 static void tail_add(const char *raw, void *arg)
 {
     struct tail *t = arg;
-    /* without the terminal colour codes (ESC [ ... letter) pip and apt print */
     char clean[4096];
-    size_t n = 0;
-    for (const char *p = raw; *p && n < sizeof clean - 1; p++) {
-        if (*p == 0x1b && p[1] == '[') {
-            p += 2;
-            while (*p && !isalpha((unsigned char)*p))
-                p++;
-            if (!*p)
-                break;
-            continue;
-        }
-        clean[n++] = *p;
-    }
-    clean[n] = '\0';
+    snprintf(clean, sizeof clean, "%s", raw);
+    strip_ansi(clean);
+    size_t n = strlen(clean);
     const char *text = clean;
     if (n >= sizeof t->buf) {
         text += n - (sizeof t->buf - 1);

@@ -271,3 +271,19 @@ char *utf8_sanitize(const char *in, size_t len, size_t *out_len)
         *out_len = o;
     return out;
 }
+
+void strip_ansi(char *line)
+{
+    char *w = line;
+    for (const char *r = line; *r;) {
+        if (r[0] == '\033' && r[1] == '[') {
+            r += 2;
+            r += strspn(r, "0123456789;?");
+            if (*r)
+                r++;
+            continue;
+        }
+        *w++ = *r++;
+    }
+    *w = '\0';
+}

@@ -29,6 +29,7 @@
 #include "tako.h"
 #include "tako/config.h"
 #include "tako/docker.h"
+#include "tako/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -272,24 +273,6 @@ static void forward_signal(int sig)
 {
     if (recipe_pid > 0)
         kill(recipe_pid, sig);
-}
-
-/* Drop terminal colour sequences (ESC [ params letter): docker build paints the stderr of
- * RUN steps red even into a pipe. In place. */
-static void strip_ansi(char *line)
-{
-    char *w = line;
-    for (const char *r = line; *r;) {
-        if (r[0] == '\033' && r[1] == '[') {
-            r += 2;
-            r += strspn(r, "0123456789;?");
-            if (*r)
-                r++;
-            continue;
-        }
-        *w++ = *r++;
-    }
-    *w = '\0';
 }
 
 /* One line of the recipe's output: "build-image: " is dropped (the prefix says when). */

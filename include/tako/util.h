@@ -44,4 +44,8 @@ void sha256_hex(const void *data, size_t len, char *hex);
  */
 char *utf8_sanitize(const char *in, size_t len, size_t *out_len);
 
+/* Drop terminal colour sequences (ESC [ params final-byte) from s, in place: docker build
+ * paints RUN steps' stderr red even into a pipe, and pip and apt colour theirs. */
+void strip_ansi(char *s);
+
 #endif
