@@ -1211,3 +1211,12 @@ int docker_pull(struct docker *d, const char *ref, long stall_s, long timeout_ms
     free(path);
     return rc;
 }
+
+void docker_short_id(const char *id, char out[13])
+{
+    if (!id)
+        id = "?";
+    if (!strncmp(id, "sha256:", 7))
+        id += 7;
+    snprintf(out, 13, "%s", id);
+}

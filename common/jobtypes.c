@@ -631,8 +631,7 @@ int jobtype_build(struct docker *d, const struct tk_config *cfg, const struct tk
         docker_set_error(d, words);
         return rc;
     }
-    const char *hex = strncmp(out->image_id, "sha256:", 7) ? out->image_id : out->image_id + 7;
-    snprintf(out->version, sizeof out->version, "%.*s", JOBTYPE_VERSION_LEN, hex);
+    docker_short_id(out->image_id, out->version); /* JOBTYPE_VERSION_LEN hex digits */
     char repo[64];
     type_repo(t, repo, sizeof repo);
     snprintf(out->image_ref, sizeof out->image_ref, "%s:%s", repo, out->version);

@@ -149,7 +149,7 @@ static void check_image(struct doctor *doc)
     const char *launcher = json_string_value(json_object_get(labels, "takod.launcher.sha256"));
     const char *py = json_string_value(json_object_get(labels, "takod.python_version"));
     char sid[13];
-    snprintf(sid, sizeof sid, "%s", id && !strncmp(id, "sha256:", 7) ? id + 7 : id ? id : "?");
+    docker_short_id(id, sid);
     if (!launcher)
         verdict(doc, "image", WARN, "run `tako setup` (it adds takod's layer)",
                 "%s (%s) has no takod launcher label: not built by tako setup", image, sid);

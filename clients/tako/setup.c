@@ -165,23 +165,13 @@ static int setup_fail(int code, const char *fmt, ...)
     return code;
 }
 
-/* "sha256:446073ed6951…" -> "446073ed6951" (id may be NULL: "?") */
-static void short_id(const char *id, char out[13])
-{
-    if (!id)
-        id = "?";
-    if (!strncmp(id, "sha256:", 7))
-        id += 7;
-    snprintf(out, 13, "%s", id);
-}
-
 /* The image's short id, or "" when it is absent (or the engine cannot say). */
 static void image_short_id(struct setup *s, const char *image, char out[13])
 {
     json_t *j = NULL;
     out[0] = '\0';
     if (docker_image_inspect(s->d, image, &j) == 0)
-        short_id(json_string_value(json_object_get(j, "Id")), out);
+        docker_short_id(json_string_value(json_object_get(j, "Id")), out);
     json_decref(j);
 }
 

@@ -60,6 +60,10 @@ void docker_set_abort_flag(struct docker *d, volatile sig_atomic_t *flag);
  * checks this (-EINVAL). */
 bool docker_image_name_ok(const char *image);
 
+/* An image id's short form, as `docker images` shows it: "sha256:446073ed6951..." ->
+ * "446073ed6951" (NULL -> "?"). */
+void docker_short_id(const char *id, char out[13]);
+
 /* GET /_ping: 0 when the engine answers. */
 int docker_ping(struct docker *d);
 
