@@ -189,6 +189,86 @@ static json_t *container_body(const char *dir, const struct sandbox_spec *spec)
     return body;
 }
 
+/*
+ * Whether containers start under `runtime` here: one with every defence but no mounts
+ * runs /bin/true. crun, for one, is registered but refuses to start anything on a cgroup
+ * v1 host whose unified hierarchy still holds a controller (scripts/setup-runtime.sh
+ * moves it). 0, or -errno with the engine's words in docker_last_error.
+ */
+static int probe_runtime(struct docker *d, const char *runtime)
+{
+    const char *was = sandbox_runtime;
+    sandbox_runtime = runtime;
+    struct sandbox_spec spec;
+    sandbox_default_spec(&spec);
+    json_t *body = container_body("/nonexistent", &spec);
+    sandbox_runtime = was;
+    if (!body)
+        return -ENOMEM;
+    json_object_del(json_object_get(body, "HostConfig"), "Binds");
+    json_object_set_new(body, "Cmd", json_pack("[s]", "/bin/true"));
+    json_object_set_new(body, "OpenStdin", json_false());
+    char id[65];
+    int rc = docker_create(d, NULL, body, id), code = -1;
+    json_decref(body);
+    if (rc < 0)
+        return rc;
+    rc = docker_start(d, id);
+    if (rc == 0)
+        rc = docker_wait(d, id, 20000, &code);
+    char why[512];
+    snprintf(why, sizeof why, "%s", rc < 0 ? docker_last_error(d) : "");
+    if (rc == 0 && code != 0) {
+        snprintf(why, sizeof why, "/bin/true exited with %d", code);
+        rc = -EIO;
+    }
+    docker_remove(d, id);
+    if (rc < 0)
+        docker_set_error(d, why);
+    return rc;
+}
+
+int sandbox_choose_runtime(struct docker *d, bool probe, char *msg, size_t msglen)
+{
+    int want = (int)tk.cfg.docker_runtime;
+    bool strict = tk.cfg.docker_security_mode == TK_SECURITY_STRICT;
+    sandbox_runtime = "runc";
+    msg[0] = '\0';
+    if (strict && want != TK_RUNTIME_RUNSC) {
+        snprintf(msg, msglen,
+                 "docker.security_mode = strict requires docker.runtime = runsc "
+                 "(gVisor)");
+        return -EPERM;
+    }
+    const char *name = want == TK_RUNTIME_RUNSC ? "runsc" : want == TK_RUNTIME_RUNC ? NULL : "crun";
+    if (!name)
+        return 0;
+    int has = docker_has_runtime(d, name);
+    if (has == 1 && probe && want != TK_RUNTIME_RUNSC && probe_runtime(d, name) < 0)
+        has = -1;
+    if (has == 1) {
+        sandbox_runtime = name; /* a string literal: lives as long as the process */
+        if (want == TK_RUNTIME_AUTO)
+            snprintf(msg, msglen, "docker.runtime = auto: using crun");
+        return 0;
+    }
+    char why[400];
+    snprintf(why, sizeof why, "%s",
+             has == 0 ? "the engine has no such runtime" : docker_last_error(d));
+    if (want == TK_RUNTIME_RUNSC) {
+        snprintf(msg, msglen,
+                 "docker.runtime = runsc, but gVisor is not usable (%s); run "
+                 "scripts/setup-gvisor.sh%s",
+                 why, strict ? "; docker.security_mode = strict refuses runc" : "");
+        return strict ? -EPERM : 1;
+    }
+    snprintf(msg, msglen,
+             "docker.runtime = %s, but crun is not usable (%s); using runc. Run "
+             "scripts/setup-runtime.sh crun",
+             want == TK_RUNTIME_AUTO ? "auto" : "crun", why);
+    return 1;
+}
+
 static int make_dirs(const char *dir)
 {
     unsigned uid, gid;

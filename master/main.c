@@ -405,30 +405,32 @@ static void check_docker(void)
     snprintf(tk.shm->python_version, sizeof tk.shm->python_version, "%s", pyver ? pyver : "3");
     json_decref(image);
     atomic_store(&tk.shm->image_exists, rc == 1);
-    bool want_runsc = tk.cfg.docker_runtime == 1, strict = tk.cfg.docker_security_mode == 1;
-    int has_runsc = docker_has_runtime(d, "runsc");
+    char serr[512], rmsg[768] = "";
+    int rrc = 0;
+    if (rc == 1) {
+        if (sandbox_load_seccomp(tk.cfg.docker_seccomp_profile, serr, sizeof serr) < 0) {
+            docker_close(d);
+            die("%s", serr);
+        }
+        rrc = sandbox_choose_runtime(d, true, rmsg, sizeof rmsg);
+    }
     docker_close(d); /* no curl handle may cross fork */
     if (rc == 0)
         die("executor image %s not found: build it with `tako setup` (scripts/build-image.sh)",
             tk.cfg.docker_image);
     if (rc < 0)
         die("checking executor image %s: %s", tk.cfg.docker_image, e);
-    if (strict && !want_runsc)
-        die("docker.security_mode = strict requires docker.runtime = runsc (gVisor)");
-    if (want_runsc && has_runsc != 1) {
-        if (strict)
-            die("docker.runtime = runsc, but the Docker engine has no runsc runtime "
-                "(run scripts/setup-gvisor.sh); docker.security_mode = strict refuses runc");
-        log_crit("msg=\"GVISOR UNAVAILABLE: docker.runtime = runsc but the engine has no runsc "
-                 "runtime; running jobs under runc (security_mode = permissive). Run "
-                 "scripts/setup-gvisor.sh\"");
-    } else if (want_runsc) {
-        sandbox_runtime = "runsc";
-    }
+    if (rrc < 0)
+        die("%s", rmsg);
+    if (rrc == 1 && tk.cfg.docker_runtime == TK_RUNTIME_RUNSC)
+        log_crit("msg=\"GVISOR UNAVAILABLE: running jobs under runc (security_mode = "
+                 "permissive)\" why=\"%s\"",
+                 rmsg);
+    else if (rrc == 1)
+        log_warn("msg=\"%s\"", rmsg);
+    else if (rmsg[0])
+        log_info("msg=\"%s\"", rmsg);
     snprintf(tk.shm->runtime, sizeof tk.shm->runtime, "%s", sandbox_runtime);
-    char serr[512];
-    if (sandbox_load_seccomp(tk.cfg.docker_seccomp_profile, serr, sizeof serr) < 0)
-        die("%s", serr);
     atomic_store(&tk.shm->docker_ok, 1);
     recovery_remove_containers(NULL); /* a previous run's leftovers */
 }

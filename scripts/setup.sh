@@ -5,6 +5,7 @@
 #   2. build (cmake) into build/
 #   3. a Docker engine that answers (starts dockerd if none does, and waits for it)
 #   4. the executor image (`tako setup`: scripts/build-image.sh, only if missing or stale)
+#   5. the container runtimes crun and runsc, registered with the engine
 # Sourced by run.sh and test.sh; can also be run alone.
 set -euo pipefail
 
@@ -22,7 +23,7 @@ need_root() {
 
 PACKAGES=(build-essential cmake pkg-config libevent-dev libjansson-dev libpq-dev
           libcurl4-openssl-dev libssl-dev docker.io postgresql postgresql-client
-          debootstrap python3 curl ca-certificates clang-format runsc spin
+          debootstrap python3 curl ca-certificates clang-format runsc crun spin
           python3-pytest)
 
 install_packages() {
@@ -76,9 +77,13 @@ build_image() {
     TAKO_SOURCE_DIR="$TAKO_ROOT" "$TAKO_BUILD/tako" setup -c "$TAKO_ROOT/conf/tako.conf"
 }
 
-# gVisor (runsc) registered with the engine, for docker.runtime = runsc and its tests.
-setup_gvisor() {
-    "$TAKO_ROOT/scripts/setup-gvisor.sh"
+# The runtimes registered with the engine: crun (what docker.runtime = auto picks; if it
+# cannot be made to work here, takod uses runc and says so), and gVisor's runsc for
+# docker.runtime = runsc and its tests.
+setup_runtimes() {
+    "$TAKO_ROOT/scripts/setup-runtime.sh" crun ||
+        say "crun is not usable here (above); takod will use runc"
+    "$TAKO_ROOT/scripts/setup-runtime.sh" runsc
 }
 
 tako_setup() {
@@ -87,7 +92,7 @@ tako_setup() {
     build_takod
     start_docker
     build_image
-    setup_gvisor
+    setup_runtimes
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

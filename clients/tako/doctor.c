@@ -16,6 +16,8 @@
 #include "tako/config.h"
 #include "tako/docker.h"
 #include "tako/jobtypes.h"
+#include "tako/sandbox.h"
+#include "tako/takod.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -47,8 +49,8 @@ struct check {
 
 struct doctor {
     struct args *a;
-    struct tk_config cfg;
-    struct docker *d; /* NULL when no engine answers */
+    struct tk_config *cfg; /* &tk.cfg: what sandbox.c's runtime probe reads */
+    struct docker *d;      /* NULL when no engine answers */
     struct check checks[DOC_MAX_CHECKS];
     int n;
 };
@@ -83,7 +85,7 @@ static void verdict(struct doctor *doc, const char *name, enum verdict v, const 
 static void check_config(struct doctor *doc)
 {
     char src[512], err[1024];
-    int rc = tako_machine_config(doc->a, &doc->cfg, src, sizeof src, err, sizeof err);
+    int rc = tako_machine_config(doc->a, doc->cfg, src, sizeof src, err, sizeof err);
     int n = doc->a->nmulti[O_OVERRIDE];
     if (rc == 0 && n == 0)
         verdict(doc, "config", PASS, NULL, "%s", src);
@@ -95,13 +97,13 @@ static void check_config(struct doctor *doc)
     snprintf(fix, sizeof fix, "correct it; `takod -t -c %s` prints the effective configuration",
              doc->a->val[O_CONFIG] ? doc->a->val[O_CONFIG] : "FILE");
     verdict(doc, "config", FAIL, fix, "%s (the checks below use the built-in defaults)", err);
-    if (config_load(&doc->cfg, NULL, NULL, 0, err, sizeof err) < 0)
-        config_defaults(&doc->cfg);
+    if (config_load(doc->cfg, NULL, NULL, 0, err, sizeof err) < 0)
+        config_defaults(doc->cfg);
 }
 
 static void check_engine(struct doctor *doc)
 {
-    const char *sock = doc->cfg.docker_socket;
+    const char *sock = doc->cfg->docker_socket;
     int rc = docker_open(&doc->d, sock);
     if (rc == 0)
         rc = docker_ping(doc->d);
@@ -127,7 +129,7 @@ static void check_engine(struct doctor *doc)
 /* docker.image is in the engine, built by build-image.sh (it carries the launcher). */
 static void check_image(struct doctor *doc)
 {
-    const char *image = doc->cfg.docker_image;
+    const char *image = doc->cfg->docker_image;
     if (!doc->d) {
         verdict(doc, "image", WARN, "fix the engine first", "%s not checked: no engine", image);
         return;
@@ -167,15 +169,15 @@ static void check_job_types(struct doctor *doc)
         return;
     }
     char missing[600] = "", image[128];
-    size_t n_missing = 0, n = doc->cfg.n_job_types > 0 ? doc->cfg.n_job_types - 1 : 0;
-    for (size_t i = 1; i < doc->cfg.n_job_types; i++) {
-        jobtype_image(&doc->cfg, &doc->cfg.job_types[i], "latest", image, sizeof image);
+    size_t n_missing = 0, n = doc->cfg->n_job_types > 0 ? doc->cfg->n_job_types - 1 : 0;
+    for (size_t i = 1; i < doc->cfg->n_job_types; i++) {
+        jobtype_image(doc->cfg, &doc->cfg->job_types[i], "latest", image, sizeof image);
         if (docker_image_exists(doc->d, image) == 1)
             continue;
         n_missing++;
         size_t used = strlen(missing);
         snprintf(missing + used, sizeof missing - used, "%s%s", used ? ", " : "",
-                 doc->cfg.job_types[i].name);
+                 doc->cfg->job_types[i].name);
     }
     char fix[700];
     snprintf(fix, sizeof fix,
@@ -192,7 +194,8 @@ static void check_job_types(struct doctor *doc)
 /* gVisor: needed only when the configuration asks for it (runtime or strict mode). */
 static void check_runsc(struct doctor *doc)
 {
-    bool wanted = doc->cfg.docker_runtime == 1 || doc->cfg.docker_security_mode == 1;
+    bool wanted = doc->cfg->docker_runtime == TK_RUNTIME_RUNSC ||
+                  doc->cfg->docker_security_mode == TK_SECURITY_STRICT;
     const char *fix = "./scripts/setup-gvisor.sh (apt-get install runsc; it registers runsc "
                       "with the engine)";
     if (!doc->d) {
@@ -206,14 +209,43 @@ static void check_runsc(struct doctor *doc)
                 "docker_has_runtime runsc: %s", docker_last_error(doc->d));
     else if (rc == 1)
         verdict(doc, "runsc", PASS, NULL, "registered with the engine (docker.runtime = %s)",
-                wanted ? "runsc or strict mode" : "runc: unused");
+                wanted ? "runsc or strict mode" : "not runsc: unused");
     else if (wanted)
         verdict(doc, "runsc", FAIL, fix,
                 "not registered with the engine, and docker.runtime = runsc or security_mode = "
                 "strict needs it");
     else
         verdict(doc, "runsc", WARN, fix,
-                "not registered with the engine (docker.runtime = runc does not need it)");
+                "not registered with the engine (only docker.runtime = "
+                "runsc needs it)");
+}
+
+/* The runtime takod would pick (docker.runtime; auto and crun run a probe container). */
+static void check_runtime(struct doctor *doc)
+{
+    if (!doc->d) {
+        verdict(doc, "runtime", WARN, "fix the engine first", "not checked: no engine");
+        return;
+    }
+    static const char *const names[] = {"runc", "runsc", "crun", "auto"}; /* config.h's order */
+    char err[512], msg[768];
+    if (sandbox_load_seccomp(doc->cfg->docker_seccomp_profile, err, sizeof err) < 0) {
+        verdict(doc, "runtime", FAIL, "fix docker.seccomp_profile", "%s", err);
+        return;
+    }
+    int rc = sandbox_choose_runtime(doc->d, true, msg, sizeof msg);
+    if (rc < 0)
+        verdict(doc, "runtime", FAIL, "install and register gVisor, or relax security_mode", "%s",
+                msg);
+    else if (rc == 1)
+        verdict(doc, "runtime", WARN,
+                doc->cfg->docker_runtime == TK_RUNTIME_RUNSC
+                    ? "./scripts/setup-gvisor.sh"
+                    : "./scripts/setup-runtime.sh crun (apt-get install crun; registers it)",
+                "%s", msg);
+    else
+        verdict(doc, "runtime", PASS, NULL, "jobs run under %s (docker.runtime = %s)",
+                sandbox_runtime, names[doc->cfg->docker_runtime & 3]);
 }
 
 /* Connect with connect_timeout and SELECT 1. 0, or -1 with the first line of the error. */
@@ -293,9 +325,9 @@ static bool pg_server_binaries(const struct tk_config *cfg, char *dir, size_t le
 static void check_database(struct doctor *doc)
 {
     char ver[64] = "", err[1024] = "", conninfo[4400], sock[4400], bindir[4200];
-    if (doc->cfg.database_url && doc->cfg.database_url[0]) {
+    if (doc->cfg->database_url && doc->cfg->database_url[0]) {
         /* never print the url: it may hold a password */
-        if (db_probe(doc->cfg.database_url, ver, sizeof ver, err, sizeof err) == 0)
+        if (db_probe(doc->cfg->database_url, ver, sizeof ver, err, sizeof err) == 0)
             verdict(doc, "database", PASS, NULL, "database.url answers (%s)", ver);
         else
             verdict(doc, "database", FAIL,
@@ -303,8 +335,8 @@ static void check_database(struct doctor *doc)
                     "database.url does not answer: %s", err);
         return;
     }
-    const char *dd = doc->cfg.server_data_dir;
-    pid_t pid = takod_pid(&doc->cfg);
+    const char *dd = doc->cfg->server_data_dir;
+    pid_t pid = takod_pid(doc->cfg);
     snprintf(sock, sizeof sock, "%s/pgsock/.s.PGSQL.5432", dd);
     if (access(sock, F_OK) == 0) {
         snprintf(conninfo, sizeof conninfo, "host=%s/pgsock port=5432 dbname=takod user=takod", dd);
@@ -319,7 +351,7 @@ static void check_database(struct doctor *doc)
                 (int)pid, dd, err[0] ? ": " : "", err);
         return;
     }
-    if (!pg_server_binaries(&doc->cfg, bindir, sizeof bindir)) {
+    if (!pg_server_binaries(doc->cfg, bindir, sizeof bindir)) {
         verdict(doc, "database", FAIL,
                 "apt-get install postgresql (or set database.pg_bindir, or database.url)",
                 "no PostgreSQL server binaries (postgres, initdb) in %s for the managed database",
@@ -333,7 +365,7 @@ static void check_database(struct doctor *doc)
 /* data_dir exists and takes a file, or does not exist yet and can be created. */
 static void check_data_dir(struct doctor *doc)
 {
-    const char *dd = doc->cfg.server_data_dir;
+    const char *dd = doc->cfg->server_data_dir;
     const char *fix = "create it writable for the user takod runs as (mkdir -p, chown), or set "
                       "server.data_dir";
     struct stat st;
@@ -402,7 +434,7 @@ static void check_disk(struct doctor *doc)
 {
     char root[4096], a[2048], b[2048];
     tako_docker_root(doc->d, root, sizeof root);
-    enum verdict va = disk_one(doc->cfg.server_data_dir, "data_dir", a, sizeof a);
+    enum verdict va = disk_one(doc->cfg->server_data_dir, "data_dir", a, sizeof a);
     enum verdict vb = disk_one(root, "Docker root", b, sizeof b);
     enum verdict v = va > vb ? va : vb;
     verdict(doc, "disk space", v,
@@ -435,11 +467,13 @@ int cmd_doctor(struct args *a)
     static struct doctor doc; /* large: static */
     memset(&doc, 0, sizeof doc);
     doc.a = a;
+    doc.cfg = &tk.cfg;
     check_config(&doc);
     check_engine(&doc);
     check_image(&doc);
     check_job_types(&doc);
     check_runsc(&doc);
+    check_runtime(&doc);
     check_database(&doc);
     check_data_dir(&doc);
     check_disk(&doc);
@@ -450,6 +484,6 @@ int cmd_doctor(struct args *a)
     if (a->json)
         print_json(&doc, ok);
     docker_close(doc.d);
-    config_free(&doc.cfg);
+    config_free(doc.cfg);
     return ok ? TAKO_EXIT_OK : TAKO_EXIT_FAILED;
 }

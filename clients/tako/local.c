@@ -481,18 +481,16 @@ int cmd_run(struct args *a)
                                 tk.cfg.docker_socket, docker_last_error(NULL));
         goto out;
     }
-    if (tk.cfg.docker_runtime == 1) { /* runsc, as takod: fall back unless strict */
-        if (docker_has_runtime(d, "runsc") == 1)
-            sandbox_runtime = "runsc";
-        else if (tk.cfg.docker_security_mode == 1) {
-            exit_code = infra_error(a, TAKO_EXIT_INFRA, "docker_error",
-                                    "docker.security_mode = strict, but the engine has no runsc "
-                                    "runtime (gVisor)");
-            goto out;
-        } else {
-            fprintf(stderr, "tako run: warning: no runsc runtime; running under runc\n");
-        }
+    /* as takod, but without its probe container: for one job it would cost more than crun
+     * saves, so a crun that cannot start the job's container is fallen back from below */
+    char rmsg[768];
+    rc = sandbox_choose_runtime(d, false, rmsg, sizeof rmsg);
+    if (rc < 0) {
+        exit_code = infra_error(a, TAKO_EXIT_INFRA, "docker_error", "%s", rmsg);
+        goto out;
     }
+    if (rc == 1 && tk.cfg.docker_runtime != TK_RUNTIME_AUTO)
+        fprintf(stderr, "tako run: warning: %s\n", rmsg);
     rc = docker_image_exists(d, tk.cfg.docker_image);
     if (rc == 0) {
         exit_code =
@@ -591,6 +589,10 @@ int cmd_run(struct args *a)
         spec.cpus = tk.cfg.limits_cpus;
     unsigned timeout_s = (unsigned)(opt_set(a, O_TIMEOUT) ? tk.cfg.limits_timeout : jt->timeout);
     rc = sandbox_prepare(d, &w, dir, &spec);
+    if (rc < 0 && !strcmp(sandbox_runtime, "crun") && tk.cfg.docker_runtime == TK_RUNTIME_AUTO) {
+        sandbox_runtime = "runc"; /* registered, but not usable here (see sandbox_choose_runtime) */
+        rc = sandbox_prepare(d, &w, dir, &spec);
+    }
     if (rc < 0) {
         exit_code = infra_error(a, TAKO_EXIT_INFRA, "docker_error",
                                 "could not start a container from %s: %s", image,

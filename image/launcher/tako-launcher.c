@@ -476,7 +476,9 @@ static void reap(pid_t pid, struct result *r, int *exited)
 
 /* The prestarted interpreter's bootstrap (see PRESTART). */
 static const char boot_py[] =
-    "import os, sys, types, traceback\n" /* traceback: ~7 ms off an error's path */
+    /* Only what site already loaded: every import here is CPU each job pays for while
+     * its container is made (traceback alone pulls in re and tokenize, ~10 ms). */
+    "import os, sys\n"
     "def _tako_boot():\n"
     "    null = os.open('/dev/null', os.O_WRONLY)\n"
     "    saved = (os.dup(1), os.dup(2))\n"
@@ -505,7 +507,7 @@ static const char boot_py[] =
     "sys.argv = ['/code/main.py']\n"
     "sys.path[0] = '/code'\n"
     /* as `python3 /code/main.py` runs it, without runpy's 6 ms of imports and lookups */
-    "m = types.ModuleType('__main__')\n"
+    "m = type(sys)('__main__')\n"
     "m.__file__ = '/code/main.py'\n"
     "m.__builtins__ = __builtins__\n"
     "m.__spec__ = m.__package__ = m.__cached__ = None\n"
@@ -520,7 +522,16 @@ static const char boot_py[] =
     "    tb = e.__traceback__\n"
     "    while tb is not None and tb.tb_frame.f_code.co_filename != '/code/main.py':\n"
     "        tb = tb.tb_next\n"
-    "    traceback.print_exception(type(e), e, tb)\n"
+    /* the hook python3 itself calls (C, or the program's own): the same text, chained
+     * exceptions and carets included, with nothing to import. The C hook prints the
+     * exception's own __traceback__, so that is trimmed too. */
+    "    e = e.with_traceback(tb)\n"
+    "    sys.excepthook(type(e), e, tb)\n"
+    "    if isinstance(e, KeyboardInterrupt):\n" /* as python3 ends then: by SIGINT */
+    "        import signal\n"
+    "        signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+    "        sys.stdout.flush(), sys.stderr.flush()\n"
+    "        os.kill(os.getpid(), signal.SIGINT)\n"
     "    sys.exit(1)\n";
 
 /* In the child, between fork and exec: only async-signal-safe calls. On failure,

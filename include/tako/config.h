@@ -75,8 +75,10 @@
       "Docker Engine API unix socket") \
     X(docker, image, STR, "code-executor:latest", 0, 0, CF_RELOAD, \
       "executor image for the default job type") \
-    X(docker, runtime, ENUM, "runc", "runc|runsc", 0, CF_NORELOAD, \
-      "container runtime: runc, or runsc (gVisor: a user-space kernel between job and host)") \
+    X(docker, runtime, ENUM, "auto", "runc|runsc|crun|auto", 0, CF_NORELOAD, \
+      "container runtime: runc; crun (the same isolation, ~25 ms less CPU per container); " \
+      "runsc (gVisor: a user-space kernel between job and host); auto: crun when the " \
+      "engine has it and a probe container runs under it, else runc") \
     X(docker, security_mode, ENUM, "permissive", "permissive|strict", 0, CF_NORELOAD, \
       "strict: refuse to start unless runtime = runsc is available; permissive: fall back " \
       "to runc with a warning") \
@@ -185,6 +187,10 @@
 #define TK_CF_CTYPE_DOUBLE double
 #define TK_CF_CTYPE_BOOL   bool
 #define TK_CF_CTYPE_ENUM   int
+
+/* docker.runtime's and docker.security_mode's values, in their choices' order */
+enum { TK_RUNTIME_RUNC, TK_RUNTIME_RUNSC, TK_RUNTIME_CRUN, TK_RUNTIME_AUTO };
+enum { TK_SECURITY_PERMISSIVE, TK_SECURITY_STRICT };
 
 #define TK_JOB_TYPE_NAME_MAX 40 /* [a-z0-9][a-z0-9_-]*: also a Docker repository name */
 #define TK_MAX_JOB_TYPES     32

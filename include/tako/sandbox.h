@@ -71,7 +71,8 @@ struct sandbox_result {
 };
 
 /* The JSON seccomp profile passed inline with every container (embedded default or
- * docker.seccomp_profile), the runtime in use ("runc" / "runsc"). Set once at start. */
+ * docker.seccomp_profile), the runtime in use ("runc" / "crun" / "runsc"). Set once at
+ * start. */
 extern const char *sandbox_seccomp_json;
 extern const char *sandbox_runtime;
 
@@ -85,6 +86,15 @@ extern size_t sandbox_n_package_dirs;
 
 /* Load docker.seccomp_profile (or the embedded default) and check it is JSON. */
 int sandbox_load_seccomp(const char *path, char *err, size_t errlen);
+
+/*
+ * Set sandbox_runtime from docker.runtime and what the engine offers (needs the seccomp
+ * profile loaded). With `probe`, crun must also run a container first (takod, once at
+ * start). Returns 0 when it got what was asked (msg may say what auto chose); 1 when it
+ * fell back to runc (msg says why and how to fix it: log it loudly); -EPERM when
+ * docker.security_mode = strict refuses to fall back (msg says why).
+ */
+int sandbox_choose_runtime(struct docker *d, bool probe, char *msg, size_t msglen);
 
 /* Create, attach and start a container made to `spec` in `dir` (created here). 0 or
  * -errno. */

@@ -25,6 +25,19 @@ CONF = os.path.join(SOURCE_DIR, "conf", "tako.conf")
 WARM_CONTAINERS = 2  # server.warm_containers' default: each executor's started containers
 
 
+def _engine_runtimes():
+    out = subprocess.run(["docker", "info", "--format", "{{json .Runtimes}}"],
+                         capture_output=True, text=True, timeout=30).stdout
+    try:
+        return set(json.loads(out or "{}"))
+    except ValueError:
+        return set()
+
+
+# crun registered with the engine (scripts/setup.sh does it): docker.runtime = auto uses it
+CRUN = "crun" in _engine_runtimes()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,7 +6,7 @@ import json
 import time
 import unittest
 
-from harness import Takod
+from harness import CRUN, Takod
 
 
 class BasicExecution(unittest.TestCase):
@@ -27,7 +27,9 @@ class BasicExecution(unittest.TestCase):
         self.assertIsNone(r["output"])
         self.assertIsNone(r["error"])
         self.assertEqual(r["job_type"], "default")
-        self.assertEqual(r["runtime"], "runc")
+        # docker.runtime = auto: crun, which scripts/setup.sh registers (runc without it)
+        self.assertEqual(r["runtime"], "crun" if CRUN else "runc")
+        self.assertEqual(self.t.request("GET", "/health").json()["runtime"], r["runtime"])
         self.assertIsInstance(r["execution_time"], float)
         for k in ("queue_ms", "startup_ms", "execution_ms", "total_ms"):
             self.assertGreaterEqual(r["timing"][k], 0)

@@ -11,7 +11,7 @@ import threading
 import time
 import unittest
 
-from harness import WARM_CONTAINERS, Takod
+from harness import CRUN, WARM_CONTAINERS, Takod
 
 
 def code_result(lines):
@@ -135,6 +135,18 @@ class Sandbox(unittest.TestCase):
         self.assertEqual(r["output"], {"unshare_user": "EPERM", "keyctl": "EPERM", "ptrace": "EPERM",
                                        "bpf": "EPERM", "io_uring_setup": "EPERM", "getpid": "ok"})
 
+    def test_the_32_bit_syscall_abi_is_closed(self):
+        # int 0x80 from a 64-bit process: no 32-bit architecture in the seccomp filter, so
+        # the kernel kills the caller (SIGSYS) instead of running i386 getpid
+        r = self.t.execute(
+            "import ctypes, mmap\n"
+            "code = bytes([0xb8, 20, 0, 0, 0, 0xcd, 0x80, 0xc3])  # mov eax, 20; int 0x80; ret\n"
+            "m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n"
+            "m.write(code)\n"
+            "f = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(m)))\n"
+            "print('i386 getpid', f())\n")
+        self.assertEqual((r["status"], r["stdout"], r["exit_code"]), ("failed", "", 128 + 31), r)
+
     def test_threads_and_multiprocessing_work(self):
         r = self.t.execute(
             "import multiprocessing, threading\n"
@@ -189,6 +201,48 @@ class Sandbox(unittest.TestCase):
         self.assertEqual(len(ids), 4)
         r = self.t.execute("print(1)")
         self.assertLess(r["timing"]["startup_ms"], 50)  # no container start on the path
+
+
+HARDENING_PROBE = code_result(
+    "st = dict(l.split(':\\t', 1) for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
+    "res.update(uid=os.getuid(), capeff=st['CapEff'].strip(), nnp=st['NoNewPrivs'].strip(),\n"
+    "           seccomp=st['Seccomp'].strip())\n"
+    "import ctypes, errno\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    "res['unshare'] = errno.errorcode.get(ctypes.get_errno()) if libc.unshare(0x10000000) else 'ok'\n"
+    "try:\n    open('/etc/x', 'w')\nexcept OSError as e:\n    res['rootfs'] = errno.errorcode[e.errno]\n")
+HARDENED = {"uid": 1000, "capeff": "0000000000000000", "nnp": "1", "seccomp": "2",
+            "unshare": "EPERM", "rootfs": "EROFS"}
+
+
+class Runtimes(unittest.TestCase):
+    """docker.runtime: runc and crun give the same defences (runsc: Gvisor below)."""
+
+    def check(self, runtime):
+        t = Takod(f"docker.runtime={runtime}", "limits.memory=64m", executors=1, acceptors=1)
+        try:
+            t.start()
+            self.assertEqual(t.request("GET", "/health").json()["runtime"], runtime)
+            r = t.execute(HARDENING_PROBE)
+            self.assertEqual((r["runtime"], r["output"]), (runtime, HARDENED), r)
+            r = t.execute("x = bytearray(256 << 20)\nprint(len(x))")
+            self.assertEqual(r["status"], "oom", r)
+            r = t.execute("import time\ntime.sleep(30)", timeout=1)
+            self.assertEqual(r["status"], "timeout", r)
+            r = t.execute("import os, time\nn = 0\ntry:\n    while n < 400:\n"
+                          "        if os.fork() == 0:\n            time.sleep(5)\n            os._exit(0)\n"
+                          "        n += 1\nexcept OSError:\n    pass\nprint(n)\n")
+            self.assertTrue(50 < int(r["stdout"]) < 100, r)  # limits.pids = 100 holds
+            self.assertEqual(t.sql(f"SELECT runtime FROM jobs WHERE id = '{r['execution_id']}'"),
+                             [[runtime]])
+        finally:
+            t.cleanup()
+
+    def test_runc(self):
+        self.check("runc")
+
+    @unittest.skipUnless(CRUN, "crun is not registered with the engine (scripts/setup-runtime.sh crun)")
+    def test_crun(self):
+        self.check("crun")
 
 
 class Gvisor(unittest.TestCase):
