@@ -11,9 +11,11 @@
  * reason is kept per thread and returned by docker_last_error(NULL).
  */
 #include "tako/docker.h"
+#include "tako/util.h"
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -920,11 +922,15 @@ static int dk_list(struct docker *d, const char *label, bool with_labels, json_t
 /* ---------------------------------------------------------------------------------------- */
 /* attach: a raw, hijacked connection to a container's stdio                                */
 
-int docker_attach(struct docker *d, const char *id, int timeout_ms, int *fd_out)
+/*
+ * A request on a unix-socket connection of its own, written and not waited for: the
+ * attach stream's handshake, and the calls an executor must not block on (a container's
+ * start takes ~100 ms of the engine's time). `extra` is the connection's header lines.
+ * The socket's timeouts bound only the connect and this write. -ECONNREFUSED, -EIO.
+ */
+static int dk_raw_send(struct docker *d, const char *method, const char *path, const char *extra,
+                       int timeout_ms, int *fd_out)
 {
-    int rc = dk_check_id(d, "container id", id);
-    if (rc < 0)
-        return rc;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         dk_seterr(d, "socket: %s", strerror(errno));
@@ -944,15 +950,28 @@ int docker_attach(struct docker *d, const char *id, int timeout_ms, int *fd_out)
     }
     char req[512];
     int n = snprintf(req, sizeof req,
-                     "POST /v%s/containers/%s/attach?stream=1&stdin=1&stdout=1&stderr=1 "
-                     "HTTP/1.1\r\nHost: docker\r\nUpgrade: tcp\r\nConnection: Upgrade\r\n"
-                     "Content-Length: 0\r\n\r\n",
-                     d->version, id);
-    if (write(fd, req, (size_t)n) != n) {
-        dk_seterr(d, "attach %.12s: write: %s", id, strerror(errno));
+                     "%s /v%s%s HTTP/1.1\r\nHost: docker\r\n%sContent-Length: 0\r\n\r\n", method,
+                     d->version, path, extra);
+    if (n < 0 || (size_t)n >= sizeof req || write(fd, req, (size_t)n) != n) {
+        dk_seterr(d, "%s %s: write: %s", method, path, strerror(errno));
         close(fd);
         return -EIO;
     }
+    *fd_out = fd;
+    return 0;
+}
+
+int docker_attach(struct docker *d, const char *id, int timeout_ms, int *fd_out)
+{
+    int rc = dk_check_id(d, "container id", id);
+    if (rc < 0)
+        return rc;
+    char path[DK_MAX_NAME + 96];
+    snprintf(path, sizeof path, "/containers/%s/attach?stream=1&stdin=1&stdout=1&stderr=1", id);
+    int fd;
+    rc = dk_raw_send(d, "POST", path, "Upgrade: tcp\r\nConnection: Upgrade\r\n", timeout_ms, &fd);
+    if (rc < 0)
+        return rc;
     /* Read the answer's head, and nothing after it (that is the raw stream): peek at what
      * has arrived, then take exactly up to the blank line. */
     char head[2048];
@@ -997,6 +1016,67 @@ int docker_attach(struct docker *d, const char *id, int timeout_ms, int *fd_out)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
     *fd_out = fd;
     return 0;
+}
+
+int docker_start_async(struct docker *d, const char *id, int *fd)
+{
+    int rc = dk_check_id(d, "container id", id);
+    if (rc < 0)
+        return rc;
+    char path[DK_MAX_NAME + 32];
+    snprintf(path, sizeof path, "/containers/%s/start", id);
+    return dk_raw_send(d, "POST", path, "Connection: close\r\n", DK_DEFAULT_TIMEOUT_MS, fd);
+}
+
+int docker_remove_async(struct docker *d, const char *id, int *fd)
+{
+    int rc = dk_check_id(d, "container id", id);
+    if (rc < 0)
+        return rc;
+    char path[DK_MAX_NAME + 32];
+    snprintf(path, sizeof path, "/containers/%s?force=1&v=1", id);
+    return dk_raw_send(d, "DELETE", path, "Connection: close\r\n", DK_DEFAULT_TIMEOUT_MS, fd);
+}
+
+int docker_async_finish(struct docker *d, int fd, int timeout_ms)
+{
+    char ans[4096];
+    size_t len = 0;
+    uint64_t deadline = now_mono_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+    for (;;) { /* "Connection: close": the answer ends where the stream does */
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        uint64_t now = now_mono_ms();
+        int pr = now < deadline ? poll(&pfd, 1, (int)(deadline - now)) : 0;
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0) {
+            dk_seterr(d, "no answer from the engine within %d ms", timeout_ms);
+            close(fd);
+            return -ETIMEDOUT;
+        }
+        ssize_t r = read(fd, ans + len, sizeof ans - 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0 || (len += (size_t)r) == sizeof ans - 1)
+            break; /* EOF, an error, or enough of it to judge */
+    }
+    close(fd);
+    ans[len] = '\0';
+    int code = 0;
+    if (sscanf(ans, "HTTP/1.%*d %d", &code) != 1) {
+        dk_seterr(d, "the engine's answer was cut short");
+        return -EIO;
+    }
+    if ((code >= 200 && code < 300) || code == 304)
+        return 0;
+    /* the error's JSON body: {"message":"..."} (possibly in one chunk) */
+    const char *m = strstr(ans, "\"message\":\"");
+    const char *msg = m ? m + 11 : "";
+    const char *q = msg;
+    while (*q && !(*q == '"' && q[-1] != '\\'))
+        q++;
+    dk_seterr(d, "the engine answered %d: %.*s", code, (int)(q - msg), msg);
+    return code == 404 ? -ENOENT : -EIO;
 }
 
 int docker_list_by_label(struct docker *d, const char *label, json_t **ids)

@@ -291,16 +291,22 @@ static int make_dirs(const char *dir)
     return 0;
 }
 
-int sandbox_prepare(struct docker *d, struct warm *w, const char *dir,
-                    const struct sandbox_spec *spec)
+void sandbox_warm_init(struct warm *w)
+{
+    memset(w, 0, sizeof *w);
+    w->fd = -1;
+    w->start_fd = -1;
+}
+
+int sandbox_prepare_async(struct docker *d, struct warm *w, const char *dir,
+                          const struct sandbox_spec *spec)
 {
     struct sandbox_spec dflt;
     if (!spec) {
         sandbox_default_spec(&dflt);
         spec = &dflt;
     }
-    memset(w, 0, sizeof *w);
-    w->fd = -1;
+    sandbox_warm_init(w);
     snprintf(w->dir, sizeof w->dir, "%s", dir);
     rm_rf(dir);
     int rc = make_dirs(dir);
@@ -320,16 +326,42 @@ int sandbox_prepare(struct docker *d, struct warm *w, const char *dir,
         return rc; /* the caller logs (rate-limited while the engine is down) */
     rc = docker_attach(d, w->id, 10000, &w->fd);
     if (rc == 0)
-        rc = docker_start(d, w->id);
+        rc = docker_start_async(d, w->id, &w->start_fd);
     if (rc < 0) {
         char why[512];
         snprintf(why, sizeof why, "%s", docker_last_error(d));
         sandbox_discard(d, w);
         docker_set_error(d, why); /* the discard's own calls must not hide the cause */
-        return rc;
     }
-    w->ready = true;
-    return 0;
+    return rc;
+}
+
+int sandbox_started(struct docker *d, struct warm *w, int timeout_ms)
+{
+    if (w->ready)
+        return 0;
+    if (w->start_fd < 0)
+        return -EINVAL;
+    int rc = docker_async_finish(d, w->start_fd, timeout_ms);
+    w->start_fd = -1;
+    if (rc == 0)
+        w->ready = true;
+    return rc;
+}
+
+int sandbox_prepare(struct docker *d, struct warm *w, const char *dir,
+                    const struct sandbox_spec *spec)
+{
+    int rc = sandbox_prepare_async(d, w, dir, spec);
+    if (rc == 0)
+        rc = sandbox_started(d, w, 60000);
+    if (rc < 0 && w->id[0]) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", docker_last_error(d));
+        sandbox_discard(d, w);
+        docker_set_error(d, why);
+    }
+    return rc;
 }
 
 void sandbox_discard(struct docker *d, struct warm *w)
@@ -337,6 +369,9 @@ void sandbox_discard(struct docker *d, struct warm *w)
     if (w->fd >= 0)
         close(w->fd);
     w->fd = -1;
+    if (w->start_fd >= 0)
+        close(w->start_fd);
+    w->start_fd = -1;
     if (w->id[0]) {
         int rc = docker_remove(d, w->id);
         if (rc < 0 && rc != -ENOENT)

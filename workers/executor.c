@@ -6,8 +6,14 @@
  * waits.
  *
  * One job at a time; blocking calls (libcurl, libpq) are fine here because nothing else
- * shares this process. Signals only set flags (no SA_RESTART), checked between steps, in
- * the launcher wait (every 250 ms) and after every futex sleep.
+ * shares this process — except the engine's two slow calls. A container's start (~100 ms
+ * of dockerd, containerd and the runtime) and its removal are sent without waiting
+ * (docker_start_async, docker_remove_async), one start in flight per executor, and their
+ * answers are collected between jobs (progress). So an executor with a started container
+ * takes a job at once, even while its next one is starting; an executor with none takes
+ * no job until one is started, leaving the job to one that has. Signals only set flags
+ * (no SA_RESTART), checked between steps, in the launcher wait (every 250 ms) and after
+ * every futex sleep.
  */
 #include "tako/db.h"
 #include "tako/docker.h"
@@ -32,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <poll.h>
 #include <unistd.h>
 
 /*
@@ -51,10 +58,12 @@ static void on_signal(int sig)
         stop_fast = 1;
 }
 
-#define RETIRED_MAX 4
-#define WARM_MAX    17 /* server.warm_containers' maximum, and one of the sticky kind */
-#define KIND_MAX    320
-#define STICKY_MS   (300 * 1000) /* a job type's warm container outlives its last job so long */
+#define RETIRED_MAX   4
+#define REMOVING_MAX  16    /* removals sent and not yet answered */
+#define START_WAIT_MS 60000 /* a start the engine has not answered by then has failed */
+#define WARM_MAX      17    /* server.warm_containers' maximum, and one of the sticky kind */
+#define KIND_MAX      320
+#define STICKY_MS     (300 * 1000) /* a job type's warm container outlives its last job so long */
 
 struct exec_state {
     int slot;
@@ -75,6 +84,12 @@ struct exec_state {
     struct callbacks callbacks;       /* results to POST to callback_url, between jobs */
     struct warm retired[RETIRED_MAX]; /* used containers, removed when idle */
     int n_retired;
+    struct {
+        int fd; /* the engine's answer to the DELETE */
+        char id[65];
+        char dir[4096];
+    } removing[REMOVING_MAX];
+    int n_removing;
     unsigned seq;      /* containers prepared so far (names their directories) */
     int prepare_fails; /* consecutive: backoff, and the engine counts as down */
 };
@@ -104,14 +119,37 @@ static void retire(struct exec_state *st, struct warm *w)
         st->retired[st->n_retired++] = *w;
     else
         sandbox_discard(st->docker, w);
-    memset(w, 0, sizeof *w);
-    w->fd = -1;
+    sandbox_warm_init(w);
 }
 
+/* A removal's answer is in (or overdue): its directory goes too. */
+static void removal_done(struct exec_state *st, int i, int timeout_ms)
+{
+    int rc = docker_async_finish(st->docker, st->removing[i].fd, timeout_ms);
+    if (rc < 0 && rc != -ENOENT)
+        log_warn("msg=\"removing a container failed\" container=%.12s err=\"%s\"",
+                 st->removing[i].id, docker_last_error(st->docker));
+    rm_rf(st->removing[i].dir);
+    st->removing[i] = st->removing[--st->n_removing];
+}
+
+/* The used containers go: their removals are sent, and answered later (progress). */
 static void remove_retired(struct exec_state *st)
 {
-    for (int i = 0; i < st->n_retired; i++)
-        sandbox_discard(st->docker, &st->retired[i]);
+    for (int i = 0; i < st->n_retired; i++) {
+        struct warm *w = &st->retired[i];
+        while (st->n_removing == REMOVING_MAX) /* the engine lags: wait for the oldest */
+            removal_done(st, 0, 10000);
+        int fd;
+        if (docker_remove_async(st->docker, w->id, &fd) < 0) {
+            sandbox_discard(st->docker, w); /* the blocking way logs what failed */
+            continue;
+        }
+        st->removing[st->n_removing].fd = fd;
+        memcpy(st->removing[st->n_removing].id, w->id, sizeof w->id);
+        memcpy(st->removing[st->n_removing].dir, w->dir, sizeof w->dir);
+        st->n_removing++;
+    }
     st->n_retired = 0;
 }
 
@@ -127,53 +165,81 @@ static void kind_of(const struct sandbox_spec *s, char kind[KIND_MAX])
              (int)s->network, s->env ? s->env : "", s->preload ? s->preload : "");
 }
 
-static int pool_count(const struct exec_state *st, const char *kind)
+/* Containers of `kind` in the pool: all of them, or only the started ones. */
+static int pool_count(const struct exec_state *st, const char *kind, bool ready_only)
 {
     int n = 0;
     for (int i = 0; i < st->n_pool; i++)
-        n += !strcmp(st->kinds[i], kind);
+        n += !strcmp(st->kinds[i], kind) && (st->pool[i].ready || !ready_only);
     return n;
 }
 
-/* Start one more warm container of `spec` (NULL: the default type) into the pool; back
- * off while the engine fails. */
+static int n_starting(const struct exec_state *st)
+{
+    int n = 0;
+    for (int i = 0; i < st->n_pool; i++)
+        n += st->pool[i].start_fd >= 0;
+    return n;
+}
+
+/* The started containers, for /metrics. */
+static void publish_warm(struct exec_state *st)
+{
+    int n = 0;
+    for (int i = 0; i < st->n_pool; i++)
+        n += st->pool[i].ready;
+    atomic_store(&st->me->warm, (uint32_t)n);
+}
+
+/* How the engine did: after a failure to prepare or start a container (the first, then
+ * one in 30, is logged), and after a success. */
+static void engine_failed(struct exec_state *st, const char *image)
+{
+    if (st->prepare_fails % 30 == 0)
+        log_error("msg=\"preparing a container failed\" image=%s failures=%d err=\"%s\"", image,
+                  st->prepare_fails + 1, docker_last_error(st->docker));
+    st->prepare_fails++;
+    if (st->prepare_fails >= 2)
+        atomic_store(&tk.shm->docker_ok, 0); /* acceptors answer 503 meanwhile */
+}
+
+static void engine_worked(struct exec_state *st)
+{
+    if (st->prepare_fails)
+        log_info("msg=\"container engine usable again\"");
+    st->prepare_fails = 0;
+    atomic_store(&tk.shm->docker_ok, 1);
+}
+
+/* Start one more warm container of `spec` (NULL: the default type) into the pool; its
+ * start is answered later (progress). */
 static int prepare_warm(struct exec_state *st, const struct sandbox_spec *spec, const char *kind)
 {
     if (st->n_pool >= WARM_MAX)
         return 0;
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/e%d-%u", tk.slots_dir, tk.proc_idx, ++st->seq);
-    int rc = sandbox_prepare(st->docker, &st->pool[st->n_pool], dir, spec);
+    int rc = sandbox_prepare_async(st->docker, &st->pool[st->n_pool], dir, spec);
     if (rc < 0 && spec) { /* a job type's: its image may be gone; not the engine's health */
         log_warn("msg=\"preparing a warm container of a job type failed\" image=%s err=\"%s\"",
                  spec->image, docker_last_error(st->docker));
         return rc;
     }
     if (rc < 0) {
-        /* the first failure and then one in 30: the engine may be down for a while */
-        if (st->prepare_fails % 30 == 0)
-            log_error("msg=\"preparing a container failed\" image=%s failures=%d err=\"%s\"",
-                      spec ? spec->image : tk.cfg.docker_image, st->prepare_fails + 1,
-                      docker_last_error(st->docker));
-        st->prepare_fails++;
-        if (st->prepare_fails >= 2)
-            atomic_store(&tk.shm->docker_ok, 0); /* acceptors answer 503 meanwhile */
+        engine_failed(st, tk.cfg.docker_image);
         return rc;
     }
     snprintf(st->kinds[st->n_pool], KIND_MAX, "%s", kind);
     st->n_pool++;
-    atomic_store(&st->me->warm, (uint32_t)st->n_pool);
-    if (st->prepare_fails)
-        log_info("msg=\"container engine usable again\"");
-    st->prepare_fails = 0;
-    atomic_store(&tk.shm->docker_ok, 1);
+    publish_warm(st);
     return 0;
 }
 
-/* At least one warm container of the default type (started now if there is none). */
+/* At least one container of the default type, started or starting (started now if there
+ * is none). */
 static int ensure_warm(struct exec_state *st)
 {
-    return pool_count(st, "") > 0 ? 0 : prepare_warm(st, NULL, "");
+    return pool_count(st, "", false) > 0 ? 0 : prepare_warm(st, NULL, "");
 }
 
 /* Entry i out of the pool, into *out (NULL: discarded). */
@@ -186,18 +252,80 @@ static void pool_remove(struct exec_state *st, int i, struct warm *out)
     memmove(&st->pool[i], &st->pool[i + 1], (size_t)(st->n_pool - 1 - i) * sizeof st->pool[0]);
     memmove(st->kinds[i], st->kinds[i + 1], (size_t)(st->n_pool - 1 - i) * KIND_MAX);
     st->n_pool--;
-    memset(&st->pool[st->n_pool], 0, sizeof st->pool[0]);
-    st->pool[st->n_pool].fd = -1;
-    atomic_store(&st->me->warm, (uint32_t)st->n_pool);
+    sandbox_warm_init(&st->pool[st->n_pool]);
+    publish_warm(st);
 }
 
-/* The oldest warm container of `kind`, out of the pool, for a job. 0 or -ENOENT. */
+/* Pool entry i's start was answered (or is overdue after wait_ms): ready, or gone. */
+static void start_done(struct exec_state *st, int i, int wait_ms)
+{
+    if (sandbox_started(st->docker, &st->pool[i], wait_ms) == 0) {
+        if (!st->kinds[i][0])
+            engine_worked(st);
+        publish_warm(st);
+        return;
+    }
+    if (st->kinds[i][0]) { /* a job type's: the next job of it makes its own */
+        log_warn("msg=\"starting a warm container of a job type failed\" err=\"%s\"",
+                 docker_last_error(st->docker));
+        if (!strcmp(st->kinds[i], st->sticky.kind))
+            st->sticky.kind[0] = '\0';
+    } else {
+        engine_failed(st, tk.cfg.docker_image);
+    }
+    char why[512];
+    snprintf(why, sizeof why, "%s", docker_last_error(st->docker));
+    pool_remove(st, i, NULL);
+    docker_set_error(st->docker, why);
+}
+
+/*
+ * Collect what the engine has answered: starts (the container is ready for a job, or
+ * failed and goes) and removals. Waits up to wait_ms for the first answer when there is
+ * something to wait for.
+ */
+static void progress(struct exec_state *st, int wait_ms)
+{
+    struct pollfd pfd[WARM_MAX + REMOVING_MAX];
+    int owner[WARM_MAX + REMOVING_MAX], n = 0; /* >= 0: pool entry; < 0: -1 - removal */
+    for (int i = 0; i < st->n_pool; i++)
+        if (st->pool[i].start_fd >= 0) {
+            pfd[n] = (struct pollfd){.fd = st->pool[i].start_fd, .events = POLLIN};
+            owner[n++] = i;
+        }
+    for (int i = 0; i < st->n_removing; i++) {
+        pfd[n] = (struct pollfd){.fd = st->removing[i].fd, .events = POLLIN};
+        owner[n++] = -1 - i;
+    }
+    if (n == 0 || poll(pfd, (nfds_t)n, wait_ms) <= 0)
+        return;
+    /* highest index first: finishing one moves entries above it */
+    for (int k = n - 1; k >= 0; k--) {
+        if (!pfd[k].revents)
+            continue;
+        if (owner[k] >= 0)
+            start_done(st, owner[k], 1000);
+        else
+            removal_done(st, -1 - owner[k], 1000);
+    }
+}
+
+/*
+ * The oldest warm container of `kind`, out of the pool, for a job: a started one, else
+ * one still starting (waiting for it: it is the soonest a container can be had). 0 or
+ * -ENOENT.
+ */
 static int take_warm(struct exec_state *st, const char *kind, struct warm *out)
 {
     for (int i = 0; i < st->n_pool; i++)
-        if (!strcmp(st->kinds[i], kind)) {
+        if (!strcmp(st->kinds[i], kind) && st->pool[i].ready) {
             pool_remove(st, i, out);
             return 0;
+        }
+    for (int i = 0; i < st->n_pool; i++)
+        if (!strcmp(st->kinds[i], kind) && st->pool[i].start_fd >= 0) {
+            start_done(st, i, START_WAIT_MS);
+            return take_warm(st, kind, out); /* it is ready, or gone */
         }
     return -ENOENT;
 }
@@ -229,8 +357,8 @@ static void drop_sticky(struct exec_state *st)
 static bool fill_pool(struct exec_state *st, bool dry_run)
 {
     bool expired = st->sticky.kind[0] && now_mono_ms() - st->sticky.used_ms > STICKY_MS;
-    bool want_default = pool_count(st, "") < tk.cfg.server_warm_containers;
-    bool want_sticky = st->sticky.kind[0] && !expired && pool_count(st, st->sticky.kind) < 1;
+    bool want_default = pool_count(st, "", false) < tk.cfg.server_warm_containers;
+    bool want_sticky = st->sticky.kind[0] && !expired && pool_count(st, st->sticky.kind, false) < 1;
     if (dry_run)
         return expired || want_default || want_sticky;
     if (expired) {
@@ -583,8 +711,7 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     char container[65] = "", err_type[32] = "", err[1536] = "";
     bool has_stdin = false;
     struct warm cold;
-    memset(&cold, 0, sizeof cold);
-    cold.fd = -1;
+    sandbox_warm_init(&cold);
     struct warm *w = &cold; /* the job's container: from the pool, or made for it */
     int64_t memory = tk.cfg.limits_memory;
     int rc = job_container(st, job, &cold, &w, &memory, err_type, err, sizeof err);
@@ -643,7 +770,7 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
             for (int i = 0; i < st->n_pool; i++) /* started by the same engine: gone too */
                 sandbox_discard(st->docker, &st->pool[i]);
             st->n_pool = 0;
-            atomic_store(&st->me->warm, 0);
+            publish_warm(st);
             capbuf_free(&r.sb.out);
             capbuf_free(&r.sb.err);
             if (retry_later(st, job, idx, gen))
@@ -718,7 +845,7 @@ int executor_main(int slot)
 {
     struct exec_state st = {.slot = slot, .me = shm_proc(tk.shm, (uint32_t)tk.proc_idx)};
     for (int i = 0; i < WARM_MAX; i++)
-        st.pool[i].fd = -1;
+        sandbox_warm_init(&st.pool[i]);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal; /* no SA_RESTART: blocking calls return EINTR */
@@ -740,9 +867,10 @@ int executor_main(int slot)
         docker_close(st.docker);
         return 1;
     }
-    /* Ready means: a warm container is waiting. Retry while the engine refuses. */
+    /* Ready means: the engine takes our containers. Retry while it refuses. */
     int backoff_ms = 100;
-    while (!stop_fast && !stop_graceful && ensure_warm(&st) < 0) {
+    while (!stop_fast && !stop_graceful &&
+           (ensure_warm(&st) < 0 || (progress(&st, 1000), pool_count(&st, "", false) == 0))) {
         usleep((useconds_t)backoff_ms * 1000);
         backoff_ms = backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2;
     }
@@ -755,22 +883,32 @@ int executor_main(int slot)
             reopen_logs = 0;
             log_reopen();
         }
+        progress(&st, 0);
         if (ensure_warm(&st) < 0) {
             usleep(500 * 1000); /* the engine is failing: do not take jobs we cannot run */
             continue;
         }
-        /* Jobs come before containers: the pool is topped up only when no job waits. */
-        bool fill = fill_pool(&st, true);
+        if (pool_count(&st, "", true) == 0) {
+            /* only starting: no job for us until it is started — another executor with a
+             * started container takes it meanwhile */
+            progress(&st, 250);
+            continue;
+        }
+        /* Jobs come before containers: the pool is topped up only when no job waits, one
+         * start at a time; while an answer is due, look every 10 ms. */
+        bool busy = n_starting(&st) > 0;
+        bool fill = !busy && fill_pool(&st, true);
         uint64_t v;
         if (ring_pop_wait(shm_dispatch(tk.shm), &st.me->intent, &v,
-                          fill           ? 0
-                          : st.n_retired ? 20
-                                         : 500) != 0) {
+                          fill                    ? 0
+                          : busy || st.n_removing ? 10
+                          : st.n_retired          ? 20
+                                                  : 500) != 0) {
             if (fill) {
                 fill_pool(&st, false);
                 continue;
             }
-            remove_retired(&st);                 /* idle: the used containers go */
+            remove_retired(&st);                 /* no job waits: the used containers go */
             callbacks_run(&st.callbacks, st.db); /* and due callbacks */
             continue;
         }
@@ -779,6 +917,8 @@ int executor_main(int slot)
     log_info("msg=\"executor stopping\" slot=%d", slot);
     callbacks_abandon(&st.callbacks, st.db);
     remove_retired(&st);
+    while (st.n_removing > 0)
+        removal_done(&st, 0, 10000);
     for (int i = 0; i < st.n_pool; i++)
         sandbox_discard(st.docker, &st.pool[i]);
     db_close(st.db);

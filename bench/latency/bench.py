@@ -6,6 +6,8 @@ One run measures, on this machine:
   1. takod: `print(1)` through POST /execute at concurrency 1 (N requests after a
      warm-up): client-observed p50/p90/p99/mean, and the p50 of the server's own
      timing fields (queue_ms, startup_ms, execution_ms, total_ms).
+  1b. takod at concurrency 1 at offered rates below the machine's capacity (--rates,
+     default 4 and 8 jobs/s): the latency a client sees when the server is not saturated.
   2. takod throughput (jobs/s), closed loop, at concurrency 1, 2, 4, 8 with
      server.executors = --executors (default 4), plus concurrency 8 with
      server.executors = 8 (--exec8; on by default).
@@ -611,6 +613,37 @@ def sequential(factory, n, warmup, time_cap, gap_s=0.0):
     return lat, errs
 
 
+def at_rate(factory, n, rate, time_cap):
+    """Concurrency 1 at an offered rate: request i is due at t0 + i/rate and is sent then,
+    or as soon as the one before it is answered if that is later (counted as late).
+    Latency is from the send. Returns (latencies_ms, Errors, late)."""
+    op, close = factory()
+    errs = Errors()
+    lat = []
+    late = 0
+    t0 = time.monotonic()
+    deadline = t0 + time_cap
+    try:
+        for i in range(n):
+            now = time.monotonic()
+            if now > deadline:
+                log("time cap reached after %d of %d" % (len(lat), n))
+                break
+            due = t0 + i / rate
+            if now < due:
+                time.sleep(due - now)
+            elif now - due > 0.001:
+                late += 1
+            dt, ok, why = op()
+            if ok:
+                lat.append(dt * 1000.0)
+            else:
+                errs.add(why)
+    finally:
+        close()
+    return lat, errs, late
+
+
 def closed_loop(factory, conc, duration, max_per_thread=100000, grace=130):
     """C threads, each sending back to back until `duration` has passed.
 
@@ -736,9 +769,14 @@ def main():
                          "idle time after each reply (default 30; 0: skip). Not used for "
                          "the targets.")
     ap.add_argument("--paced-gap", type=float, default=1.0)
+    ap.add_argument("--rates", default="4,8",
+                    help="takod at concurrency 1 at these offered rates (jobs/s, comma list; "
+                         "'' skips): the load below the machine's capacity (default 4,8)")
+    ap.add_argument("--rate-n", type=int, default=100, help="requests per rate (default 100)")
     a = ap.parse_args()
     if a.quick:
         a.n, a.warmup, a.baseline_n, a.duration, a.paced_n = 20, 3, 5, 4.0, 5
+        a.rate_n = 20
         a.wait_idle = min(a.wait_idle, 10.0)
         a.phase_wait, a.wait_budget = min(a.phase_wait, 3.0), min(a.wait_budget, 20.0)
     budget = {"left": a.wait_budget}
@@ -879,6 +917,18 @@ def main():
                         [l - t["total_ms"] for l, t in zip(plat, ptim)], 50)
                 log("  p50 %s p99 %s ms" % (fmt(summary(plat).get("p50")),
                                            fmt(summary(plat).get("p99"))))
+
+            res["takod_rates"] = []
+            for rate in [float(x) for x in a.rates.split(",") if x.strip()]:
+                pre = quiet()
+                log("takod at %.1f jobs/s, concurrency 1: %d requests" % (rate, a.rate_n))
+                rlat, rerrs, late = at_rate(make_takod_op(takod.port, keepalive), a.rate_n,
+                                            rate, 60 + 3 * a.rate_n / rate)
+                res["takod_rates"].append({"rate": rate, "latency_ms": summary(rlat),
+                                           "raw_ms": rlat, "late": late,
+                                           "busy_at_start": pre, **rerrs.as_dict()})
+                log("  p50 %s p99 %s ms, sent late %d" % (
+                    fmt(summary(rlat).get("p50")), fmt(summary(rlat).get("p99")), late))
 
             res["takod_throughput"] = []
             for c in concs:
@@ -1077,6 +1127,18 @@ def report(res):
               fmt(L.get("max")), pc["errors"], fmt(s["queue_ms"]), fmt(s["startup_ms"]),
               fmt(s["execution_ms"]), fmt(s["total_ms"]),
               fmt(pc.get("outside_server_total_p50_ms"))))
+    if res.get("takod_rates"):
+        P()
+        P("takod at concurrency 1 at an offered rate (one client; each request is due at a "
+          "fixed time and sent then, or when the one before it is answered, then it is late)")
+        P("| offered jobs/s | N | p50 | p90 | p99 | max | p99/p50 | sent late | errors |")
+        P("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in res["takod_rates"]:
+            L = r["latency_ms"]
+            ratio = L["p99"] / L["p50"] if L.get("p50") else None
+            P("| %g | %d | %s | %s | %s | %s | %s | %d | %d |" % (
+                r["rate"], L["n"], fmt(L.get("p50")), fmt(L.get("p90")), fmt(L.get("p99")),
+                fmt(L.get("max")), fmt(ratio, 2), r["late"], r["errors"]))
     P()
     P("Throughput (jobs/s, closed loop, %.0f s per point; p50 latency under load in ms)"
       % p["duration_s"])
@@ -1190,6 +1252,8 @@ def report(res):
     for key in ("takod_latency", "takod_paced", "docker_run_latency", "raw_api_latency"):
         if res.get(key):
             total_err += res[key]["errors"]
+    for r in res.get("takod_rates") or []:
+        total_err += r["errors"]
     for key in ("takod_throughput", "docker_run_throughput", "raw_api_throughput"):
         for r in res.get(key) or []:
             total_err += r["errors"]

@@ -457,8 +457,7 @@ int cmd_run(struct args *a)
     bool have_tmp = false;
     char *staged[TAKO_MAX_MULTI] = {0};
     struct warm w;
-    memset(&w, 0, sizeof w);
-    w.fd = -1;
+    sandbox_warm_init(&w);
     struct tk_result r;
     memset(&r, 0, sizeof r);
     bool ran = false;

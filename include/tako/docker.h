@@ -121,6 +121,16 @@ int docker_attach(struct docker *d, const char *id, int timeout_ms, int *fd);
 int docker_remove(struct docker *d, const char *id);
 
 /*
+ * The same two calls without waiting for the engine: the request is sent on a connection
+ * of its own, *fd (poll it for POLLIN) brings the answer, and docker_async_finish reads it
+ * and closes fd: 0 (a start of a running container counts), -ENOENT, -ETIMEDOUT, or -EIO
+ * with the engine's message in docker_last_error().
+ */
+int docker_start_async(struct docker *d, const char *id, int *fd);
+int docker_remove_async(struct docker *d, const char *id, int *fd);
+int docker_async_finish(struct docker *d, int fd, int timeout_ms);
+
+/*
  * GET /containers/json?all=1&filters={"label":["LABEL"]} where `label` is "key=value" or
  * "key". *ids is a new JSON array of id strings.
  */

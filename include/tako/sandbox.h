@@ -44,9 +44,13 @@ void sandbox_type_spec(struct sandbox_spec *s, const struct tk_job_type *t, cons
 struct warm {
     char id[65];
     char dir[4096];
-    int fd; /* attach stream: the launcher's stdin and stdout */
-    bool ready;
+    int fd;       /* attach stream: the launcher's stdin and stdout */
+    int start_fd; /* while its start is on its way: the engine's answer comes here */
+    bool ready;   /* started: a job can have it */
 };
+
+/* An empty one (no container, no descriptors). */
+void sandbox_warm_init(struct warm *w);
 
 struct sandbox_job {
     int timeout_ms;
@@ -97,9 +101,19 @@ int sandbox_load_seccomp(const char *path, char *err, size_t errlen);
 int sandbox_choose_runtime(struct docker *d, bool probe, char *msg, size_t msglen);
 
 /* Create, attach and start a container made to `spec` in `dir` (created here). 0 or
- * -errno. */
+ * -errno (nothing left behind). */
 int sandbox_prepare(struct docker *d, struct warm *w, const char *dir,
                     const struct sandbox_spec *spec);
+
+/*
+ * The same in two halves, so that an executor takes jobs while the engine starts its next
+ * container (~100 ms of its time): create and attach, and send the start without waiting
+ * (w->start_fd brings the answer: poll it); then sandbox_started collects the answer
+ * (waiting up to timeout_ms) and sets w->ready. On failure the caller discards w.
+ */
+int sandbox_prepare_async(struct docker *d, struct warm *w, const char *dir,
+                          const struct sandbox_spec *spec);
+int sandbox_started(struct docker *d, struct warm *w, int timeout_ms);
 
 /* Close the attach stream, remove the container (force), remove its directory. */
 void sandbox_discard(struct docker *d, struct warm *w);

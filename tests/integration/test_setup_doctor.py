@@ -16,7 +16,7 @@ import tempfile
 import time
 import unittest
 
-from harness import SOURCE_DIR, TAKOD_BIN, Takod
+from harness import CRUN, SOURCE_DIR, TAKOD_BIN, Takod
 
 TAKO_BIN = os.environ.get("TAKO_BIN", os.path.join(os.path.dirname(TAKOD_BIN), "tako"))
 TEST_IMAGE = "takod-setup-test:latest"
@@ -251,9 +251,17 @@ class Doctor(unittest.TestCase):
         j = json.loads(r.stdout)
         self.assertIs(j["ok"], True)
         self.assertEqual([c["name"] for c in j["checks"]],
-                         ["config", "engine", "image", "job types", "runsc", "database",
-                          "data dir", "disk space"])
+                         ["config", "engine", "image", "job types", "runsc", "runtime",
+                          "database", "data dir", "disk space"])
         self.assertIn(checks_by_name(j)["job types"]["status"], ("PASS", "WARN"))
+        rt = checks_by_name(j)["runtime"]
+        if CRUN:  # docker.runtime = auto, and crun works here (its probe container ran)
+            self.assertEqual(rt["status"], "PASS", rt)
+            self.assertIn("jobs run under crun (docker.runtime = auto)", rt["detail"])
+        r = tako("--json", "doctor", "-c", path, "-o", "docker.runtime=runc", timeout=120)
+        rt = checks_by_name(json.loads(r.stdout))["runtime"]
+        self.assertEqual((rt["status"], rt["detail"]),
+                         ("PASS", "jobs run under runc (docker.runtime = runc)"))
 
     def test_job_type_without_image_warns(self):
         conf = os.path.join(self.dir, "jt.conf")

@@ -12,6 +12,7 @@
 #include "tk_test.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -372,6 +373,34 @@ TK_TEST(remove_forces_running)
     TK_ASSERT_EQ(docker_start(d, id), 0);
     TK_ASSERT_EQ(docker_remove(d, id), 0);
     TK_ASSERT_EQ(docker_remove(d, id), -ENOENT);
+    docker_close(d);
+}
+
+TK_TEST(async_start_and_remove)
+{
+    struct docker *d = open_engine();
+    char id[65];
+    create_prog(d, NULL, prog_body("", "", 0, 30, 0, NULL, NULL), id);
+    int fd = -1;
+    TK_ASSERT_EQ(docker_start_async(d, id, &fd), 0);
+    TK_ASSERT(fd >= 0);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    TK_ASSERT_EQ(poll(&p, 1, WAIT_MS), 1); /* the answer comes on fd */
+    TK_ASSERT_EQ(docker_async_finish(d, fd, WAIT_MS), 0);
+    json_t *j = NULL;
+    TK_ASSERT_EQ(docker_inspect(d, id, &j), 0);
+    TK_ASSERT(json_is_true(json_object_get(json_object_get(j, "State"), "Running")));
+    json_decref(j);
+    TK_ASSERT_EQ(docker_start_async(d, id, &fd), 0); /* already running: 304 counts */
+    TK_ASSERT_EQ(docker_async_finish(d, fd, WAIT_MS), 0);
+    TK_ASSERT_EQ(docker_remove_async(d, id, &fd), 0); /* force: a running one goes */
+    TK_ASSERT_EQ(docker_async_finish(d, fd, WAIT_MS), 0);
+    TK_ASSERT_EQ(docker_remove_async(d, id, &fd), 0);
+    TK_ASSERT_EQ(docker_async_finish(d, fd, WAIT_MS), -ENOENT);
+    TK_ASSERT(strstr(docker_last_error(d), "No such container") != NULL);
+    TK_ASSERT_EQ(docker_start_async(d, id, &fd), 0);
+    TK_ASSERT_EQ(docker_async_finish(d, fd, WAIT_MS), -ENOENT);
+    TK_ASSERT_EQ(docker_start_async(d, "../x", &fd), -EINVAL); /* checked before sending */
     docker_close(d);
 }
 
