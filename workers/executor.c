@@ -895,13 +895,13 @@ int executor_main(int slot)
             continue;
         }
         /* Jobs come before containers: the pool is topped up only when no job waits, one
-         * start at a time; while an answer is due, look every 10 ms. */
+         * start at a time; while an answer is due, look every 25 ms. */
         bool busy = n_starting(&st) > 0;
         bool fill = !busy && fill_pool(&st, true);
         uint64_t v;
         if (ring_pop_wait(shm_dispatch(tk.shm), &st.me->intent, &v,
                           fill                    ? 0
-                          : busy || st.n_removing ? 10
+                          : busy || st.n_removing ? 25
                           : st.n_retired          ? 20
                                                   : 500) != 0) {
             if (fill) {

@@ -922,10 +922,11 @@ def main():
             for rate in [float(x) for x in a.rates.split(",") if x.strip()]:
                 pre = quiet()
                 log("takod at %.1f jobs/s, concurrency 1: %d requests" % (rate, a.rate_n))
-                rlat, rerrs, late = at_rate(make_takod_op(takod.port, keepalive), a.rate_n,
-                                            rate, 60 + 3 * a.rate_n / rate)
+                rtim = []
+                rlat, rerrs, late = at_rate(make_takod_op(takod.port, keepalive, rtim),
+                                            a.rate_n, rate, 60 + 3 * a.rate_n / rate)
                 res["takod_rates"].append({"rate": rate, "latency_ms": summary(rlat),
-                                           "raw_ms": rlat, "late": late,
+                                           "raw_ms": rlat, "raw_timing": rtim, "late": late,
                                            "busy_at_start": pre, **rerrs.as_dict()})
                 log("  p50 %s p99 %s ms, sent late %d" % (
                     fmt(summary(rlat).get("p50")), fmt(summary(rlat).get("p99")), late))
