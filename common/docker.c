@@ -1047,6 +1047,11 @@ int docker_async_finish(struct docker *d, int fd, int timeout_ms)
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         uint64_t now = now_mono_ms();
         int pr = now < deadline ? poll(&pfd, 1, (int)(deadline - now)) : 0;
+        if (pr < 0 && errno == EINTR && d->abort_flag && *d->abort_flag) {
+            dk_seterr(d, "interrupted while waiting for the engine");
+            close(fd);
+            return -EINTR;
+        }
         if (pr < 0 && errno == EINTR)
             continue;
         if (pr <= 0) {

@@ -869,6 +869,20 @@ def main():
             close()
             timings.clear()
             time.sleep(2.0)
+            # first the offered rates, on full pools (the back-to-back run below drains them)
+            res["takod_rates"] = []
+            for rate in [float(x) for x in a.rates.split(",") if x.strip()]:
+                pre = quiet()
+                log("takod at %.1f jobs/s, concurrency 1: %d requests" % (rate, a.rate_n))
+                rtim = []
+                rlat, rerrs, late = at_rate(make_takod_op(takod.port, keepalive, rtim),
+                                            a.rate_n, rate, 60 + 3 * a.rate_n / rate)
+                res["takod_rates"].append({"rate": rate, "latency_ms": summary(rlat),
+                                           "raw_ms": rlat, "raw_timing": rtim, "late": late,
+                                           "busy_at_start": pre, **rerrs.as_dict()})
+                log("  p50 %s p99 %s ms, sent late %d" % (
+                    fmt(summary(rlat).get("p50")), fmt(summary(rlat).get("p99")), late))
+
             pre = quiet()
             log("takod latency: %d requests at concurrency 1" % a.n)
             s0 = probe.snapshot()
@@ -917,19 +931,6 @@ def main():
                         [l - t["total_ms"] for l, t in zip(plat, ptim)], 50)
                 log("  p50 %s p99 %s ms" % (fmt(summary(plat).get("p50")),
                                            fmt(summary(plat).get("p99"))))
-
-            res["takod_rates"] = []
-            for rate in [float(x) for x in a.rates.split(",") if x.strip()]:
-                pre = quiet()
-                log("takod at %.1f jobs/s, concurrency 1: %d requests" % (rate, a.rate_n))
-                rtim = []
-                rlat, rerrs, late = at_rate(make_takod_op(takod.port, keepalive, rtim),
-                                            a.rate_n, rate, 60 + 3 * a.rate_n / rate)
-                res["takod_rates"].append({"rate": rate, "latency_ms": summary(rlat),
-                                           "raw_ms": rlat, "raw_timing": rtim, "late": late,
-                                           "busy_at_start": pre, **rerrs.as_dict()})
-                log("  p50 %s p99 %s ms, sent late %d" % (
-                    fmt(summary(rlat).get("p50")), fmt(summary(rlat).get("p99")), late))
 
             res["takod_throughput"] = []
             for c in concs:
@@ -1079,9 +1080,11 @@ def report(res):
     m = res["machine"]
     P()
     P("takod job latency and throughput (%s)" % res["date"])
-    P("machine: %s x %s, %s GiB, kernel %s, Docker %s, runtime %s, cgroup %s" % (
-        m.get("nproc"), m.get("cpu_model"), m.get("mem_total_gib"), m.get("kernel"),
-        m.get("docker_server"), m.get("docker_runtime"), m.get("cgroup")))
+    P("machine: %s x %s, %s GiB, kernel %s, Docker %s (default runtime %s: docker run's), "
+      "cgroup %s; takod's jobs run under %s" % (
+          m.get("nproc"), m.get("cpu_model"), m.get("mem_total_gib"), m.get("kernel"),
+          m.get("docker_server"), m.get("docker_runtime"), m.get("cgroup"),
+          (res.get("takod_health") or {}).get("runtime", "-")))
     if res.get("takod_binary"):
         b = res["takod_binary"]
         P("takod binary: %s (mtime %s, sha256 %s…), repo HEAD %s with %s modified tracked "

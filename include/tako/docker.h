@@ -123,8 +123,9 @@ int docker_remove(struct docker *d, const char *id);
 /*
  * The same two calls without waiting for the engine: the request is sent on a connection
  * of its own, *fd (poll it for POLLIN) brings the answer, and docker_async_finish reads it
- * and closes fd: 0 (a start of a running container counts), -ENOENT, -ETIMEDOUT, or -EIO
- * with the engine's message in docker_last_error().
+ * and closes fd: 0 (a start of a running container counts), -ENOENT, -ETIMEDOUT, -EINTR
+ * (a signal, with the abort flag set), or -EIO with the engine's message in
+ * docker_last_error().
  */
 int docker_start_async(struct docker *d, const char *id, int *fd);
 int docker_remove_async(struct docker *d, const char *id, int *fd);
