@@ -961,15 +961,23 @@ static int dk_raw_send(struct docker *d, const char *method, const char *path, c
     return 0;
 }
 
-int docker_attach(struct docker *d, const char *id, int timeout_ms, int *fd_out)
+/* `method` on /containers/{id}{suffix}, sent and not waited for (dk_raw_send). */
+static int dk_container_raw(struct docker *d, const char *method, const char *id,
+                            const char *suffix, const char *extra, int timeout_ms, int *fd)
 {
     int rc = dk_check_id(d, "container id", id);
     if (rc < 0)
         return rc;
     char path[DK_MAX_NAME + 96];
-    snprintf(path, sizeof path, "/containers/%s/attach?stream=1&stdin=1&stdout=1&stderr=1", id);
+    snprintf(path, sizeof path, "/containers/%s%s", id, suffix);
+    return dk_raw_send(d, method, path, extra, timeout_ms, fd);
+}
+
+int docker_attach(struct docker *d, const char *id, int timeout_ms, int *fd_out)
+{
     int fd;
-    rc = dk_raw_send(d, "POST", path, "Upgrade: tcp\r\nConnection: Upgrade\r\n", timeout_ms, &fd);
+    int rc = dk_container_raw(d, "POST", id, "/attach?stream=1&stdin=1&stdout=1&stderr=1",
+                              "Upgrade: tcp\r\nConnection: Upgrade\r\n", timeout_ms, &fd);
     if (rc < 0)
         return rc;
     /* Read the answer's head, and nothing after it (that is the raw stream): peek at what
@@ -1020,22 +1028,14 @@ int docker_attach(struct docker *d, const char *id, int timeout_ms, int *fd_out)
 
 int docker_start_async(struct docker *d, const char *id, int *fd)
 {
-    int rc = dk_check_id(d, "container id", id);
-    if (rc < 0)
-        return rc;
-    char path[DK_MAX_NAME + 32];
-    snprintf(path, sizeof path, "/containers/%s/start", id);
-    return dk_raw_send(d, "POST", path, "Connection: close\r\n", DK_DEFAULT_TIMEOUT_MS, fd);
+    return dk_container_raw(d, "POST", id, "/start", "Connection: close\r\n", DK_DEFAULT_TIMEOUT_MS,
+                            fd);
 }
 
 int docker_remove_async(struct docker *d, const char *id, int *fd)
 {
-    int rc = dk_check_id(d, "container id", id);
-    if (rc < 0)
-        return rc;
-    char path[DK_MAX_NAME + 32];
-    snprintf(path, sizeof path, "/containers/%s?force=1&v=1", id);
-    return dk_raw_send(d, "DELETE", path, "Connection: close\r\n", DK_DEFAULT_TIMEOUT_MS, fd);
+    return dk_container_raw(d, "DELETE", id, "?force=1&v=1", "Connection: close\r\n",
+                            DK_DEFAULT_TIMEOUT_MS, fd);
 }
 
 int docker_async_finish(struct docker *d, int fd, int timeout_ms)
