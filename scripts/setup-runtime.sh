@@ -3,7 +3,7 @@
 # `docker.runtime`. NAME is
 #   runsc  gVisor (docker.runtime = runsc): a user-space kernel between job and host;
 #   crun   the C runtime (docker.runtime = crun, and what auto picks): runc's isolation
-#          for ~25 ms less CPU per container.
+#          for 10-30 ms less CPU per container.
 # As root; idempotent (each step checks before it acts):
 #   1. installs the Debian package (runsc, crun) if its binary is missing (apt-get);
 #   2. crun only: on a cgroup v1 host whose cgroup2 "unified" hierarchy still holds a

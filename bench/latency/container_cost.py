@@ -6,6 +6,7 @@ the machine's busy time from /proc/stat (all processes: dockerd, containerd, shi
 the kernel), divided by N.
 
     sudo python3 bench/latency/container_cost.py [-n 20] [--image code-executor:latest]
+        [--runtimes runc,crun [--rounds 3]]
 
 First the steps (create; start + run `/bin/true` + wait; remove), then a plain container
 against ones with each of takod's options, to see which option costs what. Containers are
@@ -51,6 +52,10 @@ def main():
     ap.add_argument("--socket", default="/var/run/docker.sock")
     ap.add_argument("--seccomp", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                       "..", "..", "conf", "seccomp.json"))
+    ap.add_argument("--runtimes", default="",
+                    help="also compare these runtimes (e.g. runc,crun) on a container with all "
+                         "of takod's options, --rounds times each, interleaved")
+    ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
     e = Engine(a.socket)
     base = {"Image": a.image, "Cmd": ["/bin/true"], "NetworkDisabled": True,
@@ -102,6 +107,25 @@ def main():
         change(b)
         cpu, wall = variant(b)
         print(f"  {name:28s} {cpu:6.1f} CPU  {wall:6.1f} wall")
+
+    runtimes = [r for r in a.runtimes.split(",") if r]
+    if runtimes:
+        full = copy.deepcopy(base)
+        for _, change in rows[1:]:
+            change(full)
+        full["HostConfig"].update(NetworkMode="none", CapDrop=["ALL"])  # as takod
+        full["HostConfig"]["SecurityOpt"].append("no-new-privileges")
+        full.update(NetworkDisabled=True, User="1000:1000")
+        cpus = {r: [] for r in runtimes}
+        for _ in range(a.rounds):
+            for r in runtimes:
+                b = copy.deepcopy(full)
+                b["HostConfig"]["Runtime"] = r
+                cpus[r].append(variant(b)[0])
+        print(f"create + start + run + wait with all of the options above, by runtime, "
+              f"N={a.n}, {a.rounds} rounds interleaved (machine CPU ms per container)")
+        for r, v in cpus.items():
+            print(f"  {r:8s} median {sorted(v)[len(v) // 2]:6.1f}   rounds {' '.join('%.1f' % x for x in v)}")
 
 
 if __name__ == "__main__":

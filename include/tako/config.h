@@ -76,7 +76,7 @@
     X(docker, image, STR, "code-executor:latest", 0, 0, CF_RELOAD, \
       "executor image for the default job type") \
     X(docker, runtime, ENUM, "auto", "runc|runsc|crun|auto", 0, CF_NORELOAD, \
-      "container runtime: runc; crun (the same isolation, ~25 ms less CPU per container); " \
+      "container runtime: runc; crun (the same isolation, 10-30 ms less CPU per container); " \
       "runsc (gVisor: a user-space kernel between job and host); auto: crun when the " \
       "engine has it and a probe container runs under it, else runc") \
     X(docker, security_mode, ENUM, "permissive", "permissive|strict", 0, CF_NORELOAD, \

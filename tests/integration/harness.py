@@ -34,8 +34,18 @@ def _engine_runtimes():
         return set()
 
 
-# crun registered with the engine (scripts/setup.sh does it): docker.runtime = auto uses it
-CRUN = "crun" in _engine_runtimes()
+def _crun_works():
+    """crun registered with the engine (scripts/setup.sh does it) and able to start a
+    container here: what docker.runtime = auto's probe finds, so takod uses it."""
+    if "crun" not in _engine_runtimes():
+        return False
+    r = subprocess.run(["docker", "run", "--rm", "--runtime", "crun", "--network", "none",
+                        "--label", "takod.test=crun-probe", "code-executor:latest", "/bin/true"],
+                       capture_output=True, timeout=60)
+    return r.returncode == 0
+
+
+CRUN = _crun_works()
 
 
 def free_port():
