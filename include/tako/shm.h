@@ -104,7 +104,7 @@ struct tk_shm {
     /* what the master learned of the executor image (for GET /job-types) */
     _Atomic uint32_t image_exists;
     char python_version[16];
-    char runtime[8]; /* "runc" or "runsc", as the executors use it */
+    char runtime[8]; /* "runc", "crun" or "runsc", as the executors use it */
     _Atomic uint64_t jobs_admitted, jobs_rejected_full, jobs_completed;
     _Atomic uint32_t running;   /* jobs executors hold right now */
     _Atomic uint32_t docker_ok; /* last executor call to the engine worked */
