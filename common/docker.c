@@ -1038,6 +1038,25 @@ int docker_remove_async(struct docker *d, const char *id, int *fd)
                             DK_DEFAULT_TIMEOUT_MS, fd);
 }
 
+/* Whether ans[0..len) holds a whole answer: a head, and the body its Content-Length or
+ * chunked encoding announces (an engine may keep the connection open after all). */
+static bool dk_answer_complete(char *ans, size_t len)
+{
+    ans[len] = '\0';
+    char *body = strstr(ans, "\r\n\r\n");
+    if (!body)
+        return false;
+    body += 4;
+    int code = 0;
+    if (sscanf(ans, "HTTP/1.%*d %d", &code) == 1 && (code == 204 || code == 304))
+        return true;
+    const char *cl = strcasestr(ans, "\r\nContent-Length:");
+    if (cl && cl < body)
+        return (size_t)(ans + len - body) >= strtoul(cl + 17, NULL, 10);
+    const char *te = strcasestr(ans, "\r\nTransfer-Encoding: chunked");
+    return te && te < body && strstr(body, "\r\n0\r\n\r\n") != NULL;
+}
+
 int docker_async_finish(struct docker *d, int fd, int timeout_ms)
 {
     char ans[4096];
@@ -1062,8 +1081,8 @@ int docker_async_finish(struct docker *d, int fd, int timeout_ms)
         ssize_t r = read(fd, ans + len, sizeof ans - 1 - len);
         if (r < 0 && errno == EINTR)
             continue;
-        if (r <= 0 || (len += (size_t)r) == sizeof ans - 1)
-            break; /* EOF, an error, or enough of it to judge */
+        if (r <= 0 || (len += (size_t)r) == sizeof ans - 1 || dk_answer_complete(ans, len))
+            break; /* EOF, an error, enough of it to judge, or all of it */
     }
     close(fd);
     ans[len] = '\0';

@@ -8,7 +8,10 @@
  * image exists). Every container carries the label takod.test.run=<unique per run>; each
  * case removes what it created and main() removes anything left with that label.
  */
+#include "tako/config.h"
 #include "tako/docker.h"
+#include "tako/sandbox.h"
+#include "tako/takod.h"
 #include "tk_test.h"
 
 #include <errno.h>
@@ -588,11 +591,18 @@ static void fake_serve(int lfd, const char *version_json)
 {
     int conns = 0;
     alarm(60);
+    signal(SIGCHLD, SIG_IGN); /* a process per connection, as a client may hold several */
     for (;;) {
         int fd = accept(lfd, NULL, NULL);
         if (fd < 0)
             _exit(0);
         conns++;
+        if (fork() != 0) {
+            close(fd);
+            continue;
+        }
+        close(lfd);
+        alarm(60);
         char req[8192];
         size_t have = 0;
         for (;;) {
@@ -619,7 +629,13 @@ static void fake_serve(int lfd, const char *version_json)
                 fake_answer(fd, 200, version_json, strlen(version_json), 0);
             else if (strstr(line, "/_ping "))
                 fake_answer(fd, 200, "OK", 2, 0);
-            else if (strstr(line, "/containers/split/logs?"))
+            else if (strstr(line, "GET /v") && strstr(line, "/info ")) {
+                const char *info = "{\"Runtimes\":{\"runc\":{\"path\":\"runc\"}}}";
+                fake_answer(fd, 200, info, strlen(info), 0);
+            } else if (strstr(line, "/containers/e500/start ")) {
+                const char *e = "{\"message\":\"OCI runtime create failed: \\\"boom\\\"\"}";
+                fake_answer(fd, 500, e, strlen(e), 0);
+            } else if (strstr(line, "/containers/split/logs?"))
                 fake_answer(fd, 200, SPLIT_FRAMES, sizeof SPLIT_FRAMES - 1, 1);
             else if (strstr(line, "/containers/trunc/logs?"))
                 fake_answer(fd, 200, "\1\0\0\0\0\0\0\12abc", 11, 0);
@@ -642,7 +658,7 @@ static void fake_serve(int lfd, const char *version_json)
                 fake_answer(fd, 404, nf, strlen(nf), 0);
             }
         }
-        close(fd);
+        _exit(0);
     }
 }
 
@@ -721,6 +737,48 @@ TK_TEST(fake_modern_engine_frames_keepalive_errors)
     TK_ASSERT(strstr(docker_last_error(d), "malformed") != NULL);
     capbuf_free(&out);
     TK_ASSERT_EQ(docker_ping(d), 0);
+    docker_close(d);
+    fake_stop(&f);
+}
+
+/* docker.runtime against an engine that has runc only; the engine's words in an async
+ * answer's error */
+TK_TEST(fake_runtime_choice_and_async_errors)
+{
+    struct fake f;
+    fake_start(&f, "{\"ApiVersion\":\"1.41\",\"MinAPIVersion\":\"1.12\"}");
+    struct docker *d = NULL;
+    TK_ASSERT_EQ(docker_open(&d, f.path), 0);
+    config_defaults(&tk.cfg);
+    char msg[768];
+    TK_ASSERT_EQ(tk.cfg.docker_runtime, TK_RUNTIME_AUTO);              /* the default */
+    TK_ASSERT_EQ(sandbox_choose_runtime(d, true, msg, sizeof msg), 1); /* falls back */
+    TK_ASSERT_STREQ(sandbox_runtime, "runc");
+    TK_ASSERT(strstr(msg, "crun is not usable (the engine has no such runtime); using runc"));
+    tk.cfg.docker_runtime = TK_RUNTIME_CRUN;
+    TK_ASSERT_EQ(sandbox_choose_runtime(d, false, msg, sizeof msg), 1);
+    TK_ASSERT(strstr(msg, "docker.runtime = crun, but crun is not usable") != NULL);
+    tk.cfg.docker_runtime = TK_RUNTIME_RUNC;
+    TK_ASSERT_EQ(sandbox_choose_runtime(d, true, msg, sizeof msg), 0);
+    TK_ASSERT_STREQ(msg, "");
+    tk.cfg.docker_runtime = TK_RUNTIME_RUNSC; /* permissive: runc, loudly */
+    TK_ASSERT_EQ(sandbox_choose_runtime(d, true, msg, sizeof msg), 1);
+    TK_ASSERT_STREQ(sandbox_runtime, "runc");
+    TK_ASSERT(strstr(msg, "gVisor is not usable") != NULL);
+    tk.cfg.docker_security_mode = TK_SECURITY_STRICT;
+    TK_ASSERT_EQ(sandbox_choose_runtime(d, true, msg, sizeof msg), -EPERM);
+    TK_ASSERT(strstr(msg, "strict refuses runc") != NULL);
+    tk.cfg.docker_runtime = TK_RUNTIME_AUTO;
+    TK_ASSERT_EQ(sandbox_choose_runtime(d, true, msg, sizeof msg), -EPERM);
+    TK_ASSERT(strstr(msg, "strict requires docker.runtime = runsc") != NULL);
+    config_free(&tk.cfg);
+
+    int fd = -1;
+    TK_ASSERT_EQ(docker_start_async(d, "e500", &fd), 0);
+    TK_ASSERT_EQ(docker_async_finish(d, fd, 5000), -EIO);
+    TK_ASSERT(strstr(docker_last_error(d), "answered 500: OCI runtime create failed") != NULL);
+    TK_ASSERT_EQ(docker_remove_async(d, "nosuch", &fd), 0);
+    TK_ASSERT_EQ(docker_async_finish(d, fd, 5000), -ENOENT);
     docker_close(d);
     fake_stop(&f);
 }
