@@ -59,6 +59,18 @@ command -v python3 >/dev/null || die "python3 not found"
 command -v curl >/dev/null || die "curl not found"
 [ -r "$profile" ] || die "profile not readable: $profile"
 timeout 20 docker image inspect "$image" >/dev/null 2>&1 || die "image $image not found"
+# a runtime asked for in TAKOD_EXTRA_RUN_ARGS that this engine cannot use: nothing to check
+for ((i = 0; i < ${#extra[@]}; i++)); do
+    if [ "${extra[$i]}" = --runtime ] && [ $((i + 1)) -lt ${#extra[@]} ]; then
+        rt=${extra[$((i + 1))]}
+        if ! timeout 60 docker run --rm --runtime "$rt" --network none "$image" /bin/true \
+            >/dev/null 2>&1; then
+            echo "seccomp_check: SKIP: runtime $rt cannot start a container here" \
+                "(scripts/setup-runtime.sh $rt)"
+            exit 77
+        fi
+    fi
+done
 
 work=$(mktemp -d /tmp/takod-seccomp.XXXXXX)
 chmod 755 "$work"
