@@ -327,12 +327,8 @@ int sandbox_prepare_async(struct docker *d, struct warm *w, const char *dir,
     rc = docker_attach(d, w->id, 10000, &w->fd);
     if (rc == 0)
         rc = docker_start_async(d, w->id, &w->start_fd);
-    if (rc < 0) {
-        char why[512];
-        snprintf(why, sizeof why, "%s", docker_last_error(d));
+    if (rc < 0)
         sandbox_discard(d, w);
-        docker_set_error(d, why); /* the discard's own calls must not hide the cause */
-    }
     return rc;
 }
 
@@ -355,17 +351,15 @@ int sandbox_prepare(struct docker *d, struct warm *w, const char *dir,
     int rc = sandbox_prepare_async(d, w, dir, spec);
     if (rc == 0)
         rc = sandbox_started(d, w, 60000);
-    if (rc < 0 && w->id[0]) {
-        char why[512];
-        snprintf(why, sizeof why, "%s", docker_last_error(d));
+    if (rc < 0 && w->id[0])
         sandbox_discard(d, w);
-        docker_set_error(d, why);
-    }
     return rc;
 }
 
 void sandbox_discard(struct docker *d, struct warm *w)
 {
+    char why[512]; /* the discard's own calls must not hide why the caller discards */
+    snprintf(why, sizeof why, "%s", docker_last_error(d));
     if (w->fd >= 0)
         close(w->fd);
     w->fd = -1;
@@ -382,6 +376,7 @@ void sandbox_discard(struct docker *d, struct warm *w)
     if (w->dir[0])
         rm_rf(w->dir);
     w->ready = false;
+    docker_set_error(d, why);
 }
 
 /* ---- the status line ---- */

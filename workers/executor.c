@@ -230,8 +230,7 @@ static int prepare_warm(struct exec_state *st, const struct sandbox_spec *spec, 
         return rc;
     }
     snprintf(st->kinds[st->n_pool], KIND_MAX, "%s", kind);
-    st->n_pool++;
-    publish_warm(st);
+    st->n_pool++; /* starting: counts for /metrics once started (start_done) */
     return 0;
 }
 
@@ -273,10 +272,7 @@ static void start_done(struct exec_state *st, int i, int wait_ms)
     } else {
         engine_failed(st, tk.cfg.docker_image);
     }
-    char why[512];
-    snprintf(why, sizeof why, "%s", docker_last_error(st->docker));
-    pool_remove(st, i, NULL);
-    docker_set_error(st->docker, why);
+    pool_remove(st, i, NULL); /* sandbox_discard keeps the cause in docker_last_error */
 }
 
 /*

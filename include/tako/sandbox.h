@@ -115,7 +115,8 @@ int sandbox_prepare_async(struct docker *d, struct warm *w, const char *dir,
                           const struct sandbox_spec *spec);
 int sandbox_started(struct docker *d, struct warm *w, int timeout_ms);
 
-/* Close the attach stream, remove the container (force), remove its directory. */
+/* Close the attach stream, remove the container (force), remove its directory.
+ * docker_last_error stays as it was: the caller's reason for discarding. */
 void sandbox_discard(struct docker *d, struct warm *w);
 
 /* Run the job whose files are already in w->dir. Fills res (capbufs initialised here). */
