@@ -69,21 +69,17 @@ struct cf_key {
 #define CF_C_BOOL(v)   NULL
 #define CF_C_ENUM(v)   (v)
 
+/* One descriptor; the two tables below differ in section, flags and the struct. */
+#define CF_DESC(sec, k, name, type, def, min, max, flags, help, off)                               \
+    {                                                                                              \
+        sec, k, name, CF_T_##type, def, CF_I_##type(min), CF_I_##type(max), CF_D_##type(min),      \
+            CF_D_##type(max), CF_C_##type(min), flags, help, off                                   \
+    }
+
 static const struct cf_key cf_keys[] = {
 #define CF_ROW(sec, k, type, def, min, max, flags, help)                                           \
-    {#sec,                                                                                         \
-     #k,                                                                                           \
-     #sec "." #k,                                                                                  \
-     CF_T_##type,                                                                                  \
-     def,                                                                                          \
-     CF_I_##type(min),                                                                             \
-     CF_I_##type(max),                                                                             \
-     CF_D_##type(min),                                                                             \
-     CF_D_##type(max),                                                                             \
-     CF_C_##type(min),                                                                             \
-     flags,                                                                                        \
-     help,                                                                                         \
-     offsetof(struct tk_config, sec##_##k)},
+    CF_DESC(#sec, #k, #sec "." #k, type, def, min, max, flags, help,                               \
+            offsetof(struct tk_config, sec##_##k)),
     TK_CONFIG_TABLE(CF_ROW)
 #undef CF_ROW
 };
@@ -91,19 +87,8 @@ static const struct cf_key cf_keys[] = {
 /* The keys of a [job_type.NAME] section: the same descriptors, offsets into the type. */
 static const struct cf_key cf_jt_keys[] = {
 #define CF_JT_ROW(k, type, def, min, max, help)                                                    \
-    {"job_type",                                                                                   \
-     #k,                                                                                           \
-     "job_type." #k,                                                                               \
-     CF_T_##type,                                                                                  \
-     def,                                                                                          \
-     CF_I_##type(min),                                                                             \
-     CF_I_##type(max),                                                                             \
-     CF_D_##type(min),                                                                             \
-     CF_D_##type(max),                                                                             \
-     CF_C_##type(min),                                                                             \
-     CF_RELOAD,                                                                                    \
-     help,                                                                                         \
-     offsetof(struct tk_job_type, k)},
+    CF_DESC("job_type", #k, "job_type." #k, type, def, min, max, CF_RELOAD, help,                  \
+            offsetof(struct tk_job_type, k)),
     TK_JOB_TYPE_TABLE(CF_JT_ROW)
 #undef CF_JT_ROW
 };
@@ -1233,6 +1218,14 @@ int config_diff_noreload(const struct tk_config *a, const struct tk_config *b, c
         count++;
     }
     return count;
+}
+
+const char *config_enum_name(const char *name, int idx, char *buf, size_t len)
+{
+    for (size_t i = 0; i < CF_NKEYS; i++)
+        if (cf_keys[i].type == CF_T_ENUM && !strcmp(cf_keys[i].name, name))
+            return cf_enum_name(cf_keys[i].choices, idx, buf, len);
+    return NULL;
 }
 
 /* Must match the choices of server.log_level (the unit tests check it). */

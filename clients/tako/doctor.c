@@ -227,8 +227,7 @@ static void check_runtime(struct doctor *doc)
         verdict(doc, "runtime", WARN, "fix the engine first", "not checked: no engine");
         return;
     }
-    static const char *const names[] = {"runc", "runsc", "crun", "auto"}; /* config.h's order */
-    char err[512], msg[768];
+    char err[512], msg[768], want[16];
     if (sandbox_load_seccomp(doc->cfg->docker_seccomp_profile, err, sizeof err) < 0) {
         verdict(doc, "runtime", FAIL, "fix docker.seccomp_profile", "%s", err);
         return;
@@ -245,7 +244,8 @@ static void check_runtime(struct doctor *doc)
                 "%s", msg);
     else
         verdict(doc, "runtime", PASS, NULL, "jobs run under %s (docker.runtime = %s)",
-                sandbox_runtime, names[doc->cfg->docker_runtime & 3]);
+                sandbox_runtime,
+                config_enum_name("docker.runtime", doc->cfg->docker_runtime, want, sizeof want));
 }
 
 /* Connect with connect_timeout and SELECT 1. 0, or -1 with the first line of the error. */

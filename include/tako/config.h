@@ -255,6 +255,10 @@ int config_diff_noreload(const struct tk_config *a, const struct tk_config *b, c
  * (so a HUP applies what it can and keeps the rest). 0 or -ENOMEM. */
 int config_keep_noreload(struct tk_config *dst, const struct tk_config *old);
 
+/* The name of choice `idx` of the ENUM key `name` ("docker.runtime"), into buf; NULL if
+ * there is no such key or choice. */
+const char *config_enum_name(const char *name, int idx, char *buf, size_t len);
+
 /* Name of a server.log_level value, e.g. config_log_level_name(1) -> "info"; else "unknown". */
 const char *config_log_level_name(int idx);
 

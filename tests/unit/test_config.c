@@ -215,6 +215,28 @@ TK_TEST(log_level_names_match_table)
     TK_ASSERT_STREQ(config_log_level_name(-1), "unknown");
 }
 
+/* The constants code compares docker.runtime/security_mode with name the table's choices */
+TK_TEST(enum_names_match_constants)
+{
+    char buf[32];
+    TK_ASSERT_STREQ(config_enum_name("docker.runtime", TK_RUNTIME_RUNC, buf, sizeof buf), "runc");
+    TK_ASSERT_STREQ(config_enum_name("docker.runtime", TK_RUNTIME_RUNSC, buf, sizeof buf), "runsc");
+    TK_ASSERT_STREQ(config_enum_name("docker.runtime", TK_RUNTIME_CRUN, buf, sizeof buf), "crun");
+    TK_ASSERT_STREQ(config_enum_name("docker.runtime", TK_RUNTIME_AUTO, buf, sizeof buf), "auto");
+    TK_ASSERT(!config_enum_name("docker.runtime", TK_RUNTIME_AUTO + 1, buf, sizeof buf));
+    TK_ASSERT_STREQ(
+        config_enum_name("docker.security_mode", TK_SECURITY_PERMISSIVE, buf, sizeof buf),
+        "permissive");
+    TK_ASSERT_STREQ(config_enum_name("docker.security_mode", TK_SECURITY_STRICT, buf, sizeof buf),
+                    "strict");
+    TK_ASSERT(!config_enum_name("docker.image", 0, buf, sizeof buf)); /* not an ENUM */
+    TK_ASSERT(!config_enum_name("docker.nope", 0, buf, sizeof buf));
+    struct tk_config c;
+    config_defaults(&c);
+    TK_ASSERT_EQ(c.docker_runtime, TK_RUNTIME_AUTO); /* the default */
+    config_free(&c);
+}
+
 /* ---- A valid file. ---- */
 
 static const char full_conf[] =
