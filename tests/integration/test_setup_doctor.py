@@ -66,7 +66,9 @@ class DeadSocket:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class Setup(unittest.TestCase):
+class CliTest(unittest.TestCase):
+    """The tako binary is needed; a dead engine socket is at hand (cls.dead)."""
+
     @classmethod
     def setUpClass(cls):
         if not os.access(TAKO_BIN, os.X_OK):
@@ -76,6 +78,12 @@ class Setup(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.dead.close()
+
+
+class Setup(CliTest):
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
         for img in (TEST_IMAGE, TEST_IMAGE2, LOCAL_BASE):
             docker("rmi", img)  # by name: only untags a shared image
 
@@ -182,17 +190,7 @@ def checks_by_name(j):
     return {c["name"]: c for c in j["checks"]}
 
 
-class Doctor(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        if not os.access(TAKO_BIN, os.X_OK):
-            raise unittest.SkipTest(f"no tako binary at {TAKO_BIN}")
-        cls.dead = DeadSocket()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.dead.close()
-
+class Doctor(CliTest):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="tako-doctor-")
         self.data_dir = os.path.join(self.dir, "data")
