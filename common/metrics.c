@@ -182,12 +182,13 @@ char *metrics_render(size_t *len)
         put(&o, "takod_job_phase_seconds_count{phase=\"%s\"} %llu\n", phases[p],
             (unsigned long long)atomic_load(&m->hist_count[p]));
     }
-    uint32_t warm = 0, execs = 0;
+    uint32_t warm = 0, execs = 0, starts = 0;
     for (uint32_t i = 0; i < tk.shm->n_procs; i++) {
         struct tk_proc *p = shm_proc(tk.shm, i);
         if (p->role == TK_ROLE_EXECUTOR && atomic_load(&p->pid) > 0) {
             execs++;
             warm += atomic_load(&p->warm); /* each executor's pool size */
+            starts += atomic_load(&p->starting) == TK_SLOT_HELD;
         }
     }
     put(&o,
@@ -202,6 +203,9 @@ char *metrics_render(size_t *len)
         "takod_executors %u\n"
         "# HELP takod_warm_containers Containers started and waiting for a job.\n"
         "# TYPE takod_warm_containers gauge\ntakod_warm_containers %u\n"
+        "# HELP takod_container_starts Containers being created and started now (at most "
+        "server.container_starts).\n"
+        "# TYPE takod_container_starts gauge\ntakod_container_starts %u\n"
         "# HELP takod_jobs_admitted_total Jobs admitted.\n# TYPE takod_jobs_admitted_total "
         "counter\n"
         "takod_jobs_admitted_total %llu\n"
@@ -211,7 +215,7 @@ char *metrics_render(size_t *len)
         "# TYPE takod_job_retries_total counter\ntakod_job_retries_total %llu\n",
         (unsigned long long)ring_count(shm_dispatch(tk.shm)),
         (unsigned long long)ring_count(shm_free(tk.shm)), atomic_load(&tk.shm->running), execs,
-        warm, (unsigned long long)atomic_load(&tk.shm->jobs_admitted),
+        warm, starts, (unsigned long long)atomic_load(&tk.shm->jobs_admitted),
         (unsigned long long)atomic_load(&tk.shm->jobs_rejected_full),
         (unsigned long long)atomic_load(&m->retries));
     put(&o, "# HELP takod_process_restarts_total Child processes respawned after dying.\n"

@@ -179,23 +179,65 @@ int ring_pop_if(struct ring *r, struct ring_intent *me, bool (*pred)(uint64_t v,
 
 int ring_pop_wait(struct ring *r, struct ring_intent *me, uint64_t *val, int timeout_ms)
 {
+    return ring_pop_wait_from(r, me, val, timeout_ms, NULL, ring_seq(r));
+}
+
+uint32_t ring_seq(struct ring *r)
+{
+    return atomic_load(&r->futex);
+}
+
+int ring_pop_wait_from(struct ring *r, struct ring_intent *me, uint64_t *val, int timeout_ms,
+                       const sigset_t *unblock, uint32_t seen)
+{
     if (ring_pop(r, me, val) == 0)
         return 0;
     /*
-     * Lost-wakeup-free: announce ourselves, sample the futex word, try once more, then
-     * sleep only if the word is unchanged. A producer publishes, bumps the word, then
-     * reads `waiters`; either we see its element or it sees us (architecture.md §2.5).
+     * Lost-wakeup-free: announce ourselves, then sleep only while the futex word is still
+     * `seen` (sampled before the caller last looked at what it waits for), after one more
+     * try. A producer publishes, bumps the word, then reads `waiters`; either we see its
+     * element or it sees us (architecture.md §2.5). Signals in `unblock` are let in only
+     * for the sleep: a pending one runs its handler now, and a handler that pokes the word
+     * (ring_poke) makes the sleep return at once instead of being lost.
      */
     atomic_fetch_add(&r->waiters, 1);
-    uint32_t v = atomic_load(&r->futex);
     if (ring_pop(r, me, val) == 0) {
         atomic_fetch_sub(&r->waiters, 1);
         return 0;
     }
+    sigset_t old;
+    if (unblock)
+        sigprocmask(SIG_UNBLOCK, unblock, &old);
     struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
-    futex(&r->futex, FUTEX_WAIT, v, &ts);
+    futex(&r->futex, FUTEX_WAIT, seen, &ts);
+    if (unblock)
+        sigprocmask(SIG_SETMASK, &old, NULL);
     atomic_fetch_sub(&r->waiters, 1);
     return ring_pop(r, me, val);
+}
+
+void ring_poke(struct ring *r)
+{
+    atomic_fetch_add(&r->futex, 1);
+}
+
+void ring_kick(struct ring *r)
+{
+    atomic_fetch_add(&r->futex, 1);
+    if (atomic_load(&r->waiters) > 0)
+        futex(&r->futex, FUTEX_WAKE, INT_MAX, NULL);
+}
+
+void futex_word_wait(_Atomic uint32_t *word, uint32_t seen, int timeout_ms)
+{
+    struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
+    futex(word, FUTEX_WAIT, seen, &ts);
+}
+
+void futex_word_wake(_Atomic uint32_t *word)
+{
+    atomic_fetch_add(word, 1);
+    futex(word, FUTEX_WAKE, INT_MAX, NULL);
 }
 
 uint64_t ring_count(const struct ring *r)

@@ -48,6 +48,23 @@
  */
 static volatile sig_atomic_t stop_fast, stop_graceful, reopen_logs;
 
+/* SIGIO: a start's answer came (its socket has O_ASYNC): end the executor's sleep on the
+ * dispatch ring, where SIGIO is let in (ring_pop_wait_sig), so the answer is taken and the
+ * start slot passed on at once. Blocked everywhere else, so no other call sees EINTR. */
+static void on_answer(int sig)
+{
+    (void)sig;
+    ring_poke(shm_dispatch(tk.shm));
+}
+
+/* The engine's answer on fd raises SIGIO. */
+static void answer_wakes(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETOWN, getpid()) < 0 || fcntl(fd, F_SETFL, fl | O_ASYNC) < 0)
+        log_warn("msg=\"fcntl O_ASYNC failed\" err=\"%s\"", strerror(errno));
+}
+
 static void on_signal(int sig)
 {
     if (sig == SIGQUIT)
@@ -58,12 +75,12 @@ static void on_signal(int sig)
         stop_fast = 1;
 }
 
-#define RETIRED_MAX   4
-#define REMOVING_MAX  16    /* removals sent and not yet answered */
-#define START_WAIT_MS 60000 /* a start the engine has not answered by then has failed */
-#define WARM_MAX      17    /* server.warm_containers' maximum, and one of the sticky kind */
-#define KIND_MAX      320
-#define STICKY_MS     (300 * 1000) /* a job type's warm container outlives its last job so long */
+#define REMOVING_MAX   16    /* removals sent and not yet answered */
+#define ANSWER_WAIT_MS 250   /* the longest wait for an answer or a slot (SIGIO, kicks end it) */
+#define START_WAIT_MS  60000 /* a start the engine has not answered by then has failed */
+#define WARM_MAX       17    /* server.warm_containers' maximum, and one of the sticky kind */
+#define KIND_MAX       320
+#define STICKY_MS      (300 * 1000) /* a job type's warm container outlives its last job so long */
 
 struct exec_state {
     int slot;
@@ -81,9 +98,7 @@ struct exec_state {
         const struct tk_job_type *type;
         uint64_t used_ms;
     } sticky;
-    struct callbacks callbacks;       /* results to POST to callback_url, between jobs */
-    struct warm retired[RETIRED_MAX]; /* used containers, removed when idle */
-    int n_retired;
+    struct callbacks callbacks; /* results to POST to callback_url, between jobs */
     struct {
         int fd; /* the engine's answer to the DELETE */
         char id[65];
@@ -109,16 +124,30 @@ static int place_file(const char *from, const char *to)
     return rc;
 }
 
-/* A used container waiting to be removed (its program and launcher have exited). */
+static void removal_done(struct exec_state *st, int i, int timeout_ms);
+
+/*
+ * A used container goes (its program and launcher have exited): the removal is sent at
+ * once and answered later (progress). At once, not when the executor is idle: removals
+ * saved up go out together, and their burst of engine work delays the starts behind it.
+ */
 static void retire(struct exec_state *st, struct warm *w)
 {
     if (w->fd >= 0)
         close(w->fd);
     w->fd = -1;
-    if (w->id[0] && st->n_retired < RETIRED_MAX)
-        st->retired[st->n_retired++] = *w;
-    else
-        sandbox_discard(st->docker, w);
+    while (st->n_removing == REMOVING_MAX) /* the engine lags: wait for the oldest */
+        removal_done(st, 0, 10000);
+    int fd;
+    if (!w->id[0] || docker_remove_async(st->docker, w->id, &fd) < 0) {
+        sandbox_discard(st->docker, w); /* the blocking way logs what failed */
+    } else {
+        answer_wakes(fd);
+        st->removing[st->n_removing].fd = fd;
+        memcpy(st->removing[st->n_removing].id, w->id, sizeof w->id);
+        memcpy(st->removing[st->n_removing].dir, w->dir, sizeof w->dir);
+        st->n_removing++;
+    }
     sandbox_warm_init(w);
 }
 
@@ -131,26 +160,6 @@ static void removal_done(struct exec_state *st, int i, int timeout_ms)
                  st->removing[i].id, docker_last_error(st->docker));
     rm_rf(st->removing[i].dir);
     st->removing[i] = st->removing[--st->n_removing];
-}
-
-/* The used containers go: their removals are sent, and answered later (progress). */
-static void remove_retired(struct exec_state *st)
-{
-    for (int i = 0; i < st->n_retired; i++) {
-        struct warm *w = &st->retired[i];
-        while (st->n_removing == REMOVING_MAX) /* the engine lags: wait for the oldest */
-            removal_done(st, 0, 10000);
-        int fd;
-        if (docker_remove_async(st->docker, w->id, &fd) < 0) {
-            sandbox_discard(st->docker, w); /* the blocking way logs what failed */
-            continue;
-        }
-        st->removing[st->n_removing].fd = fd;
-        memcpy(st->removing[st->n_removing].id, w->id, sizeof w->id);
-        memcpy(st->removing[st->n_removing].dir, w->dir, sizeof w->dir);
-        st->n_removing++;
-    }
-    st->n_retired = 0;
 }
 
 /*
@@ -180,6 +189,79 @@ static int n_starting(const struct exec_state *st)
     for (int i = 0; i < st->n_pool; i++)
         n += st->pool[i].start_fd >= 0;
     return n;
+}
+
+/*
+ * Start slots (server.container_starts). Preparing a container (create to the start's
+ * answer) is mostly the engine's CPU work, ~100 ms of dockerd, containerd, its shim and
+ * the runtime. Many at once only slow each other down, and they end in bunches: a job
+ * then finds two containers ready, and the next one none for a whole start. So at most
+ * server.container_starts preparations run at once over all executors, and they end
+ * about evenly spaced.
+ *
+ * An executor's me->starting says whether it holds a slot. The count is over the live
+ * executors (a dead one's pid is 0 at once), so a crash leaks no slot. A claim announces
+ * itself (CLAIMING), counts the others that claim or hold, and holds if that leaves room,
+ * else backs off: the limit always holds, since of two simultaneous claimants at least
+ * one sees the other. When all slots are held, the claimant waits for one to be given
+ * back (slot_sync wakes it); when only a simultaneous claim stood in the way, it looks
+ * again in a moment. A job that needs a container of another kind is not held back: it
+ * gets one at once (job_container).
+ */
+static int start_slots(void)
+{
+    if (tk.cfg.server_container_starts > 0)
+        return tk.cfg.server_container_starts;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* 0: the slot is ours; -EBUSY: all are held (a release wakes us); -EAGAIN: another claim
+ * came at the same moment (look again in a moment). */
+static int slot_claim(struct exec_state *st)
+{
+    if (atomic_load(&st->me->starting) == TK_SLOT_HELD)
+        return 0;
+    atomic_store(&st->me->starting, TK_SLOT_CLAIMING);
+    int taken = 0, held = 0;
+    for (uint32_t i = 0; i < tk.shm->n_procs; i++) {
+        struct tk_proc *p = shm_proc(tk.shm, i);
+        if (p == st->me || p->role != TK_ROLE_EXECUTOR || atomic_load(&p->pid) <= 0)
+            continue;
+        uint32_t s = atomic_load(&p->starting);
+        taken += s != TK_SLOT_NONE;
+        held += s == TK_SLOT_HELD;
+    }
+    if (taken < start_slots()) {
+        atomic_store(&st->me->starting, TK_SLOT_HELD);
+        return 0;
+    }
+    atomic_store(&st->me->starting, TK_SLOT_NONE);
+    return held < start_slots() ? -EAGAIN : -EBUSY;
+}
+
+static bool no_slot(int rc)
+{
+    return rc == -EBUSY || rc == -EAGAIN;
+}
+
+/* How long to wait for a slot after slot_claim said rc: until one is given back, or a
+ * moment (1-3 ms, so two that collided do not collide again). */
+static int slot_wait_ms(int rc)
+{
+    return rc == -EAGAIN ? 1 + (int)(now_mono_us() % 3) : ANSWER_WAIT_MS;
+}
+
+/* The slot goes back once no preparation of ours is under way; executors waiting for one
+ * (on the slot word without a container, on the dispatch ring with one) look again. */
+static void slot_sync(struct exec_state *st)
+{
+    uint32_t held = TK_SLOT_HELD;
+    if (n_starting(st) == 0 &&
+        atomic_compare_exchange_strong(&st->me->starting, &held, TK_SLOT_NONE)) {
+        futex_word_wake(&tk.shm->slot_word);
+        ring_kick(shm_dispatch(tk.shm));
+    }
 }
 
 /* The started containers, for /metrics. */
@@ -213,13 +295,22 @@ static void engine_worked(struct exec_state *st)
 
 /* Start one more warm container of `spec` (NULL: the default type) into the pool; its
  * start is answered later (progress). */
+/* A warm container of `kind` on its way: created, attached, its start sent. 0, no start
+ * slot (-EBUSY, -EAGAIN: see slot_claim) or -errno. */
 static int prepare_warm(struct exec_state *st, const struct sandbox_spec *spec, const char *kind)
 {
     if (st->n_pool >= WARM_MAX)
         return 0;
+    int rc = slot_claim(st);
+    if (rc < 0)
+        return rc;
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/e%d-%u", tk.slots_dir, tk.proc_idx, ++st->seq);
-    int rc = sandbox_prepare_async(st->docker, &st->pool[st->n_pool], dir, spec);
+    rc = sandbox_prepare_async(st->docker, &st->pool[st->n_pool], dir, spec);
+    if (rc < 0)
+        slot_sync(st);
+    else
+        answer_wakes(st->pool[st->n_pool].start_fd);
     if (rc < 0 && spec) { /* a job type's: its image may be gone; not the engine's health */
         log_warn("msg=\"preparing a warm container of a job type failed\" image=%s err=\"%s\"",
                  spec->image, docker_last_error(st->docker));
@@ -235,7 +326,7 @@ static int prepare_warm(struct exec_state *st, const struct sandbox_spec *spec, 
 }
 
 /* At least one container of the default type, started or starting (started now if there
- * is none). */
+ * is none). -EBUSY or -EAGAIN: none, and no start slot (slot_claim). */
 static int ensure_warm(struct exec_state *st)
 {
     return pool_count(st, "", false) > 0 ? 0 : prepare_warm(st, NULL, "");
@@ -253,6 +344,7 @@ static void pool_remove(struct exec_state *st, int i, struct warm *out)
     st->n_pool--;
     sandbox_warm_init(&st->pool[st->n_pool]);
     publish_warm(st);
+    slot_sync(st);
 }
 
 /* Pool entry i's start was answered (or is overdue after wait_ms): ready, or gone. */
@@ -262,6 +354,7 @@ static void start_done(struct exec_state *st, int i, int wait_ms)
         if (!st->kinds[i][0])
             engine_worked(st);
         publish_warm(st);
+        slot_sync(st);
         return;
     }
     if (st->kinds[i][0]) { /* a job type's: the next job of it makes its own */
@@ -588,7 +681,13 @@ static int job_container(struct exec_state *st, struct tk_job *job, struct warm 
     size_t n = read_requirements(job, reqs, JOBTYPE_MAX_REQUIREMENTS);
     *memory = t->memory_limit;
     if (t == &tk.cfg.job_types[0] && n == 0 && (!version[0] || !strcmp(version, "latest"))) {
-        int rc = ensure_warm(st);
+        int rc;
+        for (;;) {
+            uint32_t seen = atomic_load(&tk.shm->slot_word);
+            if (!no_slot(rc = ensure_warm(st)) || stop_fast)
+                break;
+            futex_word_wait(&tk.shm->slot_word, seen, slot_wait_ms(rc));
+        }
         if (rc == 0)
             take_warm(st, "", cold);
         *w = cold;
@@ -823,17 +922,15 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     int32_t mine = getpid(); /* the slot may already serve a new job: only undo our mark */
     atomic_compare_exchange_strong(&job->owner_pid, &mine, 0);
 
-    /* After the reply is on its way: this container is removed when the executor is idle
-     * (or at once if several wait). The pool is refilled by the main loop while no job
-     * waits; only an empty pool is refilled here, before the next job. */
+    /* After the reply is on its way: this container goes. The pool is refilled by the main
+     * loop while no job waits; only an empty pool is refilled here, before the next job
+     * (if a start slot is free; else the main loop waits for one). */
     retire(st, w);
     capbuf_free(&r.sb.out);
     capbuf_free(&r.sb.err);
     outputs_free(&r.outputs);
     if (!stop_fast && !stop_graceful)
         ensure_warm(st);
-    if (st->n_retired >= RETIRED_MAX)
-        remove_retired(st);
     callbacks_run(&st->callbacks, st->db); /* first attempts go out right away */
 }
 
@@ -849,6 +946,12 @@ int executor_main(int slot)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGQUIT, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
+    sa.sa_handler = on_answer;
+    sigaction(SIGIO, &sa, NULL);
+    sigset_t answers;
+    sigemptyset(&answers);
+    sigaddset(&answers, SIGIO);
+    sigprocmask(SIG_BLOCK, &answers, NULL);
 
     int rc = docker_open(&st.docker, tk.cfg.docker_socket);
     if (rc < 0) {
@@ -865,8 +968,15 @@ int executor_main(int slot)
     }
     /* Ready means: the engine takes our containers. Retry while it refuses. */
     int backoff_ms = 100;
-    while (!stop_fast && !stop_graceful &&
-           (ensure_warm(&st) < 0 || (progress(&st, 1000), pool_count(&st, "", false) == 0))) {
+    uint32_t seen = atomic_load(&tk.shm->slot_word);
+    while (
+        !stop_fast && !stop_graceful &&
+        ((rc = ensure_warm(&st)) < 0 || (progress(&st, 1000), pool_count(&st, "", false) == 0))) {
+        if (no_slot(rc)) { /* the other executors' first starts come first */
+            futex_word_wait(&tk.shm->slot_word, seen, slot_wait_ms(rc));
+            seen = atomic_load(&tk.shm->slot_word);
+            continue;
+        }
         usleep((useconds_t)backoff_ms * 1000);
         backoff_ms = backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2;
     }
@@ -879,9 +989,17 @@ int executor_main(int slot)
             reopen_logs = 0;
             log_reopen();
         }
+        /* sampled before looking: whatever changes after the look ends the sleep */
+        uint32_t seen_ring = ring_seq(shm_dispatch(tk.shm));
+        seen = atomic_load(&tk.shm->slot_word);
         progress(&st, 0);
-        if (ensure_warm(&st) < 0) {
-            usleep(500 * 1000); /* the engine is failing: do not take jobs we cannot run */
+        if ((rc = ensure_warm(&st)) < 0) {
+            /* no container, and no start slot (wait for one) or the engine is failing:
+             * no job for us meanwhile */
+            if (no_slot(rc))
+                futex_word_wait(&tk.shm->slot_word, seen, slot_wait_ms(rc));
+            else
+                usleep(500 * 1000);
             continue;
         }
         if (pool_count(&st, "", true) == 0) {
@@ -891,28 +1009,32 @@ int executor_main(int slot)
             continue;
         }
         /* Jobs come before containers: the pool is topped up only when no job waits, one
-         * start at a time; while an answer is due, look every 25 ms. */
+         * start at a time and with a start slot. A start's answer (SIGIO) and a slot given
+         * back (a kick) end the wait, as does a removal's answer. */
         bool busy = n_starting(&st) > 0;
         bool fill = !busy && fill_pool(&st, true);
+        int claim = fill ? slot_claim(&st) : 0;
+        fill = fill && claim == 0;
         uint64_t v;
-        if (ring_pop_wait(shm_dispatch(tk.shm), &st.me->intent, &v,
-                          fill                    ? 0
-                          : busy || st.n_removing ? 25
-                          : st.n_retired          ? 20
-                                                  : 500) != 0) {
+        if (ring_pop_wait_from(shm_dispatch(tk.shm), &st.me->intent, &v,
+                               fill                    ? 0
+                               : claim < 0             ? slot_wait_ms(claim)
+                               : busy || st.n_removing ? ANSWER_WAIT_MS
+                                                       : 500,
+                               &answers, seen_ring) != 0) {
             if (fill) {
                 fill_pool(&st, false);
+                slot_sync(&st); /* claimed for nothing (a kind dropped, a failure) */
                 continue;
             }
-            remove_retired(&st);                 /* no job waits: the used containers go */
-            callbacks_run(&st.callbacks, st.db); /* and due callbacks */
+            callbacks_run(&st.callbacks, st.db); /* no job waits: due callbacks */
             continue;
         }
+        slot_sync(&st); /* a slot claimed for a fill that did not begin goes back */
         run_job(&st, shm_val_idx(v), shm_val_gen(v));
     }
     log_info("msg=\"executor stopping\" slot=%d", slot);
     callbacks_abandon(&st.callbacks, st.db);
-    remove_retired(&st);
     while (st.n_removing > 0)
         removal_done(&st, 0, 10000);
     for (int i = 0; i < st.n_pool; i++)

@@ -401,12 +401,13 @@ def docker_run_once(image, timeout):
 # ---------------------------------------------------------------------------- takod
 
 class Takod:
-    def __init__(self, binary, conf, data_dir, executors, log_path):
+    def __init__(self, binary, conf, data_dir, executors, log_path, opts=()):
         self.binary = binary
         self.conf = conf
         self.data_dir = data_dir
         self.executors = executors
         self.log_path = log_path
+        self.opts = list(opts)
         self.port = None
         self.proc = None
 
@@ -417,6 +418,8 @@ class Takod:
                 "-o", "server.data_dir=%s" % self.data_dir,
                 "-o", "server.executors=%d" % self.executors,
                 "-o", "server.log_level=warn"]
+        for o in self.opts:
+            args += ["-o", o]
         self.logf = open(self.log_path, "ab")
         self.logf.write(("\n# %s executors=%d: %s\n" % (
             datetime.datetime.now().isoformat(timespec="seconds"), self.executors,
@@ -750,6 +753,9 @@ def main():
                          "connection per client thread)")
     ap.add_argument("--takod", default=os.path.join(REPO, "build", "takod"))
     ap.add_argument("--conf", default=os.path.join(REPO, "conf", "tako.conf"))
+    ap.add_argument("-o", "--takod-opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="also pass -o KEY=VALUE to takod (repeatable), e.g. to measure a "
+                         "setting: -o server.warm_containers=1")
     ap.add_argument("--image", default="code-executor:latest")
     ap.add_argument("--docker-sock", default="/var/run/docker.sock")
     ap.add_argument("--log", default=None,
@@ -855,7 +861,7 @@ def main():
     try:
         # ------------------------------------------------------------ takod
         if "takod" not in skip:
-            takod = Takod(takod_bin, a.conf, data_dir, a.executors, a.log)
+            takod = Takod(takod_bin, a.conf, data_dir, a.executors, a.log, a.takod_opt)
             log("starting takod executors=%d (log %s)" % (a.executors, a.log))
             res["takod_health"] = takod.start()
             probe = CpuProbe(takod.proc.pid)
@@ -949,7 +955,7 @@ def main():
             res["takod_exit"] = [rc]
 
             if not a.no_exec8 and a.executors != 8:
-                takod = Takod(takod_bin, a.conf, data_dir, 8, a.log)
+                takod = Takod(takod_bin, a.conf, data_dir, 8, a.log, a.takod_opt)
                 log("restarting takod with executors=8")
                 takod.start()
                 probe = CpuProbe(takod.proc.pid)

@@ -43,6 +43,10 @@
       "containers each executor keeps started ahead of time. Jobs take them first; an " \
       "executor starts new ones only while no job waits, so a burst of up to executors x " \
       "this many jobs never waits for a container start") \
+    X(server, container_starts, INT, "0", 0, 256, CF_RELOAD, \
+      "containers being created and started at once, over all executors (0: one per CPU " \
+      "online). A start is mostly the engine's CPU work: more at once only slow each other " \
+      "down, and starts that end together leave gaps when none ends") \
     X(server, queue_size, INT, "1024", 8, 65536, CF_NORELOAD, \
       "jobs admitted at once (queued + running); more get 503. Rounded up to a power of 2") \
     X(server, data_dir, STR, "/var/lib/takod", 0, 0, CF_NORELOAD, \

@@ -41,6 +41,7 @@
 #ifndef TAKO_RING_H
 #define TAKO_RING_H
 
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -110,6 +111,24 @@ int ring_pop(struct ring *r, struct ring_intent *me, uint64_t *val);
 /* Like ring_pop but sleeps up to timeout_ms on the futex when empty; -EAGAIN on timeout
  * or when a signal interrupted the sleep (the caller checks its flags and loops). */
 int ring_pop_wait(struct ring *r, struct ring_intent *me, uint64_t *val, int timeout_ms);
+/*
+ * The futex word: it changes with every push, poke and kick. ring_pop_wait_from sleeps
+ * only while it is still `seen`: sample it before looking at what else ends the wait, and
+ * nothing that happens after the look is missed. Signals in `unblock` (blocked otherwise)
+ * are let in for the sleep; their handler calls ring_poke.
+ */
+uint32_t ring_seq(struct ring *r);
+int ring_pop_wait_from(struct ring *r, struct ring_intent *me, uint64_t *val, int timeout_ms,
+                       const sigset_t *unblock, uint32_t seen);
+/* Make a sleeper that is about to sleep return at once (async-signal-safe). */
+void ring_poke(struct ring *r);
+/* Wake every sleeper, with nothing pushed: they look again at what they wait for. */
+void ring_kick(struct ring *r);
+
+/* A futex word of one's own (in shared memory): sleep up to timeout_ms while it is still
+ * `seen`; bump it and wake every sleeper. */
+void futex_word_wait(_Atomic uint32_t *word, uint32_t seen, int timeout_ms);
+void futex_word_wake(_Atomic uint32_t *word);
 /* Pop the head only if pred(value) says so: 0 (value in *val and me->held), or -EAGAIN
  * (empty, not wanted, or lost a race). */
 int ring_pop_if(struct ring *r, struct ring_intent *me, bool (*pred)(uint64_t v, void *arg),

@@ -48,6 +48,9 @@ enum tk_job_state {
     TK_JOB_DONE = 4,
 };
 
+/* An executor's hold on one of server.container_starts' start slots (workers/executor.c). */
+enum tk_start_slot { TK_SLOT_NONE = 0, TK_SLOT_CLAIMING, TK_SLOT_HELD };
+
 /* One process. Slot index = position in the proc table; 64-byte aligned (no false sharing). */
 struct tk_proc {
     _Alignas(64) _Atomic int32_t pid; /* 0 = free slot */
@@ -60,6 +63,7 @@ struct tk_proc {
     _Atomic uint64_t jobs;     /* jobs handled, for stats */
     _Atomic uint32_t ready;    /* set once the process serves (executor: engine + db up) */
     _Atomic uint32_t warm;     /* executor: a container is started and waiting */
+    _Atomic uint32_t starting; /* executor: TK_SLOT_*, its hold on a start slot */
 };
 
 struct tk_job {
@@ -110,6 +114,7 @@ struct tk_shm {
     _Atomic uint32_t docker_ok; /* last executor call to the engine worked */
     _Atomic uint32_t started;   /* every executor has been ready once: /health stops
                                    answering 503 "starting" */
+    _Atomic uint32_t slot_word; /* futex: bumped when an executor gives a start slot back */
 };
 
 /* Round up to a power of two (>= 8). */

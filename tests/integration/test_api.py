@@ -652,7 +652,8 @@ class Api(Client, unittest.TestCase):
                                 metric(text0, "takod_job_phase_seconds_count", phase="total") + 1)
         self.assertGreater(metric(text1, "takod_jobs_admitted_total"), metric(text0, "takod_jobs_admitted_total"))
         self.assertEqual(metric(text1, "takod_executors"), 2)
-        for name in ("takod_ring_depth", "takod_free_slots", "takod_warm_containers", "takod_process_restarts_total",
+        for name in ("takod_ring_depth", "takod_free_slots", "takod_warm_containers", "takod_container_starts",
+                     "takod_process_restarts_total",
                      "takod_job_errors_total", "takod_job_phase_seconds_bucket"):
             self.assertIn(name, text1)
 

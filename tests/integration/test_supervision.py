@@ -112,6 +112,72 @@ class Supervision(unittest.TestCase):
         finally:
             t.cleanup()
 
+    @staticmethod
+    def gauge(t, name):
+        for line in t.request("GET", "/metrics").body.decode().splitlines():
+            if line.startswith(name + " "):
+                return int(line.split()[1])
+        raise AssertionError(f"no {name} in /metrics")
+
+    def pools_full_and_no_slot_held(self, t, executors):
+        """Every pool full (all started), so no start is under way and no slot held."""
+        t.wait_for(lambda: self.gauge(t, "takod_warm_containers") == executors * WARM_CONTAINERS,
+                   what="every pool full")
+        self.assertEqual(self.gauge(t, "takod_container_starts"), 0)
+
+    def test_start_slots_bound_container_starts_over_all_executors(self):
+        """server.container_starts = 1: while a burst refills every pool, at most one
+        container is being prepared at any moment (takod_container_starts), and every job
+        still runs; once idle, every pool is full again and no slot is held."""
+        t = Takod("server.container_starts=1", "auth.rate_limit_per_minute=0", executors=3,
+                  acceptors=1).start()
+        try:
+            stop, seen = threading.Event(), []
+
+            def sample():
+                while not stop.is_set():
+                    text = t.request("GET", "/metrics").body.decode()
+                    for line in text.splitlines():
+                        if line.startswith("takod_container_starts "):
+                            seen.append(int(line.split()[1]))
+                    time.sleep(0.005)
+            th = threading.Thread(target=sample, daemon=True)
+            th.start()
+            with concurrent.futures.ThreadPoolExecutor(12) as ex:
+                rs = list(ex.map(lambda i: t.execute(f"print({i})"), range(24)))
+            self.pools_full_and_no_slot_held(t, 3)
+            stop.set()
+            th.join(30)
+            self.assertEqual([r["stdout"] for r in rs], [f"{i}\n" for i in range(24)])
+            self.assertTrue(seen)
+            self.assertLessEqual(max(seen), 1, seen)
+            self.assertIn(1, seen)  # the burst's refills did go through the slot
+        finally:
+            t.cleanup()
+
+    def test_kill_executors_holding_start_slots_leaks_no_slot(self):
+        """A start slot is held in the executor's shared-memory entry, which counts only
+        while it lives: executors killed mid-refill (one slot, so one of them holds it)
+        leave nothing held, and the respawned ones fill their pools and run jobs."""
+        t = Takod("server.container_starts=1", executors=2, acceptors=1).start()
+        try:
+            for _ in range(3):
+                with concurrent.futures.ThreadPoolExecutor(4) as ex:
+                    rs = list(ex.map(lambda i: t.execute("print(1)"), range(4)))
+                self.assertTrue(all(r["success"] for r in rs), rs)
+                # the pools are refilling now: kill both executors, whichever holds the slot
+                for k, pid in t.roles().items():
+                    if "executor" in k:
+                        os.kill(pid, signal.SIGKILL)
+                t.wait_for(lambda: len([k for k in t.roles() if "executor" in k]) == 2,
+                           what="respawned executors")
+            self.pools_full_and_no_slot_held(t, 2)
+            self.only_warm_containers(t, executors=2)
+            r = t.execute("print('after')")
+            self.assertEqual(r["stdout"], "after\n")
+        finally:
+            t.cleanup()
+
     def test_kill_acceptor_mid_job(self):
         th, box = in_thread(lambda: self.t.request("POST", "/execute", {"code": SLEEP_JOB.format(s=2)}))
         self.running_container()

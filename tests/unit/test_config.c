@@ -154,6 +154,8 @@ static void assert_defaults(const struct tk_config *c)
     TK_ASSERT_STREQ(c->server_listen, "127.0.0.1:8000");
     TK_ASSERT_EQ(c->server_acceptors, 2);
     TK_ASSERT_EQ(c->server_executors, 4);
+    TK_ASSERT_EQ(c->server_warm_containers, 2);
+    TK_ASSERT_EQ(c->server_container_starts, 0);
     TK_ASSERT_EQ(c->server_queue_size, 1024);
     TK_ASSERT_STREQ(c->server_data_dir, "/var/lib/takod");
     TK_ASSERT_STREQ(c->server_pidfile, "");

@@ -4,6 +4,7 @@
  */
 #include "tako/ring.h"
 #include "tako/shm.h"
+#include "tako/util.h"
 #include "tk_test.h"
 
 #include <errno.h>
@@ -78,6 +79,98 @@ TK_TEST(ring_wait_times_out_and_wakes)
     TK_ASSERT_EQ(got, 0);
     TK_ASSERT_EQ(v, 42);
     waitpid(pid, NULL, 0);
+}
+
+/* ring_pop_wait_from sleeps only while the word is what the caller saw: a kick or poke
+ * after the sample (nothing pushed) ends the wait at once, as does one during it. */
+TK_TEST(ring_wait_from_ends_on_kick_and_poke)
+{
+    struct ring *r = ring_new_shared(8);
+    uint64_t v;
+    uint32_t seen = ring_seq(r);
+    ring_poke(r); /* after the sample: no sleep at all */
+    uint64_t t0 = now_mono_ms();
+    TK_ASSERT_EQ(ring_pop_wait_from(r, NULL, &v, 2000, NULL, seen), -EAGAIN);
+    TK_ASSERT(now_mono_ms() - t0 < 1000);
+    pid_t pid = fork();
+    if (pid == 0) {
+        usleep(100 * 1000);
+        ring_kick(r); /* during the sleep: wakes it, with nothing to pop */
+        _exit(0);
+    }
+    seen = ring_seq(r);
+    t0 = now_mono_ms();
+    TK_ASSERT_EQ(ring_pop_wait_from(r, NULL, &v, 5000, NULL, seen), -EAGAIN);
+    TK_ASSERT(now_mono_ms() - t0 < 4000);
+    waitpid(pid, NULL, 0);
+    TK_ASSERT_EQ(ring_push(r, NULL, 7), 0); /* and a push still wakes as before */
+    TK_ASSERT_EQ(ring_pop_wait_from(r, NULL, &v, 10, NULL, ring_seq(r)), 0);
+    TK_ASSERT_EQ(v, 7);
+}
+
+/* A blocked signal that is let in for the sleep ends it, whether it was pending before
+ * (its handler pokes the word) or arrives during it; it stays blocked afterwards. */
+static struct ring *poked_ring;
+static void poke_handler(int sig)
+{
+    (void)sig;
+    ring_poke(poked_ring);
+}
+
+TK_TEST(ring_wait_from_lets_in_a_blocked_signal)
+{
+    struct ring *r = poked_ring = ring_new_shared(8);
+    struct sigaction sa = {.sa_handler = poke_handler}; /* no SA_RESTART */
+    sigaction(SIGIO, &sa, NULL);
+    sigset_t io;
+    sigemptyset(&io);
+    sigaddset(&io, SIGIO);
+    sigprocmask(SIG_BLOCK, &io, NULL);
+    uint64_t v;
+    uint32_t seen = ring_seq(r);
+    raise(SIGIO); /* pending: delivered when the wait lets it in */
+    uint64_t t0 = now_mono_ms();
+    TK_ASSERT_EQ(ring_pop_wait_from(r, NULL, &v, 3000, &io, seen), -EAGAIN);
+    TK_ASSERT(now_mono_ms() - t0 < 2000);
+    pid_t parent = getpid(), pid = fork();
+    if (pid == 0) {
+        usleep(100 * 1000);
+        kill(parent, SIGIO);
+        _exit(0);
+    }
+    t0 = now_mono_ms();
+    TK_ASSERT_EQ(ring_pop_wait_from(r, NULL, &v, 5000, &io, ring_seq(r)), -EAGAIN);
+    TK_ASSERT(now_mono_ms() - t0 < 4000);
+    waitpid(pid, NULL, 0);
+    sigset_t now;
+    sigprocmask(SIG_BLOCK, NULL, &now);
+    TK_ASSERT(sigismember(&now, SIGIO));
+}
+
+/* futex_word_wait: returns at once when the word moved since the sample, else on a wake. */
+TK_TEST(futex_word_wait_and_wake)
+{
+    _Atomic uint32_t *w =
+        mmap(NULL, sizeof *w, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    TK_ASSERT(w != MAP_FAILED);
+    uint32_t seen = atomic_load(w);
+    atomic_fetch_add(w, 1);
+    uint64_t t0 = now_mono_ms();
+    futex_word_wait(w, seen, 3000);
+    TK_ASSERT(now_mono_ms() - t0 < 2000);
+    pid_t pid = fork();
+    if (pid == 0) {
+        usleep(100 * 1000);
+        futex_word_wake(w);
+        _exit(0);
+    }
+    t0 = now_mono_ms();
+    futex_word_wait(w, atomic_load(w), 5000);
+    TK_ASSERT(now_mono_ms() - t0 < 4000);
+    waitpid(pid, NULL, 0);
+    t0 = now_mono_ms();
+    futex_word_wait(w, atomic_load(w), 50); /* nobody wakes it: the timeout */
+    TK_ASSERT(now_mono_ms() - t0 >= 40);
 }
 
 /* Several producer and consumer processes; every value must arrive exactly once. */
