@@ -142,8 +142,7 @@ static void retire(struct exec_state *st, struct warm *w)
     if (!w->id[0] || docker_remove_async(st->docker, w->id, &fd) < 0) {
         sandbox_discard(st->docker, w); /* the blocking way logs what failed */
     } else {
-        answer_wakes(fd);
-        st->removing[st->n_removing].fd = fd;
+        st->removing[st->n_removing].fd = fd; /* taken on a later wake: not urgent */
         memcpy(st->removing[st->n_removing].id, w->id, sizeof w->id);
         memcpy(st->removing[st->n_removing].dir, w->dir, sizeof w->dir);
         st->n_removing++;
@@ -202,10 +201,12 @@ static int n_starting(const struct exec_state *st)
  * An executor's me->starting says whether it holds a slot. The count is over the live
  * executors (a dead one's pid is 0 at once), so a crash leaks no slot. A claim announces
  * itself (CLAIMING), counts the others that claim or hold, and holds if that leaves room,
- * else backs off: the limit always holds, since of two simultaneous claimants at least
- * one sees the other. When all slots are held, the claimant waits for one to be given
- * back (slot_sync wakes it); when only a simultaneous claim stood in the way, it looks
- * again in a moment. A job that needs a container of another kind is not held back: it
+ * else backs off (WAITING): the limit always holds, since of two simultaneous claimants
+ * at least one sees the other. When all slots are held, the claimant waits for one to be
+ * given back: the executor that gives one back wakes the others if one of them claims or
+ * waits (it sees that mark, set before the claimant counted, or the claimant sees the
+ * slot free). When only a simultaneous claim stood in the way, it looks again in a
+ * moment. A job that needs a container of another kind is not held back: it
  * gets one at once (job_container).
  */
 static int start_slots(void)
@@ -229,14 +230,14 @@ static int slot_claim(struct exec_state *st)
         if (p == st->me || p->role != TK_ROLE_EXECUTOR || atomic_load(&p->pid) <= 0)
             continue;
         uint32_t s = atomic_load(&p->starting);
-        taken += s != TK_SLOT_NONE;
+        taken += s == TK_SLOT_CLAIMING || s == TK_SLOT_HELD;
         held += s == TK_SLOT_HELD;
     }
     if (taken < start_slots()) {
         atomic_store(&st->me->starting, TK_SLOT_HELD);
         return 0;
     }
-    atomic_store(&st->me->starting, TK_SLOT_NONE);
+    atomic_store(&st->me->starting, TK_SLOT_WAITING);
     return held < start_slots() ? -EAGAIN : -EBUSY;
 }
 
@@ -252,15 +253,25 @@ static int slot_wait_ms(int rc)
     return rc == -EAGAIN ? 1 + (int)(now_mono_us() % 3) : ANSWER_WAIT_MS;
 }
 
-/* The slot goes back once no preparation of ours is under way; executors waiting for one
- * (on the slot word without a container, on the dispatch ring with one) look again. */
+/* The slot goes back once no preparation of ours is under way (and a wait for one ends);
+ * executors that claim or wait for one (on the slot word without a container, on the
+ * dispatch ring with one) look again. */
 static void slot_sync(struct exec_state *st)
 {
-    uint32_t held = TK_SLOT_HELD;
-    if (n_starting(st) == 0 &&
-        atomic_compare_exchange_strong(&st->me->starting, &held, TK_SLOT_NONE)) {
-        futex_word_wake(&tk.shm->slot_word);
-        ring_kick(shm_dispatch(tk.shm));
+    uint32_t held = TK_SLOT_HELD, waiting = TK_SLOT_WAITING;
+    if (n_starting(st) > 0 ||
+        !atomic_compare_exchange_strong(&st->me->starting, &held, TK_SLOT_NONE)) {
+        atomic_compare_exchange_strong(&st->me->starting, &waiting, TK_SLOT_NONE);
+        return;
+    }
+    for (uint32_t i = 0; i < tk.shm->n_procs; i++) {
+        struct tk_proc *p = shm_proc(tk.shm, i);
+        uint32_t s = p->role == TK_ROLE_EXECUTOR ? atomic_load(&p->starting) : TK_SLOT_NONE;
+        if (p != st->me && (s == TK_SLOT_CLAIMING || s == TK_SLOT_WAITING)) {
+            futex_word_wake(&tk.shm->slot_word);
+            ring_kick(shm_dispatch(tk.shm));
+            return;
+        }
     }
 }
 
@@ -1010,7 +1021,7 @@ int executor_main(int slot)
         }
         /* Jobs come before containers: the pool is topped up only when no job waits, one
          * start at a time and with a start slot. A start's answer (SIGIO) and a slot given
-         * back (a kick) end the wait, as does a removal's answer. */
+         * back (a kick) end the wait; removals' answers are taken on the next wake. */
         bool busy = n_starting(&st) > 0;
         bool fill = !busy && fill_pool(&st, true);
         int claim = fill ? slot_claim(&st) : 0;

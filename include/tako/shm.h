@@ -49,7 +49,7 @@ enum tk_job_state {
 };
 
 /* An executor's hold on one of server.container_starts' start slots (workers/executor.c). */
-enum tk_start_slot { TK_SLOT_NONE = 0, TK_SLOT_CLAIMING, TK_SLOT_HELD };
+enum tk_start_slot { TK_SLOT_NONE = 0, TK_SLOT_CLAIMING, TK_SLOT_HELD, TK_SLOT_WAITING };
 
 /* One process. Slot index = position in the proc table; 64-byte aligned (no false sharing). */
 struct tk_proc {
