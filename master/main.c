@@ -81,6 +81,7 @@ static struct {
     int ready_fd; /* -d: tells the waiting parent that start-up finished */
     bool daemon;  /* -d: an empty server.log_file means <data_dir>/takod.log */
     sigset_t orig_mask;
+    uint64_t sweep_soon_ms; /* an executor died: sweep again then (see reap_one) */
 } M = {.pidfile_fd = -1, .ready_fd = -1};
 
 static const char *role_name(uint8_t role)
@@ -639,6 +640,10 @@ static void reap_one(struct child *c, pid_t pid, int st)
         log_warn("msg=\"child exited\" role=%s slot=%d pid=%d code=%d", role, c->slot, (int)pid,
                  WEXITSTATUS(st));
     recovery_after_death(c->proc_idx, pid);
+    /* A container it was creating when it died may appear after recovery removed its
+     * containers: the engine finishes a create whose caller is gone. Sweep again soon. */
+    if (c->role == TK_ROLE_EXECUTOR && !clean)
+        M.sweep_soon_ms = now_mono_ms() + 3000;
     if (!M.stopping && !c->retiring)
         metrics_restart(c->role == TK_ROLE_ACCEPTOR ? 0 : 1);
     c->pid = 0;
@@ -742,10 +747,12 @@ static void tick(void)
         refresh_job_type_images();
         next_images_ms = now + 10000;
     }
-    if (!M.stopping && now >= next_sweep_ms) {
+    bool soon = M.sweep_soon_ms && now >= M.sweep_soon_ms;
+    if (!M.stopping && (now >= next_sweep_ms || soon)) {
         if (next_sweep_ms)
             recovery_sweep_containers();
         next_sweep_ms = now + 60000;
+        M.sweep_soon_ms = 0;
     }
     if (now >= next_replay_ms) { /* records spooled during a database outage */
         replay_spool();
