@@ -641,9 +641,6 @@ static bool dk_is_hex64(const char *s)
 
 int docker_create(struct docker *d, const char *name, const json_t *body, char id[65])
 {
-    int rc;
-    if (name && (rc = dk_check_id(d, "container name", name)) < 0)
-        return rc;
     if (!json_is_object(body)) {
         dk_seterr(d, "docker_create: body is not a JSON object");
         return -EINVAL;
@@ -653,6 +650,16 @@ int docker_create(struct docker *d, const char *name, const json_t *body, char i
         dk_seterr(d, "docker_create: cannot serialize the body");
         return -ENOMEM;
     }
+    int rc = docker_create_text(d, name, text, id);
+    free(text);
+    return rc;
+}
+
+int docker_create_text(struct docker *d, const char *name, const char *text, char id[65])
+{
+    int rc;
+    if (name && (rc = dk_check_id(d, "container name", name)) < 0)
+        return rc;
     char path[DK_MAX_NAME + 32];
     if (name)
         snprintf(path, sizeof path, "/containers/create?name=%s", name);
@@ -662,7 +669,6 @@ int docker_create(struct docker *d, const char *name, const json_t *body, char i
     struct dk_req q = {
         .method = "POST", .path = path, .body = text, .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
     rc = dk_json(d, &q, &ans);
-    free(text);
     if (rc < 0)
         return rc;
     const char *cid = json_string_value(json_object_get(ans, "Id"));

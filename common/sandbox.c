@@ -298,6 +298,69 @@ void sandbox_warm_init(struct warm *w)
     w->start_fd = -1;
 }
 
+/*
+ * The create body's text for a container in `dir`. Only the directory differs from one
+ * container of a spec to the next, so the text (~8 KB, most of it the escaped seccomp
+ * profile) is built once per spec with a placeholder for it, and the directory written
+ * in (a directory that JSON would escape, or a spec too long for the key, takes the long
+ * way). The last few specs are kept. The caller frees the result.
+ */
+#define DIR_MARK "/@@takod-dir@@"
+static char *body_text(const char *dir, const struct sandbox_spec *spec)
+{
+    static struct {
+        char key[1200];
+        char *text; /* with DIR_MARK where the directory goes */
+    } cache[4];
+    static unsigned next;
+    bool plain = strlen(dir) < 4096 && !strstr(dir, DIR_MARK);
+    for (const unsigned char *p = (const unsigned char *)dir; plain && *p; p++)
+        plain = *p >= 0x20 && *p != '"' && *p != '\\' && *p != 0x7f;
+    char key[1200];
+    int kl =
+        snprintf(key, sizeof key, "%s|%lld|%g|%d|%s|%s|%s", spec->image, (long long)spec->memory,
+                 spec->cpus, (int)spec->network, spec->env ? spec->env : "",
+                 spec->preload ? spec->preload : "", sandbox_runtime);
+    plain = plain && kl > 0 && (size_t)kl < sizeof key; /* a key cut short could match another */
+    const char *tmpl = NULL;
+    for (unsigned i = 0; plain && i < TK_ARRAY_LEN(cache); i++)
+        if (cache[i].text && !strcmp(cache[i].key, key))
+            tmpl = cache[i].text;
+    if (!tmpl || !plain) {
+        json_t *body = container_body(plain ? DIR_MARK : dir, spec);
+        if (!body)
+            return NULL;
+        apply_spec(body, spec);
+        apply_extras(body);
+        char *t = json_dumps(body, JSON_COMPACT);
+        json_decref(body);
+        if (!t || !plain)
+            return t;
+        unsigned i = next++ % TK_ARRAY_LEN(cache);
+        free(cache[i].text);
+        snprintf(cache[i].key, sizeof cache[i].key, "%s", key);
+        tmpl = cache[i].text = t;
+    }
+    size_t dl = strlen(dir), ml = strlen(DIR_MARK), n = 0;
+    for (const char *p = tmpl; (p = strstr(p, DIR_MARK)); p += ml)
+        n++;
+    char *out = malloc(strlen(tmpl) + n * dl + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (const char *p = tmpl, *m; *p; p = m + ml) {
+        if (!(m = strstr(p, DIR_MARK))) {
+            strcpy(o, p);
+            return out;
+        }
+        memcpy(o, p, (size_t)(m - p));
+        o += m - p;
+        memcpy(o, dir, dl);
+        o += dl;
+    }
+    *o = '\0';
+    return out;
+}
+
 int sandbox_prepare_async(struct docker *d, struct warm *w, const char *dir,
                           const struct sandbox_spec *spec)
 {
@@ -315,13 +378,9 @@ int sandbox_prepare_async(struct docker *d, struct warm *w, const char *dir,
                   strerror(-rc));
         return rc;
     }
-    json_t *body = container_body(dir, spec);
-    if (body) {
-        apply_spec(body, spec);
-        apply_extras(body);
-    }
-    rc = body ? docker_create(d, NULL, body, w->id) : -ENOMEM;
-    json_decref(body);
+    char *text = body_text(dir, spec);
+    rc = text ? docker_create_text(d, NULL, text, w->id) : -ENOMEM;
+    free(text);
     if (rc < 0)
         return rc; /* the caller logs (rate-limited while the engine is down) */
     rc = docker_attach(d, w->id, 10000, &w->fd);

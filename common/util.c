@@ -91,12 +91,16 @@ int mkdir_p(const char *path, mode_t mode)
     return 0;
 }
 
-static int rm_rf_at(int dirfd, const char *name)
+/* type: the entry's d_type when a directory listing gave it, else DT_UNKNOWN (stat it) */
+static int rm_rf_at(int dirfd, const char *name, unsigned char type)
 {
-    struct stat st;
-    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return errno == ENOENT ? 0 : -errno;
-    if (!S_ISDIR(st.st_mode))
+    if (type == DT_UNKNOWN) {
+        struct stat st;
+        if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+            return errno == ENOENT ? 0 : -errno;
+        type = S_ISDIR(st.st_mode) ? DT_DIR : DT_REG;
+    }
+    if (type != DT_DIR) /* a file, a symlink (itself, never its target), ... */
         return unlinkat(dirfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
     int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
@@ -112,7 +116,7 @@ static int rm_rf_at(int dirfd, const char *name)
     while ((de = readdir(d)) != NULL) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
             continue;
-        int r = rm_rf_at(fd, de->d_name);
+        int r = rm_rf_at(fd, de->d_name, de->d_type);
         if (r < 0 && rc == 0)
             rc = r;
     }
@@ -124,7 +128,7 @@ static int rm_rf_at(int dirfd, const char *name)
 
 int rm_rf(const char *path)
 {
-    return rm_rf_at(AT_FDCWD, path);
+    return rm_rf_at(AT_FDCWD, path, DT_UNKNOWN);
 }
 
 int write_file(const char *path, const void *data, size_t len, mode_t mode)

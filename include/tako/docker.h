@@ -84,6 +84,8 @@ int docker_has_runtime(struct docker *d, const char *name);
  * On success the 64-hex container id is copied to id (65 bytes).
  */
 int docker_create(struct docker *d, const char *name, const json_t *body, char id[65]);
+/* The same with the body already serialized (a JSON object's text). */
+int docker_create_text(struct docker *d, const char *name, const char *text, char id[65]);
 
 /* POST /containers/{id}/start. An already started container is -EEXIST (304 from engine). */
 int docker_start(struct docker *d, const char *id);
