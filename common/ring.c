@@ -208,8 +208,7 @@ int ring_pop_wait_from(struct ring *r, struct ring_intent *me, uint64_t *val, in
     sigset_t old;
     if (unblock)
         sigprocmask(SIG_UNBLOCK, unblock, &old);
-    struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
-    futex(&r->futex, FUTEX_WAIT, seen, &ts);
+    futex_word_wait(&r->futex, seen, timeout_ms);
     if (unblock)
         sigprocmask(SIG_SETMASK, &old, NULL);
     atomic_fetch_sub(&r->waiters, 1);

@@ -407,10 +407,8 @@ int sandbox_started(struct docker *d, struct warm *w, int timeout_ms)
 int sandbox_prepare(struct docker *d, struct warm *w, const char *dir,
                     const struct sandbox_spec *spec)
 {
-    int rc = sandbox_prepare_async(d, w, dir, spec);
-    if (rc == 0)
-        rc = sandbox_started(d, w, 60000);
-    if (rc < 0 && w->id[0])
+    int rc = sandbox_prepare_async(d, w, dir, spec); /* discards what it left, on failure */
+    if (rc == 0 && (rc = sandbox_started(d, w, 60000)) < 0)
         sandbox_discard(d, w);
     return rc;
 }

@@ -49,7 +49,7 @@
 static volatile sig_atomic_t stop_fast, stop_graceful, reopen_logs;
 
 /* SIGIO: a start's answer came (its socket has O_ASYNC): end the executor's sleep on the
- * dispatch ring, where SIGIO is let in (ring_pop_wait_sig), so the answer is taken and the
+ * dispatch ring, where SIGIO is let in (ring_pop_wait_from), so the answer is taken and the
  * start slot passed on at once. Blocked everywhere else, so no other call sees EINTR. */
 static void on_answer(int sig)
 {
@@ -217,6 +217,19 @@ static int start_slots(void)
     return n > 0 ? (int)n : 1;
 }
 
+/* The other live executors' marks, counted by TK_SLOT_* value. */
+static void others_slots(const struct exec_state *st, int count[TK_SLOT_WAITING + 1])
+{
+    memset(count, 0, (TK_SLOT_WAITING + 1) * sizeof count[0]);
+    for (uint32_t i = 0; i < tk.shm->n_procs; i++) {
+        struct tk_proc *p = shm_proc(tk.shm, i);
+        uint32_t s = atomic_load(&p->starting);
+        if (p != st->me && p->role == TK_ROLE_EXECUTOR && atomic_load(&p->pid) > 0 &&
+            s <= TK_SLOT_WAITING)
+            count[s]++;
+    }
+}
+
 /* 0: the slot is ours; -EBUSY: all are held (a release wakes us); -EAGAIN: another claim
  * came at the same moment (look again in a moment). */
 static int slot_claim(struct exec_state *st)
@@ -224,15 +237,9 @@ static int slot_claim(struct exec_state *st)
     if (atomic_load(&st->me->starting) == TK_SLOT_HELD)
         return 0;
     atomic_store(&st->me->starting, TK_SLOT_CLAIMING);
-    int taken = 0, held = 0;
-    for (uint32_t i = 0; i < tk.shm->n_procs; i++) {
-        struct tk_proc *p = shm_proc(tk.shm, i);
-        if (p == st->me || p->role != TK_ROLE_EXECUTOR || atomic_load(&p->pid) <= 0)
-            continue;
-        uint32_t s = atomic_load(&p->starting);
-        taken += s == TK_SLOT_CLAIMING || s == TK_SLOT_HELD;
-        held += s == TK_SLOT_HELD;
-    }
+    int count[TK_SLOT_WAITING + 1];
+    others_slots(st, count);
+    int held = count[TK_SLOT_HELD], taken = held + count[TK_SLOT_CLAIMING];
     if (taken < start_slots()) {
         atomic_store(&st->me->starting, TK_SLOT_HELD);
         return 0;
@@ -253,6 +260,13 @@ static int slot_wait_ms(int rc)
     return rc == -EAGAIN ? 1 + (int)(now_mono_us() % 3) : ANSWER_WAIT_MS;
 }
 
+/* An executor with no container waits for a slot on the slot word, sampled (`seen`)
+ * before it claimed; one with a container waits on the dispatch ring instead. */
+static void slot_wait(uint32_t seen, int rc)
+{
+    futex_word_wait(&tk.shm->slot_word, seen, slot_wait_ms(rc));
+}
+
 /* The slot goes back once no preparation of ours is under way (and a wait for one ends);
  * executors that claim or wait for one (on the slot word without a container, on the
  * dispatch ring with one) look again. */
@@ -264,14 +278,11 @@ static void slot_sync(struct exec_state *st)
         atomic_compare_exchange_strong(&st->me->starting, &waiting, TK_SLOT_NONE);
         return;
     }
-    for (uint32_t i = 0; i < tk.shm->n_procs; i++) {
-        struct tk_proc *p = shm_proc(tk.shm, i);
-        uint32_t s = p->role == TK_ROLE_EXECUTOR ? atomic_load(&p->starting) : TK_SLOT_NONE;
-        if (p != st->me && (s == TK_SLOT_CLAIMING || s == TK_SLOT_WAITING)) {
-            futex_word_wake(&tk.shm->slot_word);
-            ring_kick(shm_dispatch(tk.shm));
-            return;
-        }
+    int count[TK_SLOT_WAITING + 1];
+    others_slots(st, count);
+    if (count[TK_SLOT_CLAIMING] + count[TK_SLOT_WAITING] > 0) {
+        futex_word_wake(&tk.shm->slot_word);
+        ring_kick(shm_dispatch(tk.shm));
     }
 }
 
@@ -304,8 +315,6 @@ static void engine_worked(struct exec_state *st)
     atomic_store(&tk.shm->docker_ok, 1);
 }
 
-/* Start one more warm container of `spec` (NULL: the default type) into the pool; its
- * start is answered later (progress). */
 /* A warm container of `kind` on its way: created, attached, its start sent. 0, no start
  * slot (-EBUSY, -EAGAIN: see slot_claim) or -errno. */
 static int prepare_warm(struct exec_state *st, const struct sandbox_spec *spec, const char *kind)
@@ -697,7 +706,7 @@ static int job_container(struct exec_state *st, struct tk_job *job, struct warm 
             uint32_t seen = atomic_load(&tk.shm->slot_word);
             if (!no_slot(rc = ensure_warm(st)) || stop_fast)
                 break;
-            futex_word_wait(&tk.shm->slot_word, seen, slot_wait_ms(rc));
+            slot_wait(seen, rc);
         }
         if (rc == 0)
             take_warm(st, "", cold);
@@ -873,10 +882,8 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
         }
         if (r.sb.not_started) { /* the engine lost the warm container (restart?) */
             sandbox_discard(st->docker, w);
-            for (int i = 0; i < st->n_pool; i++) /* started by the same engine: gone too */
-                sandbox_discard(st->docker, &st->pool[i]);
-            st->n_pool = 0;
-            publish_warm(st);
+            while (st->n_pool > 0) /* started by the same engine: gone too (and a slot back) */
+                pool_remove(st, st->n_pool - 1, NULL);
             capbuf_free(&r.sb.out);
             capbuf_free(&r.sb.err);
             if (retry_later(st, job, idx, gen))
@@ -984,7 +991,7 @@ int executor_main(int slot)
         !stop_fast && !stop_graceful &&
         ((rc = ensure_warm(&st)) < 0 || (progress(&st, 1000), pool_count(&st, "", false) == 0))) {
         if (no_slot(rc)) { /* the other executors' first starts come first */
-            futex_word_wait(&tk.shm->slot_word, seen, slot_wait_ms(rc));
+            slot_wait(seen, rc);
             seen = atomic_load(&tk.shm->slot_word);
             continue;
         }
@@ -1008,7 +1015,7 @@ int executor_main(int slot)
             /* no container, and no start slot (wait for one) or the engine is failing:
              * no job for us meanwhile */
             if (no_slot(rc))
-                futex_word_wait(&tk.shm->slot_word, seen, slot_wait_ms(rc));
+                slot_wait(seen, rc);
             else
                 usleep(500 * 1000);
             continue;
