@@ -136,10 +136,7 @@ class Supervision(unittest.TestCase):
 
             def sample():
                 while not stop.is_set():
-                    text = t.request("GET", "/metrics").body.decode()
-                    for line in text.splitlines():
-                        if line.startswith("takod_container_starts "):
-                            seen.append(int(line.split()[1]))
+                    seen.append(self.gauge(t, "takod_container_starts"))
                     time.sleep(0.005)
             th = threading.Thread(target=sample, daemon=True)
             th.start()
