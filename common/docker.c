@@ -43,6 +43,7 @@ struct docker {
     char err[DK_ERR_LEN];
     char curl_err[CURL_ERROR_SIZE];
     volatile sig_atomic_t *abort_flag; /* non-zero: abort the call in progress (-EINTR) */
+    int ka_fd; /* the create's own kept-open connection (dk_post_kept), or -1 */
 };
 
 /* libcurl calls this about once a second while waiting and on every chunk; a non-zero
@@ -536,6 +537,8 @@ int docker_open(struct docker **out, const char *socket_path)
         d->socket_path = strdup(socket_path);
     if (d && d->socket_path)
         d->curl = curl_easy_init();
+    if (d)
+        d->ka_fd = -1;
     if (!d || !d->socket_path || !d->curl) {
         snprintf(dk_open_err, sizeof dk_open_err, "docker_open: out of memory");
         if (d) {
@@ -560,6 +563,8 @@ void docker_close(struct docker *d)
     if (!d)
         return;
     curl_easy_cleanup(d->curl);
+    if (d->ka_fd >= 0)
+        close(d->ka_fd);
     free(d->socket_path);
     free(d);
     curl_global_cleanup();
@@ -639,6 +644,219 @@ static bool dk_is_hex64(const char *s)
     return true;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* the create, without libcurl                                                              */
+
+/*
+ * POST /containers/create is on every job's path (a container per job), and through
+ * libcurl its transfer machinery was a tenth of an executor's CPU for one small request.
+ * So it has a connection of its own, kept open (d->ka_fd), written and read here: one
+ * request at a time, its answer read whole before the next. When the engine has closed
+ * that connection meanwhile (a restart, an idle timeout), the write fails or the answer
+ * is an immediate end of stream: then once more on a new connection. An answer cut short
+ * after its first byte is an error, not a retry (the engine may have made the container;
+ * the sweep removes one nobody knows).
+ */
+
+/* A new connection to the engine into d->ka_fd. 0 or -ECONNREFUSED. */
+static int dk_kept_connect(struct docker *d)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        dk_seterr(d, "socket: %s", strerror(errno));
+        return -ECONNREFUSED;
+    }
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", d->socket_path);
+    struct timeval tv = {DK_CONNECT_TIMEOUT_MS / 1000, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv); /* bounds connect and writes */
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        dk_seterr(d, "cannot connect to the Docker engine at unix://%s: %s", d->socket_path,
+                  strerror(errno));
+        close(fd);
+        return -ECONNREFUSED;
+    }
+    d->ka_fd = fd;
+    return 0;
+}
+
+static void dk_kept_drop(struct docker *d)
+{
+    if (d->ka_fd >= 0)
+        close(d->ka_fd);
+    d->ka_fd = -1;
+}
+
+/* Where the answer in a (len bytes) ends: its head's length, and whether it is whole
+ * (*total set: head + body, the body's bytes as sent). 0: not yet whole; -EIO: an answer
+ * takod cannot read (no status, no length). */
+static int dk_answer_span(const char *a, size_t len, size_t *head, size_t *total)
+{
+    const char *end = memmem(a, len, "\r\n\r\n", 4);
+    if (!end)
+        return len > 16384 ? -EIO : 0;
+    *head = (size_t)(end - a) + 4;
+    int code = 0;
+    if (sscanf(a, "HTTP/1.%*d %d", &code) != 1)
+        return -EIO;
+    if (code == 204 || code == 304 || code < 200) {
+        *total = *head;
+        return 1;
+    }
+    const char *cl = strcasestr(a, "\r\nContent-Length:");
+    if (cl && cl < end) {
+        *total = *head + strtoul(cl + 17, NULL, 10);
+        return len >= *total;
+    }
+    const char *te = strcasestr(a, "\r\nTransfer-Encoding: chunked");
+    if (!te || te > end)
+        return -EIO; /* the end of the stream would end it: not on a kept connection */
+    const char *last = memmem(a + *head - 2, len - *head + 2, "\r\n0\r\n\r\n", 7);
+    if (!last)
+        return 0;
+    *total = (size_t)(last - a) + 7;
+    return 1;
+}
+
+/* The chunked body at b (n bytes) decoded in place; its length, or -EIO. */
+static long dk_dechunk(char *b, size_t n)
+{
+    size_t in = 0, out = 0;
+    for (;;) {
+        char *eol = memmem(b + in, n - in, "\r\n", 2);
+        if (!eol)
+            return -EIO;
+        unsigned long sz = strtoul(b + in, NULL, 16);
+        in = (size_t)(eol - b) + 2;
+        if (sz == 0)
+            return (long)out;
+        if (sz > n - in || n - in - sz < 2)
+            return -EIO;
+        memmove(b + out, b + in, sz);
+        out += sz;
+        in += sz + 2;
+    }
+}
+
+/*
+ * POST `path` with a JSON body on the kept connection. The status into *code and the body
+ * into *body (NUL-terminated; the caller frees body->p). 0, or -errno with d->err set.
+ */
+static int dk_post_kept(struct docker *d, const char *path, const char *json, long timeout_ms,
+                        long *code, struct dk_buf *body)
+{
+    char head[DK_MAX_NAME + 256];
+    size_t blen = strlen(json);
+    int hlen = snprintf(head, sizeof head,
+                        "POST /v%s%s HTTP/1.1\r\nHost: docker\r\n"
+                        "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                        d->version, path, blen);
+    if (hlen < 0 || (size_t)hlen >= sizeof head) {
+        dk_seterr(d, "POST %s: path too long", path);
+        return -EINVAL;
+    }
+    struct dk_buf a = {.limit = DK_MAX_BODY};
+    int rc = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        bool fresh = d->ka_fd < 0;
+        if (fresh && (rc = dk_kept_connect(d)) < 0)
+            return rc;
+        a.len = 0;
+        struct iovec iov[2] = {{head, (size_t)hlen}, {(void *)json, blen}};
+        size_t want = (size_t)hlen + blen, sent = 0;
+        while (sent < want) {
+            struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+            ssize_t w = sendmsg(d->ka_fd, &mh, MSG_NOSIGNAL);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                break;
+            sent += (size_t)w;
+            for (int i = 0; i < 2; i++) { /* skip what went */
+                size_t k = (size_t)w < iov[i].iov_len ? (size_t)w : iov[i].iov_len;
+                iov[i].iov_base = (char *)iov[i].iov_base + k;
+                iov[i].iov_len -= k;
+                w -= (ssize_t)k;
+            }
+        }
+        if (sent < want) {
+            int e = errno;
+            dk_kept_drop(d);
+            if (!fresh && sent == 0)
+                continue; /* the engine closed the kept connection: a new one */
+            dk_seterr(d, "POST %s: write to the engine: %s", path, strerror(e));
+            free(a.p);
+            return -EIO;
+        }
+        /* the answer */
+        uint64_t deadline = now_mono_ms() + (uint64_t)timeout_ms;
+        size_t hl = 0, total = 0;
+        int done = 0;
+        while (done == 0) {
+            char chunk[8192];
+            struct pollfd pfd = {.fd = d->ka_fd, .events = POLLIN};
+            uint64_t now = now_mono_ms();
+            int pr = now < deadline ? poll(&pfd, 1, (int)(deadline - now)) : 0;
+            if (pr < 0 && errno == EINTR)
+                continue;
+            if (pr <= 0) {
+                dk_kept_drop(d);
+                dk_seterr(d, "POST %s: no answer within %ld ms", path, timeout_ms);
+                free(a.p);
+                return -ETIMEDOUT;
+            }
+            ssize_t r = read(d->ka_fd, chunk, sizeof chunk);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0) {
+                done = -ECONNRESET;
+                break;
+            }
+            if ((rc = dk_buf_add(&a, chunk, (size_t)r)) < 0) {
+                done = rc;
+                break;
+            }
+            a.p[a.len] = '\0';
+            done = dk_answer_span(a.p, a.len, &hl, &total);
+        }
+        if (done == -ECONNRESET && a.len == 0 && !fresh) {
+            dk_kept_drop(d);
+            continue; /* closed as we asked: a new connection */
+        }
+        if (done < 0) {
+            dk_kept_drop(d);
+            dk_seterr(d, "POST %s: %s", path,
+                      done == -ECONNRESET ? (a.len ? "the engine closed the connection mid-answer"
+                                                   : "the engine closed the connection")
+                      : done == -EFBIG    ? "answer too large"
+                      : done == -ENOMEM   ? "out of memory"
+                                          : "malformed answer from the engine");
+            free(a.p);
+            return done == -ENOMEM ? -ENOMEM : -EIO;
+        }
+        a.p[hl - 2] = '\0'; /* the head alone, for the searches below */
+        const char *cl = strcasestr(a.p, "\r\nConnection: close");
+        const char *te = strcasestr(a.p, "\r\nTransfer-Encoding: chunked");
+        if (cl || total != a.len) /* closing, or more than one answer: start afresh */
+            dk_kept_drop(d);
+        sscanf(a.p, "HTTP/1.%*d %ld", code);
+        long n = te ? dk_dechunk(a.p + hl, total - hl) : (long)(total - hl);
+        if (n < 0) {
+            dk_seterr(d, "POST %s: malformed chunked answer from the engine", path);
+            free(a.p);
+            return -EIO;
+        }
+        memmove(a.p, a.p + hl, (size_t)n);
+        a.p[n] = '\0';
+        a.len = (size_t)n;
+        *body = a;
+        return 0;
+    }
+    dk_seterr(d, "POST %s: the engine closed the connection twice", path);
+    free(a.p);
+    return -EIO;
+}
+
 int docker_create(struct docker *d, const char *name, const json_t *body, char id[65])
 {
     if (!json_is_object(body)) {
@@ -665,12 +883,19 @@ int docker_create_text(struct docker *d, const char *name, const char *text, cha
         snprintf(path, sizeof path, "/containers/create?name=%s", name);
     else
         snprintf(path, sizeof path, "/containers/create");
-    json_t *ans = NULL;
-    struct dk_req q = {
-        .method = "POST", .path = path, .body = text, .timeout_ms = DK_DEFAULT_TIMEOUT_MS};
-    rc = dk_json(d, &q, &ans);
-    if (rc < 0)
+    long code = 0;
+    struct dk_buf b = {0};
+    if ((rc = dk_post_kept(d, path, text, DK_DEFAULT_TIMEOUT_MS, &code, &b)) < 0)
         return rc;
+    if (code < 200 || code >= 300) {
+        char msg[DK_MSG_LEN + 1];
+        dk_engine_message(&b, msg, sizeof msg);
+        dk_seterr(d, "POST %s: HTTP %ld: %s", path, code, msg[0] ? msg : "(no message)");
+        free(b.p);
+        return dk_status_errno(code);
+    }
+    json_t *ans = json_loadb(b.p, b.len, 0, NULL);
+    free(b.p);
     const char *cid = json_string_value(json_object_get(ans, "Id"));
     if (!dk_is_hex64(cid)) {
         dk_seterr(d, "POST %s: no container Id in the answer", path);

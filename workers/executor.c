@@ -211,10 +211,14 @@ static int n_starting(const struct exec_state *st)
  */
 static int start_slots(void)
 {
+    static int online; /* sysconf reads sysfs each time: once per executor is enough */
     if (tk.cfg.server_container_starts > 0)
         return tk.cfg.server_container_starts;
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
+    if (online == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        online = n > 0 ? (int)n : 1;
+    }
+    return online;
 }
 
 /* The other live executors' marks, counted by TK_SLOT_* value. */

@@ -587,6 +587,35 @@ static const char SPLIT_FRAMES[] = "\1\0\0\0\0\0\0\6hello\n"
                                    "\1\0\0\0\0\0\0\0"
                                    "\1\0\0\0\0\0\0\5bye!\n";
 
+/* POST /containers/create?name=NAME: answers that test the create's kept connection. The
+ * Id's last digits count the requests this connection served. */
+static void fake_create(int fd, const char *line, int served)
+{
+    char id[65];
+    snprintf(id, sizeof id, "%064d", served);
+    char ok[128];
+    snprintf(ok, sizeof ok, "{\"Id\":\"%s\",\"Warnings\":[]}", id);
+    if (strstr(line, "name=chunked ")) { /* the body in three chunks */
+        char a[512];
+        int n = snprintf(a, sizeof a,
+                         "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         "7\r\n%.7s\r\n%zx\r\n%s\r\n0\r\n\r\n",
+                         ok, strlen(ok) - 7, ok + 7);
+        fake_write(fd, a, (size_t)n);
+    } else if (strstr(line, "name=dup ")) {
+        const char *e =
+            "{\"message\":\"Conflict. The container name \\\"/dup\\\" is already in use\"}";
+        fake_answer(fd, 409, e, strlen(e), 0);
+    } else if (strstr(line, "name=cut ")) {
+        fake_write(fd, "HTTP/1.1 201 Created\r\nContent-Le", 34);
+        _exit(0);
+    } else {
+        fake_answer(fd, 201, ok, strlen(ok), strstr(line, "name=slow ") != NULL);
+        if (strstr(line, "name=close "))
+            _exit(0); /* closed after the answer, without saying so */
+    }
+}
+
 static void fake_serve(int lfd, const char *version_json)
 {
     int conns = 0;
@@ -603,8 +632,9 @@ static void fake_serve(int lfd, const char *version_json)
         }
         close(lfd);
         alarm(60);
-        char req[8192];
+        char req[16384];
         size_t have = 0;
+        int served = 0;
         for (;;) {
             char *end = have ? memmem(req, have, "\r\n\r\n", 4) : NULL;
             if (!end) {
@@ -620,12 +650,25 @@ static void fake_serve(int lfd, const char *version_json)
             char line[512];
             size_t ll = strcspn(req, "\r");
             snprintf(line, sizeof line, "%.*s", (int)(ll < 511 ? ll : 511), req);
-            memmove(req, req + hlen, have - hlen); /* requests here carry no body */
-            have -= hlen;
+            const char *clh = strcasestr(req, "\r\nContent-Length:");
+            size_t blen = clh && clh < end ? strtoul(clh + 17, NULL, 10) : 0;
+            while (have < hlen + blen && have < sizeof req) { /* the body: read and dropped */
+                ssize_t r = read(fd, req + have, sizeof req - have);
+                if (r <= 0)
+                    _exit(0);
+                have += (size_t)r;
+            }
+            if (have < hlen + blen)
+                _exit(0);
+            memmove(req, req + hlen + blen, have - hlen - blen);
+            have -= hlen + blen;
+            served++;
 
             char conns_json[64];
             snprintf(conns_json, sizeof conns_json, "{\"conns\":%d}", conns);
-            if (strncmp(line, "GET /version ", 13) == 0)
+            if (strstr(line, "POST /v") && strstr(line, "/containers/create?name="))
+                fake_create(fd, line, served);
+            else if (strncmp(line, "GET /version ", 13) == 0)
                 fake_answer(fd, 200, version_json, strlen(version_json), 0);
             else if (strstr(line, "/_ping "))
                 fake_answer(fd, 200, "OK", 2, 0);
@@ -739,6 +782,55 @@ TK_TEST(fake_modern_engine_frames_keepalive_errors)
     TK_ASSERT_EQ(docker_ping(d), 0);
     docker_close(d);
     fake_stop(&f);
+}
+
+/* The create's own connection (dk_post_kept): kept between creates, chunked answers,
+ * an engine that closed it meanwhile, its errors. */
+TK_TEST(fake_create_kept_connection)
+{
+    struct fake f;
+    fake_start(&f, "{\"ApiVersion\":\"1.41\",\"MinAPIVersion\":\"1.12\"}");
+    struct docker *d = NULL;
+    TK_ASSERT_EQ(docker_open(&d, f.path), 0);
+    char id[65];
+    const char *body = "{\"Image\":\"x\"}";
+    /* one connection for both; the second answer comes a byte at a time */
+    TK_ASSERT_EQ(docker_create_text(d, "one", body, id), 0);
+    TK_ASSERT(strspn(id, "0") == 63 && id[63] == '1');
+    TK_ASSERT_EQ(docker_create_text(d, "slow", body, id), 0);
+    TK_ASSERT(id[63] == '2');
+    TK_ASSERT_EQ(docker_create_text(d, "chunked", body, id), 0);
+    TK_ASSERT(id[63] == '3');
+    /* the engine closes it after an answer: the next create gets a new one */
+    TK_ASSERT_EQ(docker_create_text(d, "close", body, id), 0);
+    TK_ASSERT(id[63] == '4');
+    TK_ASSERT_EQ(docker_create_text(d, "again", body, id), 0);
+    TK_ASSERT(id[63] == '1');
+    /* the engine's error, with its words; the connection stays usable */
+    TK_ASSERT_EQ(docker_create_text(d, "dup", body, id), -EEXIST);
+    TK_ASSERT(strstr(docker_last_error(d), "HTTP 409") != NULL);
+    TK_ASSERT(strstr(docker_last_error(d), "is already in use") != NULL);
+    TK_ASSERT_EQ(docker_create_text(d, "after", body, id), 0);
+    TK_ASSERT(id[63] == '3');
+    /* an answer cut short is an error, not a second create */
+    TK_ASSERT_EQ(docker_create_text(d, "cut", body, id), -EIO);
+    TK_ASSERT(strstr(docker_last_error(d), "mid-answer") != NULL);
+    TK_ASSERT_EQ(docker_create_text(d, "fine", body, id), 0);
+    TK_ASSERT(id[63] == '1');
+    /* a large body goes whole (the fake drops it after reading it all) */
+    size_t big = 12000;
+    char *text = malloc(big + 32);
+    TK_ASSERT(text != NULL);
+    int n = snprintf(text, big + 32, "{\"Image\":\"x\",\"Pad\":\"");
+    memset(text + n, 'p', big - (size_t)n);
+    snprintf(text + big, 32, "\"}");
+    TK_ASSERT_EQ(docker_create_text(d, "big", text, id), 0);
+    TK_ASSERT(id[63] == '2');
+    free(text);
+    docker_close(d);
+    fake_stop(&f);
+    /* no engine at all */
+    TK_ASSERT_EQ(docker_open(&d, f.path), -ECONNREFUSED);
 }
 
 /* docker.runtime against an engine that has runc only; the engine's words in an async
