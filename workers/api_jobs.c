@@ -399,8 +399,7 @@ static void spec_hash(struct job_spec *s)
         EVP_DigestUpdate(ctx, parts[i], strlen(parts[i]) + 1);
     EVP_DigestFinal_ex(ctx, md, &n);
     EVP_MD_CTX_free(ctx);
-    for (unsigned i = 0; i < 32; i++)
-        snprintf(s->hash + 2 * i, 3, "%02x", md[i]);
+    hex_encode(md, 32, s->hash);
 }
 
 static void submit_reply_async(struct job_spec *s, const char *id, const char *status)

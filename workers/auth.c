@@ -48,8 +48,7 @@ static void add_key(const char *k, size_t n, bool admin)
     keys = grown;
     struct key *e = &keys[n_keys++];
     key_hash(k, n, e->hash);
-    for (int i = 0; i < 8; i++)
-        snprintf(e->id + 2 * i, 3, "%02x", e->hash[i]);
+    hex_encode(e->hash, 8, e->id);
     e->admin = admin;
 }
 

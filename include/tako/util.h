@@ -38,6 +38,9 @@ int read_file(const char *path, size_t max, char **out, size_t *len);
 /* SHA-256 of data as 64 lowercase hex chars (hex ≥ 65 bytes). */
 void sha256_hex(const void *data, size_t len, char *hex);
 
+/* n bytes as 2n lowercase hex chars and a NUL (out ≥ 2n + 1 bytes). */
+void hex_encode(const unsigned char *p, size_t n, char *out);
+
 /*
  * Copy `in` into a new NUL-terminated valid-UTF-8 string: invalid sequences and NUL
  * bytes become U+FFFD. Never fails except on malloc (NULL).

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -76,6 +77,20 @@ TK_TEST(rm_rf_of_a_file_a_link_and_nothing)
     TK_ASSERT_EQ(rm_rf(p), 0); /* gone already: not an error */
     TK_ASSERT_EQ(rm_rf(dir), 0);
     free(dir);
+}
+
+TK_TEST(hex_encode_and_sha256_hex)
+{
+    const unsigned char b[] = {0x00, 0x0f, 0xa5, 0xff};
+    char out[9];
+    memset(out, 'x', sizeof out);
+    hex_encode(b, sizeof b, out);
+    TK_ASSERT_STREQ(out, "000fa5ff");
+    hex_encode(b, 0, out);
+    TK_ASSERT_STREQ(out, "");
+    char h[65];
+    sha256_hex("abc", 3, h); /* FIPS 180-2's example */
+    TK_ASSERT_STREQ(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
 int main(int argc, char **argv)
