@@ -4,7 +4,10 @@
  * One easy handle per struct docker. Every call starts with curl_easy_reset(), which puts
  * the options back to their defaults (so no POSTFIELDS / CUSTOMREQUEST / NOBODY leaks
  * from one call into the next) but keeps the handle's live connections, so the unix
- * socket connection is reused between calls (keep-alive).
+ * socket connection is reused between calls (keep-alive). Three kinds of call bypass
+ * libcurl, each on a connection of its own: the attach stream (hijacked), the calls an
+ * executor sends and collects later (start, remove: dk_raw_send), and the create, on a
+ * connection kept open for it (dk_post_kept: it is on every job's path).
  *
  * Nothing here logs: a failed call returns -errno and leaves a one-line reason in
  * docker_last_error(). A failed docker_open() has no handle to hang the reason on; its
@@ -1215,10 +1218,16 @@ int docker_attach(struct docker *d, const char *id, int timeout_ms, int *fd_out)
      * has arrived, then take exactly up to the blank line. */
     char head[2048];
     size_t len = 0;
+    uint64_t t0 = now_mono_ms();
     for (;;) {
         ssize_t r = recv(fd, head, sizeof head - 1, MSG_PEEK);
+        if (r < 0 && errno == EINTR)
+            continue;
         if (r <= 0) {
-            dk_seterr(d, "attach %.12s: no answer from the engine", id);
+            int e = errno;
+            dk_seterr(d, "attach %.12s: no answer from the engine (%s after %llu ms)", id,
+                      r == 0 ? "connection closed" : strerror(e),
+                      (unsigned long long)(now_mono_ms() - t0));
             close(fd);
             return -EIO;
         }
