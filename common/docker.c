@@ -661,26 +661,37 @@ static bool dk_is_hex64(const char *s)
  * the sweep removes one nobody knows).
  */
 
-/* A new connection to the engine into d->ka_fd. 0 or -ECONNREFUSED. */
-static int dk_kept_connect(struct docker *d)
+/* A new connection to the engine's socket into *fd_out. timeout_ms bounds the connect
+ * and the writes, and with `reads` the reads too. 0, or -errno with d->err set
+ * (-ECONNREFUSED when the engine is not there). */
+static int dk_connect_unix(struct docker *d, int timeout_ms, bool reads, int *fd_out)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        dk_seterr(d, "socket: %s", strerror(errno));
-        return -ECONNREFUSED;
+        int e = errno;
+        dk_seterr(d, "socket: %s", strerror(e));
+        return -e;
     }
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s", d->socket_path);
-    struct timeval tv = {DK_CONNECT_TIMEOUT_MS / 1000, 0};
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv); /* bounds connect and writes */
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    if (reads)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
         dk_seterr(d, "cannot connect to the Docker engine at unix://%s: %s", d->socket_path,
                   strerror(errno));
         close(fd);
         return -ECONNREFUSED;
     }
-    d->ka_fd = fd;
+    *fd_out = fd;
     return 0;
+}
+
+/* A new connection to the engine into d->ka_fd. 0 or -errno. */
+static int dk_kept_connect(struct docker *d)
+{
+    return dk_connect_unix(d, (int)DK_CONNECT_TIMEOUT_MS, false, &d->ka_fd);
 }
 
 static void dk_kept_drop(struct docker *d)
@@ -1165,23 +1176,9 @@ static int dk_list(struct docker *d, const char *label, bool with_labels, json_t
 static int dk_raw_send(struct docker *d, const char *method, const char *path, const char *extra,
                        int timeout_ms, int *fd_out)
 {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        dk_seterr(d, "socket: %s", strerror(errno));
-        return -errno;
-    }
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", d->socket_path);
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        int e = errno;
-        dk_seterr(d, "cannot connect to the Docker engine at unix://%s: %s", d->socket_path,
-                  strerror(e));
-        close(fd);
-        return -ECONNREFUSED;
-    }
+    int fd, rc = dk_connect_unix(d, timeout_ms, true, &fd);
+    if (rc < 0)
+        return rc;
     char req[512];
     int n = snprintf(req, sizeof req,
                      "%s /v%s%s HTTP/1.1\r\nHost: docker\r\n%sContent-Length: 0\r\n\r\n", method,
