@@ -249,6 +249,18 @@ static int dk_status_errno(long code)
     }
 }
 
+/* An engine's non-2xx answer to METHOD path: its message into d->err; -errno. */
+static int dk_http_error(struct docker *d, const char *method, const char *path, long code,
+                         const struct dk_buf *body)
+{
+    char msg[DK_MSG_LEN + 1];
+    dk_engine_message(body, msg, sizeof msg);
+    if (code == 304 && !msg[0])
+        snprintf(msg, sizeof msg, "container already in that state");
+    dk_seterr(d, "%s %s: HTTP %ld: %s", method, path, code, msg[0] ? msg : "(no message)");
+    return dk_status_errno(code);
+}
+
 struct dk_req {
     const char *method; /* "GET", "POST", "DELETE" */
     const char *path;   /* "/containers/json?all=1" (versioned unless unversioned) */
@@ -392,13 +404,7 @@ static int dk_do(struct docker *d, const struct dk_req *q)
             break;
         }
     } else if (code < 200 || code >= 300) {
-        char msg[DK_MSG_LEN + 1];
-        dk_engine_message(&r.body, msg, sizeof msg);
-        if (code == 304 && !msg[0])
-            snprintf(msg, sizeof msg, "container already in that state");
-        dk_seterr(d, "%s %s: HTTP %ld: %s", q->method, q->path, code,
-                  msg[0] ? msg : "(no message)");
-        ret = dk_status_errno(code);
+        ret = dk_http_error(d, q->method, q->path, code, &r.body);
     } else {
         d->err[0] = '\0';
         ret = (int)code;
@@ -701,9 +707,9 @@ static void dk_kept_drop(struct docker *d)
     d->ka_fd = -1;
 }
 
-/* Where the answer in a (len bytes) ends: its head's length, and whether it is whole
- * (*total set: head + body, the body's bytes as sent). 0: not yet whole; -EIO: an answer
- * takod cannot read (no status, no length). */
+/* Where the answer in a (len bytes, NUL-terminated) ends: its head's length, and whether
+ * it is whole (1, *total set: head + body, the body's bytes as sent). 0: not yet whole;
+ * -EIO: no status, or no length (then only the end of the stream ends it). */
 static int dk_answer_span(const char *a, size_t len, size_t *head, size_t *total)
 {
     const char *end = memmem(a, len, "\r\n\r\n", 4);
@@ -902,11 +908,9 @@ int docker_create_text(struct docker *d, const char *name, const char *text, cha
     if ((rc = dk_post_kept(d, path, text, DK_DEFAULT_TIMEOUT_MS, &code, &b)) < 0)
         return rc;
     if (code < 200 || code >= 300) {
-        char msg[DK_MSG_LEN + 1];
-        dk_engine_message(&b, msg, sizeof msg);
-        dk_seterr(d, "POST %s: HTTP %ld: %s", path, code, msg[0] ? msg : "(no message)");
+        rc = dk_http_error(d, "POST", path, code, &b);
         free(b.p);
-        return dk_status_errno(code);
+        return rc;
     }
     json_t *ans = json_loadb(b.p, b.len, 0, NULL);
     free(b.p);
@@ -1275,25 +1279,6 @@ int docker_remove_async(struct docker *d, const char *id, int *fd)
                             DK_DEFAULT_TIMEOUT_MS, fd);
 }
 
-/* Whether ans[0..len) holds a whole answer: a head, and the body its Content-Length or
- * chunked encoding announces (an engine may keep the connection open after all). */
-static bool dk_answer_complete(char *ans, size_t len)
-{
-    ans[len] = '\0';
-    char *body = strstr(ans, "\r\n\r\n");
-    if (!body)
-        return false;
-    body += 4;
-    int code = 0;
-    if (sscanf(ans, "HTTP/1.%*d %d", &code) == 1 && (code == 204 || code == 304))
-        return true;
-    const char *cl = strcasestr(ans, "\r\nContent-Length:");
-    if (cl && cl < body)
-        return (size_t)(ans + len - body) >= strtoul(cl + 17, NULL, 10);
-    const char *te = strcasestr(ans, "\r\nTransfer-Encoding: chunked");
-    return te && te < body && strstr(body, "\r\n0\r\n\r\n") != NULL;
-}
-
 int docker_async_finish(struct docker *d, int fd, int timeout_ms)
 {
     char ans[4096];
@@ -1318,8 +1303,12 @@ int docker_async_finish(struct docker *d, int fd, int timeout_ms)
         ssize_t r = read(fd, ans + len, sizeof ans - 1 - len);
         if (r < 0 && errno == EINTR)
             continue;
-        if (r <= 0 || (len += (size_t)r) == sizeof ans - 1 || dk_answer_complete(ans, len))
-            break; /* EOF, an error, enough of it to judge, or all of it */
+        if (r <= 0 || (len += (size_t)r) == sizeof ans - 1)
+            break; /* EOF, an error, or enough of it to judge */
+        ans[len] = '\0';
+        size_t head, total;
+        if (dk_answer_span(ans, len, &head, &total) == 1)
+            break; /* all of it (an engine may keep the connection open after all) */
     }
     close(fd);
     ans[len] = '\0';
