@@ -102,6 +102,47 @@ bool dbspool_has_insert(const char *job_id)
     return access(path, F_OK) == 0;
 }
 
+/*
+ * A spooled statement changed no row. Its own row is there already (a replay that got
+ * through before the file could be unlinked: an INSERT finds its id, a result finds the
+ * job finished): that is written. Otherwise it conflicts with what PostgreSQL holds (an
+ * INSERT whose idempotency key another job took, a result whose row is missing): the file
+ * is kept beside the spool as <name>.conflict for an operator, logged, and never replayed
+ * or counted as written. 0 (already there), -EEXIST (set aside) or -EIO (ask again).
+ */
+static int replay_unchanged(struct db *db, const char *path, bool insert, const char *job_id,
+                            const char *idem)
+{
+    const char *p[1] = {job_id};
+    PGresult *r = db_exec(db, "SELECT status FROM jobs WHERE id = $1::uuid", 1, p);
+    if (!r)
+        return -EIO;
+    bool there = PQntuples(r) == 1;
+    bool finished = there && strcmp(PQgetvalue(r, 0, 0), "queued") != 0 &&
+                    strcmp(PQgetvalue(r, 0, 0), "running") != 0;
+    PQclear(r);
+    if (insert ? there : finished) {
+        log_info("msg=\"spooled record was already written\" job=%s path=%s", job_id, path);
+        return 0;
+    }
+    char aside[4600];
+    snprintf(aside, sizeof aside, "%s.conflict", path);
+    if (rename(path, aside) < 0) {
+        log_error("msg=\"rename of a conflicting spooled record failed\" path=%s err=\"%s\"", path,
+                  strerror(errno));
+        return -EIO;
+    }
+    if (insert)
+        log_crit("msg=\"spooled job record conflicts with PostgreSQL: not written, kept\""
+                 " job=%s idempotency_key=%s kept=%s",
+                 job_id, idem ? idem : "", aside);
+    else
+        log_crit("msg=\"spooled job result has no record to finish: not written, kept\""
+                 " job=%s kept=%s",
+                 job_id, aside);
+    return -EEXIST;
+}
+
 static int replay_file(struct db *db, const char *path, bool insert)
 {
     json_error_t jerr;
@@ -118,6 +159,17 @@ static int replay_file(struct db *db, const char *path, bool insert)
         p[i] = json_string_value(json_array_get(params, i));
     PGresult *r = db_exec(db, insert ? JOBS_SQL_INSERT : JOBS_SQL_FINISH, (int)n, p);
     int rc = r ? 0 : -EIO;
+    /* Both statements return a row when they changed one. None is not "written":
+     * ON CONFLICT DO NOTHING and the UPDATE's status guard say nothing of why. */
+    if (r && PQntuples(r) == 0 && p[0]) {
+        PQclear(r);
+        rc = replay_unchanged(db, path, insert, p[0], insert && n > 12 ? p[12] : NULL);
+        if (rc < 0) {
+            json_decref(doc);
+            return rc;
+        }
+        r = NULL;
+    }
     PQclear(r);
     size_t i;
     json_t *a;
@@ -162,7 +214,7 @@ int dbspool_replay(struct db *db)
 {
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/dbspool", tk.cfg.server_data_dir);
-    int left = 0, done = 0;
+    int left = 0, done = 0, conflicts = 0;
     for (int pass = 0; pass < 2; pass++) {
         DIR *d = opendir(dir);
         if (!d)
@@ -183,17 +235,21 @@ int dbspool_replay(struct db *db)
                     continue;
                 }
             }
-            if (replay_file(db, path, pass == 0) == 0) {
+            int rc = replay_file(db, path, pass == 0);
+            if (rc == 0) {
                 unlink(path);
                 done++;
+            } else if (rc == -EEXIST) {
+                conflicts++; /* set aside as .conflict (replay_unchanged) */
             } else {
                 left++;
             }
         }
         closedir(d);
     }
-    if (done)
-        log_info("msg=\"spooled records written to PostgreSQL\" count=%d left=%d", done, left);
+    if (done || conflicts)
+        log_info("msg=\"spooled records written to PostgreSQL\" count=%d conflicts=%d left=%d",
+                 done, conflicts, left);
     return left;
 }
 
@@ -207,7 +263,8 @@ int dbspool_count(void)
     int n = 0;
     struct dirent *de;
     while ((de = readdir(d)) != NULL)
-        n += de->d_name[0] != '.' && !strstr(de->d_name, ".tmp");
+        n +=
+            de->d_name[0] != '.' && !strstr(de->d_name, ".tmp") && !strstr(de->d_name, ".conflict");
     closedir(d);
     return n;
 }

@@ -179,6 +179,14 @@ void reply_error(struct evhttp_request *req, int code, const char *corr, const c
     reply_json(req, code, corr, json_pack("{s:s, s:s}", "detail", detail, "correlation_id", corr));
 }
 
+void reply_db_unavailable(struct evhttp_request *req, const char *corr, const char *detail)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+    reply_json(req, 503, corr,
+               json_pack("{s:s, s:s, s:s}", "detail", detail, "error_type", "database_unavailable",
+                         "correlation_id", corr));
+}
+
 void reply_422(struct evhttp_request *req, const char *corr, json_t *errors)
 {
     reply_json(req, 422, corr, json_pack("{s:o, s:s}", "detail", errors, "correlation_id", corr));

@@ -51,6 +51,9 @@ void reply_json(struct evhttp_request *req, int code, const char *corr, json_t *
 void reply_raw(struct evhttp_request *req, int code, const char *corr, const char *body,
                size_t len);
 void reply_error(struct evhttp_request *req, int code, const char *corr, const char *detail);
+/* 503 {"detail", "error_type": "database_unavailable", "correlation_id"} + Retry-After: the
+ * one answer for "PostgreSQL is away and this request needs it" (nothing was done). */
+void reply_db_unavailable(struct evhttp_request *req, const char *corr, const char *detail);
 /* 422 with FastAPI-shaped field errors: {"detail": [{"loc": [...], "msg", "type"}]} */
 void reply_422(struct evhttp_request *req, const char *corr, json_t *errors);
 void field_error(json_t *errors, const char *where, const char *field, const char *type,

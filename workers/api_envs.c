@@ -339,7 +339,7 @@ static void on_tag_checked(const PGresult *res, const char *err, void *arg)
     struct tag_check *c = arg;
     const struct tk_job_type *t = config_job_type(&tk.cfg, c->name);
     if (!res) {
-        reply_error(c->req, 503, c->corr, "Database unavailable; nothing was built");
+        reply_db_unavailable(c->req, c->corr, "Database unavailable; nothing was built");
     } else if (PQntuples(res) > 0) {
         char msg[256];
         snprintf(msg, sizeof msg, "version_tag %s already names version %s of %s (tags never move)",

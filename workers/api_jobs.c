@@ -417,7 +417,7 @@ static void on_existing(const PGresult *res, const char *err, void *arg)
 {
     struct job_spec *s = arg;
     if (!res || PQntuples(res) != 1) {
-        reply_error(s->req, 503, s->corr, "Database unavailable; the job was not run");
+        reply_db_unavailable(s->req, s->corr, "Database unavailable; the job was not run");
     } else if (strcmp(PQgetvalue(res, 0, 1), s->hash) != 0) {
         char detail[200];
         snprintf(detail, sizeof detail,
@@ -464,7 +464,7 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
         jobs_release(s->idx, &A.me->intent);
         if (!res) {
             log_error("msg=\"recording job failed\" err=\"%s\"", err);
-            reply_error(s->req, 503, s->corr, "Database unavailable; the job was not run");
+            reply_db_unavailable(s->req, s->corr, "Database unavailable; the job was not run");
         } else if (A.stopping) {
             reply_error(s->req, 503, s->corr, "takod is shutting down; the job was not run");
         } else {
@@ -474,7 +474,7 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
                          " WHERE idempotency_key = $1 AND coalesce(api_key_id, '') = $2",
                          2, qp, on_existing, s) == 0)
                 return;
-            reply_error(s->req, 503, s->corr, "Database unavailable; the job was not run");
+            reply_db_unavailable(s->req, s->corr, "Database unavailable; the job was not run");
         }
         spec_free(s);
         acceptor_maybe_exit();
@@ -557,7 +557,19 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
         return;
     }
     if (s->async && !pgq_connected(A.pg)) { /* an async job needs its record first */
-        reply_error(req, 503, s->corr, "Database unavailable; the job was not queued");
+        reply_db_unavailable(req, s->corr, "Database unavailable; the job was not queued");
+        spec_free(s);
+        return;
+    }
+    /* An idempotency key is only as good as PostgreSQL's unique index on it: without a
+     * connection no acceptor can tell a repeat from a new request, so a keyed sync request
+     * is refused (nothing runs, the key stays unused) instead of being run and spooled —
+     * a repeat would run it again, and the spooled INSERT of one of them would conflict
+     * on replay, leaving its client an execution_id that never exists. */
+    if (s->idem && !pgq_connected(A.pg)) {
+        reply_db_unavailable(req, s->corr,
+                             "Database unavailable; a request with an idempotency_key needs "
+                             "it to be checked, so the job was not run");
         spec_free(s);
         return;
     }
@@ -659,8 +671,8 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
     all[19] = s->startup_timeout ? startup_s : NULL;
     all[20] = s->callback_url;
     all[21] = s->key_id[0] ? s->key_id : NULL;
-    if (!s->async && !pgq_connected(A.pg)) {
-        /* PostgreSQL is down: a sync job still runs; its record waits on disk */
+    if (!s->async && !s->idem && !pgq_connected(A.pg)) {
+        /* PostgreSQL is down: an unkeyed sync job still runs; its record waits on disk */
         if (dbspool_write_insert(job->id, all) == 0) {
             log_warn("msg=\"database unavailable; record spooled\" job=%s", job->id);
             atomic_store(&job->state, TK_JOB_QUEUED);
@@ -672,7 +684,7 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
     if (pgq_exec(A.pg, sql, JOBS_INSERT_NPARAMS, all, on_inserted, s) < 0) {
         if (s->async) {
             jobs_release(idx, &A.me->intent);
-            reply_error(req, 503, s->corr, "Database unavailable; the job was not run");
+            reply_db_unavailable(req, s->corr, "Database unavailable; the job was not run");
         } else {
             fail_pending(idx, 503, "Database unavailable; the job was not run");
         }
@@ -692,7 +704,7 @@ static void on_pin(const PGresult *res, const char *err, void *arg)
             snprintf(s->job_type, sizeof s->job_type, "%s@%s", name, PQgetvalue(res, 0, 0));
     }
     if (!res) {
-        reply_error(s->req, 503, s->corr, "Database unavailable; the job was not run");
+        reply_db_unavailable(s->req, s->corr, "Database unavailable; the job was not run");
         spec_free(s);
     } else if (PQntuples(res) == 0) {
         char msg[256];
@@ -721,7 +733,7 @@ static void submit_checked(struct evhttp_request *req, struct job_spec *s)
                  "SELECT version FROM job_type_builds WHERE job_type = $1"
                  " AND (version = $2 OR version_tag = $2)",
                  2, p, on_pin, s) < 0) {
-        reply_error(req, 503, s->corr, "Database unavailable; the job was not run");
+        reply_db_unavailable(req, s->corr, "Database unavailable; the job was not run");
         spec_free(s);
     }
 }
@@ -985,7 +997,7 @@ static void on_parent(const PGresult *res, const char *err, void *arg)
     bool fork = l->fork;
     free(l);
     if (!res) {
-        reply_error(s->req, 503, s->corr, "Database unavailable");
+        reply_db_unavailable(s->req, s->corr, "Database unavailable");
         spec_free(s);
         return;
     }
@@ -1061,7 +1073,7 @@ static void lineage_route(struct evhttp_request *req, const char *corr, const ch
                  " input_files::text, requirements::text FROM jobs"
                  " WHERE id = $1::uuid AND ($2::text IS NULL OR api_key_id = $2)",
                  2, p, on_parent, l) < 0) {
-        reply_error(req, 503, corr, "Database unavailable");
+        reply_db_unavailable(req, corr, "Database unavailable");
         spec_free(s);
         free(l);
     }
@@ -1083,7 +1095,7 @@ static void on_record(const PGresult *res, const char *err, void *arg)
 {
     struct rec_req *r = arg;
     if (!res) {
-        reply_error(r->req, 503, r->corr, "Database unavailable");
+        reply_db_unavailable(r->req, r->corr, "Database unavailable");
     } else if (PQntuples(res) != 1) {
         reply_error(r->req, 404, r->corr, r->kind == 2 ? "Execution not found" : "Job not found");
     } else if (r->kind == 0) { /* GET /jobs/{id} */
@@ -1162,7 +1174,7 @@ static void record_route(struct evhttp_request *req, const char *corr, const cha
         return;
     }
     if (query_record(id, auth_owner(), on_record, r) < 0) {
-        reply_error(req, 503, corr, "Database unavailable");
+        reply_db_unavailable(req, corr, "Database unavailable");
         free(r);
     }
 }
@@ -1193,7 +1205,7 @@ static void on_list(const PGresult *res, const char *err, void *arg)
 {
     struct list_req *l = arg;
     if (!res) {
-        reply_error(l->req, 503, l->corr, "Database unavailable");
+        reply_db_unavailable(l->req, l->corr, "Database unavailable");
     } else {
         json_t *items = json_array();
         int n = PQntuples(res);
@@ -1235,7 +1247,7 @@ void api_executions(struct evhttp_request *req, const char *corr, char **params)
                  " AND ($5::text IS NULL OR api_key_id = $5)"
                  " ORDER BY created_at DESC, id LIMIT $3::integer OFFSET $4::integer",
                  5, p, on_list, l) < 0) {
-        reply_error(req, 503, corr, "Database unavailable");
+        reply_db_unavailable(req, corr, "Database unavailable");
         free(l);
     }
     free(status);
@@ -1275,7 +1287,7 @@ static void on_artifact(const PGresult *res, const char *err, void *arg)
     struct art_req *a = arg;
     struct evhttp_request *req = a->req;
     if (!res) {
-        reply_error(req, 503, a->corr, "Database unavailable");
+        reply_db_unavailable(req, a->corr, "Database unavailable");
     } else if (PQntuples(res) != 1) {
         reply_error(req, 404, a->corr, "Job not found");
     } else if (PQgetisnull(res, 0, 1)) {
@@ -1331,7 +1343,7 @@ void api_artifact(struct evhttp_request *req, const char *corr, char **params)
                  " FROM jobs j LEFT JOIN artifacts a ON a.job_id = j.id AND a.name = $2"
                  " WHERE j.id = $1::uuid AND ($4::text IS NULL OR j.api_key_id = $4)",
                  4, p, on_artifact, a) < 0) {
-        reply_error(req, 503, corr, "Database unavailable");
+        reply_db_unavailable(req, corr, "Database unavailable");
         free(a);
     }
 }
@@ -1467,7 +1479,7 @@ static void on_sse_record(const PGresult *res, const char *err, void *arg)
 {
     struct rec_req *r = arg;
     if (!res) {
-        reply_error(r->req, 503, r->corr, "Database unavailable");
+        reply_db_unavailable(r->req, r->corr, "Database unavailable");
         free(r);
         return;
     }
@@ -1520,7 +1532,7 @@ void api_job_events(struct evhttp_request *req, const char *corr, char **params)
     }
     struct rec_req *r = rec_req_new(req, corr, id);
     if (query_record(id, auth_owner(), on_sse_record, r) < 0) {
-        reply_error(req, 503, corr, "Database unavailable");
+        reply_db_unavailable(req, corr, "Database unavailable");
         free(r);
     }
 }

@@ -85,7 +85,7 @@ static bool db_failed(struct ops_req *o, const PGresult *res)
 {
     if (res)
         return false;
-    reply_error(o->req, 503, o->corr, "Database unavailable");
+    reply_db_unavailable(o->req, o->corr, "Database unavailable");
     free(o);
     return true;
 }
@@ -327,7 +327,7 @@ void api_audit_verify(struct evhttp_request *req, const char *corr, char **param
         pgq_exec(a->q, "COMMIT", 0, NULL, audit_done, a) < 0) {
         /* the connection failed at once: the queued callbacks already ran (or none did) */
         if (!a->failed) {
-            reply_error(req, 503, corr, "Database unavailable");
+            reply_db_unavailable(req, corr, "Database unavailable");
             A.inflight--;
             event_base_once(A.base, -1, EV_TIMEOUT, audit_free_later, a, NULL);
         }

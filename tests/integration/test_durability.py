@@ -4,6 +4,7 @@ the next start; synchronous jobs keep running through a PostgreSQL outage and th
 records are written when it is back; old records are swept.
 """
 import concurrent.futures
+import json
 import os
 import signal
 import threading
@@ -115,6 +116,93 @@ class Restart(unittest.TestCase):
                 self.assertTrue(v["ok"], v)
             finally:
                 t2.stop()
+        finally:
+            t.cleanup()
+
+
+class KeyedOutage(unittest.TestCase):
+    """An idempotency key needs PostgreSQL's unique index to be honoured: while the database
+    is away a keyed sync request is refused (503 database_unavailable), never run and
+    spooled, so a repeat cannot run it twice and no client holds an id that never exists."""
+
+    def test_keyed_sync_request_is_refused_while_postgres_is_down(self):
+        pg = ScratchPostgres().start()
+        t = Takod(f"database.url={pg.conninfo}", executors=1, acceptors=2)
+        try:
+            t.start()
+            pg.stop()
+            t.wait_for(lambda: not t.request("GET", "/health").json()["database_available"],
+                       what="database_available false")
+            body = {"code": "print('once')", "idempotency_key": "outage-key-0001"}
+            for _ in range(2):  # the request and its repeat: neither runs
+                r = t.request("POST", "/execute", body)
+                self.assertEqual(r.status, 503, r.body)
+                self.assertEqual(r.json()["error_type"], "database_unavailable", r.body)
+                self.assertEqual(r.headers.get("Retry-After"), "1")
+            # an unkeyed sync job still runs through the outage (its record is spooled)
+            plain = t.request("POST", "/execute", {"code": "print('plain')"})
+            self.assertEqual(plain.status, 200, plain.body)
+            self.assertEqual(os.listdir(os.path.join(t.data_dir, "dbspool")) != [], True)
+            pg.start()
+            t.wait_for(lambda: t.request("GET", "/health").json()["database_available"],
+                       timeout=60, what="database_available true")
+            # the key was not used up: the first request that reaches the database runs it,
+            # a repeat gets the same job, and its id exists
+            first = t.request("POST", "/execute", body)
+            self.assertEqual(first.status, 200, first.body)
+            again = t.request("POST", "/execute", body)
+            self.assertEqual(again.status, 200, again.body)
+            self.assertEqual(first.json()["execution_id"], again.json()["execution_id"])
+            self.assertEqual(t.request("GET", f"/executions/{first.json()['execution_id']}").status, 200)
+            rows = t.sql("SELECT count(*) FROM jobs WHERE idempotency_key = 'outage-key-0001'",
+                         conninfo=pg.conninfo)
+            self.assertEqual(rows, [["1"]])
+            # the spooled plain record was written, and nothing conflicted
+            t.wait_for(lambda: t.sql(f"SELECT status FROM jobs WHERE id = '{plain.json()['execution_id']}'",
+                                     conninfo=pg.conninfo) == [["succeeded"]],
+                       timeout=60, what="the spooled record written")
+            self.assertEqual([f for f in os.listdir(os.path.join(t.data_dir, "dbspool"))
+                              if f.endswith(".conflict")], [])
+        finally:
+            t.cleanup()
+            pg.cleanup()
+
+
+class SpoolReplayConflict(unittest.TestCase):
+    """A spooled INSERT that PostgreSQL does not take (its idempotency key belongs to another
+    job) is not counted as written: it is kept as .conflict and logged, and so is its
+    result, which has no row to finish."""
+
+    def test_conflicting_spooled_insert_is_kept_not_counted_as_written(self):
+        t = Takod(executors=1, acceptors=1).start()
+        try:
+            key = "replay-conflict-01"
+            orig = t.execute("print('original')", idempotency_key=key)["execution_id"]
+            ghost = "0f0f0f0f-1111-4222-8333-444444444444"
+            spool = os.path.join(t.data_dir, "dbspool")
+            os.makedirs(spool, exist_ok=True)
+            params = [ghost, "default", "print('ghost')", "{}", "30", "268435456", "1", "n", None,
+                      "corr-ghost", str(int(time.time() * 1e6)), "sync", key, "f" * 64, None, None,
+                      "0" * 64, "0" * 64, None, None, None, None, None, None]
+            final = [ghost, "succeeded", "0", "ghost\n", "", "false", "false", None, None,
+                     '{"total_ms": 1}', "[]", "runc", None, str(int(time.time() * 1e6)),
+                     str(int(time.time() * 1e6))]
+            # the result first (a replay waits for its INSERT), each file whole (tmp + rename)
+            for kind, doc in (("final", {"params": final, "artifacts": []}),
+                              ("insert", {"params": params})):
+                path = os.path.join(spool, f"{ghost}.{kind}")
+                with open(path + ".tmp", "w") as f:
+                    json.dump(doc, f)
+                os.rename(path + ".tmp", path)
+            t.wait_for(lambda: sorted(os.listdir(spool)) ==
+                       [f"{ghost}.final.conflict", f"{ghost}.insert.conflict"],
+                       timeout=60, what="both spooled files set aside as .conflict")
+            self.assertEqual(t.sql(f"SELECT count(*) FROM jobs WHERE id = '{ghost}'"), [["0"]])
+            self.assertIn("spooled job record conflicts with PostgreSQL", t.log())
+            self.assertIn(f"idempotency_key={key}", t.log())
+            # the original keeps its key; the server is healthy and replays nothing again
+            self.assertEqual(t.sql(f"SELECT id FROM jobs WHERE idempotency_key = '{key}'"), [[orig]])
+            self.assertEqual(t.request("GET", "/health").status, 200)
         finally:
             t.cleanup()
 
