@@ -259,6 +259,11 @@ static const char *const migrations[] = {
     " PRIMARY KEY (job_type, version));"
     "CREATE UNIQUE INDEX job_type_builds_tag_idx ON job_type_builds (job_type, version_tag)"
     " WHERE version_tag IS NOT NULL;",
+    /* 9: input_data as the client sent it (json keeps the text; jsonb re-spelled it), so
+     * /input/data.json of a rerun, a fork or a retry is byte for byte the original's. An
+     * existing row keeps jsonb's text of it, which is what input::text always gave, so the
+     * audit chain's hashes of old records still verify. */
+    "ALTER TABLE jobs ALTER COLUMN input TYPE json USING input::json;",
 };
 
 int db_schema_version(void)

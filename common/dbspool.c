@@ -20,7 +20,7 @@ const char *const JOBS_SQL_INSERT =
     " node, client_ip, correlation_id, created_at, mode, idempotency_key, request_hash,"
     " parent_id, relationship, code_hash, input_hash, stdin, startup_timeout_s,"
     " callback_url, callback_status, api_key_id, input_files, requirements)"
-    " VALUES ($1, 'queued', $2, $3, $4::jsonb, $5::integer, $6::bigint,"
+    " VALUES ($1, 'queued', $2, $3, $4::json, $5::integer, $6::bigint,"
     " $7::double precision, $8, $9, $10, to_timestamp($11::double precision / 1e6), $12,"
     " $13, $14, $15::uuid, $16, $17, $18, $19, $20::integer, $21,"
     " CASE WHEN $21::text IS NULL THEN NULL ELSE 'pending' END, $22, $23::jsonb, $24::jsonb)"

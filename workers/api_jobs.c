@@ -16,6 +16,7 @@
 #include "tako/dbspool.h"
 #include "tako/jobs.h"
 #include "tako/jobtypes.h"
+#include "tako/jsonspan.h"
 #include "tako/log.h"
 #include "tako/outputs.h"
 #include "tako/takod.h"
@@ -858,6 +859,26 @@ static void validate_requirements(json_t *jreq, json_t *errors, struct job_spec 
     s->requirements = json_dumps(jreq, JSON_COMPACT);
 }
 
+/*
+ * input_data's text exactly as the client sent it — key order, spacing, number spelling —
+ * for /input/data.json, the record (a json column keeps text as given) and so a rerun or a
+ * fork. The body was parsed whole already (body_object); the span is cut from it. Absent or
+ * null: "{}". NULL only when out of memory.
+ */
+static char *input_as_sent(struct evhttp_request *req, json_t *jin)
+{
+    if (!jin || json_is_null(jin))
+        return strdup("{}");
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in), off = 0, n = 0;
+    const char *body = (const char *)evbuffer_pullup(in, -1);
+    if (body && json_member_span(body, len, "input_data", &off, &n) == 0)
+        return strndup(body + off, n);
+    /* cannot happen for a body jansson took; say so and keep the value's meaning */
+    log_warn("msg=\"input_data span not found; storing it re-serialized\"");
+    return json_dumps(jin, JSON_COMPACT);
+}
+
 /* The request body of /execute and /execute/async into a spec; NULL after a 4xx reply. */
 static struct job_spec *spec_from_execute(struct evhttp_request *req, const char *corr, bool async)
 {
@@ -887,9 +908,7 @@ static struct job_spec *spec_from_execute(struct evhttp_request *req, const char
     if (jin && !json_is_null(jin) && !json_is_object(jin)) {
         field_error(errors, "body", "input_data", "dict_type", "Input should be a JSON object");
     } else {
-        json_t *empty = json_object();
-        s->input_text = json_dumps(jin && !json_is_null(jin) ? jin : empty, JSON_COMPACT);
-        json_decref(empty);
+        s->input_text = input_as_sent(req, jin);
         if (s->input_text && strlen(s->input_text) > (size_t)tk.cfg.limits_max_input_bytes)
             field_error(errors, "body", "input_data", "too_long",
                         "input_data is larger than limits.max_input_bytes");

@@ -412,6 +412,24 @@ class Api(Client, unittest.TestCase):
         self.assertEqual(child["code_hash"], p["code_hash"])
         self.assertEqual(child["input_hash"], p["input_hash"], "same input, different input_hash")
 
+    def test_input_data_bytes_are_kept_as_sent_through_rerun_and_fork(self):
+        """/input/data.json is the request's input_data byte for byte (key order, spacing,
+        number spelling, escapes), for the job, its rerun and its fork."""
+        raw_input = ('{"b": 1,  "a": [1, 2.50, {"z":true}],\n "e\\u0301": "\\u00e9",'
+                     ' "n": 1.0E+2, "z": null}')
+        code = "import sys; sys.stdout.write(open('/input/data.json').read())"
+        body = ('{"code": ' + json.dumps(code) + ', "input_data":  ' + raw_input + '  }').encode()
+        r = self.call("POST", "/execute/async", raw=body)
+        self.assertEqual(r.status, 200, r.body)
+        parent = r.json()["job_id"]
+        p = self.result(parent, view="full")
+        self.assertEqual(p["stdout"], raw_input)
+        rerun = self.ok("POST", f"/jobs/{parent}/rerun", {})["job_id"]
+        self.assertEqual(self.result(rerun)["stdout"], raw_input)
+        fork = self.ok("POST", f"/jobs/{parent}/fork", {"code": code + "; print()"})["job_id"]
+        self.assertEqual(self.result(fork)["stdout"], raw_input + "\n")
+        self.assertEqual(self.result(rerun, view="full")["input_hash"], p["input_hash"])
+
     def test_rerun_reproduces_input_files(self):
         """API.md: a rerun is a new job with the same code and input; files (ext) are input."""
         code = "print(open('/input/extra.txt').read())"
