@@ -259,6 +259,23 @@ static const char *const migrations[] = {
     " PRIMARY KEY (job_type, version));"
     "CREATE UNIQUE INDEX job_type_builds_tag_idx ON job_type_builds (job_type, version_tag)"
     " WHERE version_tag IS NOT NULL;",
+    /* 9: callbacks are durable deliveries (common/callbacks.c): the executor's finishing
+     * UPDATE queues one; the callbacks process sends it, retries it with backoff under a
+     * lease (next_at), and records how each attempt went */
+    "CREATE TABLE callback_deliveries ("
+    " job_id uuid PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,"
+    " url text NOT NULL,"
+    " body text NOT NULL,"
+    " state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),"
+    " attempts integer NOT NULL DEFAULT 0,"
+    " next_at timestamptz NOT NULL DEFAULT now(),"
+    " last_attempt_at timestamptz,"
+    " last_http_status integer,"
+    " last_error text,"
+    " delivered_at timestamptz,"
+    " created_at timestamptz NOT NULL DEFAULT now());"
+    "CREATE INDEX callback_deliveries_due_idx ON callback_deliveries (next_at)"
+    " WHERE state = 'pending';",
 };
 
 int db_schema_version(void)

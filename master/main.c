@@ -86,7 +86,9 @@ static struct {
 
 static const char *role_name(uint8_t role)
 {
-    return role == TK_ROLE_ACCEPTOR ? "acceptor" : "executor";
+    return role == TK_ROLE_ACCEPTOR   ? "acceptor"
+           : role == TK_ROLE_EXECUTOR ? "executor"
+                                      : "callbacks";
 }
 
 /* The spool may be in memory (/dev/shm): give it back when takod stops. */
@@ -493,6 +495,7 @@ static void add_generation(void)
         add_child(TK_ROLE_ACCEPTOR, a);
     for (int e = 0; e < tk.cfg.server_executors; e++)
         add_child(TK_ROLE_EXECUTOR, e);
+    add_child(TK_ROLE_CALLBACKS, 0); /* callback_url deliveries, off the executors' path */
 }
 
 static void spawn(struct child *c)
@@ -529,7 +532,9 @@ static void spawn(struct child *c)
         uint8_t role = c->role;
         int slot = c->slot;
         free(M.children);
-        exit(role == TK_ROLE_ACCEPTOR ? acceptor_main(slot) : executor_main(slot));
+        exit(role == TK_ROLE_ACCEPTOR   ? acceptor_main(slot)
+             : role == TK_ROLE_EXECUTOR ? executor_main(slot)
+                                        : deliverer_main(slot));
     }
     atomic_store(&shm_proc(tk.shm, (uint32_t)idx)->pid, pid);
     c->pid = pid;
@@ -580,6 +585,8 @@ static void begin_stop(enum stop_mode mode)
                  (long long)tk.cfg.server_shutdown_timeout);
         /* acceptors first: they finish their requests, whose jobs the executors run */
         signal_children(TK_ROLE_ACCEPTOR, SIGQUIT, false);
+        /* deliveries wait in PostgreSQL: the callbacks process hands its own back and goes */
+        signal_children(TK_ROLE_CALLBACKS, SIGQUIT, false);
     } else {
         M.stop_deadline_ms = now_mono_ms() + 3000;
         M.escalated = false;
@@ -645,7 +652,7 @@ static void reap_one(struct child *c, pid_t pid, int st)
     if (c->role == TK_ROLE_EXECUTOR && !clean)
         M.sweep_soon_ms = now_mono_ms() + 3000;
     if (!M.stopping && !c->retiring)
-        metrics_restart(c->role == TK_ROLE_ACCEPTOR ? 0 : 1);
+        metrics_restart(c->role == TK_ROLE_ACCEPTOR ? 0 : c->role == TK_ROLE_EXECUTOR ? 1 : 3);
     c->pid = 0;
     c->proc_idx = -1;
     if (fatal && c->respawn) {

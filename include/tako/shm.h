@@ -37,7 +37,12 @@
 #define TK_RING_ID_DONE0    100u /* + proc entry */
 #define TK_NO_ACCEPTOR      0xffffu
 
-enum tk_role { TK_ROLE_NONE = 0, TK_ROLE_ACCEPTOR = 1, TK_ROLE_EXECUTOR = 2 };
+enum tk_role {
+    TK_ROLE_NONE = 0,
+    TK_ROLE_ACCEPTOR = 1,
+    TK_ROLE_EXECUTOR = 2,
+    TK_ROLE_CALLBACKS = 3, /* the callbacks process: delivers callback_url POSTs */
+};
 
 /* A job slot's life: FREE → FILLING (acceptor) → QUEUED → RUNNING (executor) → DONE → FREE */
 enum tk_job_state {
@@ -87,7 +92,8 @@ struct tk_job {
     char job_type[64];
     char correlation_id[72];
     char container_id[65];
-    char key_id[17]; /* the API key that submitted it ("" without authentication) */
+    char key_id[17];      /* the API key that submitted it ("" without authentication) */
+    uint8_t has_callback; /* it names a callback_url: its result is queued for delivery */
 };
 
 struct tk_shm {
