@@ -12,7 +12,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 static bool v4_global(uint32_t a) /* host byte order */
 {
@@ -142,7 +141,7 @@ static bool literal_internal(const char *host, char *norm, size_t normlen)
 int callbacks_url_check(const char *url, bool allow_private, char *why, size_t whylen)
 {
     size_t n = strlen(url);
-    if (n == 0 || n > 2048 || (strncasecmp(url, "http://", 7) && strncasecmp(url, "https://", 8))) {
+    if (n == 0 || n > 2048 || (strncmp(url, "http://", 7) && strncmp(url, "https://", 8))) {
         snprintf(why, whylen,
                  "callback_url must be an http:// or https:// URL of at most 2048 "
                  "bytes");

@@ -259,9 +259,11 @@ static const char *const migrations[] = {
     " PRIMARY KEY (job_type, version));"
     "CREATE UNIQUE INDEX job_type_builds_tag_idx ON job_type_builds (job_type, version_tag)"
     " WHERE version_tag IS NOT NULL;",
-    /* 9: callbacks are durable deliveries (common/callbacks.c): the executor's finishing
-     * UPDATE queues one; the callbacks process sends it, retries it with backoff under a
-     * lease (next_at), and records how each attempt went */
+    /* 9: callbacks are durable deliveries (common/callbacks.c). A job's status becoming
+     * final queues its delivery, whoever wrote it (an executor, the master's recovery, an
+     * acceptor's cancel, the spool's replay: one trigger), with the body POST /execute
+     * answers (the same fields as the acceptor's execute_response); the callbacks process
+     * sends it, retries it with backoff under a lease (next_at), and records each attempt */
     "CREATE TABLE callback_deliveries ("
     " job_id uuid PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,"
     " url text NOT NULL,"
@@ -275,7 +277,28 @@ static const char *const migrations[] = {
     " delivered_at timestamptz,"
     " created_at timestamptz NOT NULL DEFAULT now());"
     "CREATE INDEX callback_deliveries_due_idx ON callback_deliveries (next_at)"
-    " WHERE state = 'pending';",
+    " WHERE state = 'pending';"
+    "CREATE FUNCTION takod_callback_queue() RETURNS trigger LANGUAGE plpgsql AS $$"
+    "BEGIN"
+    "  INSERT INTO callback_deliveries (job_id, url, body)"
+    "  VALUES (NEW.id, NEW.callback_url, jsonb_build_object("
+    "    'success', NEW.status = 'succeeded', 'output', NEW.output,"
+    "    'execution_time',"
+    "      coalesce((NEW.timing->>'execution_ms')::double precision, 0) / 1000,"
+    "    'stdout', NEW.stdout, 'stderr', NEW.stderr, 'exit_code', NEW.exit_code,"
+    "    'error', NEW.error->'message', 'error_type', NEW.error->'type',"
+    "    'job_type', NEW.job_type, 'execution_id', NEW.id, 'job_id', NEW.id,"
+    "    'runtime', NEW.runtime, 'status', NEW.status, 'timing', NEW.timing,"
+    "    'stdout_truncated', NEW.stdout_truncated, 'stderr_truncated', NEW.stderr_truncated,"
+    "    'artifacts', CASE WHEN jsonb_typeof(NEW.artifacts) = 'array' THEN NEW.artifacts"
+    "                 ELSE '[]'::jsonb END)::text)"
+    "  ON CONFLICT (job_id) DO NOTHING;"
+    "  RETURN NEW;"
+    "END $$;"
+    "CREATE TRIGGER jobs_callback AFTER UPDATE OF status ON jobs FOR EACH ROW"
+    " WHEN (NEW.callback_url IS NOT NULL AND OLD.status IS DISTINCT FROM NEW.status"
+    "       AND NEW.status IN ('succeeded', 'failed', 'timeout', 'oom', 'cancelled'))"
+    " EXECUTE FUNCTION takod_callback_queue();",
 };
 
 int db_schema_version(void)

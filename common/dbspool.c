@@ -27,19 +27,12 @@ const char *const JOBS_SQL_INSERT =
     " ON CONFLICT DO NOTHING RETURNING id";
 
 const char *const JOBS_SQL_FINISH =
-    "WITH u AS (UPDATE jobs SET status = $2, ended_at = to_timestamp($14::double precision / 1e6),"
+    "UPDATE jobs SET status = $2, ended_at = to_timestamp($14::double precision / 1e6),"
     " exit_code = $3::integer, stdout = $4, stderr = $5, stdout_truncated = $6::boolean,"
     " stderr_truncated = $7::boolean, output = $8::jsonb, error = $9::jsonb,"
     " timing = $10::jsonb, artifacts = $11::jsonb, runtime = $12, container_id = $13,"
     " started_at = coalesce(started_at, to_timestamp($15::double precision / 1e6))"
-    " WHERE id = $1 AND status IN ('queued', 'running') RETURNING id, callback_url),"
-    /* its callback (if it has one and $16, the body, is given) is queued with it: one
-     * statement, so a result never lands without its delivery (common/callbacks.c) */
-    " c AS (INSERT INTO callback_deliveries (job_id, url, body)"
-    " SELECT id, callback_url, $16::text FROM u"
-    " WHERE callback_url IS NOT NULL AND $16::text IS NOT NULL"
-    " ON CONFLICT (job_id) DO NOTHING)"
-    " SELECT callback_url FROM u";
+    " WHERE id = $1 AND status IN ('queued', 'running') RETURNING callback_url";
 
 const char *const JOBS_SQL_ARTIFACT =
     "INSERT INTO artifacts (job_id, name, size_bytes, sha256, content_type, data)"
@@ -123,9 +116,7 @@ static int replay_file(struct db *db, const char *path, bool insert)
     size_t n = json_array_size(params);
     for (size_t i = 0; i < n && i < JOBS_INSERT_NPARAMS; i++)
         p[i] = json_string_value(json_array_get(params, i));
-    /* always every parameter: a file spooled by an older takod may have fewer */
-    PGresult *r = db_exec(db, insert ? JOBS_SQL_INSERT : JOBS_SQL_FINISH,
-                          insert ? JOBS_INSERT_NPARAMS : JOBS_FINISH_NPARAMS, p);
+    PGresult *r = db_exec(db, insert ? JOBS_SQL_INSERT : JOBS_SQL_FINISH, (int)n, p);
     int rc = r ? 0 : -EIO;
     PQclear(r);
     size_t i;

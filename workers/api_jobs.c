@@ -610,7 +610,6 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
     snprintf(job->correlation_id, sizeof job->correlation_id, "%s", s->corr);
     job->container_id[0] = '\0';
     snprintf(job->key_id, sizeof job->key_id, "%s", s->key_id);
-    job->has_callback = s->callback_url != NULL;
     atomic_fetch_add(&tk.shm->jobs_admitted, 1);
     s->idx = idx;
     s->gen = gen;

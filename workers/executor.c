@@ -554,12 +554,12 @@ static int db_store_artifacts(struct exec_state *st, const struct tk_job *job,
 /*
  * Record the result: artifacts, then the finishing UPDATE. When PostgreSQL cannot take it
  * (down, or the job's own INSERT still waits in the spool), the whole result goes to the
- * spool and the master writes it later. `body` is the response: the same statement queues
- * it for the callbacks process when the job has a callback_url (common/callbacks.c).
+ * spool and the master writes it later. A callback_url's delivery is queued by the
+ * database itself when the status becomes final (common/callbacks.c): nothing to do here.
  */
 static void db_finish(struct exec_state *st, const struct tk_job *job, struct tk_result *r,
                       json_t *resp, json_t *error_obj, json_t *timing, const char *container,
-                      uint64_t started_real_us, const char *body)
+                      uint64_t started_real_us)
 {
     char exit_s[16], ended_s[32], started_s[32], *out_json = NULL, *err_json, *timing_json,
                                                  *art_json;
@@ -587,7 +587,6 @@ static void db_finish(struct exec_state *st, const struct tk_job *job, struct tk
         container[0] ? container : NULL,
         ended_s,
         started_s,
-        job->has_callback ? body : NULL,
     };
     bool spool = dbspool_has_insert(job->id);
     PGresult *res = NULL;
@@ -899,12 +898,12 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
 
     json_t *resp, *error_obj, *timing;
     result_build(&r, job->id, job->job_type, job->created_mono_us, &resp, &error_obj, &timing);
-    char *text = json_dumps(resp, JSON_COMPACT | JSON_REAL_PRECISION(9));
-    db_finish(st, job, &r, resp, error_obj, timing, container, started_real_us, text);
+    db_finish(st, job, &r, resp, error_obj, timing, container, started_real_us);
 
     char dir[4096], path[4200];
     spool_job_dir(dir, sizeof dir, job->id);
     snprintf(path, sizeof path, "%s/response.json", dir);
+    char *text = json_dumps(resp, JSON_COMPACT | JSON_REAL_PRECISION(9));
     int wrc = text ? write_file(path, text, strlen(text), 0600) : -ENOMEM;
     if (wrc < 0)
         log_error("msg=\"writing the response failed\" job=%s path=%s err=\"%s\"", job->id, path,

@@ -2,10 +2,12 @@
  * callbacks.h — POSTing a finished job's result to the callback_url its request named
  * (ext), and what such a URL may reach.
  *
- * Delivery is never on an executor's path. The executor's finishing UPDATE queues the
- * callback (a callback_deliveries row, in the same statement, so it is as durable as the
- * result); the callbacks process (workers/deliverer.c, supervised by the master like the
- * others) claims due rows under a lease, sends many at once with libcurl multi, each
+ * Delivery is never on an executor's path. A job's status becoming final queues its
+ * callback: a database trigger (migration 9, common/db.c) inserts the callback_deliveries
+ * row in the same transaction, whoever wrote the status (an executor, the master's
+ * recovery, an acceptor's cancel, the spool's replay), so it is as durable as the result.
+ * The callbacks process (workers/deliverer.c, supervised by the master like the others)
+ * claims due rows under a lease, sends many at once with libcurl multi, each
  * attempt bounded by callbacks.connect_timeout_ms and callbacks.timeout_ms, retries with
  * exponential backoff (callbacks.backoff_ms, doubling) up to callbacks.max_attempts, and
  * records every attempt (attempts, last_http_status, last_error, delivered_at) in the row

@@ -17,11 +17,10 @@
 
 /* The statements, shared by the live path and the replay. */
 extern const char *const JOBS_SQL_INSERT;   /* 24 parameters, RETURNING id */
-extern const char *const JOBS_SQL_FINISH;   /* 16 parameters ($16: callback body), RETURNING
-                                               callback_url; queues the callback delivery */
+extern const char *const JOBS_SQL_FINISH;   /* 15 parameters, RETURNING callback_url */
 extern const char *const JOBS_SQL_ARTIFACT; /* 6 parameters, $6 binary */
 #define JOBS_INSERT_NPARAMS 24
-#define JOBS_FINISH_NPARAMS 16
+#define JOBS_FINISH_NPARAMS 15
 
 /* Spool a statement's parameters (NULL entries are SQL NULL). 0 or -errno. */
 int dbspool_write_insert(const char *job_id, const char *const *params);

@@ -92,8 +92,7 @@ struct tk_job {
     char job_type[64];
     char correlation_id[72];
     char container_id[65];
-    char key_id[17];      /* the API key that submitted it ("" without authentication) */
-    uint8_t has_callback; /* it names a callback_url: its result is queued for delivery */
+    char key_id[17]; /* the API key that submitted it ("" without authentication) */
 };
 
 struct tk_shm {

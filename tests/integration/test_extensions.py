@@ -273,6 +273,38 @@ class CallbackDelivery(unittest.TestCase):
             httpd.shutdown()
             httpd.server_close()
 
+    def test_a_job_cancelled_before_it_ran_still_calls_back(self):
+        # No executor finishes this job: the acceptor settles it. Its callback goes anyway
+        # (the database queues it whoever writes the final status).
+        Flaky.times.clear()
+        Flaky.fail_first = 0
+        got = []
+
+        class Keep(Flaky):
+            def do_POST(self):
+                got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+        httpd = http.server.HTTPServer(("127.0.0.1", 0), Keep)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        try:
+            busy = [self.t.request("POST", "/execute/async", {"code": "import time; time.sleep(20)"})
+                    .json()["job_id"] for _ in range(2)]  # both executors
+            self.t.wait_for(lambda: self.t.sql("SELECT count(*) FROM jobs WHERE status = 'running'")
+                            == [["2"]], timeout=60, what="both executors busy")
+            url = f"http://127.0.0.1:{httpd.server_address[1]}/cancelled"
+            job = self.t.request("POST", "/execute/async", {"code": "print(1)", "callback_url": url}).json()["job_id"]
+            self.assertEqual(self.t.request("POST", f"/jobs/{job}/cancel").status, 200)
+            self.t.wait_for(lambda: got, timeout=60, what="the cancelled job's callback")
+            self.assertEqual((got[0]["job_id"], got[0]["status"], got[0]["success"], got[0]["error_type"]),
+                             (job, "cancelled", False, "cancelled"), got[0])
+            self.t.wait_for(lambda: self.record(job)["callback"]["status"] == "delivered", what="recorded")
+            for b in busy:
+                self.t.request("POST", f"/jobs/{b}/cancel")
+        finally:
+            httpd.shutdown()
+            httpd.server_close()
+
     def test_a_dead_receiver_fails_after_max_attempts_with_the_reason(self):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
