@@ -5,6 +5,8 @@ takod's extensions beyond Tako VM: callbacks (callback_url) and the event stream
 import http.client
 import http.server
 import json
+import os
+import signal
 import socket
 import threading
 import time
@@ -316,6 +318,47 @@ class CallbackDelivery(unittest.TestCase):
             self.record(job).get("callback", {"status": None})), timeout=120, what="failed")
         self.assertEqual(cb["attempts"], 4, cb)
         self.assertIn("connect", cb["last_error"].lower(), cb)
+
+
+class CallbackProcessDeath(unittest.TestCase):
+    """The callbacks process killed mid-delivery: respawned, and the delivery goes again."""
+
+    def test_kill_9_mid_delivery_is_retried_after_the_lease(self):
+        t = Takod("callbacks.allow_private_addresses=true", "callbacks.timeout_ms=2000",
+                  executors=1).start()
+        hang = Hanging()  # the first attempt hangs here...
+        try:
+            got = []
+
+            class Ok(http.server.BaseHTTPRequestHandler):
+                def do_POST(self):
+                    got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                    self.send_response(204)
+                    self.end_headers()
+
+                def log_message(self, *args):
+                    pass
+            httpd = http.server.HTTPServer(("127.0.0.1", 0), Ok)
+            threading.Thread(target=httpd.serve_forever, daemon=True).start()
+            job = t.request("POST", "/execute/async", {
+                "code": "print(1)", "callback_url": f"http://127.0.0.1:{hang.port}/hook"}).json()["job_id"]
+            t.wait_for(lambda: hang.open_count() == 1, timeout=60, what="the delivery in flight")
+            os.kill(t.roles()["takod: callbacks 0"], signal.SIGKILL)
+            # ...then the receiver moves (as if it came back): the retry must find it there
+            t.sql(f"UPDATE callback_deliveries SET url = 'http://127.0.0.1:{httpd.server_address[1]}/hook'"
+                  f" WHERE job_id = '{job}'")
+            t.wait_for(lambda: got, timeout=120, what="the delivery sent again after its lease")
+            self.assertEqual(got[0]["job_id"], job)
+            self.assertEqual(t.sql(f"SELECT state, attempts FROM callback_deliveries WHERE job_id = '{job}'"),
+                             [["delivered", "2"]])
+            t.wait_for(lambda: "takod: callbacks 0" in t.roles(), what="the callbacks process respawned")
+            m = t.request("GET", "/metrics").body.decode()
+            self.assertGreaterEqual(metric(m, "takod_process_restarts_total", role="callbacks"), 1)
+            httpd.shutdown()
+            httpd.server_close()
+        finally:
+            hang.close()
+            t.cleanup()
 
 
 def loopback_name():
