@@ -73,6 +73,7 @@ static struct {
     enum stop_mode stopping;
     uint64_t stop_deadline_ms;
     bool executors_told; /* graceful stop: QUIT sent to executors (after the acceptors) */
+    bool callbacks_told; /* ...and to the callbacks process (after the executors) */
     bool escalated;
     int exit_code;
     const char *conf_path;
@@ -585,8 +586,6 @@ static void begin_stop(enum stop_mode mode)
                  (long long)tk.cfg.server_shutdown_timeout);
         /* acceptors first: they finish their requests, whose jobs the executors run */
         signal_children(TK_ROLE_ACCEPTOR, SIGQUIT, false);
-        /* deliveries wait in PostgreSQL: the callbacks process hands its own back and goes */
-        signal_children(TK_ROLE_CALLBACKS, SIGQUIT, false);
     } else {
         M.stop_deadline_ms = now_mono_ms() + 3000;
         M.escalated = false;
@@ -772,6 +771,13 @@ static void tick(void)
     if (M.stopping == STOP_GRACEFUL && !M.executors_told && live_children(TK_ROLE_ACCEPTOR) == 0) {
         M.executors_told = true; /* every request answered: the executors may go */
         signal_children(TK_ROLE_EXECUTOR, SIGQUIT, false);
+    }
+    if (M.stopping == STOP_GRACEFUL && M.executors_told && !M.callbacks_told &&
+        live_children(TK_ROLE_EXECUTOR) == 0) {
+        /* every job is recorded, its callback queued: the callbacks process hands back what
+         * it still has in flight (PostgreSQL keeps it for the next start) and goes */
+        M.callbacks_told = true;
+        signal_children(TK_ROLE_CALLBACKS, SIGQUIT, false);
     }
     if (M.stopping && now >= M.stop_deadline_ms && live_children(0) > 0) {
         if (M.stopping == STOP_GRACEFUL) {
