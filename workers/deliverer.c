@@ -218,10 +218,17 @@ static int claim(int room)
         " AND next_at <= now() ORDER BY next_at LIMIT $1::integer FOR UPDATE SKIP LOCKED) due"
         " WHERE d.job_id = due.job_id RETURNING d.job_id::text, d.url, d.body, d.attempts",
         2, p);
+    static bool failing; /* an outage is logged once, not every second */
     if (!r) {
-        log_error("msg=\"claiming due callbacks failed\" err=\"%s\"", db_last_error(D.db));
+        if (!failing)
+            log_error("msg=\"claiming due callbacks failed; retrying every second\" err=\"%s\"",
+                      db_last_error(D.db));
+        failing = true;
         return -EIO;
     }
+    if (failing)
+        log_info("msg=\"claiming due callbacks works again\"");
+    failing = false;
     int n = PQntuples(r);
     for (int i = 0; i < n; i++) {
         struct delivery *d = calloc(1, sizeof *d);
