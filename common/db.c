@@ -264,6 +264,46 @@ static const char *const migrations[] = {
      * existing row keeps jsonb's text of it, which is what input::text always gave, so the
      * audit chain's hashes of old records still verify. */
     "ALTER TABLE jobs ALTER COLUMN input TYPE json USING input::json;",
+    /* 10: callbacks are durable deliveries (common/callbacks.c). A job's status becoming
+     * final queues its delivery, whoever wrote it (an executor, the master's recovery, an
+     * acceptor's cancel, the spool's replay: one trigger), with the body POST /execute
+     * answers (the same fields as the acceptor's execute_response); the callbacks process
+     * sends it, retries it with backoff under a lease (next_at), and records each attempt */
+    "CREATE TABLE callback_deliveries ("
+    " job_id uuid PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,"
+    " url text NOT NULL,"
+    " body text NOT NULL,"
+    " state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),"
+    " attempts integer NOT NULL DEFAULT 0,"
+    " next_at timestamptz NOT NULL DEFAULT now(),"
+    " last_attempt_at timestamptz,"
+    " last_http_status integer,"
+    " last_error text,"
+    " delivered_at timestamptz,"
+    " created_at timestamptz NOT NULL DEFAULT now());"
+    "CREATE INDEX callback_deliveries_due_idx ON callback_deliveries (next_at)"
+    " WHERE state = 'pending';"
+    "CREATE FUNCTION takod_callback_queue() RETURNS trigger LANGUAGE plpgsql AS $$"
+    "BEGIN"
+    "  INSERT INTO callback_deliveries (job_id, url, body)"
+    "  VALUES (NEW.id, NEW.callback_url, jsonb_build_object("
+    "    'success', NEW.status = 'succeeded', 'output', NEW.output,"
+    "    'execution_time',"
+    "      coalesce((NEW.timing->>'execution_ms')::double precision, 0) / 1000,"
+    "    'stdout', NEW.stdout, 'stderr', NEW.stderr, 'exit_code', NEW.exit_code,"
+    "    'error', NEW.error->'message', 'error_type', NEW.error->'type',"
+    "    'job_type', NEW.job_type, 'execution_id', NEW.id, 'job_id', NEW.id,"
+    "    'runtime', NEW.runtime, 'status', NEW.status, 'timing', NEW.timing,"
+    "    'stdout_truncated', NEW.stdout_truncated, 'stderr_truncated', NEW.stderr_truncated,"
+    "    'artifacts', CASE WHEN jsonb_typeof(NEW.artifacts) = 'array' THEN NEW.artifacts"
+    "                 ELSE '[]'::jsonb END)::text)"
+    "  ON CONFLICT (job_id) DO NOTHING;"
+    "  RETURN NEW;"
+    "END $$;"
+    "CREATE TRIGGER jobs_callback AFTER UPDATE OF status ON jobs FOR EACH ROW"
+    " WHEN (NEW.callback_url IS NOT NULL AND OLD.status IS DISTINCT FROM NEW.status"
+    "       AND NEW.status IN ('succeeded', 'failed', 'timeout', 'oom', 'cancelled'))"
+    " EXECUTE FUNCTION takod_callback_queue();",
 };
 
 int db_schema_version(void)

@@ -21,7 +21,8 @@ static const char *const error_types[METRICS_ERRORS - 1] = {
 static const double buckets_ms[METRICS_BUCKETS] = {5,   10,  25,   50,   75,   100,   150,
                                                    250, 500, 1000, 2500, 5000, 10000, 30000};
 static const char *const phases[METRICS_PHASES] = {"queue", "startup", "execution", "total"};
-static const char *const roles[3] = {"acceptor", "executor", "database"};
+static const char *const roles[4] = {"acceptor", "executor", "database", "callbacks"};
+static const char *const cb_outcomes[4] = {"delivered", "retry", "failed", "refused"};
 
 static const char *(*route_name)(int idx);
 static const char *(*route_method)(int idx);
@@ -90,8 +91,15 @@ void metrics_job(const char *status, const char *error_type, double queue_ms, do
 void metrics_restart(int role)
 {
     struct tk_metrics *m = M();
-    if (m && role >= 0 && role < 3)
+    if (m && role >= 0 && role < 4)
         atomic_fetch_add_explicit(&m->restarts[role], 1, memory_order_relaxed);
+}
+
+void metrics_callback(enum metrics_callback outcome)
+{
+    struct tk_metrics *m = M();
+    if (m && (int)outcome >= 0 && (int)outcome < 4)
+        atomic_fetch_add_explicit(&m->callbacks[outcome], 1, memory_order_relaxed);
 }
 
 void metrics_retry(void)
@@ -220,9 +228,14 @@ char *metrics_render(size_t *len)
         (unsigned long long)atomic_load(&m->retries));
     put(&o, "# HELP takod_process_restarts_total Child processes respawned after dying.\n"
             "# TYPE takod_process_restarts_total counter\n");
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         put(&o, "takod_process_restarts_total{role=\"%s\"} %llu\n", roles[i],
             (unsigned long long)atomic_load(&m->restarts[i]));
+    put(&o, "# HELP takod_callback_attempts_total Callback delivery attempts, by outcome.\n"
+            "# TYPE takod_callback_attempts_total counter\n");
+    for (int i = 0; i < 4; i++)
+        put(&o, "takod_callback_attempts_total{outcome=\"%s\"} %llu\n", cb_outcomes[i],
+            (unsigned long long)atomic_load(&m->callbacks[i]));
     put(&o,
         "# HELP takod_docker_available The container engine answered the last call.\n"
         "# TYPE takod_docker_available gauge\ntakod_docker_available %u\n",

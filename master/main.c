@@ -73,6 +73,7 @@ static struct {
     enum stop_mode stopping;
     uint64_t stop_deadline_ms;
     bool executors_told; /* graceful stop: QUIT sent to executors (after the acceptors) */
+    bool callbacks_told; /* ...and to the callbacks process (after the executors) */
     bool escalated;
     int exit_code;
     const char *conf_path;
@@ -86,7 +87,9 @@ static struct {
 
 static const char *role_name(uint8_t role)
 {
-    return role == TK_ROLE_ACCEPTOR ? "acceptor" : "executor";
+    return role == TK_ROLE_ACCEPTOR   ? "acceptor"
+           : role == TK_ROLE_EXECUTOR ? "executor"
+                                      : "callbacks";
 }
 
 /* The spool may be in memory (/dev/shm): give it back when takod stops. */
@@ -493,6 +496,7 @@ static void add_generation(void)
         add_child(TK_ROLE_ACCEPTOR, a);
     for (int e = 0; e < tk.cfg.server_executors; e++)
         add_child(TK_ROLE_EXECUTOR, e);
+    add_child(TK_ROLE_CALLBACKS, 0); /* callback_url deliveries, off the executors' path */
 }
 
 static void spawn(struct child *c)
@@ -529,7 +533,9 @@ static void spawn(struct child *c)
         uint8_t role = c->role;
         int slot = c->slot;
         free(M.children);
-        exit(role == TK_ROLE_ACCEPTOR ? acceptor_main(slot) : executor_main(slot));
+        exit(role == TK_ROLE_ACCEPTOR   ? acceptor_main(slot)
+             : role == TK_ROLE_EXECUTOR ? executor_main(slot)
+                                        : deliverer_main(slot));
     }
     atomic_store(&shm_proc(tk.shm, (uint32_t)idx)->pid, pid);
     c->pid = pid;
@@ -645,7 +651,7 @@ static void reap_one(struct child *c, pid_t pid, int st)
     if (c->role == TK_ROLE_EXECUTOR && !clean)
         M.sweep_soon_ms = now_mono_ms() + 3000;
     if (!M.stopping && !c->retiring)
-        metrics_restart(c->role == TK_ROLE_ACCEPTOR ? 0 : 1);
+        metrics_restart(c->role == TK_ROLE_ACCEPTOR ? 0 : c->role == TK_ROLE_EXECUTOR ? 1 : 3);
     c->pid = 0;
     c->proc_idx = -1;
     if (fatal && c->respawn) {
@@ -765,6 +771,13 @@ static void tick(void)
     if (M.stopping == STOP_GRACEFUL && !M.executors_told && live_children(TK_ROLE_ACCEPTOR) == 0) {
         M.executors_told = true; /* every request answered: the executors may go */
         signal_children(TK_ROLE_EXECUTOR, SIGQUIT, false);
+    }
+    if (M.stopping == STOP_GRACEFUL && M.executors_told && !M.callbacks_told &&
+        live_children(TK_ROLE_EXECUTOR) == 0) {
+        /* every job is recorded, its callback queued: the callbacks process hands back what
+         * it still has in flight (PostgreSQL keeps it for the next start) and goes */
+        M.callbacks_told = true;
+        signal_children(TK_ROLE_CALLBACKS, SIGQUIT, false);
     }
     if (M.stopping && now >= M.stop_deadline_ms && live_children(0) > 0) {
         if (M.stopping == STOP_GRACEFUL) {

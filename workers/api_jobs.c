@@ -58,7 +58,12 @@ static int find_live_job(const char *id);
     " runtime, stdout_truncated, stderr_truncated, idempotency_key, attempt, parent_id::text,"     \
     " relationship, code_hash, input_hash, mode,"                                                  \
     " CASE WHEN status = 'queued' THEN (SELECT count(*) FROM jobs q WHERE q.status = 'queued'"     \
-    "  AND q.created_at < jobs.created_at) END"
+    "  AND q.created_at < jobs.created_at) END,"                                                   \
+    " CASE WHEN callback_url IS NOT NULL THEN (jsonb_build_object('url', callback_url,"            \
+    "  'status', callback_status, 'attempts', 0) || coalesce((SELECT jsonb_build_object("          \
+    "  'attempts', d.attempts, 'last_attempt_at', d.last_attempt_at, 'last_http_status',"          \
+    "  d.last_http_status, 'last_error', d.last_error, 'delivered_at', d.delivered_at)"            \
+    "  FROM callback_deliveries d WHERE d.job_id = jobs.id), '{}'::jsonb))::text END"
 enum {
     R_ID,
     R_STATUS,
@@ -84,7 +89,8 @@ enum {
     R_CODE_HASH,
     R_INPUT_HASH,
     R_MODE,
-    R_QUEUE_POS
+    R_QUEUE_POS,
+    R_CALLBACK
 };
 
 static json_t *col_str(const PGresult *r, int row, int col)
@@ -155,6 +161,9 @@ static json_t *record_json(const PGresult *r, int row, bool full)
     json_object_set_new(rec, "stderr_truncated", json_boolean(col_bool(r, row, R_ERR_TRUNC)));
     json_object_set_new(rec, "idempotency_key", col_str(r, row, R_IDEM));
     json_object_set_new(rec, "attempt", col_int(r, row, R_ATTEMPT));
+    /* callback_url's delivery: status, attempts, and how the last attempt went */
+    if (!PQgetisnull(r, row, R_CALLBACK))
+        json_object_set_new(rec, "callback", col_json(r, row, R_CALLBACK));
     return rec;
 }
 
@@ -966,9 +975,11 @@ static struct job_spec *spec_from_execute(struct evhttp_request *req, const char
     }
     json_t *jcb = json_object_get(root, "callback_url");
     if (jcb && !json_is_null(jcb)) {
-        if (!json_is_string(jcb) || !callbacks_url_ok(json_string_value(jcb)))
-            field_error(errors, "body", "callback_url", "url_parsing",
-                        "callback_url must be an http:// or https:// URL of at most 2048 bytes");
+        char why[512] = "callback_url must be an http:// or https:// URL of at most 2048 bytes";
+        if (!json_is_string(jcb) ||
+            callbacks_url_check(json_string_value(jcb), tk.cfg.callbacks_allow_private_addresses,
+                                why, sizeof why) < 0)
+            field_error(errors, "body", "callback_url", "url_parsing", why);
         else
             s->callback_url = strdup(json_string_value(jcb));
     }

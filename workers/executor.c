@@ -20,7 +20,6 @@
 #include "tako/jobs.h"
 #include "tako/jobtypes.h"
 #include "tako/log.h"
-#include "tako/callbacks.h"
 #include "tako/dbspool.h"
 #include "tako/metrics.h"
 #include "tako/outputs.h"
@@ -98,7 +97,6 @@ struct exec_state {
         const struct tk_job_type *type;
         uint64_t used_ms;
     } sticky;
-    struct callbacks callbacks; /* results to POST to callback_url, between jobs */
     struct {
         int fd; /* the engine's answer to the DELETE */
         char id[65];
@@ -556,13 +554,13 @@ static int db_store_artifacts(struct exec_state *st, const struct tk_job *job,
 /*
  * Record the result: artifacts, then the finishing UPDATE. When PostgreSQL cannot take it
  * (down, or the job's own INSERT still waits in the spool), the whole result goes to the
- * spool and the master writes it later. Returns the job's callback_url (malloc'd) if any.
+ * spool and the master writes it later. A callback_url's delivery is queued by the
+ * database itself when the status becomes final (common/callbacks.c): nothing to do here.
  */
-static char *db_finish(struct exec_state *st, const struct tk_job *job, struct tk_result *r,
-                       json_t *resp, json_t *error_obj, json_t *timing, const char *container,
-                       uint64_t started_real_us)
+static void db_finish(struct exec_state *st, const struct tk_job *job, struct tk_result *r,
+                      json_t *resp, json_t *error_obj, json_t *timing, const char *container,
+                      uint64_t started_real_us)
 {
-    char *callback = NULL;
     char exit_s[16], ended_s[32], started_s[32], *out_json = NULL, *err_json, *timing_json,
                                                  *art_json;
     snprintf(exit_s, sizeof exit_s, "%d", r->exit_code);
@@ -594,10 +592,7 @@ static char *db_finish(struct exec_state *st, const struct tk_job *job, struct t
     PGresult *res = NULL;
     if (!spool && db_store_artifacts(st, job, &r->outputs) == 0)
         res = db_exec(st->db, JOBS_SQL_FINISH, JOBS_FINISH_NPARAMS, p);
-    if (res) {
-        if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
-            callback = strdup(PQgetvalue(res, 0, 0));
-    } else {
+    if (!res) {
         if (!spool)
             log_error("msg=\"recording job result failed; spooling it\" job=%s err=\"%s\"", job->id,
                       db_last_error(st->db));
@@ -608,7 +603,6 @@ static char *db_finish(struct exec_state *st, const struct tk_job *job, struct t
     free(err_json);
     free(timing_json);
     free(art_json);
-    return callback;
 }
 
 /* Live output for GET /jobs/{id}/events: while someone streams the job, each chunk is
@@ -904,12 +898,7 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
 
     json_t *resp, *error_obj, *timing;
     result_build(&r, job->id, job->job_type, job->created_mono_us, &resp, &error_obj, &timing);
-    char *callback_url =
-        db_finish(st, job, &r, resp, error_obj, timing, container, started_real_us);
-    if (callback_url) {
-        char *body = json_dumps(resp, JSON_COMPACT | JSON_REAL_PRECISION(9));
-        callbacks_add(&st->callbacks, job->id, callback_url, body);
-    }
+    db_finish(st, job, &r, resp, error_obj, timing, container, started_real_us);
 
     char dir[4096], path[4200];
     spool_job_dir(dir, sizeof dir, job->id);
@@ -953,7 +942,6 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     outputs_free(&r.outputs);
     if (!stop_fast && !stop_graceful)
         ensure_warm(st);
-    callbacks_run(&st->callbacks, st->db); /* first attempts go out right away */
 }
 
 int executor_main(int slot)
@@ -1049,14 +1037,12 @@ int executor_main(int slot)
                 slot_sync(&st); /* claimed for nothing (a kind dropped, a failure) */
                 continue;
             }
-            callbacks_run(&st.callbacks, st.db); /* no job waits: due callbacks */
             continue;
         }
         slot_sync(&st); /* a slot claimed for a fill that did not begin goes back */
         run_job(&st, shm_val_idx(v), shm_val_gen(v));
     }
     log_info("msg=\"executor stopping\" slot=%d", slot);
-    callbacks_abandon(&st.callbacks, st.db);
     while (st.n_removing > 0)
         removal_done(&st, 0, 10000);
     for (int i = 0; i < st.n_pool; i++)

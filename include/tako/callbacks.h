@@ -1,34 +1,41 @@
 /*
  * callbacks.h — POSTing a finished job's result to the callback_url its request named
- * (ext). An executor delivers them itself, off the job's critical path: right after the
- * reply and the next warm container, and then whenever it is idle, with backoff (1 s,
- * 5 s, 25 s: three attempts, each bounded to 5 s). The outcome is recorded in
- * jobs.callback_status (delivered | failed). A callback is best effort: one pending when
- * its executor stops or dies is recorded as failed, or lost with the process.
+ * (ext), and what such a URL may reach.
+ *
+ * Delivery is never on an executor's path. A job's status becoming final queues its
+ * callback: a database trigger (migration 9, common/db.c) inserts the callback_deliveries
+ * row in the same transaction, whoever wrote the status (an executor, the master's
+ * recovery, an acceptor's cancel, the spool's replay), so it is as durable as the result.
+ * The callbacks process (workers/deliverer.c, supervised by the master like the others)
+ * claims due rows under a lease, sends many at once with libcurl multi, each
+ * attempt bounded by callbacks.connect_timeout_ms and callbacks.timeout_ms, retries with
+ * exponential backoff (callbacks.backoff_ms, doubling) up to callbacks.max_attempts, and
+ * records every attempt (attempts, last_http_status, last_error, delivered_at) in the row
+ * and the outcome in jobs.callback_status (pending | delivered | failed).
+ *
+ * Unless callbacks.allow_private_addresses, a callback may only reach global addresses:
+ * submit time refuses literal non-global addresses and localhost names; connect time
+ * checks every address the name resolved to (DNS may say anything), and a refusal is
+ * final (recorded, not retried).
  */
 #ifndef TAKO_CALLBACKS_H
 #define TAKO_CALLBACKS_H
 
-#include "tako/db.h"
-
+#include <stdbool.h>
 #include <stddef.h>
-#include <stdint.h>
+#include <sys/socket.h>
 
-struct callback;
+/*
+ * Is this an acceptable callback URL? http or https, at most 2048 bytes, no blanks, a
+ * host; and unless allow_private, a host that is not a non-global literal address or a
+ * localhost name. 0, or -EINVAL with why (a sentence for the client).
+ */
+int callbacks_url_check(const char *url, bool allow_private, char *why, size_t whylen);
 
-struct callbacks {
-    struct callback *head;
-    size_t n;
-};
-
-/* Queue one (takes `url` and `body`). Past 256 queued, the oldest is dropped as failed. */
-void callbacks_add(struct callbacks *q, const char *job_id, char *url, char *body);
-/* Attempt every callback that is due. */
-void callbacks_run(struct callbacks *q, struct db *db);
-/* Record everything still queued as failed (the executor is stopping). */
-void callbacks_abandon(struct callbacks *q, struct db *db);
-
-/* Is this an acceptable callback URL? (http or https, at most 2048 bytes, no blanks) */
-int callbacks_url_ok(const char *url);
+/* May a callback connect to this address? false for loopback, link-local, private
+ * (RFC 1918, CGNAT, unique-local), multicast, unspecified, reserved and documentation
+ * ranges, and IPv6 forms embedding such an IPv4 address (mapped, compatible, NAT64,
+ * 6to4). */
+bool callbacks_addr_global(const struct sockaddr *sa);
 
 #endif

@@ -148,7 +148,21 @@
       "cached runtime requirement images kept; a new one beyond it removes the oldest " \
       "(a later job with that set installs it again)") \
     X(environments, build_timeout, INT, "1800", 10, 86400, CF_RELOAD, \
-      "seconds one job type image build (POST /job-types/NAME/build) may take")
+      "seconds one job type image build (POST /job-types/NAME/build) may take") \
+    X(callbacks, allow_private_addresses, BOOL, "false", 0, 0, CF_RELOAD, \
+      "let callback_url reach loopback, link-local, private (RFC 1918, unique-local), " \
+      "multicast and other non-global addresses; refused by default, at submit time for " \
+      "literal addresses and localhost, and at connect time for every resolved address") \
+    X(callbacks, connect_timeout_ms, INT, "2000", 100, 60000, CF_RELOAD, \
+      "milliseconds one delivery attempt may take to connect to the receiver") \
+    X(callbacks, timeout_ms, INT, "10000", 100, 300000, CF_RELOAD, \
+      "milliseconds one delivery attempt may take in all (connect, send, answer)") \
+    X(callbacks, max_attempts, INT, "5", 1, 20, CF_RELOAD, \
+      "delivery attempts of one callback before it is recorded failed") \
+    X(callbacks, backoff_ms, INT, "1000", 10, 3600000, CF_RELOAD, \
+      "wait before the second attempt; it doubles for each further one (at most 1 hour)") \
+    X(callbacks, max_in_flight, INT, "64", 1, 4096, CF_RELOAD, \
+      "deliveries the callbacks process has in flight at once")
 /* clang-format on */
 
 /*

@@ -24,8 +24,16 @@ struct tk_metrics {
     _Atomic uint64_t hist[METRICS_PHASES][METRICS_BUCKETS + 1]; /* +Inf last */
     _Atomic uint64_t hist_sum_us[METRICS_PHASES];
     _Atomic uint64_t hist_count[METRICS_PHASES];
-    _Atomic uint64_t restarts[3]; /* acceptor, executor, database */
-    _Atomic uint64_t retries;     /* jobs run again after an infrastructure failure */
+    _Atomic uint64_t restarts[4];  /* acceptor, executor, database, callbacks */
+    _Atomic uint64_t retries;      /* jobs run again after an infrastructure failure */
+    _Atomic uint64_t callbacks[4]; /* delivery attempts: enum metrics_callback */
+};
+
+enum metrics_callback {
+    METRICS_CB_DELIVERED = 0, /* the receiver answered 2xx */
+    METRICS_CB_RETRY,         /* failed; another attempt is due later */
+    METRICS_CB_FAILED,        /* failed; the last attempt: recorded failed */
+    METRICS_CB_REFUSED,       /* the address is not global: refused, recorded failed */
 };
 
 /* The acceptor's route table, for the labels (set once per process). */
@@ -36,8 +44,10 @@ void metrics_request(int route, int code);
 /* Count a finished job: status, error type (or NULL), phases in ms. */
 void metrics_job(const char *status, const char *error_type, double queue_ms, double startup_ms,
                  double execution_ms, double total_ms);
-/* role: 0 acceptor, 1 executor, 2 database */
+/* role: 0 acceptor, 1 executor, 2 database, 3 callbacks */
 void metrics_restart(int role);
+/* Count a callback delivery attempt's outcome. */
+void metrics_callback(enum metrics_callback outcome);
 void metrics_retry(void);
 
 /* Render everything (plus live gauges from shm) as Prometheus text; malloc'd. */

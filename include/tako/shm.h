@@ -37,7 +37,12 @@
 #define TK_RING_ID_DONE0    100u /* + proc entry */
 #define TK_NO_ACCEPTOR      0xffffu
 
-enum tk_role { TK_ROLE_NONE = 0, TK_ROLE_ACCEPTOR = 1, TK_ROLE_EXECUTOR = 2 };
+enum tk_role {
+    TK_ROLE_NONE = 0,
+    TK_ROLE_ACCEPTOR = 1,
+    TK_ROLE_EXECUTOR = 2,
+    TK_ROLE_CALLBACKS = 3, /* the callbacks process: delivers callback_url POSTs */
+};
 
 /* A job slot's life: FREE → FILLING (acceptor) → QUEUED → RUNNING (executor) → DONE → FREE */
 enum tk_job_state {

@@ -35,6 +35,7 @@ extern struct tk_ctx tk;
 /* Child entry points; they return the process exit code. */
 int acceptor_main(int slot);
 int executor_main(int slot);
+int deliverer_main(int slot); /* the callbacks process (workers/deliverer.c) */
 
 /* Set the process title shown in /proc/PID/cmdline (e.g. "takod: executor 1"). */
 void proctitle_init(int argc, char **argv);
