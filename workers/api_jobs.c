@@ -12,6 +12,7 @@
  * long-poll, or a duplicate submit of a job still running. No sleep-and-poll anywhere.
  */
 #include "acceptor.h"
+#include "conns.h"
 #include "tako/callbacks.h"
 #include "tako/dbspool.h"
 #include "tako/jobs.h"
@@ -1387,7 +1388,7 @@ static void sse_event(struct sse *s, const char *event, json_t *data)
 
 static void sse_end(struct sse *s)
 {
-    evhttp_connection_set_closecb(s->conn, NULL, NULL);
+    conns_set_closecb(s->conn, NULL, NULL);
     evhttp_send_reply_end(s->req);
     sse_remove(s);
     acceptor_maybe_exit();
@@ -1495,7 +1496,7 @@ static void on_sse_record(const PGresult *res, const char *err, void *arg)
     s->next = streams;
     streams = s;
     A.inflight++;
-    evhttp_connection_set_closecb(s->conn, sse_closed, s);
+    conns_set_closecb(s->conn, sse_closed, s);
     s->timer = evtimer_new(A.base, sse_timeout, s);
     struct timeval tv = {(long)tk.cfg.limits_max_timeout + 120, 0};
     evtimer_add(s->timer, &tv);
