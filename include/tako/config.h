@@ -137,6 +137,8 @@
       "largest `input_data` accepted (as JSON text)") \
     X(limits, max_payload_bytes, SIZE, "2m", 1024, 134217728, CF_RELOAD, \
       "largest request body; larger gets 413 before the body is read") \
+    X(limits, max_page_bytes, SIZE, "16m", 65536, 1073741824, CF_RELOAD, \
+      "bytes of stdout, stderr, output and artifact lists one GET /executions page carries") \
     X(limits, max_artifact_bytes, SIZE, "10m", 0, 1073741824, CF_RELOAD, \
       "largest single artifact kept from /output") \
     X(limits, max_total_artifact_bytes, SIZE, "50m", 0, 4294967296, CF_RELOAD, \
