@@ -225,6 +225,7 @@ class StartWindow(unittest.TestCase):
             self.assertEqual([c for c in codes if c != 200], [], codes)
             h = t.request("GET", "/health").json()
             self.assertTrue(h["database_available"], h)
+            self.assertEqual((h["acceptors_ready"], h["acceptors"]), (1, 1), h)
         finally:
             t.cleanup()
 
