@@ -92,6 +92,7 @@ static void linger_end(struct lingerer *l)
         event_free(l->ev);
     bufferevent_decref(l->bev); /* the last reference: the socket closes */
     free(l);
+    acceptor_maybe_exit();
 }
 
 static void on_linger(evutil_socket_t fd, short what, void *arg)
@@ -121,6 +122,8 @@ static void on_linger(evutil_socket_t fd, short what, void *arg)
 
 static void linger_start(struct bufferevent *bev)
 {
+    /* evhttp frees its side next; the bufferevent must not keep reading into its buffer */
+    bufferevent_disable(bev, EV_READ | EV_WRITE);
     int fd = bufferevent_getfd(bev);
     struct lingerer *l = fd >= 0 ? calloc(1, sizeof *l) : NULL;
     if (l)
