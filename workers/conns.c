@@ -236,6 +236,22 @@ static void on_close(struct evhttp_connection *evcon, void *arg)
     acceptor_maybe_exit();
 }
 
+/* A flood of refusals must not become a flood of log lines: one a second, with a count. */
+static bool log_refusal_now(unsigned *skipped)
+{
+    static uint64_t last_ms;
+    static unsigned n;
+    uint64_t now = mono_ms();
+    if (last_ms && now - last_ms < 1000) {
+        n++;
+        return false;
+    }
+    last_ms = now;
+    *skipped = n;
+    n = 0;
+    return true;
+}
+
 /* Close a connection evhttp holds no handed-out request on (state C_READING). */
 static void refuse(struct conn *c, int code, const char *reason, const char *detail)
 {
@@ -257,8 +273,11 @@ static void on_deadline(evutil_socket_t fd, short ev, void *arg)
         evhttp_connection_free(c->evcon);
         return;
     }
-    log_info("msg=\"request not received in time; closing\" client=%s timeout_s=%lld", c->addr,
-             (long long)tk.cfg.server_request_timeout);
+    unsigned skipped;
+    if (log_refusal_now(&skipped))
+        log_info("msg=\"request not received in time; closing\" client=%s timeout_s=%lld "
+                 "unlogged_refusals=%u",
+                 c->addr, (long long)tk.cfg.server_request_timeout, skipped);
     refuse(c, 408, "Request Timeout", "The whole request was not received in time");
 }
 
@@ -291,17 +310,21 @@ static void adopt_fresh(void)
         atomic_store(&A.me->conns, (uint32_t)n_open);
         evhttp_connection_set_closecb(c->evcon, on_close, c);
         c->state = C_READING;
+        unsigned skipped = 0;
         if (!c->timer) {
             log_error("msg=\"evtimer_new failed\" client=%s", c->addr);
             refuse(c, 503, "Service Unavailable", "Out of memory");
         } else if (total_open() > (uint32_t)tk.cfg.server_max_connections) {
-            log_warn("msg=\"too many connections; refusing one\" client=%s max=%lld", c->addr,
-                     (long long)tk.cfg.server_max_connections);
+            if (log_refusal_now(&skipped))
+                log_warn("msg=\"too many connections; refusing one\" client=%s max=%lld "
+                         "unlogged_refusals=%u",
+                         c->addr, (long long)tk.cfg.server_max_connections, skipped);
             refuse(c, 503, "Service Unavailable", "Too many open connections");
         } else if (open_from(c->addr) > (size_t)tk.cfg.server_max_connections_per_client) {
-            log_warn(
-                "msg=\"too many connections from one client; refusing one\" client=%s max=%lld",
-                c->addr, (long long)tk.cfg.server_max_connections_per_client);
+            if (log_refusal_now(&skipped))
+                log_warn("msg=\"too many connections from one client; refusing one\" client=%s "
+                         "max=%lld unlogged_refusals=%u",
+                         c->addr, (long long)tk.cfg.server_max_connections_per_client, skipped);
             refuse(c, 503, "Service Unavailable", "Too many open connections from this address");
         } else {
             arm(c);
