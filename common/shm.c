@@ -91,6 +91,7 @@ int shm_proc_claim(struct tk_shm *s, int32_t pid, uint8_t role, uint16_t slot)
             atomic_store(&p->heartbeat_ms, 0);
             atomic_store(&p->ready, 0);
             atomic_store(&p->starting, 0);
+            atomic_store(&p->conns, 0);
             ring_intent_init(&p->intent);
             return (int)i;
         }

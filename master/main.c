@@ -532,6 +532,10 @@ static void spawn(struct child *c)
             close(M.ready_fd);
         uint8_t role = c->role;
         int slot = c->slot;
+        if (role != TK_ROLE_ACCEPTOR && tk.listen_fd >= 0) {
+            close(tk.listen_fd); /* a copy held here would queue connects nobody accepts */
+            tk.listen_fd = -1;
+        }
         free(M.children);
         exit(role == TK_ROLE_ACCEPTOR   ? acceptor_main(slot)
              : role == TK_ROLE_EXECUTOR ? executor_main(slot)
@@ -591,6 +595,13 @@ static void begin_stop(enum stop_mode mode)
         M.escalated = false;
         log_info("msg=\"stopping fast\"");
         signal_children(0, SIGTERM, false);
+    }
+    /* No acceptor will be spawned again: the acceptors' copies are the only ones left, and
+     * each closes its own once it has taken what is queued, so later connects are refused
+     * rather than queued and reset at exit. */
+    if (tk.listen_fd >= 0) {
+        close(tk.listen_fd);
+        tk.listen_fd = -1;
     }
 }
 

@@ -10,6 +10,7 @@
  * one reply, even when its client has gone (libevent then just frees it).
  */
 #include "acceptor.h"
+#include "conns.h"
 #include "tako/jobs.h"
 #include "tako/log.h"
 #include "tako/metrics.h"
@@ -21,6 +22,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <poll.h>
 #include <sys/queue.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -329,12 +331,46 @@ static const char *method_name(enum evhttp_cmd_type m)
     }
 }
 
+/* A header evhttp accepted that HTTP does not: an empty name, a name that is not a token,
+ * or a control byte (other than tab) in a value. NULL when every header is sound. */
+static const char *bad_header(struct evhttp_request *req)
+{
+    static const char tchar[] = "!#$%&'*+-.^_`|~";
+    struct evkeyval *kv;
+    TAILQ_FOREACH(kv, evhttp_request_get_input_headers(req), next)
+    {
+        if (!kv->key[0])
+            return "Invalid header: empty name";
+        for (const unsigned char *p = (const unsigned char *)kv->key; *p; p++)
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                  (*p >= '0' && *p <= '9') || (*p && strchr(tchar, *p))))
+                return "Invalid header: the name is not a token";
+        for (const unsigned char *p = (const unsigned char *)kv->value; *p; p++)
+            if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+                return "Invalid header: control character in the value";
+    }
+    return NULL;
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     char corr[72];
+    conns_request_started(req);
+    const char *bad = bad_header(req);
+    if (bad) {
+        uuid_v4(corr);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        reply_error(req, 400, corr, bad);
+        return;
+    }
     correlation_id(req, corr, sizeof corr);
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    if (m == EVHTTP_REQ_CONNECT) { /* not a proxy; evhttp would keep the connection open */
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        reply_error(req, 501, corr, "Not Implemented: takod is not a proxy");
+        return;
+    }
     if (!path)
         path = "/";
     log_debug("msg=\"request\" method=%s path=%s corr=%s", method_name(m), path, corr);
@@ -422,7 +458,8 @@ static void on_done(evutil_socket_t fd, short ev, void *arg)
 /* Leave the loop once nothing is held; 100 ms more lets the last replies flush. */
 void acceptor_maybe_exit(void)
 {
-    if ((A.draining || A.stopping) && A.inflight == 0) {
+    /* a drain also waits for the connections it accepted (each bounded by its deadline) */
+    if (A.inflight == 0 && (A.stopping || (A.draining && !A.bound && conns_open() == 0))) {
         struct timeval tv = {0, 100 * 1000};
         event_base_loopexit(A.base, &tv);
     }
@@ -434,6 +471,25 @@ static void stop_accepting(void)
         evhttp_del_accept_socket(A.http, A.bound); /* closes only our copy of the socket */
         A.bound = NULL;
     }
+}
+
+/*
+ * A drain closes this process's copy of the listening socket only once the connections
+ * already queued on it are taken (the listener accepts them on this loop), so that none
+ * is reset at exit: a connect either gets an answer or, once every copy is closed, a
+ * refusal. Bounded: under a steady stream of connects it closes after 2 s anyway.
+ */
+static void on_drain_accept(evutil_socket_t fd, short ev, void *arg)
+{
+    struct pollfd pfd = {.fd = tk.listen_fd, .events = POLLIN};
+    bool queued = A.bound && poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN);
+    if (queued && ++A.drain_polls < 400) {
+        struct timeval tv = {0, 5 * 1000};
+        evtimer_add(A.drain_timer, &tv);
+        return;
+    }
+    stop_accepting();
+    acceptor_maybe_exit();
 }
 
 static void on_stop_deadline(evutil_socket_t fd, short ev, void *arg)
@@ -460,7 +516,11 @@ static void on_signal(evutil_socket_t sig, short ev, void *arg)
     if (sig == SIGQUIT) { /* graceful: no new connections, finish what we hold */
         if (!A.draining && !A.stopping) {
             A.draining = true;
-            stop_accepting();
+            A.drain_timer = evtimer_new(A.base, on_drain_accept, NULL);
+            if (A.drain_timer)
+                on_drain_accept(-1, 0, NULL);
+            else
+                stop_accepting();
             log_info("msg=\"acceptor draining\" inflight=%zu", A.inflight);
         }
         acceptor_maybe_exit();
@@ -480,6 +540,41 @@ static void on_signal(evutil_socket_t sig, short ev, void *arg)
     on_done(tk.done_efd[tk.proc_idx], EV_READ, NULL);
 }
 
+/*
+ * An acceptor takes connections only once it can serve them: its PostgreSQL connection is
+ * up, or the wait is over (then /health says database_available=false). Until then
+ * connects wait in the backlog for an acceptor that is ready.
+ */
+#define DB_WAIT_MS 10000
+
+static void start_accepting(void)
+{
+    A.bound = evhttp_accept_socket_with_handle(A.http, tk.listen_fd);
+    if (!A.bound) {
+        log_error("msg=\"evhttp_accept_socket_with_handle failed\" fd=%d", tk.listen_fd);
+        event_base_loopbreak(A.base);
+        A.fatal = true;
+        return;
+    }
+    atomic_store(&A.me->ready, 1);
+    log_info("msg=\"acceptor ready\" slot=%d gen=%u database=%s", A.slot, A.gen,
+             pgq_connected(A.pg) ? "up" : "down");
+}
+
+static void on_db_wait(evutil_socket_t fd, short ev, void *arg)
+{
+    if (A.draining || A.stopping)
+        return;
+    if (pgq_connected(A.pg) || (A.db_waited_ms += 20) >= DB_WAIT_MS) {
+        if (!pgq_connected(A.pg))
+            log_warn("msg=\"database not up; accepting anyway\" waited_ms=%d", DB_WAIT_MS);
+        start_accepting();
+        return;
+    }
+    struct timeval tv = {0, 20 * 1000};
+    evtimer_add(A.db_timer, &tv);
+}
+
 int acceptor_main(int slot)
 {
     A.slot = slot;
@@ -495,16 +590,15 @@ int acceptor_main(int slot)
     evhttp_set_max_body_size(A.http, (ev_ssize_t)tk.cfg.limits_max_payload_bytes);
     evhttp_set_max_headers_size(A.http, 16384);
     evhttp_set_timeout(A.http, (int)tk.cfg.server_request_timeout);
-    evhttp_set_flags(A.http, EVHTTP_SERVER_LINGERING_CLOSE);
+    /* No EVHTTP_SERVER_LINGERING_CLOSE: it reads a whole declared body over the limit before
+     * answering (and never answers if it does not come); the 413 goes at once and conns.c
+     * lingers on the close so it is not lost to a reset. */
     evhttp_set_allowed_methods(A.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
-                                           EVHTTP_REQ_PATCH);
+                                           EVHTTP_REQ_PATCH | EVHTTP_REQ_CONNECT);
     evhttp_set_gencb(A.http, on_request, NULL);
-    A.bound = evhttp_accept_socket_with_handle(A.http, tk.listen_fd);
-    if (!A.bound) {
-        log_error("msg=\"evhttp_accept_socket_with_handle failed\" fd=%d", tk.listen_fd);
-        return TK_EXIT_FATAL;
-    }
+    if (conns_init() < 0)
+        return 1;
     A.pg = pgq_new(A.base, tk.conninfo);
     metrics_set_routes(acceptor_route_name, acceptor_route_method, acceptor_route_count());
     auth_init();
@@ -519,17 +613,26 @@ int acceptor_main(int slot)
     }
     /* completions left in this entry's ring by its previous owner */
     on_done(tk.done_efd[tk.proc_idx], EV_READ, NULL);
-    log_info("msg=\"acceptor ready\" slot=%d gen=%u", slot, A.gen);
+    A.db_timer = evtimer_new(A.base, on_db_wait, NULL);
+    if (!A.db_timer)
+        start_accepting();
+    else
+        on_db_wait(-1, 0, NULL);
     event_base_dispatch(A.base);
     log_info("msg=\"acceptor stopping\" slot=%d inflight=%zu", slot, A.inflight);
     for (int i = 0; i < 4; i++)
         event_free(sev[i]);
     if (A.stop_timer)
         event_free(A.stop_timer);
+    if (A.drain_timer)
+        event_free(A.drain_timer);
+    if (A.db_timer)
+        event_free(A.db_timer);
     event_free(A.done_ev);
     pgq_free(A.pg);
     evhttp_free(A.http);
+    conns_free();
     event_base_free(A.base);
     free(A.pending);
-    return TK_EXIT_OK;
+    return A.fatal ? TK_EXIT_FATAL : TK_EXIT_OK;
 }

@@ -38,10 +38,15 @@ struct acceptor_state {
     struct event *done_ev;
     struct pending *pending; /* indexed by job slot */
     uint64_t next_token;
-    size_t inflight;          /* parked requests (sync jobs, long-polls) */
-    bool draining;            /* QUIT: no new connections; finish what we hold */
-    bool stopping;            /* TERM: settle what we hold now, then exit */
-    struct event *stop_timer; /* bounds a fast stop */
+    size_t inflight;           /* parked requests (sync jobs, long-polls) */
+    bool draining;             /* QUIT: no new connections; finish what we hold */
+    bool stopping;             /* TERM: settle what we hold now, then exit */
+    struct event *stop_timer;  /* bounds a fast stop */
+    struct event *drain_timer; /* QUIT: take what is queued, then close the listener */
+    int drain_polls;
+    struct event *db_timer; /* start-up: accept once the database is up (bounded) */
+    int db_waited_ms;
+    bool fatal;
 };
 
 extern struct acceptor_state A;

@@ -12,6 +12,7 @@
  * long-poll, or a duplicate submit of a job still running. No sleep-and-poll anywhere.
  */
 #include "acceptor.h"
+#include "conns.h"
 #include "tako/callbacks.h"
 #include "tako/dbspool.h"
 #include "tako/jobs.h"
@@ -1239,9 +1240,12 @@ static void on_list(const PGresult *res, const char *err, void *arg)
     } else {
         json_t *items = json_array();
         int n = PQntuples(res);
+        /* the page the filters selected had `rows` rows; the byte cap may have cut it */
+        long long rows = n > 0 ? atoll(PQgetvalue(res, 0, R_QUEUE_POS + 1)) : 0;
         for (int i = 0; i < n && i < l->limit; i++)
             json_array_append_new(items, record_json(res, i, l->full));
-        reply_json(l->req, 200, l->corr, page_envelope(items, l->limit, l->offset, n > l->limit));
+        bool more = rows > l->limit || (long long)json_array_size(items) < rows;
+        reply_json(l->req, 200, l->corr, page_envelope(items, l->limit, l->offset, more));
     }
     free(l);
 }
@@ -1267,16 +1271,28 @@ void api_executions(struct evhttp_request *req, const char *corr, char **params)
         free(l);
         return;
     }
-    char lim[24], off[24];
+    char lim[24], off[24], cap[24];
     snprintf(lim, sizeof lim, "%lld", l->limit + 1); /* one more tells has_more */
     snprintf(off, sizeof off, "%lld", l->offset);
-    const char *p[5] = {status, job_type, lim, off, auth_owner()};
-    if (pgq_exec(A.pg,
-                 "SELECT " RECORD_COLS " FROM jobs"
-                 " WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR job_type = $2)"
-                 " AND ($5::text IS NULL OR api_key_id = $5)"
-                 " ORDER BY created_at DESC, id LIMIT $3::integer OFFSET $4::integer",
-                 5, p, on_list, l) < 0) {
+    snprintf(cap, sizeof cap, "%lld", (long long)tk.cfg.limits_max_page_bytes);
+    const char *p[6] = {status, job_type, lim, off, auth_owner(), cap};
+    /* A page stops before the record that would take its bulky columns past
+     * limits.max_page_bytes (the first record is always sent): the acceptor never holds
+     * more than that (plus one record) of a listing. The database only measures the
+     * columns (octet_length reads a TOASTed value's size without fetching it). */
+    if (pgq_exec(
+            A.pg,
+            "SELECT * FROM (SELECT " RECORD_COLS ", count(*) OVER () AS page_rows,"
+            "  sum(sz) OVER w - sz AS before, row_number() OVER w AS rn"
+            " FROM (SELECT *, octet_length(coalesce(stdout, ''))"
+            "   + octet_length(coalesce(stderr, '')) + octet_length(coalesce(output::text, ''))"
+            "   + octet_length(coalesce(artifacts::text, '')) AS sz FROM jobs"
+            "  WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR job_type = $2)"
+            "  AND ($5::text IS NULL OR api_key_id = $5)"
+            "  ORDER BY created_at DESC, id LIMIT $3::integer OFFSET $4::integer) jobs"
+            " WINDOW w AS (ORDER BY created_at DESC, id ROWS UNBOUNDED PRECEDING)) page"
+            " WHERE rn = 1 OR before < $6::bigint ORDER BY rn",
+            6, p, on_list, l) < 0) {
         reply_db_unavailable(req, corr, "Database unavailable");
         free(l);
     }
@@ -1429,7 +1445,7 @@ static void sse_event(struct sse *s, const char *event, json_t *data)
 
 static void sse_end(struct sse *s)
 {
-    evhttp_connection_set_closecb(s->conn, NULL, NULL);
+    conns_set_closecb(s->conn, NULL, NULL);
     evhttp_send_reply_end(s->req);
     sse_remove(s);
     acceptor_maybe_exit();
@@ -1537,7 +1553,7 @@ static void on_sse_record(const PGresult *res, const char *err, void *arg)
     s->next = streams;
     streams = s;
     A.inflight++;
-    evhttp_connection_set_closecb(s->conn, sse_closed, s);
+    conns_set_closecb(s->conn, sse_closed, s);
     s->timer = evtimer_new(A.base, sse_timeout, s);
     struct timeval tv = {(long)tk.cfg.limits_max_timeout + 120, 0};
     evtimer_add(s->timer, &tv);

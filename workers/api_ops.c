@@ -52,11 +52,18 @@ void api_health(struct evhttp_request *req, const char *corr, char **params)
     }
     bool db_ok = pgq_connected(A.pg);
     bool docker_ok = atomic_load(&tk.shm->docker_ok) != 0;
+    uint32_t acc_ready = 0; /* shared state: the acceptors taking connections */
+    for (uint32_t i = 0; i < tk.shm->n_procs; i++) {
+        struct tk_proc *p = shm_proc(tk.shm, i);
+        if (p->role == TK_ROLE_ACCEPTOR && atomic_load(&p->pid) > 0 && atomic_load(&p->ready))
+            acc_ready++;
+    }
     reply_json(req, 200, corr,
-               json_pack("{s:s, s:b, s:b, s:s, s:s, s:o}", "status",
+               json_pack("{s:s, s:b, s:b, s:s, s:s, s:o, s:I, s:I}", "status",
                          db_ok && docker_ok ? "healthy" : "degraded", "docker_available", docker_ok,
                          "database_available", db_ok, "version", TAKO_VERSION, "runtime",
-                         tk.shm->runtime, "queue_stats", queue_stats()));
+                         tk.shm->runtime, "queue_stats", queue_stats(), "acceptors_ready",
+                         (json_int_t)acc_ready, "acceptors", (json_int_t)tk.shm->n_acceptors));
 }
 
 void api_pool_stats(struct evhttp_request *req, const char *corr, char **params)

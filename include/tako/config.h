@@ -66,7 +66,13 @@
     X(server, max_retry_attempts, INT, "2", 0, 10, CF_RELOAD, \
       "times a job is run again after an infrastructure failure (its executor died)") \
     X(server, request_timeout, INT, "30", 1, 3600, CF_RELOAD, \
-      "seconds a client may take to send a request or to read a reply (slowloris bound)") \
+      "seconds a client may take to send one whole request, headers and body (slowloris bound)") \
+    X(server, keepalive_timeout, INT, "5", 1, 3600, CF_RELOAD, \
+      "seconds a connection may stay silent: idle between requests, or stalled mid-request or mid-reply") \
+    X(server, max_connections, INT, "1024", 1, 1000000, CF_RELOAD, \
+      "open client connections over all acceptors; more are answered 503 and closed") \
+    X(server, max_connections_per_client, INT, "64", 1, 1000000, CF_RELOAD, \
+      "open connections from one client address, per acceptor process; more get 503") \
     X(database, execution_record_ttl_days, INT, "30", 0, 36500, CF_RELOAD, \
       "job records older than this many days are deleted (0 keeps them forever)") \
     X(database, url, STR, "", 0, 0, CF_NORELOAD, \
@@ -131,6 +137,8 @@
       "largest `input_data` accepted (as JSON text)") \
     X(limits, max_payload_bytes, SIZE, "2m", 1024, 134217728, CF_RELOAD, \
       "largest request body; larger gets 413 before the body is read") \
+    X(limits, max_page_bytes, SIZE, "16m", 65536, 1073741824, CF_RELOAD, \
+      "bytes of stdout, stderr, output and artifact lists one GET /executions page carries") \
     X(limits, max_artifact_bytes, SIZE, "10m", 0, 1073741824, CF_RELOAD, \
       "largest single artifact kept from /output") \
     X(limits, max_total_artifact_bytes, SIZE, "50m", 0, 4294967296, CF_RELOAD, \

@@ -69,6 +69,7 @@ struct tk_proc {
     _Atomic uint32_t ready;    /* set once the process serves (executor: engine + db up) */
     _Atomic uint32_t warm;     /* executor: a container is started and waiting */
     _Atomic uint32_t starting; /* executor: TK_SLOT_*, its hold on a start slot */
+    _Atomic uint32_t conns;    /* acceptor: client connections it holds open */
 };
 
 struct tk_job {
