@@ -91,7 +91,8 @@ enum {
     R_INPUT_HASH,
     R_MODE,
     R_QUEUE_POS,
-    R_CALLBACK
+    R_CALLBACK,
+    R_NCOLS /* columns a query adds after RECORD_COLS start here */
 };
 
 static json_t *col_str(const PGresult *r, int row, int col)
@@ -1241,7 +1242,7 @@ static void on_list(const PGresult *res, const char *err, void *arg)
         json_t *items = json_array();
         int n = PQntuples(res);
         /* the page the filters selected had `rows` rows; the byte cap may have cut it */
-        long long rows = n > 0 ? atoll(PQgetvalue(res, 0, R_QUEUE_POS + 1)) : 0;
+        long long rows = n > 0 ? atoll(PQgetvalue(res, 0, R_NCOLS)) : 0;
         for (int i = 0; i < n && i < l->limit; i++)
             json_array_append_new(items, record_json(res, i, l->full));
         bool more = rows > l->limit || (long long)json_array_size(items) < rows;

@@ -145,7 +145,9 @@ static void on_dlq_list(const PGresult *res, const char *err, void *arg)
                       PQgetisnull(res, i, 7) ? NULL : PQgetvalue(res, i, 7), "correlation_id",
                       PQgetisnull(res, i, 8) ? NULL : PQgetvalue(res, i, 8)));
     }
-    reply_json(o->req, 200, o->corr, page_envelope(items, o->limit, o->offset, n > o->limit));
+    long long fetched = n ? atoll(PQgetvalue(res, 0, 9)) : 0; /* rows before the byte cut */
+    reply_json(o->req, 200, o->corr,
+               page_envelope(items, o->limit, o->offset, n > o->limit || fetched > n));
     free(o);
 }
 
@@ -161,15 +163,27 @@ void api_dlq_list(struct evhttp_request *req, const char *corr, char **params)
     char lim[24], off[24];
     snprintf(lim, sizeof lim, "%lld", o->limit + 1);
     snprintf(off, sizeof off, "%lld", o->offset);
-    const char *p[4] = {type, lim, off, auth_owner()};
+    char cap[24];
+    snprintf(cap, sizeof cap, "%lld", (long long)tk.cfg.limits_max_page_bytes);
+    const char *p[5] = {type, lim, off, auth_owner(), cap};
+    /* job_data holds a job's code and input: a page is cut at limits.max_page_bytes of
+     * it (the first entry always), like /executions */
     if (pgq_exec(A.pg,
-                 "SELECT d.id::text, d.job_id::text, d.job_data::text, d.error_type,"
-                 " d.error_message, d.retry_count, to_json(d.created_at)#>>'{}', d.client_ip,"
-                 " d.correlation_id FROM dlq d LEFT JOIN jobs j ON j.id = d.job_id"
+                 "SELECT id, job_id, job_data, error_type, error_message, retry_count, created_at,"
+                 " client_ip, correlation_id, fetched FROM ("
+                 "SELECT x.*, count(*) OVER () AS fetched, sum(page_bytes) OVER (ORDER BY"
+                 " created_ts DESC, id ROWS UNBOUNDED PRECEDING) - page_bytes AS before FROM ("
+                 "SELECT d.id::text AS id, d.job_id::text AS job_id, d.job_data::text AS job_data,"
+                 " d.error_type, d.error_message, d.retry_count,"
+                 " to_json(d.created_at)#>>'{}' AS created_at, d.client_ip, d.correlation_id,"
+                 " d.created_at AS created_ts, octet_length(d.job_data::text) AS page_bytes"
+                 " FROM dlq d LEFT JOIN jobs j ON j.id = d.job_id"
                  " WHERE ($1::text IS NULL OR d.error_type = $1)"
                  " AND ($4::text IS NULL OR j.api_key_id = $4)"
-                 " ORDER BY d.created_at DESC, d.id LIMIT $2::integer OFFSET $3::integer",
-                 4, p, on_dlq_list, o) < 0)
+                 " ORDER BY d.created_at DESC, d.id LIMIT $2::integer OFFSET $3::integer) x) y"
+                 " WHERE before = 0 OR before + page_bytes <= $5::bigint"
+                 " ORDER BY created_ts DESC, id",
+                 5, p, on_dlq_list, o) < 0)
         db_failed(o, NULL);
     free(type);
 }

@@ -205,6 +205,25 @@ class Unanswered(unittest.TestCase):
         self.assertEqual(status_of(out), 200, out)
 
 
+    def test_dlq_pages_are_capped_in_bytes(self):
+        """/dlq entries hold a job's code and input: their pages are cut like /executions'."""
+        for i in range(3):
+            self.t.sql("INSERT INTO dlq (job_id, job_data, error_type, created_at) VALUES"
+                       f" (gen_random_uuid(), jsonb_build_object('code', repeat('y', 40000)),"
+                       f" 'test_big', now() - interval '{i} seconds')")
+        page = self.t.request("GET", "/dlq?limit=1000&error_type=test_big").json()
+        self.assertEqual((page["count"], page["has_more"]), (1, True), page.get("count"))
+        seen, offset = 0, 0
+        while True:
+            page = self.t.request("GET", f"/dlq?limit=1000&error_type=test_big&offset={offset}").json()
+            seen += page["count"]
+            offset += page["count"]
+            if not page["has_more"]:
+                break
+        self.assertEqual(seen, 3)
+        self.t.sql("DELETE FROM dlq WHERE error_type = 'test_big'")
+
+
 class StartWindow(unittest.TestCase):
     def test_async_submits_right_after_an_acceptor_restart_are_not_503(self):
         t = Takod(executors=1, acceptors=1)
