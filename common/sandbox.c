@@ -138,7 +138,9 @@ static void apply_spec(json_t *body, const struct sandbox_spec *spec)
     }
 }
 
-/* Every defence, for every job (docs/SECURITY.md). */
+/* Every defence, for every job (docs/SECURITY.md). ReadonlyPaths replaces Docker's
+ * default list, so that list is here whole, plus /sys/fs/cgroup (crun mounts it 1777)
+ * and /dev/mqueue: nothing but /tmp, /output and /dev/shm is writable, in any runtime. */
 static json_t *container_body(const char *dir, const struct sandbox_spec *spec)
 {
     const struct tk_config *c = &tk.cfg;
@@ -169,7 +171,7 @@ static json_t *container_body(const char *dir, const struct sandbox_spec *spec)
         cpus = (double)online; /* the engine refuses more than the machine has */
     json_t *body = json_pack(
         "{s:s, s:[s,s], s:s, s:s, s:[s,s,s,s], s:{s:s, s:s, s:s}, s:b, s:b, s:b, s:b, s:b, s:b,"
-        " s:b, s:{s:s, s:b, s:[s], s:[s,s], s:b, s:I, s:I, s:I, s:I, s:s, s:I,"
+        " s:b, s:{s:s, s:b, s:[s], s:[s,s], s:[s,s,s,s,s,s,s,s], s:b, s:I, s:I, s:I, s:I, s:s, s:I,"
         "    s:[{s:s,s:i,s:i},{s:s,s:I,s:I},{s:s,s:I,s:I}], s:{s:s}, s:[s,s,s,s],"
         "    s:{s:s, s:{s:s, s:s}}, s:b, s:s}}",
         "Image", spec->image, "Cmd", "/usr/local/bin/tako-launcher", "--stdio", "User",
@@ -178,13 +180,14 @@ static json_t *container_body(const char *dir, const struct sandbox_spec *spec)
         tk.instance, "takod.executor", executor, "takod.role", "job", "NetworkDisabled", 1, "Tty",
         0, "OpenStdin", 1, "StdinOnce", 1, "AttachStdin", 1, "AttachStdout", 1, "AttachStderr", 1,
         "HostConfig", "NetworkMode", "none", "ReadonlyRootfs", 1, "CapDrop", "ALL", "SecurityOpt",
-        "no-new-privileges", secopt, "Init", 1, "Memory", (json_int_t)spec->memory, "MemorySwap",
-        (json_int_t)spec->memory, "NanoCpus", (json_int_t)(cpus * 1e9), "PidsLimit", pids,
-        "IpcMode", "private", "ShmSize", (json_int_t)(16 << 20), "Ulimits", "Name", "nofile",
-        "Soft", 256, "Hard", 256, "Name", "fsize", "Soft", fsize, "Hard", fsize, "Name", "nproc",
-        "Soft", nproc, "Hard", nproc, "Tmpfs", "/tmp", tmpfs, "Binds", code, input, output, ctl,
-        "LogConfig", "Type", "json-file", "Config", "max-size", "1m", "max-file", "1", "AutoRemove",
-        0, "Runtime", sandbox_runtime);
+        "no-new-privileges", secopt, "ReadonlyPaths", "/proc/asound", "/proc/bus", "/proc/fs",
+        "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", "/sys/fs/cgroup", "/dev/mqueue", "Init", 1,
+        "Memory", (json_int_t)spec->memory, "MemorySwap", (json_int_t)spec->memory, "NanoCpus",
+        (json_int_t)(cpus * 1e9), "PidsLimit", pids, "IpcMode", "private", "ShmSize",
+        (json_int_t)(16 << 20), "Ulimits", "Name", "nofile", "Soft", 256, "Hard", 256, "Name",
+        "fsize", "Soft", fsize, "Hard", fsize, "Name", "nproc", "Soft", nproc, "Hard", nproc,
+        "Tmpfs", "/tmp", tmpfs, "Binds", code, input, output, ctl, "LogConfig", "Type", "json-file",
+        "Config", "max-size", "1m", "max-file", "1", "AutoRemove", 0, "Runtime", sandbox_runtime);
     free(secopt);
     return body;
 }
