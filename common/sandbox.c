@@ -525,13 +525,20 @@ struct framer {
     int raw_stream;
     char raw[4096];
     size_t raw_len;
+    size_t live_sent[2]; /* live bytes passed on, per stream: at most its cap */
     const struct sandbox_job *job;
 };
 
+/* Live output leaves here, and only here: each stream's bytes are counted against the
+ * same cap as its kept stdout/stderr, whatever the container sends. */
 static void raw_flush(struct framer *f)
 {
-    if (f->raw_len && f->job->on_output)
-        f->job->on_output(f->raw_stream, f->raw, f->raw_len, f->job->output_arg);
+    size_t *sent = &f->live_sent[f->raw_stream == 2];
+    size_t cap = f->raw_stream == 2 ? f->job->stderr_cap : f->job->stdout_cap;
+    size_t n = cap - *sent < f->raw_len ? cap - *sent : f->raw_len;
+    if (n && f->job->on_output)
+        f->job->on_output(f->raw_stream, f->raw, n, f->job->output_arg);
+    *sent += n;
     f->raw_len = 0;
 }
 
