@@ -140,7 +140,10 @@ static void apply_spec(json_t *body, const struct sandbox_spec *spec)
 
 /* Every defence, for every job (docs/SECURITY.md). ReadonlyPaths replaces Docker's
  * default list, so that list is here whole, plus /sys/fs/cgroup (crun mounts it 1777)
- * and /dev/mqueue: nothing but /tmp, /output and /dev/shm is writable, in any runtime. */
+ * and /dev/mqueue: nothing but /tmp, /output and /dev/shm is writable, in any runtime.
+ * The launcher runs as root with only SETUID, SETGID and KILL, and runs the program as
+ * docker.user (--user): the program cannot reach the launcher's report channel (its
+ * descriptors, through /proc/<pid>/fd) nor /ctl, which stays root's (make_dirs). */
 static json_t *container_body(const char *dir, const struct sandbox_spec *spec)
 {
     const struct tk_config *c = &tk.cfg;
@@ -170,24 +173,26 @@ static json_t *container_body(const char *dir, const struct sandbox_spec *spec)
     if (online > 0 && cpus > (double)online)
         cpus = (double)online; /* the engine refuses more than the machine has */
     json_t *body = json_pack(
-        "{s:s, s:[s,s], s:s, s:s, s:[s,s,s,s], s:{s:s, s:s, s:s}, s:b, s:b, s:b, s:b, s:b, s:b,"
-        " s:b, s:{s:s, s:b, s:[s], s:[s,s], s:[s,s,s,s,s,s,s,s], s:b, s:I, s:I, s:I, s:I, s:s, s:I,"
+        "{s:s, s:[s,s,s,s], s:s, s:s, s:[s,s,s,s], s:{s:s, s:s, s:s}, s:b, s:b, s:b, s:b, s:b,"
+        " s:b, s:b, s:{s:s, s:b, s:[s], s:[s,s,s], s:[s,s], s:[s,s,s,s,s,s,s,s], s:b, s:I, s:I, "
+        "s:I, s:I, s:s, s:I,"
         "    s:[{s:s,s:i,s:i},{s:s,s:I,s:I},{s:s,s:I,s:I}], s:{s:s}, s:[s,s,s,s],"
         "    s:{s:s, s:{s:s, s:s}}, s:b, s:s}}",
-        "Image", spec->image, "Cmd", "/usr/local/bin/tako-launcher", "--stdio", "User",
-        c->docker_user, "WorkingDir", "/tmp", "Env", "PYTHONUNBUFFERED=1",
+        "Image", spec->image, "Cmd", "/usr/local/bin/tako-launcher", "--stdio", "--user",
+        c->docker_user, "User", "0:0", "WorkingDir", "/tmp", "Env", "PYTHONUNBUFFERED=1",
         "PYTHONDONTWRITEBYTECODE=1", "HOME=/tmp", "LANG=C.UTF-8", "Labels", "takod.instance",
         tk.instance, "takod.executor", executor, "takod.role", "job", "NetworkDisabled", 1, "Tty",
         0, "OpenStdin", 1, "StdinOnce", 1, "AttachStdin", 1, "AttachStdout", 1, "AttachStderr", 1,
-        "HostConfig", "NetworkMode", "none", "ReadonlyRootfs", 1, "CapDrop", "ALL", "SecurityOpt",
-        "no-new-privileges", secopt, "ReadonlyPaths", "/proc/asound", "/proc/bus", "/proc/fs",
-        "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", "/sys/fs/cgroup", "/dev/mqueue", "Init", 1,
-        "Memory", (json_int_t)spec->memory, "MemorySwap", (json_int_t)spec->memory, "NanoCpus",
-        (json_int_t)(cpus * 1e9), "PidsLimit", pids, "IpcMode", "private", "ShmSize",
-        (json_int_t)(16 << 20), "Ulimits", "Name", "nofile", "Soft", 256, "Hard", 256, "Name",
-        "fsize", "Soft", fsize, "Hard", fsize, "Name", "nproc", "Soft", nproc, "Hard", nproc,
-        "Tmpfs", "/tmp", tmpfs, "Binds", code, input, output, ctl, "LogConfig", "Type", "json-file",
-        "Config", "max-size", "1m", "max-file", "1", "AutoRemove", 0, "Runtime", sandbox_runtime);
+        "HostConfig", "NetworkMode", "none", "ReadonlyRootfs", 1, "CapDrop", "ALL", "CapAdd",
+        "SETUID", "SETGID", "KILL", "SecurityOpt", "no-new-privileges", secopt, "ReadonlyPaths",
+        "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+        "/sys/fs/cgroup", "/dev/mqueue", "Init", 1, "Memory", (json_int_t)spec->memory,
+        "MemorySwap", (json_int_t)spec->memory, "NanoCpus", (json_int_t)(cpus * 1e9), "PidsLimit",
+        pids, "IpcMode", "private", "ShmSize", (json_int_t)(16 << 20), "Ulimits", "Name", "nofile",
+        "Soft", 256, "Hard", 256, "Name", "fsize", "Soft", fsize, "Hard", fsize, "Name", "nproc",
+        "Soft", nproc, "Hard", nproc, "Tmpfs", "/tmp", tmpfs, "Binds", code, input, output, ctl,
+        "LogConfig", "Type", "json-file", "Config", "max-size", "1m", "max-file", "1", "AutoRemove",
+        0, "Runtime", sandbox_runtime);
     free(secopt);
     return body;
 }
@@ -282,8 +287,8 @@ static int make_dirs(const char *dir)
         return rc;
     static const struct {
         const char *name;
-        bool owned; /* by the run uid: the program writes there */
-    } subs[] = {{"code", false}, {"input", false}, {"output", true}, {"ctl", true}};
+        bool owned; /* by the run uid: the program writes there (not ctl: the launcher's) */
+    } subs[] = {{"code", false}, {"input", false}, {"output", true}, {"ctl", false}};
     for (size_t i = 0; i < TK_ARRAY_LEN(subs); i++) {
         snprintf(path, sizeof path, "%s/%s", dir, subs[i].name);
         if (mkdir(path, 0755) < 0 && errno != EEXIST)
