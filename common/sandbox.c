@@ -531,20 +531,46 @@ struct framer {
     char raw[4096];
     size_t raw_len;
     size_t live_sent[2]; /* live bytes passed on, per stream: at most its cap */
+    char carry[2][4];    /* per stream: a character cut by the end of its last message */
+    size_t carry_len[2];
     const struct sandbox_job *job;
 };
+
+/* The bytes at the end of p[0..n) that start a UTF-8 character not yet complete (0-3). */
+static size_t utf8_partial_tail(const char *p, size_t n)
+{
+    for (size_t k = 1; k <= 3 && k <= n; k++) {
+        unsigned char c = (unsigned char)p[n - k];
+        if ((c & 0xc0) == 0x80)
+            continue; /* a continuation byte: look further back */
+        size_t need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+        return need > k ? k : 0;
+    }
+    return 0;
+}
 
 /* Live output leaves here, and only here: each stream's bytes are counted against the
  * same cap as its kept stdout/stderr, whatever the container sends. */
 static void raw_flush(struct framer *f)
 {
-    size_t *sent = &f->live_sent[f->raw_stream == 2];
+    int i = f->raw_stream == 2;
+    size_t *sent = &f->live_sent[i];
     size_t cap = f->raw_stream == 2 ? f->job->stderr_cap : f->job->stdout_cap;
-    size_t n = cap - *sent < f->raw_len ? cap - *sent : f->raw_len;
+    /* a chunk ends on a character boundary: a cut character waits for its next bytes,
+     * so no subscriber sees it as two replacement characters */
+    size_t tail = utf8_partial_tail(f->raw, f->raw_len), len = f->raw_len - tail;
+    size_t n = cap - *sent < len ? cap - *sent : len;
     if (n && f->job->on_output)
         f->job->on_output(f->raw_stream, f->raw, n, f->job->output_arg);
     *sent += n;
+    memcpy(f->carry[i], f->raw + len, tail);
+    f->carry_len[i] = tail;
     f->raw_len = 0;
+    if (f->raw_left > 0) { /* the same message goes on: its cut character first */
+        memcpy(f->raw, f->carry[i], tail);
+        f->raw_len = tail;
+        f->carry_len[i] = 0;
+    }
 }
 
 static int protocol_byte_run(struct framer *f, const unsigned char *p, size_t n)
@@ -579,6 +605,11 @@ static int protocol_byte_run(struct framer *f, const unsigned char *p, size_t n)
             len <= (64u << 20)) {
             f->raw_stream = st;
             f->raw_left = len;
+            if (len > 0) { /* a character the last message of this stream cut */
+                memcpy(f->raw, f->carry[st == 2], f->carry_len[st == 2]);
+                f->raw_len = f->carry_len[st == 2];
+                f->carry_len[st == 2] = 0;
+            }
         }
     }
     return 0;

@@ -174,6 +174,21 @@ class _PerRuntime:
         self.assertEqual(len(result["stdout"]), 65536)
         self.assertTrue(result["stdout_truncated"])
 
+    def test_live_output_never_splits_a_character(self):
+        # odd offsets and 2-, 3- and 4-byte characters across the launcher's reads and
+        # the executor's 4 KiB chunks: live output is the same text as stdout
+        text = "x" + "\u00e9" * 3000 + "\u20ac" * 2000 + "\U0001F600" * 1500
+        code = ("import sys, time\ntime.sleep(2)\n"
+                f"t = {text!r}\n"
+                "for i in range(0, len(t), 2777):\n"
+                "    sys.stdout.write(t[i:i + 2777]); sys.stdout.flush(); time.sleep(0.01)\n")
+        job = self.t.request("POST", "/execute/async", {"code": code, "timeout": 60}).json()["job_id"]
+        events = read_events(self.t, job)
+        live_out = "".join(d for e, d in events if e == "stdout")
+        self.assertEqual(events[-1][1]["stdout"], text)
+        self.assertEqual(live_out.count("\ufffd"), 0)  # no character cut in two
+        self.assertTrue(live_out == text, "live output differs from stdout")
+
     # ---- item 6 ----
     def test_only_tmp_and_output_are_writable(self):
         r = self.t.execute(WALK, timeout=120)
