@@ -254,10 +254,6 @@ int outputs_python_error(const char *text, char *type, size_t tlen, char *msg, s
         snprintf(type, tlen, "import_error");
     else
         snake_case(cls, cls_len, type, tlen);
-    size_t ml = (size_t)(end - start);
-    if (ml >= mlen)
-        ml = mlen - 1;
-    memcpy(msg, start, ml);
-    msg[ml] = '\0';
+    utf8_copy(msg, mlen, start, (size_t)(end - start));
     return 1;
 }

@@ -14,10 +14,16 @@ void result_set_error(struct tk_result *r, const char *type, const char *phase, 
 {
     snprintf(r->error_type, sizeof r->error_type, "%s", type);
     r->error_phase = phase;
+    /* the message may quote the job's text: formatted whole, then cut as UTF-8 */
+    char full[4 * sizeof r->error_msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(r->error_msg, sizeof r->error_msg, fmt, ap);
+    int n = vsnprintf(full, sizeof full, fmt, ap);
     va_end(ap);
+    if (n < 0)
+        n = 0;
+    utf8_copy(r->error_msg, sizeof r->error_msg, full,
+              (size_t)n < sizeof full ? (size_t)n : sizeof full - 1);
 }
 
 void result_classify(struct tk_result *r, unsigned timeout_s, int64_t memory_bytes)

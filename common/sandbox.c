@@ -138,7 +138,12 @@ static void apply_spec(json_t *body, const struct sandbox_spec *spec)
     }
 }
 
-/* Every defence, for every job (docs/SECURITY.md). */
+/* Every defence, for every job (docs/SECURITY.md). ReadonlyPaths replaces Docker's
+ * default list, so that list is here whole, plus /sys/fs/cgroup (crun mounts it 1777)
+ * and /dev/mqueue: nothing but /tmp, /output and /dev/shm is writable, in any runtime.
+ * The launcher runs as root with only SETUID, SETGID and KILL, and runs the program as
+ * docker.user (--user): the program cannot reach the launcher's report channel (its
+ * descriptors, through /proc/<pid>/fd) nor /ctl, which stays root's (make_dirs). */
 static json_t *container_body(const char *dir, const struct sandbox_spec *spec)
 {
     const struct tk_config *c = &tk.cfg;
@@ -168,19 +173,22 @@ static json_t *container_body(const char *dir, const struct sandbox_spec *spec)
     if (online > 0 && cpus > (double)online)
         cpus = (double)online; /* the engine refuses more than the machine has */
     json_t *body = json_pack(
-        "{s:s, s:[s,s], s:s, s:s, s:[s,s,s,s], s:{s:s, s:s, s:s}, s:b, s:b, s:b, s:b, s:b, s:b,"
-        " s:b, s:{s:s, s:b, s:[s], s:[s,s], s:b, s:I, s:I, s:I, s:I, s:s, s:I,"
+        "{s:s, s:[s,s,s,s], s:s, s:s, s:[s,s,s,s], s:{s:s, s:s, s:s}, s:b, s:b, s:b, s:b, s:b,"
+        " s:b, s:b, s:{s:s, s:b, s:[s], s:[s,s,s], s:[s,s], s:[s,s,s,s,s,s,s,s], s:b, s:I, s:I, "
+        "s:I, s:I, s:s, s:I,"
         "    s:[{s:s,s:i,s:i},{s:s,s:I,s:I},{s:s,s:I,s:I}], s:{s:s}, s:[s,s,s,s],"
         "    s:{s:s, s:{s:s, s:s}}, s:b, s:s}}",
-        "Image", spec->image, "Cmd", "/usr/local/bin/tako-launcher", "--stdio", "User",
-        c->docker_user, "WorkingDir", "/tmp", "Env", "PYTHONUNBUFFERED=1",
+        "Image", spec->image, "Cmd", "/usr/local/bin/tako-launcher", "--stdio", "--user",
+        c->docker_user, "User", "0:0", "WorkingDir", "/tmp", "Env", "PYTHONUNBUFFERED=1",
         "PYTHONDONTWRITEBYTECODE=1", "HOME=/tmp", "LANG=C.UTF-8", "Labels", "takod.instance",
         tk.instance, "takod.executor", executor, "takod.role", "job", "NetworkDisabled", 1, "Tty",
         0, "OpenStdin", 1, "StdinOnce", 1, "AttachStdin", 1, "AttachStdout", 1, "AttachStderr", 1,
-        "HostConfig", "NetworkMode", "none", "ReadonlyRootfs", 1, "CapDrop", "ALL", "SecurityOpt",
-        "no-new-privileges", secopt, "Init", 1, "Memory", (json_int_t)spec->memory, "MemorySwap",
-        (json_int_t)spec->memory, "NanoCpus", (json_int_t)(cpus * 1e9), "PidsLimit", pids,
-        "IpcMode", "private", "ShmSize", (json_int_t)(16 << 20), "Ulimits", "Name", "nofile",
+        "HostConfig", "NetworkMode", "none", "ReadonlyRootfs", 1, "CapDrop", "ALL", "CapAdd",
+        "SETUID", "SETGID", "KILL", "SecurityOpt", "no-new-privileges", secopt, "ReadonlyPaths",
+        "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+        "/sys/fs/cgroup", "/dev/mqueue", "Init", 1, "Memory", (json_int_t)spec->memory,
+        "MemorySwap", (json_int_t)spec->memory, "NanoCpus", (json_int_t)(cpus * 1e9), "PidsLimit",
+        pids, "IpcMode", "private", "ShmSize", (json_int_t)(16 << 20), "Ulimits", "Name", "nofile",
         "Soft", 256, "Hard", 256, "Name", "fsize", "Soft", fsize, "Hard", fsize, "Name", "nproc",
         "Soft", nproc, "Hard", nproc, "Tmpfs", "/tmp", tmpfs, "Binds", code, input, output, ctl,
         "LogConfig", "Type", "json-file", "Config", "max-size", "1m", "max-file", "1", "AutoRemove",
@@ -279,8 +287,8 @@ static int make_dirs(const char *dir)
         return rc;
     static const struct {
         const char *name;
-        bool owned; /* by the run uid: the program writes there */
-    } subs[] = {{"code", false}, {"input", false}, {"output", true}, {"ctl", true}};
+        bool owned; /* by the run uid: the program writes there (not ctl: the launcher's) */
+    } subs[] = {{"code", false}, {"input", false}, {"output", true}, {"ctl", false}};
     for (size_t i = 0; i < TK_ARRAY_LEN(subs); i++) {
         snprintf(path, sizeof path, "%s/%s", dir, subs[i].name);
         if (mkdir(path, 0755) < 0 && errno != EEXIST)
@@ -522,14 +530,47 @@ struct framer {
     int raw_stream;
     char raw[4096];
     size_t raw_len;
+    size_t live_sent[2]; /* live bytes passed on, per stream: at most its cap */
+    char carry[2][4];    /* per stream: a character cut by the end of its last message */
+    size_t carry_len[2];
     const struct sandbox_job *job;
 };
 
+/* The bytes at the end of p[0..n) that start a UTF-8 character not yet complete (0-3). */
+static size_t utf8_partial_tail(const char *p, size_t n)
+{
+    for (size_t k = 1; k <= 3 && k <= n; k++) {
+        unsigned char c = (unsigned char)p[n - k];
+        if ((c & 0xc0) == 0x80)
+            continue; /* a continuation byte: look further back */
+        size_t need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+        return need > k ? k : 0;
+    }
+    return 0;
+}
+
+/* Live output leaves here, and only here: each stream's bytes are counted against the
+ * same cap as its kept stdout/stderr, whatever the container sends. */
 static void raw_flush(struct framer *f)
 {
-    if (f->raw_len && f->job->on_output)
-        f->job->on_output(f->raw_stream, f->raw, f->raw_len, f->job->output_arg);
+    int i = f->raw_stream == 2;
+    size_t *sent = &f->live_sent[i];
+    size_t cap = f->raw_stream == 2 ? f->job->stderr_cap : f->job->stdout_cap;
+    /* a chunk ends on a character boundary: a cut character waits for its next bytes,
+     * so no subscriber sees it as two replacement characters */
+    size_t tail = utf8_partial_tail(f->raw, f->raw_len), len = f->raw_len - tail;
+    size_t n = cap - *sent < len ? cap - *sent : len;
+    if (n && f->job->on_output)
+        f->job->on_output(f->raw_stream, f->raw, n, f->job->output_arg);
+    *sent += n;
+    memcpy(f->carry[i], f->raw + len, tail);
+    f->carry_len[i] = tail;
     f->raw_len = 0;
+    if (f->raw_left > 0) { /* the same message goes on: its cut character first */
+        memcpy(f->raw, f->carry[i], tail);
+        f->raw_len = tail;
+        f->carry_len[i] = 0;
+    }
 }
 
 static int protocol_byte_run(struct framer *f, const unsigned char *p, size_t n)
@@ -564,6 +605,11 @@ static int protocol_byte_run(struct framer *f, const unsigned char *p, size_t n)
             len <= (64u << 20)) {
             f->raw_stream = st;
             f->raw_left = len;
+            if (len > 0) { /* a character the last message of this stream cut */
+                memcpy(f->raw, f->carry[st == 2], f->carry_len[st == 2]);
+                f->raw_len = f->carry_len[st == 2];
+                f->carry_len[st == 2] = 0;
+            }
         }
     }
     return 0;

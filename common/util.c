@@ -285,6 +285,26 @@ char *utf8_sanitize(const char *in, size_t len, size_t *out_len)
     return out;
 }
 
+size_t utf8_copy(char *dst, size_t size, const char *src, size_t len)
+{
+    if (size == 0)
+        return 0;
+    const unsigned char *p = (const unsigned char *)src;
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_seq_len(p + i, len - i);
+        const char *c = n ? src + i : "\xef\xbf\xbd";
+        size_t cl = n ? n : 3;
+        if (o + cl >= size)
+            break; /* a whole character or none */
+        memcpy(dst + o, c, cl);
+        o += cl;
+        i += n ? n : 1;
+    }
+    dst[o] = '\0';
+    return o;
+}
+
 void strip_ansi(char *line)
 {
     char *w = line;

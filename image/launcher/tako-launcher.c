@@ -96,7 +96,13 @@
  * If the prestarted interpreter is gone by then (a preload was killed, say), the program
  * is started the plain way. Everything after (limits, capture, the report) is the same.
  *
- * TRUST. The program runs with the launcher's uid, so it can write to /ctl, signal or
+ * TRUST. With --user UID:GID (what takod uses: the container runs the launcher as root
+ * with only CAP_SETUID, CAP_SETGID and CAP_KILL, and /ctl is root's), the program runs
+ * as that uid, with no groups and no capabilities: it cannot open the launcher's
+ * descriptors (the report channel) through /proc/<pid>/fd, read its memory, signal it,
+ * or write to /ctl — under runc, crun and gVisor alike (gVisor ignores non-dumpable for
+ * /proc/<pid>/fd; the uid is what holds there). Without --user the program runs with the
+ * launcher's uid, so it can write to /ctl, signal or
  * kill the launcher, write "done" itself, and leave junk (symlinks, FIFOs, huge files)
  * anywhere in /ctl and /output. The launcher defends what it can: it never follows a
  * symlink when it creates a file (unlink, then O_CREAT|O_EXCL|O_NOFOLLOW), it writes every
@@ -119,6 +125,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -534,6 +541,10 @@ static const char boot_py[] =
     "        os.kill(os.getpid(), signal.SIGINT)\n"
     "    sys.exit(1)\n";
 
+/* --user UID:GID: the program's uid and gid; (uid_t)-1: the launcher's own. */
+static uid_t run_uid = (uid_t)-1;
+static gid_t run_gid = (gid_t)-1;
+
 /* In the child, between fork and exec: only async-signal-safe calls. On failure,
  * the errno goes to the parent through the close-on-exec pipe `ep`. ctl >= 0: the
  * prestarted interpreter, whose control pipe becomes fd 3. */
@@ -550,6 +561,12 @@ __attribute__((noreturn)) static void child(int in, int out, int err, int ep, in
         goto fail;
     signal(SIGPIPE, SIG_DFL);
     sigprocmask(SIG_SETMASK, mask, NULL);
+    /* --user: the program runs as another uid than the launcher (see TRUST), with no
+     * supplementary groups and, having left uid 0, no capabilities. */
+    if (run_uid != (uid_t)-1 &&
+        (setgroups(0, NULL) < 0 || setresgid(run_gid, run_gid, run_gid) < 0 ||
+         setresuid(run_uid, run_uid, run_uid) < 0))
+        goto fail;
     /* Make the job, not the launcher, the OOM killer's choice. Raising the score needs
      * no privilege, but writing it needs a dumpable process; exec resets that anyway. */
     prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
@@ -839,11 +856,22 @@ int main(int argc, char **argv)
             printf("tako-launcher protocol %d\n", PROTOCOL_VERSION);
             return 0;
         }
-        if (!strcmp(argv[1], "--stdio")) {
+        unsigned long long u, g;
+        char *colon = argc == 4 ? strchr(argv[3], ':') : NULL;
+        if (colon)
+            *colon = '\0';
+        if (!strcmp(argv[1], "--stdio") &&
+            (argc == 2 || (argc == 4 && !strcmp(argv[2], "--user") && colon &&
+                           parse_num(argv[3], 1, 4294967294ULL, &u) == 0 &&
+                           parse_num(colon + 1, 0, 4294967294ULL, &g) == 0))) {
             stdio_mode = 1;
+            if (argc == 4) {
+                run_uid = (uid_t)u;
+                run_gid = (gid_t)g;
+            }
         } else {
-            fprintf(stderr, "usage: tako-launcher [--version | --stdio]  (protocol: see the "
-                            "source)\n");
+            fprintf(stderr, "usage: tako-launcher [--version | --stdio [--user UID:GID]]  "
+                            "(protocol: see the source)\n");
             return 2;
         }
     }

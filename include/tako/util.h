@@ -46,6 +46,9 @@ void hex_encode(const unsigned char *p, size_t n, char *out);
  * bytes become U+FFFD. Never fails except on malloc (NULL).
  */
 char *utf8_sanitize(const char *in, size_t len, size_t *out_len);
+/* Job text into a fixed buffer as valid UTF-8: invalid bytes become U+FFFD, and a cut
+ * falls on a character boundary. NUL-terminated; returns the bytes written (< size). */
+size_t utf8_copy(char *dst, size_t size, const char *src, size_t len);
 
 /* Drop terminal colour sequences (ESC [ params final-byte) from s, in place: docker build
  * paints RUN steps' stderr red even into a pipe, and pip and apt colour theirs. */

@@ -77,6 +77,9 @@ class Takod:
             f"server.data_dir={self.data_dir}",
             f"server.executors={executors}",
             f"server.acceptors={acceptors}",
+            # TAKOD_TEST_OVERRIDES: extra "-o" settings for every takod of a run (e.g.
+            # docker.image=code-executor:mine to test a launcher change on its own tag)
+            *os.environ.get("TAKOD_TEST_OVERRIDES", "").split(),
             *overrides,
         ]
         self.log_path = os.path.join(self.data_dir, "takod.log")

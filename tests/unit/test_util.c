@@ -1,6 +1,6 @@
 /*
  * test_util.c — rm_rf: a whole tree goes, symlinks go as links (their targets stay), and
- * what is not there is no error.
+ * what is not there is no error; hex, sha256; utf8_copy's cut and replacement.
  */
 #include "tako/util.h"
 #include "tk_test.h"
@@ -91,6 +91,35 @@ TK_TEST(hex_encode_and_sha256_hex)
     char h[65];
     sha256_hex("abc", 3, h); /* FIPS 180-2's example */
     TK_ASSERT_STREQ(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TK_TEST(utf8_copy_cuts_on_a_character_and_replaces_invalid_bytes)
+{
+    char out[8];
+    /* "aé€" is 1 + 2 + 3 bytes; 7 bytes of room take all of it, 5 only "aé" */
+    TK_ASSERT_EQ(utf8_copy(out, sizeof out, "a\xc3\xa9\xe2\x82\xac", 6), 6);
+    TK_ASSERT_STREQ(out, "a\xc3\xa9\xe2\x82\xac");
+    char small[6];
+    TK_ASSERT_EQ(utf8_copy(small, sizeof small, "a\xc3\xa9\xe2\x82\xac", 6), 3);
+    TK_ASSERT_STREQ(small, "a\xc3\xa9");
+    /* a stray byte, a cut sequence and a NUL each become U+FFFD */
+    char rep[16];
+    TK_ASSERT_EQ(utf8_copy(rep, sizeof rep,
+                           "\xff"
+                           "b\xe2\x82",
+                           4),
+                 10);
+    TK_ASSERT_STREQ(rep, "\xef\xbf\xbd"
+                         "b\xef\xbf\xbd\xef\xbf\xbd");
+    TK_ASSERT_EQ(utf8_copy(rep, sizeof rep, "a\0b", 3), 5);
+    TK_ASSERT_STREQ(rep, "a\xef\xbf\xbd"
+                         "b");
+    /* a replacement that does not fit is left out whole */
+    char tiny[3];
+    TK_ASSERT_EQ(utf8_copy(tiny, sizeof tiny, "x\xff", 2), 1);
+    TK_ASSERT_STREQ(tiny, "x");
+    TK_ASSERT_EQ(utf8_copy(tiny, 1, "x", 1), 0);
+    TK_ASSERT_STREQ(tiny, "");
 }
 
 int main(int argc, char **argv)
