@@ -371,8 +371,9 @@ int sandbox_prepare_async(struct docker *d, struct warm *w, const char *dir,
     }
     sandbox_warm_init(w);
     snprintf(w->dir, sizeof w->dir, "%s", dir);
-    rm_rf(dir);
-    int rc = make_dirs(dir);
+    int rc = rm_rf_aside(dir, tk.quarantine_dir); /* nothing there: names are unique */
+    if (rc == 0)
+        rc = make_dirs(dir);
     if (rc < 0) {
         log_error("msg=\"preparing a container directory failed\" dir=%s err=\"%s\"", dir,
                   strerror(-rc));
@@ -431,7 +432,7 @@ void sandbox_discard(struct docker *d, struct warm *w)
     }
     w->id[0] = '\0';
     if (w->dir[0])
-        rm_rf(w->dir);
+        rm_rf_aside(w->dir, tk.quarantine_dir); /* logs a failure */
     w->ready = false;
     docker_set_error(d, why);
 }

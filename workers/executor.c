@@ -106,6 +106,7 @@ struct exec_state {
     } removing[REMOVING_MAX];
     int n_removing;
     unsigned seq;      /* containers prepared so far (names their directories) */
+    uint64_t gen;      /* this process's start (µs): directory names never repeat */
     int prepare_fails; /* consecutive: backoff, and the engine counts as down */
 };
 
@@ -157,7 +158,7 @@ static void removal_done(struct exec_state *st, int i, int timeout_ms)
     if (rc < 0 && rc != -ENOENT)
         log_warn("msg=\"removing a container failed\" container=%.12s err=\"%s\"",
                  st->removing[i].id, docker_last_error(st->docker));
-    rm_rf(st->removing[i].dir);
+    rm_rf_aside(st->removing[i].dir, tk.quarantine_dir); /* logs a failure */
     st->removing[i] = st->removing[--st->n_removing];
 }
 
@@ -329,7 +330,8 @@ static int prepare_warm(struct exec_state *st, const struct sandbox_spec *spec, 
     if (rc < 0)
         return rc;
     char dir[4200];
-    snprintf(dir, sizeof dir, "%s/e%d-%u", tk.slots_dir, tk.proc_idx, ++st->seq);
+    snprintf(dir, sizeof dir, "%s/e%d-%llx-%u", tk.slots_dir, tk.proc_idx,
+             (unsigned long long)st->gen, ++st->seq);
     rc = sandbox_prepare_async(st->docker, &st->pool[st->n_pool], dir, spec);
     if (rc < 0)
         slot_sync(st);
@@ -771,7 +773,8 @@ static int job_container(struct exec_state *st, struct tk_job *job, struct warm 
     if (take_warm(st, kind, cold) == 0)
         return 0;
     char dir[4200];
-    snprintf(dir, sizeof dir, "%s/e%d-%u", tk.slots_dir, tk.proc_idx, ++st->seq);
+    snprintf(dir, sizeof dir, "%s/e%d-%llx-%u", tk.slots_dir, tk.proc_idx,
+             (unsigned long long)st->gen, ++st->seq);
     return sandbox_prepare(st->docker, cold, dir, &spec);
 }
 
@@ -958,7 +961,8 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
 
 int executor_main(int slot)
 {
-    struct exec_state st = {.slot = slot, .me = shm_proc(tk.shm, (uint32_t)tk.proc_idx)};
+    struct exec_state st = {
+        .slot = slot, .me = shm_proc(tk.shm, (uint32_t)tk.proc_idx), .gen = now_real_us()};
     for (int i = 0; i < WARM_MAX; i++)
         sandbox_warm_init(&st.pool[i]);
     struct sigaction sa;
