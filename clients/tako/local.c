@@ -629,7 +629,8 @@ int cmd_run(struct args *a)
     char outdir[PATH_MAX];
     snprintf(outdir, sizeof outdir, "%s/output", w.dir);
     outputs_collect(outdir, (size_t)tk.cfg.limits_max_artifact_bytes,
-                    (size_t)tk.cfg.limits_max_total_artifact_bytes, &r.outputs);
+                    (size_t)tk.cfg.limits_max_total_artifact_bytes,
+                    (size_t)tk.cfg.limits_max_artifacts, &r.outputs);
     result_classify(&r, timeout_s, spec.memory);
     r.t_done_us = now_mono_us();
 

@@ -135,6 +135,8 @@
       "largest single artifact kept from /output") \
     X(limits, max_total_artifact_bytes, SIZE, "50m", 0, 4294967296, CF_RELOAD, \
       "largest total of artifacts kept per job") \
+    X(limits, max_artifacts, INT, "1000", 0, 10000, CF_RELOAD, \
+      "most artifacts (files in /output) kept per job; the rest are skipped and reported") \
     X(environments, allow_runtime_requirements, BOOL, "false", 0, 0, CF_RELOAD, \
       "let a request name `requirements` (pip packages) to install before its job runs; " \
       "each distinct set is installed once into a cached image (docs/ENVIRONMENTS.md)") \

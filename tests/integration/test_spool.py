@@ -1,0 +1,135 @@
+"""
+The host spool against hostile trees in /output (issue #15, items 7 and 8): a 60,000-deep
+chain of directories and a wide tree are removed after the job without a crash, a
+restart or a trace; a later job finds /output empty; the master stops and starts again
+over it. And the artifact count is capped (limits.max_artifacts), reported as an
+output_limit with the count skipped, and written in one batch.
+"""
+import os
+import shutil
+import signal
+import tempfile
+import time
+import unittest
+
+from harness import CRUN, Takod
+
+DEEP = (
+    "import os\n"
+    "os.chdir('/output')\n"
+    "for i in range(60000):\n"
+    "    os.mkdir('d')\n"
+    "    os.chdir('d')\n"
+    "os.chdir('/output')\n"
+    "for i in range(500):\n"
+    "    os.mkdir(f'w{i}')\n"
+    "    open(f'w{i}/f', 'w').close()\n"
+    "    os.chmod(f'w{i}', 0o500)\n"
+    "print('built')\n"
+)
+
+
+def executor_pids(t):
+    return sorted(p for title, p in t.roles().items() if "executor" in title)
+
+
+def spool_leftovers(spool):
+    """Entries under the slot directories' output/ and in the quarantine (none expected)."""
+    found = []
+    slots = os.path.join(spool, "slots")
+    for slot in os.listdir(slots) if os.path.isdir(slots) else []:
+        out = os.path.join(slots, slot, "output")
+        if os.path.isdir(out):
+            found += [f"{slot}/output/{n}" for n in os.listdir(out)]
+    q = os.path.join(spool, "quarantine")
+    if os.path.isdir(q):
+        found += [f"quarantine/{n}" for n in os.listdir(q)]
+    return found
+
+
+class DeepTrees(unittest.TestCase):
+    def check(self, runtime):
+        spool = tempfile.mkdtemp(prefix="takod-it-hspool-", dir="/dev/shm")
+        t = Takod(f"docker.runtime={runtime}", f"server.spool_dir={spool}", executors=2, acceptors=1)
+        try:
+            t.start()
+            before = executor_pids(t)
+            self.assertEqual(len(before), 2)
+            r = t.execute(DEEP, timeout=300)
+            self.assertEqual((r["status"], r["stdout"].strip()), ("succeeded", "built"), r)
+            # the removal happens after the reply: wait for it, then nothing may be left
+            t.wait_for(lambda: not spool_leftovers(spool), timeout=240, what="the spool to be clean")
+            for _ in range(4):  # every executor, and whatever warm container follows
+                r = t.execute("import os\nprint(sorted(os.listdir('/output')))")
+                self.assertEqual(r["stdout"].strip(), "[]", r)
+            self.assertEqual(t.request("GET", "/health").status, 200)
+            self.assertEqual(executor_pids(t), before, "an executor was restarted")
+            self.assertNotIn("level=crit", t.log())
+            self.assertEqual(t.stop(signal.SIGTERM, timeout=120), 0, t.log()[-4000:])
+            t.start()  # over the same data dir and spool
+            self.assertTrue(t.execute("print(1)")["success"])
+        finally:
+            t.cleanup()
+            shutil.rmtree(spool, ignore_errors=True)
+
+    def test_runc(self):
+        self.check("runc")
+
+    @unittest.skipUnless(CRUN, "crun is not registered with the engine (scripts/setup-runtime.sh crun)")
+    def test_crun(self):
+        self.check("crun")
+
+
+MANY = (
+    "import os\n"
+    "for i in range(50000):\n"
+    "    open(f'/output/f{i}.txt', 'w').close()\n"
+    "open('/output/named.txt', 'w').write('kept?')\n"
+    "print('made')\n"
+)
+
+
+class ManyArtifacts(unittest.TestCase):
+    """limits.max_artifacts: 50,000 empty files keep 1,000, report the rest, one INSERT."""
+
+    def check(self, runtime):
+        spool = tempfile.mkdtemp(prefix="takod-it-hspool-", dir="/dev/shm")
+        t = Takod(f"docker.runtime={runtime}", f"server.spool_dir={spool}", executors=1, acceptors=1)
+        try:
+            t.start()
+            before = executor_pids(t)
+            r = t.execute(MANY, timeout=300)
+            self.assertEqual((r["status"], r["stdout"].strip()), ("succeeded", "made"), r)
+            self.assertEqual(r["error_type"], "output_limit", r)
+            self.assertIn("1000 kept, 49001 skipped", r["error"])
+            self.assertEqual(len(r["artifacts"]), 1000)
+            job = r["execution_id"]
+            rec = t.request("GET", f"/jobs/{job}/result?view=full").json()
+            self.assertEqual(rec["error"]["type"], "output_limit", rec["error"])
+            self.assertEqual(rec["error"]["artifacts_skipped"], 49001, rec["error"])
+            self.assertEqual(len(rec["artifacts"]), 1000)
+            # one batched INSERT: every row written by the same transaction
+            self.assertEqual(t.sql(f"SELECT count(*), count(DISTINCT xmin::text) FROM artifacts"
+                                   f" WHERE job_id = '{job}'"), [["1000", "1"]])
+            name = r["artifacts"][0]["name"]
+            self.assertEqual(t.request("GET", f"/jobs/{job}/artifacts/{name}").status, 200)
+            t.wait_for(lambda: not spool_leftovers(spool), timeout=240, what="the spool to be clean")
+            self.assertEqual(executor_pids(t), before, "an executor was restarted")
+            # under the cap nothing is reported
+            r = t.execute("open('/output/a.txt', 'w').write('a')\nopen('/output/b.txt', 'w').write('b')")
+            self.assertEqual((r["status"], r["error_type"], len(r["artifacts"])),
+                             ("succeeded", None, 2), r)
+        finally:
+            t.cleanup()
+            shutil.rmtree(spool, ignore_errors=True)
+
+    def test_runc(self):
+        self.check("runc")
+
+    @unittest.skipUnless(CRUN, "crun is not registered with the engine (scripts/setup-runtime.sh crun)")
+    def test_crun(self):
+        self.check("crun")
+
+
+if __name__ == "__main__":
+    unittest.main()
