@@ -158,7 +158,7 @@ static void removal_done(struct exec_state *st, int i, int timeout_ms)
     if (rc < 0 && rc != -ENOENT)
         log_warn("msg=\"removing a container failed\" container=%.12s err=\"%s\"",
                  st->removing[i].id, docker_last_error(st->docker));
-    rm_rf_aside(st->removing[i].dir, tk.quarantine_dir); /* logs a failure */
+    sandbox_release_dir(st->removing[i].dir); /* logs a failure */
     st->removing[i] = st->removing[--st->n_removing];
 }
 

@@ -121,6 +121,10 @@
       "processes and threads a container may have") \
     X(limits, tmpfs_size, SIZE, "64m", 1048576, 17179869184, CF_RELOAD, \
       "size of the container's /tmp (tmpfs, noexec)") \
+    X(limits, workspace_size, SIZE, "128m", 1048576, 17179869184, CF_RELOAD, \
+      "size of a job's own tmpfs holding its /code, /input and /output (takod as root)") \
+    X(limits, workspace_inodes, INT, "100000", 64, 10000000, CF_RELOAD, \
+      "files and directories a job's /code, /input and /output may hold together") \
     X(limits, max_stdout_bytes, SIZE, "64k", 1024, 67108864, CF_RELOAD, \
       "stdout kept per job (head); the rest is dropped and flagged") \
     X(limits, max_stderr_bytes, SIZE, "64k", 1024, 67108864, CF_RELOAD, \

@@ -5,6 +5,7 @@ restart or a trace; a later job finds /output empty; the master stops and starts
 over it. And the artifact count is capped (limits.max_artifacts), reported as an
 output_limit with the count skipped, and written in one batch.
 """
+import json
 import os
 import shutil
 import signal
@@ -127,6 +128,68 @@ class ManyArtifacts(unittest.TestCase):
         self.check("runc")
 
     @unittest.skipUnless(CRUN, "crun is not registered with the engine (scripts/setup-runtime.sh crun)")
+    def test_crun(self):
+        self.check("crun")
+
+
+WORKSPACE_PROBE = (
+    "import json, os\n"
+    "s = os.statvfs('/output')\n"
+    "mi = open('/proc/self/mountinfo').read()\n"
+    "n = 0\n"
+    "try:\n"
+    "    while n < 5000:\n"
+    "        open(f'/output/f{n}', 'w').close()\n"
+    "        n += 1\n"
+    "except OSError as e:\n"
+    "    err = e.errno\n"
+    "print(json.dumps({'bytes': s.f_blocks * s.f_frsize, 'inodes': s.f_files, 'made': n,\n"
+    "                  'mountinfo': [l for l in mi.splitlines() if ' /output ' in l]}))\n"
+)
+
+
+class Workspace(unittest.TestCase):
+    """A job's directory is a tmpfs of its own (takod as root): sized, inode-limited,
+    showing only the job's usage, no host path in mountinfo, dropped whole after."""
+
+    def check(self, runtime):
+        spool = tempfile.mkdtemp(prefix="takod-it-hspool-", dir="/dev/shm")
+        t = Takod(f"docker.runtime={runtime}", f"server.spool_dir={spool}",
+                  "limits.workspace_size=8m", "limits.workspace_inodes=1000",
+                  "limits.max_artifacts=10", executors=1, acceptors=1)
+        try:
+            t.start()
+            r = t.execute(WORKSPACE_PROBE)
+            self.assertEqual(r["status"], "succeeded", r)
+            p = json.loads(r["stdout"])
+            self.assertEqual(p["bytes"], 8 << 20, p)
+            self.assertLessEqual(p["inodes"], 1000, p)
+            self.assertLess(p["made"], 1000, p)  # the inode cap held
+            self.assertTrue(p["mountinfo"], p)
+            for line in p["mountinfo"]:
+                self.assertNotIn(spool, line)
+                self.assertNotIn("/dev/shm", line)
+            t.wait_for(lambda: not spool_leftovers(spool), timeout=120, what="the spool to be clean")
+            with open("/proc/self/mountinfo") as f:
+                mounts = [l.split()[4] for l in f]
+            slots = os.path.join(spool, "slots")
+            # only the warm containers' directories stay mounted, none of a finished job
+            live = {os.path.join(slots, d) for d in os.listdir(slots)}
+            under = {m[:-len("/ctl")] if m.endswith("/ctl") else m
+                     for m in mounts if m.startswith(slots + "/")}
+            self.assertTrue(under and under <= live, (under, live))
+            self.assertEqual(t.stop(signal.SIGTERM, timeout=120), 0)
+            with open("/proc/self/mountinfo") as f:
+                self.assertNotIn(spool, f.read(), "a job's tmpfs outlived takod")
+        finally:
+            t.cleanup()
+            shutil.rmtree(spool, ignore_errors=True)
+
+    @unittest.skipUnless(os.geteuid() == 0, "the per-job tmpfs needs takod to run as root")
+    def test_runc(self):
+        self.check("runc")
+
+    @unittest.skipUnless(CRUN and os.geteuid() == 0, "crun is not registered, or not root")
     def test_crun(self):
         self.check("crun")
 
