@@ -152,9 +152,9 @@ class Workspace(unittest.TestCase):
     """A job's directory is a tmpfs of its own (takod as root): sized, inode-limited,
     showing only the job's usage, no host path in mountinfo, dropped whole after."""
 
-    def check(self, runtime):
+    def check(self, runtime, *more):
         spool = tempfile.mkdtemp(prefix="takod-it-hspool-", dir="/dev/shm")
-        t = Takod(f"docker.runtime={runtime}", f"server.spool_dir={spool}",
+        t = Takod(f"docker.runtime={runtime}", f"server.spool_dir={spool}", *more,
                   "limits.workspace_size=8m", "limits.workspace_inodes=1000",
                   "limits.max_artifacts=10", executors=1, acceptors=1)
         try:
@@ -192,6 +192,10 @@ class Workspace(unittest.TestCase):
     @unittest.skipUnless(CRUN and os.geteuid() == 0, "crun is not registered, or not root")
     def test_crun(self):
         self.check("crun")
+
+    @unittest.skipUnless(os.geteuid() == 0, "the per-job tmpfs needs takod to run as root")
+    def test_runsc(self):
+        self.check("runsc", "docker.security_mode=strict")
 
 
 if __name__ == "__main__":
