@@ -426,6 +426,8 @@ int sandbox_prepare_async(struct docker *d, struct warm *w, const char *dir,
     if (rc < 0) {
         log_error("msg=\"preparing a container directory failed\" dir=%s err=\"%s\"", dir,
                   strerror(-rc));
+        sandbox_release_dir(dir); /* its tmpfs, if it got one */
+        w->dir[0] = '\0';
         return rc;
     }
     char *text = body_text(dir, spec);
