@@ -317,6 +317,31 @@ void sandbox_release_dir(const char *dir)
     rm_rf_aside(dir, tk.quarantine_dir); /* logs a failure */
 }
 
+/*
+ * Detach the jobs' tmpfs mounts left under `dir` (processes killed before they released
+ * their directories): from /proc/self/mountinfo, each mount point below dir. Deepest
+ * first is not needed: MNT_DETACH takes a mount with everything under it.
+ */
+void sandbox_umount_under(const char *dir)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return;
+    size_t dl = strlen(dir);
+    char line[8192];
+    while (fgets(line, sizeof line, f)) {
+        char mp[4200];
+        if (sscanf(line, "%*s %*s %*s %*s %4199s", mp) != 1)
+            continue;
+        if (strncmp(mp, dir, dl) != 0 || mp[dl] != '/')
+            continue;
+        if (umount2(mp, MNT_DETACH | UMOUNT_NOFOLLOW) < 0 && errno != EINVAL && errno != ENOENT)
+            log_warn("msg=\"umount2 of a left-over job directory failed\" dir=%s err=\"%s\"", mp,
+                     strerror(errno));
+    }
+    fclose(f);
+}
+
 static int make_dirs(const char *dir)
 {
     unsigned uid, gid;

@@ -45,7 +45,6 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <linux/magic.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
@@ -90,37 +89,12 @@ static const char *role_name(uint8_t role)
     return role == TK_ROLE_ACCEPTOR ? "acceptor" : "executor";
 }
 
-/*
- * Detach the jobs' tmpfs mounts left under `dir` (executors killed before they released
- * their directories): from /proc/self/mountinfo, each mount point below dir. Deepest
- * first is not needed: MNT_DETACH takes a mount with everything under it.
- */
-static void umount_under(const char *dir)
-{
-    FILE *f = fopen("/proc/self/mountinfo", "re");
-    if (!f)
-        return;
-    size_t dl = strlen(dir);
-    char line[8192];
-    while (fgets(line, sizeof line, f)) {
-        char mp[4200];
-        if (sscanf(line, "%*s %*s %*s %*s %4199s", mp) != 1)
-            continue;
-        if (strncmp(mp, dir, dl) != 0 || mp[dl] != '/')
-            continue;
-        if (umount2(mp, MNT_DETACH | UMOUNT_NOFOLLOW) < 0 && errno != EINVAL && errno != ENOENT)
-            log_warn("msg=\"umount2 of a left-over job directory failed\" dir=%s err=\"%s\"", mp,
-                     strerror(errno));
-    }
-    fclose(f);
-}
-
 /* The spool may be in memory (/dev/shm): give it back when takod stops. */
 static void remove_spool(void)
 {
     if (!tk.spool_dir[0])
         return;
-    umount_under(tk.slots_dir);
+    sandbox_umount_under(tk.slots_dir);
     const char *dirs[] = {tk.spool_dir, tk.slots_dir, tk.quarantine_dir};
     for (size_t i = 0; i < TK_ARRAY_LEN(dirs); i++) {
         int rc = rm_rf(dirs[i]); /* iterative: bounded at any depth; logged, never fatal */
@@ -968,7 +942,7 @@ int main(int argc, char **argv)
     check_docker();
     /* nothing in flight yet: whatever is there is stale. What cannot be removed is moved
      * to the quarantine, so the names are fresh; the quarantine is retried at each start. */
-    umount_under(tk.slots_dir);
+    sandbox_umount_under(tk.slots_dir);
     rm_rf_aside(tk.spool_dir, tk.quarantine_dir);
     rm_rf_aside(tk.slots_dir, tk.quarantine_dir);
     rc = rm_rf(tk.quarantine_dir);

@@ -277,8 +277,10 @@ static void sweep_stale(struct docker *d)
             char path[PATH_MAX];
             struct stat st;
             snprintf(path, sizeof path, "/tmp/%s", de->d_name);
-            if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid())
+            if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid()) {
+                sandbox_umount_under(path); /* its job directory's tmpfs (as root) */
                 rm_rf(path);
+            }
         }
     }
     if (dir)
