@@ -106,8 +106,9 @@ PGresult *db_exec(struct db *d, const char *sql, int n, const char *const *param
     return db_exec_bin(d, sql, n, params, NULL, NULL);
 }
 
-PGresult *db_exec_bin(struct db *d, const char *sql, int n, const char *const *params,
-                      const int *lengths, const int *formats)
+/* prepare: keep it as a named statement (sql is a constant: the cache keys on its address) */
+static PGresult *exec_bin(struct db *d, const char *sql, int n, const char *const *params,
+                          const int *lengths, const int *formats, bool prepare)
 {
     for (int attempt = 0; attempt < 2; attempt++) {
         if (PQstatus(d->conn) != CONNECTION_OK) {
@@ -120,7 +121,7 @@ PGresult *db_exec_bin(struct db *d, const char *sql, int n, const char *const *p
             d->n_prepared = 0; /* a new session */
         }
         char name[16];
-        const char *stmt = prepared_name(d, sql, n, name, sizeof name);
+        const char *stmt = prepare ? prepared_name(d, sql, n, name, sizeof name) : NULL;
         PGresult *r = stmt ? PQexecPrepared(d->conn, stmt, n, params, lengths, formats, 0)
                            : PQexecParams(d->conn, sql, n, NULL, params, lengths, formats, 0);
         ExecStatusType st = PQresultStatus(r);
@@ -133,6 +134,18 @@ PGresult *db_exec_bin(struct db *d, const char *sql, int n, const char *const *p
             return NULL; /* a real SQL error: do not retry */
     }
     return NULL;
+}
+
+PGresult *db_exec_bin(struct db *d, const char *sql, int n, const char *const *params,
+                      const int *lengths, const int *formats)
+{
+    return exec_bin(d, sql, n, params, lengths, formats, true);
+}
+
+PGresult *db_exec_bin_once(struct db *d, const char *sql, int n, const char *const *params,
+                           const int *lengths, const int *formats)
+{
+    return exec_bin(d, sql, n, params, lengths, formats, false);
 }
 
 /*

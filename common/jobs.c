@@ -22,7 +22,7 @@ void jobs_release(uint32_t idx, struct ring_intent *me)
     struct tk_job *job = shm_job(tk.shm, idx);
     char dir[4096];
     if (job->id[0] && spool_job_dir(dir, sizeof dir, job->id) == 0)
-        rm_rf(dir);
+        rm_rf_aside(dir, tk.quarantine_dir); /* logs a failure */
     job->id[0] = '\0';
     atomic_store(&job->stale_votes, 0);
     atomic_store(&job->finishing, 0);

@@ -119,7 +119,8 @@ static void collect_result(int dirfd, size_t max_each, struct tk_outputs *out)
     free(buf);
 }
 
-int outputs_collect(const char *dir, size_t max_each, size_t max_total, struct tk_outputs *out)
+int outputs_collect(const char *dir, size_t max_each, size_t max_total, size_t max_count,
+                    struct tk_outputs *out)
 {
     memset(out, 0, sizeof *out);
     out->artifacts = json_array();
@@ -143,6 +144,11 @@ int outputs_collect(const char *dir, size_t max_each, size_t max_total, struct t
             out->artifacts_skipped++;
             continue;
         }
+        if (out->n_files >= max_count) { /* counted, not opened: bounded work per entry */
+            out->artifacts_skipped++;
+            out->artifacts_over_limit++;
+            continue;
+        }
         struct stat st;
         int fd = open_regular(dirfd, name, &st);
         if (fd < 0) { /* symlink, directory, fifo, device: skipped */
@@ -152,6 +158,7 @@ int outputs_collect(const char *dir, size_t max_each, size_t max_total, struct t
         size_t size = (size_t)st.st_size;
         if (size > max_each || total + size > max_total) {
             out->artifacts_skipped++;
+            out->artifacts_over_limit++;
             close(fd);
             continue;
         }

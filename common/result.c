@@ -2,6 +2,7 @@
  * result.c — see result.h.
  */
 #include "tako/result.h"
+#include "tako/takod.h"
 #include "tako/util.h"
 
 #include <stdarg.h>
@@ -70,6 +71,14 @@ void result_classify(struct tk_result *r, unsigned timeout_s, int64_t memory_byt
                              "stderr %zu of %zu)",
                              sb->out.len, sb->out.truncated ? sb->out.total : sb->out.len,
                              sb->err.len, sb->err.truncated ? sb->err.total : sb->err.len);
+        else if (r->outputs.artifacts_over_limit)
+            result_set_error(r, "output_limit", "completed",
+                             "Artifacts over the limits were skipped (%zu kept, %zu skipped; "
+                             "limits: %lld files, %lld bytes each, %lld in all)",
+                             r->outputs.n_files, r->outputs.artifacts_over_limit,
+                             (long long)tk.cfg.limits_max_artifacts,
+                             (long long)tk.cfg.limits_max_artifact_bytes,
+                             (long long)tk.cfg.limits_max_total_artifact_bytes);
     } else {
         r->status = "failed";
         char type[64], msg[512];
@@ -116,6 +125,9 @@ void result_build(const struct tk_result *r, const char *job_id, const char *job
                      ? json_pack("{s:s, s:s, s:s}", "type", r->error_type, "message", r->error_msg,
                                  "phase", r->error_phase ? r->error_phase : "execution")
                      : json_null();
+    if (r->outputs.artifacts_skipped && json_is_object(*error_obj)) /* kept in the record */
+        json_object_set_new(*error_obj, "artifacts_skipped",
+                            json_integer((json_int_t)r->outputs.artifacts_skipped));
     bool success = !strcmp(r->status, "succeeded");
     json_t *resp = json_object();
     json_object_set_new(resp, "success", json_boolean(success));

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -277,6 +278,78 @@ int sandbox_choose_runtime(struct docker *d, bool probe, char *msg, size_t msgle
     return 1;
 }
 
+/*
+ * A container's directory is a tmpfs of its own when takod is root: size= and nr_inodes=
+ * bound what a job can put in /output (and what /code and /input hold), statvfs('/output')
+ * shows only the job's own usage, and /proc/self/mountinfo names no host path. After the
+ * job it is detached whole (sandbox_release_dir). /ctl (the launcher's reports) is a
+ * small tmpfs of its own inside it, so a job that fills its workspace still gets its
+ * stdout, stderr and status reported. Not root, or the mount fails: the plain directory,
+ * said once.
+ */
+static void mount_workspace(const char *dir)
+{
+    static bool said;
+    const char *why = NULL;
+    char opts[128];
+    snprintf(opts, sizeof opts, "size=%lld,nr_inodes=%lld,mode=0755",
+             (long long)tk.cfg.limits_workspace_size, (long long)tk.cfg.limits_workspace_inodes);
+    if (geteuid() != 0)
+        why = "takod is not root";
+    else if (mount("takod-job", dir, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+        why = strerror(errno);
+    if (!why) {
+        char ctl[4200];
+        snprintf(ctl, sizeof ctl, "%s/ctl", dir);
+        snprintf(opts, sizeof opts, "size=%lld,nr_inodes=64,mode=0755",
+                 (long long)(tk.cfg.limits_max_stdout_bytes + tk.cfg.limits_max_stderr_bytes +
+                             (1 << 20)));
+        if (mkdir(ctl, 0755) < 0 ||
+            mount("takod-ctl", ctl, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+            why = strerror(errno); /* the workspace stays: released whole with the rest */
+    }
+    if (why && !said) {
+        said = true;
+        log_warn("msg=\"jobs' directories are not tmpfs mounts of their own: /output is "
+                 "bounded only by the spool's filesystem\" dir=%s err=\"%s\"",
+                 dir, why);
+    }
+}
+
+void sandbox_release_dir(const char *dir)
+{
+    if (umount2(dir, MNT_DETACH | UMOUNT_NOFOLLOW) < 0 && errno != EINVAL && errno != ENOENT &&
+        errno != EPERM)
+        log_warn("msg=\"umount2 of a job's directory failed\" dir=%s err=\"%s\"", dir,
+                 strerror(errno));
+    rm_rf_aside(dir, tk.quarantine_dir); /* logs a failure */
+}
+
+/*
+ * Detach the jobs' tmpfs mounts left under `dir` (processes killed before they released
+ * their directories): from /proc/self/mountinfo, each mount point below dir. Deepest
+ * first is not needed: MNT_DETACH takes a mount with everything under it.
+ */
+void sandbox_umount_under(const char *dir)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return;
+    size_t dl = strlen(dir);
+    char line[8192];
+    while (fgets(line, sizeof line, f)) {
+        char mp[4200];
+        if (sscanf(line, "%*s %*s %*s %*s %4199s", mp) != 1)
+            continue;
+        if (strncmp(mp, dir, dl) != 0 || mp[dl] != '/')
+            continue;
+        if (umount2(mp, MNT_DETACH | UMOUNT_NOFOLLOW) < 0 && errno != EINVAL && errno != ENOENT)
+            log_warn("msg=\"umount2 of a left-over job directory failed\" dir=%s err=\"%s\"", mp,
+                     strerror(errno));
+    }
+    fclose(f);
+}
+
 static int make_dirs(const char *dir)
 {
     unsigned uid, gid;
@@ -285,6 +358,7 @@ static int make_dirs(const char *dir)
     int rc = mkdir_p(dir, 0755); /* then its subdirs, each one mkdir */
     if (rc < 0)
         return rc;
+    mount_workspace(dir);
     static const struct {
         const char *name;
         bool owned; /* by the run uid: the program writes there (not ctl: the launcher's) */
@@ -379,11 +453,14 @@ int sandbox_prepare_async(struct docker *d, struct warm *w, const char *dir,
     }
     sandbox_warm_init(w);
     snprintf(w->dir, sizeof w->dir, "%s", dir);
-    rm_rf(dir);
-    int rc = make_dirs(dir);
+    int rc = rm_rf_aside(dir, tk.quarantine_dir); /* nothing there: names are unique */
+    if (rc == 0)
+        rc = make_dirs(dir);
     if (rc < 0) {
         log_error("msg=\"preparing a container directory failed\" dir=%s err=\"%s\"", dir,
                   strerror(-rc));
+        sandbox_release_dir(dir); /* its tmpfs, if it got one */
+        w->dir[0] = '\0';
         return rc;
     }
     char *text = body_text(dir, spec);
@@ -439,7 +516,7 @@ void sandbox_discard(struct docker *d, struct warm *w)
     }
     w->id[0] = '\0';
     if (w->dir[0])
-        rm_rf(w->dir);
+        sandbox_release_dir(w->dir);
     w->ready = false;
     docker_set_error(d, why);
 }

@@ -2,6 +2,7 @@
  * util.c — see util.h.
  */
 #include "tako/util.h"
+#include "tako/log.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -91,44 +92,174 @@ int mkdir_p(const char *path, mode_t mode)
     return 0;
 }
 
-/* type: the entry's d_type when a directory listing gave it, else DT_UNKNOWN (stat it) */
-static int rm_rf_at(int dirfd, const char *name, unsigned char type)
+/*
+ * rm -rf without recursion: one descriptor on the directory being emptied (plus the
+ * listing's own while it is read), one listing buffer, and a depth counter, whatever the
+ * tree's depth or width. A directory is emptied by unlinking its files and removing its
+ * empty subdirectories; at the first subdirectory that is not empty it descends
+ * (openat O_DIRECTORY|O_NOFOLLOW) and starts again there; a directory found empty goes
+ * back up with openat(fd, "..") and its parent is listed again (what was removed is gone
+ * from the listing, so the work stays proportional to the tree). Going back up to depth 0
+ * must land on the root it opened (same dev/ino), and it never descends onto another
+ * filesystem. A directory without write or search permission is chmod'ed 0700 first. The
+ * first entry that cannot be removed ends the walk with its error, so the walk always
+ * finishes; the caller decides what to do with what is left (rm_rf_aside).
+ */
+static int chmod_dir_fd(int fd)
 {
-    if (type == DT_UNKNOWN) {
-        struct stat st;
-        if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-            return errno == ENOENT ? 0 : -errno;
-        type = S_ISDIR(st.st_mode) ? DT_DIR : DT_REG;
-    }
-    if (type != DT_DIR) /* a file, a symlink (itself, never its target), ... */
-        return unlinkat(dirfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
-    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    DIR *d = fdopendir(fd);
-    if (!d) {
+    return fchmod(fd, 0700) < 0 ? -errno : 0;
+}
+
+/* Empty the directory open at fd (a descriptor the call owns) and everything under it. */
+static int rm_tree_fd(int root)
+{
+    struct stat rst;
+    if (fstat(root, &rst) < 0) {
         int e = errno;
-        close(fd);
+        close(root);
         return -e;
     }
+    if ((rst.st_mode & 0700) != 0700)
+        (void)chmod_dir_fd(root);
+    int cur = root;
+    unsigned long depth = 0;
     int rc = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+    for (;;) {
+        int lfd = openat(cur, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = lfd >= 0 ? fdopendir(lfd) : NULL;
+        if (!d) {
+            rc = -errno;
+            if (lfd >= 0)
+                close(lfd);
+            break;
+        }
+        int child = -1;
+        struct dirent *de;
+        errno = 0;
+        while (rc == 0 && (de = readdir(d)) != NULL) {
+            const char *name = de->d_name;
+            if (!strcmp(name, ".") || !strcmp(name, ".."))
+                continue;
+            unsigned char type = de->d_type;
+            if (type == DT_UNKNOWN) {
+                struct stat st;
+                if (fstatat(cur, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+                    if (errno != ENOENT)
+                        rc = -errno;
+                    continue;
+                }
+                type = S_ISDIR(st.st_mode) ? DT_DIR : DT_REG;
+            }
+            int flag = type == DT_DIR ? AT_REMOVEDIR : 0;
+            if (unlinkat(cur, name, flag) == 0 || errno == ENOENT)
+                continue;
+            if (errno == EACCES || errno == EPERM) { /* cur not writable: make it so */
+                if (chmod_dir_fd(cur) == 0 && (unlinkat(cur, name, flag) == 0 || errno == ENOENT))
+                    continue;
+            }
+            if (type != DT_DIR || (errno != ENOTEMPTY && errno != EEXIST)) {
+                rc = -errno;
+                break;
+            }
+            child = openat(cur, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (child < 0 && errno == EACCES) { /* no search permission: give it */
+                struct stat st;
+                if (fstatat(cur, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
+                    fchmodat(cur, name, 0700, 0) == 0)
+                    child = openat(cur, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            }
+            if (child < 0) {
+                rc = -errno;
+                break;
+            }
+            struct stat cst;
+            if (fstat(child, &cst) < 0 || cst.st_dev != rst.st_dev) { /* a mount: not ours */
+                rc = -EXDEV;
+                close(child);
+                child = -1;
+                break;
+            }
+            if ((cst.st_mode & 0700) != 0700)
+                (void)chmod_dir_fd(child);
+            break;
+        }
+        if (rc == 0 && child < 0 && errno != 0)
+            rc = -errno; /* readdir failed */
+        closedir(d);
+        if (rc < 0)
+            break;
+        if (child >= 0) { /* descend and start again there */
+            close(cur);
+            cur = child;
+            depth++;
             continue;
-        int r = rm_rf_at(fd, de->d_name, de->d_type);
-        if (r < 0 && rc == 0)
-            rc = r;
+        }
+        if (depth == 0) /* the root is empty */
+            break;
+        int up = openat(cur, "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (up < 0) {
+            rc = -errno;
+            break;
+        }
+        close(cur);
+        cur = up;
+        depth--;
+        struct stat ust;
+        if (fstat(cur, &ust) < 0 || ust.st_dev != rst.st_dev ||
+            (depth == 0 && ust.st_ino != rst.st_ino)) {
+            rc = -EXDEV; /* the tree moved under us: stop rather than walk elsewhere */
+            break;
+        }
     }
-    closedir(d);
-    if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT && rc == 0)
-        rc = -errno;
+    close(cur);
     return rc;
 }
 
 int rm_rf(const char *path)
 {
-    return rm_rf_at(AT_FDCWD, path, DT_UNKNOWN);
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISDIR(st.st_mode)) /* a file, a symlink (itself, never its target), ... */
+        return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == EACCES && chmod(path, 0700) == 0)
+        fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -errno;
+    int rc = rm_tree_fd(fd);
+    if (rc == 0 && rmdir(path) < 0 && errno != ENOENT)
+        rc = -errno;
+    return rc;
+}
+
+int rm_rf_aside(const char *path, const char *aside_dir)
+{
+    int rc = rm_rf(path);
+    if (rc == 0)
+        return 0;
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    char to[4400];
+    int n, mk = 0;
+    if (aside_dir && aside_dir[0]) {
+        n = snprintf(to, sizeof to, "%s/%s.%llu", aside_dir, base,
+                     (unsigned long long)now_real_us());
+        mk = mkdir_p(aside_dir, 0700);
+    } else { /* no quarantine directory: beside it, under a name no one hands out */
+        n = snprintf(to, sizeof to, "%s.quarantined.%llu", path, (unsigned long long)now_real_us());
+    }
+    if (n < 0 || (size_t)n >= sizeof to || mk < 0 || rename(path, to) < 0) {
+        int e = mk < 0 ? -mk : errno;
+        log_error("msg=\"removing a directory failed, and moving it aside too\" dir=%s "
+                  "err=\"%s\" aside_err=\"%s\"",
+                  path, strerror(-rc), strerror(e));
+        return rc;
+    }
+    log_error("msg=\"removing a directory failed; quarantined, never reused\" dir=%s to=%s "
+              "err=\"%s\"",
+              path, to, strerror(-rc));
+    return rc;
 }
 
 int write_file(const char *path, const void *data, size_t len, mode_t mode)

@@ -97,8 +97,14 @@ static void remove_spool(void)
 {
     if (!tk.spool_dir[0])
         return;
-    rm_rf(tk.spool_dir);
-    rm_rf(tk.slots_dir);
+    sandbox_umount_under(tk.slots_dir);
+    const char *dirs[] = {tk.spool_dir, tk.slots_dir, tk.quarantine_dir};
+    for (size_t i = 0; i < TK_ARRAY_LEN(dirs); i++) {
+        int rc = rm_rf(dirs[i]); /* iterative: bounded at any depth; logged, never fatal */
+        if (rc < 0)
+            log_error("msg=\"removing the spool failed; left in place\" dir=%s err=\"%s\"", dirs[i],
+                      strerror(-rc));
+    }
     char base[4096];
     snprintf(base, sizeof base, "%s", tk.spool_dir);
     char *slash = strrchr(base, '/');
@@ -470,6 +476,7 @@ static void choose_spool(void)
         die("chmod %s: %s", base, strerror(errno));
     snprintf(tk.spool_dir, sizeof tk.spool_dir, "%s/jobs", base);
     snprintf(tk.slots_dir, sizeof tk.slots_dir, "%s/slots", base);
+    snprintf(tk.quarantine_dir, sizeof tk.quarantine_dir, "%s/quarantine", base);
 }
 
 /* ---- children ---- */
@@ -957,8 +964,16 @@ int main(int argc, char **argv)
             die("eventfd: %s", strerror(errno));
     }
     check_docker();
-    rm_rf(tk.spool_dir); /* nothing in flight yet: whatever is there is stale */
-    rm_rf(tk.slots_dir);
+    /* nothing in flight yet: whatever is there is stale. What cannot be removed is moved
+     * to the quarantine, so the names are fresh; the quarantine is retried at each start. */
+    sandbox_umount_under(tk.slots_dir);
+    rm_rf_aside(tk.spool_dir, tk.quarantine_dir);
+    rm_rf_aside(tk.slots_dir, tk.quarantine_dir);
+    rc = rm_rf(tk.quarantine_dir);
+    if (rc < 0)
+        log_warn("msg=\"the spool's quarantine is not empty; remove it by hand\" dir=%s "
+                 "err=\"%s\"",
+                 tk.quarantine_dir, strerror(-rc));
     rc = mkdir_p(tk.spool_dir, 0700);
     if (rc == 0)
         rc = mkdir_p(tk.slots_dir, 0700);

@@ -104,6 +104,7 @@ struct exec_state {
     } removing[REMOVING_MAX];
     int n_removing;
     unsigned seq;      /* containers prepared so far (names their directories) */
+    uint64_t gen;      /* this process's start (µs): directory names never repeat */
     int prepare_fails; /* consecutive: backoff, and the engine counts as down */
 };
 
@@ -155,7 +156,7 @@ static void removal_done(struct exec_state *st, int i, int timeout_ms)
     if (rc < 0 && rc != -ENOENT)
         log_warn("msg=\"removing a container failed\" container=%.12s err=\"%s\"",
                  st->removing[i].id, docker_last_error(st->docker));
-    rm_rf(st->removing[i].dir);
+    sandbox_release_dir(st->removing[i].dir); /* logs a failure */
     st->removing[i] = st->removing[--st->n_removing];
 }
 
@@ -327,7 +328,8 @@ static int prepare_warm(struct exec_state *st, const struct sandbox_spec *spec, 
     if (rc < 0)
         return rc;
     char dir[4200];
-    snprintf(dir, sizeof dir, "%s/e%d-%u", tk.slots_dir, tk.proc_idx, ++st->seq);
+    snprintf(dir, sizeof dir, "%s/e%d-%llx-%u", tk.slots_dir, tk.proc_idx,
+             (unsigned long long)st->gen, ++st->seq);
     rc = sandbox_prepare_async(st->docker, &st->pool[st->n_pool], dir, spec);
     if (rc < 0)
         slot_sync(st);
@@ -524,31 +526,67 @@ static json_t *artifacts_for_spool(const struct tk_outputs *o)
 }
 
 /* Store the artifacts' bytes with the record (within the caps outputs_collect applied). */
+/*
+ * All of a job's artifacts in ONE statement: INSERT ... VALUES ($1, $2, $3, ...), ... with
+ * the job id shared as $1 and five parameters a row (the data binary). At most
+ * limits.max_artifacts (≤ 10000) rows, so at most 50001 parameters: under libpq's 65535.
+ */
 static int db_store_artifacts(struct exec_state *st, const struct tk_job *job,
                               const struct tk_outputs *o)
 {
-    for (size_t i = 0; i < o->n_files; i++) {
+    if (o->n_files == 0)
+        return 0;
+    size_t n = o->n_files, np = 1 + 5 * n;
+    if (np > 65535)
+        return -E2BIG;
+    const char **p = calloc(np, sizeof *p);
+    int *lengths = calloc(np, sizeof *lengths), *formats = calloc(np, sizeof *formats);
+    char(*sizes)[24] = calloc(n, sizeof *sizes);
+    size_t cap = 256 + n * 80;
+    char *sql = malloc(cap);
+    int rc = 0;
+    if (!p || !lengths || !formats || !sizes || !sql) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    size_t off = (size_t)snprintf(sql, cap,
+                                  "INSERT INTO artifacts (job_id, name, size_bytes, "
+                                  "sha256, content_type, data) VALUES ");
+    p[0] = job->id;
+    for (size_t i = 0; i < n; i++) {
         const struct tk_artifact *a = &o->files[i];
         json_t *meta = json_array_get(o->artifacts, i);
-        char size[24];
-        snprintf(size, sizeof size, "%zu", a->len);
-        const char *p[6] = {job->id,
-                            a->name,
-                            size,
-                            json_string_value(json_object_get(meta, "sha256")),
-                            json_string_value(json_object_get(meta, "content_type")),
-                            a->data ? a->data : ""};
-        int lengths[6] = {0, 0, 0, 0, 0, (int)a->len};
-        int formats[6] = {0, 0, 0, 0, 0, 1};
-        PGresult *res = db_exec_bin(st->db, JOBS_SQL_ARTIFACT, 6, p, lengths, formats);
-        if (!res) {
-            log_error("msg=\"storing an artifact failed\" job=%s name=%s err=\"%s\"", job->id,
-                      a->name, db_last_error(st->db));
-            return -EIO;
-        }
-        PQclear(res);
+        size_t b = 1 + 5 * i; /* $b+1 .. $b+5 */
+        snprintf(sizes[i], sizeof sizes[i], "%zu", a->len);
+        p[b] = a->name;
+        p[b + 1] = sizes[i];
+        p[b + 2] = json_string_value(json_object_get(meta, "sha256"));
+        p[b + 3] = json_string_value(json_object_get(meta, "content_type"));
+        p[b + 4] = a->data ? a->data : "";
+        lengths[b + 4] = (int)a->len;
+        formats[b + 4] = 1;
+        off +=
+            (size_t)snprintf(sql + off, cap - off, "%s($1, $%zu, $%zu::bigint, $%zu, $%zu, $%zu)",
+                             i ? ", " : "", b + 1, b + 2, b + 3, b + 4, b + 5);
     }
-    return 0;
+    snprintf(sql + off, cap - off,
+             " ON CONFLICT (job_id, name) DO UPDATE SET size_bytes = EXCLUDED.size_bytes,"
+             " sha256 = EXCLUDED.sha256, content_type = EXCLUDED.content_type,"
+             " data = EXCLUDED.data");
+    PGresult *res = db_exec_bin_once(st->db, sql, (int)np, p, lengths, formats);
+    if (!res) {
+        log_error("msg=\"storing artifacts failed\" job=%s count=%zu err=\"%s\"", job->id, n,
+                  db_last_error(st->db));
+        rc = -EIO;
+    }
+    PQclear(res);
+out:
+    free(p);
+    free(lengths);
+    free(formats);
+    free(sizes);
+    free(sql);
+    return rc;
 }
 
 /*
@@ -765,7 +803,8 @@ static int job_container(struct exec_state *st, struct tk_job *job, struct warm 
     if (take_warm(st, kind, cold) == 0)
         return 0;
     char dir[4200];
-    snprintf(dir, sizeof dir, "%s/e%d-%u", tk.slots_dir, tk.proc_idx, ++st->seq);
+    snprintf(dir, sizeof dir, "%s/e%d-%llx-%u", tk.slots_dir, tk.proc_idx,
+             (unsigned long long)st->gen, ++st->seq);
     return sandbox_prepare(st->docker, cold, dir, &spec);
 }
 
@@ -890,7 +929,8 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
         char outdir[4200];
         snprintf(outdir, sizeof outdir, "%s/output", w->dir);
         if (outputs_collect(outdir, (size_t)tk.cfg.limits_max_artifact_bytes,
-                            (size_t)tk.cfg.limits_max_total_artifact_bytes, &r.outputs) < 0)
+                            (size_t)tk.cfg.limits_max_total_artifact_bytes,
+                            (size_t)tk.cfg.limits_max_artifacts, &r.outputs) < 0)
             log_warn("msg=\"collecting outputs failed\" job=%s dir=%s", job->id, outdir);
         result_classify(&r, job->timeout_s, memory);
     }
@@ -946,7 +986,8 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
 
 int executor_main(int slot)
 {
-    struct exec_state st = {.slot = slot, .me = shm_proc(tk.shm, (uint32_t)tk.proc_idx)};
+    struct exec_state st = {
+        .slot = slot, .me = shm_proc(tk.shm, (uint32_t)tk.proc_idx), .gen = now_real_us()};
     for (int i = 0; i < WARM_MAX; i++)
         sandbox_warm_init(&st.pool[i]);
     struct sigaction sa;

@@ -277,8 +277,10 @@ static void sweep_stale(struct docker *d)
             char path[PATH_MAX];
             struct stat st;
             snprintf(path, sizeof path, "/tmp/%s", de->d_name);
-            if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid())
+            if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid()) {
+                sandbox_umount_under(path); /* its job directory's tmpfs (as root) */
                 rm_rf(path);
+            }
         }
     }
     if (dir)
@@ -629,7 +631,8 @@ int cmd_run(struct args *a)
     char outdir[PATH_MAX];
     snprintf(outdir, sizeof outdir, "%s/output", w.dir);
     outputs_collect(outdir, (size_t)tk.cfg.limits_max_artifact_bytes,
-                    (size_t)tk.cfg.limits_max_total_artifact_bytes, &r.outputs);
+                    (size_t)tk.cfg.limits_max_total_artifact_bytes,
+                    (size_t)tk.cfg.limits_max_artifacts, &r.outputs);
     result_classify(&r, timeout_s, spec.memory);
     r.t_done_us = now_mono_us();
 

@@ -127,6 +127,10 @@
       "processes and threads a container may have") \
     X(limits, tmpfs_size, SIZE, "64m", 1048576, 17179869184, CF_RELOAD, \
       "size of the container's /tmp (tmpfs, noexec)") \
+    X(limits, workspace_size, SIZE, "128m", 1048576, 17179869184, CF_RELOAD, \
+      "size of a job's own tmpfs holding its /code, /input and /output (takod as root)") \
+    X(limits, workspace_inodes, INT, "100000", 64, 10000000, CF_RELOAD, \
+      "files and directories a job's /code, /input and /output may hold together") \
     X(limits, max_stdout_bytes, SIZE, "64k", 1024, 67108864, CF_RELOAD, \
       "stdout kept per job (head); the rest is dropped and flagged") \
     X(limits, max_stderr_bytes, SIZE, "64k", 1024, 67108864, CF_RELOAD, \
@@ -143,6 +147,8 @@
       "largest single artifact kept from /output") \
     X(limits, max_total_artifact_bytes, SIZE, "50m", 0, 4294967296, CF_RELOAD, \
       "largest total of artifacts kept per job") \
+    X(limits, max_artifacts, INT, "1000", 0, 10000, CF_RELOAD, \
+      "most artifacts (files in /output) kept per job; the rest are skipped and reported") \
     X(environments, allow_runtime_requirements, BOOL, "false", 0, 0, CF_RELOAD, \
       "let a request name `requirements` (pip packages) to install before its job runs; " \
       "each distinct set is installed once into a cached image (docs/ENVIRONMENTS.md)") \

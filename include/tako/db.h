@@ -33,6 +33,9 @@ PGresult *db_exec(struct db *d, const char *sql, int n, const char *const *param
 /* The same with binary parameters where formats[i] == 1 (lengths[i] bytes). */
 PGresult *db_exec_bin(struct db *d, const char *sql, int n, const char *const *params,
                       const int *lengths, const int *formats);
+/* db_exec_bin for a statement built at run time (never prepared: sql may be freed after). */
+PGresult *db_exec_bin_once(struct db *d, const char *sql, int n, const char *const *params,
+                           const int *lengths, const int *formats);
 const char *db_last_error(const struct db *d);
 
 /* Apply missing migrations under pg_advisory_xact_lock. 0 or -EIO with err. */

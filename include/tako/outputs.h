@@ -20,16 +20,19 @@ struct tk_outputs {
     json_t *artifacts;         /* [{name, size_bytes, sha256, content_type}] */
     struct tk_artifact *files; /* the same artifacts' bytes, in the same order */
     size_t n_files;
-    size_t artifacts_skipped;
+    size_t artifacts_skipped;    /* every file not kept: bad name, not regular, caps */
+    size_t artifacts_over_limit; /* of those, the ones a cap cut: count, each, total */
 };
 
 /*
  * Read `dir` (the job's output directory on the host). Never follows a symlink: every
  * file is opened with O_NOFOLLOW relative to the directory fd; only top-level regular
  * files with safe names count; result.json is parsed, others are artifacts within the
- * caps (max_each, max_total bytes). 0 or -errno (the directory itself unreadable).
+ * caps (max_each, max_total bytes, max_count files: past it, entries are only counted,
+ * never opened). 0 or -errno (the directory itself unreadable).
  */
-int outputs_collect(const char *dir, size_t max_each, size_t max_total, struct tk_outputs *out);
+int outputs_collect(const char *dir, size_t max_each, size_t max_total, size_t max_count,
+                    struct tk_outputs *out);
 void outputs_free(struct tk_outputs *out);
 
 /* A safe artifact name: 1..255 of [A-Za-z0-9._-], not starting with '.'. */

@@ -117,6 +117,10 @@ int sandbox_started(struct docker *d, struct warm *w, int timeout_ms);
 
 /* Close the attach stream, remove the container (force), remove its directory.
  * docker_last_error stays as it was: the caller's reason for discarding. */
+/* A container's directory goes: its tmpfs is detached whole, then rm_rf_aside. */
+void sandbox_release_dir(const char *dir);
+/* Detach every mount below dir (left by a killed process), from /proc/self/mountinfo. */
+void sandbox_umount_under(const char *dir);
 void sandbox_discard(struct docker *d, struct warm *w);
 
 /* Run the job whose files are already in w->dir. Fills res (capbufs initialised here). */

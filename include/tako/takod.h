@@ -20,12 +20,13 @@ struct tk_ctx {
     struct tk_config cfg;
     struct tk_shm *shm;
     int listen_fd;
-    int *done_efd;        /* one eventfd per proc-table entry */
-    char conninfo[1024];  /* the database actually used */
-    char node[512];       /* this node: "host:data_dir", stored with every job */
-    char instance[512];   /* docker label value: node + data_dir */
-    char spool_dir[4096]; /* <spool>/jobs: each job's code and input */
-    char slots_dir[4096]; /* <spool>/slots: the warm containers' directories */
+    int *done_efd;             /* one eventfd per proc-table entry */
+    char conninfo[1024];       /* the database actually used */
+    char node[512];            /* this node: "host:data_dir", stored with every job */
+    char instance[512];        /* docker label value: node + data_dir */
+    char spool_dir[4096];      /* <spool>/jobs: each job's code and input */
+    char slots_dir[4096];      /* <spool>/slots: the warm containers' directories */
+    char quarantine_dir[4096]; /* <spool>/quarantine: what could not be removed */
     pid_t master_pid;
     int proc_idx; /* in a child: its entry in the shm proc table */
 };

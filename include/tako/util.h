@@ -24,8 +24,19 @@ bool uuid_valid(const char *s);
 
 /* mkdir -p with `mode` for created directories. */
 int mkdir_p(const char *path, mode_t mode);
-/* rm -rf that never follows symlinks (unlinkat on the link itself). Absent is 0. */
+/*
+ * rm -rf that never follows symlinks (unlinkat on the link itself) and never crosses onto
+ * another filesystem. Iterative: O(1) descriptors and memory at any depth or width. It
+ * always finishes: the first entry it cannot remove ends it with that error. Absent is 0.
+ */
 int rm_rf(const char *path);
+/*
+ * rm_rf, and when that fails, log it and rename what is left to aside_dir/<name>.<time>
+ * (quarantine; beside it, <path>.quarantined.<time>, when aside_dir is NULL or "")
+ * so that the name is free and the leftovers are never handed to anyone.
+ * Returns rm_rf's result.
+ */
+int rm_rf_aside(const char *path, const char *aside_dir);
 /* Write a whole file: tmp + fsync-less rename for atomic replace. */
 int write_file(const char *path, const void *data, size_t len, mode_t mode);
 /*

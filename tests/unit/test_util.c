@@ -1,6 +1,7 @@
 /*
  * test_util.c — rm_rf: a whole tree goes, symlinks go as links (their targets stay), and
- * what is not there is no error; hex, sha256; utf8_copy's cut and replacement.
+ * what is not there is no error; any depth or width with O(1) descriptors; what cannot
+ * be removed is quarantined; hex, sha256; utf8_copy's cut and replacement.
  */
 #include "tako/util.h"
 #include "tk_test.h"
@@ -9,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -75,6 +79,112 @@ TK_TEST(rm_rf_of_a_file_a_link_and_nothing)
     TK_ASSERT_EQ(rm_rf(p), 0);
     TK_ASSERT(access(p, F_OK) < 0);
     TK_ASSERT_EQ(rm_rf(p), 0); /* gone already: not an error */
+    TK_ASSERT_EQ(rm_rf(dir), 0);
+    free(dir);
+}
+
+/* A chain of `depth` directories "d" under dir, built with one descriptor at a time. */
+static void chain(const char *dir, int depth)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    TK_ASSERT(fd >= 0);
+    for (int i = 0; i < depth; i++) {
+        TK_ASSERT_EQ(mkdirat(fd, "d", 0700), 0);
+        if (i % 1000 == 0) { /* a file here and there, and a directory without rights */
+            int f = openat(fd, "f", O_CREAT | O_WRONLY, 0600);
+            TK_ASSERT(f >= 0);
+            close(f);
+        }
+        int next = openat(fd, "d", O_RDONLY | O_DIRECTORY);
+        TK_ASSERT(next >= 0);
+        close(fd);
+        fd = next;
+    }
+    TK_ASSERT_EQ(fchmod(fd, 0), 0); /* the deepest one: no read, write or search */
+    close(fd);
+}
+
+/* 60,000 levels with 16 descriptors and a 256 KiB stack: the recursive rm_rf gave up
+ * (EMFILE) or crashed; this one holds O(1) descriptors and memory. */
+TK_TEST_T(rm_rf_of_a_60000_deep_chain_with_few_descriptors, 300)
+{
+    char *dir = strdup("/dev/shm/takod-test-util-XXXXXX"); /* in memory: fast to build */
+    if (!dir || !mkdtemp(dir)) {
+        free(dir);
+        dir = scratch();
+    }
+    chain(dir, 60000);
+    struct rlimit nofile = {16, 16}, stack = {256 << 10, 256 << 10};
+    TK_ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &nofile), 0);
+    TK_ASSERT_EQ(setrlimit(RLIMIT_STACK, &stack), 0);
+    TK_ASSERT_EQ(rm_rf(dir), 0);
+    struct stat st;
+    TK_ASSERT(lstat(dir, &st) < 0 && errno == ENOENT);
+    free(dir);
+}
+
+/* Wide: 1,000 directories of one file each beside 2,000 files, some without rights. */
+TK_TEST_T(rm_rf_of_a_wide_tree, 300)
+{
+    char *dir = scratch();
+    char rel[64];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(rel, sizeof rel, "s%d", i);
+        sub(dir, rel);
+        snprintf(rel, sizeof rel, "s%d/f", i);
+        put(dir, rel);
+        if (i % 7 == 0) {
+            char p[4200];
+            snprintf(p, sizeof p, "%s/s%d", dir, i);
+            TK_ASSERT_EQ(chmod(p, 0500), 0);
+        }
+    }
+    for (int i = 0; i < 2000; i++) {
+        snprintf(rel, sizeof rel, "f%d", i);
+        put(dir, rel);
+    }
+    TK_ASSERT_EQ(rm_rf(dir), 0);
+    struct stat st;
+    TK_ASSERT(lstat(dir, &st) < 0 && errno == ENOENT);
+    free(dir);
+}
+
+/* What cannot be removed is moved aside under a fresh name, and the name is free again. */
+TK_TEST(rm_rf_aside_quarantines_what_it_cannot_remove)
+{
+    char *dir = scratch();
+    char victim[4200], aside[4200], busy[4300];
+    snprintf(victim, sizeof victim, "%s/slot", dir);
+    snprintf(aside, sizeof aside, "%s/quarantine", dir);
+    snprintf(busy, sizeof busy, "%s/slot/busy", dir);
+    TK_ASSERT_EQ(mkdir(victim, 0700), 0);
+    put(dir, "slot/keep");
+    TK_ASSERT_EQ(rm_rf_aside(victim, aside), 0); /* removable: nothing quarantined */
+    struct stat st;
+    TK_ASSERT(lstat(victim, &st) < 0 && lstat(aside, &st) < 0);
+    /* a mount point under it cannot be removed (EBUSY) nor crossed (EXDEV): only as root */
+    if (geteuid() == 0) {
+        TK_ASSERT_EQ(mkdir(victim, 0700), 0);
+        TK_ASSERT_EQ(mkdir(busy, 0700), 0);
+        if (mount("tk-test", busy, "tmpfs", 0, "size=64k") == 0) {
+            TK_ASSERT(rm_rf_aside(victim, aside) < 0);
+            TK_ASSERT(lstat(victim, &st) < 0 && errno == ENOENT); /* the name is free */
+            TK_ASSERT_EQ(lstat(aside, &st), 0);
+            DIR *d = opendir(aside);
+            TK_ASSERT(d != NULL);
+            int n = 0;
+            struct dirent *de;
+            char moved[4600] = "";
+            while ((de = readdir(d)))
+                if (strncmp(de->d_name, "slot.", 5) == 0) {
+                    n++;
+                    snprintf(moved, sizeof moved, "%s/%s/busy", aside, de->d_name);
+                }
+            closedir(d);
+            TK_ASSERT_EQ(n, 1);
+            TK_ASSERT_EQ(umount2(moved, MNT_DETACH), 0);
+        }
+    }
     TK_ASSERT_EQ(rm_rf(dir), 0);
     free(dir);
 }
