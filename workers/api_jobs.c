@@ -846,10 +846,13 @@ static void validate_requirements(json_t *jreq, json_t *errors, struct job_spec 
     s->requirements = json_dumps(jreq, JSON_COMPACT);
 }
 
-/* The request body of /execute and /execute/async into a spec; NULL after a 4xx reply. */
-static struct job_spec *spec_from_execute(struct evhttp_request *req, const char *corr, bool async)
+/* The body of /execute or /execute/async (len bytes from the client) into a spec; NULL with
+ * the 4xx status in *code and its body in *reply. No request and no I/O (tests/fuzz's
+ * fuzz_http runs it as it is). */
+static struct job_spec *execute_spec_parse(const char *body, size_t len, bool async,
+                                           const char *corr, int *code, json_t **reply)
 {
-    json_t *root = body_object(req, corr, false);
+    json_t *root = body_parse(body, len, false, corr, code, reply);
     if (!root)
         return NULL;
     static const char *const known[] = {"code",
@@ -945,11 +948,28 @@ static struct job_spec *spec_from_execute(struct evhttp_request *req, const char
         s->code = strdup(json_string_value(json_object_get(root, "code")));
     json_decref(root);
     if (json_array_size(errors) > 0) {
-        reply_422(req, corr, errors);
+        *code = 422;
+        *reply = errors_body(errors, corr);
         spec_free(s);
         return NULL;
     }
     json_decref(errors);
+    return s;
+}
+
+/* The request body of /execute and /execute/async into a spec; NULL after a 4xx reply. */
+static struct job_spec *spec_from_execute(struct evhttp_request *req, const char *corr, bool async)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    int code = 0;
+    json_t *reply = NULL;
+    struct job_spec *s = execute_spec_parse(len ? (const char *)evbuffer_pullup(in, -1) : NULL, len,
+                                            async, corr, &code, &reply);
+    if (!s) {
+        reply_json(req, code, corr, reply);
+        return NULL;
+    }
     const char *host = NULL;
     ev_uint16_t port;
     evhttp_connection_get_peer(evhttp_request_get_connection(req), (char **)&host, &port);
