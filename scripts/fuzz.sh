@@ -17,9 +17,13 @@ fi
 name=$1 secs=$2
 shift 2
 [ -f "$root/tests/fuzz/$name.c" ] || { echo "fuzz.sh: no harness tests/fuzz/$name.c" >&2; exit 2; }
+mkdir -p "$build"
+exec {lock}>"$build/.build-lock" # one build of a tree at a time (setup.sh, build_takod)
+flock "$lock"
 if [ ! -f "$build/CMakeCache.txt" ]; then
     cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 fi
 cmake --build "$build" --target tako_fuzz -j"$(nproc)" >/dev/null
+exec {lock}>&-
 exec nice -n 10 bash "$root/tests/fuzz/run.sh" "$build/fuzz/$name" \
     "$root/tests/fuzz/corpus/$name" "$secs" "$@"
