@@ -14,11 +14,19 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+static char path[64]; /* the file config_load reads */
+
+static void remove_path(void)
+{
+    unlink(path);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static char path[64];
-    if (!path[0])
+    if (!path[0]) {
         snprintf(path, sizeof path, "/tmp/tako-fuzz-config.%d", (int)getpid());
+        atexit(remove_path);
+    }
     char *text = malloc(size + 1);
     if (!text)
         return 0;

@@ -84,6 +84,11 @@ static void fz_client_read(evutil_socket_t fd, short ev, void *arg)
 
 static struct sockaddr_un fz_addr;
 
+static void fz_unlink(void)
+{
+    unlink(fz_addr.sun_path);
+}
+
 static void fz_init(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -104,6 +109,7 @@ static void fz_init(void)
     fz_addr.sun_family = AF_UNIX;
     snprintf(fz_addr.sun_path, sizeof fz_addr.sun_path, "/tmp/tako-fuzz-http.%d", (int)getpid());
     unlink(fz_addr.sun_path);
+    atexit(fz_unlink);
     if (lfd < 0 || bind(lfd, (struct sockaddr *)&fz_addr, sizeof fz_addr) < 0 ||
         listen(lfd, 64) < 0 || !evhttp_accept_socket_with_handle(fz_http, lfd)) {
         fprintf(stderr, "fuzz_http: cannot listen on %s: %s\n", fz_addr.sun_path, strerror(errno));
