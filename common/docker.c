@@ -16,6 +16,7 @@
 #include "tako/docker.h"
 #include "tako/util.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <poll.h>
@@ -707,9 +708,29 @@ static void dk_kept_drop(struct docker *d)
     d->ka_fd = -1;
 }
 
+/* A Content-Length value (after the colon): optional blanks, 1 to 9 decimal digits,
+ * optional blanks, then the line's end; at most DK_MAX_BODY. 0 or -EIO. */
+static int dk_content_length(const char *p, size_t *out)
+{
+    p += strspn(p, " \t");
+    size_t digits = strspn(p, "0123456789");
+    if (digits == 0 || digits > 9)
+        return -EIO;
+    size_t v = 0;
+    for (size_t i = 0; i < digits; i++)
+        v = v * 10 + (size_t)(p[i] - '0');
+    p += digits;
+    p += strspn(p, " \t");
+    if (strncmp(p, "\r\n", 2) != 0 || v > DK_MAX_BODY)
+        return -EIO;
+    *out = v;
+    return 0;
+}
+
 /* Where the answer in a (len bytes, NUL-terminated) ends: its head's length, and whether
  * it is whole (1, *total set: head + body, the body's bytes as sent). 0: not yet whole;
- * -EIO: no status, or no length (then only the end of the stream ends it). */
+ * -EIO: no status, a bad or too large length, or no length (then only the end of the stream
+ * ends it). */
 static int dk_answer_span(const char *a, size_t len, size_t *head, size_t *total)
 {
     const char *end = memmem(a, len, "\r\n\r\n", 4);
@@ -725,7 +746,10 @@ static int dk_answer_span(const char *a, size_t len, size_t *head, size_t *total
     }
     const char *cl = strcasestr(a, "\r\nContent-Length:");
     if (cl && cl < end) {
-        *total = *head + strtoul(cl + 17, NULL, 10);
+        size_t body;
+        if (dk_content_length(cl + 17, &body) < 0)
+            return -EIO;
+        *total = *head + body;
         return len >= *total;
     }
     const char *te = strcasestr(a, "\r\nTransfer-Encoding: chunked");
@@ -738,7 +762,8 @@ static int dk_answer_span(const char *a, size_t len, size_t *head, size_t *total
     return 1;
 }
 
-/* The chunked body at b (n bytes) decoded in place; its length, or -EIO. */
+/* The chunked body at b (n bytes) decoded in place; its length, or -EIO. Each chunk's size
+ * is 1 to 8 hex digits (an extension after ';' is ignored), then CRLF, the data and CRLF. */
 static long dk_dechunk(char *b, size_t n)
 {
     size_t in = 0, out = 0;
@@ -746,16 +771,41 @@ static long dk_dechunk(char *b, size_t n)
         char *eol = memmem(b + in, n - in, "\r\n", 2);
         if (!eol)
             return -EIO;
-        unsigned long sz = strtoul(b + in, NULL, 16);
+        size_t digits = 0, sz = 0;
+        while (b + in + digits < eol && isxdigit((unsigned char)b[in + digits]) && digits < 9) {
+            char c = b[in + digits++];
+            sz = sz * 16 + (size_t)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+        }
+        if (digits == 0 || digits > 8 || (b + in + digits < eol && b[in + digits] != ';'))
+            return -EIO;
         in = (size_t)(eol - b) + 2;
         if (sz == 0)
             return (long)out;
-        if (sz > n - in || n - in - sz < 2)
+        if (sz > n - in || n - in - sz < 2 || memcmp(b + in + sz, "\r\n", 2) != 0)
             return -EIO;
         memmove(b + out, b + in, sz);
         out += sz;
         in += sz + 2;
     }
+}
+
+/* A whole answer (a, its span hl and total from dk_answer_span, a[total] readable) into
+ * its body, moved to a's start and NUL-terminated: the body's length, or -EIO (a malformed
+ * chunked body). The status into *code; *close when the engine closes the connection. */
+static long dk_answer_body(char *a, size_t hl, size_t total, long *code, bool *close)
+{
+    a[hl - 2] = '\0'; /* the head alone, for the searches below */
+    const char *cl = strcasestr(a, "\r\nConnection: close");
+    const char *te = strcasestr(a, "\r\nTransfer-Encoding: chunked");
+    *close = cl != NULL;
+    *code = 0;
+    sscanf(a, "HTTP/1.%*d %ld", code);
+    long n = te ? dk_dechunk(a + hl, total - hl) : (long)(total - hl);
+    if (n < 0)
+        return -EIO;
+    memmove(a, a + hl, (size_t)n);
+    a[n] = '\0';
+    return n;
 }
 
 /*
@@ -854,20 +904,15 @@ static int dk_post_kept(struct docker *d, const char *path, const char *json, lo
             free(a.p);
             return done == -ENOMEM ? -ENOMEM : -EIO;
         }
-        a.p[hl - 2] = '\0'; /* the head alone, for the searches below */
-        const char *cl = strcasestr(a.p, "\r\nConnection: close");
-        const char *te = strcasestr(a.p, "\r\nTransfer-Encoding: chunked");
-        if (cl || total != a.len) /* closing, or more than one answer: start afresh */
+        bool closing;
+        long n = dk_answer_body(a.p, hl, total, code, &closing);
+        if (closing || total != a.len) /* closing, or more than one answer: start afresh */
             dk_kept_drop(d);
-        sscanf(a.p, "HTTP/1.%*d %ld", code);
-        long n = te ? dk_dechunk(a.p + hl, total - hl) : (long)(total - hl);
         if (n < 0) {
             dk_seterr(d, "POST %s: malformed chunked answer from the engine", path);
             free(a.p);
             return -EIO;
         }
-        memmove(a.p, a.p + hl, (size_t)n);
-        a.p[n] = '\0';
         a.len = (size_t)n;
         *body = a;
         return 0;

@@ -77,13 +77,13 @@ bool jobtype_requirement_ok(const char *s, size_t len)
         static const char *const ops[] = {"===", "==", ">=", "<=", "!=", "~=", ">", "<"};
         size_t oplen = 0;
         for (size_t k = 0; k < sizeof ops / sizeof ops[0] && !oplen; k++)
-            if (!strncmp(s + i, ops[k], strlen(ops[k])))
-                oplen = strlen(ops[k]);
+            if (strlen(ops[k]) <= len - i && !memcmp(s + i, ops[k], strlen(ops[k])))
+                oplen = strlen(ops[k]); /* within len: s need not end there */
         if (!oplen)
             return false;
         i += oplen;
         size_t v = i;
-        while (i < len && (isalnum((unsigned char)s[i]) || strchr(".*+!-_", s[i])))
+        while (i < len && (isalnum((unsigned char)s[i]) || (s[i] && strchr(".*+!-_", s[i]))))
             i++;
         if (i == v)
             return false;
@@ -110,7 +110,8 @@ static int check_package(const char *s, size_t len, void *why)
     bool ok =
         len >= 2 && len <= 100 && (islower((unsigned char)s[0]) || isdigit((unsigned char)s[0]));
     for (size_t i = 0; ok && i < len; i++)
-        ok = islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || strchr("+.-", s[i]);
+        ok = islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) ||
+             (s[i] && strchr("+.-", s[i]));
     if (ok)
         return 0;
     snprintf(why, 256, "package \"%.*s\" is not a Debian package name", (int)(len > 80 ? 80 : len),

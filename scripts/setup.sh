@@ -24,7 +24,7 @@ need_root() {
 PACKAGES=(build-essential cmake pkg-config libevent-dev libjansson-dev libpq-dev
           libcurl4-openssl-dev libssl-dev docker.io postgresql postgresql-client
           debootstrap python3 curl ca-certificates clang-format runsc crun spin
-          python3-pytest)
+          python3-pytest clang libfuzzer-14-dev)
 
 install_packages() {
     local missing=()
@@ -40,10 +40,19 @@ install_packages() {
     fi
 }
 
+# One build of a build directory at a time: two makes in one tree write the same objects
+# and archives, and a link then reads one half-written ("undefined reference to main",
+# "Bus error"). Every script that builds (test.sh, run.sh, setup.sh, fuzz.sh) holds
+# $TAKO_BUILD/.build-lock (flock) while it configures and builds.
 build_takod() {
     say "building takod in $TAKO_BUILD"
+    mkdir -p "$TAKO_BUILD"
+    local lock
+    exec {lock}>"$TAKO_BUILD/.build-lock"
+    flock "$lock"
     cmake -S "$TAKO_ROOT" -B "$TAKO_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
     cmake --build "$TAKO_BUILD" -j"$(nproc)" >/dev/null
+    exec {lock}>&-
 }
 
 docker_answers() {

@@ -176,9 +176,19 @@ void reply_json(struct evhttp_request *req, int code, const char *corr, json_t *
     free(text);
 }
 
+json_t *error_body(const char *detail, const char *corr)
+{
+    return json_pack("{s:s, s:s}", "detail", detail, "correlation_id", corr);
+}
+
+json_t *errors_body(json_t *errors, const char *corr)
+{
+    return json_pack("{s:o, s:s}", "detail", errors, "correlation_id", corr);
+}
+
 void reply_error(struct evhttp_request *req, int code, const char *corr, const char *detail)
 {
-    reply_json(req, code, corr, json_pack("{s:s, s:s}", "detail", detail, "correlation_id", corr));
+    reply_json(req, code, corr, error_body(detail, corr));
 }
 
 void reply_db_unavailable(struct evhttp_request *req, const char *corr, const char *detail)
@@ -191,7 +201,7 @@ void reply_db_unavailable(struct evhttp_request *req, const char *corr, const ch
 
 void reply_422(struct evhttp_request *req, const char *corr, json_t *errors)
 {
-    reply_json(req, 422, corr, json_pack("{s:o, s:s}", "detail", errors, "correlation_id", corr));
+    reply_json(req, 422, corr, errors_body(errors, corr));
 }
 
 void field_error(json_t *errors, const char *where, const char *field, const char *type,
@@ -209,28 +219,43 @@ void reply_field_error(struct evhttp_request *req, const char *corr, const char 
     reply_422(req, corr, errors);
 }
 
-json_t *body_object(struct evhttp_request *req, const char *corr, bool allow_empty)
+json_t *body_parse(const char *body, size_t len, bool allow_empty, const char *corr, int *code,
+                   json_t **reply)
 {
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
     if (len == 0 && allow_empty)
         return json_object();
-    const char *body = (const char *)evbuffer_pullup(in, -1);
     json_error_t jerr;
     json_t *root = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
         char detail[300];
         snprintf(detail, sizeof detail, "Invalid JSON body: %s (line %d, column %d)", jerr.text,
                  jerr.line, jerr.column);
-        reply_error(req, 400, corr, detail);
+        *code = 400;
+        *reply = error_body(detail, corr);
         return NULL;
     }
     if (!json_is_object(root)) {
         json_decref(root);
-        reply_field_error(req, corr, "body", "body", "model_attributes_type",
-                          "Input should be a JSON object");
+        json_t *errors = json_array();
+        field_error(errors, "body", "body", "model_attributes_type",
+                    "Input should be a JSON object");
+        *code = 422;
+        *reply = errors_body(errors, corr);
         return NULL;
     }
+    return root;
+}
+
+json_t *body_object(struct evhttp_request *req, const char *corr, bool allow_empty)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    int code = 0;
+    json_t *reply = NULL;
+    json_t *root = body_parse(len ? (const char *)evbuffer_pullup(in, -1) : NULL, len, allow_empty,
+                              corr, &code, &reply);
+    if (!root)
+        reply_json(req, code, corr, reply);
     return root;
 }
 

@@ -70,6 +70,13 @@ void reply_field_error(struct evhttp_request *req, const char *corr, const char 
 /* Parse the JSON body into an object (an empty body is {} when allow_empty). On failure
  * it replies (400 malformed, 422 not an object) and returns NULL. */
 json_t *body_object(struct evhttp_request *req, const char *corr, bool allow_empty);
+/* The same on bytes, without a request: NULL with the status in *code and the error body
+ * in *reply (the caller sends or frees it). */
+json_t *body_parse(const char *body, size_t len, bool allow_empty, const char *corr, int *code,
+                   json_t **reply);
+/* The error bodies: {"detail": detail or errors (stolen), "correlation_id": corr} */
+json_t *error_body(const char *detail, const char *corr);
+json_t *errors_body(json_t *errors, const char *corr);
 /* Reject keys not in `known` (NULL-terminated), adding errors. */
 void check_known_fields(json_t *obj, const char *const *known, json_t *errors);
 

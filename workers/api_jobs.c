@@ -873,16 +873,14 @@ static void validate_requirements(json_t *jreq, json_t *errors, struct job_spec 
 /*
  * input_data's text exactly as the client sent it — key order, spacing, number spelling —
  * for /input/data.json, the record (a json column keeps text as given) and so a rerun or a
- * fork. The body was parsed whole already (body_object); the span is cut from it. Absent or
+ * fork. The body was parsed whole already (body_parse); the span is cut from it. Absent or
  * null: "{}". NULL only when out of memory.
  */
-static char *input_as_sent(struct evhttp_request *req, json_t *jin)
+static char *input_as_sent(const char *body, size_t len, json_t *jin)
 {
     if (!jin || json_is_null(jin))
         return strdup("{}");
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in), off = 0, n = 0;
-    const char *body = (const char *)evbuffer_pullup(in, -1);
+    size_t off = 0, n = 0;
     if (body && json_member_span(body, len, "input_data", &off, &n) == 0)
         return strndup(body + off, n);
     /* cannot happen for a body jansson took; say so and keep the value's meaning */
@@ -890,10 +888,13 @@ static char *input_as_sent(struct evhttp_request *req, json_t *jin)
     return json_dumps(jin, JSON_COMPACT);
 }
 
-/* The request body of /execute and /execute/async into a spec; NULL after a 4xx reply. */
-static struct job_spec *spec_from_execute(struct evhttp_request *req, const char *corr, bool async)
+/* The body of /execute or /execute/async (len bytes from the client) into a spec; NULL with
+ * the 4xx status in *code and its body in *reply. No request and no I/O (tests/fuzz's
+ * fuzz_http runs it as it is). */
+static struct job_spec *execute_spec_parse(const char *body, size_t len, bool async,
+                                           const char *corr, int *code, json_t **reply)
 {
-    json_t *root = body_object(req, corr, false);
+    json_t *root = body_parse(body, len, false, corr, code, reply);
     if (!root)
         return NULL;
     static const char *const known[] = {"code",
@@ -919,7 +920,7 @@ static struct job_spec *spec_from_execute(struct evhttp_request *req, const char
     if (jin && !json_is_null(jin) && !json_is_object(jin)) {
         field_error(errors, "body", "input_data", "dict_type", "Input should be a JSON object");
     } else {
-        s->input_text = input_as_sent(req, jin);
+        s->input_text = input_as_sent(body, len, jin);
         if (s->input_text && strlen(s->input_text) > (size_t)tk.cfg.limits_max_input_bytes)
             field_error(errors, "body", "input_data", "too_long",
                         "input_data is larger than limits.max_input_bytes");
@@ -989,11 +990,28 @@ static struct job_spec *spec_from_execute(struct evhttp_request *req, const char
         s->code = strdup(json_string_value(json_object_get(root, "code")));
     json_decref(root);
     if (json_array_size(errors) > 0) {
-        reply_422(req, corr, errors);
+        *code = 422;
+        *reply = errors_body(errors, corr);
         spec_free(s);
         return NULL;
     }
     json_decref(errors);
+    return s;
+}
+
+/* The request body of /execute and /execute/async into a spec; NULL after a 4xx reply. */
+static struct job_spec *spec_from_execute(struct evhttp_request *req, const char *corr, bool async)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    int code = 0;
+    json_t *reply = NULL;
+    struct job_spec *s = execute_spec_parse(len ? (const char *)evbuffer_pullup(in, -1) : NULL, len,
+                                            async, corr, &code, &reply);
+    if (!s) {
+        reply_json(req, code, corr, reply);
+        return NULL;
+    }
     const char *host = NULL;
     ev_uint16_t port;
     evhttp_connection_get_peer(evhttp_request_get_connection(req), (char **)&host, &port);
