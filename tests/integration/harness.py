@@ -8,6 +8,7 @@ Environment (set by ctest, see tests/CMakeLists.txt):
   TAKOD_BIN        the takod binary under test
   TAKO_SOURCE_DIR  the source tree (for conf/tako.conf)
 """
+import http.client
 import json
 import os
 import shutil
@@ -190,6 +191,24 @@ class Takod:
                 return Response(r.status, r.headers, r.read())
         except urllib.error.HTTPError as e:
             return Response(e.code, e.headers, e.read())
+
+    def events(self, job_id, timeout=120):
+        """GET /jobs/{id}/events read to its end: (status, Content-Type, [(event, data)])."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request("GET", f"/jobs/{job_id}/events")
+            resp = conn.getresponse()
+            events, event = [], None
+            if resp.status == 200:
+                for raw in resp:
+                    line = raw.decode().rstrip("\n")
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: "):
+                        events.append((event, json.loads(line[6:])))
+            return resp.status, resp.getheader("Content-Type"), events
+        finally:
+            conn.close()
 
     def execute(self, code, **fields):
         body = {"code": code, **fields}

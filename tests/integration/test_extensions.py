@@ -2,7 +2,6 @@
 takod's extensions beyond Tako VM: callbacks (callback_url) and the event stream
 (GET /jobs/{id}/events with status changes and live output).
 """
-import http.client
 import http.server
 import json
 import os
@@ -86,19 +85,9 @@ class Extensions(unittest.TestCase):
             self.assertEqual(r.json()["detail"][0]["loc"], ["body", "callback_url"])
 
     def read_events(self, job_id, timeout=60):
-        conn = http.client.HTTPConnection("127.0.0.1", self.t.port, timeout=timeout)
-        conn.request("GET", f"/jobs/{job_id}/events")
-        resp = conn.getresponse()
-        self.assertEqual(resp.status, 200)
-        self.assertEqual(resp.getheader("Content-Type"), "text/event-stream")
-        events, event = [], None
-        for raw in resp:
-            line = raw.decode().rstrip("\n")
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: "):
-                events.append((event, json.loads(line[6:])))
-        conn.close()
+        status, ctype, events = self.t.events(job_id, timeout)
+        self.assertEqual(status, 200)
+        self.assertEqual(ctype, "text/event-stream")
         return events
 
     def test_events_stream_status_live_output_and_result(self):

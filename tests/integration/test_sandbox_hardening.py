@@ -10,7 +10,6 @@ runtime (runc, crun, runsc):
      filesystem tries to create a file in every directory);
  10. an exception message that is not valid UTF-8 after truncation keeps its message.
 """
-import http.client
 import json
 import subprocess
 import unittest
@@ -110,18 +109,8 @@ print(json.dumps(writable))
 
 
 def read_events(t, job_id, timeout=120):
-    conn = http.client.HTTPConnection("127.0.0.1", t.port, timeout=timeout)
-    conn.request("GET", f"/jobs/{job_id}/events")
-    resp = conn.getresponse()
-    assert resp.status == 200, resp.status
-    events, event = [], None
-    for raw in resp:
-        line = raw.decode().rstrip("\n")
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: "):
-            events.append((event, json.loads(line[6:])))
-    conn.close()
+    status, _, events = t.events(job_id, timeout)
+    assert status == 200, status
     return events
 
 

@@ -53,7 +53,18 @@ def spool_leftovers(spool):
     return found
 
 
-class DeepTrees(unittest.TestCase):
+class RuncAndCrun:
+    """test_runc and test_crun of a class whose check(runtime) is the test."""
+
+    def test_runc(self):
+        self.check("runc")
+
+    @unittest.skipUnless(CRUN, "crun is not registered with the engine (scripts/setup-runtime.sh crun)")
+    def test_crun(self):
+        self.check("crun")
+
+
+class DeepTrees(RuncAndCrun, unittest.TestCase):
     def check(self, runtime):
         spool = tempfile.mkdtemp(prefix="takod-it-hspool-", dir="/dev/shm")
         t = Takod(f"docker.runtime={runtime}", f"server.spool_dir={spool}", executors=2, acceptors=1)
@@ -78,13 +89,6 @@ class DeepTrees(unittest.TestCase):
             t.cleanup()
             remove(spool)
 
-    def test_runc(self):
-        self.check("runc")
-
-    @unittest.skipUnless(CRUN, "crun is not registered with the engine (scripts/setup-runtime.sh crun)")
-    def test_crun(self):
-        self.check("crun")
-
 
 MANY = (
     "import os\n"
@@ -95,7 +99,7 @@ MANY = (
 )
 
 
-class ManyArtifacts(unittest.TestCase):
+class ManyArtifacts(RuncAndCrun, unittest.TestCase):
     """limits.max_artifacts: 50,000 empty files keep 1,000, report the rest, one INSERT."""
 
     def check(self, runtime):
@@ -128,13 +132,6 @@ class ManyArtifacts(unittest.TestCase):
         finally:
             t.cleanup()
             remove(spool)
-
-    def test_runc(self):
-        self.check("runc")
-
-    @unittest.skipUnless(CRUN, "crun is not registered with the engine (scripts/setup-runtime.sh crun)")
-    def test_crun(self):
-        self.check("crun")
 
 
 WORKSPACE_PROBE = (
