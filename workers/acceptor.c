@@ -176,9 +176,20 @@ void reply_json(struct evhttp_request *req, int code, const char *corr, json_t *
     free(text);
 }
 
+/* A client's bytes reach error texts (a JSON parser's message quotes the bad input, a URL's
+ * host is named): json_pack refuses invalid UTF-8 and would leave the answer without a
+ * body, so every text that goes into an error answer is made valid here, in one place. */
+static json_t *text_json(const char *s)
+{
+    char *clean = utf8_sanitize(s ? s : "", s ? strlen(s) : 0, NULL);
+    json_t *j = json_string(clean ? clean : "");
+    free(clean);
+    return j;
+}
+
 json_t *error_body(const char *detail, const char *corr)
 {
-    return json_pack("{s:s, s:s}", "detail", detail, "correlation_id", corr);
+    return json_pack("{s:o, s:o}", "detail", text_json(detail), "correlation_id", text_json(corr));
 }
 
 json_t *errors_body(json_t *errors, const char *corr)
@@ -207,8 +218,8 @@ void reply_422(struct evhttp_request *req, const char *corr, json_t *errors)
 void field_error(json_t *errors, const char *where, const char *field, const char *type,
                  const char *msg)
 {
-    json_array_append_new(
-        errors, json_pack("{s:[s,s], s:s, s:s}", "loc", where, field, "msg", msg, "type", type));
+    json_array_append_new(errors, json_pack("{s:[o,o], s:o, s:s}", "loc", text_json(where),
+                                            text_json(field), "msg", text_json(msg), "type", type));
 }
 
 void reply_field_error(struct evhttp_request *req, const char *corr, const char *where,

@@ -205,6 +205,16 @@ class Unanswered(unittest.TestCase):
         self.assertEqual(status_of(out), 200, out)
 
 
+    def test_invalid_utf8_in_an_error_text_still_gets_a_json_answer(self):
+        """A parser's message or a field error that quotes the client's bytes (found by
+        fuzz_http): the answer is a 4xx JSON error, never an answer without a body."""
+        for raw in (b'{"code":"print(1)","callback_url":"http://exampl\\\xd1\x9c\x95Gk=b"}',
+                    b'{"code":"print(1)","callback_url":"http://\xc3\xa9\xff.example/x"}',
+                    b'{"code": "print(1)", "\xff": 1}'):
+            r = self.t.request("POST", "/execute", raw=raw)
+            self.assertIn(r.status, (400, 422), r.body)
+            self.assertIn("detail", r.json(), r.body)
+
     def test_dlq_pages_are_capped_in_bytes(self):
         """/dlq entries hold a job's code and input: their pages are cut like /executions'."""
         for i in range(3):
