@@ -37,6 +37,7 @@ struct pgq {
     int io_fd;
     int backoff_ms;
     struct pgq_item *head, *tail; /* head is in flight when BUSY */
+    PGresult *last;               /* the in-flight query's result so far */
     bool logged_down;
     char *listen_channel; /* LISTENed on every (re)connect */
     pgq_notify_cb on_notify;
@@ -109,6 +110,8 @@ static void conn_lost(struct pgq *q, const char *why_in)
         event_free(q->io);
         q->io = NULL;
     }
+    PQclear(q->last);
+    q->last = NULL;
     PQfinish(q->conn);
     q->conn = NULL;
     q->state = PGQ_DOWN;
@@ -135,20 +138,25 @@ static void on_result(evutil_socket_t fd, short ev, void *arg)
         return;
     }
     drain_notifies(q);
-    PGresult *res, *last = NULL;
+    /* A query's result (CommandComplete) and the end of it (ReadyForQuery) can come in
+     * different reads: the result is kept in q->last across them, never dropped — dropping
+     * it answered a query that had succeeded (an INSERT whose row exists) with an error. */
+    bool complete = false;
     while (!PQisBusy(q->conn)) {
-        res = PQgetResult(q->conn);
-        if (!res)
+        PGresult *res = PQgetResult(q->conn);
+        if (!res) {
+            complete = true;
             break;
-        PQclear(last);
-        last = res;
+        }
+        PQclear(q->last);
+        q->last = res;
     }
-    if (PQisBusy(q->conn)) {
-        PQclear(last);
+    if (!complete) {
         wait_io(q, EV_READ, on_result);
         return;
     }
-    /* the query is complete */
+    PGresult *last = q->last;
+    q->last = NULL;
     struct pgq_item *it = q->head;
     q->head = it->next;
     if (!q->head)
@@ -309,6 +317,7 @@ void pgq_free(struct pgq *q)
     if (q->io)
         event_free(q->io);
     event_free(q->timer);
+    PQclear(q->last);
     PQfinish(q->conn);
     free(q->conninfo);
     free(q->listen_channel);

@@ -6,7 +6,10 @@ records are written when it is back; old records are swept.
 import concurrent.futures
 import json
 import os
+import shutil
 import signal
+import socket
+import tempfile
 import threading
 import time
 import unittest
@@ -205,6 +208,99 @@ class SpoolReplayConflict(unittest.TestCase):
             self.assertEqual(t.request("GET", "/health").status, 200)
         finally:
             t.cleanup()
+
+
+class SplitReplies(unittest.TestCase):
+    """A query's result and the ReadyForQuery after it may reach takod in different reads
+    (a busy server, a proxy, a TCP segment boundary): the result must not be dropped. Here
+    a proxy between takod and PostgreSQL delivers every ReadyForQuery 5 ms after what came
+    before it; before the fix every acceptor query was answered as failed (async submit
+    503 although its row had been inserted)."""
+
+    @staticmethod
+    def _proxy(listen_dir, target):
+        """A unix-socket proxy: client bytes as they come, server bytes one message at a
+        time with a pause before each ReadyForQuery ('Z'). Returns (stop, threads)."""
+        path = os.path.join(listen_dir, ".s.PGSQL.5432")
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(path)
+        os.chmod(path, 0o777)
+        srv.listen(64)
+        srv.settimeout(0.2)
+        stop = threading.Event()
+
+        def up(c, s):
+            try:
+                while (b := c.recv(65536)):
+                    s.sendall(b)
+            except OSError:
+                pass
+            finally:
+                s.close()
+
+        def down(s, c):
+            buf = b""
+            try:
+                while (b := s.recv(65536)):
+                    buf += b
+                    while len(buf) >= 5:
+                        n = int.from_bytes(buf[1:5], "big") + 1
+                        if len(buf) < n:
+                            break
+                        if buf[:1] == b"Z":
+                            time.sleep(0.005)
+                        c.sendall(buf[:n])
+                        buf = buf[n:]
+            except OSError:
+                pass
+            finally:
+                c.close()
+
+        def accept():
+            while not stop.is_set():
+                try:
+                    c, _ = srv.accept()
+                except socket.timeout:
+                    continue
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(target)
+                for f, a in ((up, (c, s)), (down, (s, c))):
+                    threading.Thread(target=f, args=a, daemon=True).start()
+            srv.close()
+        th = threading.Thread(target=accept, daemon=True)
+        th.start()
+        return stop, th
+
+    def test_results_split_from_their_ready_for_query_are_kept(self):
+        pg = ScratchPostgres().start()
+        pdir = tempfile.mkdtemp(prefix="takod-pgproxy-")
+        os.chmod(pdir, 0o755)
+        stop, th = self._proxy(pdir, os.path.join(pg.dir, ".s.PGSQL.5432"))
+        t = Takod(f"database.url=host={pdir} port=5432 dbname=postgres user=takod",
+                  executors=2, acceptors=2)
+        try:
+            t.start()
+            ids = []
+            for i in range(6):
+                r = t.request("POST", "/execute/async", {"code": f"print({i})"})
+                self.assertEqual(r.status, 200, r.body)
+                ids.append(r.json()["job_id"])
+            r = t.request("POST", f"/jobs/{ids[0]}/fork", {"code": "print('forked')"})
+            self.assertEqual(r.status, 200, r.body)
+            ids.append(r.json()["job_id"])
+            for i, jid in enumerate(ids):
+                r = t.request("GET", f"/jobs/{jid}/result?wait=true&timeout=60", timeout=90)
+                self.assertEqual(r.status, 200, r.body)
+                self.assertEqual(r.json()["status"], "succeeded", r.body)
+            rows = t.sql("SELECT count(*) FROM jobs WHERE status = 'succeeded'", pg.conninfo)
+            self.assertEqual(rows, [[str(len(ids))]])
+        finally:
+            t.stop()
+            t.cleanup()
+            stop.set()
+            th.join(5)
+            pg.cleanup()
+            shutil.rmtree(pdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
