@@ -231,7 +231,7 @@ class Api(Client, unittest.TestCase):
         with open(os.path.join(SOURCE_DIR, "docs", "openapi.json")) as f:
             self.assertEqual(served, json.load(f), "the binary serves a stale docs/openapi.json")
         oc.check_document(served)
-        with open(os.path.join(SOURCE_DIR, "workers", "acceptor.c")) as f:
+        with open(os.path.join(SOURCE_DIR, "workers", "routes.c")) as f:
             table = re.findall(r'\{EVHTTP_REQ_(\w+), "([^"]+)", api_\w+\}', f.read())
         self.assertGreater(len(table), 15)
         for method, pattern in table:
