@@ -32,16 +32,65 @@
 
 struct acceptor_state A;
 
+/* ---- held requests ---- */
+
+void acceptor_park(uint32_t idx, struct evhttp_request *req, uint64_t token, const char *corr)
+{
+    struct pending *p = &A.pending[idx];
+    p->req = req;
+    p->token = token;
+    snprintf(p->corr, sizeof p->corr, "%s", corr);
+    A.inflight++;
+}
+
+/* The parked request of `idx`, taken off its slot; NULL when none (or not for `token`). */
+static struct pending *unpark(uint32_t idx, const uint64_t *token)
+{
+    struct pending *p = &A.pending[idx];
+    if (!p->req || (token && p->token != *token))
+        return NULL;
+    A.inflight--;
+    return p;
+}
+
+bool acceptor_unpark(uint32_t idx, uint64_t token)
+{
+    struct pending *p = unpark(idx, &token);
+    if (p)
+        p->req = NULL;
+    return p != NULL;
+}
+
+bool acceptor_parked(uint32_t idx)
+{
+    return A.pending[idx].req != NULL;
+}
+
+void acceptor_hold(void)
+{
+    A.inflight++;
+}
+
+void acceptor_release(void)
+{
+    A.inflight--;
+}
+
+/* Answer a parked client with an error (the one place that does). */
+static void answer_error(uint32_t idx, int code, const char *detail)
+{
+    struct pending *p = unpark(idx, NULL);
+    if (p) {
+        reply_error(p->req, code, p->corr, detail);
+        p->req = NULL;
+    }
+}
+
 /* ---- completions ---- */
 
 void fail_pending(uint32_t idx, int code, const char *detail)
 {
-    struct pending *p = &A.pending[idx];
-    if (p->req) {
-        reply_error(p->req, code, p->corr, detail);
-        p->req = NULL;
-        A.inflight--;
-    }
+    answer_error(idx, code, detail);
     jobs_release(idx, &A.me->intent);
     acceptor_maybe_exit();
 }
@@ -55,8 +104,8 @@ static void on_done(evutil_socket_t fd, short ev, void *arg)
     while (ring_pop(shm_done(tk.shm, (uint32_t)tk.proc_idx), &A.me->intent, &v) == 0) {
         uint32_t idx = shm_val_idx(v);
         struct tk_job *job = shm_job(tk.shm, idx);
-        struct pending *p = &A.pending[idx];
-        if (job->acceptor_gen == A.gen && p->req && p->token == job->req_token) {
+        struct pending *p = job->acceptor_gen == A.gen ? unpark(idx, &job->req_token) : NULL;
+        if (p) {
             char dir[4096], path[4200];
             spool_job_dir(dir, sizeof dir, job->id);
             snprintf(path, sizeof path, "%s/response.json", dir);
@@ -72,7 +121,6 @@ static void on_done(evutil_socket_t fd, short ev, void *arg)
             }
             free(body);
             p->req = NULL;
-            A.inflight--;
         }
         /* a completion for an earlier generation of this slot: the client left with it;
          * the record is in PostgreSQL. Either way we are done with the slot. */
@@ -127,15 +175,8 @@ static void on_drain_accept(evutil_socket_t fd, short ev, void *arg)
 
 static void on_stop_deadline(evutil_socket_t fd, short ev, void *arg)
 {
-    for (uint32_t i = 0; i < tk.shm->n_jobs; i++) {
-        struct pending *p = &A.pending[i];
-        if (p->req) {
-            reply_error(p->req, 503, p->corr,
-                        "takod is shutting down; the job's result is not known yet");
-            p->req = NULL;
-            A.inflight--;
-        }
-    }
+    for (uint32_t i = 0; i < tk.shm->n_jobs; i++)
+        answer_error(i, 503, "takod is shutting down; the job's result is not known yet");
     api_jobs_drop_waiters();
     acceptor_maybe_exit();
 }

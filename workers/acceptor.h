@@ -58,7 +58,23 @@ void acceptor_maybe_exit(void);
 /* Is this process going away (drain or stop)? Its replies then close the connection. */
 bool acceptor_closing(void);
 
-/* ---- job slots ---- */
+/*
+ * ---- held requests ----
+ * A request answered later is held: the process does not exit while it holds any
+ * (acceptor_maybe_exit). A sync job's client is parked on its job slot and answered by the
+ * completion on the done ring (or by fail_pending); `token` tells this admission of the
+ * slot from an earlier one. Other later answers (long-polls, SSE streams, builds, the
+ * audit check) are held with acceptor_hold/acceptor_release. Only these functions touch
+ * A.pending and A.inflight.
+ */
+void acceptor_park(uint32_t idx, struct evhttp_request *req, uint64_t token, const char *corr);
+/* Let go of the client parked on `idx` for `token` without answering it; false when none. */
+bool acceptor_unpark(uint32_t idx, uint64_t token);
+/* Is a client parked on `idx`? */
+bool acceptor_parked(uint32_t idx);
+void acceptor_hold(void);
+void acceptor_release(void);
+/* Answer the client parked on `idx` (if any) with an error and free the slot. */
 void fail_pending(uint32_t idx, int code, const char *detail);
 
 #endif
