@@ -129,15 +129,25 @@ static void on_timer(evutil_socket_t fd, short ev, void *arg)
 static void on_result(evutil_socket_t fd, short ev, void *arg)
 {
     struct pgq *q = arg;
-    if ((ev & EV_WRITE) && PQflush(q->conn) == 1) { /* still sending */
-        wait_io(q, EV_WRITE | EV_READ, on_result);
-        return;
+    /* As libpq's non-blocking mode asks: read when readable, and flush after any wake
+     * while output is left — a query bigger than the socket buffer whose wake was a
+     * notification (read only) was otherwise never sent in full, and hung. */
+    if (ev & EV_READ) {
+        if (!PQconsumeInput(q->conn)) {
+            conn_lost(q, PQerrorMessage(q->conn));
+            return;
+        }
+        drain_notifies(q);
     }
-    if (!PQconsumeInput(q->conn)) {
+    int f = PQflush(q->conn);
+    if (f < 0) {
         conn_lost(q, PQerrorMessage(q->conn));
         return;
     }
-    drain_notifies(q);
+    if (f == 1) { /* still sending */
+        wait_io(q, EV_WRITE | EV_READ, on_result);
+        return;
+    }
     /* A query's result (CommandComplete) and the end of it (ReadyForQuery) can come in
      * different reads: the result is kept in q->last across them, never dropped — dropping
      * it answered a query that had succeeded (an INSERT whose row exists) with an error. */

@@ -218,9 +218,10 @@ class SplitReplies(unittest.TestCase):
     503 although its row had been inserted)."""
 
     @staticmethod
-    def _proxy(listen_dir, target):
-        """A unix-socket proxy: client bytes as they come, server bytes one message at a
-        time with a pause before each ReadyForQuery ('Z'). Returns (stop, threads)."""
+    def _proxy(listen_dir, target, slow_up=False):
+        """A unix-socket proxy: server bytes one message at a time with a pause before each
+        ReadyForQuery ('Z'); client bytes as they come, or (slow_up) 8 KiB every 10 ms so
+        a big statement takes several writes. Returns (stop, thread)."""
         path = os.path.join(listen_dir, ".s.PGSQL.5432")
         srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         srv.bind(path)
@@ -231,8 +232,10 @@ class SplitReplies(unittest.TestCase):
 
         def up(c, s):
             try:
-                while (b := c.recv(65536)):
+                while (b := c.recv(8192 if slow_up else 65536)):
                     s.sendall(b)
+                    if slow_up:
+                        time.sleep(0.01)
             except OSError:
                 pass
             finally:
@@ -272,12 +275,21 @@ class SplitReplies(unittest.TestCase):
         return stop, th
 
     def test_results_split_from_their_ready_for_query_are_kept(self):
+        self._run(slow_up=False)
+
+    def test_a_big_statement_is_sent_whole_while_notifications_arrive(self):
+        """A statement bigger than the socket buffer goes out in several writes; a
+        notification (another job's end) waking the loop in between must not stop the
+        sending (before the fix the acceptor then waited for reads only, and hung)."""
+        self._run(slow_up=True)
+
+    def _run(self, slow_up):
         pg = ScratchPostgres().start()
         pdir = tempfile.mkdtemp(prefix="takod-pgproxy-")
         os.chmod(pdir, 0o755)
-        stop, th = self._proxy(pdir, os.path.join(pg.dir, ".s.PGSQL.5432"))
+        stop, th = self._proxy(pdir, os.path.join(pg.dir, ".s.PGSQL.5432"), slow_up)
         t = Takod(f"database.url=host={pdir} port=5432 dbname=postgres user=takod",
-                  executors=2, acceptors=2)
+                  executors=2, acceptors=1)
         try:
             t.start()
             ids = []
@@ -285,6 +297,21 @@ class SplitReplies(unittest.TestCase):
                 r = t.request("POST", "/execute/async", {"code": f"print({i})"})
                 self.assertEqual(r.status, 200, r.body)
                 ids.append(r.json()["job_id"])
+            if slow_up:  # one notification while a big INSERT is still being sent
+                big = {"x": "y" * 900_000}
+                for i in range(3):
+                    done = []
+                    sender = threading.Thread(target=lambda: done.append(t.request(
+                        "POST", "/execute/async", {"code": "print(1)", "input_data": big},
+                        timeout=60)), daemon=True)
+                    sender.start()
+                    time.sleep(0.2)
+                    t.sql("NOTIFY takod_job, '00000000-0000-0000-0000-000000000000 running'",
+                          pg.conninfo)
+                    sender.join(60)
+                    self.assertTrue(done, "the big submit got no answer: its INSERT hung")
+                    self.assertEqual(done[0].status, 200, done[0].body)
+                    ids.append(done[0].json()["job_id"])
             r = t.request("POST", f"/jobs/{ids[0]}/fork", {"code": "print('forked')"})
             self.assertEqual(r.status, 200, r.body)
             ids.append(r.json()["job_id"])
