@@ -92,6 +92,8 @@ int shm_proc_claim(struct tk_shm *s, int32_t pid, uint8_t role, uint16_t slot)
             atomic_store(&p->ready, 0);
             atomic_store(&p->starting, 0);
             atomic_store(&p->conns, 0);
+            for (int k = 0; k < TK_PROC_CLIENTS; k++)
+                atomic_store(&p->client_open[k], 0);
             ring_intent_init(&p->intent);
             return (int)i;
         }

@@ -5,8 +5,8 @@
  * timeout is an idle timeout, re-armed by every byte). So every connection evhttp accepts
  * is made on a bufferevent this module creates (evhttp_set_bevcb); right after the
  * listener's callback returns, the module adopts it: it finds the evhttp_connection (the
- * bufferevent's callback argument), counts it (in total over all acceptors, through shm,
- * and per client address), answers 503 and closes it when over a cap, and arms one timer:
+ * bufferevent's callback argument), counts it (in total and per client address, both
+ * over all acceptors through shm), answers 503 and closes it when over a cap, and arms one timer:
  * the whole request, headers and body, must arrive within server.request_timeout of the
  * accept (or of the end of the previous reply on a kept-alive connection), else 408 and
  * close. The gaps (an idle keep-alive connection, a stalled upload or reader) are bounded
@@ -183,11 +183,61 @@ static uint32_t total_open(void)
     return n;
 }
 
-static size_t open_from(const char *addr)
+static size_t open_here(const char *addr)
 {
     size_t n = 0;
     for (struct conn *c = open_conns; c; c = c->next)
         n += !strcmp(c->addr, addr);
+    return n;
+}
+
+/* FNV-1a of a client address; never 0 (0 marks an entry never used). */
+static uint64_t addr_hash(const char *addr)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const unsigned char *p = (const unsigned char *)addr; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return h ? h : 1;
+}
+
+/* This acceptor's count of `addr` in shm moves by `delta` (+1 open, -1 close). The entry
+ * of an address is found by scanning (256 entries: cheaper than any probing scheme that
+ * would need deletions); a new address takes the first entry at 0. */
+static void share_count(const char *addr, int delta)
+{
+    uint64_t h = addr_hash(addr);
+    int free_k = -1;
+    for (int k = 0; k < TK_PROC_CLIENTS; k++) {
+        uint32_t n = atomic_load(&A.me->client_open[k]);
+        if (n && atomic_load(&A.me->client_hash[k]) == h) {
+            atomic_store(&A.me->client_open[k], (uint32_t)((int)n + delta));
+            return;
+        }
+        if (!n && free_k < 0)
+            free_k = k;
+    }
+    if (delta > 0 && free_k >= 0) {
+        atomic_store(&A.me->client_hash[free_k], h);
+        atomic_store(&A.me->client_open[free_k], 1);
+    }
+}
+
+/* Connections from `addr` open on every acceptor: this one's exactly, the others' from
+ * their shm tables (a hash collision can only over-count, by the colliding client's). */
+static size_t open_from(const char *addr)
+{
+    size_t n = open_here(addr);
+    uint64_t h = addr_hash(addr);
+    for (uint32_t i = 0; i < tk.shm->n_procs; i++) {
+        struct tk_proc *p = shm_proc(tk.shm, i);
+        if (p == A.me || p->role != TK_ROLE_ACCEPTOR || atomic_load(&p->pid) <= 0)
+            continue;
+        for (int k = 0; k < TK_PROC_CLIENTS; k++) {
+            uint32_t c = atomic_load(&p->client_open[k]);
+            if (c && atomic_load(&p->client_hash[k]) == h)
+                n += c;
+        }
+    }
     return n;
 }
 
@@ -227,6 +277,7 @@ static void on_close(struct evhttp_connection *evcon, void *arg)
     unlink_from(&open_conns, c);
     n_open--;
     atomic_store(&A.me->conns, (uint32_t)n_open);
+    share_count(c->addr, -1);
     if (c->timer)
         event_free(c->timer);
     if (c->user_cb)
@@ -308,6 +359,7 @@ static void adopt_fresh(void)
         push(&open_conns, c);
         n_open++;
         atomic_store(&A.me->conns, (uint32_t)n_open);
+        share_count(c->addr, +1);
         evhttp_connection_set_closecb(c->evcon, on_close, c);
         c->state = C_READING;
         unsigned skipped = 0;

@@ -72,7 +72,7 @@
     X(server, max_connections, INT, "1024", 1, 1000000, CF_RELOAD, \
       "open client connections over all acceptors; more are answered 503 and closed") \
     X(server, max_connections_per_client, INT, "64", 1, 1000000, CF_RELOAD, \
-      "open connections from one client address, per acceptor process; more get 503") \
+      "open connections from one client address, over all acceptors; more get 503") \
     X(database, execution_record_ttl_days, INT, "30", 0, 36500, CF_RELOAD, \
       "job records older than this many days are deleted (0 keeps them forever)") \
     X(database, url, STR, "", 0, 0, CF_NORELOAD, \

@@ -57,6 +57,8 @@ enum tk_job_state {
 enum tk_start_slot { TK_SLOT_NONE = 0, TK_SLOT_CLAIMING, TK_SLOT_HELD, TK_SLOT_WAITING };
 
 /* One process. Slot index = position in the proc table; 64-byte aligned (no false sharing). */
+#define TK_PROC_CLIENTS 256
+
 struct tk_proc {
     _Alignas(64) _Atomic int32_t pid; /* 0 = free slot */
     uint8_t role;
@@ -70,6 +72,12 @@ struct tk_proc {
     _Atomic uint32_t warm;     /* executor: a container is started and waiting */
     _Atomic uint32_t starting; /* executor: TK_SLOT_*, its hold on a start slot */
     _Atomic uint32_t conns;    /* acceptor: client connections it holds open */
+    /* acceptor: its open connections per client address (hash → count; count 0 = a free
+     * entry), written only by it, summed by every acceptor for
+     * server.max_connections_per_client. More distinct clients than entries are counted
+     * by their own acceptor only. */
+    _Atomic uint64_t client_hash[TK_PROC_CLIENTS];
+    _Atomic uint32_t client_open[TK_PROC_CLIENTS];
 };
 
 struct tk_job {
