@@ -16,6 +16,7 @@
 #include "tako/callbacks.h"
 #include "tako/dbspool.h"
 #include "tako/jobs.h"
+#include "tako/jobstore.h"
 #include "tako/jobtypes.h"
 #include "tako/jsonspan.h"
 #include "tako/log.h"
@@ -34,16 +35,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static const char *const terminal_statuses[] = {"succeeded", "failed", "timeout", "oom",
-                                                "cancelled"};
-
-static bool is_terminal(const char *status)
-{
-    for (size_t i = 0; i < TK_ARRAY_LEN(terminal_statuses); i++)
-        if (!strcmp(status, terminal_statuses[i]))
-            return true;
-    return false;
-}
+#define is_terminal jobstore_is_terminal
 
 static int find_live_job(const char *id);
 
@@ -172,24 +164,28 @@ static json_t *record_json(const PGresult *r, int row, bool full)
 /* POST /execute's shape, from a finished record (a duplicate submit of a known job). */
 static json_t *execute_response(const PGresult *r, int row)
 {
-    json_t *rec = record_json(r, row, true);
-    json_t *err = json_object_get(rec, "error"), *timing = json_object_get(rec, "timing");
-    double exec_ms = json_number_value(json_object_get(timing, "execution_ms"));
-    json_t *resp = json_pack(
-        "{s:b, s:O, s:f, s:O, s:O, s:O, s:o, s:o, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O}",
-        "success", !strcmp(PQgetvalue(r, row, R_STATUS), "succeeded"), "output",
-        json_object_get(rec, "output"), "execution_time", exec_ms / 1000.0, "stdout",
-        json_object_get(rec, "stdout"), "stderr", json_object_get(rec, "stderr"), "exit_code",
-        json_object_get(rec, "exit_code"), "error",
-        json_is_object(err) ? json_deep_copy(json_object_get(err, "message")) : json_null(),
-        "error_type",
-        json_is_object(err) ? json_deep_copy(json_object_get(err, "type")) : json_null(),
-        "job_type", json_object_get(rec, "job_type"), "execution_id",
-        json_object_get(rec, "execution_id"), "job_id", json_object_get(rec, "job_id"), "runtime",
-        json_object_get(rec, "runtime"), "status", json_object_get(rec, "status"), "timing", timing,
-        "stdout_truncated", json_object_get(rec, "stdout_truncated"), "stderr_truncated",
-        json_object_get(rec, "stderr_truncated"), "artifacts", json_object_get(rec, "artifacts"));
-    json_decref(rec);
+    json_t *output = col_json(r, row, R_OUTPUT), *error = col_json(r, row, R_ERROR),
+           *timing = col_json(r, row, R_TIMING), *artifacts = col_json(r, row, R_ARTIFACTS);
+#define COL_TEXT(c) (PQgetisnull(r, row, c) ? NULL : PQgetvalue(r, row, c))
+    struct job_row jr = {.id = COL_TEXT(R_ID),
+                         .status = COL_TEXT(R_STATUS),
+                         .job_type = COL_TEXT(R_JOB_TYPE),
+                         .exit_code = COL_TEXT(R_EXIT),
+                         .stdout = COL_TEXT(R_STDOUT),
+                         .stderr = COL_TEXT(R_STDERR),
+                         .stdout_truncated = COL_TEXT(R_OUT_TRUNC),
+                         .stderr_truncated = COL_TEXT(R_ERR_TRUNC),
+                         .runtime = COL_TEXT(R_RUNTIME),
+                         .output = output,
+                         .error = error,
+                         .timing = timing,
+                         .artifacts = artifacts};
+#undef COL_TEXT
+    json_t *resp = job_answer(&jr);
+    json_decref(output);
+    json_decref(error);
+    json_decref(timing);
+    json_decref(artifacts);
     return resp;
 }
 
@@ -481,10 +477,7 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
             reply_error(s->req, 503, s->corr, "takod is shutting down; the job was not run");
         } else {
             const char *qp[2] = {s->idem, s->key_id};
-            if (pgq_exec(A.pg,
-                         "SELECT id::text, request_hash, status FROM jobs"
-                         " WHERE idempotency_key = $1 AND coalesce(api_key_id, '') = $2",
-                         2, qp, on_existing, s) == 0)
+            if (pgq_exec(A.pg, JOBSTORE_SQL_BY_IDEMPOTENCY_KEY, 2, qp, on_existing, s) == 0)
                 return;
             reply_db_unavailable(s->req, s->corr, "Database unavailable; the job was not run");
         }
@@ -492,12 +485,7 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
         acceptor_maybe_exit();
         return;
     }
-    atomic_store(&job->state, TK_JOB_QUEUED);
-    if (ring_push(shm_dispatch(tk.shm), &A.me->intent, shm_val(s->idx, s->gen)) != 0) {
-        /* cannot happen: the dispatch ring has a cell for every slot, and a slot comes back
-         * only once its old entry has left the ring (jobs_done_with) */
-        log_crit("msg=\"dispatch ring full\" job=%s", job->id);
-        atomic_store(&job->state, TK_JOB_FILLING);
+    if (jobs_enqueue(s->idx, s->gen, &A.me->intent) < 0) {
         if (s->async) {
             jobs_release(s->idx, &A.me->intent);
             reply_error(s->req, 503, s->corr, "Job queue is full, try again later");
@@ -587,44 +575,28 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
     }
     if (!quota_ok(req, s))
         return;
-    uint64_t v;
-    if (ring_pop(shm_free(tk.shm), &A.me->intent, &v) != 0) {
+    uint32_t idx, gen;
+    struct jobs_admission adm = {.acceptor_proc = s->async ? TK_NO_ACCEPTOR : (uint16_t)tk.proc_idx,
+                                 .acceptor_gen = A.gen,
+                                 .req_token = ++A.next_token,
+                                 .timeout_s = (uint32_t)s->timeout,
+                                 .startup_timeout_s = (uint32_t)s->startup_timeout,
+                                 .job_type = s->job_type,
+                                 .correlation_id = s->corr,
+                                 .key_id = s->key_id};
+    if (jobs_admit(&adm, &A.me->intent, &idx, &gen) < 0) {
         atomic_fetch_add(&tk.shm->jobs_rejected_full, 1);
         /* a repeat of a known request needs no slot: answer with its job if there is one */
         if (s->idem && pgq_connected(A.pg)) {
             const char *qp[2] = {s->idem, s->key_id};
-            if (pgq_exec(A.pg,
-                         "SELECT id::text, request_hash, status FROM jobs"
-                         " WHERE idempotency_key = $1 AND coalesce(api_key_id, '') = $2",
-                         2, qp, on_existing_or_full, s) == 0)
+            if (pgq_exec(A.pg, JOBSTORE_SQL_BY_IDEMPOTENCY_KEY, 2, qp, on_existing_or_full, s) == 0)
                 return;
         }
         reply_error(req, 503, s->corr, "Job queue is full, try again later");
         spec_free(s);
         return;
     }
-    uint32_t idx = shm_val_idx(v);
     struct tk_job *job = shm_job(tk.shm, idx);
-    /* Ownership goes into the job table before `held` lets go of it (recovery.h). */
-    uint32_t gen = atomic_fetch_add(&job->gen, 1) + 1;
-    job->acceptor_proc = s->async ? TK_NO_ACCEPTOR : (uint16_t)tk.proc_idx;
-    job->acceptor_gen = A.gen;
-    atomic_store(&job->state, TK_JOB_FILLING);
-    ring_intent_clear_held(&A.me->intent);
-    uuid_v4(job->id);
-    job->attempt = 0;
-    job->req_token = ++A.next_token;
-    atomic_store(&job->owner_pid, 0);
-    atomic_store(&job->cancel, 0);
-    atomic_store(&job->watchers, 0);
-    job->timeout_s = (uint32_t)s->timeout;
-    job->startup_timeout_s = (uint32_t)s->startup_timeout;
-    job->created_real_us = now_real_us();
-    job->created_mono_us = now_mono_us();
-    snprintf(job->job_type, sizeof job->job_type, "%s", s->job_type);
-    snprintf(job->correlation_id, sizeof job->correlation_id, "%s", s->corr);
-    job->container_id[0] = '\0';
-    snprintf(job->key_id, sizeof job->key_id, "%s", s->key_id);
     atomic_fetch_add(&tk.shm->jobs_admitted, 1);
     s->idx = idx;
     s->gen = gen;
@@ -668,32 +640,42 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
     json_decref(in_json);
     sha256_hex(canon ? canon : s->input_text, strlen(canon ? canon : s->input_text), input_hash);
     free(canon);
-    const char *params[19] = {job->id,         s->job_type, s->code,
-                              s->input_text,   timeout_s,   mem_s,
-                              cpus_s,          tk.node,     s->client_ip[0] ? s->client_ip : NULL,
-                              s->corr,         created_s,   s->async ? "async" : "sync",
-                              s->idem,         s->hash,     s->parent[0] ? s->parent : NULL,
-                              s->relationship, code_hash,   input_hash,
-                              s->stdin_text};
-    const char *sql = JOBS_SQL_INSERT;
-    const char *all[JOBS_INSERT_NPARAMS];
-    memcpy(all, params, sizeof params);
-    all[22] = s->files_json;
-    all[23] = s->requirements;
-    all[19] = s->startup_timeout ? startup_s : NULL;
-    all[20] = s->callback_url;
-    all[21] = s->key_id[0] ? s->key_id : NULL;
+    struct job_row row = {.id = job->id,
+                          .job_type = s->job_type,
+                          .code = s->code,
+                          .input = s->input_text,
+                          .timeout_s = timeout_s,
+                          .memory_bytes = mem_s,
+                          .cpus = cpus_s,
+                          .node = tk.node,
+                          .client_ip = s->client_ip[0] ? s->client_ip : NULL,
+                          .correlation_id = s->corr,
+                          .created_at = created_s,
+                          .mode = s->async ? "async" : "sync",
+                          .idempotency_key = s->idem,
+                          .request_hash = s->hash,
+                          .parent_id = s->parent[0] ? s->parent : NULL,
+                          .relationship = s->relationship,
+                          .code_hash = code_hash,
+                          .input_hash = input_hash,
+                          .stdin = s->stdin_text,
+                          .startup_timeout_s = s->startup_timeout ? startup_s : NULL,
+                          .callback_url = s->callback_url,
+                          .api_key_id = s->key_id[0] ? s->key_id : NULL,
+                          .input_files = s->files_json,
+                          .requirements = s->requirements};
+    struct jobstore_stmt ins;
+    jobstore_insert(&ins, &row);
     if (!s->async && !s->idem && !pgq_connected(A.pg)) {
         /* PostgreSQL is down: an unkeyed sync job still runs; its record waits on disk */
-        if (dbspool_write_insert(job->id, all) == 0) {
+        if (dbspool_write_insert(job->id, ins.params) == 0) {
             log_warn("msg=\"database unavailable; record spooled\" job=%s", job->id);
-            atomic_store(&job->state, TK_JOB_QUEUED);
-            ring_push(shm_dispatch(tk.shm), &A.me->intent, shm_val(idx, gen));
+            jobs_enqueue(idx, gen, &A.me->intent);
             spec_free(s);
             return;
         }
     }
-    if (pgq_exec(A.pg, sql, JOBS_INSERT_NPARAMS, all, on_inserted, s) < 0) {
+    if (pgq_exec(A.pg, ins.sql, ins.n, ins.params, on_inserted, s) < 0) {
         if (s->async) {
             jobs_release(idx, &A.me->intent);
             reply_db_unavailable(req, s->corr, "Database unavailable; the job was not run");
@@ -1612,38 +1594,6 @@ void api_jobs_drop_streams(void)
 
 /* ---- cancel and stop ---- */
 
-static void on_settled(const PGresult *res, const char *err, void *arg)
-{
-    if (!res)
-        log_warn("msg=\"recording a settled job failed\" err=\"%s\"", err);
-}
-
-/*
- * A queued job no executor has taken will not run: settle it as cancelled with error
- * `type` and answer whoever waits, like any completion. The CAS decides against an
- * executor starting it at the same moment; its value stays in the dispatch ring, and the
- * executor that pops it finds the slot no longer QUEUED and drops it.
- */
-static void settle_unstarted(uint32_t idx, const char *type, const char *msg)
-{
-    struct tk_job *job = shm_job(tk.shm, idx);
-    uint32_t gen = atomic_load(&job->gen);
-    uint32_t expect = TK_JOB_QUEUED;
-    atomic_store(&job->stale_votes, 2); /* its dispatch entry stays queued (jobs.h) */
-    if (!atomic_compare_exchange_strong(&job->state, &expect, TK_JOB_DONE)) {
-        atomic_store(&job->stale_votes, 0);
-        return; /* an executor has it: its completion will come */
-    }
-    jobs_write_settled_response(job, "cancelled", type, msg);
-    json_t *err = jobs_error_json(type, msg, "startup");
-    char *err_text = json_dumps(err, JSON_COMPACT);
-    json_decref(err);
-    const char *p[3] = {job->id, "cancelled", err_text};
-    pgq_exec(A.pg, JOBS_SQL_SETTLE, 3, p, on_settled, NULL);
-    free(err_text);
-    jobs_complete(idx, gen, &A.me->intent);
-}
-
 /* A job of this node that has not finished, by id: its slot index, or -1. */
 static int find_live_job(const char *id)
 {
@@ -1675,9 +1625,7 @@ void api_job_cancel(struct evhttp_request *req, const char *corr, char **params)
         reply_error(req, 404, corr, "Job not found or already completed");
         return;
     }
-    atomic_store(&shm_job(tk.shm, (uint32_t)idx)->cancel, 1); /* seen by its executor */
-    settle_unstarted((uint32_t)idx, "cancelled", "The job was cancelled before it started");
-    jobs_drain_stale(&A.me->intent);
+    jobs_cancel(&(struct jobs_db){.pgq = A.pg}, (uint32_t)idx, &A.me->intent);
     log_info("msg=\"job cancelled\" job=%s", id);
     reply_json(req, 200, corr, json_pack("{s:s, s:s}", "status", "cancelled", "job_id", id));
 }
@@ -1686,5 +1634,6 @@ void api_jobs_stop(void)
 {
     for (uint32_t i = 0; i < tk.shm->n_jobs; i++)
         if (A.pending[i].req)
-            settle_unstarted(i, "interrupted", "takod was stopped before the job started");
+            jobs_settle_unstarted(&(struct jobs_db){.pgq = A.pg}, i, "interrupted",
+                                  "takod was stopped before the job started", &A.me->intent);
 }
