@@ -2,7 +2,8 @@
  * acceptor.c — one HTTP acceptor process: a libevent evhttp on the listening socket the
  * master bound (shared by all acceptors; no SO_REUSEPORT, so no connection is dropped on
  * reload). This file is the process: replies, request helpers, the route table,
- * completions from executors and stopping. The routes live in api_jobs.c and api_ops.c.
+ * completions from executors and stopping. The routes live in api_submit.c,
+ * api_records.c, api_wait.c (api_jobs.h) and api_ops.c.
  *
  * A sync job's request is parked on its job slot until the executor's completion arrives
  * on this process's done ring (an eventfd wakes the loop); a long-poll is parked until
@@ -440,9 +441,44 @@ static void on_request(struct evhttp_request *req, void *arg)
     reply_error(req, 404, corr, "Not Found");
 }
 
-/* ---- completions ---- */
+/* ---- parked requests ---- */
 
-void fail_pending(uint32_t idx, int code, const char *detail)
+void acceptor_park(uint32_t idx, struct evhttp_request *req, uint64_t token, const char *corr)
+{
+    struct pending *p = &A.pending[idx];
+    p->req = req;
+    p->token = token;
+    snprintf(p->corr, sizeof p->corr, "%s", corr);
+    A.inflight++;
+}
+
+bool acceptor_unpark(uint32_t idx, uint64_t token)
+{
+    struct pending *p = &A.pending[idx];
+    if (!p->req || p->token != token)
+        return false;
+    p->req = NULL;
+    A.inflight--;
+    return true;
+}
+
+bool acceptor_parked(uint32_t idx)
+{
+    return A.pending[idx].req != NULL;
+}
+
+void acceptor_hold(void)
+{
+    A.inflight++;
+}
+
+void acceptor_let_go(void)
+{
+    A.inflight--;
+}
+
+/* Answer slot idx's parked request (if any) and give the slot back. */
+static void answer_parked(uint32_t idx, int code, const char *detail)
 {
     struct pending *p = &A.pending[idx];
     if (p->req) {
@@ -450,6 +486,13 @@ void fail_pending(uint32_t idx, int code, const char *detail)
         p->req = NULL;
         A.inflight--;
     }
+}
+
+/* ---- completions ---- */
+
+void fail_pending(uint32_t idx, int code, const char *detail)
+{
+    answer_parked(idx, code, detail);
     jobs_release(idx, &A.me->intent);
     acceptor_maybe_exit();
 }
@@ -530,15 +573,8 @@ static void on_drain_accept(evutil_socket_t fd, short ev, void *arg)
 
 static void on_stop_deadline(evutil_socket_t fd, short ev, void *arg)
 {
-    for (uint32_t i = 0; i < tk.shm->n_jobs; i++) {
-        struct pending *p = &A.pending[i];
-        if (p->req) {
-            reply_error(p->req, 503, p->corr,
-                        "takod is shutting down; the job's result is not known yet");
-            p->req = NULL;
-            A.inflight--;
-        }
-    }
+    for (uint32_t i = 0; i < tk.shm->n_jobs; i++)
+        answer_parked(i, 503, "takod is shutting down; the job's result is not known yet");
     api_jobs_drop_waiters();
     acceptor_maybe_exit();
 }

@@ -1,6 +1,7 @@
 /*
  * acceptor.h — what the acceptor's files share: the process state, replies, request
- * parsing helpers, and the route handlers (api_jobs.c, api_ops.c).
+ * parsing helpers, and the route handlers (api_submit.c, api_records.c, api_wait.c,
+ * api_ops.c).
  *
  * Every handler replies exactly once, now or later (a parked request: a sync job, a
  * long-poll); every reply goes through reply_*() so headers, metrics and keep-alive
@@ -87,13 +88,24 @@ void acceptor_maybe_exit(void);
 const char *acceptor_route_name(int idx);
 int acceptor_route_count(void);
 
-/* ---- job slots ---- */
+/* ---- parked requests (A.pending and A.inflight are written only in acceptor.c) ---- */
+/* A sync job's request waits on its slot for the completion (on_done answers it). */
+void acceptor_park(uint32_t idx, struct evhttp_request *req, uint64_t token, const char *corr);
+/* Slot idx's request (this token's) is no longer parked there: the caller answers it.
+ * false when it was not parked (answered already). */
+bool acceptor_unpark(uint32_t idx, uint64_t token);
+bool acceptor_parked(uint32_t idx);
+/* A request parked elsewhere (a long-poll, an event stream, a build): the acceptor does
+ * not exit while any is held. */
+void acceptor_hold(void);
+void acceptor_let_go(void);
+/* Answer slot idx's parked request with an error, and give the slot back. */
 void fail_pending(uint32_t idx, int code, const char *detail);
 
 /* ---- routes ---- */
 typedef void (*route_fn)(struct evhttp_request *req, const char *corr, char **params);
 
-/* api_jobs.c */
+/* the job routes: api_submit.c, api_records.c, api_wait.c (api_jobs.h) */
 void api_execute(struct evhttp_request *req, const char *corr, char **params);
 void api_execute_async(struct evhttp_request *req, const char *corr, char **params);
 void api_job_status(struct evhttp_request *req, const char *corr, char **params);

@@ -193,7 +193,7 @@ struct build_req {
 
 static void build_done(struct build_req *b)
 {
-    A.inflight--;
+    acceptor_let_go();
     json_decref(b->result);
     evbuffer_free(b->out);
     free(b);
@@ -445,5 +445,5 @@ static void start_build(struct evhttp_request *req, const char *corr, const stru
     b->out = evbuffer_new();
     b->ev = event_new(A.base, fds[0], EV_READ | EV_PERSIST, on_child_output, b);
     event_add(b->ev, NULL);
-    A.inflight++;
+    acceptor_hold();
 }

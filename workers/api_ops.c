@@ -315,7 +315,7 @@ static void audit_done(const PGresult *res, const char *err, void *arg)
             json_object_set_new(body, "checkpoint", json_string(a->checkpoint));
         reply_json(a->req, 200, a->corr, body);
     }
-    A.inflight--;
+    acceptor_let_go();
     event_base_once(A.base, -1, EV_TIMEOUT, audit_free_later, a, NULL); /* not from within */
     acceptor_maybe_exit();
 }
@@ -338,7 +338,7 @@ void api_audit_verify(struct evhttp_request *req, const char *corr, char **param
     a->req = req;
     snprintf(a->corr, sizeof a->corr, "%s", corr);
     a->q = pgq_new(A.base, tk.conninfo);
-    A.inflight++;
+    acceptor_hold();
     const char *cp[2] = {seq, hash};
     if (pgq_exec(a->q, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, audit_step, a) <
             0 ||
@@ -349,7 +349,7 @@ void api_audit_verify(struct evhttp_request *req, const char *corr, char **param
         /* the connection failed at once: the queued callbacks already ran (or none did) */
         if (!a->failed) {
             reply_db_unavailable(req, corr, "Database unavailable");
-            A.inflight--;
+            acceptor_let_go();
             event_base_once(A.base, -1, EV_TIMEOUT, audit_free_later, a, NULL);
         }
     }

@@ -25,6 +25,13 @@
  * filled: from a run's result (result.c:result_row), from a PostgreSQL record, or for a
  * job that never ran. Its field order is the API's (docs/API.md), so it is written out
  * there rather than derived from this table's parameter order.
+ *
+ * Not folded in yet: a callback's body is built by the database itself, by the trigger
+ * of migration 10 (common/db.c, takod_callback_queue) from the same columns and in the
+ * same shape, so that any writer of a final status (an executor, recovery, a replay)
+ * queues it. Building it here would take a new migration (the trigger queues the delivery
+ * without a body) and the deliverer (workers/deliverer.c) reading the row and calling
+ * job_answer; until then a field added to job_answer must be added to that trigger too.
  */
 #ifndef TAKO_JOBSTORE_H
 #define TAKO_JOBSTORE_H

@@ -11,14 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define TK_FAIL(...)                                                                               \
-    do {                                                                                           \
-        fprintf(stderr, "  failed at %s:%d: ", __FILE__, __LINE__);                                \
-        fprintf(stderr, __VA_ARGS__);                                                              \
-        fprintf(stderr, "\n");                                                                     \
-        _exit(1);                                                                                  \
-    } while (0)
-
 /* What a parameter of the INSERT or the FINISH must read as (the statements before the
  * field table, and so every spooled file since: dbspool keeps the parameters' order). */
 static void expect_has(const char *sql, const char *part)
