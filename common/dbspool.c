@@ -1,9 +1,10 @@
 /*
- * dbspool.c — see dbspool.h.
+ * dbspool.c — see dbspool.h. The statements and their parameters' order are the
+ * jobstore's (TK_JOB_FIELDS); a spooled file is those parameters, replayed as they are.
  */
 #include "tako/dbspool.h"
 #include "tako/log.h"
-#include "tako/takod.h"
+#include "tako/jobstore.h"
 #include "tako/util.h"
 
 #include <dirent.h>
@@ -15,26 +16,14 @@
 #include <string.h>
 #include <unistd.h>
 
-const char *const JOBS_SQL_INSERT =
-    "INSERT INTO jobs (id, status, job_type, code, input, timeout_s, memory_bytes, cpus,"
-    " node, client_ip, correlation_id, created_at, mode, idempotency_key, request_hash,"
-    " parent_id, relationship, code_hash, input_hash, stdin, startup_timeout_s,"
-    " callback_url, callback_status, api_key_id, input_files, requirements)"
-    " VALUES ($1, 'queued', $2, $3, $4::json, $5::integer, $6::bigint,"
-    " $7::double precision, $8, $9, $10, to_timestamp($11::double precision / 1e6), $12,"
-    " $13, $14, $15::uuid, $16, $17, $18, $19, $20::integer, $21,"
-    " CASE WHEN $21::text IS NULL THEN NULL ELSE 'pending' END, $22, $23::jsonb, $24::jsonb)"
-    " ON CONFLICT DO NOTHING RETURNING id";
+static char spool_dir[4200]; /* <data_dir>/dbspool */
 
-const char *const JOBS_SQL_FINISH =
-    "UPDATE jobs SET status = $2, ended_at = to_timestamp($14::double precision / 1e6),"
-    " exit_code = $3::integer, stdout = $4, stderr = $5, stdout_truncated = $6::boolean,"
-    " stderr_truncated = $7::boolean, output = $8::jsonb, error = $9::jsonb,"
-    " timing = $10::jsonb, artifacts = $11::jsonb, runtime = $12, container_id = $13,"
-    " started_at = coalesce(started_at, to_timestamp($15::double precision / 1e6))"
-    " WHERE id = $1 AND status IN ('queued', 'running') RETURNING callback_url";
+void dbspool_init(const char *data_dir)
+{
+    snprintf(spool_dir, sizeof spool_dir, "%s/dbspool", data_dir);
+}
 
-const char *const JOBS_SQL_ARTIFACT =
+static const char JOBS_SQL_ARTIFACT[] =
     "INSERT INTO artifacts (job_id, name, size_bytes, sha256, content_type, data)"
     " VALUES ($1, $2, $3::bigint, $4, $5, $6)"
     " ON CONFLICT (job_id, name) DO UPDATE SET size_bytes = EXCLUDED.size_bytes,"
@@ -42,7 +31,7 @@ const char *const JOBS_SQL_ARTIFACT =
 
 static void spool_path(char *buf, size_t len, const char *job_id, const char *kind)
 {
-    snprintf(buf, len, "%s/dbspool/%s.%s", tk.cfg.server_data_dir, job_id, kind);
+    snprintf(buf, len, "%s/%s.%s", spool_dir, job_id, kind);
 }
 
 static json_t *params_json(const char *const *params, int n)
@@ -114,7 +103,7 @@ static int replay_unchanged(struct db *db, const char *path, bool insert, const 
                             const char *idem)
 {
     const char *p[1] = {job_id};
-    PGresult *r = db_exec(db, "SELECT status FROM jobs WHERE id = $1::uuid", 1, p);
+    PGresult *r = db_exec(db, JOBSTORE_SQL_STATUS, 1, p);
     if (!r)
         return -EIO;
     bool there = PQntuples(r) == 1;
@@ -157,13 +146,15 @@ static int replay_file(struct db *db, const char *path, bool insert)
     size_t n = json_array_size(params);
     for (size_t i = 0; i < n && i < JOBS_INSERT_NPARAMS; i++)
         p[i] = json_string_value(json_array_get(params, i));
-    PGresult *r = db_exec(db, insert ? JOBS_SQL_INSERT : JOBS_SQL_FINISH, (int)n, p);
+    PGresult *r = db_exec(db, insert ? jobstore_sql_insert() : jobstore_sql_finish(), (int)n, p);
     int rc = r ? 0 : -EIO;
     /* Both statements return a row when they changed one. None is not "written":
      * ON CONFLICT DO NOTHING and the UPDATE's status guard say nothing of why. */
     if (r && PQntuples(r) == 0 && p[0]) {
         PQclear(r);
-        rc = replay_unchanged(db, path, insert, p[0], insert && n > 12 ? p[12] : NULL);
+        int idem = jobstore_insert_param("idempotency_key");
+        rc = replay_unchanged(db, path, insert, p[0],
+                              insert && idem >= 0 && (size_t)idem < n ? p[idem] : NULL);
         if (rc < 0) {
             json_decref(doc);
             return rc;
@@ -212,8 +203,7 @@ static int replay_file(struct db *db, const char *path, bool insert)
 /* INSERTs first (a result must find its row), then results. */
 int dbspool_replay(struct db *db)
 {
-    char dir[4200];
-    snprintf(dir, sizeof dir, "%s/dbspool", tk.cfg.server_data_dir);
+    const char *dir = spool_dir;
     int left = 0, done = 0, conflicts = 0;
     for (int pass = 0; pass < 2; pass++) {
         DIR *d = opendir(dir);
@@ -255,8 +245,7 @@ int dbspool_replay(struct db *db)
 
 int dbspool_count(void)
 {
-    char dir[4200];
-    snprintf(dir, sizeof dir, "%s/dbspool", tk.cfg.server_data_dir);
+    const char *dir = spool_dir;
     DIR *d = opendir(dir);
     if (!d)
         return 0;

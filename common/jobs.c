@@ -1,9 +1,9 @@
 /*
- * jobs.c — see jobs.h.
+ * jobs.c — see jobs.h: the transitions of a job, each with its statement.
  */
 #include "tako/jobs.h"
+#include "tako/dbspool.h"
 #include "tako/log.h"
-#include "tako/takod.h"
 #include "tako/util.h"
 
 #include <errno.h>
@@ -11,29 +11,40 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <unistd.h>
 
-const char *const JOBS_SQL_SETTLE =
-    "UPDATE jobs SET status = $2, ended_at = now(), error = $3::jsonb"
-    " WHERE id = $1 AND status IN ('queued', 'running')";
+static struct jobs_ctx J;
+
+void jobs_init(const struct jobs_ctx *ctx)
+{
+    J = *ctx;
+}
+
+/* <spool>/<job id> */
+static int job_dir(char *buf, size_t len, const char *job_id)
+{
+    int n = snprintf(buf, len, "%s/%s", J.spool_dir, job_id);
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
 
 void jobs_release(uint32_t idx, struct ring_intent *me)
 {
-    struct tk_job *job = shm_job(tk.shm, idx);
+    struct tk_job *job = shm_job(J.shm, idx);
     char dir[4096];
-    if (job->id[0] && spool_job_dir(dir, sizeof dir, job->id) == 0)
-        rm_rf_aside(dir, tk.quarantine_dir); /* logs a failure */
+    if (job->id[0] && job_dir(dir, sizeof dir, job->id) == 0)
+        rm_rf_aside(dir, J.quarantine_dir); /* logs a failure */
     job->id[0] = '\0';
     atomic_store(&job->stale_votes, 0);
     atomic_store(&job->finishing, 0);
     atomic_store(&job->state, TK_JOB_FREE);
-    while (ring_push(shm_free(tk.shm), me, shm_val(idx, 0)) != 0)
+    while (ring_push(shm_free(J.shm), me, shm_val(idx, 0)) != 0)
         usleep(100); /* cannot be full: it has a cell for every slot */
 }
 
 void jobs_done_with(uint32_t idx, struct ring_intent *me)
 {
-    struct tk_job *job = shm_job(tk.shm, idx);
+    struct tk_job *job = shm_job(J.shm, idx);
     uint32_t votes = atomic_load(&job->stale_votes);
     if (votes == 0) {
         jobs_release(idx, me); /* the only holder */
@@ -52,9 +63,9 @@ void jobs_done_with(uint32_t idx, struct ring_intent *me)
 static bool is_stale(uint64_t v, void *arg)
 {
     uint32_t idx = shm_val_idx(v);
-    if (idx >= tk.shm->n_jobs)
+    if (idx >= J.shm->n_jobs)
         return false;
-    struct tk_job *job = shm_job(tk.shm, idx);
+    struct tk_job *job = shm_job(J.shm, idx);
     return atomic_load(&job->gen) == shm_val_gen(v) && atomic_load(&job->state) == TK_JOB_DONE &&
            atomic_load(&job->stale_votes) > 0;
 }
@@ -62,60 +73,31 @@ static bool is_stale(uint64_t v, void *arg)
 void jobs_drain_stale(struct ring_intent *me)
 {
     uint64_t v;
-    while (ring_pop_if(shm_dispatch(tk.shm), me, is_stale, NULL, &v) == 0)
+    while (ring_pop_if(shm_dispatch(J.shm), me, is_stale, NULL, &v) == 0)
         jobs_done_with(shm_val_idx(v), me);
 }
 
 void jobs_complete(uint32_t idx, uint32_t gen, struct ring_intent *me)
 {
-    struct tk_job *job = shm_job(tk.shm, idx);
+    struct tk_job *job = shm_job(J.shm, idx);
     atomic_store(&job->state, TK_JOB_DONE);
     uint32_t a = job->acceptor_proc;
-    if (a == TK_NO_ACCEPTOR || a >= tk.shm->n_procs) {
+    if (a == TK_NO_ACCEPTOR || a >= J.shm->n_procs) {
         jobs_done_with(idx, me);
         return;
     }
-    while (ring_push(shm_done(tk.shm, a), me, shm_val(idx, gen)) != 0)
+    while (ring_push(shm_done(J.shm, a), me, shm_val(idx, gen)) != 0)
         usleep(100); /* cannot be full: it has a cell for every job slot */
     uint64_t one = 1;
-    if (write(tk.done_efd[a], &one, sizeof one) < 0)
+    if (write(J.done_efd[a], &one, sizeof one) < 0)
         log_warn("msg=\"eventfd write failed\" proc=%u err=\"%s\"", a, strerror(errno));
-}
-
-json_t *jobs_error_json(const char *type, const char *message, const char *phase)
-{
-    return json_pack("{s:s, s:s, s:s}", "type", type, "message", message, "phase", phase);
-}
-
-int jobs_write_settled_response(const struct tk_job *job, const char *status, const char *type,
-                                const char *message)
-{
-    double total_ms = (double)(now_mono_us() - job->created_mono_us) / 1000.0;
-    json_t *resp =
-        json_pack("{s:b, s:n, s:f, s:s, s:s, s:n, s:s, s:s, s:s, s:s, s:s, s:s, s:s,"
-                  " s:{s:f, s:f, s:f, s:f}, s:b, s:b, s:[]}",
-                  "success", 0, "output", "execution_time", 0.0, "stdout", "", "stderr", "",
-                  "exit_code", "error", message, "error_type", type, "job_type", job->job_type,
-                  "execution_id", job->id, "job_id", job->id, "runtime", "runc", "status", status,
-                  "timing", "queue_ms", total_ms, "startup_ms", 0.0, "execution_ms", 0.0,
-                  "total_ms", total_ms, "stdout_truncated", 0, "stderr_truncated", 0, "artifacts");
-    if (!resp)
-        return -ENOMEM;
-    char dir[4096], path[4200];
-    spool_job_dir(dir, sizeof dir, job->id);
-    snprintf(path, sizeof path, "%s/response.json", dir);
-    char *text = json_dumps(resp, JSON_COMPACT | JSON_REAL_PRECISION(9));
-    json_decref(resp);
-    int rc = text ? write_file(path, text, strlen(text), 0600) : -ENOMEM;
-    free(text);
-    return rc;
 }
 
 int jobs_write_spool(const char *id, const char *code, const char *input, const char *stdin_text,
                      const char *files_json, const char *requirements, char *why, size_t wlen)
 {
     char dir[4096], path[4300];
-    spool_job_dir(dir, sizeof dir, id);
+    job_dir(dir, sizeof dir, id);
     static const char *const subs[] = {"", "/code", "/input"};
     for (size_t i = 0; i < TK_ARRAY_LEN(subs); i++) { /* the job's dir, then its subdirs */
         snprintf(path, sizeof path, "%s%s", dir, subs[i]);
@@ -174,4 +156,431 @@ int jobs_write_spool(const char *id, const char *code, const char *input, const 
     }
     json_decref(files_obj);
     return rc;
+}
+
+/* ---- statements on the caller's connection ---- */
+
+struct async_note { /* what a queued statement was, for its failure's log line */
+    const char *what;
+    char job[40];
+};
+
+static void on_async_done(const PGresult *res, const char *err, void *arg)
+{
+    struct async_note *n = arg;
+    if (!res)
+        log_warn("msg=\"%s failed\" job=%s err=\"%s\"", n->what, n->job, err);
+    free(n);
+}
+
+/* Run st on the caller's connection, logging a failure. 0, -EIO or -ENOTCONN. */
+static int run(const struct jobs_db *jdb, const struct jobstore_stmt *st, const char *job,
+               PGresult **out)
+{
+    if (jdb && jdb->db) {
+        PGresult *r = db_exec(jdb->db, st->sql, st->n, st->params);
+        if (!r) {
+            log_error("msg=\"%s failed\" job=%s err=\"%s\"", st->what, job, db_last_error(jdb->db));
+            return -EIO;
+        }
+        if (out)
+            *out = r;
+        else
+            PQclear(r);
+        return 0;
+    }
+    if (jdb && jdb->pgq) {
+        struct async_note *n = malloc(sizeof *n);
+        if (!n)
+            return -ENOMEM;
+        n->what = st->what;
+        snprintf(n->job, sizeof n->job, "%s", job);
+        if (pgq_exec(jdb->pgq, st->sql, st->n, st->params, on_async_done, n) < 0) {
+            log_warn("msg=\"%s failed: database unavailable\" job=%s", st->what, job);
+            free(n);
+            return -ENOTCONN;
+        }
+        return 0;
+    }
+    return -ENOTCONN; /* no connection: the caller said why */
+}
+
+/* A record's settling: status with the error object {type, message, phase}. */
+static void settle_record(const struct jobs_db *jdb, const char *id, const char *status,
+                          json_t *error)
+{
+    char *text = json_dumps(error, JSON_COMPACT);
+    struct jobstore_stmt st;
+    jobstore_settle(&st, id, status, text);
+    run(jdb, &st, id, NULL);
+    free(text);
+}
+
+static json_t *error_json(const char *type, const char *message, const char *phase)
+{
+    return json_pack("{s:s, s:s, s:s}", "type", type, "message", message, "phase", phase);
+}
+
+/* ---- answers ---- */
+
+int jobs_write_answer(const char *id, const struct job_row *row)
+{
+    json_t *answer = job_answer(row);
+    char *text = json_dumps(answer, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    json_decref(answer);
+    char dir[4096], path[4200];
+    job_dir(dir, sizeof dir, id);
+    snprintf(path, sizeof path, "%s/response.json", dir);
+    int rc = text ? write_file(path, text, strlen(text), 0600) : -ENOMEM;
+    if (rc < 0)
+        log_error("msg=\"writing the response failed\" job=%s path=%s err=\"%s\"", id, path,
+                  strerror(-rc));
+    free(text);
+    return rc;
+}
+
+/* The answer of a job that ends without a normal run (cancelled before it started,
+ * interrupted, lost its executor): the same shape as a real result's. */
+static void write_settled_answer(const struct tk_job *job, const char *status, json_t *error)
+{
+    double total_ms = (double)(now_mono_us() - job->created_mono_us) / 1000.0;
+    json_t *timing = json_pack("{s:f, s:f, s:f, s:f}", "queue_ms", total_ms, "startup_ms", 0.0,
+                               "execution_ms", 0.0, "total_ms", total_ms);
+    struct job_row row = {.id = job->id,
+                          .job_type = job->job_type,
+                          .status = status,
+                          .stdout = "",
+                          .stderr = "",
+                          .stdout_truncated = "false",
+                          .stderr_truncated = "false",
+                          .error = error,
+                          .timing = timing,
+                          .runtime = J.shm->runtime};
+    jobs_write_answer(job->id, &row);
+    json_decref(timing);
+}
+
+/* ---- transitions ---- */
+
+int jobs_admit(const struct jobs_admission *a, struct ring_intent *me, uint32_t *idx_out,
+               uint32_t *gen_out)
+{
+    uint64_t v;
+    if (ring_pop(shm_free(J.shm), me, &v) != 0)
+        return -EAGAIN;
+    uint32_t idx = shm_val_idx(v);
+    struct tk_job *job = shm_job(J.shm, idx);
+    /* Ownership goes into the job table before `held` lets go of it (recovery.h). */
+    uint32_t gen = atomic_fetch_add(&job->gen, 1) + 1;
+    job->acceptor_proc = a->acceptor_proc;
+    job->acceptor_gen = a->acceptor_gen;
+    atomic_store(&job->state, TK_JOB_FILLING);
+    ring_intent_clear_held(me);
+    if (a->id)
+        snprintf(job->id, sizeof job->id, "%s", a->id);
+    else
+        uuid_v4(job->id);
+    job->attempt = a->attempt;
+    job->req_token = a->req_token;
+    atomic_store(&job->owner_pid, 0);
+    atomic_store(&job->cancel, 0);
+    atomic_store(&job->watchers, 0);
+    job->timeout_s = a->timeout_s;
+    job->startup_timeout_s = a->startup_timeout_s;
+    job->created_real_us = now_real_us();
+    job->created_mono_us = now_mono_us();
+    snprintf(job->job_type, sizeof job->job_type, "%s", a->job_type);
+    snprintf(job->correlation_id, sizeof job->correlation_id, "%s",
+             a->correlation_id ? a->correlation_id : "");
+    job->container_id[0] = '\0';
+    snprintf(job->key_id, sizeof job->key_id, "%s", a->key_id ? a->key_id : "");
+    *idx_out = idx;
+    *gen_out = gen;
+    return 0;
+}
+
+int jobs_enqueue(uint32_t idx, uint32_t gen, struct ring_intent *me)
+{
+    struct tk_job *job = shm_job(J.shm, idx);
+    atomic_store(&job->state, TK_JOB_QUEUED);
+    if (ring_push(shm_dispatch(J.shm), me, shm_val(idx, gen)) == 0)
+        return 0;
+    /* cannot happen: the dispatch ring has a cell for every slot, and a slot comes back
+     * only once its old entry has left the ring (jobs_done_with) */
+    log_crit("msg=\"dispatch ring full\" job=%s", job->id);
+    atomic_store(&job->state, TK_JOB_FILLING);
+    return -ENOSPC;
+}
+
+int jobs_adopt(const struct jobs_db *jdb, uint32_t idx, uint32_t gen)
+{
+    struct tk_job *job = shm_job(J.shm, idx);
+    struct jobstore_stmt st;
+    jobstore_requeue(&st, job->id);
+    run(jdb, &st, job->id, NULL);
+    return jobs_enqueue(idx, gen, NULL);
+}
+
+int jobs_start(const struct jobs_db *jdb, uint32_t idx, uint32_t gen, struct ring_intent *me)
+{
+    struct tk_job *job = shm_job(J.shm, idx);
+    uint32_t expect = TK_JOB_QUEUED;
+    if (atomic_load(&job->gen) != gen ||
+        !atomic_compare_exchange_strong(&job->state, &expect, TK_JOB_RUNNING)) {
+        log_debug("msg=\"stale job slot popped\" idx=%u gen=%u", idx, gen);
+        /* a job settled while it was queued: this was its last holder but one */
+        if (atomic_load(&job->gen) == gen && atomic_load(&job->state) == TK_JOB_DONE &&
+            atomic_load(&job->stale_votes) > 0)
+            jobs_done_with(idx, me);
+        ring_intent_clear_held(me);
+        return -ESTALE;
+    }
+    atomic_store(&job->owner_pid, getpid());
+    ring_intent_clear_held(me); /* the job table says who has it now */
+    job->attempt++;
+    atomic_fetch_add(&J.shm->running, 1);
+    log_debug("msg=\"job started\" job=%s attempt=%u", job->id, job->attempt);
+    struct jobstore_stmt st;
+    jobstore_start(&st, job->id);
+    run(jdb, &st, job->id, NULL);
+    return 0;
+}
+
+static void running_done(void)
+{
+    uint32_t n = atomic_load(&J.shm->running);
+    while (n > 0 && !atomic_compare_exchange_weak(&J.shm->running, &n, n - 1)) {
+    }
+}
+
+void jobs_requeue(const struct jobs_db *jdb, uint32_t idx, uint32_t gen, struct ring_intent *me,
+                  unsigned backoff_ms)
+{
+    struct tk_job *job = shm_job(J.shm, idx);
+    struct jobstore_stmt st;
+    jobstore_requeue(&st, job->id);
+    run(jdb, &st, job->id, NULL);
+    if (backoff_ms)
+        usleep(backoff_ms * 1000u); /* another executor may have a container */
+    /* Hold it in the intent record first: if this process dies before the push, the
+     * master finds a QUEUED job in `held` and queues it (recovery.h, rule 2). */
+    if (me) {
+        atomic_store(&me->held_ring, TK_RING_ID_DISPATCH);
+        atomic_store(&me->held, shm_val(idx, gen));
+    }
+    atomic_store(&job->owner_pid, 0);
+    running_done();
+    atomic_store(&job->state, TK_JOB_QUEUED);
+    ring_push(shm_dispatch(J.shm), me, shm_val(idx, gen));
+}
+
+void jobs_hand_back(const struct jobs_db *jdb, uint32_t idx, struct ring_intent *me)
+{
+    struct tk_job *job = shm_job(J.shm, idx);
+    struct jobstore_stmt st;
+    jobstore_requeue(&st, job->id);
+    run(jdb, &st, job->id, NULL);
+    running_done();
+    jobs_release(idx, me);
+}
+
+/* The artifacts as the spool keeps them: [{name, sha256, content_type, data (base64)}] */
+static json_t *artifacts_for_spool(const struct tk_outputs *o)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; o && i < o->n_files; i++) {
+        const struct tk_artifact *a = &o->files[i];
+        json_t *meta = json_array_get(o->artifacts, i);
+        char *b64 = malloc(a->len / 3 * 4 + 8);
+        if (!b64)
+            continue;
+        EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)a->data, (int)a->len);
+        json_array_append_new(arr, json_pack("{s:s, s:O, s:O, s:s}", "name", a->name, "sha256",
+                                             json_object_get(meta, "sha256"), "content_type",
+                                             json_object_get(meta, "content_type"), "data", b64));
+        free(b64);
+    }
+    return arr;
+}
+
+/*
+ * Store the artifacts' bytes with the record (within the caps outputs_collect applied),
+ * all in ONE statement: INSERT ... VALUES ($1, $2, $3, ...), ... with the job id shared as
+ * $1 and five parameters a row (the data binary). At most limits.max_artifacts (≤ 10000)
+ * rows, so at most 50001 parameters: under libpq's 65535.
+ */
+static int store_artifacts(struct db *db, const char *job_id, const struct tk_outputs *o)
+{
+    if (!o || o->n_files == 0)
+        return 0;
+    size_t n = o->n_files, np = 1 + 5 * n;
+    if (np > 65535)
+        return -E2BIG;
+    const char **p = calloc(np, sizeof *p);
+    int *lengths = calloc(np, sizeof *lengths), *formats = calloc(np, sizeof *formats);
+    char(*sizes)[24] = calloc(n, sizeof *sizes);
+    size_t cap = 256 + n * 80;
+    char *sql = malloc(cap);
+    int rc = 0;
+    if (!p || !lengths || !formats || !sizes || !sql) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    size_t off = (size_t)snprintf(sql, cap,
+                                  "INSERT INTO artifacts (job_id, name, size_bytes, "
+                                  "sha256, content_type, data) VALUES ");
+    p[0] = job_id;
+    for (size_t i = 0; i < n; i++) {
+        const struct tk_artifact *a = &o->files[i];
+        json_t *meta = json_array_get(o->artifacts, i);
+        size_t b = 1 + 5 * i; /* $b+1 .. $b+5 */
+        snprintf(sizes[i], sizeof sizes[i], "%zu", a->len);
+        p[b] = a->name;
+        p[b + 1] = sizes[i];
+        p[b + 2] = json_string_value(json_object_get(meta, "sha256"));
+        p[b + 3] = json_string_value(json_object_get(meta, "content_type"));
+        p[b + 4] = a->data ? a->data : "";
+        lengths[b + 4] = (int)a->len;
+        formats[b + 4] = 1;
+        off +=
+            (size_t)snprintf(sql + off, cap - off, "%s($1, $%zu, $%zu::bigint, $%zu, $%zu, $%zu)",
+                             i ? ", " : "", b + 1, b + 2, b + 3, b + 4, b + 5);
+    }
+    snprintf(sql + off, cap - off,
+             " ON CONFLICT (job_id, name) DO UPDATE SET size_bytes = EXCLUDED.size_bytes,"
+             " sha256 = EXCLUDED.sha256, content_type = EXCLUDED.content_type,"
+             " data = EXCLUDED.data");
+    PGresult *res = db_exec_bin_once(db, sql, (int)np, p, lengths, formats);
+    if (!res) {
+        log_error("msg=\"storing artifacts failed\" job=%s count=%zu err=\"%s\"", job_id, n,
+                  db_last_error(db));
+        rc = -EIO;
+    }
+    PQclear(res);
+out:
+    free(p);
+    free(lengths);
+    free(formats);
+    free(sizes);
+    free(sql);
+    return rc;
+}
+
+/*
+ * Record the result: artifacts, then the finishing UPDATE. When PostgreSQL cannot take it
+ * (down, or the job's own INSERT still waits in the spool), the whole result goes to the
+ * spool and the master writes it later. A callback_url's delivery is queued by the
+ * database itself when the status becomes final (common/callbacks.c): nothing to do here.
+ */
+static void record_result(const struct jobs_db *jdb, const struct job_row *row,
+                          const struct tk_outputs *o)
+{
+    struct jobstore_stmt st;
+    jobstore_finish(&st, row);
+    bool spool = dbspool_has_insert(row->id);
+    int rc = -EIO;
+    if (!spool && jdb && jdb->db && store_artifacts(jdb->db, row->id, o) == 0) {
+        PGresult *res = db_exec(jdb->db, st.sql, st.n, st.params);
+        rc = res ? 0 : -EIO;
+        PQclear(res);
+    }
+    if (rc < 0) {
+        if (!spool)
+            log_error("msg=\"recording job result failed; spooling it\" job=%s err=\"%s\"", row->id,
+                      jdb && jdb->db ? db_last_error(jdb->db) : "no connection");
+        dbspool_write_final(row->id, st.params, artifacts_for_spool(o));
+    }
+    jobstore_stmt_free(&st);
+}
+
+void jobs_finish(const struct jobs_db *jdb, uint32_t idx, uint32_t gen, const struct job_row *row,
+                 const struct tk_outputs *o, struct ring_intent *me)
+{
+    struct tk_job *job = shm_job(J.shm, idx);
+    record_result(jdb, row, o);
+    jobs_write_answer(job->id, row);
+    /* Hand the completion on. `held` covers a death between DONE and the push (the
+     * master delivers it again); owner_pid stays until the job is DONE. */
+    if (me) {
+        atomic_store(&me->held_ring, TK_RING_ID_DISPATCH);
+        atomic_store(&me->held, shm_val(idx, gen));
+    }
+    running_done();
+    jobs_complete(idx, gen, me);
+    int32_t mine = getpid(); /* the slot may already serve a new job: only undo our mark */
+    atomic_compare_exchange_strong(&job->owner_pid, &mine, 0);
+}
+
+/*
+ * A queued job no executor has taken will not run. The CAS decides against an executor
+ * starting it at the same moment; its value stays in the dispatch ring, and the executor
+ * that pops it finds the slot no longer QUEUED and drops it.
+ */
+bool jobs_settle_unstarted(const struct jobs_db *jdb, uint32_t idx, const char *type,
+                           const char *msg, struct ring_intent *me)
+{
+    struct tk_job *job = shm_job(J.shm, idx);
+    uint32_t gen = atomic_load(&job->gen);
+    uint32_t expect = TK_JOB_QUEUED;
+    atomic_store(&job->stale_votes, 2); /* its dispatch entry stays queued (jobs.h) */
+    if (!atomic_compare_exchange_strong(&job->state, &expect, TK_JOB_DONE)) {
+        atomic_store(&job->stale_votes, 0);
+        return false; /* an executor has it: its completion will come */
+    }
+    json_t *err = error_json(type, msg, "startup");
+    write_settled_answer(job, "cancelled", err);
+    settle_record(jdb, job->id, "cancelled", err);
+    json_decref(err);
+    jobs_complete(idx, gen, me);
+    return true;
+}
+
+void jobs_cancel(const struct jobs_db *jdb, uint32_t idx, struct ring_intent *me)
+{
+    atomic_store(&shm_job(J.shm, idx)->cancel, 1); /* seen by its executor */
+    jobs_settle_unstarted(jdb, idx, "cancelled", "The job was cancelled before it started", me);
+    jobs_drain_stale(me);
+}
+
+void jobs_fail_lost(const struct jobs_db *jdb, uint32_t idx, const char *msg)
+{
+    struct tk_job *job = shm_job(J.shm, idx);
+    uint32_t gen = atomic_load(&job->gen);
+    atomic_store(&job->owner_pid, 0);
+    running_done();
+    json_t *err = error_json("interrupted", msg, "execution");
+    settle_record(jdb, job->id, "failed", err);
+    write_settled_answer(job, "failed", err);
+    json_decref(err);
+    jobs_complete(idx, gen, NULL);
+}
+
+void jobs_abandon(const struct jobs_db *jdb, uint32_t idx, const char *msg)
+{
+    struct tk_job *job = shm_job(J.shm, idx);
+    json_t *err = error_json("interrupted", msg, "startup");
+    settle_record(jdb, job->id, "failed", err);
+    json_decref(err);
+    jobs_release(idx, NULL);
+}
+
+void jobs_settle_record(const struct jobs_db *jdb, const char *id, const char *status,
+                        const char *type, const char *msg, const char *phase)
+{
+    json_t *err = error_json(type, msg, phase);
+    settle_record(jdb, id, status, err);
+    json_decref(err);
+}
+
+void jobs_settle_node_sync(const struct jobs_db *jdb, const char *node)
+{
+    struct jobstore_stmt st;
+    jobstore_settle_node_sync(&st, node);
+    PGresult *r = NULL;
+    if (jdb && jdb->db && run(jdb, &st, "-", &r) == 0) {
+        if (atoi(PQcmdTuples(r)) > 0)
+            log_info("msg=\"unfinished synchronous jobs marked cancelled\" count=%s",
+                     PQcmdTuples(r));
+        PQclear(r);
+    }
 }

@@ -98,55 +98,66 @@ void result_classify(struct tk_result *r, unsigned timeout_s, int64_t memory_byt
     }
 }
 
-static json_t *json_text(const struct tk_capbuf *b)
-{
-    char *s = utf8_sanitize(b->data ? b->data : "", b->len, NULL);
-    json_t *j = json_string(s ? s : "");
-    free(s);
-    return j;
-}
-
 static double ms_between(uint64_t a, uint64_t b)
 {
     return b > a && a ? (double)(b - a) / 1000.0 : 0.0;
 }
 
-/* The record fields common to the DB row and the response. */
-void result_build(const struct tk_result *r, const char *job_id, const char *job_type,
-                  uint64_t created_mono_us, json_t **response, json_t **error_obj, json_t **timing)
+void result_row(const struct tk_result *r, const char *job_id, const char *job_type,
+                uint64_t created_mono_us, struct job_row *row, struct result_values *v)
 {
+    memset(v, 0, sizeof *v);
     double queue_ms = ms_between(created_mono_us, r->t_popped_us);
     double startup_ms = ms_between(r->t_popped_us, r->sb.t_go_us);
     double exec_ms = ms_between(r->sb.t_go_us, r->sb.t_end_us);
     double total_ms = ms_between(created_mono_us, r->t_done_us);
-    *timing = json_pack("{s:f, s:f, s:f, s:f}", "queue_ms", queue_ms, "startup_ms", startup_ms,
-                        "execution_ms", exec_ms, "total_ms", total_ms);
-    *error_obj = r->error_type[0]
-                     ? json_pack("{s:s, s:s, s:s}", "type", r->error_type, "message", r->error_msg,
-                                 "phase", r->error_phase ? r->error_phase : "execution")
-                     : json_null();
-    if (r->outputs.artifacts_skipped && json_is_object(*error_obj)) /* kept in the record */
-        json_object_set_new(*error_obj, "artifacts_skipped",
-                            json_integer((json_int_t)r->outputs.artifacts_skipped));
-    bool success = !strcmp(r->status, "succeeded");
-    json_t *resp = json_object();
-    json_object_set_new(resp, "success", json_boolean(success));
-    json_object_set(resp, "output", r->outputs.output ? r->outputs.output : json_null());
-    json_object_set_new(resp, "execution_time", json_real(exec_ms / 1000.0));
-    json_object_set_new(resp, "stdout", json_text(&r->sb.out));
-    json_object_set_new(resp, "stderr", json_text(&r->sb.err));
-    json_object_set_new(resp, "exit_code", r->has_exit ? json_integer(r->exit_code) : json_null());
-    json_object_set_new(resp, "error", r->error_type[0] ? json_string(r->error_msg) : json_null());
-    json_object_set_new(resp, "error_type",
-                        r->error_type[0] ? json_string(r->error_type) : json_null());
-    json_object_set_new(resp, "job_type", json_string(job_type));
-    json_object_set_new(resp, "execution_id", json_string(job_id));
-    json_object_set_new(resp, "job_id", json_string(job_id));
-    json_object_set_new(resp, "runtime", json_string(sandbox_runtime));
-    json_object_set_new(resp, "status", json_string(r->status));
-    json_object_set(resp, "timing", *timing);
-    json_object_set_new(resp, "stdout_truncated", json_boolean(r->sb.out.truncated));
-    json_object_set_new(resp, "stderr_truncated", json_boolean(r->sb.err.truncated));
-    json_object_set(resp, "artifacts", r->outputs.artifacts ? r->outputs.artifacts : json_array());
-    *response = resp;
+    v->timing = json_pack("{s:f, s:f, s:f, s:f}", "queue_ms", queue_ms, "startup_ms", startup_ms,
+                          "execution_ms", exec_ms, "total_ms", total_ms);
+    if (r->error_type[0]) {
+        v->error = json_pack("{s:s, s:s, s:s}", "type", r->error_type, "message", r->error_msg,
+                             "phase", r->error_phase ? r->error_phase : "execution");
+        if (r->outputs.artifacts_skipped) /* kept in the record */
+            json_object_set_new(v->error, "artifacts_skipped",
+                                json_integer((json_int_t)r->outputs.artifacts_skipped));
+    }
+    v->stdout_text = utf8_sanitize(r->sb.out.data ? r->sb.out.data : "", r->sb.out.len, NULL);
+    v->stderr_text = utf8_sanitize(r->sb.err.data ? r->sb.err.data : "", r->sb.err.len, NULL);
+    v->artifacts = r->outputs.artifacts ? json_incref(r->outputs.artifacts) : json_array();
+    snprintf(v->exit, sizeof v->exit, "%d", r->exit_code);
+    memset(row, 0, sizeof *row);
+    row->id = job_id;
+    row->job_type = job_type;
+    row->status = r->status;
+    row->exit_code = r->has_exit ? v->exit : NULL;
+    row->stdout = v->stdout_text ? v->stdout_text : "";
+    row->stderr = v->stderr_text ? v->stderr_text : "";
+    row->stdout_truncated = r->sb.out.truncated ? "true" : "false";
+    row->stderr_truncated = r->sb.err.truncated ? "true" : "false";
+    row->output = r->outputs.output;
+    row->error = v->error;
+    row->timing = v->timing;
+    row->artifacts = v->artifacts;
+    row->runtime = sandbox_runtime;
+}
+
+void result_values_free(struct result_values *v)
+{
+    json_decref(v->timing);
+    json_decref(v->error);
+    json_decref(v->artifacts);
+    free(v->stdout_text);
+    free(v->stderr_text);
+    memset(v, 0, sizeof *v);
+}
+
+void result_build(const struct tk_result *r, const char *job_id, const char *job_type,
+                  uint64_t created_mono_us, json_t **response, json_t **error_obj, json_t **timing)
+{
+    struct job_row row;
+    struct result_values v;
+    result_row(r, job_id, job_type, created_mono_us, &row, &v);
+    *response = job_answer(&row);
+    *error_obj = v.error ? json_incref(v.error) : json_null();
+    *timing = json_incref(v.timing);
+    result_values_free(&v);
 }

@@ -21,6 +21,7 @@
 #include "tako/db.h"
 #include "tako/dbspool.h"
 #include "tako/docker.h"
+#include "tako/jobs.h"
 #include "tako/jobtypes.h"
 #include "tako/log.h"
 #include "tako/metrics.h"
@@ -963,6 +964,12 @@ int main(int argc, char **argv)
         if (tk.done_efd[i] < 0)
             die("eventfd: %s", strerror(errno));
     }
+    /* what the job modules need of this process (inherited by every child) */
+    jobs_init(&(struct jobs_ctx){.shm = tk.shm,
+                                 .done_efd = tk.done_efd,
+                                 .spool_dir = tk.spool_dir,
+                                 .quarantine_dir = tk.quarantine_dir});
+    dbspool_init(tk.cfg.server_data_dir);
     check_docker();
     /* nothing in flight yet: whatever is there is stale. What cannot be removed is moved
      * to the quarantine, so the names are fresh; the quarantine is retried at each start. */

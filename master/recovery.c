@@ -18,40 +18,17 @@
 #include <string.h>
 #include <unistd.h>
 
-static void settle_db(const char *job_id, const char *status, const char *type, const char *message,
-                      const char *phase)
+/* The master's connection for one transition: opened for it (the master holds none), or
+ * NULL after logging why — the transition's shared-memory step happens anyway. */
+static struct db *open_db(const char *what, const char *job_id)
 {
     char err[512];
     struct db *db = NULL;
     if (db_open(&db, tk.conninfo, err, sizeof err) < 0) {
-        log_error("msg=\"settling a job failed: database\" job=%s err=\"%s\"", job_id, err);
-        return;
+        log_error("msg=\"%s failed: database\" job=%s err=\"%s\"", what, job_id, err);
+        return NULL;
     }
-    json_t *e = jobs_error_json(type, message, phase);
-    char *etext = json_dumps(e, JSON_COMPACT);
-    json_decref(e);
-    const char *p[3] = {job_id, status, etext};
-    PGresult *r = db_exec(db, JOBS_SQL_SETTLE, 3, p);
-    if (!r)
-        log_error("msg=\"settling a job failed\" job=%s err=\"%s\"", job_id, db_last_error(db));
-    PQclear(r);
-    free(etext);
-    db_close(db);
-}
-
-static void db_requeue(const char *job_id)
-{
-    char err[512];
-    struct db *db = NULL;
-    if (db_open(&db, tk.conninfo, err, sizeof err) < 0) {
-        log_error("msg=\"re-queueing a job failed: database\" job=%s err=\"%s\"", job_id, err);
-        return;
-    }
-    const char *p[1] = {job_id};
-    PGresult *r =
-        db_exec(db, "UPDATE jobs SET status = 'queued' WHERE id = $1 AND status = 'running'", 1, p);
-    PQclear(r);
-    db_close(db);
+    return db;
 }
 
 void recovery_remove_containers(const char *label_kv)
@@ -93,24 +70,18 @@ void recovery_remove_containers(const char *label_kv)
 static void settle_lost_run(uint32_t idx)
 {
     struct tk_job *job = shm_job(tk.shm, idx);
-    uint32_t gen = atomic_load(&job->gen);
-    atomic_store(&job->owner_pid, 0);
-    if (atomic_load(&tk.shm->running) > 0)
-        atomic_fetch_sub(&tk.shm->running, 1);
-    if (job->attempt <= (uint32_t)tk.cfg.server_max_retry_attempts) {
+    bool again = job->attempt <= (uint32_t)tk.cfg.server_max_retry_attempts;
+    struct jobs_db jdb = {.db = open_db(again ? "re-queueing a job" : "settling a job", job->id)};
+    if (again) {
         log_warn("msg=\"executor died during a job; running it again\" job=%s attempt=%u", job->id,
                  job->attempt);
-        db_requeue(job->id);
-        atomic_store(&job->state, TK_JOB_QUEUED);
-        ring_push(shm_dispatch(tk.shm), NULL, shm_val(idx, gen));
-        return;
+        jobs_requeue(&jdb, idx, atomic_load(&job->gen), NULL, 0);
+    } else {
+        log_error("msg=\"executor died during a job; no attempts left\" job=%s attempt=%u", job->id,
+                  job->attempt);
+        jobs_fail_lost(&jdb, idx, "the job's executor process died and no attempts remain");
     }
-    const char *msg = "the job's executor process died and no attempts remain";
-    log_error("msg=\"executor died during a job; no attempts left\" job=%s attempt=%u", job->id,
-              job->attempt);
-    settle_db(job->id, "failed", "interrupted", msg, "execution");
-    jobs_write_settled_response(job, "failed", "interrupted", msg);
-    jobs_complete(idx, gen, NULL);
+    db_close(jdb.db);
 }
 
 /* Rule 2: hand on the value the dead process had taken from a ring. */
@@ -222,9 +193,10 @@ void recovery_after_death(int proc_idx, pid_t pid)
             settle_lost_run(i);
         } else if (dead->role == TK_ROLE_ACCEPTOR && state == TK_JOB_FILLING &&
                    job->acceptor_proc == (uint16_t)proc_idx && job->acceptor_gen == dead_gen) {
-            settle_db(job->id, "failed", "interrupted",
-                      "the acceptor holding the request died before the job was queued", "startup");
-            jobs_release(i, NULL);
+            struct jobs_db jdb = {.db = open_db("settling a job", job->id)};
+            jobs_abandon(&jdb, i,
+                         "the acceptor holding the request died before the job was queued");
+            db_close(jdb.db);
         }
     }
 
@@ -242,13 +214,8 @@ int recovery_startup(void)
         return -ECONNREFUSED;
     }
     const char *p[1] = {tk.node};
-    PGresult *r = db_exec(db,
-                          "SELECT id, code, input::text, timeout_s, attempt, job_type, stdin,"
-                          " input_files::text, requirements::text,"
-                          " coalesce(startup_timeout_s, 0) FROM jobs"
-                          " WHERE node = $1 AND status IN ('queued', 'running')"
-                          " ORDER BY created_at",
-                          1, p);
+    PGresult *r = db_exec(db, JOBSTORE_SQL_UNFINISHED, 1, p);
+    struct jobs_db jdb = {.db = db};
     if (!r) {
         log_error("msg=\"start-up recovery query failed\" err=\"%s\"", db_last_error(db));
         db_close(db);
@@ -258,33 +225,20 @@ int recovery_startup(void)
     for (int row = 0; row < PQntuples(r); row++) {
         const char *id = PQgetvalue(r, row, 0);
         int attempt = atoi(PQgetvalue(r, row, 4));
-        uint64_t v;
-        if (attempt > tk.cfg.server_max_retry_attempts ||
-            ring_pop(shm_free(tk.shm), NULL, &v) != 0) {
-            const char *msg = "takod stopped before the job finished and no attempts remain";
-            json_t *e = jobs_error_json("interrupted", msg, "execution");
-            char *etext = json_dumps(e, JSON_COMPACT);
-            json_decref(e);
-            const char *sp[3] = {id, "failed", etext};
-            PQclear(db_exec(db, JOBS_SQL_SETTLE, 3, sp));
-            free(etext);
+        uint32_t idx, gen;
+        struct jobs_admission a = {.id = id,
+                                   .acceptor_proc = TK_NO_ACCEPTOR,
+                                   .attempt = (uint32_t)attempt,
+                                   .timeout_s = (uint32_t)atoi(PQgetvalue(r, row, 3)),
+                                   .startup_timeout_s = (uint32_t)atoi(PQgetvalue(r, row, 9)),
+                                   .job_type = PQgetvalue(r, row, 5)};
+        if (attempt > tk.cfg.server_max_retry_attempts || jobs_admit(&a, NULL, &idx, &gen) < 0) {
+            jobs_settle_record(&jdb, id, "failed", "interrupted",
+                               "takod stopped before the job finished and no attempts remain",
+                               "execution");
             log_warn("msg=\"job interrupted by the previous stop marked failed\" job=%s", id);
             continue;
         }
-        uint32_t idx = shm_val_idx(v);
-        struct tk_job *job = shm_job(tk.shm, idx);
-        uint32_t gen = atomic_fetch_add(&job->gen, 1) + 1;
-        snprintf(job->id, sizeof job->id, "%s", id);
-        job->acceptor_proc = TK_NO_ACCEPTOR;
-        job->acceptor_gen = 0;
-        job->req_token = 0;
-        job->attempt = (uint32_t)attempt;
-        job->timeout_s = (uint32_t)atoi(PQgetvalue(r, row, 3));
-        job->startup_timeout_s = (uint32_t)atoi(PQgetvalue(r, row, 9));
-        job->created_real_us = now_real_us();
-        job->created_mono_us = now_mono_us();
-        snprintf(job->job_type, sizeof job->job_type, "%s", PQgetvalue(r, row, 5));
-        job->correlation_id[0] = '\0';
         char why[512];
         int rc = jobs_write_spool(id, PQgetvalue(r, row, 1), PQgetvalue(r, row, 2),
                                   PQgetisnull(r, row, 6) ? NULL : PQgetvalue(r, row, 6),
@@ -296,10 +250,7 @@ int recovery_startup(void)
             jobs_release(idx, NULL);
             continue;
         }
-        const char *qp[1] = {id};
-        PQclear(db_exec(db, "UPDATE jobs SET status = 'queued' WHERE id = $1", 1, qp));
-        atomic_store(&job->state, TK_JOB_QUEUED);
-        ring_push(shm_dispatch(tk.shm), NULL, shm_val(idx, gen));
+        jobs_adopt(&jdb, idx, gen);
         log_warn("msg=\"job interrupted by the previous stop queued again\" job=%s attempt=%d", id,
                  attempt);
         requeued++;
@@ -317,17 +268,8 @@ void recovery_stop(void)
         log_warn("msg=\"fast stop: database\" err=\"%s\"", err);
         return;
     }
-    const char *p[1] = {tk.node};
-    PGresult *r = db_exec(
-        db,
-        "UPDATE jobs SET status = 'cancelled', ended_at = now(), error ="
-        " '{\"type\":\"interrupted\",\"message\":\"takod was stopped before the job finished\","
-        "\"phase\":\"execution\"}'::jsonb"
-        " WHERE node = $1 AND mode = 'sync' AND status IN ('queued', 'running')",
-        1, p);
-    if (r && atoi(PQcmdTuples(r)) > 0)
-        log_info("msg=\"unfinished synchronous jobs marked cancelled\" count=%s", PQcmdTuples(r));
-    PQclear(r);
+    struct jobs_db jdb = {.db = db};
+    jobs_settle_node_sync(&jdb, tk.node);
     db_close(db);
 }
 

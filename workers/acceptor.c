@@ -3,7 +3,7 @@
  * master bound (shared by all acceptors; no SO_REUSEPORT, so no connection is dropped on
  * reload). This file is the process: its loop, completions from executors, draining and
  * stopping. Replies and request parsing are http.c, the route table routes.c, the
- * handlers api_*.c.
+ * handlers api_*.c (the job routes: api_submit.c, api_records.c, api_wait.c).
  *
  * A sync job's request is parked on its job slot until the executor's completion arrives
  * on this process's done ring (an eventfd wakes the loop); a long-poll is parked until

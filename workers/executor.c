@@ -493,156 +493,6 @@ static bool fill_pool(struct exec_state *st, bool dry_run)
     return true;
 }
 
-static void db_mark_running(struct exec_state *st, const struct tk_job *job)
-{
-    const char *p[1] = {job->id};
-    PGresult *res = db_exec(st->db,
-                            "UPDATE jobs SET status = 'running', started_at = now(),"
-                            " attempt = attempt + 1 WHERE id = $1 AND status = 'queued'",
-                            1, p);
-    if (!res)
-        log_error("msg=\"recording job start failed\" job=%s err=\"%s\"", job->id,
-                  db_last_error(st->db));
-    PQclear(res);
-}
-
-/* The artifacts as the spool keeps them: [{name, sha256, content_type, data (base64)}] */
-static json_t *artifacts_for_spool(const struct tk_outputs *o)
-{
-    json_t *arr = json_array();
-    for (size_t i = 0; i < o->n_files; i++) {
-        const struct tk_artifact *a = &o->files[i];
-        json_t *meta = json_array_get(o->artifacts, i);
-        char *b64 = malloc(a->len / 3 * 4 + 8);
-        if (!b64)
-            continue;
-        EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)a->data, (int)a->len);
-        json_array_append_new(arr, json_pack("{s:s, s:O, s:O, s:s}", "name", a->name, "sha256",
-                                             json_object_get(meta, "sha256"), "content_type",
-                                             json_object_get(meta, "content_type"), "data", b64));
-        free(b64);
-    }
-    return arr;
-}
-
-/* Store the artifacts' bytes with the record (within the caps outputs_collect applied). */
-/*
- * All of a job's artifacts in ONE statement: INSERT ... VALUES ($1, $2, $3, ...), ... with
- * the job id shared as $1 and five parameters a row (the data binary). At most
- * limits.max_artifacts (≤ 10000) rows, so at most 50001 parameters: under libpq's 65535.
- */
-static int db_store_artifacts(struct exec_state *st, const struct tk_job *job,
-                              const struct tk_outputs *o)
-{
-    if (o->n_files == 0)
-        return 0;
-    size_t n = o->n_files, np = 1 + 5 * n;
-    if (np > 65535)
-        return -E2BIG;
-    const char **p = calloc(np, sizeof *p);
-    int *lengths = calloc(np, sizeof *lengths), *formats = calloc(np, sizeof *formats);
-    char(*sizes)[24] = calloc(n, sizeof *sizes);
-    size_t cap = 256 + n * 80;
-    char *sql = malloc(cap);
-    int rc = 0;
-    if (!p || !lengths || !formats || !sizes || !sql) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    size_t off = (size_t)snprintf(sql, cap,
-                                  "INSERT INTO artifacts (job_id, name, size_bytes, "
-                                  "sha256, content_type, data) VALUES ");
-    p[0] = job->id;
-    for (size_t i = 0; i < n; i++) {
-        const struct tk_artifact *a = &o->files[i];
-        json_t *meta = json_array_get(o->artifacts, i);
-        size_t b = 1 + 5 * i; /* $b+1 .. $b+5 */
-        snprintf(sizes[i], sizeof sizes[i], "%zu", a->len);
-        p[b] = a->name;
-        p[b + 1] = sizes[i];
-        p[b + 2] = json_string_value(json_object_get(meta, "sha256"));
-        p[b + 3] = json_string_value(json_object_get(meta, "content_type"));
-        p[b + 4] = a->data ? a->data : "";
-        lengths[b + 4] = (int)a->len;
-        formats[b + 4] = 1;
-        off +=
-            (size_t)snprintf(sql + off, cap - off, "%s($1, $%zu, $%zu::bigint, $%zu, $%zu, $%zu)",
-                             i ? ", " : "", b + 1, b + 2, b + 3, b + 4, b + 5);
-    }
-    snprintf(sql + off, cap - off,
-             " ON CONFLICT (job_id, name) DO UPDATE SET size_bytes = EXCLUDED.size_bytes,"
-             " sha256 = EXCLUDED.sha256, content_type = EXCLUDED.content_type,"
-             " data = EXCLUDED.data");
-    PGresult *res = db_exec_bin_once(st->db, sql, (int)np, p, lengths, formats);
-    if (!res) {
-        log_error("msg=\"storing artifacts failed\" job=%s count=%zu err=\"%s\"", job->id, n,
-                  db_last_error(st->db));
-        rc = -EIO;
-    }
-    PQclear(res);
-out:
-    free(p);
-    free(lengths);
-    free(formats);
-    free(sizes);
-    free(sql);
-    return rc;
-}
-
-/*
- * Record the result: artifacts, then the finishing UPDATE. When PostgreSQL cannot take it
- * (down, or the job's own INSERT still waits in the spool), the whole result goes to the
- * spool and the master writes it later. A callback_url's delivery is queued by the
- * database itself when the status becomes final (common/callbacks.c): nothing to do here.
- */
-static void db_finish(struct exec_state *st, const struct tk_job *job, struct tk_result *r,
-                      json_t *resp, json_t *error_obj, json_t *timing, const char *container,
-                      uint64_t started_real_us)
-{
-    char exit_s[16], ended_s[32], started_s[32], *out_json = NULL, *err_json, *timing_json,
-                                                 *art_json;
-    snprintf(exit_s, sizeof exit_s, "%d", r->exit_code);
-    snprintf(ended_s, sizeof ended_s, "%llu", (unsigned long long)now_real_us());
-    snprintf(started_s, sizeof started_s, "%llu", (unsigned long long)started_real_us);
-    if (r->outputs.output)
-        out_json = json_dumps(r->outputs.output, JSON_COMPACT | JSON_ENCODE_ANY);
-    err_json = json_dumps(error_obj, JSON_COMPACT | JSON_ENCODE_ANY);
-    timing_json = json_dumps(timing, JSON_COMPACT);
-    art_json = json_dumps(json_object_get(resp, "artifacts"), JSON_COMPACT);
-    const char *p[JOBS_FINISH_NPARAMS] = {
-        job->id,
-        r->status,
-        r->has_exit ? exit_s : NULL,
-        json_string_value(json_object_get(resp, "stdout")),
-        json_string_value(json_object_get(resp, "stderr")),
-        r->sb.out.truncated ? "true" : "false",
-        r->sb.err.truncated ? "true" : "false",
-        out_json,
-        json_is_null(error_obj) ? NULL : err_json,
-        timing_json,
-        art_json,
-        sandbox_runtime,
-        container[0] ? container : NULL,
-        ended_s,
-        started_s,
-    };
-    bool spool = dbspool_has_insert(job->id);
-    PGresult *res = NULL;
-    if (!spool && db_store_artifacts(st, job, &r->outputs) == 0)
-        res = db_exec(st->db, JOBS_SQL_FINISH, JOBS_FINISH_NPARAMS, p);
-    if (!res) {
-        if (!spool)
-            log_error("msg=\"recording job result failed; spooling it\" job=%s err=\"%s\"", job->id,
-                      db_last_error(st->db));
-        dbspool_write_final(job->id, p, artifacts_for_spool(&r->outputs));
-    }
-    PQclear(res);
-    free(out_json);
-    free(err_json);
-    free(timing_json);
-    free(art_json);
-}
-
 /* Live output for GET /jobs/{id}/events: while someone streams the job, each chunk is
  * announced through PostgreSQL (NOTIFY takod_job "out <id> <stream> <base64>"), so any
  * acceptor can relay it. Only the kept head of each stream is sent (the caps bound it). */
@@ -819,46 +669,21 @@ static bool retry_later(struct exec_state *st, struct tk_job *job, uint32_t idx,
     metrics_retry();
     log_warn("msg=\"no container for the job; queueing it again\" job=%s attempt=%u err=\"%s\"",
              job->id, job->attempt, docker_last_error(st->docker));
-    const char *p[1] = {job->id};
-    PQclear(db_exec(
-        st->db, "UPDATE jobs SET status = 'queued' WHERE id = $1 AND status = 'running'", 1, p));
-    usleep(200u * 1000u * job->attempt); /* backoff; another executor may have a container */
-    /* Hold it in the intent record first: if this process dies before the push, the
-     * master finds a QUEUED job in `held` and queues it (recovery.h, rule 2). */
-    atomic_store(&st->me->intent.held_ring, TK_RING_ID_DISPATCH);
-    atomic_store(&st->me->intent.held, shm_val(idx, gen));
-    atomic_store(&job->owner_pid, 0);
-    atomic_fetch_sub(&tk.shm->running, 1);
-    atomic_store(&job->state, TK_JOB_QUEUED);
-    ring_push(shm_dispatch(tk.shm), &st->me->intent, shm_val(idx, gen));
+    struct jobs_db jdb = {.db = st->db};
+    jobs_requeue(&jdb, idx, gen, &st->me->intent, 200u * job->attempt); /* backoff */
     return true;
 }
 
 static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
 {
     struct tk_job *job = shm_job(tk.shm, idx);
-    uint32_t expect = TK_JOB_QUEUED;
-    if (atomic_load(&job->gen) != gen ||
-        !atomic_compare_exchange_strong(&job->state, &expect, TK_JOB_RUNNING)) {
-        log_debug("msg=\"stale job slot popped\" idx=%u gen=%u", idx, gen);
-        /* a job settled while it was queued: this was its last holder but one */
-        if (atomic_load(&job->gen) == gen && atomic_load(&job->state) == TK_JOB_DONE &&
-            atomic_load(&job->stale_votes) > 0)
-            jobs_done_with(idx, &st->me->intent);
-        ring_intent_clear_held(&st->me->intent);
-        return;
-    }
-    atomic_store(&job->owner_pid, getpid());
-    ring_intent_clear_held(&st->me->intent); /* the job table says who has it now */
-    job->attempt++;
-    atomic_fetch_add(&tk.shm->running, 1);
-
+    struct jobs_db jdb = {.db = st->db};
     struct tk_result r;
     memset(&r, 0, sizeof r);
     r.t_popped_us = now_mono_us();
     uint64_t started_real_us = now_real_us();
-    log_debug("msg=\"job started\" job=%s attempt=%u", job->id, job->attempt);
-    db_mark_running(st, job);
+    if (jobs_start(&jdb, idx, gen, &st->me->intent) < 0)
+        return; /* a stale entry */
 
     char container[65] = "", err_type[32] = "", err[1536] = "";
     bool has_stdin = false;
@@ -903,17 +728,12 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
         if (r.sb.interrupted && job->acceptor_proc == TK_NO_ACCEPTOR) {
             /* an async job stopped by a fast stop: nobody waits for it, so it is not over —
              * it goes back to queued and runs again after the next start */
-            const char *p[1] = {job->id};
-            PQclear(db_exec(
-                st->db, "UPDATE jobs SET status = 'queued' WHERE id = $1 AND status = 'running'", 1,
-                p));
             log_info("msg=\"async job interrupted by the stop; it runs again at the next start\" "
                      "job=%s",
                      job->id);
             capbuf_free(&r.sb.out);
             capbuf_free(&r.sb.err);
-            atomic_fetch_sub(&tk.shm->running, 1);
-            jobs_release(idx, &st->me->intent);
+            jobs_hand_back(&jdb, idx, &st->me->intent);
             sandbox_discard(st->docker, &cold);
             return;
         }
@@ -936,42 +756,26 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     }
     r.t_done_us = now_mono_us();
 
-    json_t *resp, *error_obj, *timing;
-    result_build(&r, job->id, job->job_type, job->created_mono_us, &resp, &error_obj, &timing);
-    db_finish(st, job, &r, resp, error_obj, timing, container, started_real_us);
-
-    char dir[4096], path[4200];
-    spool_job_dir(dir, sizeof dir, job->id);
-    snprintf(path, sizeof path, "%s/response.json", dir);
-    char *text = json_dumps(resp, JSON_COMPACT | JSON_REAL_PRECISION(9));
-    int wrc = text ? write_file(path, text, strlen(text), 0600) : -ENOMEM;
-    if (wrc < 0)
-        log_error("msg=\"writing the response failed\" job=%s path=%s err=\"%s\"", job->id, path,
-                  strerror(-wrc));
-    free(text);
+    struct job_row row;
+    struct result_values v;
+    result_row(&r, job->id, job->job_type, job->created_mono_us, &row, &v);
+    char ended_s[32], started_s[32];
+    snprintf(ended_s, sizeof ended_s, "%llu", (unsigned long long)now_real_us());
+    snprintf(started_s, sizeof started_s, "%llu", (unsigned long long)started_real_us);
+    row.container_id = container[0] ? container : NULL;
+    row.ended_at = ended_s;
+    row.started_at = started_s;
+    double queue_ms = json_real_value(json_object_get(v.timing, "queue_ms")),
+           startup_ms = json_real_value(json_object_get(v.timing, "startup_ms")),
+           exec_ms = json_real_value(json_object_get(v.timing, "execution_ms")),
+           total_ms = json_real_value(json_object_get(v.timing, "total_ms"));
     log_info("msg=\"job finished\" job=%s status=%s exit=%d queue_ms=%.1f startup_ms=%.1f "
              "exec_ms=%.1f total_ms=%.1f",
-             job->id, r.status, r.exit_code, json_real_value(json_object_get(timing, "queue_ms")),
-             json_real_value(json_object_get(timing, "startup_ms")),
-             json_real_value(json_object_get(timing, "execution_ms")),
-             json_real_value(json_object_get(timing, "total_ms")));
-    metrics_job(r.status, r.error_type, json_real_value(json_object_get(timing, "queue_ms")),
-                json_real_value(json_object_get(timing, "startup_ms")),
-                json_real_value(json_object_get(timing, "execution_ms")),
-                json_real_value(json_object_get(timing, "total_ms")));
-    json_decref(resp);
-    json_decref(error_obj);
-    json_decref(timing);
-
-    /* Hand the completion on. `held` covers a death between DONE and the push (the
-     * master delivers it again); owner_pid stays until the job is DONE. */
-    atomic_store(&st->me->intent.held_ring, TK_RING_ID_DISPATCH);
-    atomic_store(&st->me->intent.held, shm_val(idx, gen));
-    atomic_fetch_sub(&tk.shm->running, 1);
+             job->id, r.status, r.exit_code, queue_ms, startup_ms, exec_ms, total_ms);
+    metrics_job(r.status, r.error_type, queue_ms, startup_ms, exec_ms, total_ms);
     atomic_fetch_add(&st->me->jobs, 1);
-    jobs_complete(idx, gen, &st->me->intent);
-    int32_t mine = getpid(); /* the slot may already serve a new job: only undo our mark */
-    atomic_compare_exchange_strong(&job->owner_pid, &mine, 0);
+    jobs_finish(&jdb, idx, gen, &row, &r.outputs, &st->me->intent);
+    result_values_free(&v);
 
     /* After the reply is on its way: this container goes. The pool is refilled by the main
      * loop while no job waits; only an empty pool is refilled here, before the next job

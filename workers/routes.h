@@ -17,7 +17,7 @@ int routes_count(void);
 
 typedef void (*route_fn)(struct evhttp_request *req, const char *corr, char **params);
 
-/* api_jobs.c */
+/* the job routes: api_submit.c, api_records.c, api_wait.c (api_jobs.h) */
 void api_execute(struct evhttp_request *req, const char *corr, char **params);
 void api_execute_async(struct evhttp_request *req, const char *corr, char **params);
 void api_job_status(struct evhttp_request *req, const char *corr, char **params);

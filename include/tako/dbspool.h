@@ -11,20 +11,18 @@
 #define TAKO_DBSPOOL_H
 
 #include "tako/db.h"
+#include "tako/jobstore.h"
 
 #include <jansson.h>
 #include <stdbool.h>
 
-/* The statements, shared by the live path and the replay. */
-extern const char *const JOBS_SQL_INSERT;   /* 24 parameters, RETURNING id */
-extern const char *const JOBS_SQL_FINISH;   /* 15 parameters, RETURNING callback_url */
-extern const char *const JOBS_SQL_ARTIFACT; /* 6 parameters, $6 binary */
-#define JOBS_INSERT_NPARAMS 24
-#define JOBS_FINISH_NPARAMS 15
+/* Where the files go: <data_dir>/dbspool (set once, before the children fork). */
+void dbspool_init(const char *data_dir);
 
-/* Spool a statement's parameters (NULL entries are SQL NULL). 0 or -errno. */
+/* Spool the INSERT's parameters (JOBS_INSERT_NPARAMS; NULL entries are SQL NULL). 0 or -errno. */
 int dbspool_write_insert(const char *job_id, const char *const *params);
-/* Spool a result: the FINISH parameters and [{name, sha256, content_type, data (base64)}]. */
+/* Spool a result: the FINISH parameters (JOBS_FINISH_NPARAMS) and [{name, sha256, content_type,
+ * data (base64)}]. */
 int dbspool_write_final(const char *job_id, const char *const *params, json_t *artifacts);
 /* Is this job's INSERT still waiting on disk? (its result must wait behind it) */
 bool dbspool_has_insert(const char *job_id);

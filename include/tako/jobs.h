@@ -1,24 +1,125 @@
 /*
- * jobs.h — a job slot's life across processes, shared by acceptors, executors and the
- * master (which settles what a dead process left behind).
+ * jobs.h — a job's life: the one owner of its state, in shared memory and in PostgreSQL.
  *
  *   FREE → FILLING (acceptor) → QUEUED → RUNNING (executor) → DONE → FREE
+ *
+ *   jobs_admit            FREE → FILLING         a slot for a new (or adopted) job
+ *   (jobstore_insert)                            its record, 'queued' (the acceptor runs it:
+ *                                                it needs the answer — a key conflict)
+ *   jobs_enqueue          FILLING → QUEUED       onto the dispatch ring
+ *   jobs_adopt            FILLING → QUEUED       a record left unfinished becomes ours again
+ *   jobs_start            QUEUED → RUNNING       'running', attempt + 1
+ *   jobs_requeue          RUNNING → QUEUED       'queued' (a retry: no container, a lost run)
+ *   jobs_hand_back        RUNNING → FREE         'queued' in PostgreSQL only (run after a start)
+ *   jobs_finish           RUNNING → DONE         the result and the answer
+ *   jobs_settle_unstarted QUEUED → DONE          'cancelled' (a cancel, a stop)
+ *   jobs_cancel                                  the flag a running job's executor sees, and
+ *                                                jobs_settle_unstarted for a queued one
+ *   jobs_fail_lost        RUNNING → DONE         'failed' (its executor died, no attempts left)
+ *   jobs_abandon          FILLING → FREE         'failed' (its acceptor died before the push)
+ *   jobs_settle_record, jobs_settle_node_sync    records without a slot (start-up, fast stop)
+ *
+ * Each transition pairs its shared-memory step with its statement (common/jobstore.c holds
+ * every statement on `jobs`; nothing else writes `status`) and logs its own failures. The
+ * statement runs on the caller's connection, given as a struct jobs_db: an acceptor's
+ * async pgq, or an executor's or the master's blocking db (neither: the caller could not
+ * connect and said so; the shared-memory step still happens). A failed statement is
+ * logged and the transition goes on: shared memory is what answers the client now, and
+ * PostgreSQL's record is repaired by recovery (a record left queued or running is settled
+ * or run again at the next start).
  *
  * Every state change that hands a job to another process is a CAS on job->state, so when
  * two parties race to settle one job (an executor starting it while an acceptor cancels
  * it at shutdown), exactly one wins.
+ *
+ * What comes next (several nodes, PostgreSQL the queue of record, issue #18): "queued"
+ * then belongs to PostgreSQL and shared memory is this node's fast path. The functions
+ * above are already the seams: jobs_admit + the INSERT make an unowned queued record;
+ * jobs_enqueue is the fast path (this node has room: it takes the job at once);
+ * jobs_adopt is the claim (a node with an idle executor takes a queued record — FOR
+ * UPDATE SKIP LOCKED and a lease go into its statement, jobstore_requeue's place);
+ * jobs_hand_back and jobs_requeue give a job back to the queue; jobs_finish fences its
+ * UPDATE by owner + attempt. The callers do not change: only jobstore's statements and
+ * jobs_adopt's caller (a claim loop instead of start-up recovery) do.
  */
 #ifndef TAKO_JOBS_H
 #define TAKO_JOBS_H
 
+#include "tako/db.h"
+#include "tako/jobstore.h"
+#include "tako/outputs.h"
 #include "tako/shm.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
-/* The DB statement that settles a job that did not finish by itself:
- * $1 id, $2 status, $3 error JSON. Leaves finished records alone. */
-extern const char *const JOBS_SQL_SETTLE;
+/* What the module needs of its process, set once before the children fork. */
+struct jobs_ctx {
+    struct tk_shm *shm;
+    const int *done_efd;        /* an eventfd per process slot: wakes an acceptor */
+    const char *spool_dir;      /* <spool>/<job id>: a job's files and its answer */
+    const char *quarantine_dir; /* where a spool dir that cannot be removed goes */
+};
+void jobs_init(const struct jobs_ctx *ctx);
+
+/* Where a transition's statement runs: the caller's connection (one of them, or none). */
+struct jobs_db {
+    struct db *db;
+    struct pgq *pgq;
+};
+
+/* A new job's slot (or an adopted record's: id set). */
+struct jobs_admission {
+    const char *id; /* NULL: a new uuid */
+    uint16_t acceptor_proc;
+    uint32_t acceptor_gen;
+    uint64_t req_token;
+    uint32_t attempt;
+    uint32_t timeout_s, startup_timeout_s;
+    const char *job_type, *correlation_id, *key_id;
+};
+
+/* FREE → FILLING. 0 with the slot, -EAGAIN when none is free (counted as rejected). The
+ * slot's id is in shm_job(idx)->id. */
+int jobs_admit(const struct jobs_admission *a, struct ring_intent *me, uint32_t *idx,
+               uint32_t *gen);
+/* FILLING → QUEUED, onto the dispatch ring. 0 or -ENOSPC (logged; left FILLING). */
+int jobs_enqueue(uint32_t idx, uint32_t gen, struct ring_intent *me);
+/* An unfinished record taken again (start-up): 'queued' in the record, then jobs_enqueue. */
+int jobs_adopt(const struct jobs_db *jdb, uint32_t idx, uint32_t gen);
+/* QUEUED → RUNNING for the executor that popped (idx, gen); -ESTALE for the stale entry
+ * of a job settled while queued (its vote is cast here). */
+int jobs_start(const struct jobs_db *jdb, uint32_t idx, uint32_t gen, struct ring_intent *me);
+/* RUNNING → QUEUED after backoff_ms: run it again (the caller decided attempts remain). */
+void jobs_requeue(const struct jobs_db *jdb, uint32_t idx, uint32_t gen, struct ring_intent *me,
+                  unsigned backoff_ms);
+/* RUNNING → FREE, the record back to 'queued': it runs again after the next start. */
+void jobs_hand_back(const struct jobs_db *jdb, uint32_t idx, struct ring_intent *me);
+/*
+ * RUNNING → DONE with its result: the artifacts and the finishing UPDATE (or, when
+ * PostgreSQL cannot take them or the job's INSERT still waits on disk, the spool), the
+ * answer for the waiting client, then the completion (jobs_complete).
+ */
+void jobs_finish(const struct jobs_db *jdb, uint32_t idx, uint32_t gen, const struct job_row *row,
+                 const struct tk_outputs *o, struct ring_intent *me);
+/* QUEUED → DONE as 'cancelled' with error `type`, answered like a completion. false when
+ * an executor has it (its completion will come). */
+bool jobs_settle_unstarted(const struct jobs_db *jdb, uint32_t idx, const char *type,
+                           const char *msg, struct ring_intent *me);
+/* POST /jobs/{id}/cancel of a live job. */
+void jobs_cancel(const struct jobs_db *jdb, uint32_t idx, struct ring_intent *me);
+/* RUNNING → DONE as 'failed' ("interrupted"): its executor died and no attempts remain. */
+void jobs_fail_lost(const struct jobs_db *jdb, uint32_t idx, const char *msg);
+/* FILLING → FREE, the record (if any) 'failed' ("interrupted"): its acceptor died. */
+void jobs_abandon(const struct jobs_db *jdb, uint32_t idx, const char *msg);
+/* A record without a slot: queued | running → status with error {type, message, phase}. */
+void jobs_settle_record(const struct jobs_db *jdb, const char *id, const char *status,
+                        const char *type, const char *msg, const char *phase);
+/* Every unfinished synchronous record of `node` → 'cancelled' ("interrupted"). */
+void jobs_settle_node_sync(const struct jobs_db *jdb, const char *node);
+
+/* ---- the slot's holders ---- */
 
 /* Remove the spool dir, mark FREE, push the index back on the free ring. */
 void jobs_release(uint32_t idx, struct ring_intent *me);
@@ -50,15 +151,7 @@ void jobs_complete(uint32_t idx, uint32_t gen, struct ring_intent *me);
 int jobs_write_spool(const char *id, const char *code, const char *input, const char *stdin_text,
                      const char *files_json, const char *requirements, char *why, size_t wlen);
 
-/* The error object {type, message, phase}. */
-json_t *jobs_error_json(const char *type, const char *message, const char *phase);
-
-/*
- * Write <spool>/response.json for a job that ends without a normal run (interrupted,
- * cancelled before it started, lost its executor): the same shape as a real result.
- * 0 or -errno.
- */
-int jobs_write_settled_response(const struct tk_job *job, const char *status, const char *type,
-                                const char *message);
+/* <spool>/response.json: the answer (job_answer) the acceptor sends. 0 or -errno, logged. */
+int jobs_write_answer(const char *id, const struct job_row *row);
 
 #endif

@@ -4,14 +4,14 @@
  * with the parsed request before any database or job slot is involved: the correlation-id
  * header check, the route table's matching (workers/routes.c), the query parameters the
  * routes read (query_param, query_int) and, for POST /execute and /execute/async, the body's
- * validation into a job spec (execute_spec_parse in workers/api_jobs.c).
+ * validation into a job spec (execute_spec_parse in workers/api_submit.c).
  * The connection is a Unix socket pair: the input is written, the write side shut, and
  * the loop runs until the server side is done with it.
  */
 #include "../../workers/acceptor.c"
 #include "../../workers/http.c"
 #include "../../workers/routes.c"
-#include "../../workers/api_jobs.c"
+#include "../../workers/api_submit.c"
 
 #include <fcntl.h>
 #include <signal.h>

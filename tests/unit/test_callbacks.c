@@ -12,14 +12,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define TK_FAIL(...)                                                                               \
-    do {                                                                                           \
-        fprintf(stderr, "  failed at %s:%d: ", __FILE__, __LINE__);                                \
-        fprintf(stderr, __VA_ARGS__);                                                              \
-        fprintf(stderr, "\n");                                                                     \
-        _exit(1);                                                                                  \
-    } while (0)
-
 static bool global(const char *ip)
 {
     if (strchr(ip, ':')) {

@@ -58,6 +58,15 @@ static inline void tk_test_register(const char *name, tk_test_fn fn, int timeout
         }                                                                                          \
     } while (0)
 
+/* Fail the case with a printf-style message. */
+#define TK_FAIL(...)                                                                               \
+    do {                                                                                           \
+        fprintf(stderr, "  failed at %s:%d: ", __FILE__, __LINE__);                                \
+        fprintf(stderr, __VA_ARGS__);                                                              \
+        fprintf(stderr, "\n");                                                                     \
+        _exit(1);                                                                                  \
+    } while (0)
+
 #define TK_ASSERT_EQ(a, b)                                                                         \
     do {                                                                                           \
         long long tk_a_ = (long long)(a), tk_b_ = (long long)(b);                                  \

@@ -1,0 +1,301 @@
+/*
+ * jobstore.c — see jobstore.h. The INSERT and the FINISH UPDATE are written once, at their
+ * first use, from TK_JOB_FIELDS; the other statements are short enough to read as they are.
+ */
+#include "tako/jobstore.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum jf_type {
+    JF_TEXT,
+    JF_UUID,
+    JF_INT,
+    JF_BIGINT,
+    JF_DOUBLE,
+    JF_BOOL,
+    JF_JSON,
+    JF_JSONB,
+    JF_TIME_US
+};
+enum jf_set { JF_SET_KEY, JF_SET_ADMIT, JF_SET_FINISH, JF_SET_FINISH_KEEP };
+enum jf_rep { JF_AS_TEXT, JF_AS_JSON };
+
+static const struct jf_field {
+    const char *column;
+    enum jf_type type;
+    enum jf_rep rep;
+    enum jf_set set;
+    size_t offset; /* in struct job_row */
+} fields[] = {
+#define JF_ROW(name, type, rep, set)                                                               \
+    {#name, type, JF_AS_##rep, JF_SET_##set, offsetof(struct job_row, name)},
+    TK_JOB_FIELDS(JF_ROW)
+#undef JF_ROW
+};
+#define N_FIELDS (sizeof fields / sizeof fields[0])
+
+/* The parameter counts the spool and the callers rely on, checked against the table. */
+#define JF_IN_INSERT_KEY                      1
+#define JF_IN_INSERT_ADMIT                    1
+#define JF_IN_INSERT_FINISH                   0
+#define JF_IN_INSERT_FINISH_KEEP              0
+#define JF_COUNT_INSERT(name, type, rep, set) +JF_IN_INSERT_##set
+#define JF_COUNT_FINISH(name, type, rep, set) +(1 - JF_IN_INSERT_##set)
+_Static_assert(0 TK_JOB_FIELDS(JF_COUNT_INSERT) == JOBS_INSERT_NPARAMS, "INSERT parameters");
+_Static_assert(1 + 0 TK_JOB_FIELDS(JF_COUNT_FINISH) == JOBS_FINISH_NPARAMS, "FINISH parameters");
+
+static bool in_insert(const struct jf_field *f)
+{
+    return f->set == JF_SET_KEY || f->set == JF_SET_ADMIT;
+}
+
+static bool in_finish(const struct jf_field *f)
+{
+    return f->set == JF_SET_KEY || f->set == JF_SET_FINISH || f->set == JF_SET_FINISH_KEEP;
+}
+
+/* The parameter $n as the column's type wants it. */
+static int param_expr(char *buf, size_t len, enum jf_type type, int n)
+{
+    static const char *const casts[] = {[JF_TEXT] = "",
+                                        [JF_UUID] = "::uuid",
+                                        [JF_INT] = "::integer",
+                                        [JF_BIGINT] = "::bigint",
+                                        [JF_DOUBLE] = "::double precision",
+                                        [JF_BOOL] = "::boolean",
+                                        [JF_JSON] = "::json",
+                                        [JF_JSONB] = "::jsonb"};
+    if (type == JF_TIME_US)
+        return snprintf(buf, len, "to_timestamp($%d::double precision / 1e6)", n);
+    return snprintf(buf, len, "$%d%s", n, casts[type]);
+}
+
+static char sql_insert[2048], sql_finish[2048];
+
+/* The column list and parameters of the INSERT, and the SET list of the FINISH. */
+static void build_sql(void)
+{
+    char cols[1024] = "id, status", vals[1536] = "$1, 'queued'", expr[96];
+    int n = 1, cb = 0;
+    for (size_t i = 1; i < N_FIELDS; i++) {
+        if (!in_insert(&fields[i]))
+            continue;
+        param_expr(expr, sizeof expr, fields[i].type, ++n);
+        snprintf(cols + strlen(cols), sizeof cols - strlen(cols), ", %s", fields[i].column);
+        snprintf(vals + strlen(vals), sizeof vals - strlen(vals), ", %s", expr);
+        if (!strcmp(fields[i].column, "callback_url"))
+            cb = n;
+    }
+    /* a callback's delivery is pending from the start (common/callbacks.c) */
+    snprintf(sql_insert, sizeof sql_insert,
+             "INSERT INTO jobs (%s, callback_status) VALUES (%s,"
+             " CASE WHEN $%d::text IS NULL THEN NULL ELSE 'pending' END)"
+             " ON CONFLICT DO NOTHING RETURNING id",
+             cols, vals, cb);
+
+    char sets[1536] = "";
+    n = 1;
+    for (size_t i = 1; i < N_FIELDS; i++) {
+        if (!in_finish(&fields[i]))
+            continue;
+        param_expr(expr, sizeof expr, fields[i].type, ++n);
+        size_t off = strlen(sets);
+        if (fields[i].set == JF_SET_FINISH_KEEP)
+            snprintf(sets + off, sizeof sets - off, "%s%s = coalesce(%s, %s)", off ? ", " : "",
+                     fields[i].column, fields[i].column, expr);
+        else
+            snprintf(sets + off, sizeof sets - off, "%s%s = %s", off ? ", " : "", fields[i].column,
+                     expr);
+    }
+    snprintf(sql_finish, sizeof sql_finish,
+             "UPDATE jobs SET %s WHERE id = $1 AND status IN ('queued', 'running')"
+             " RETURNING callback_url",
+             sets);
+}
+
+int jobstore_insert_param(const char *column)
+{
+    int n = 0;
+    for (size_t i = 0; i < N_FIELDS; i++) {
+        if (!in_insert(&fields[i]))
+            continue;
+        if (!strcmp(fields[i].column, column))
+            return n;
+        n++;
+    }
+    return -1;
+}
+
+const char *jobstore_sql_insert(void)
+{
+    if (!sql_insert[0])
+        build_sql();
+    return sql_insert;
+}
+
+const char *jobstore_sql_finish(void)
+{
+    if (!sql_finish[0])
+        build_sql();
+    return sql_finish;
+}
+
+void jobstore_stmt_free(struct jobstore_stmt *st)
+{
+    for (int i = 0; i < st->n_owned; i++)
+        free(st->owned[i]);
+    st->n_owned = 0;
+}
+
+/* The row's values of the fields `want` selects, in table order. */
+static void gather(struct jobstore_stmt *st, const struct job_row *row,
+                   bool (*want)(const struct jf_field *))
+{
+    st->n = 0;
+    st->n_owned = 0;
+    for (size_t i = 0; i < N_FIELDS; i++) {
+        const struct jf_field *f = &fields[i];
+        if (!want(f))
+            continue;
+        const void *at = (const char *)row + f->offset;
+        const char *v;
+        if (f->rep == JF_AS_TEXT) {
+            v = *(const char *const *)at;
+        } else {
+            json_t *j = *(json_t *const *)at;
+            char *text = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+            if (text && st->n_owned < (int)(sizeof st->owned / sizeof st->owned[0]))
+                st->owned[st->n_owned++] = text;
+            v = text;
+        }
+        st->params[st->n++] = v;
+    }
+}
+
+void jobstore_insert(struct jobstore_stmt *st, const struct job_row *row)
+{
+    gather(st, row, in_insert);
+    st->sql = jobstore_sql_insert();
+    st->what = "recording the job";
+}
+
+void jobstore_finish(struct jobstore_stmt *st, const struct job_row *row)
+{
+    gather(st, row, in_finish);
+    st->sql = jobstore_sql_finish();
+    st->what = "recording the job's result";
+}
+
+static void one(struct jobstore_stmt *st, const char *sql, const char *what, int n, const char *a,
+                const char *b, const char *c)
+{
+    st->sql = sql;
+    st->what = what;
+    st->n = n;
+    st->n_owned = 0;
+    st->params[0] = a;
+    st->params[1] = b;
+    st->params[2] = c;
+}
+
+void jobstore_start(struct jobstore_stmt *st, const char *id)
+{
+    static const char sql[] = "UPDATE jobs SET status = 'running', started_at = now(),"
+                              " attempt = attempt + 1 WHERE id = $1 AND status = 'queued'";
+    one(st, sql, "recording the job's start", 1, id, NULL, NULL);
+}
+
+void jobstore_requeue(struct jobstore_stmt *st, const char *id)
+{
+    static const char sql[] =
+        "UPDATE jobs SET status = 'queued' WHERE id = $1 AND status IN ('queued', 'running')";
+    one(st, sql, "re-queueing the job", 1, id, NULL, NULL);
+}
+
+void jobstore_settle(struct jobstore_stmt *st, const char *id, const char *status,
+                     const char *error_json)
+{
+    static const char sql[] = "UPDATE jobs SET status = $2, ended_at = now(), error = $3::jsonb"
+                              " WHERE id = $1 AND status IN ('queued', 'running')";
+    one(st, sql, "settling the job", 3, id, status, error_json);
+}
+
+void jobstore_settle_node_sync(struct jobstore_stmt *st, const char *node)
+{
+    static const char sql[] =
+        "UPDATE jobs SET status = 'cancelled', ended_at = now(), error ="
+        " '{\"type\":\"interrupted\",\"message\":\"takod was stopped before the job finished\","
+        "\"phase\":\"execution\"}'::jsonb"
+        " WHERE node = $1 AND mode = 'sync' AND status IN ('queued', 'running')";
+    one(st, sql, "cancelling the node's unfinished synchronous jobs", 1, node, NULL, NULL);
+}
+
+const char *const JOBSTORE_SQL_UNFINISHED =
+    "SELECT id, code, input::text, timeout_s, attempt, job_type, stdin,"
+    " input_files::text, requirements::text,"
+    " coalesce(startup_timeout_s, 0) FROM jobs"
+    " WHERE node = $1 AND status IN ('queued', 'running')"
+    " ORDER BY created_at";
+
+const char *const JOBSTORE_SQL_STATUS = "SELECT status FROM jobs WHERE id = $1::uuid";
+
+const char *const JOBSTORE_SQL_BY_IDEMPOTENCY_KEY =
+    "SELECT id::text, request_hash, status FROM jobs"
+    " WHERE idempotency_key = $1 AND coalesce(api_key_id, '') = $2";
+
+bool jobstore_is_terminal(const char *status)
+{
+    static const char *const terminal[] = {"succeeded", "failed", "timeout", "oom", "cancelled"};
+    for (size_t i = 0; i < sizeof terminal / sizeof terminal[0]; i++)
+        if (!strcmp(status, terminal[i]))
+            return true;
+    return false;
+}
+
+static json_t *text_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+static json_t *json_or_null(json_t *j)
+{
+    return j ? json_incref(j) : json_null();
+}
+
+static json_t *member_or_null(json_t *obj, const char *key)
+{
+    json_t *v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
+    return v ? json_deep_copy(v) : json_null();
+}
+
+json_t *job_answer(const struct job_row *row)
+{
+    double exec_ms = json_number_value(json_object_get(row->timing, "execution_ms"));
+    json_t *a = json_object();
+    json_object_set_new(a, "success",
+                        json_boolean(row->status && !strcmp(row->status, "succeeded")));
+    json_object_set_new(a, "output", json_or_null(row->output));
+    json_object_set_new(a, "execution_time", json_real(exec_ms / 1000.0));
+    json_object_set_new(a, "stdout", text_or_null(row->stdout));
+    json_object_set_new(a, "stderr", text_or_null(row->stderr));
+    json_object_set_new(a, "exit_code",
+                        row->exit_code ? json_integer(atoll(row->exit_code)) : json_null());
+    json_object_set_new(a, "error", member_or_null(row->error, "message"));
+    json_object_set_new(a, "error_type", member_or_null(row->error, "type"));
+    json_object_set_new(a, "job_type", text_or_null(row->job_type));
+    json_object_set_new(a, "execution_id", text_or_null(row->id));
+    json_object_set_new(a, "job_id", text_or_null(row->id));
+    json_object_set_new(a, "runtime", text_or_null(row->runtime));
+    json_object_set_new(a, "status", text_or_null(row->status));
+    json_object_set_new(a, "timing", json_or_null(row->timing));
+    json_object_set_new(a, "stdout_truncated",
+                        json_boolean(row->stdout_truncated && row->stdout_truncated[0] == 't'));
+    json_object_set_new(a, "stderr_truncated",
+                        json_boolean(row->stderr_truncated && row->stderr_truncated[0] == 't'));
+    json_object_set_new(a, "artifacts",
+                        json_is_array(row->artifacts) ? json_incref(row->artifacts) : json_array());
+    return a;
+}

@@ -1,0 +1,135 @@
+/*
+ * test_jobstore.c — the statements derived from TK_JOB_FIELDS are the ones the spool's
+ * files were written for (a spooled file is their parameters, positionally), and the one
+ * answer builder gives every path POST /execute's shape.
+ */
+#include "tako/jobstore.h"
+#include "tk_test.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* What a parameter of the INSERT or the FINISH must read as (the statements before the
+ * field table, and so every spooled file since: dbspool keeps the parameters' order). */
+static void expect_has(const char *sql, const char *part)
+{
+    if (!strstr(sql, part))
+        TK_FAIL("\"%s\" not in: %s", part, sql);
+}
+
+TK_TEST(insert_keeps_the_spooled_parameter_order)
+{
+    const char *sql = jobstore_sql_insert();
+    expect_has(sql, "INSERT INTO jobs (id, status, job_type, code, input, timeout_s, memory_bytes,"
+                    " cpus, node, client_ip, correlation_id, created_at, mode, idempotency_key,"
+                    " request_hash, parent_id, relationship, code_hash, input_hash, stdin,"
+                    " startup_timeout_s, callback_url, api_key_id, input_files, requirements,"
+                    " callback_status)");
+    expect_has(sql, "VALUES ($1, 'queued', $2, $3, $4::json, $5::integer, $6::bigint,"
+                    " $7::double precision, $8, $9, $10, to_timestamp($11::double precision / 1e6),"
+                    " $12, $13, $14, $15::uuid, $16, $17, $18, $19, $20::integer, $21, $22,"
+                    " $23::jsonb, $24::jsonb,"
+                    " CASE WHEN $21::text IS NULL THEN NULL ELSE 'pending' END)");
+    expect_has(sql, "ON CONFLICT DO NOTHING RETURNING id");
+    TK_ASSERT_EQ(jobstore_insert_param("id"), 0);
+    TK_ASSERT_EQ(jobstore_insert_param("idempotency_key"), 12);
+    TK_ASSERT_EQ(jobstore_insert_param("requirements"), JOBS_INSERT_NPARAMS - 1);
+    TK_ASSERT_EQ(jobstore_insert_param("stdout"), -1);
+}
+
+TK_TEST(finish_keeps_the_spooled_parameter_order)
+{
+    const char *sql = jobstore_sql_finish();
+    expect_has(sql,
+               "UPDATE jobs SET status = $2, exit_code = $3::integer, stdout = $4,"
+               " stderr = $5, stdout_truncated = $6::boolean, stderr_truncated = $7::boolean,"
+               " output = $8::jsonb, error = $9::jsonb, timing = $10::jsonb,"
+               " artifacts = $11::jsonb, runtime = $12, container_id = $13,"
+               " ended_at = to_timestamp($14::double precision / 1e6),"
+               " started_at = coalesce(started_at, to_timestamp($15::double precision / 1e6))");
+    expect_has(sql, "WHERE id = $1 AND status IN ('queued', 'running') RETURNING callback_url");
+}
+
+TK_TEST(statements_take_the_row_in_table_order)
+{
+    json_t *timing = json_pack("{s:f}", "execution_ms", 1500.0);
+    struct job_row row = {.id = "j1",
+                          .status = "succeeded",
+                          .exit_code = "0",
+                          .stdout = "hi\n",
+                          .timing = timing,
+                          .runtime = "crun",
+                          .ended_at = "2",
+                          .started_at = "1"};
+    struct jobstore_stmt st;
+    jobstore_finish(&st, &row);
+    TK_ASSERT_EQ(st.n, JOBS_FINISH_NPARAMS);
+    TK_ASSERT_STREQ(st.params[0], "j1");
+    TK_ASSERT_STREQ(st.params[1], "succeeded");
+    TK_ASSERT_STREQ(st.params[3], "hi\n");
+    TK_ASSERT(st.params[7] == NULL); /* no output: SQL NULL */
+    TK_ASSERT(st.params[8] == NULL); /* no error */
+    TK_ASSERT_STREQ(st.params[9], "{\"execution_ms\":1500.0}");
+    TK_ASSERT_STREQ(st.params[11], "crun");
+    TK_ASSERT_STREQ(st.params[14], "1");
+    jobstore_stmt_free(&st);
+    jobstore_insert(&st, &row);
+    TK_ASSERT_EQ(st.n, JOBS_INSERT_NPARAMS);
+    TK_ASSERT_STREQ(st.params[0], "j1");
+    json_decref(timing);
+}
+
+TK_TEST(one_answer_for_a_result_a_record_and_a_settled_job)
+{
+    json_t *timing = json_pack("{s:f}", "execution_ms", 250.0);
+    json_t *error = json_pack("{s:s, s:s, s:s}", "type", "nonzero_exit", "message", "exit 3",
+                              "phase", "execution");
+    struct job_row row = {.id = "j2",
+                          .job_type = "default",
+                          .status = "failed",
+                          .exit_code = "3",
+                          .stdout = "",
+                          .stderr = "boom",
+                          .stdout_truncated = "false",
+                          .stderr_truncated = "t", /* as PostgreSQL spells true */
+                          .error = error,
+                          .timing = timing,
+                          .runtime = "runc"};
+    json_t *a = job_answer(&row);
+    char *text = json_dumps(a, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    TK_ASSERT_STREQ(
+        text, "{\"success\":false,\"output\":null,\"execution_time\":0.25,\"stdout\":\"\","
+              "\"stderr\":\"boom\",\"exit_code\":3,\"error\":\"exit 3\",\"error_type\":"
+              "\"nonzero_exit\",\"job_type\":\"default\",\"execution_id\":\"j2\",\"job_id\":"
+              "\"j2\",\"runtime\":\"runc\",\"status\":\"failed\",\"timing\":{\"execution_ms\":"
+              "250.0},\"stdout_truncated\":false,\"stderr_truncated\":true,\"artifacts\":[]}");
+    free(text);
+    json_decref(a);
+    /* a record read back with NULL columns: nulls, never a failed build */
+    struct job_row bare = {.id = "j3", .status = "succeeded"};
+    a = job_answer(&bare);
+    TK_ASSERT(a != NULL);
+    TK_ASSERT(json_is_true(json_object_get(a, "success")));
+    TK_ASSERT(json_is_null(json_object_get(a, "stdout")));
+    TK_ASSERT(json_is_null(json_object_get(a, "error")));
+    TK_ASSERT(json_is_array(json_object_get(a, "artifacts")));
+    json_decref(a);
+    json_decref(error);
+    json_decref(timing);
+}
+
+TK_TEST(terminal_statuses)
+{
+    static const char *const yes[] = {"succeeded", "failed", "timeout", "oom", "cancelled"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+        TK_ASSERT(jobstore_is_terminal(yes[i]));
+    TK_ASSERT(!jobstore_is_terminal("queued"));
+    TK_ASSERT(!jobstore_is_terminal("running"));
+}
+
+int main(int argc, char **argv)
+{
+    return tk_test_main(argc, argv);
+}
