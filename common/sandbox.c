@@ -3,6 +3,7 @@
  * (see sandbox.h).
  */
 #include "tako/sandbox.h"
+#include "tako/dkframe.h"
 #include "tako/jobtypes.h"
 #include "tako/log.h"
 #include "tako/takod.h"
@@ -597,10 +598,7 @@ static void read_capture(const char *dir, const char *name, struct tk_capbuf *b)
  * returns 1 once the status line is complete.
  */
 struct framer {
-    unsigned char hdr[8];
-    size_t hdr_len;
-    size_t left; /* payload bytes left in the current Docker frame */
-    int stream;
+    struct dkframe frames; /* the engine's framing (dkframe.c) */
     char line[2048];
     size_t line_len;
     size_t raw_left; /* bytes of a takod-out message still to come */
@@ -692,31 +690,16 @@ static int protocol_byte_run(struct framer *f, const unsigned char *p, size_t n)
     return 0;
 }
 
+/* The launcher's stdout (stream 1) is the protocol; its stderr carries nothing takod reads. */
+static int framer_payload(void *arg, int stream, const char *p, size_t n)
+{
+    return stream == 1 ? protocol_byte_run(arg, (const unsigned char *)p, n) : 0;
+}
+
+/* 1 once the status line is complete, 0 for more, -EPROTO when the stream is not framed. */
 static int framer_feed(struct framer *f, const unsigned char *p, size_t n)
 {
-    while (n > 0) {
-        if (f->left == 0) {
-            size_t take = 8 - f->hdr_len < n ? 8 - f->hdr_len : n;
-            memcpy(f->hdr + f->hdr_len, p, take);
-            f->hdr_len += take;
-            p += take;
-            n -= take;
-            if (f->hdr_len == 8) {
-                f->stream = f->hdr[0];
-                f->left = ((size_t)f->hdr[4] << 24) | ((size_t)f->hdr[5] << 16) |
-                          ((size_t)f->hdr[6] << 8) | f->hdr[7];
-                f->hdr_len = 0;
-            }
-            continue;
-        }
-        size_t take = f->left < n ? f->left : n;
-        if (f->stream == 1 && protocol_byte_run(f, p, take)) /* the launcher's stdout */
-            return 1;
-        p += take;
-        n -= take;
-        f->left -= take;
-    }
-    return 0;
+    return dkframe_feed(&f->frames, (const char *)p, n, framer_payload, f);
 }
 
 void sandbox_run(struct docker *d, struct warm *w, const struct sandbox_job *job,
@@ -781,6 +764,11 @@ void sandbox_run(struct docker *d, struct warm *w, const struct sandbox_job *job
             break;
         }
         got = framer_feed(&f, buf, (size_t)r);
+        if (got < 0) { /* not the engine's framing: nothing on it can be trusted */
+            res->lost = true;
+            got = 0;
+            break;
+        }
     }
     res->t_end_us = now_mono_us();
     read_capture(w->dir, "stdout", &res->out);
