@@ -220,8 +220,10 @@ static const char *dk_header(const char *line, const char *eol, const char *name
 static int dk_parse_head(struct dk_parse *p)
 {
     const char *h = p->head;
+    if (memchr(h, '\0', p->head_len)) /* (the searches below stop at a NUL) */
+        return -EIO;
     if (strncmp(h, "HTTP/1.", 7) != 0 || !isdigit((unsigned char)h[7]) || h[8] != ' ' ||
-        !isdigit((unsigned char)h[9]) || !isdigit((unsigned char)h[10]) ||
+        h[9] < '1' || h[9] > '5' || !isdigit((unsigned char)h[10]) ||
         !isdigit((unsigned char)h[11]) || (h[12] != ' ' && h[12] != '\r'))
         return -EIO;
     p->code = (h[9] - '0') * 100 + (h[10] - '0') * 10 + (h[11] - '0');
@@ -777,6 +779,7 @@ int dk_hijack(struct docker *d, int fd, const char *what)
     struct dk_parse p;
     dk_parse_init(&p);
     memcpy(p.head, head, len + 1);
+    p.head_len = len;
     long code = dk_parse_head(&p) == 0 ? p.code : 0;
     if (code != 101 && code != 200) {
         char *eol = strstr(head, "\r\n");
