@@ -40,7 +40,7 @@
  */
 struct sandbox_env {
     const struct tk_config *cfg;
-    const char *instance;       /* the takod.instance label's value */
+    const char *instance;       /* the takod.instance label's value (NULL: "") */
     const char *quarantine_dir; /* rm_rf_aside's aside dir; NULL or "": beside the path */
     /* library mode (`tako run`) only — takod leaves them empty: network on (bridge), and
      * host directories mounted read-only at /packages/<n> and put on PYTHONPATH */
