@@ -3,9 +3,9 @@
  * (see sandbox.h).
  */
 #include "tako/sandbox.h"
+#include "tako/dkframe.h"
 #include "tako/jobtypes.h"
 #include "tako/log.h"
-#include "tako/takod.h"
 #include "tako/util.h"
 
 #include <errno.h>
@@ -22,27 +22,24 @@ extern const char tako_default_seccomp[]; /* generated from conf/seccomp.json */
 
 const char *sandbox_seccomp_json;
 const char *sandbox_runtime = "runc";
-bool sandbox_network_enabled;
-const char *const *sandbox_package_dirs;
-size_t sandbox_n_package_dirs;
 
 /* Library-mode additions to a container body: network, package directories. */
-static int apply_extras(json_t *body)
+static int apply_extras(json_t *body, const struct sandbox_env *env)
 {
     json_t *hc = json_object_get(body, "HostConfig");
-    if (sandbox_network_enabled) {
+    if (env->network) {
         json_object_set_new(hc, "NetworkMode", json_string("bridge"));
         json_object_set_new(body, "NetworkDisabled", json_false());
     }
-    if (sandbox_n_package_dirs == 0)
+    if (env->n_package_dirs == 0)
         return 0;
     json_t *binds = json_object_get(hc, "Binds");
-    json_t *env = json_object_get(body, "Env");
+    json_t *envs = json_object_get(body, "Env");
     char pythonpath[8192] = "PYTHONPATH=";
-    for (size_t i = 0; i < sandbox_n_package_dirs; i++) {
+    for (size_t i = 0; i < env->n_package_dirs; i++) {
         /* mounted as /packages/<i>/<its own name>, so `import <name>` works */
         char bind[4400], target[32];
-        const char *dir = sandbox_package_dirs[i];
+        const char *dir = env->package_dirs[i];
         size_t len = strlen(dir);
         while (len > 1 && dir[len - 1] == '/')
             len--;
@@ -58,7 +55,7 @@ static int apply_extras(json_t *body)
             strncat(pythonpath, ":", sizeof pythonpath - strlen(pythonpath) - 1);
         strncat(pythonpath, target, sizeof pythonpath - strlen(pythonpath) - 1);
     }
-    json_array_append_new(env, json_string(pythonpath));
+    json_array_append_new(envs, json_string(pythonpath));
     return 0;
 }
 
@@ -92,17 +89,18 @@ int sandbox_load_seccomp(const char *path, char *err, size_t errlen)
     return compact ? 0 : -ENOMEM;
 }
 
-static void run_uid(unsigned *uid, unsigned *gid)
+static void run_uid(const struct sandbox_env *env, unsigned *uid, unsigned *gid)
 {
     *uid = 1000;
     *gid = 1000;
-    sscanf(tk.cfg.docker_user, "%u:%u", uid, gid);
+    sscanf(env->cfg->docker_user, "%u:%u", uid, gid);
 }
 
-void sandbox_default_spec(struct sandbox_spec *s)
+void sandbox_default_spec(struct sandbox_spec *s, const struct sandbox_env *env)
 {
+    const struct tk_config *c = env->cfg;
     *s = (struct sandbox_spec){
-        .image = tk.cfg.docker_image, .memory = tk.cfg.limits_memory, .cpus = tk.cfg.limits_cpus};
+        .image = c->docker_image, .memory = c->limits_memory, .cpus = c->limits_cpus};
 }
 
 void sandbox_type_spec(struct sandbox_spec *s, const struct tk_job_type *t, const char *image)
@@ -145,9 +143,10 @@ static void apply_spec(json_t *body, const struct sandbox_spec *spec)
  * The launcher runs as root with only SETUID, SETGID and KILL, and runs the program as
  * docker.user (--user): the program cannot reach the launcher's report channel (its
  * descriptors, through /proc/<pid>/fd) nor /ctl, which stays root's (make_dirs). */
-static json_t *container_body(const char *dir, const struct sandbox_spec *spec)
+static json_t *container_body(const struct sandbox_env *env, const char *dir,
+                              const struct sandbox_spec *spec)
 {
-    const struct tk_config *c = &tk.cfg;
+    const struct tk_config *c = env->cfg;
     char code[4200], input[4200], output[4200], ctl[4200], tmpfs[128];
     snprintf(code, sizeof code, "%s/code:/code:ro", dir);
     snprintf(input, sizeof input, "%s/input:/input:ro", dir);
@@ -182,18 +181,18 @@ static json_t *container_body(const char *dir, const struct sandbox_spec *spec)
         "Image", spec->image, "Cmd", "/usr/local/bin/tako-launcher", "--stdio", "--user",
         c->docker_user, "User", "0:0", "WorkingDir", "/tmp", "Env", "PYTHONUNBUFFERED=1",
         "PYTHONDONTWRITEBYTECODE=1", "HOME=/tmp", "LANG=C.UTF-8", "Labels", "takod.instance",
-        tk.instance, "takod.executor", executor, "takod.role", "job", "NetworkDisabled", 1, "Tty",
-        0, "OpenStdin", 1, "StdinOnce", 1, "AttachStdin", 1, "AttachStdout", 1, "AttachStderr", 1,
-        "HostConfig", "NetworkMode", "none", "ReadonlyRootfs", 1, "CapDrop", "ALL", "CapAdd",
-        "SETUID", "SETGID", "KILL", "SecurityOpt", "no-new-privileges", secopt, "ReadonlyPaths",
-        "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
-        "/sys/fs/cgroup", "/dev/mqueue", "Init", 1, "Memory", (json_int_t)spec->memory,
-        "MemorySwap", (json_int_t)spec->memory, "NanoCpus", (json_int_t)(cpus * 1e9), "PidsLimit",
-        pids, "IpcMode", "private", "ShmSize", (json_int_t)(16 << 20), "Ulimits", "Name", "nofile",
-        "Soft", 256, "Hard", 256, "Name", "fsize", "Soft", fsize, "Hard", fsize, "Name", "nproc",
-        "Soft", nproc, "Hard", nproc, "Tmpfs", "/tmp", tmpfs, "Binds", code, input, output, ctl,
-        "LogConfig", "Type", "json-file", "Config", "max-size", "1m", "max-file", "1", "AutoRemove",
-        0, "Runtime", sandbox_runtime);
+        env->instance ? env->instance : "", "takod.executor", executor, "takod.role", "job",
+        "NetworkDisabled", 1, "Tty", 0, "OpenStdin", 1, "StdinOnce", 1, "AttachStdin", 1,
+        "AttachStdout", 1, "AttachStderr", 1, "HostConfig", "NetworkMode", "none", "ReadonlyRootfs",
+        1, "CapDrop", "ALL", "CapAdd", "SETUID", "SETGID", "KILL", "SecurityOpt",
+        "no-new-privileges", secopt, "ReadonlyPaths", "/proc/asound", "/proc/bus", "/proc/fs",
+        "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", "/sys/fs/cgroup", "/dev/mqueue", "Init", 1,
+        "Memory", (json_int_t)spec->memory, "MemorySwap", (json_int_t)spec->memory, "NanoCpus",
+        (json_int_t)(cpus * 1e9), "PidsLimit", pids, "IpcMode", "private", "ShmSize",
+        (json_int_t)(16 << 20), "Ulimits", "Name", "nofile", "Soft", 256, "Hard", 256, "Name",
+        "fsize", "Soft", fsize, "Hard", fsize, "Name", "nproc", "Soft", nproc, "Hard", nproc,
+        "Tmpfs", "/tmp", tmpfs, "Binds", code, input, output, ctl, "LogConfig", "Type", "json-file",
+        "Config", "max-size", "1m", "max-file", "1", "AutoRemove", 0, "Runtime", sandbox_runtime);
     free(secopt);
     return body;
 }
@@ -204,13 +203,13 @@ static json_t *container_body(const char *dir, const struct sandbox_spec *spec)
  * v1 host whose unified hierarchy still holds a controller (scripts/setup-runtime.sh
  * moves it). 0, or -errno with the engine's words in docker_last_error.
  */
-static int probe_runtime(struct docker *d, const char *runtime)
+static int probe_runtime(struct docker *d, const struct sandbox_env *env, const char *runtime)
 {
     const char *was = sandbox_runtime;
     sandbox_runtime = runtime;
     struct sandbox_spec spec;
-    sandbox_default_spec(&spec);
-    json_t *body = container_body("/nonexistent", &spec);
+    sandbox_default_spec(&spec, env);
+    json_t *body = container_body(env, "/nonexistent", &spec);
     sandbox_runtime = was;
     if (!body)
         return -ENOMEM;
@@ -237,10 +236,11 @@ static int probe_runtime(struct docker *d, const char *runtime)
     return rc;
 }
 
-int sandbox_choose_runtime(struct docker *d, bool probe, char *msg, size_t msglen)
+int sandbox_choose_runtime(struct docker *d, const struct sandbox_env *env, bool probe, char *msg,
+                           size_t msglen)
 {
-    int want = (int)tk.cfg.docker_runtime;
-    bool strict = tk.cfg.docker_security_mode == TK_SECURITY_STRICT;
+    int want = (int)env->cfg->docker_runtime;
+    bool strict = env->cfg->docker_security_mode == TK_SECURITY_STRICT;
     sandbox_runtime = "runc";
     msg[0] = '\0';
     if (strict && want != TK_RUNTIME_RUNSC) {
@@ -253,7 +253,7 @@ int sandbox_choose_runtime(struct docker *d, bool probe, char *msg, size_t msgle
     if (!name)
         return 0;
     int has = docker_has_runtime(d, name);
-    if (has == 1 && probe && want != TK_RUNTIME_RUNSC && probe_runtime(d, name) < 0)
+    if (has == 1 && probe && want != TK_RUNTIME_RUNSC && probe_runtime(d, env, name) < 0)
         has = -1;
     if (has == 1) {
         sandbox_runtime = name; /* a string literal: lives as long as the process */
@@ -287,13 +287,14 @@ int sandbox_choose_runtime(struct docker *d, bool probe, char *msg, size_t msgle
  * stdout, stderr and status reported. Not root, or the mount fails: the plain directory,
  * said once.
  */
-static void mount_workspace(const char *dir)
+static void mount_workspace(const struct sandbox_env *env, const char *dir)
 {
+    const struct tk_config *c = env->cfg;
     static bool said;
     const char *why = NULL;
     char opts[128];
     snprintf(opts, sizeof opts, "size=%lld,nr_inodes=%lld,mode=0755",
-             (long long)tk.cfg.limits_workspace_size, (long long)tk.cfg.limits_workspace_inodes);
+             (long long)c->limits_workspace_size, (long long)c->limits_workspace_inodes);
     if (geteuid() != 0)
         why = "takod is not root";
     else if (mount("takod-job", dir, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
@@ -302,8 +303,7 @@ static void mount_workspace(const char *dir)
         char ctl[4200];
         snprintf(ctl, sizeof ctl, "%s/ctl", dir);
         snprintf(opts, sizeof opts, "size=%lld,nr_inodes=64,mode=0755",
-                 (long long)(tk.cfg.limits_max_stdout_bytes + tk.cfg.limits_max_stderr_bytes +
-                             (1 << 20)));
+                 (long long)(c->limits_max_stdout_bytes + c->limits_max_stderr_bytes + (1 << 20)));
         if (mkdir(ctl, 0755) < 0 ||
             mount("takod-ctl", ctl, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
             why = strerror(errno); /* the workspace stays: released whole with the rest */
@@ -316,13 +316,13 @@ static void mount_workspace(const char *dir)
     }
 }
 
-void sandbox_release_dir(const char *dir)
+void sandbox_release_dir(const struct sandbox_env *env, const char *dir)
 {
     if (umount2(dir, MNT_DETACH | UMOUNT_NOFOLLOW) < 0 && errno != EINVAL && errno != ENOENT &&
         errno != EPERM)
         log_warn("msg=\"umount2 of a job's directory failed\" dir=%s err=\"%s\"", dir,
                  strerror(errno));
-    rm_rf_aside(dir, tk.quarantine_dir); /* logs a failure */
+    rm_rf_aside(dir, env ? env->quarantine_dir : NULL); /* logs a failure */
 }
 
 /*
@@ -350,15 +350,15 @@ void sandbox_umount_under(const char *dir)
     fclose(f);
 }
 
-static int make_dirs(const char *dir)
+static int make_dirs(const struct sandbox_env *env, const char *dir)
 {
     unsigned uid, gid;
-    run_uid(&uid, &gid);
+    run_uid(env, &uid, &gid);
     char path[4200];
     int rc = mkdir_p(dir, 0755); /* then its subdirs, each one mkdir */
     if (rc < 0)
         return rc;
-    mount_workspace(dir);
+    mount_workspace(env, dir);
     static const struct {
         const char *name;
         bool owned; /* by the run uid: the program writes there (not ctl: the launcher's) */
@@ -388,7 +388,8 @@ void sandbox_warm_init(struct warm *w)
  * way). The last few specs are kept. The caller frees the result.
  */
 #define DIR_MARK "/@@takod-dir@@"
-static char *body_text(const char *dir, const struct sandbox_spec *spec)
+static char *body_text(const struct sandbox_env *env, const char *dir,
+                       const struct sandbox_spec *spec)
 {
     static struct {
         char key[1200];
@@ -400,20 +401,20 @@ static char *body_text(const char *dir, const struct sandbox_spec *spec)
         plain = *p >= 0x20 && *p != '"' && *p != '\\' && *p != 0x7f;
     char key[1200];
     int kl =
-        snprintf(key, sizeof key, "%s|%lld|%g|%d|%s|%s|%s", spec->image, (long long)spec->memory,
-                 spec->cpus, (int)spec->network, spec->env ? spec->env : "",
-                 spec->preload ? spec->preload : "", sandbox_runtime);
+        snprintf(key, sizeof key, "%p|%s|%lld|%g|%d|%s|%s|%s", (const void *)env, spec->image,
+                 (long long)spec->memory, spec->cpus, (int)spec->network,
+                 spec->env ? spec->env : "", spec->preload ? spec->preload : "", sandbox_runtime);
     plain = plain && kl > 0 && (size_t)kl < sizeof key; /* a key cut short could match another */
     const char *tmpl = NULL;
     for (unsigned i = 0; plain && i < TK_ARRAY_LEN(cache); i++)
         if (cache[i].text && !strcmp(cache[i].key, key))
             tmpl = cache[i].text;
     if (!tmpl || !plain) {
-        json_t *body = container_body(plain ? DIR_MARK : dir, spec);
+        json_t *body = container_body(env, plain ? DIR_MARK : dir, spec);
         if (!body)
             return NULL;
         apply_spec(body, spec);
-        apply_extras(body);
+        apply_extras(body, env);
         char *t = json_dumps(body, JSON_COMPACT);
         json_decref(body);
         if (!t || !plain)
@@ -443,27 +444,28 @@ static char *body_text(const char *dir, const struct sandbox_spec *spec)
     return out;
 }
 
-int sandbox_prepare_async(struct docker *d, struct warm *w, const char *dir,
-                          const struct sandbox_spec *spec)
+int sandbox_prepare_async(struct docker *d, const struct sandbox_env *env, struct warm *w,
+                          const char *dir, const struct sandbox_spec *spec)
 {
     struct sandbox_spec dflt;
     if (!spec) {
-        sandbox_default_spec(&dflt);
+        sandbox_default_spec(&dflt, env);
         spec = &dflt;
     }
     sandbox_warm_init(w);
+    w->env = env;
     snprintf(w->dir, sizeof w->dir, "%s", dir);
-    int rc = rm_rf_aside(dir, tk.quarantine_dir); /* nothing there: names are unique */
+    int rc = rm_rf_aside(dir, env->quarantine_dir); /* nothing there: names are unique */
     if (rc == 0)
-        rc = make_dirs(dir);
+        rc = make_dirs(env, dir);
     if (rc < 0) {
         log_error("msg=\"preparing a container directory failed\" dir=%s err=\"%s\"", dir,
                   strerror(-rc));
-        sandbox_release_dir(dir); /* its tmpfs, if it got one */
+        sandbox_release_dir(env, dir); /* its tmpfs, if it got one */
         w->dir[0] = '\0';
         return rc;
     }
-    char *text = body_text(dir, spec);
+    char *text = body_text(env, dir, spec);
     rc = text ? docker_create_text(d, NULL, text, w->id) : -ENOMEM;
     free(text);
     if (rc < 0)
@@ -489,10 +491,10 @@ int sandbox_started(struct docker *d, struct warm *w, int timeout_ms)
     return rc;
 }
 
-int sandbox_prepare(struct docker *d, struct warm *w, const char *dir,
-                    const struct sandbox_spec *spec)
+int sandbox_prepare(struct docker *d, const struct sandbox_env *env, struct warm *w,
+                    const char *dir, const struct sandbox_spec *spec)
 {
-    int rc = sandbox_prepare_async(d, w, dir, spec); /* discards what it left, on failure */
+    int rc = sandbox_prepare_async(d, env, w, dir, spec); /* discards what it left, on failure */
     if (rc == 0 && (rc = sandbox_started(d, w, 60000)) < 0)
         sandbox_discard(d, w);
     return rc;
@@ -516,7 +518,7 @@ void sandbox_discard(struct docker *d, struct warm *w)
     }
     w->id[0] = '\0';
     if (w->dir[0])
-        sandbox_release_dir(w->dir);
+        sandbox_release_dir(w->env, w->dir);
     w->ready = false;
     docker_set_error(d, why);
 }
@@ -597,10 +599,7 @@ static void read_capture(const char *dir, const char *name, struct tk_capbuf *b)
  * returns 1 once the status line is complete.
  */
 struct framer {
-    unsigned char hdr[8];
-    size_t hdr_len;
-    size_t left; /* payload bytes left in the current Docker frame */
-    int stream;
+    struct dkframe frames; /* the engine's framing (dkframe.c) */
     char line[2048];
     size_t line_len;
     size_t raw_left; /* bytes of a takod-out message still to come */
@@ -692,31 +691,16 @@ static int protocol_byte_run(struct framer *f, const unsigned char *p, size_t n)
     return 0;
 }
 
+/* The launcher's stdout (stream 1) is the protocol; its stderr carries nothing takod reads. */
+static int framer_payload(void *arg, int stream, const char *p, size_t n)
+{
+    return stream == 1 ? protocol_byte_run(arg, (const unsigned char *)p, n) : 0;
+}
+
+/* 1 once the status line is complete, 0 for more, -EPROTO when the stream is not framed. */
 static int framer_feed(struct framer *f, const unsigned char *p, size_t n)
 {
-    while (n > 0) {
-        if (f->left == 0) {
-            size_t take = 8 - f->hdr_len < n ? 8 - f->hdr_len : n;
-            memcpy(f->hdr + f->hdr_len, p, take);
-            f->hdr_len += take;
-            p += take;
-            n -= take;
-            if (f->hdr_len == 8) {
-                f->stream = f->hdr[0];
-                f->left = ((size_t)f->hdr[4] << 24) | ((size_t)f->hdr[5] << 16) |
-                          ((size_t)f->hdr[6] << 8) | f->hdr[7];
-                f->hdr_len = 0;
-            }
-            continue;
-        }
-        size_t take = f->left < n ? f->left : n;
-        if (f->stream == 1 && protocol_byte_run(f, p, take)) /* the launcher's stdout */
-            return 1;
-        p += take;
-        n -= take;
-        f->left -= take;
-    }
-    return 0;
+    return dkframe_feed(&f->frames, (const char *)p, n, framer_payload, f);
 }
 
 void sandbox_run(struct docker *d, struct warm *w, const struct sandbox_job *job,
@@ -781,6 +765,11 @@ void sandbox_run(struct docker *d, struct warm *w, const struct sandbox_job *job
             break;
         }
         got = framer_feed(&f, buf, (size_t)r);
+        if (got < 0) { /* not the engine's framing: nothing on it can be trusted */
+            res->lost = true;
+            got = 0;
+            break;
+        }
     }
     res->t_end_us = now_mono_us();
     read_capture(w->dir, "stdout", &res->out);

@@ -423,7 +423,8 @@ static void check_docker(void)
             docker_close(d);
             die("%s", serr);
         }
-        rrc = sandbox_choose_runtime(d, true, rmsg, sizeof rmsg);
+        struct sandbox_env env = {.cfg = &tk.cfg, .instance = tk.instance};
+        rrc = sandbox_choose_runtime(d, &env, true, rmsg, sizeof rmsg);
     }
     docker_close(d); /* no curl handle may cross fork */
     if (rc == 0)

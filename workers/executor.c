@@ -82,6 +82,7 @@ static void on_signal(int sig)
 #define STICKY_MS      (300 * 1000) /* a job type's warm container outlives its last job so long */
 
 struct exec_state {
+    struct sandbox_env env; /* what its containers are made with (from tk) */
     int slot;
     struct tk_proc *me;
     struct docker *docker;
@@ -156,7 +157,7 @@ static void removal_done(struct exec_state *st, int i, int timeout_ms)
     if (rc < 0 && rc != -ENOENT)
         log_warn("msg=\"removing a container failed\" container=%.12s err=\"%s\"",
                  st->removing[i].id, docker_last_error(st->docker));
-    sandbox_release_dir(st->removing[i].dir); /* logs a failure */
+    sandbox_release_dir(&st->env, st->removing[i].dir); /* logs a failure */
     st->removing[i] = st->removing[--st->n_removing];
 }
 
@@ -330,7 +331,7 @@ static int prepare_warm(struct exec_state *st, const struct sandbox_spec *spec, 
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/e%d-%llx-%u", tk.slots_dir, tk.proc_idx,
              (unsigned long long)st->gen, ++st->seq);
-    rc = sandbox_prepare_async(st->docker, &st->pool[st->n_pool], dir, spec);
+    rc = sandbox_prepare_async(st->docker, &st->env, &st->pool[st->n_pool], dir, spec);
     if (rc < 0)
         slot_sync(st);
     else
@@ -655,7 +656,7 @@ static int job_container(struct exec_state *st, struct tk_job *job, struct warm 
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/e%d-%llx-%u", tk.slots_dir, tk.proc_idx,
              (unsigned long long)st->gen, ++st->seq);
-    return sandbox_prepare(st->docker, cold, dir, &spec);
+    return sandbox_prepare(st->docker, &st->env, cold, dir, &spec);
 }
 
 /*
@@ -791,7 +792,10 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
 int executor_main(int slot)
 {
     struct exec_state st = {
-        .slot = slot, .me = shm_proc(tk.shm, (uint32_t)tk.proc_idx), .gen = now_real_us()};
+        .env = {.cfg = &tk.cfg, .instance = tk.instance, .quarantine_dir = tk.quarantine_dir},
+        .slot = slot,
+        .me = shm_proc(tk.shm, (uint32_t)tk.proc_idx),
+        .gen = now_real_us()};
     for (int i = 0; i < WARM_MAX; i++)
         sandbox_warm_init(&st.pool[i]);
     struct sigaction sa;

@@ -49,7 +49,7 @@ struct check {
 
 struct doctor {
     struct args *a;
-    struct tk_config *cfg; /* &tk.cfg: what sandbox.c's runtime probe reads */
+    struct tk_config *cfg; /* &tk.cfg: the configuration checked (the runtime probe is told it) */
     struct docker *d;      /* NULL when no engine answers */
     struct check checks[DOC_MAX_CHECKS];
     int n;
@@ -232,7 +232,8 @@ static void check_runtime(struct doctor *doc)
         verdict(doc, "runtime", FAIL, "fix docker.seccomp_profile", "%s", err);
         return;
     }
-    int rc = sandbox_choose_runtime(doc->d, true, msg, sizeof msg);
+    struct sandbox_env env = {.cfg = doc->cfg};
+    int rc = sandbox_choose_runtime(doc->d, &env, true, msg, sizeof msg);
     if (rc < 0)
         verdict(doc, "runtime", FAIL, "install and register gVisor, or relax security_mode", "%s",
                 msg);

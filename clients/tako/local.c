@@ -250,11 +250,11 @@ static bool pid_alive(long pid)
 
 /* Containers of this host's `tako run`s whose process is gone (label takod.executor is its
  * pid), and their /tmp/tako-run-<pid>-* directories. Best effort, quiet. */
-static void sweep_stale(struct docker *d)
+static void sweep_stale(struct docker *d, const char *instance)
 {
     json_t *items = NULL;
     char label[600];
-    snprintf(label, sizeof label, "takod.instance=%s", tk.instance);
+    snprintf(label, sizeof label, "takod.instance=%s", instance);
     if (docker_list_with_labels(d, label, &items) == 0) {
         size_t i;
         json_t *it;
@@ -466,16 +466,18 @@ int cmd_run(struct args *a)
     struct live live = {.last_err = '\n'};
 
     char image[256], req_image[128];
-    /* -- the process context takocommon expects (what takod's master sets up) -- */
-    char host[256] = "localhost";
+    /* -- what the sandbox is told (takod's executor tells it the same from its context):
+     * the configuration, this host's label for our containers; nothing put aside (a job
+     * directory that cannot be removed stays beside itself, in our temporary directory) -- */
+    char host[256] = "localhost", instance[300];
     gethostname(host, sizeof host - 1);
-    snprintf(tk.node, sizeof tk.node, "tako-cli:%s", host);
-    snprintf(tk.instance, sizeof tk.instance, "tako-cli:%s", host);
+    snprintf(instance, sizeof instance, "tako-cli:%s", host);
+    struct sandbox_env env = {.cfg = &tk.cfg, .instance = instance};
     if (sandbox_load_seccomp(tk.cfg.docker_seccomp_profile, err, sizeof err) < 0) {
         exit_code = infra_error(a, TAKO_EXIT_INFRA, "config_error", "%s", err);
         goto out;
     }
-    sandbox_network_enabled = opt_set(a, O_NETWORK);
+    env.network = opt_set(a, O_NETWORK);
     if (docker_open(&d, tk.cfg.docker_socket) < 0) {
         exit_code = infra_error(a, TAKO_EXIT_INFRA, "docker_unavailable",
                                 "cannot reach the Docker engine at %s: %s (is dockerd running?)",
@@ -485,7 +487,7 @@ int cmd_run(struct args *a)
     /* as takod, but without its probe container: for one job it would cost more than crun
      * saves, so a crun that cannot start the job's container is fallen back from below */
     char rmsg[768];
-    rc = sandbox_choose_runtime(d, false, rmsg, sizeof rmsg);
+    rc = sandbox_choose_runtime(d, &env, false, rmsg, sizeof rmsg);
     if (rc < 0) {
         exit_code = infra_error(a, TAKO_EXIT_INFRA, "docker_error", "%s", rmsg);
         goto out;
@@ -551,7 +553,7 @@ int cmd_run(struct args *a)
         snprintf(image, sizeof image, "%s", req_image);
     }
 
-    sweep_stale(d);
+    sweep_stale(d, instance);
 
     /* -- a private directory: 0755, the container's uid reads code/ and input/ -- */
     if (!mkdtemp(tmp)) {
@@ -566,8 +568,8 @@ int cmd_run(struct args *a)
             exit_code = infra_error(a, TAKO_EXIT_USAGE, "usage_error", "%s", err);
             goto out;
         }
-        sandbox_package_dirs = (const char *const *)staged;
-        sandbox_n_package_dirs = (size_t)a->nmulti[O_PACKAGE_DIR];
+        env.package_dirs = (const char *const *)staged;
+        env.n_package_dirs = (size_t)a->nmulti[O_PACKAGE_DIR];
     }
 
     struct sigaction sa;
@@ -589,10 +591,10 @@ int cmd_run(struct args *a)
     if (jt == &tk.cfg.job_types[0] || opt_set(a, O_CPUS))
         spec.cpus = tk.cfg.limits_cpus;
     unsigned timeout_s = (unsigned)(opt_set(a, O_TIMEOUT) ? tk.cfg.limits_timeout : jt->timeout);
-    rc = sandbox_prepare(d, &w, dir, &spec);
+    rc = sandbox_prepare(d, &env, &w, dir, &spec);
     if (rc < 0 && !strcmp(sandbox_runtime, "crun") && tk.cfg.docker_runtime == TK_RUNTIME_AUTO) {
         sandbox_runtime = "runc"; /* registered, but not usable here (see sandbox_choose_runtime) */
-        rc = sandbox_prepare(d, &w, dir, &spec);
+        rc = sandbox_prepare(d, &env, &w, dir, &spec);
     }
     if (rc < 0) {
         exit_code = infra_error(a, TAKO_EXIT_INFRA, "docker_error",

@@ -1,8 +1,13 @@
 /*
- * docker.h — a small Docker Engine API client: libcurl over the engine's unix socket.
+ * docker.h — a small Docker Engine API client over the engine's unix socket.
  *
- * One `struct docker` per process (never shared across fork): it owns one curl easy
- * handle, reused so the unix-socket connection stays alive between calls. At open it
+ * Three files: the transport (common/dkhttp.c: one HTTP/1.1 client, kept connections,
+ * the handle's open and close), the container and system endpoints (common/docker.c) and
+ * the image endpoints (common/docker_image.c); the engine's stream framing is
+ * common/dkframe.c's, the capped buffer common/capbuf.c's.
+ *
+ * One `struct docker` per process (never shared across fork): it keeps its connections to
+ * the engine open between calls. At open it
  * negotiates the API version with the unversioned GET /version (min of what takod knows,
  * 1.41, and the engine's ApiVersion; never below the engine's MinAPIVersion), and every
  * later call goes to /v<version>/... .
@@ -20,25 +25,14 @@
 #ifndef TAKO_DOCKER_H
 #define TAKO_DOCKER_H
 
+#include "tako/capbuf.h"
+
 #include <jansson.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 struct docker;
-
-/* A growable byte buffer that keeps at most `cap` bytes (the head) and counts the rest. */
-struct tk_capbuf {
-    char *data;     /* NUL-terminated; may contain other NULs */
-    size_t len;     /* bytes kept, <= cap */
-    size_t cap;     /* most bytes kept */
-    size_t total;   /* bytes offered in all */
-    bool truncated; /* total > cap */
-};
-
-void capbuf_init(struct tk_capbuf *b, size_t cap);
-void capbuf_free(struct tk_capbuf *b);
-void capbuf_append(struct tk_capbuf *b, const char *p, size_t n);
 
 /* Connect to `socket_path` and negotiate the version. 0 or -errno (see above). On failure
  * *out is NULL and docker_last_error(NULL) says why (kept per thread). Not thread-safe:

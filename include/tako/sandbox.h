@@ -25,6 +25,30 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/*
+ * What the sandbox needs from its process, passed in rather than read from the global
+ * context `tk`: the configuration (docker.image, docker.user, docker.runtime and
+ * docker.security_mode, the [limits] a container is made with, server.executors), the
+ * instance label its containers carry (takod.instance, what leak sweeps select), where
+ * what cannot be removed is put aside, and library mode's additions. The executor builds
+ * one from tk (workers/executor.c), library mode from its own configuration and host name
+ * (clients/tako/local.c). It must outlive the containers prepared with it (a warm
+ * container keeps a pointer to it).
+ *
+ * sandbox_seccomp_json and sandbox_runtime below are not context: they are what this
+ * process chose at start (sandbox_load_seccomp, sandbox_choose_runtime).
+ */
+struct sandbox_env {
+    const struct tk_config *cfg;
+    const char *instance;       /* the takod.instance label's value (NULL: "") */
+    const char *quarantine_dir; /* rm_rf_aside's aside dir; NULL or "": beside the path */
+    /* library mode (`tako run`) only — takod leaves them empty: network on (bridge), and
+     * host directories mounted read-only at /packages/<n> and put on PYTHONPATH */
+    bool network;
+    const char *const *package_dirs;
+    size_t n_package_dirs;
+};
+
 /* What a container is made of besides the fixed defences: the job type's image, limits,
  * network and environment. */
 struct sandbox_spec {
@@ -37,11 +61,12 @@ struct sandbox_spec {
 };
 
 /* The `default` job type: docker.image with the [limits]. */
-void sandbox_default_spec(struct sandbox_spec *s);
+void sandbox_default_spec(struct sandbox_spec *s, const struct sandbox_env *env);
 /* Job type t's spec, its image `image` (which the caller keeps alive). */
 void sandbox_type_spec(struct sandbox_spec *s, const struct tk_job_type *t, const char *image);
 
 struct warm {
+    const struct sandbox_env *env; /* what it was prepared with */
     char id[65];
     char dir[4096];
     int fd;       /* attach stream: the launcher's stdin and stdout */
@@ -80,14 +105,6 @@ struct sandbox_result {
 extern const char *sandbox_seccomp_json;
 extern const char *sandbox_runtime;
 
-/*
- * Library mode (`tako run`) only — takod never sets these: network on (bridge), and host
- * directories mounted read-only at /packages/<n> and put on PYTHONPATH.
- */
-extern bool sandbox_network_enabled;
-extern const char *const *sandbox_package_dirs;
-extern size_t sandbox_n_package_dirs;
-
 /* Load docker.seccomp_profile (or the embedded default) and check it is JSON. */
 int sandbox_load_seccomp(const char *path, char *err, size_t errlen);
 
@@ -98,12 +115,13 @@ int sandbox_load_seccomp(const char *path, char *err, size_t errlen);
  * fell back to runc (msg says why and how to fix it: log it loudly); -EPERM when
  * docker.security_mode = strict refuses to fall back (msg says why).
  */
-int sandbox_choose_runtime(struct docker *d, bool probe, char *msg, size_t msglen);
+int sandbox_choose_runtime(struct docker *d, const struct sandbox_env *env, bool probe, char *msg,
+                           size_t msglen);
 
 /* Create, attach and start a container made to `spec` in `dir` (created here). 0 or
  * -errno (nothing left behind). */
-int sandbox_prepare(struct docker *d, struct warm *w, const char *dir,
-                    const struct sandbox_spec *spec);
+int sandbox_prepare(struct docker *d, const struct sandbox_env *env, struct warm *w,
+                    const char *dir, const struct sandbox_spec *spec);
 
 /*
  * The same in two halves, so that an executor takes jobs while the engine starts its next
@@ -111,14 +129,14 @@ int sandbox_prepare(struct docker *d, struct warm *w, const char *dir,
  * (w->start_fd brings the answer: poll it); then sandbox_started collects the answer
  * (waiting up to timeout_ms) and sets w->ready. On failure the caller discards w.
  */
-int sandbox_prepare_async(struct docker *d, struct warm *w, const char *dir,
-                          const struct sandbox_spec *spec);
+int sandbox_prepare_async(struct docker *d, const struct sandbox_env *env, struct warm *w,
+                          const char *dir, const struct sandbox_spec *spec);
 int sandbox_started(struct docker *d, struct warm *w, int timeout_ms);
 
 /* Close the attach stream, remove the container (force), remove its directory.
  * docker_last_error stays as it was: the caller's reason for discarding. */
 /* A container's directory goes: its tmpfs is detached whole, then rm_rf_aside. */
-void sandbox_release_dir(const char *dir);
+void sandbox_release_dir(const struct sandbox_env *env, const char *dir);
 /* Detach every mount below dir (left by a killed process), from /proc/self/mountinfo. */
 void sandbox_umount_under(const char *dir);
 void sandbox_discard(struct docker *d, struct warm *w);

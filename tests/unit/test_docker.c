@@ -842,26 +842,27 @@ TK_TEST(fake_runtime_choice_and_async_errors)
     struct docker *d = NULL;
     TK_ASSERT_EQ(docker_open(&d, f.path), 0);
     config_defaults(&tk.cfg);
+    struct sandbox_env env = {.cfg = &tk.cfg};
     char msg[768];
-    TK_ASSERT_EQ(tk.cfg.docker_runtime, TK_RUNTIME_AUTO);              /* the default */
-    TK_ASSERT_EQ(sandbox_choose_runtime(d, true, msg, sizeof msg), 1); /* falls back */
+    TK_ASSERT_EQ(tk.cfg.docker_runtime, TK_RUNTIME_AUTO);                    /* the default */
+    TK_ASSERT_EQ(sandbox_choose_runtime(d, &env, true, msg, sizeof msg), 1); /* falls back */
     TK_ASSERT_STREQ(sandbox_runtime, "runc");
     TK_ASSERT(strstr(msg, "crun is not usable (the engine has no such runtime); using runc"));
     tk.cfg.docker_runtime = TK_RUNTIME_CRUN;
-    TK_ASSERT_EQ(sandbox_choose_runtime(d, false, msg, sizeof msg), 1);
+    TK_ASSERT_EQ(sandbox_choose_runtime(d, &env, false, msg, sizeof msg), 1);
     TK_ASSERT(strstr(msg, "docker.runtime = crun, but crun is not usable") != NULL);
     tk.cfg.docker_runtime = TK_RUNTIME_RUNC;
-    TK_ASSERT_EQ(sandbox_choose_runtime(d, true, msg, sizeof msg), 0);
+    TK_ASSERT_EQ(sandbox_choose_runtime(d, &env, true, msg, sizeof msg), 0);
     TK_ASSERT_STREQ(msg, "");
     tk.cfg.docker_runtime = TK_RUNTIME_RUNSC; /* permissive: runc, loudly */
-    TK_ASSERT_EQ(sandbox_choose_runtime(d, true, msg, sizeof msg), 1);
+    TK_ASSERT_EQ(sandbox_choose_runtime(d, &env, true, msg, sizeof msg), 1);
     TK_ASSERT_STREQ(sandbox_runtime, "runc");
     TK_ASSERT(strstr(msg, "gVisor is not usable") != NULL);
     tk.cfg.docker_security_mode = TK_SECURITY_STRICT;
-    TK_ASSERT_EQ(sandbox_choose_runtime(d, true, msg, sizeof msg), -EPERM);
+    TK_ASSERT_EQ(sandbox_choose_runtime(d, &env, true, msg, sizeof msg), -EPERM);
     TK_ASSERT(strstr(msg, "strict refuses runc") != NULL);
     tk.cfg.docker_runtime = TK_RUNTIME_AUTO;
-    TK_ASSERT_EQ(sandbox_choose_runtime(d, true, msg, sizeof msg), -EPERM);
+    TK_ASSERT_EQ(sandbox_choose_runtime(d, &env, true, msg, sizeof msg), -EPERM);
     TK_ASSERT(strstr(msg, "strict requires docker.runtime = runsc") != NULL);
     config_free(&tk.cfg);
 
