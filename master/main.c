@@ -669,7 +669,10 @@ static void reap_one(struct child *c, pid_t pid, int st)
     if (c->role == TK_ROLE_EXECUTOR && !clean)
         M.sweep_soon_ms = now_mono_ms() + 3000;
     if (!M.stopping && !c->retiring)
-        metrics_restart(c->role == TK_ROLE_ACCEPTOR ? 0 : c->role == TK_ROLE_EXECUTOR ? 1 : 3);
+        metrics_restart(shm_metrics(tk.shm), c->role == TK_ROLE_ACCEPTOR ? METRICS_ROLE_ACCEPTOR
+                                             : c->role == TK_ROLE_EXECUTOR
+                                                 ? METRICS_ROLE_EXECUTOR
+                                                 : METRICS_ROLE_CALLBACKS);
     c->pid = 0;
     c->proc_idx = -1;
     if (fatal && c->respawn) {
@@ -737,7 +740,7 @@ static void reap(void)
         st = dead[k].st;
         if (pid == M.pg_pid) {
             log_error("msg=\"managed PostgreSQL exited\" status=%d", st);
-            metrics_restart(2);
+            metrics_restart(shm_metrics(tk.shm), METRICS_ROLE_DATABASE);
             M.pg_pid = 0;
             if (!M.stopping) {
                 char err[512];

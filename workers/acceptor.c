@@ -151,7 +151,7 @@ static void add_common_headers(struct evhttp_request *req, const char *corr)
 static void send_reply(struct evhttp_request *req, int code, const char *corr, struct evbuffer *buf)
 {
     add_common_headers(req, corr);
-    metrics_request(route_of(req), code);
+    metrics_request(shm_metrics(tk.shm), route_of(req), code);
     evhttp_send_reply(req, code, NULL, buf);
 }
 

@@ -172,14 +172,14 @@ static void finished(struct delivery *d, CURLcode cc)
                  "(callbacks.allow_private_addresses)",
                  d->refused);
         log_warn("msg=\"callback refused\" job=%s url=%s addr=%s", d->job_id, d->url, d->refused);
-        metrics_callback(METRICS_CB_REFUSED);
+        metrics_callback(shm_metrics(tk.shm), METRICS_CB_REFUSED);
         record(d, "failed", 0, why, 0);
         return;
     }
     if (cc == CURLE_OK && code >= 200 && code < 300) {
         log_info("msg=\"callback delivered\" job=%s attempt=%d status=%ld", d->job_id, d->attempt,
                  code);
-        metrics_callback(METRICS_CB_DELIVERED);
+        metrics_callback(shm_metrics(tk.shm), METRICS_CB_DELIVERED);
         record(d, "delivered", code, NULL, 0);
         return;
     }
@@ -190,14 +190,14 @@ static void finished(struct delivery *d, CURLcode cc)
     if (d->attempt >= tk.cfg.callbacks_max_attempts) {
         log_warn("msg=\"callback failed; giving up\" job=%s url=%s attempts=%d err=\"%s\"",
                  d->job_id, d->url, d->attempt, why);
-        metrics_callback(METRICS_CB_FAILED);
+        metrics_callback(shm_metrics(tk.shm), METRICS_CB_FAILED);
         record(d, "failed", code, why, 0);
         return;
     }
     uint64_t delay = backoff_ms(d->attempt);
     log_info("msg=\"callback failed; will retry\" job=%s attempt=%d retry_in_ms=%llu err=\"%s\"",
              d->job_id, d->attempt, (unsigned long long)delay, why);
-    metrics_callback(METRICS_CB_RETRY);
+    metrics_callback(shm_metrics(tk.shm), METRICS_CB_RETRY);
     record(d, "pending", code, why, delay);
 }
 
@@ -246,7 +246,7 @@ static int claim(int room)
         }
         if (d->attempt > tk.cfg.callbacks_max_attempts) { /* the last one was cut short */
             record(d, "failed", 0, "gave up: the last attempt was interrupted", 0);
-            metrics_callback(METRICS_CB_FAILED);
+            metrics_callback(shm_metrics(tk.shm), METRICS_CB_FAILED);
             delivery_free(d);
             continue;
         }

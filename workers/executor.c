@@ -816,7 +816,7 @@ static bool retry_later(struct exec_state *st, struct tk_job *job, uint32_t idx,
 {
     if (stop_fast || job->attempt > (uint32_t)tk.cfg.server_max_retry_attempts)
         return false;
-    metrics_retry();
+    metrics_retry(shm_metrics(tk.shm));
     log_warn("msg=\"no container for the job; queueing it again\" job=%s attempt=%u err=\"%s\"",
              job->id, job->attempt, docker_last_error(st->docker));
     const char *p[1] = {job->id};
@@ -955,7 +955,8 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
              json_real_value(json_object_get(timing, "startup_ms")),
              json_real_value(json_object_get(timing, "execution_ms")),
              json_real_value(json_object_get(timing, "total_ms")));
-    metrics_job(r.status, r.error_type, json_real_value(json_object_get(timing, "queue_ms")),
+    metrics_job(shm_metrics(tk.shm), r.status, r.error_type,
+                json_real_value(json_object_get(timing, "queue_ms")),
                 json_real_value(json_object_get(timing, "startup_ms")),
                 json_real_value(json_object_get(timing, "execution_ms")),
                 json_real_value(json_object_get(timing, "total_ms")));
