@@ -1,8 +1,12 @@
 /*
  * recovery.c — settle what dead processes left behind (see recovery.h for the rules).
- * The master runs this between its loop iterations: it is the only process touching the
- * dead one's records, and it never dies without taking every child with it (children have
- * PR_SET_PDEATHSIG), so its own ring operations need no intent record.
+ * The master runs the shared-memory part between its loop iterations: it is the only
+ * process touching the dead one's records, and it never dies without taking every child
+ * with it (children have PR_SET_PDEATHSIG), so its own ring operations need no intent
+ * record. What needs SQL or the engine it hands on without waiting: jobs to record on the
+ * settle ring (the settler, workers/settler.c, runs recovery_settle), containers to remove
+ * through the sweep word (the sweeper, workers/sweeper.c). Start-up and stop, outside the
+ * loop, may block and do their SQL here.
  */
 #include "tako/recovery.h"
 #include "tako/db.h"
@@ -18,40 +22,39 @@
 #include <string.h>
 #include <unistd.h>
 
-static void settle_db(const char *job_id, const char *status, const char *type, const char *message,
-                      const char *phase)
+/* Record a job that did not finish by itself (finished records are left alone). */
+static void settle_db(struct db *db, const char *job_id, const char *status, const char *type,
+                      const char *message, const char *phase)
 {
-    char err[512];
-    struct db *db = NULL;
-    if (db_open(&db, tk.conninfo, err, sizeof err) < 0) {
-        log_error("msg=\"settling a job failed: database\" job=%s err=\"%s\"", job_id, err);
+    if (!db) {
+        log_error("msg=\"settling a job failed: no database connection\" job=%s", job_id);
         return;
     }
     json_t *e = jobs_error_json(type, message, phase);
-    char *etext = json_dumps(e, JSON_COMPACT);
+    char *etext = e ? json_dumps(e, JSON_COMPACT) : NULL;
     json_decref(e);
     const char *p[3] = {job_id, status, etext};
-    PGresult *r = db_exec(db, JOBS_SQL_SETTLE, 3, p);
+    PGresult *r = etext ? db_exec(db, JOBS_SQL_SETTLE, 3, p) : NULL;
     if (!r)
-        log_error("msg=\"settling a job failed\" job=%s err=\"%s\"", job_id, db_last_error(db));
+        log_error("msg=\"settling a job failed\" job=%s err=\"%s\"", job_id,
+                  etext ? db_last_error(db) : "out of memory");
     PQclear(r);
     free(etext);
-    db_close(db);
 }
 
-static void db_requeue(const char *job_id)
+/* Record a job as queued again (a running record only). */
+static void db_requeue(struct db *db, const char *job_id)
 {
-    char err[512];
-    struct db *db = NULL;
-    if (db_open(&db, tk.conninfo, err, sizeof err) < 0) {
-        log_error("msg=\"re-queueing a job failed: database\" job=%s err=\"%s\"", job_id, err);
+    if (!db) {
+        log_error("msg=\"re-queueing a job failed: no database connection\" job=%s", job_id);
         return;
     }
     const char *p[1] = {job_id};
     PGresult *r =
         db_exec(db, "UPDATE jobs SET status = 'queued' WHERE id = $1 AND status = 'running'", 1, p);
+    if (!r)
+        log_error("msg=\"re-queueing a job failed\" job=%s err=\"%s\"", job_id, db_last_error(db));
     PQclear(r);
-    db_close(db);
 }
 
 void recovery_remove_containers(const char *label_kv)
@@ -89,28 +92,75 @@ void recovery_remove_containers(const char *label_kv)
     docker_close(d);
 }
 
-/* A run whose executor died: its container goes; run it again or fail it. */
+/* The master hands a job a dead process left to the settler (never blocking on SQL). */
+static void post_settle(uint32_t idx)
+{
+    uint64_t v = shm_val(idx, atomic_load(&shm_job(tk.shm, idx)->gen));
+    while (ring_push(shm_settle(tk.shm), NULL, v) != 0)
+        usleep(100); /* cannot be full: it has a cell for every job slot */
+}
+
+/* A run whose executor died: nobody runs it now; the settler runs it again or fails it. */
 static void settle_lost_run(uint32_t idx)
 {
     struct tk_job *job = shm_job(tk.shm, idx);
-    uint32_t gen = atomic_load(&job->gen);
     atomic_store(&job->owner_pid, 0);
     if (atomic_load(&tk.shm->running) > 0)
         atomic_fetch_sub(&tk.shm->running, 1);
+    post_settle(idx);
+}
+
+void recovery_settle(struct db *db, uint64_t v, struct ring_intent *me)
+{
+    uint32_t idx = shm_val_idx(v), gen = shm_val_gen(v);
+    struct tk_job *job = idx < tk.shm->n_jobs ? shm_job(tk.shm, idx) : NULL;
+    uint32_t state = job ? atomic_load(&job->state) : TK_JOB_FREE;
+    if (!job || atomic_load(&job->gen) != gen ||
+        (state != TK_JOB_RUNNING && state != TK_JOB_FILLING)) {
+        ring_intent_clear_held(me); /* settled already */
+        return;
+    }
+    if (state == TK_JOB_FILLING) { /* its acceptor died before the job was queued */
+        settle_db(db, job->id, "failed", "interrupted",
+                  "the acceptor holding the request died before the job was queued", "startup");
+        jobs_release(idx, me);
+        return;
+    }
     if (job->attempt <= (uint32_t)tk.cfg.server_max_retry_attempts) {
         log_warn("msg=\"executor died during a job; running it again\" job=%s attempt=%u", job->id,
                  job->attempt);
-        db_requeue(job->id);
+        db_requeue(db, job->id);
         atomic_store(&job->state, TK_JOB_QUEUED);
-        ring_push(shm_dispatch(tk.shm), NULL, shm_val(idx, gen));
+        ring_push(shm_dispatch(tk.shm), me, v); /* lets go of `held` */
         return;
     }
     const char *msg = "the job's executor process died and no attempts remain";
     log_error("msg=\"executor died during a job; no attempts left\" job=%s attempt=%u", job->id,
               job->attempt);
-    settle_db(job->id, "failed", "interrupted", msg, "execution");
+    settle_db(db, job->id, "failed", "interrupted", msg, "execution");
     jobs_write_settled_response(job, "failed", "interrupted", msg);
-    jobs_complete(idx, gen, NULL);
+    jobs_complete(idx, gen, me);
+}
+
+void recovery_settle_left(void)
+{
+    if (ring_count(shm_settle(tk.shm)) == 0)
+        return;
+    char err[512];
+    struct db *db = NULL;
+    if (db_open(&db, tk.conninfo, err, sizeof err) < 0) {
+        log_error("msg=\"settling what dead processes left: database\" err=\"%s\"", err);
+        db = NULL; /* settled in shared memory all the same */
+    }
+    uint64_t v;
+    while (ring_pop(shm_settle(tk.shm), NULL, &v) == 0)
+        recovery_settle(db, v, NULL);
+    db_close(db);
+}
+
+void recovery_ask_sweep(void)
+{
+    futex_word_wake(&tk.shm->sweep_word); /* bumps it: the sweeper looks at once */
 }
 
 /* Rule 2: hand on the value the dead process had taken from a ring. */
@@ -132,6 +182,16 @@ static void hand_on_held(struct tk_proc *p, pid_t pid)
     } else if (from >= TK_RING_ID_DONE0) {
         if (state == TK_JOB_DONE && atomic_load(&job->gen) == gen)
             jobs_done_with(idx, NULL);
+        else if (state == TK_JOB_FREE)
+            ring_push(shm_free(tk.shm), NULL, shm_val(idx, 0));
+    } else if (from == TK_RING_ID_SETTLE && atomic_load(&job->gen) == gen) {
+        /* the settler died settling it: take it up where it stopped (recovery_settle) */
+        if (state == TK_JOB_RUNNING || state == TK_JOB_FILLING)
+            post_settle(idx); /* again: its SQL may run twice, it changes nothing twice */
+        else if (state == TK_JOB_QUEUED)
+            ring_push(shm_dispatch(tk.shm), NULL, held);
+        else if (state == TK_JOB_DONE)
+            jobs_complete(idx, gen, NULL);
         else if (state == TK_JOB_FREE)
             ring_push(shm_free(tk.shm), NULL, shm_val(idx, 0));
     } else if (from == TK_RING_ID_DISPATCH && atomic_load(&job->gen) == gen) {
@@ -179,11 +239,11 @@ void recovery_after_death(int proc_idx, pid_t pid)
     for (uint32_t i = 0; live && i < tk.shm->n_procs; i++)
         if ((int)i != proc_idx && atomic_load(&shm_proc(tk.shm, i)->pid) != 0)
             live[n_live++] = &shm_proc(tk.shm, i)->intent;
-    struct ring *rings[3] = {shm_dispatch(tk.shm), shm_free(tk.shm),
+    struct ring *rings[4] = {shm_dispatch(tk.shm), shm_free(tk.shm), shm_settle(tk.shm),
                              shm_done(tk.shm, (uint32_t)proc_idx)};
     uint32_t rid = atomic_load(&dead->intent.ring);
     struct ring *r = NULL;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (rings[i]->id == rid)
             r = rings[i];
     if (!r && rid >= TK_RING_ID_DONE0 && rid - TK_RING_ID_DONE0 < tk.shm->n_procs)
@@ -206,12 +266,9 @@ void recovery_after_death(int proc_idx, pid_t pid)
     /* 2. what it held */
     hand_on_held(dead, pid);
 
-    /* its containers (the warm one, the one of the job it ran) go first */
-    if (dead->role == TK_ROLE_EXECUTOR) {
-        char label[64];
-        snprintf(label, sizeof label, "takod.executor=%d", (int)pid);
-        recovery_remove_containers(label);
-    }
+    /* its containers (the warm one, the one of the job it ran): the sweeper's, at once */
+    if (dead->role == TK_ROLE_EXECUTOR)
+        recovery_ask_sweep();
 
     /* 3. what the job table says it owned */
     for (uint32_t i = 0; i < tk.shm->n_jobs; i++) {
@@ -222,9 +279,7 @@ void recovery_after_death(int proc_idx, pid_t pid)
             settle_lost_run(i);
         } else if (dead->role == TK_ROLE_ACCEPTOR && state == TK_JOB_FILLING &&
                    job->acceptor_proc == (uint16_t)proc_idx && job->acceptor_gen == dead_gen) {
-            settle_db(job->id, "failed", "interrupted",
-                      "the acceptor holding the request died before the job was queued", "startup");
-            jobs_release(i, NULL);
+            post_settle(i); /* recorded failed and released by the settler */
         }
     }
 
@@ -261,13 +316,8 @@ int recovery_startup(void)
         uint64_t v;
         if (attempt > tk.cfg.server_max_retry_attempts ||
             ring_pop(shm_free(tk.shm), NULL, &v) != 0) {
-            const char *msg = "takod stopped before the job finished and no attempts remain";
-            json_t *e = jobs_error_json("interrupted", msg, "execution");
-            char *etext = json_dumps(e, JSON_COMPACT);
-            json_decref(e);
-            const char *sp[3] = {id, "failed", etext};
-            PQclear(db_exec(db, JOBS_SQL_SETTLE, 3, sp));
-            free(etext);
+            settle_db(db, id, "failed", "interrupted",
+                      "takod stopped before the job finished and no attempts remain", "execution");
             log_warn("msg=\"job interrupted by the previous stop marked failed\" job=%s", id);
             continue;
         }
@@ -296,8 +346,7 @@ int recovery_startup(void)
             jobs_release(idx, NULL);
             continue;
         }
-        const char *qp[1] = {id};
-        PQclear(db_exec(db, "UPDATE jobs SET status = 'queued' WHERE id = $1", 1, qp));
+        db_requeue(db, id); /* a running record; a queued one stays as it is */
         atomic_store(&job->state, TK_JOB_QUEUED);
         ring_push(shm_dispatch(tk.shm), NULL, shm_val(idx, gen));
         log_warn("msg=\"job interrupted by the previous stop queued again\" job=%s attempt=%d", id,
