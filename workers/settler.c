@@ -15,6 +15,7 @@
  * client is answered; start-up recovery fixes the record later), as the master did.
  */
 #include "tako/audit.h"
+#include "tako/bgchild.h"
 #include "tako/db.h"
 #include "tako/dbspool.h"
 #include "tako/log.h"
@@ -31,17 +32,6 @@
 #define REPLAY_MS    2000 /* how often the database spool is looked at */
 #define CONNECT_MS   1000 /* between two connection attempts */
 #define RETENTION_MS (3600 * 1000u)
-
-static volatile sig_atomic_t stop, reopen_logs;
-
-static void on_signal(int sig)
-{
-    if (sig == SIGUSR1)
-        reopen_logs = 1;
-    else
-        stop = 1;
-    ring_poke(shm_settle(tk.shm)); /* out of the sleep now */
-}
 
 static struct {
     struct db *db;
@@ -105,24 +95,14 @@ static void settle_posted(struct ring_intent *me)
 
 int settler_main(int slot)
 {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal; /* no SA_RESTART: a sleep returns at once */
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGQUIT, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
+    bgchild_signals(shm_settle(tk.shm));
     struct tk_proc *me = shm_proc(tk.shm, (uint32_t)tk.proc_idx);
     atomic_store(&me->ready, 1); /* it serves without a database too */
     log_info("msg=\"settler ready\" slot=%d", slot);
     uint64_t next_replay = 0, next_retention = 0;
-    while (!stop) {
+    while (!bgchild_stop) {
+        bgchild_round(me);
         uint64_t now = now_mono_ms();
-        atomic_store(&me->heartbeat_ms, now);
-        if (reopen_logs) {
-            reopen_logs = 0;
-            log_reopen();
-        }
         settle_posted(&me->intent);
         if (now >= next_replay) { /* records spooled during a database outage */
             if (dbspool_count() > 0 && conn())

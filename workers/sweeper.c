@@ -11,6 +11,7 @@
  * Each engine call is bounded (docker.c's timeouts): a hung engine delays only this
  * process; the executors notice it themselves (the circuit breaker, shm docker_ok).
  */
+#include "tako/bgchild.h"
 #include "tako/docker.h"
 #include "tako/jobtypes.h"
 #include "tako/log.h"
@@ -27,16 +28,6 @@
 #define SWEEP_MS  60000
 #define IMAGES_MS 10000
 
-static volatile sig_atomic_t stop, reopen_logs;
-
-static void on_signal(int sig)
-{
-    if (sig == SIGUSR1)
-        reopen_logs = 1;
-    else
-        stop = 1;
-}
-
 /* Which job types have a latest image, into shm for GET /job-types. */
 static void refresh_job_type_images(void)
 {
@@ -44,7 +35,7 @@ static void refresh_job_type_images(void)
     if (docker_open(&d, tk.cfg.docker_socket) < 0)
         return; /* the engine is down: keep what we knew */
     size_t n = tk.cfg.n_job_types;
-    for (size_t i = 0; i < n && !stop; i++) {
+    for (size_t i = 0; i < n && !bgchild_stop; i++) {
         char image[128];
         jobtype_image(&tk.cfg, &tk.cfg.job_types[i], "latest", image, sizeof image);
         int rc = docker_image_exists(d, image);
@@ -61,13 +52,7 @@ static void refresh_job_type_images(void)
 
 int sweeper_main(int slot)
 {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal; /* no SA_RESTART: a sleep returns at once */
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGQUIT, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
+    bgchild_signals(NULL);
     struct tk_proc *me = shm_proc(tk.shm, (uint32_t)tk.proc_idx);
     atomic_store(&me->ready, 1);
     log_info("msg=\"sweeper ready\" slot=%d", slot);
@@ -75,13 +60,9 @@ int sweeper_main(int slot)
      * an ask: sweep at once unless none was ever made. */
     uint32_t seen = 0;
     uint64_t again = 0, next_sweep = now_mono_ms() + SWEEP_MS, next_images = 0;
-    while (!stop) {
+    while (!bgchild_stop) {
+        bgchild_round(me);
         uint64_t now = now_mono_ms();
-        atomic_store(&me->heartbeat_ms, now);
-        if (reopen_logs) {
-            reopen_logs = 0;
-            log_reopen();
-        }
         uint32_t word = atomic_load(&tk.shm->sweep_word);
         bool asked = word != seen;
         seen = word;
@@ -91,7 +72,7 @@ int sweeper_main(int slot)
             if (now >= next_sweep)
                 next_sweep = now + SWEEP_MS;
         }
-        if (!stop && now >= next_images) {
+        if (!bgchild_stop && now >= next_images) {
             refresh_job_type_images();
             next_images = now + IMAGES_MS;
         }
