@@ -542,7 +542,8 @@ void jobs_cancel(const struct jobs_db *jdb, uint32_t idx, struct ring_intent *me
     jobs_drain_stale(me);
 }
 
-void jobs_fail_lost(const struct jobs_db *jdb, uint32_t idx, const char *msg)
+void jobs_fail_lost(const struct jobs_db *jdb, uint32_t idx, const char *msg,
+                    struct ring_intent *me)
 {
     struct tk_job *job = shm_job(J.shm, idx);
     uint32_t gen = atomic_load(&job->gen);
@@ -552,16 +553,16 @@ void jobs_fail_lost(const struct jobs_db *jdb, uint32_t idx, const char *msg)
     settle_record(jdb, job->id, "failed", err);
     write_settled_answer(job, "failed", err);
     json_decref(err);
-    jobs_complete(idx, gen, NULL);
+    jobs_complete(idx, gen, me);
 }
 
-void jobs_abandon(const struct jobs_db *jdb, uint32_t idx, const char *msg)
+void jobs_abandon(const struct jobs_db *jdb, uint32_t idx, const char *msg, struct ring_intent *me)
 {
     struct tk_job *job = shm_job(J.shm, idx);
     json_t *err = error_json("interrupted", msg, "startup");
     settle_record(jdb, job->id, "failed", err);
     json_decref(err);
-    jobs_release(idx, NULL);
+    jobs_release(idx, me);
 }
 
 void jobs_settle_record(const struct jobs_db *jdb, const char *id, const char *status,

@@ -3,7 +3,7 @@
  * job error types outside the lists are counted as "other".
  */
 #include "tako/metrics.h"
-#include "tako/takod.h"
+#include "tako/shm.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,17 +21,13 @@ static const char *const error_types[METRICS_ERRORS - 1] = {
 static const double buckets_ms[METRICS_BUCKETS] = {5,   10,  25,   50,   75,   100,   150,
                                                    250, 500, 1000, 2500, 5000, 10000, 30000};
 static const char *const phases[METRICS_PHASES] = {"queue", "startup", "execution", "total"};
-static const char *const roles[4] = {"acceptor", "executor", "database", "callbacks"};
+static const char *const roles[METRICS_ROLES] = {"acceptor",  "executor", "database",
+                                                 "callbacks", "sweeper",  "settler"};
 static const char *const cb_outcomes[4] = {"delivered", "retry", "failed", "refused"};
 
 static const char *(*route_name)(int idx);
 static const char *(*route_method)(int idx);
 static int route_count;
-
-static struct tk_metrics *M(void)
-{
-    return tk.shm ? shm_metrics(tk.shm) : NULL;
-}
 
 void metrics_set_routes(const char *(*name)(int idx), const char *(*method)(int idx), int count)
 {
@@ -40,9 +36,8 @@ void metrics_set_routes(const char *(*name)(int idx), const char *(*method)(int 
     route_count = count < METRICS_ROUTES - 1 ? count : METRICS_ROUTES - 1;
 }
 
-void metrics_request(int route, int code)
+void metrics_request(struct tk_metrics *m, int route, int code)
 {
-    struct tk_metrics *m = M();
     if (!m)
         return;
     int r = route >= 0 && route < METRICS_ROUTES - 1 ? route : METRICS_ROUTES - 1;
@@ -67,10 +62,9 @@ static void observe(struct tk_metrics *m, int phase, double ms)
     atomic_fetch_add_explicit(&m->hist_count[phase], 1, memory_order_relaxed);
 }
 
-void metrics_job(const char *status, const char *error_type, double queue_ms, double startup_ms,
-                 double execution_ms, double total_ms)
+void metrics_job(struct tk_metrics *m, const char *status, const char *error_type, double queue_ms,
+                 double startup_ms, double execution_ms, double total_ms)
 {
-    struct tk_metrics *m = M();
     if (!m)
         return;
     for (int i = 0; i < METRICS_STATUS; i++)
@@ -88,23 +82,20 @@ void metrics_job(const char *status, const char *error_type, double queue_ms, do
         observe(m, p, v[p]);
 }
 
-void metrics_restart(int role)
+void metrics_restart(struct tk_metrics *m, enum metrics_role role)
 {
-    struct tk_metrics *m = M();
-    if (m && role >= 0 && role < 4)
+    if (m && (int)role >= 0 && role < METRICS_ROLES)
         atomic_fetch_add_explicit(&m->restarts[role], 1, memory_order_relaxed);
 }
 
-void metrics_callback(enum metrics_callback outcome)
+void metrics_callback(struct tk_metrics *m, enum metrics_callback outcome)
 {
-    struct tk_metrics *m = M();
     if (m && (int)outcome >= 0 && (int)outcome < 4)
         atomic_fetch_add_explicit(&m->callbacks[outcome], 1, memory_order_relaxed);
 }
 
-void metrics_retry(void)
+void metrics_retry(struct tk_metrics *m)
 {
-    struct tk_metrics *m = M();
     if (m)
         atomic_fetch_add_explicit(&m->retries, 1, memory_order_relaxed);
 }
@@ -137,9 +128,9 @@ static void put(struct out *o, const char *fmt, ...)
     }
 }
 
-char *metrics_render(size_t *len)
+char *metrics_render(struct tk_shm *shm, size_t *len)
 {
-    struct tk_metrics *m = M();
+    struct tk_metrics *m = shm ? shm_metrics(shm) : NULL;
     struct out o = {malloc(16384), 0, 16384};
     if (!o.p || !m)
         return o.p;
@@ -191,8 +182,8 @@ char *metrics_render(size_t *len)
             (unsigned long long)atomic_load(&m->hist_count[p]));
     }
     uint32_t warm = 0, execs = 0, starts = 0;
-    for (uint32_t i = 0; i < tk.shm->n_procs; i++) {
-        struct tk_proc *p = shm_proc(tk.shm, i);
+    for (uint32_t i = 0; i < shm->n_procs; i++) {
+        struct tk_proc *p = shm_proc(shm, i);
         if (p->role == TK_ROLE_EXECUTOR && atomic_load(&p->pid) > 0) {
             execs++;
             warm += atomic_load(&p->warm); /* each executor's pool size */
@@ -221,14 +212,14 @@ char *metrics_render(size_t *len)
         "# TYPE takod_jobs_rejected_total counter\ntakod_jobs_rejected_total %llu\n"
         "# HELP takod_job_retries_total Jobs run again after an infrastructure failure.\n"
         "# TYPE takod_job_retries_total counter\ntakod_job_retries_total %llu\n",
-        (unsigned long long)ring_count(shm_dispatch(tk.shm)),
-        (unsigned long long)ring_count(shm_free(tk.shm)), atomic_load(&tk.shm->running), execs,
-        warm, starts, (unsigned long long)atomic_load(&tk.shm->jobs_admitted),
-        (unsigned long long)atomic_load(&tk.shm->jobs_rejected_full),
+        (unsigned long long)ring_count(shm_dispatch(shm)),
+        (unsigned long long)ring_count(shm_free(shm)), atomic_load(&shm->running), execs, warm,
+        starts, (unsigned long long)atomic_load(&shm->jobs_admitted),
+        (unsigned long long)atomic_load(&shm->jobs_rejected_full),
         (unsigned long long)atomic_load(&m->retries));
     put(&o, "# HELP takod_process_restarts_total Child processes respawned after dying.\n"
             "# TYPE takod_process_restarts_total counter\n");
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < METRICS_ROLES; i++)
         put(&o, "takod_process_restarts_total{role=\"%s\"} %llu\n", roles[i],
             (unsigned long long)atomic_load(&m->restarts[i]));
     put(&o, "# HELP takod_callback_attempts_total Callback delivery attempts, by outcome.\n"
@@ -239,7 +230,7 @@ char *metrics_render(size_t *len)
     put(&o,
         "# HELP takod_docker_available The container engine answered the last call.\n"
         "# TYPE takod_docker_available gauge\ntakod_docker_available %u\n",
-        atomic_load(&tk.shm->docker_ok));
+        atomic_load(&shm->docker_ok));
     *len = o.len;
     return o.p;
 }

@@ -22,7 +22,8 @@ int shm_create(struct tk_shm **out, uint32_t n_jobs, uint32_t n_acceptors, uint3
     if (n_acceptors == 0 || n_acceptors > TK_MAX_ACCEPTORS || n_executors == 0)
         return -EINVAL;
     n_jobs = shm_pow2(n_jobs);
-    uint32_t n_procs = 2 * (n_acceptors + n_executors + 1) + 4; /* +1: the callbacks process */
+    /* +3: the callbacks process, the sweeper and the settler */
+    uint32_t n_procs = 2 * (n_acceptors + n_executors + 3) + 4;
     size_t ring_sz = ALIGN64(ring_bytes(n_jobs));
     size_t off = ALIGN64(sizeof(struct tk_shm));
     size_t procs_off = off;
@@ -32,6 +33,8 @@ int shm_create(struct tk_shm **out, uint32_t n_jobs, uint32_t n_acceptors, uint3
     size_t dispatch_off = off;
     off += ring_sz;
     size_t free_off = off;
+    off += ring_sz;
+    size_t settle_off = off;
     off += ring_sz;
     size_t done_off = off;
     off += ring_sz * n_procs;
@@ -54,6 +57,7 @@ int shm_create(struct tk_shm **out, uint32_t n_jobs, uint32_t n_acceptors, uint3
     s->jobs_off = jobs_off;
     s->dispatch_off = dispatch_off;
     s->free_off = free_off;
+    s->settle_off = settle_off;
     s->done_off = done_off;
     s->done_stride = ring_sz;
     s->metrics_off = metrics_off;
@@ -62,6 +66,7 @@ int shm_create(struct tk_shm **out, uint32_t n_jobs, uint32_t n_acceptors, uint3
         ring_intent_init(&shm_proc(s, i)->intent);
     ring_init(shm_dispatch(s), n_jobs, TK_RING_ID_DISPATCH);
     ring_init(shm_free(s), n_jobs, TK_RING_ID_FREE);
+    ring_init(shm_settle(s), n_jobs, TK_RING_ID_SETTLE);
     for (uint32_t i = 0; i < n_procs; i++)
         ring_init(shm_done(s, i), n_jobs, TK_RING_ID_DONE0 + i);
     for (uint32_t i = 0; i < n_jobs; i++) {

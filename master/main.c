@@ -14,10 +14,24 @@
  * transition (reap, repair, respawn, reload, stop) happens in that one loop, as in
  * nginx's process cycle.
  *
+ * The loop never blocks on the engine or the database: it reaps, repairs the rings and
+ * the job table in shared memory, respawns and handles signals, nothing else. The
+ * periodic work that talks to them is done by two children it supervises like the others:
+ *   sweeper (workers/sweeper.c)  the engine: a dead executor's containers (the master
+ *                                bumps the sweep word), leak sweeps every 60 s, job type
+ *                                images every 10 s;
+ *   settler (workers/settler.c)  the database: the jobs a dead process left (the master
+ *                                repairs shared memory at once and puts the job on the
+ *                                settle ring; the settler writes its record, then finishes
+ *                                its transition — recovery.h), the spool replay every 2 s,
+ *                                retention every hour.
+ * A dead managed PostgreSQL is restarted without waiting for it (pgm_respawn, backoff).
+ * Start-up (migrations, image check, recovery) and the end of a stop (what the settler
+ * left, container removal, cancelling sync jobs) run outside the loop and may block.
+ *
  * Signals: HUP reload (a new generation of children on the new config; the old one
  * drains), QUIT graceful stop, TERM/INT fast stop, USR1 reopen logs, CHLD reap.
  */
-#include "tako/audit.h"
 #include "tako/db.h"
 #include "tako/dbspool.h"
 #include "tako/docker.h"
@@ -54,7 +68,7 @@
 enum stop_mode { RUNNING = 0, STOP_GRACEFUL, STOP_FAST };
 
 struct child {
-    uint8_t role; /* TK_ROLE_ACCEPTOR / TK_ROLE_EXECUTOR */
+    uint8_t role; /* enum tk_role */
     int slot;
     int generation; /* config generation it was started with */
     pid_t pid;      /* 0 = not running */
@@ -69,12 +83,15 @@ static struct {
     struct child *children;
     int n_children, cap_children;
     int generation;
-    pid_t pg_pid; /* managed PostgreSQL, 0 when external */
+    pid_t pg_pid; /* managed PostgreSQL, 0 when external (or down) */
+    bool pg_down; /* the managed PostgreSQL died: restart it at pg_next_ms */
+    int pg_fails; /* consecutive quick deaths (backoff) */
+    uint64_t pg_started_ms, pg_next_ms;
     int pidfile_fd;
     enum stop_mode stopping;
     uint64_t stop_deadline_ms;
     bool executors_told; /* graceful stop: QUIT sent to executors (after the acceptors) */
-    bool callbacks_told; /* ...and to the callbacks process (after the executors) */
+    bool callbacks_told; /* ...and to the callbacks, sweeper, settler (after the executors) */
     bool escalated;
     int exit_code;
     const char *conf_path;
@@ -83,14 +100,24 @@ static struct {
     int ready_fd; /* -d: tells the waiting parent that start-up finished */
     bool daemon;  /* -d: an empty server.log_file means <data_dir>/takod.log */
     sigset_t orig_mask;
-    uint64_t sweep_soon_ms; /* an executor died: sweep again then (see reap_one) */
 } M = {.pidfile_fd = -1, .ready_fd = -1};
+
+/* Each role's title, entry point and restart counter: one row per kind of child. */
+static const struct {
+    const char *name;
+    int (*main)(int slot);
+    enum metrics_role metric;
+} roles[] = {
+    [TK_ROLE_ACCEPTOR] = {"acceptor", acceptor_main, METRICS_ROLE_ACCEPTOR},
+    [TK_ROLE_EXECUTOR] = {"executor", executor_main, METRICS_ROLE_EXECUTOR},
+    [TK_ROLE_CALLBACKS] = {"callbacks", deliverer_main, METRICS_ROLE_CALLBACKS},
+    [TK_ROLE_SWEEPER] = {"sweeper", sweeper_main, METRICS_ROLE_SWEEPER},
+    [TK_ROLE_SETTLER] = {"settler", settler_main, METRICS_ROLE_SETTLER},
+};
 
 static const char *role_name(uint8_t role)
 {
-    return role == TK_ROLE_ACCEPTOR   ? "acceptor"
-           : role == TK_ROLE_EXECUTOR ? "executor"
-                                      : "callbacks";
+    return role < TK_ARRAY_LEN(roles) && roles[role].name ? roles[role].name : "?";
 }
 
 /* The spool may be in memory (/dev/shm): give it back when takod stops. */
@@ -315,7 +342,8 @@ static void daemonize(void)
     }
 }
 
-/* Write what was spooled while PostgreSQL was down. Quiet when it still is. */
+/* At start: write what a previous run spooled while PostgreSQL was down (the settler does
+ * it every 2 s from then on). Quiet when it still is down. */
 static void replay_spool(void)
 {
     if (dbspool_count() == 0)
@@ -325,37 +353,6 @@ static void replay_spool(void)
     if (db_open(&db, tk.conninfo, err, sizeof err) < 0)
         return;
     dbspool_replay(db);
-    db_close(db);
-}
-
-/* Delete records older than database.execution_record_ttl_days (never unfinished ones). */
-static void sweep_old_records(void)
-{
-    if (tk.cfg.database_execution_record_ttl_days <= 0)
-        return;
-    char err[512], days[24];
-    struct db *db = NULL;
-    if (db_open(&db, tk.conninfo, err, sizeof err) < 0)
-        return;
-    snprintf(days, sizeof days, "%lld", (long long)tk.cfg.database_execution_record_ttl_days);
-    const char *p[1] = {days};
-    /* the audit chain's retention: deletes only an old prefix of the chain and anchors it,
-     * so the chain still verifies (docs/AUDIT.md); unfinished records always stay */
-    PGresult *r = db_exec(db, audit_retention_sql, 1, p);
-    if (!r)
-        log_warn("msg=\"retention sweep failed\" err=\"%s\"", db_last_error(db));
-    else if (PQntuples(r) == 1 && atoll(PQgetvalue(r, 0, 0)) > 0) {
-        log_info("msg=\"old job records deleted\" count=%s days=%s", PQgetvalue(r, 0, 0), days);
-        PGresult *a = db_exec(db,
-                              "SELECT audit_seq, audit_hash FROM audit_anchor"
-                              " ORDER BY audit_seq DESC LIMIT 1",
-                              0, NULL);
-        if (a && PQntuples(a) == 1) /* a checkpoint worth exporting */
-            log_info("msg=\"audit chain anchored\" audit_seq=%s audit_hash=%s", PQgetvalue(a, 0, 0),
-                     PQgetvalue(a, 0, 1));
-        PQclear(a);
-    }
-    PQclear(r);
     db_close(db);
 }
 
@@ -376,28 +373,6 @@ static void setup_database(void)
     if (rc < 0)
         die("create %s: %s", spool, strerror(-rc));
     replay_spool(); /* records a previous run could not write */
-}
-
-/* Which job types have a latest image, into shm for GET /job-types. */
-static void refresh_job_type_images(void)
-{
-    struct docker *d = NULL;
-    if (docker_open(&d, tk.cfg.docker_socket) < 0)
-        return; /* the engine is down: keep what we knew */
-    size_t n = tk.cfg.n_job_types;
-    for (size_t i = 0; i < n; i++) {
-        char image[128];
-        jobtype_image(&tk.cfg, &tk.cfg.job_types[i], "latest", image, sizeof image);
-        int rc = docker_image_exists(d, image);
-        if (rc < 0)
-            break;
-        snprintf(tk.shm->jt_images[i].name, sizeof tk.shm->jt_images[i].name, "%s",
-                 tk.cfg.job_types[i].name);
-        atomic_store(&tk.shm->jt_images[i].exists, (uint32_t)rc);
-    }
-    for (size_t i = n; i < TK_MAX_JOB_TYPES; i++)
-        tk.shm->jt_images[i].name[0] = '\0';
-    docker_close(d); /* no curl handle may cross fork */
 }
 
 static void check_docker(void)
@@ -506,6 +481,8 @@ static void add_generation(void)
     for (int e = 0; e < tk.cfg.server_executors; e++)
         add_child(TK_ROLE_EXECUTOR, e);
     add_child(TK_ROLE_CALLBACKS, 0); /* callback_url deliveries, off the executors' path */
+    add_child(TK_ROLE_SWEEPER, 0);   /* the master's engine work */
+    add_child(TK_ROLE_SETTLER, 0);   /* the master's database work */
 }
 
 static void spawn(struct child *c)
@@ -546,9 +523,7 @@ static void spawn(struct child *c)
             tk.listen_fd = -1;
         }
         free(M.children);
-        exit(role == TK_ROLE_ACCEPTOR   ? acceptor_main(slot)
-             : role == TK_ROLE_EXECUTOR ? executor_main(slot)
-                                        : deliverer_main(slot));
+        exit(roles[role].main(slot));
     }
     atomic_store(&shm_proc(tk.shm, (uint32_t)idx)->pid, pid);
     c->pid = pid;
@@ -665,13 +640,9 @@ static void reap_one(struct child *c, pid_t pid, int st)
     else if (!clean || (!M.stopping && !c->retiring))
         log_warn("msg=\"child exited\" role=%s slot=%d pid=%d code=%d", role, c->slot, (int)pid,
                  WEXITSTATUS(st));
-    recovery_after_death(c->proc_idx, pid);
-    /* A container it was creating when it died may appear after recovery removed its
-     * containers: the engine finishes a create whose caller is gone. Sweep again soon. */
-    if (c->role == TK_ROLE_EXECUTOR && !clean)
-        M.sweep_soon_ms = now_mono_ms() + 3000;
+    recovery_after_death(c->proc_idx, pid); /* shm now; SQL and containers handed on */
     if (!M.stopping && !c->retiring)
-        metrics_restart(c->role == TK_ROLE_ACCEPTOR ? 0 : c->role == TK_ROLE_EXECUTOR ? 1 : 3);
+        metrics_restart(shm_metrics(tk.shm), roles[c->role].metric);
     c->pid = 0;
     c->proc_idx = -1;
     if (fatal && c->respawn) {
@@ -698,6 +669,29 @@ static void reap_one(struct child *c, pid_t pid, int st)
                  "slot=%d",
                  role, c->slot);
     c->next_spawn_ms = now + delay;
+}
+
+/* The managed PostgreSQL died (or would not start): again now, or after a backoff when
+ * it keeps dying quickly (up to 30 s, as for the children). */
+static void pg_schedule_restart(void)
+{
+    uint64_t now = now_mono_ms();
+    M.pg_fails = M.pg_started_ms && now - M.pg_started_ms < 5000 ? M.pg_fails + 1 : 0;
+    uint64_t delay = M.pg_fails ? 250u << (M.pg_fails < 7 ? M.pg_fails - 1 : 7) : 0;
+    M.pg_down = true;
+    M.pg_next_ms = now + (delay > 30000 ? 30000 : delay);
+}
+
+static void pg_restart(void)
+{
+    char err[512];
+    M.pg_down = false;
+    M.pg_started_ms = now_mono_ms();
+    if (pgm_respawn(&tk.cfg, &M.pg_pid, err, sizeof err) < 0) {
+        log_crit("msg=\"restarting the managed PostgreSQL failed\" err=\"%s\"", err);
+        M.pg_pid = 0;
+        pg_schedule_restart();
+    }
 }
 
 static void reap(void)
@@ -739,14 +733,9 @@ static void reap(void)
         st = dead[k].st;
         if (pid == M.pg_pid) {
             log_error("msg=\"managed PostgreSQL exited\" status=%d", st);
-            metrics_restart(2);
+            metrics_restart(shm_metrics(tk.shm), METRICS_ROLE_DATABASE);
             M.pg_pid = 0;
-            if (!M.stopping) {
-                char err[512];
-                if (pgm_start(&tk.cfg, &M.pg_pid, tk.conninfo, sizeof tk.conninfo, err,
-                              sizeof err) < 0)
-                    log_crit("msg=\"restarting the managed PostgreSQL failed\" err=\"%s\"", err);
-            }
+            pg_schedule_restart();
             continue;
         }
     }
@@ -768,26 +757,8 @@ static void tick(void)
                 spawn(c);
         }
     recovery_drain_orphans();
-    static uint64_t next_sweep_ms, next_replay_ms, next_retention_ms, next_images_ms;
-    if (!M.stopping && now >= next_images_ms) {
-        refresh_job_type_images();
-        next_images_ms = now + 10000;
-    }
-    bool soon = M.sweep_soon_ms && now >= M.sweep_soon_ms;
-    if (!M.stopping && (now >= next_sweep_ms || soon)) {
-        if (next_sweep_ms)
-            recovery_sweep_containers();
-        next_sweep_ms = now + 60000;
-        M.sweep_soon_ms = 0;
-    }
-    if (now >= next_replay_ms) { /* records spooled during a database outage */
-        replay_spool();
-        next_replay_ms = now + 2000;
-    }
-    if (!M.stopping && now >= next_retention_ms) {
-        sweep_old_records();
-        next_retention_ms = now + 3600 * 1000;
-    }
+    if (!M.stopping && M.pg_down && now >= M.pg_next_ms)
+        pg_restart();
     if (M.stopping == STOP_GRACEFUL && !M.executors_told && live_children(TK_ROLE_ACCEPTOR) == 0) {
         M.executors_told = true; /* every request answered: the executors may go */
         signal_children(TK_ROLE_EXECUTOR, SIGQUIT, false);
@@ -795,9 +766,12 @@ static void tick(void)
     if (M.stopping == STOP_GRACEFUL && M.executors_told && !M.callbacks_told &&
         live_children(TK_ROLE_EXECUTOR) == 0) {
         /* every job is recorded, its callback queued: the callbacks process hands back what
-         * it still has in flight (PostgreSQL keeps it for the next start) and goes */
+         * it still has in flight (PostgreSQL keeps it for the next start) and goes; the
+         * sweeper and the settler (what it has not settled, finish_stop does) go too */
         M.callbacks_told = true;
         signal_children(TK_ROLE_CALLBACKS, SIGQUIT, false);
+        signal_children(TK_ROLE_SWEEPER, SIGQUIT, false);
+        signal_children(TK_ROLE_SETTLER, SIGQUIT, false);
     }
     if (M.stopping && now >= M.stop_deadline_ms && live_children(0) > 0) {
         if (M.stopping == STOP_GRACEFUL) {
@@ -813,6 +787,7 @@ static void tick(void)
 
 static void finish_stop(void)
 {
+    recovery_settle_left(); /* every child is gone: whatever the settler did not take */
     recovery_remove_containers(NULL);
     recovery_stop();
     if (M.pg_pid > 0)

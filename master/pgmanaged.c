@@ -105,11 +105,19 @@ static int own_dir(const char *path, const struct pg_user *u)
     return 0;
 }
 
-int pgm_start(const struct tk_config *cfg, pid_t *pid_out, char *conninfo, size_t clen, char *err,
-              size_t errlen)
+/* Where the cluster lives and who runs it. */
+struct pg_paths {
+    char bindir[512], pgdir[4200], sockdir[4200], logpath[4200];
+    struct pg_user u;
+};
+
+/* The binaries, the database user, the directories; with may_init, initdb if the cluster
+ * does not exist yet (blocking: at start-up only). 0 or -errno with why. */
+static int prepare(const struct tk_config *cfg, bool may_init, struct pg_paths *pp, char *err,
+                   size_t errlen)
 {
-    char bindir[512], pgdir[4200], sockdir[4200], logpath[4200], path[4700];
-    if (find_bindir(cfg->database_pg_bindir, bindir, sizeof bindir) < 0) {
+    char path[4700];
+    if (find_bindir(cfg->database_pg_bindir, pp->bindir, sizeof pp->bindir) < 0) {
         snprintf(err, errlen,
                  "no PostgreSQL server binaries in /usr/lib/postgresql/*/bin: install the "
                  "postgresql package or set database.url");
@@ -127,11 +135,13 @@ int pgm_start(const struct tk_config *cfg, pid_t *pid_out, char *conninfo, size_
         }
         u = (struct pg_user){true, pw->pw_uid, pw->pw_gid};
     }
-    snprintf(pgdir, sizeof pgdir, "%s/pg", cfg->server_data_dir);
-    snprintf(sockdir, sizeof sockdir, "%s/pgsock", cfg->server_data_dir);
-    snprintf(logpath, sizeof logpath, "%s/postgresql.log", cfg->server_data_dir);
-    if (strlen(sockdir) > 90) {
-        snprintf(err, errlen, "server.data_dir is too long for a unix socket path (%s)", sockdir);
+    pp->u = u;
+    snprintf(pp->pgdir, sizeof pp->pgdir, "%s/pg", cfg->server_data_dir);
+    snprintf(pp->sockdir, sizeof pp->sockdir, "%s/pgsock", cfg->server_data_dir);
+    snprintf(pp->logpath, sizeof pp->logpath, "%s/postgresql.log", cfg->server_data_dir);
+    if (strlen(pp->sockdir) > 90) {
+        snprintf(err, errlen, "server.data_dir is too long for a unix socket path (%s)",
+                 pp->sockdir);
         return -ENAMETOOLONG;
     }
     /* The database user must be able to reach <data_dir>/pg: traverse (not read) access. */
@@ -139,27 +149,31 @@ int pgm_start(const struct tk_config *cfg, pid_t *pid_out, char *conninfo, size_
     if (u.drop && stat(cfg->server_data_dir, &dst) == 0 && !(dst.st_mode & S_IXOTH)) {
         if (chmod(cfg->server_data_dir, (dst.st_mode & 07777) | S_IXOTH) < 0) {
             snprintf(err, errlen, "chmod o+x %s (the database user must reach %s): %s",
-                     cfg->server_data_dir, pgdir, strerror(errno));
+                     cfg->server_data_dir, pp->pgdir, strerror(errno));
             return -errno;
         }
         log_info("msg=\"made data_dir traversable for the database user\" dir=%s",
                  cfg->server_data_dir);
     }
-    int rc = own_dir(pgdir, &u);
+    int rc = own_dir(pp->pgdir, &u);
     if (rc == 0)
-        rc = own_dir(sockdir, &u);
+        rc = own_dir(pp->sockdir, &u);
     if (rc < 0) {
-        snprintf(err, errlen, "prepare %s: %s", pgdir, strerror(-rc));
+        snprintf(err, errlen, "prepare %s: %s", pp->pgdir, strerror(-rc));
         return rc;
     }
-    snprintf(path, sizeof path, "%s/PG_VERSION", pgdir);
+    snprintf(path, sizeof path, "%s/PG_VERSION", pp->pgdir);
     if (access(path, F_OK) != 0) {
-        log_info("msg=\"initialising the managed PostgreSQL\" dir=%s", pgdir);
+        if (!may_init) {
+            snprintf(err, errlen, "%s is not a PostgreSQL cluster any more", pp->pgdir);
+            return -ENOENT;
+        }
+        log_info("msg=\"initialising the managed PostgreSQL\" dir=%s", pp->pgdir);
         char initdb[600];
-        snprintf(initdb, sizeof initdb, "%s/initdb", bindir);
+        snprintf(initdb, sizeof initdb, "%s/initdb", pp->bindir);
         char *argv[] = {initdb,
                         "-D",
-                        pgdir,
+                        pp->pgdir,
                         "-U",
                         "takod",
                         "-A",
@@ -169,15 +183,22 @@ int pgm_start(const struct tk_config *cfg, pid_t *pid_out, char *conninfo, size_
                         "--locale=C.UTF-8",
                         "--no-instructions",
                         NULL};
-        if (run_wait(&u, logpath, argv) < 0) {
-            snprintf(err, errlen, "initdb %s failed; see %s", pgdir, logpath);
+        if (run_wait(&u, pp->logpath, argv) < 0) {
+            snprintf(err, errlen, "initdb %s failed; see %s", pp->pgdir, pp->logpath);
             return -EIO;
         }
     }
+    return 0;
+}
+
+/* Fork the postmaster; it does not wait for it to accept connections. */
+static int spawn_postmaster(const struct pg_paths *pp, pid_t *pid_out, char *err, size_t errlen)
+{
     char postgres[600];
-    snprintf(postgres, sizeof postgres, "%s/postgres", bindir);
+    snprintf(postgres, sizeof postgres, "%s/postgres", pp->bindir);
     char sockopt[4300];
-    snprintf(sockopt, sizeof sockopt, "unix_socket_directories=%s", sockdir);
+    snprintf(sockopt, sizeof sockopt, "unix_socket_directories=%s", pp->sockdir);
+    struct pg_user u = pp->u;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -195,10 +216,25 @@ int pgm_start(const struct tk_config *cfg, pid_t *pid_out, char *conninfo, size_
         if (getppid() != parent)
             _exit(1);
         struct pg_user none_u = {0};
-        char *argv[] = {postgres, "-D",    pgdir, "-c",        "listen_addresses=",
-                        "-c",     sockopt, "-c",  "port=5432", NULL};
-        child_exec(&none_u, logpath, argv);
+        char *argv[] = {postgres, "-D", (char *)pp->pgdir, "-c", "listen_addresses=", "-c",
+                        sockopt,  "-c", "port=5432",       NULL};
+        child_exec(&none_u, pp->logpath, argv);
     }
+    *pid_out = pid;
+    return 0;
+}
+
+int pgm_start(const struct tk_config *cfg, pid_t *pid_out, char *conninfo, size_t clen, char *err,
+              size_t errlen)
+{
+    struct pg_paths pp;
+    pid_t pid;
+    int rc = prepare(cfg, true, &pp, err, errlen);
+    if (rc == 0)
+        rc = spawn_postmaster(&pp, &pid, err, errlen);
+    if (rc < 0)
+        return rc;
+    const char *sockdir = pp.sockdir, *logpath = pp.logpath;
     snprintf(conninfo, clen, "host=%s port=5432 dbname=takod user=takod", sockdir);
     char admin[4400];
     snprintf(admin, sizeof admin, "host=%s port=5432 dbname=postgres user=takod connect_timeout=2",
@@ -238,6 +274,18 @@ int pgm_start(const struct tk_config *cfg, pid_t *pid_out, char *conninfo, size_
     *pid_out = pid;
     log_info("msg=\"managed PostgreSQL ready\" pid=%d socket_dir=%s", (int)pid, sockdir);
     return 0;
+}
+
+int pgm_respawn(const struct tk_config *cfg, pid_t *pid_out, char *err, size_t errlen)
+{
+    struct pg_paths pp;
+    int rc = prepare(cfg, false, &pp, err, errlen);
+    if (rc == 0)
+        rc = spawn_postmaster(&pp, pid_out, err, errlen);
+    if (rc == 0)
+        log_info("msg=\"managed PostgreSQL restarted\" pid=%d socket_dir=%s", (int)*pid_out,
+                 pp.sockdir);
+    return rc;
 }
 
 void pgm_stop(pid_t pid, int timeout_ms)

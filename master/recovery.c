@@ -1,8 +1,12 @@
 /*
  * recovery.c — settle what dead processes left behind (see recovery.h for the rules).
- * The master runs this between its loop iterations: it is the only process touching the
- * dead one's records, and it never dies without taking every child with it (children have
- * PR_SET_PDEATHSIG), so its own ring operations need no intent record.
+ * The master runs the shared-memory part between its loop iterations: it is the only
+ * process touching the dead one's records, and it never dies without taking every child
+ * with it (children have PR_SET_PDEATHSIG), so its own ring operations need no intent
+ * record. What needs SQL or the engine it hands on without waiting: jobs to record on the
+ * settle ring (the settler, workers/settler.c, runs recovery_settle), containers to remove
+ * through the sweep word (the sweeper, workers/sweeper.c). Start-up and stop, outside the
+ * loop, may block and do their SQL here.
  */
 #include "tako/recovery.h"
 #include "tako/db.h"
@@ -17,19 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-/* The master's connection for one transition: opened for it (the master holds none), or
- * NULL after logging why — the transition's shared-memory step happens anyway. */
-static struct db *open_db(const char *what, const char *job_id)
-{
-    char err[512];
-    struct db *db = NULL;
-    if (db_open(&db, tk.conninfo, err, sizeof err) < 0) {
-        log_error("msg=\"%s failed: database\" job=%s err=\"%s\"", what, job_id, err);
-        return NULL;
-    }
-    return db;
-}
 
 void recovery_remove_containers(const char *label_kv)
 {
@@ -66,22 +57,68 @@ void recovery_remove_containers(const char *label_kv)
     docker_close(d);
 }
 
-/* A run whose executor died: its container goes; run it again or fail it. */
+/* The master hands a job a dead process left to the settler (never blocking on SQL). */
+static void post_settle(uint32_t idx)
+{
+    uint64_t v = shm_val(idx, atomic_load(&shm_job(tk.shm, idx)->gen));
+    while (ring_push(shm_settle(tk.shm), NULL, v) != 0)
+        usleep(100); /* cannot be full: it has a cell for every job slot */
+}
+
+/* A run whose executor died: nobody runs it now (owner 0); the settler runs it again or
+ * fails it (jobs_requeue, jobs_fail_lost). */
 static void settle_lost_run(uint32_t idx)
 {
-    struct tk_job *job = shm_job(tk.shm, idx);
-    bool again = job->attempt <= (uint32_t)tk.cfg.server_max_retry_attempts;
-    struct jobs_db jdb = {.db = open_db(again ? "re-queueing a job" : "settling a job", job->id)};
-    if (again) {
+    atomic_store(&shm_job(tk.shm, idx)->owner_pid, 0);
+    post_settle(idx);
+}
+
+void recovery_settle(struct db *db, uint64_t v, struct ring_intent *me)
+{
+    uint32_t idx = shm_val_idx(v), gen = shm_val_gen(v);
+    struct tk_job *job = idx < tk.shm->n_jobs ? shm_job(tk.shm, idx) : NULL;
+    uint32_t state = job ? atomic_load(&job->state) : TK_JOB_FREE;
+    /* settled already, or (a second entry for it) run again and taken by an executor */
+    if (!job || atomic_load(&job->gen) != gen ||
+        (state != TK_JOB_RUNNING && state != TK_JOB_FILLING) ||
+        (state == TK_JOB_RUNNING && atomic_load(&job->owner_pid) != 0)) {
+        ring_intent_clear_held(me);
+        return;
+    }
+    struct jobs_db jdb = {.db = db};
+    if (state == TK_JOB_FILLING) { /* its acceptor died before the job was queued */
+        jobs_abandon(&jdb, idx, "the acceptor holding the request died before the job was queued",
+                     me);
+    } else if (job->attempt <= (uint32_t)tk.cfg.server_max_retry_attempts) {
         log_warn("msg=\"executor died during a job; running it again\" job=%s attempt=%u", job->id,
                  job->attempt);
-        jobs_requeue(&jdb, idx, atomic_load(&job->gen), NULL, 0);
+        jobs_requeue(&jdb, idx, gen, me, 0);
     } else {
         log_error("msg=\"executor died during a job; no attempts left\" job=%s attempt=%u", job->id,
                   job->attempt);
-        jobs_fail_lost(&jdb, idx, "the job's executor process died and no attempts remain");
+        jobs_fail_lost(&jdb, idx, "the job's executor process died and no attempts remain", me);
     }
-    db_close(jdb.db);
+}
+
+void recovery_settle_left(void)
+{
+    if (ring_count(shm_settle(tk.shm)) == 0)
+        return;
+    char err[512];
+    struct db *db = NULL;
+    if (db_open(&db, tk.conninfo, err, sizeof err) < 0) {
+        log_error("msg=\"settling what dead processes left: database\" err=\"%s\"", err);
+        db = NULL; /* settled in shared memory all the same */
+    }
+    uint64_t v;
+    while (ring_pop(shm_settle(tk.shm), NULL, &v) == 0)
+        recovery_settle(db, v, NULL);
+    db_close(db);
+}
+
+void recovery_ask_sweep(void)
+{
+    futex_word_wake(&tk.shm->sweep_word); /* bumps it: the sweeper looks at once */
 }
 
 /* Rule 2: hand on the value the dead process had taken from a ring. */
@@ -115,6 +152,16 @@ static void hand_on_held(struct tk_proc *p, pid_t pid)
             jobs_done_with(idx, NULL); /* it had popped a settled job's stale entry */
         else if (state == TK_JOB_DONE)
             jobs_complete(idx, gen, NULL);
+    } else if (from == TK_RING_ID_SETTLE && atomic_load(&job->gen) == gen) {
+        /* the settler died settling it: take it up where it stopped (recovery_settle) */
+        if (state == TK_JOB_RUNNING || state == TK_JOB_FILLING)
+            post_settle(idx); /* again: its SQL may run twice, it changes nothing twice */
+        else if (state == TK_JOB_QUEUED)
+            ring_push(shm_dispatch(tk.shm), NULL, held);
+        else if (state == TK_JOB_DONE)
+            jobs_complete(idx, gen, NULL);
+        else if (state == TK_JOB_FREE)
+            ring_push(shm_free(tk.shm), NULL, shm_val(idx, 0));
     }
 }
 
@@ -150,11 +197,12 @@ void recovery_after_death(int proc_idx, pid_t pid)
     for (uint32_t i = 0; live && i < tk.shm->n_procs; i++)
         if ((int)i != proc_idx && atomic_load(&shm_proc(tk.shm, i)->pid) != 0)
             live[n_live++] = &shm_proc(tk.shm, i)->intent;
-    struct ring *rings[3] = {shm_dispatch(tk.shm), shm_free(tk.shm),
+    struct ring *rings[4] = {shm_dispatch(tk.shm), shm_free(tk.shm), shm_settle(tk.shm),
                              shm_done(tk.shm, (uint32_t)proc_idx)};
+
     uint32_t rid = atomic_load(&dead->intent.ring);
     struct ring *r = NULL;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (rings[i]->id == rid)
             r = rings[i];
     if (!r && rid >= TK_RING_ID_DONE0 && rid - TK_RING_ID_DONE0 < tk.shm->n_procs)
@@ -177,12 +225,9 @@ void recovery_after_death(int proc_idx, pid_t pid)
     /* 2. what it held */
     hand_on_held(dead, pid);
 
-    /* its containers (the warm one, the one of the job it ran) go first */
-    if (dead->role == TK_ROLE_EXECUTOR) {
-        char label[64];
-        snprintf(label, sizeof label, "takod.executor=%d", (int)pid);
-        recovery_remove_containers(label);
-    }
+    /* its containers (the warm one, the one of the job it ran): the sweeper's, at once */
+    if (dead->role == TK_ROLE_EXECUTOR)
+        recovery_ask_sweep();
 
     /* 3. what the job table says it owned */
     for (uint32_t i = 0; i < tk.shm->n_jobs; i++) {
@@ -193,10 +238,7 @@ void recovery_after_death(int proc_idx, pid_t pid)
             settle_lost_run(i);
         } else if (dead->role == TK_ROLE_ACCEPTOR && state == TK_JOB_FILLING &&
                    job->acceptor_proc == (uint16_t)proc_idx && job->acceptor_gen == dead_gen) {
-            struct jobs_db jdb = {.db = open_db("settling a job", job->id)};
-            jobs_abandon(&jdb, i,
-                         "the acceptor holding the request died before the job was queued");
-            db_close(jdb.db);
+            post_settle(i); /* recorded failed and released by the settler */
         }
     }
 

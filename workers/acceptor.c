@@ -275,7 +275,7 @@ int acceptor_main(int slot)
         return 1;
     A.pg = pgq_new(A.base, tk.conninfo);
     metrics_set_routes(routes_name, routes_method, routes_count());
-    http_init(acceptor_closing, routes_index);
+    http_init(acceptor_closing, routes_index, shm_metrics(tk.shm));
     auth_init();
     api_jobs_init();
     A.done_ev = event_new(A.base, tk.done_efd[tk.proc_idx], EV_READ | EV_PERSIST, on_done, NULL);

@@ -222,7 +222,7 @@ void api_dlq_delete(struct evhttp_request *req, const char *corr, char **params)
 void api_metrics(struct evhttp_request *req, const char *corr, char **params)
 {
     size_t len = 0;
-    char *text = metrics_render(&len);
+    char *text = metrics_render(tk.shm, &len);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4; charset=utf-8");
     reply_raw(req, 200, corr, text ? text : "", len);

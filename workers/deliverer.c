@@ -10,6 +10,7 @@
  * callbacks.max_in_flight are in flight. Unless callbacks.allow_private_addresses, every
  * address a name resolves to is checked before the socket is opened.
  */
+#include "tako/bgchild.h"
 #include "tako/callbacks.h"
 #include "tako/db.h"
 #include "tako/log.h"
@@ -30,16 +31,6 @@
 #define POLL_MS        500            /* how often due deliveries are looked for */
 #define LEASE_SLACK_MS 30000          /* a claim outlives its attempt's bound by this */
 #define BACKOFF_MAX_MS (3600 * 1000u) /* the longest wait between two attempts */
-
-static volatile sig_atomic_t stop, reopen_logs;
-
-static void on_signal(int sig)
-{
-    if (sig == SIGUSR1)
-        reopen_logs = 1;
-    else
-        stop = 1;
-}
 
 struct delivery {
     struct delivery *next;
@@ -172,14 +163,14 @@ static void finished(struct delivery *d, CURLcode cc)
                  "(callbacks.allow_private_addresses)",
                  d->refused);
         log_warn("msg=\"callback refused\" job=%s url=%s addr=%s", d->job_id, d->url, d->refused);
-        metrics_callback(METRICS_CB_REFUSED);
+        metrics_callback(shm_metrics(tk.shm), METRICS_CB_REFUSED);
         record(d, "failed", 0, why, 0);
         return;
     }
     if (cc == CURLE_OK && code >= 200 && code < 300) {
         log_info("msg=\"callback delivered\" job=%s attempt=%d status=%ld", d->job_id, d->attempt,
                  code);
-        metrics_callback(METRICS_CB_DELIVERED);
+        metrics_callback(shm_metrics(tk.shm), METRICS_CB_DELIVERED);
         record(d, "delivered", code, NULL, 0);
         return;
     }
@@ -190,14 +181,14 @@ static void finished(struct delivery *d, CURLcode cc)
     if (d->attempt >= tk.cfg.callbacks_max_attempts) {
         log_warn("msg=\"callback failed; giving up\" job=%s url=%s attempts=%d err=\"%s\"",
                  d->job_id, d->url, d->attempt, why);
-        metrics_callback(METRICS_CB_FAILED);
+        metrics_callback(shm_metrics(tk.shm), METRICS_CB_FAILED);
         record(d, "failed", code, why, 0);
         return;
     }
     uint64_t delay = backoff_ms(d->attempt);
     log_info("msg=\"callback failed; will retry\" job=%s attempt=%d retry_in_ms=%llu err=\"%s\"",
              d->job_id, d->attempt, (unsigned long long)delay, why);
-    metrics_callback(METRICS_CB_RETRY);
+    metrics_callback(shm_metrics(tk.shm), METRICS_CB_RETRY);
     record(d, "pending", code, why, delay);
 }
 
@@ -246,7 +237,7 @@ static int claim(int room)
         }
         if (d->attempt > tk.cfg.callbacks_max_attempts) { /* the last one was cut short */
             record(d, "failed", 0, "gave up: the last attempt was interrupted", 0);
-            metrics_callback(METRICS_CB_FAILED);
+            metrics_callback(shm_metrics(tk.shm), METRICS_CB_FAILED);
             delivery_free(d);
             continue;
         }
@@ -308,13 +299,7 @@ static void hand_back(void)
 
 int deliverer_main(int slot)
 {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGQUIT, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
+    bgchild_signals(NULL);
     struct tk_proc *me = shm_proc(tk.shm, (uint32_t)tk.proc_idx);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(D.multi = curl_multi_init())) {
         log_error("msg=\"curl_multi_init failed\"");
@@ -322,13 +307,9 @@ int deliverer_main(int slot)
     }
     uint64_t next_claim = 0, next_connect = 0;
     bool said_ready = false;
-    while (!stop) {
+    while (!bgchild_stop) {
+        bgchild_round(me);
         uint64_t now = now_mono_ms();
-        atomic_store(&me->heartbeat_ms, now);
-        if (reopen_logs) {
-            reopen_logs = 0;
-            log_reopen();
-        }
         if (!D.db && now >= next_connect) {
             char err[512];
             if (db_open(&D.db, tk.conninfo, err, sizeof err) < 0) {

@@ -667,7 +667,7 @@ static bool retry_later(struct exec_state *st, struct tk_job *job, uint32_t idx,
 {
     if (stop_fast || job->attempt > (uint32_t)tk.cfg.server_max_retry_attempts)
         return false;
-    metrics_retry();
+    metrics_retry(shm_metrics(tk.shm));
     log_warn("msg=\"no container for the job; queueing it again\" job=%s attempt=%u err=\"%s\"",
              job->id, job->attempt, docker_last_error(st->docker));
     struct jobs_db jdb = {.db = st->db};
@@ -773,7 +773,8 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
     log_info("msg=\"job finished\" job=%s status=%s exit=%d queue_ms=%.1f startup_ms=%.1f "
              "exec_ms=%.1f total_ms=%.1f",
              job->id, r.status, r.exit_code, queue_ms, startup_ms, exec_ms, total_ms);
-    metrics_job(r.status, r.error_type, queue_ms, startup_ms, exec_ms, total_ms);
+    metrics_job(shm_metrics(tk.shm), r.status, r.error_type, queue_ms, startup_ms, exec_ms,
+                total_ms);
     atomic_fetch_add(&st->me->jobs, 1);
     jobs_finish(&jdb, idx, gen, &row, &r.outputs, &st->me->intent);
     result_values_free(&v);

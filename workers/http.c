@@ -4,7 +4,7 @@
  * through body_parse() and every query parameter through query_param()/query_int().
  *
  * It depends on nothing else of the acceptor: whether the process is going away (no
- * keep-alive) and a request's route label (metrics) come through the two hooks given to
+ * keep-alive), a request's route label and the metrics it counts in are given to
  * http_init(), so the route handlers, auth.c and acceptor.c all sit on top of it.
  */
 #include "http.h"
@@ -22,11 +22,14 @@
 
 static bool (*closing)(void);
 static int (*route_of)(struct evhttp_request *req);
+static struct tk_metrics *counts;
 
-void http_init(bool (*is_closing)(void), int (*route_index)(struct evhttp_request *req))
+void http_init(bool (*is_closing)(void), int (*route_index)(struct evhttp_request *req),
+               struct tk_metrics *metrics)
 {
     closing = is_closing;
     route_of = route_index;
+    counts = metrics;
 }
 
 const char *http_method_name(enum evhttp_cmd_type m)
@@ -66,7 +69,8 @@ static void add_common_headers(struct evhttp_request *req, const char *corr)
 static void send_reply(struct evhttp_request *req, int code, const char *corr, struct evbuffer *buf)
 {
     add_common_headers(req, corr);
-    metrics_request(route_of ? route_of(req) : -1, code);
+    if (counts)
+        metrics_request(counts, route_of ? route_of(req) : -1, code);
     evhttp_send_reply(req, code, NULL, buf);
 }
 

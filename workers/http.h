@@ -12,9 +12,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* The two things a reply needs from the process: is it going away (no keep-alive), and
- * the route index of a request (the metrics' label; -1 for none). */
-void http_init(bool (*is_closing)(void), int (*route_index)(struct evhttp_request *req));
+struct tk_metrics;
+/* What a reply needs from the process: is it going away (no keep-alive), the route index
+ * of a request (the metrics' label; -1 for none), and the metrics it counts in. */
+void http_init(bool (*is_closing)(void), int (*route_index)(struct evhttp_request *req),
+               struct tk_metrics *metrics);
 const char *http_method_name(enum evhttp_cmd_type m);
 
 void reply_json(struct evhttp_request *req, int code, const char *corr, json_t *body); /* steals */

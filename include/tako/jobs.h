@@ -110,9 +110,10 @@ bool jobs_settle_unstarted(const struct jobs_db *jdb, uint32_t idx, const char *
 /* POST /jobs/{id}/cancel of a live job. */
 void jobs_cancel(const struct jobs_db *jdb, uint32_t idx, struct ring_intent *me);
 /* RUNNING → DONE as 'failed' ("interrupted"): its executor died and no attempts remain. */
-void jobs_fail_lost(const struct jobs_db *jdb, uint32_t idx, const char *msg);
+void jobs_fail_lost(const struct jobs_db *jdb, uint32_t idx, const char *msg,
+                    struct ring_intent *me);
 /* FILLING → FREE, the record (if any) 'failed' ("interrupted"): its acceptor died. */
-void jobs_abandon(const struct jobs_db *jdb, uint32_t idx, const char *msg);
+void jobs_abandon(const struct jobs_db *jdb, uint32_t idx, const char *msg, struct ring_intent *me);
 /* A record without a slot: queued | running → status with error {type, message, phase}. */
 void jobs_settle_record(const struct jobs_db *jdb, const char *id, const char *status,
                         const char *type, const char *msg, const char *phase);

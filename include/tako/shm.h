@@ -34,6 +34,7 @@
 #define TK_MAX_ACCEPTORS    64
 #define TK_RING_ID_DISPATCH 1u
 #define TK_RING_ID_FREE     2u
+#define TK_RING_ID_SETTLE   3u   /* jobs a dead process left, for the settler (recovery.h) */
 #define TK_RING_ID_DONE0    100u /* + proc entry */
 #define TK_NO_ACCEPTOR      0xffffu
 
@@ -42,6 +43,8 @@ enum tk_role {
     TK_ROLE_ACCEPTOR = 1,
     TK_ROLE_EXECUTOR = 2,
     TK_ROLE_CALLBACKS = 3, /* the callbacks process: delivers callback_url POSTs */
+    TK_ROLE_SWEEPER = 4,   /* the master's engine work: containers, job type images */
+    TK_ROLE_SETTLER = 5,   /* the master's database work: dead processes' jobs, spool, retention */
 };
 
 /* A job slot's life: FREE → FILLING (acceptor) → QUEUED → RUNNING (executor) → DONE → FREE */
@@ -111,8 +114,8 @@ struct tk_shm {
     uint32_t n_executors;
     uint32_t n_procs;
     size_t size;
-    size_t procs_off, jobs_off, dispatch_off, free_off, done_off, done_stride, metrics_off,
-        ratelimit_off;
+    size_t procs_off, jobs_off, dispatch_off, free_off, settle_off, done_off, done_stride,
+        metrics_off, ratelimit_off;
     /* whose job types' latest images exist (the master looks every 10 s; a build sets
      * its own at once): name "" ends the table */
     struct {
@@ -124,11 +127,13 @@ struct tk_shm {
     char python_version[16];
     char runtime[8]; /* "runc", "crun" or "runsc", as the executors use it */
     _Atomic uint64_t jobs_admitted, jobs_rejected_full, jobs_completed;
-    _Atomic uint32_t running;   /* jobs executors hold right now */
-    _Atomic uint32_t docker_ok; /* last executor call to the engine worked */
-    _Atomic uint32_t started;   /* every executor has been ready once: /health stops
-                                   answering 503 "starting" */
-    _Atomic uint32_t slot_word; /* futex: bumped when an executor gives a start slot back */
+    _Atomic uint32_t running;    /* jobs executors hold right now */
+    _Atomic uint32_t docker_ok;  /* last executor call to the engine worked */
+    _Atomic uint32_t started;    /* every executor has been ready once: /health stops
+                                    answering 503 "starting" */
+    _Atomic uint32_t slot_word;  /* futex: bumped when an executor gives a start slot back */
+    _Atomic uint32_t sweep_word; /* futex: bumped by the master when an executor died, so the
+                                    sweeper removes its containers now */
 };
 
 /* Round up to a power of two (>= 8). */
@@ -164,6 +169,11 @@ static inline struct ring *shm_dispatch(struct tk_shm *s)
 static inline struct ring *shm_free(struct tk_shm *s)
 {
     return (struct ring *)((char *)s + s->free_off);
+}
+/* (job, gen) of jobs a dead process left half-settled: the master pushes, the settler pops */
+static inline struct ring *shm_settle(struct tk_shm *s)
+{
+    return (struct ring *)((char *)s + s->settle_off);
 }
 static inline struct ring *shm_done(struct tk_shm *s, uint32_t proc_idx)
 {

@@ -69,7 +69,7 @@ class Supervision(unittest.TestCase):
         self.assertGreater(len(results), 4)
         self.assertTrue(all(r == (200, "ok\n") for r in results), results)
         after = self.t.wait_for(
-            lambda: (lambda r: r if len([k for k in r if k.startswith("takod:")]) == 5 and
+            lambda: (lambda r: r if len([k for k in r if k.startswith("takod:")]) == len(before) and
                      not set(r.values()) & set(before.values()) else None)(self.t.roles()),
             what="a new generation of children")
         self.assertEqual(sorted(k for k in after if k.startswith("takod:")), sorted(before))
