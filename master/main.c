@@ -401,7 +401,7 @@ static void check_docker(void)
         struct sandbox_env env = {.cfg = &tk.cfg, .instance = tk.instance};
         rrc = sandbox_choose_runtime(d, &env, true, rmsg, sizeof rmsg);
     }
-    docker_close(d); /* no curl handle may cross fork */
+    docker_close(d); /* no engine connection may cross fork */
     if (rc == 0)
         die("executor image %s not found: build it with `tako setup` (scripts/build-image.sh)",
             tk.cfg.docker_image);
