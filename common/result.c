@@ -2,7 +2,7 @@
  * result.c — see result.h.
  */
 #include "tako/result.h"
-#include "tako/takod.h"
+#include "tako/config.h"
 #include "tako/util.h"
 
 #include <stdarg.h>
@@ -27,7 +27,8 @@ void result_set_error(struct tk_result *r, const char *type, const char *phase, 
               (size_t)n < sizeof full ? (size_t)n : sizeof full - 1);
 }
 
-void result_classify(struct tk_result *r, unsigned timeout_s, int64_t memory_bytes)
+void result_classify(struct tk_result *r, const struct tk_config *cfg, unsigned timeout_s,
+                     int64_t memory_bytes)
 {
     const struct sandbox_result *sb = &r->sb;
     r->has_exit = sb->exit_code >= 0;
@@ -76,9 +77,9 @@ void result_classify(struct tk_result *r, unsigned timeout_s, int64_t memory_byt
                              "Artifacts over the limits were skipped (%zu kept, %zu skipped; "
                              "limits: %lld files, %lld bytes each, %lld in all)",
                              r->outputs.n_files, r->outputs.artifacts_over_limit,
-                             (long long)tk.cfg.limits_max_artifacts,
-                             (long long)tk.cfg.limits_max_artifact_bytes,
-                             (long long)tk.cfg.limits_max_total_artifact_bytes);
+                             (long long)cfg->limits_max_artifacts,
+                             (long long)cfg->limits_max_artifact_bytes,
+                             (long long)cfg->limits_max_total_artifact_bytes);
     } else {
         r->status = "failed";
         char type[64], msg[512];

@@ -753,7 +753,7 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
                             (size_t)tk.cfg.limits_max_total_artifact_bytes,
                             (size_t)tk.cfg.limits_max_artifacts, &r.outputs) < 0)
             log_warn("msg=\"collecting outputs failed\" job=%s dir=%s", job->id, outdir);
-        result_classify(&r, job->timeout_s, memory);
+        result_classify(&r, &tk.cfg, job->timeout_s, memory);
     }
     r.t_done_us = now_mono_us();
 

@@ -19,7 +19,6 @@
 #include "tako/result.h"
 #include "tako/jobtypes.h"
 #include "tako/sandbox.h"
-#include "tako/takod.h"
 #include "tako/util.h"
 
 #include <dirent.h>
@@ -36,6 +35,10 @@
 
 #define PKG_MAX_FILES 20000
 #define PKG_MAX_BYTES (512ull << 20)
+
+/* The run's configuration: library mode has no daemon context (`tk`); every module it
+ * calls takes what it needs from this (sandbox_env, result_classify, jobtypes). */
+static struct tk_config cfg;
 
 static volatile sig_atomic_t interrupted;
 
@@ -358,7 +361,7 @@ static int build_config(const struct args *a, char *err, size_t errlen)
     if (!rc && opt_set(a, O_IMAGE) && asprintf(&ovr[n++], "docker.image=%s", a->val[O_IMAGE]) < 0)
         rc = -ENOMEM;
     if (!rc)
-        rc = config_load(&tk.cfg, a->val[O_CONFIG], ovr, n, err, errlen);
+        rc = config_load(&cfg, a->val[O_CONFIG], ovr, n, err, errlen);
     for (size_t i = 0; i < n; i++)
         free(ovr[i]);
     return rc;
@@ -390,15 +393,15 @@ int cmd_run(struct args *a)
     int brc = build_config(a, err, sizeof err);
     const struct tk_job_type *jt = NULL;
     if (brc == 0) {
-        jt = config_job_type(&tk.cfg, opt_set(a, O_JOB_TYPE) ? a->val[O_JOB_TYPE] : "default");
+        jt = config_job_type(&cfg, opt_set(a, O_JOB_TYPE) ? a->val[O_JOB_TYPE] : "default");
         if (!jt) {
             char known[512] = "";
-            for (size_t i = 0; i < tk.cfg.n_job_types; i++)
+            for (size_t i = 0; i < cfg.n_job_types; i++)
                 snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "",
-                         tk.cfg.job_types[i].name);
+                         cfg.job_types[i].name);
             tako_usage_error(a->cmd, "unknown job type \"%s\" (configured: %s)", a->val[O_JOB_TYPE],
                              known);
-            config_free(&tk.cfg);
+            config_free(&cfg);
             return TAKO_EXIT_USAGE;
         }
     }
@@ -423,19 +426,18 @@ int cmd_run(struct args *a)
     const char *file = a->pos[0];
     char *code = NULL, *stdin_data = NULL;
     size_t code_len = 0, stdin_len = 0;
-    int rc = tako_read_file(file, (size_t)tk.cfg.limits_max_code_bytes, &code, &code_len);
+    int rc = tako_read_file(file, (size_t)cfg.limits_max_code_bytes, &code, &code_len);
     if (rc < 0) {
         tako_usage_error(a->cmd, "cannot read %s: %s", file,
                          rc == -EFBIG ? "larger than limits.max_code_bytes" : strerror(-rc));
-        config_free(&tk.cfg);
+        config_free(&cfg);
         return TAKO_EXIT_USAGE;
     }
-    json_t *input =
-        opt_set(a, O_INPUT)
-            ? tako_read_json_object(a->cmd, a->val[O_INPUT], (size_t)tk.cfg.limits_max_input_bytes)
-            : json_object();
+    json_t *input = opt_set(a, O_INPUT) ? tako_read_json_object(a->cmd, a->val[O_INPUT],
+                                                                (size_t)cfg.limits_max_input_bytes)
+                                        : json_object();
     if (input && opt_set(a, O_STDIN)) {
-        rc = tako_read_file(a->val[O_STDIN], (size_t)tk.cfg.limits_max_input_bytes, &stdin_data,
+        rc = tako_read_file(a->val[O_STDIN], (size_t)cfg.limits_max_input_bytes, &stdin_data,
                             &stdin_len);
         if (rc < 0) {
             tako_usage_error(a->cmd, "cannot read --stdin %s: %s", a->val[O_STDIN],
@@ -446,7 +448,7 @@ int cmd_run(struct args *a)
     }
     if (!input) {
         free(code);
-        config_free(&tk.cfg);
+        config_free(&cfg);
         return TAKO_EXIT_USAGE;
     }
     char *input_text = json_dumps(input, JSON_COMPACT);
@@ -472,16 +474,16 @@ int cmd_run(struct args *a)
     char host[256] = "localhost", instance[300];
     gethostname(host, sizeof host - 1);
     snprintf(instance, sizeof instance, "tako-cli:%s", host);
-    struct sandbox_env env = {.cfg = &tk.cfg, .instance = instance};
-    if (sandbox_load_seccomp(tk.cfg.docker_seccomp_profile, err, sizeof err) < 0) {
+    struct sandbox_env env = {.cfg = &cfg, .instance = instance};
+    if (sandbox_load_seccomp(cfg.docker_seccomp_profile, err, sizeof err) < 0) {
         exit_code = infra_error(a, TAKO_EXIT_INFRA, "config_error", "%s", err);
         goto out;
     }
     env.network = opt_set(a, O_NETWORK);
-    if (docker_open(&d, tk.cfg.docker_socket) < 0) {
+    if (docker_open(&d, cfg.docker_socket) < 0) {
         exit_code = infra_error(a, TAKO_EXIT_INFRA, "docker_unavailable",
                                 "cannot reach the Docker engine at %s: %s (is dockerd running?)",
-                                tk.cfg.docker_socket, docker_last_error(NULL));
+                                cfg.docker_socket, docker_last_error(NULL));
         goto out;
     }
     /* as takod, but without its probe container: for one job it would cost more than crun
@@ -492,29 +494,29 @@ int cmd_run(struct args *a)
         exit_code = infra_error(a, TAKO_EXIT_INFRA, "docker_error", "%s", rmsg);
         goto out;
     }
-    if (rc == 1 && tk.cfg.docker_runtime != TK_RUNTIME_AUTO)
+    if (rc == 1 && cfg.docker_runtime != TK_RUNTIME_AUTO)
         fprintf(stderr, "tako run: warning: %s\n", rmsg);
-    rc = docker_image_exists(d, tk.cfg.docker_image);
+    rc = docker_image_exists(d, cfg.docker_image);
     if (rc == 0) {
         exit_code =
             infra_error(a, TAKO_EXIT_INFRA, "image_missing",
-                        "the executor image %s is missing: run `tako setup`", tk.cfg.docker_image);
+                        "the executor image %s is missing: run `tako setup`", cfg.docker_image);
         goto out;
     }
     if (rc < 0) {
         exit_code =
             infra_error(a, TAKO_EXIT_INFRA, "docker_error", "cannot inspect the image %s: %s",
-                        tk.cfg.docker_image, docker_last_error(d));
+                        cfg.docker_image, docker_last_error(d));
         goto out;
     }
     /* the job type's image, built on first use (the SDK's auto_build) */
-    jobtype_image(&tk.cfg, jt, "latest", image, sizeof image);
-    if (jt != &tk.cfg.job_types[0] && (rc = docker_image_exists(d, image)) != 1) {
+    jobtype_image(&cfg, jt, "latest", image, sizeof image);
+    if (jt != &cfg.job_types[0] && (rc = docker_image_exists(d, image)) != 1) {
         struct jobtype_build_result br;
         if (rc == 0) {
             fprintf(stderr, "tako run: building %s for job type %s (first use) ...\n", image,
                     jt->name);
-            rc = jobtype_build(d, &tk.cfg, jt, NULL, NULL, &br);
+            rc = jobtype_build(d, &cfg, jt, NULL, NULL, &br);
         }
         if (rc < 0) {
             exit_code = infra_error(a, TAKO_EXIT_INFRA, "docker_error", "building %s failed: %s",
@@ -526,10 +528,10 @@ int cmd_run(struct args *a)
     if (a->nmulti[O_REQUIREMENT] > 0) { /* a cached image per set: installed once */
         bool built = false;
         uint64_t t0 = now_mono_us();
-        rc = jobtype_requirements_image(d, &tk.cfg, image,
-                                        (const char *const *)a->multi[O_REQUIREMENT],
-                                        (size_t)a->nmulti[O_REQUIREMENT], 600 * 1000L, req_image,
-                                        sizeof req_image, &built, err, sizeof err);
+        rc =
+            jobtype_requirements_image(d, &cfg, image, (const char *const *)a->multi[O_REQUIREMENT],
+                                       (size_t)a->nmulti[O_REQUIREMENT], 600 * 1000L, req_image,
+                                       sizeof req_image, &built, err, sizeof err);
         if (rc < 0 && rc != -ECONNREFUSED) {
             exit_code = TAKO_EXIT_FAILED;
             if (a->json) {
@@ -586,13 +588,13 @@ int cmd_run(struct args *a)
     /* the job type's limits; --memory, --cpus, --network win when given */
     struct sandbox_spec spec;
     sandbox_type_spec(&spec, jt, image);
-    if (jt == &tk.cfg.job_types[0] || opt_set(a, O_MEMORY))
-        spec.memory = tk.cfg.limits_memory;
-    if (jt == &tk.cfg.job_types[0] || opt_set(a, O_CPUS))
-        spec.cpus = tk.cfg.limits_cpus;
-    unsigned timeout_s = (unsigned)(opt_set(a, O_TIMEOUT) ? tk.cfg.limits_timeout : jt->timeout);
+    if (jt == &cfg.job_types[0] || opt_set(a, O_MEMORY))
+        spec.memory = cfg.limits_memory;
+    if (jt == &cfg.job_types[0] || opt_set(a, O_CPUS))
+        spec.cpus = cfg.limits_cpus;
+    unsigned timeout_s = (unsigned)(opt_set(a, O_TIMEOUT) ? cfg.limits_timeout : jt->timeout);
     rc = sandbox_prepare(d, &env, &w, dir, &spec);
-    if (rc < 0 && !strcmp(sandbox_runtime, "crun") && tk.cfg.docker_runtime == TK_RUNTIME_AUTO) {
+    if (rc < 0 && !strcmp(sandbox_runtime, "crun") && cfg.docker_runtime == TK_RUNTIME_AUTO) {
         sandbox_runtime = "runc"; /* registered, but not usable here (see sandbox_choose_runtime) */
         rc = sandbox_prepare(d, &env, &w, dir, &spec);
     }
@@ -614,8 +616,8 @@ int cmd_run(struct args *a)
     }
     struct sandbox_job sj = {
         .timeout_ms = (int)timeout_s * 1000,
-        .stdout_cap = (size_t)tk.cfg.limits_max_stdout_bytes,
-        .stderr_cap = (size_t)tk.cfg.limits_max_stderr_bytes,
+        .stdout_cap = (size_t)cfg.limits_max_stdout_bytes,
+        .stderr_cap = (size_t)cfg.limits_max_stderr_bytes,
         .has_stdin = stdin_data != NULL,
         .stop = &interrupted,
         .cancel = NULL,
@@ -632,10 +634,10 @@ int cmd_run(struct args *a)
     }
     char outdir[PATH_MAX];
     snprintf(outdir, sizeof outdir, "%s/output", w.dir);
-    outputs_collect(outdir, (size_t)tk.cfg.limits_max_artifact_bytes,
-                    (size_t)tk.cfg.limits_max_total_artifact_bytes,
-                    (size_t)tk.cfg.limits_max_artifacts, &r.outputs);
-    result_classify(&r, timeout_s, spec.memory);
+    outputs_collect(outdir, (size_t)cfg.limits_max_artifact_bytes,
+                    (size_t)cfg.limits_max_total_artifact_bytes, (size_t)cfg.limits_max_artifacts,
+                    &r.outputs);
+    result_classify(&r, &cfg, timeout_s, spec.memory);
     r.t_done_us = now_mono_us();
 
     char job_id[40];
@@ -682,6 +684,6 @@ out:
     free(code);
     free(stdin_data);
     free(input_text);
-    config_free(&tk.cfg);
+    config_free(&cfg);
     return exit_code;
 }

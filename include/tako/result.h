@@ -30,8 +30,11 @@ struct tk_result {
 void result_set_error(struct tk_result *r, const char *type, const char *phase, const char *fmt,
                       ...) __attribute__((format(printf, 4, 5)));
 
-/* Status and error from the sandbox's report and the outputs (limits for the messages). */
-void result_classify(struct tk_result *r, unsigned timeout_s, int64_t memory_bytes);
+/* Status and error from the sandbox's report and the outputs; `cfg` gives the artifact
+ * limits a message names. */
+struct tk_config;
+void result_classify(struct tk_result *r, const struct tk_config *cfg, unsigned timeout_s,
+                     int64_t memory_bytes);
 
 /* What a row borrows from a result: result_row fills them, result_values_free lets go. */
 struct result_values {
