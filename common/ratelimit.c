@@ -6,14 +6,6 @@
 
 #include <string.h>
 
-static uint64_t fnv1a(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h ? h : 1;
-}
-
 /* The bucket for h: find it, or claim a free slot; when the table is full, share the slot
  * h lands on (a limit that errs on the strict side, never a crash). */
 static uint32_t slot_for(struct tk_ratelimit *rl, uint64_t h)
@@ -36,7 +28,7 @@ static uint32_t slot_for(struct tk_ratelimit *rl, uint64_t h)
 void ratelimit_take(struct tk_ratelimit *rl, const char *who, long per_minute, long burst,
                     struct rl_verdict *v)
 {
-    uint32_t s = slot_for(rl, fnv1a(who));
+    uint32_t s = slot_for(rl, str_hash(who));
     uint64_t cap = (uint64_t)burst * 1000;
     uint32_t now = (uint32_t)now_mono_ms();
     uint64_t old = atomic_load(&rl->state[s]), next;

@@ -451,3 +451,11 @@ void strip_ansi(char *line)
     }
     *w = '\0';
 }
+
+uint64_t str_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h ? h : 1;
+}

@@ -24,6 +24,7 @@
 #include "acceptor.h"
 #include "tako/log.h"
 #include "tako/takod.h"
+#include "tako/util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -191,21 +192,12 @@ static size_t open_here(const char *addr)
     return n;
 }
 
-/* FNV-1a of a client address; never 0 (0 marks an entry never used). */
-static uint64_t addr_hash(const char *addr)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (const unsigned char *p = (const unsigned char *)addr; *p; p++)
-        h = (h ^ *p) * 1099511628211ull;
-    return h ? h : 1;
-}
-
 /* This acceptor's count of `addr` in shm moves by `delta` (+1 open, -1 close). The entry
  * of an address is found by scanning (256 entries: cheaper than any probing scheme that
  * would need deletions); a new address takes the first entry at 0. */
 static void share_count(const char *addr, int delta)
 {
-    uint64_t h = addr_hash(addr);
+    uint64_t h = str_hash(addr);
     int free_k = -1;
     for (int k = 0; k < TK_PROC_CLIENTS; k++) {
         uint32_t n = atomic_load(&A.me->client_open[k]);
@@ -227,7 +219,7 @@ static void share_count(const char *addr, int delta)
 static size_t open_from(const char *addr)
 {
     size_t n = open_here(addr);
-    uint64_t h = addr_hash(addr);
+    uint64_t h = str_hash(addr);
     for (uint32_t i = 0; i < tk.shm->n_procs; i++) {
         struct tk_proc *p = shm_proc(tk.shm, i);
         if (p == A.me || p->role != TK_ROLE_ACCEPTOR || atomic_load(&p->pid) <= 0)

@@ -48,6 +48,9 @@ int read_file(const char *path, size_t max, char **out, size_t *len);
 
 /* SHA-256 of data as 64 lowercase hex chars (hex ≥ 65 bytes). */
 void sha256_hex(const void *data, size_t len, char *hex);
+/* FNV-1a of a string, never 0 (tables use 0 for an entry never used): for shm tables keyed
+ * by a client address or key (the rate limit, the per-client connection counts). */
+uint64_t str_hash(const char *s);
 
 /* n bytes as 2n lowercase hex chars and a NUL (out ≥ 2n + 1 bytes). */
 void hex_encode(const unsigned char *p, size_t n, char *out);
