@@ -138,7 +138,7 @@ void result_row(const struct tk_result *r, const char *job_id, const char *job_t
     row->error = v->error;
     row->timing = v->timing;
     row->artifacts = v->artifacts;
-    row->runtime = sandbox_runtime;
+    row->runtime = r->sb.runtime ? r->sb.runtime : sandbox_runtime_in_use();
 }
 
 void result_values_free(struct result_values *v)

@@ -3,6 +3,8 @@
  * (see sandbox.h).
  */
 #include "tako/sandbox.h"
+#include "tako/defences.h"
+#include "tako/sandbox_oci.h"
 #include "tako/dkframe.h"
 #include "tako/jobtypes.h"
 #include "tako/log.h"
@@ -22,41 +24,16 @@ extern const char tako_default_seccomp[]; /* generated from conf/seccomp.json */
 
 const char *sandbox_seccomp_json;
 const char *sandbox_runtime = "runc";
+enum sandbox_backend sandbox_backend = SANDBOX_DOCKER;
 
-/* Library-mode additions to a container body: network, package directories. */
-static int apply_extras(json_t *body, const struct sandbox_env *env)
+const char *sandbox_runtime_in_use(void)
 {
-    json_t *hc = json_object_get(body, "HostConfig");
-    if (env->network) {
-        json_object_set_new(hc, "NetworkMode", json_string("bridge"));
-        json_object_set_new(body, "NetworkDisabled", json_false());
-    }
-    if (env->n_package_dirs == 0)
-        return 0;
-    json_t *binds = json_object_get(hc, "Binds");
-    json_t *envs = json_object_get(body, "Env");
-    char pythonpath[8192] = "PYTHONPATH=";
-    for (size_t i = 0; i < env->n_package_dirs; i++) {
-        /* mounted as /packages/<i>/<its own name>, so `import <name>` works */
-        char bind[4400], target[32];
-        const char *dir = env->package_dirs[i];
-        size_t len = strlen(dir);
-        while (len > 1 && dir[len - 1] == '/')
-            len--;
-        const char *base = dir;
-        for (size_t k = 0; k < len; k++)
-            if (dir[k] == '/')
-                base = dir + k + 1;
-        snprintf(target, sizeof target, "/packages/%zu", i);
-        snprintf(bind, sizeof bind, "%.*s:%s/%.*s:ro", (int)len, dir, target,
-                 (int)(dir + len - base), base);
-        json_array_append_new(binds, json_string(bind));
-        if (i)
-            strncat(pythonpath, ":", sizeof pythonpath - strlen(pythonpath) - 1);
-        strncat(pythonpath, target, sizeof pythonpath - strlen(pythonpath) - 1);
-    }
-    json_array_append_new(envs, json_string(pythonpath));
-    return 0;
+    return sandbox_backend == SANDBOX_OCI ? oci_runtime() : sandbox_runtime;
+}
+
+const char *sandbox_backend_name(void)
+{
+    return sandbox_backend == SANDBOX_OCI ? "oci" : "docker";
 }
 
 int sandbox_load_seccomp(const char *path, char *err, size_t errlen)
@@ -113,87 +90,70 @@ void sandbox_type_spec(struct sandbox_spec *s, const struct tk_job_type *t, cons
                                .preload = t->preload};
 }
 
-static int add_env_item(const char *item, size_t len, void *env)
-{
-    json_array_append_new(env, json_stringn(item, len));
-    return 0;
-}
-
-/* The spec's part of a container body: network and environment. */
-static void apply_spec(json_t *body, const struct sandbox_spec *spec)
-{
-    if (spec->network) {
-        json_object_set_new(json_object_get(body, "HostConfig"), "NetworkMode",
-                            json_string("bridge"));
-        json_object_set_new(body, "NetworkDisabled", json_false());
-    }
-    if (spec->env && *spec->env)
-        jobtype_each(spec->env, add_env_item, json_object_get(body, "Env"));
-    if (spec->preload && *spec->preload) { /* the launcher's prestarted interpreter */
-        char *pl = NULL;
-        if (asprintf(&pl, "TAKO_PRELOAD=%s", spec->preload) >= 0)
-            json_array_append_new(json_object_get(body, "Env"), json_string(pl));
-        free(pl);
-    }
-}
-
-/* Every defence, for every job (docs/SECURITY.md). ReadonlyPaths replaces Docker's
- * default list, so that list is here whole, plus /sys/fs/cgroup (crun mounts it 1777)
- * and /dev/mqueue: nothing but /tmp, /output and /dev/shm is writable, in any runtime.
- * The launcher runs as root with only SETUID, SETGID and KILL, and runs the program as
- * docker.user (--user): the program cannot reach the launcher's report channel (its
- * descriptors, through /proc/<pid>/fd) nor /ctl, which stays root's (make_dirs). */
+/* The Docker backend's rendering of the defences (defences.h): the engine's create body.
+ * Docker's init (tini) is PID 1 and the launcher its child; the launcher runs as root
+ * with only SETUID, SETGID and KILL and runs the program as docker.user: the program
+ * cannot reach the launcher's report channel (its descriptors, through /proc/<pid>/fd)
+ * nor /ctl, which stays root's (make_dirs). */
 static json_t *container_body(const struct sandbox_env *env, const char *dir,
                               const struct sandbox_spec *spec)
 {
-    const struct tk_config *c = env->cfg;
-    char code[4200], input[4200], output[4200], ctl[4200], tmpfs[128];
-    snprintf(code, sizeof code, "%s/code:/code:ro", dir);
-    snprintf(input, sizeof input, "%s/input:/input:ro", dir);
-    snprintf(output, sizeof output, "%s/output:/output:rw", dir);
-    snprintf(ctl, sizeof ctl, "%s/ctl:/ctl:rw", dir);
-    snprintf(tmpfs, sizeof tmpfs, "rw,noexec,nosuid,nodev,size=%lld",
-             (long long)c->limits_tmpfs_size);
-    json_int_t fsize = (json_int_t)c->limits_max_total_artifact_bytes + 1024 * 1024;
-    /* gVisor counts its own helper tasks against the pids cgroup (about 40, plus ~6 per
-     * process of the job), so the same limit needs a larger number there. */
-    json_int_t pids = (json_int_t)c->limits_pids;
-    if (!strcmp(sandbox_runtime, "runsc"))
-        pids = 40 + 6 * pids;
-    /* RLIMIT_NPROC counts every process of the uid on the host, across containers, so it
-     * is set where it can never bind before the per-container pids limit does. */
-    json_int_t nproc = (json_int_t)(c->limits_pids * (c->server_executors * 2 + 2));
-    char *secopt = NULL;
-    if (asprintf(&secopt, "seccomp=%s", sandbox_seccomp_json) < 0)
+    struct sb_defences *df = malloc(sizeof *df);
+    if (!df)
         return NULL;
-    char executor[32];
+    sandbox_defences(df, env, spec, dir, sandbox_runtime);
+    char tmpfs[128], executor[32];
+    snprintf(tmpfs, sizeof tmpfs, "rw,noexec,nosuid,nodev,size=%lld", (long long)df->tmp_size);
     snprintf(executor, sizeof executor, "%d", (int)getpid());
-    double cpus = spec->cpus;
-    long online = sysconf(_SC_NPROCESSORS_ONLN);
-    if (online > 0 && cpus > (double)online)
-        cpus = (double)online; /* the engine refuses more than the machine has */
+    char *secopt = NULL;
+    if (asprintf(&secopt, "seccomp=%s", sandbox_seccomp_json) < 0) {
+        free(df);
+        return NULL;
+    }
+    json_t *cmd = json_array(), *envs = json_array(), *caps = json_array(), *ro = json_array(),
+           *masked = json_array(), *ulimits = json_array(), *binds = json_array();
+    for (size_t i = 0; i < TK_ARRAY_LEN(df->argv) && df->argv[i]; i++)
+        json_array_append_new(cmd, json_string(df->argv[i]));
+    for (size_t i = 0; i < df->n_env; i++)
+        json_array_append_new(envs, json_string(df->env[i]));
+    for (size_t i = 0; i < df->n_caps; i++)
+        json_array_append_new(caps, json_string(df->caps[i]));
+    for (size_t i = 0; i < df->n_readonly_paths; i++)
+        json_array_append_new(ro, json_string(df->readonly_paths[i]));
+    for (size_t i = 0; i < df->n_masked_paths; i++)
+        json_array_append_new(masked, json_string(df->masked_paths[i]));
+    for (size_t i = 0; i < df->n_rlimits; i++)
+        json_array_append_new(ulimits,
+                              json_pack("{s:s, s:I, s:I}", "Name", df->rlimits[i].docker_name,
+                                        "Soft", (json_int_t)df->rlimits[i].limit, "Hard",
+                                        (json_int_t)df->rlimits[i].limit));
+    for (size_t i = 0; i < df->n_binds; i++) {
+        char *bind = NULL;
+        if (asprintf(&bind, "%s:%s:%s", df->binds[i].source, df->binds[i].target,
+                     df->binds[i].ro ? "ro" : "rw") >= 0)
+            json_array_append_new(binds, json_string(bind));
+        free(bind);
+    }
     json_t *body = json_pack(
-        "{s:s, s:[s,s,s,s], s:s, s:s, s:[s,s,s,s], s:{s:s, s:s, s:s}, s:b, s:b, s:b, s:b, s:b,"
-        " s:b, s:b, s:{s:s, s:b, s:[s], s:[s,s,s], s:[s,s], s:[s,s,s,s,s,s,s,s], s:b, s:I, s:I, "
-        "s:I, s:I, s:s, s:I,"
-        "    s:[{s:s,s:i,s:i},{s:s,s:I,s:I},{s:s,s:I,s:I}], s:{s:s}, s:[s,s,s,s],"
+        "{s:s, s:o, s:s, s:s, s:o, s:{s:s, s:s, s:s}, s:b, s:b, s:b, s:b, s:b,"
+        " s:b, s:b, s:{s:s, s:b, s:[s], s:o, s:[s,s], s:o, s:o, s:b, s:I, s:I, "
+        "s:I, s:I, s:s, s:I, s:o, s:{s:s}, s:o,"
         "    s:{s:s, s:{s:s, s:s}}, s:b, s:s}}",
-        "Image", spec->image, "Cmd", "/usr/local/bin/tako-launcher", "--stdio", "--user",
-        c->docker_user, "User", "0:0", "WorkingDir", "/tmp", "Env", "PYTHONUNBUFFERED=1",
-        "PYTHONDONTWRITEBYTECODE=1", "HOME=/tmp", "LANG=C.UTF-8", "Labels", "takod.instance",
-        env->instance ? env->instance : "", "takod.executor", executor, "takod.role", "job",
-        "NetworkDisabled", 1, "Tty", 0, "OpenStdin", 1, "StdinOnce", 1, "AttachStdin", 1,
-        "AttachStdout", 1, "AttachStderr", 1, "HostConfig", "NetworkMode", "none", "ReadonlyRootfs",
-        1, "CapDrop", "ALL", "CapAdd", "SETUID", "SETGID", "KILL", "SecurityOpt",
-        "no-new-privileges", secopt, "ReadonlyPaths", "/proc/asound", "/proc/bus", "/proc/fs",
-        "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", "/sys/fs/cgroup", "/dev/mqueue", "Init", 1,
-        "Memory", (json_int_t)spec->memory, "MemorySwap", (json_int_t)spec->memory, "NanoCpus",
-        (json_int_t)(cpus * 1e9), "PidsLimit", pids, "IpcMode", "private", "ShmSize",
-        (json_int_t)(16 << 20), "Ulimits", "Name", "nofile", "Soft", 256, "Hard", 256, "Name",
-        "fsize", "Soft", fsize, "Hard", fsize, "Name", "nproc", "Soft", nproc, "Hard", nproc,
-        "Tmpfs", "/tmp", tmpfs, "Binds", code, input, output, ctl, "LogConfig", "Type", "json-file",
-        "Config", "max-size", "1m", "max-file", "1", "AutoRemove", 0, "Runtime", sandbox_runtime);
+        "Image", spec->image, "Cmd", cmd, "User", df->user, "WorkingDir", df->cwd, "Env", envs,
+        "Labels", "takod.instance", env->instance ? env->instance : "", "takod.executor", executor,
+        "takod.role", "job", "NetworkDisabled", !df->network, "Tty", 0, "OpenStdin", 1, "StdinOnce",
+        1, "AttachStdin", 1, "AttachStdout", 1, "AttachStderr", 1, "HostConfig", "NetworkMode",
+        df->network ? "bridge" : "none", "ReadonlyRootfs", df->readonly_rootfs, "CapDrop", "ALL",
+        "CapAdd", caps, "SecurityOpt",
+        df->no_new_privileges ? "no-new-privileges" : "no-new-privileges:false", secopt,
+        "ReadonlyPaths", ro, "MaskedPaths", masked, "Init", 1, "Memory", (json_int_t)df->memory,
+        "MemorySwap", (json_int_t)df->memory_swap, "NanoCpus", (json_int_t)(df->cpus * 1e9),
+        "PidsLimit", (json_int_t)df->pids, "IpcMode", "private", "ShmSize",
+        (json_int_t)df->shm_size, "Ulimits", ulimits, "Tmpfs", "/tmp", tmpfs, "Binds", binds,
+        "LogConfig", "Type", "json-file", "Config", "max-size", "1m", "max-file", "1", "AutoRemove",
+        0, "Runtime", sandbox_runtime);
     free(secopt);
+    free(df);
     return body;
 }
 
@@ -275,6 +235,36 @@ int sandbox_choose_runtime(struct docker *d, const struct sandbox_env *env, bool
              "docker.runtime = %s, but crun is not usable (%s); using runc. Run "
              "scripts/setup-runtime.sh crun",
              want == TK_RUNTIME_AUTO ? "auto" : "crun", why);
+    return 1;
+}
+
+int sandbox_choose_backend(struct docker *d, const struct sandbox_env *env, char *msg,
+                           size_t msglen)
+{
+    int want = (int)env->cfg->executor_backend;
+    sandbox_backend = SANDBOX_DOCKER;
+    msg[0] = '\0';
+    if (want == TK_BACKEND_DOCKER)
+        return 0;
+    char why[768] = "";
+    int rc = oci_setup(env, why, sizeof why);
+    if (rc == 0)
+        rc = oci_probe(d, env, why, sizeof why);
+    const char *asked = want == TK_BACKEND_AUTO ? "auto" : "oci";
+    if (rc == 0) {
+        sandbox_backend = SANDBOX_OCI;
+        snprintf(msg, msglen, "executor.backend = %s: the OCI backend, runtime %s (%s)", asked,
+                 oci_runtime(), oci_state_root());
+        return 0;
+    }
+    if (want == TK_BACKEND_OCI) {
+        snprintf(msg, msglen, "executor.backend = oci, but the OCI backend is not usable: %s", why);
+        return rc;
+    }
+    snprintf(msg, msglen,
+             "OCI BACKEND UNAVAILABLE: executor.backend = auto uses the Docker backend (every "
+             "container through the engine, several times the CPU per job): %s",
+             why);
     return 1;
 }
 
@@ -377,6 +367,7 @@ void sandbox_warm_init(struct warm *w)
 {
     memset(w, 0, sizeof *w);
     w->fd = -1;
+    w->in_fd = -1;
     w->start_fd = -1;
 }
 
@@ -413,8 +404,6 @@ static char *body_text(const struct sandbox_env *env, const char *dir,
         json_t *body = container_body(env, plain ? DIR_MARK : dir, spec);
         if (!body)
             return NULL;
-        apply_spec(body, spec);
-        apply_extras(body, env);
         char *t = json_dumps(body, JSON_COMPACT);
         json_decref(body);
         if (!t || !plain)
@@ -465,6 +454,16 @@ int sandbox_prepare_async(struct docker *d, const struct sandbox_env *env, struc
         w->dir[0] = '\0';
         return rc;
     }
+    if (sandbox_backend == SANDBOX_OCI && !spec->network && !env->network) {
+        /* a job type with network keeps the engine's bridge: the backend makes none */
+        w->oci = true;
+        rc = oci_prepare_async(d, env, w, dir, spec);
+        if (rc < 0) {
+            docker_set_error(d, oci_last_error());
+            sandbox_discard(d, w);
+        }
+        return rc;
+    }
     char *text = body_text(env, dir, spec);
     rc = text ? docker_create_text(d, NULL, text, w->id) : -ENOMEM;
     free(text);
@@ -482,6 +481,12 @@ int sandbox_started(struct docker *d, struct warm *w, int timeout_ms)
 {
     if (w->ready)
         return 0;
+    if (w->oci) {
+        int rc = oci_started(w, timeout_ms);
+        if (rc < 0)
+            docker_set_error(d, oci_last_error());
+        return rc;
+    }
     if (w->start_fd < 0)
         return -EINVAL;
     int rc = docker_async_finish(d, w->start_fd, timeout_ms);
@@ -504,6 +509,10 @@ void sandbox_discard(struct docker *d, struct warm *w)
 {
     char why[512]; /* the discard's own calls must not hide why the caller discards */
     snprintf(why, sizeof why, "%s", docker_last_error(d));
+    if (w->oci) {
+        oci_discard(w);
+        w->id[0] = '\0';
+    }
     if (w->fd >= 0)
         close(w->fd);
     w->fd = -1;
@@ -521,6 +530,32 @@ void sandbox_discard(struct docker *d, struct warm *w)
         sandbox_release_dir(w->env, w->dir);
     w->ready = false;
     docker_set_error(d, why);
+}
+
+int sandbox_retire_async(struct docker *d, struct warm *w, int *fd, pid_t *pid)
+{
+    *pid = 0;
+    if (w->oci) {
+        int rc = oci_retire_async(w, fd, pid);
+        if (rc < 0)
+            docker_set_error(d, oci_last_error());
+        return rc;
+    }
+    if (w->fd >= 0)
+        close(w->fd);
+    w->fd = -1;
+    return w->id[0] ? docker_remove_async(d, w->id, fd) : -ENOENT;
+}
+
+int sandbox_retire_finish(struct docker *d, int fd, pid_t pid, int timeout_ms)
+{
+    if (pid > 0) {
+        int rc = oci_retire_finish(fd, pid, timeout_ms);
+        if (rc < 0)
+            docker_set_error(d, oci_last_error());
+        return rc;
+    }
+    return docker_async_finish(d, fd, timeout_ms);
 }
 
 /* ---- the status line ---- */
@@ -697,10 +732,23 @@ static int framer_payload(void *arg, int stream, const char *p, size_t n)
     return stream == 1 ? protocol_byte_run(arg, (const unsigned char *)p, n) : 0;
 }
 
-/* 1 once the status line is complete, 0 for more, -EPROTO when the stream is not framed. */
-static int framer_feed(struct framer *f, const unsigned char *p, size_t n)
+/* 1 once the status line is complete, 0 for more, -EPROTO when the stream is not framed.
+ * The OCI backend's launcher writes on a plain pipe: its bytes are the protocol itself. */
+static int framer_feed(struct framer *f, bool raw, const unsigned char *p, size_t n)
 {
+    if (raw)
+        return protocol_byte_run(f, p, n);
     return dkframe_feed(&f->frames, (const char *)p, n, framer_payload, f);
+}
+
+/* A signal to the container's init: Docker's (tini, which passes it to the launcher) or,
+ * in the OCI backend, the launcher itself. */
+static void kill_container(struct docker *d, struct warm *w, int sig)
+{
+    if (w->oci)
+        oci_kill(w, sig);
+    else
+        docker_kill(d, w->id, sig == SIGKILL ? "SIGKILL" : "SIGTERM");
 }
 
 void sandbox_run(struct docker *d, struct warm *w, const struct sandbox_job *job,
@@ -708,6 +756,7 @@ void sandbox_run(struct docker *d, struct warm *w, const struct sandbox_job *job
 {
     memset(res, 0, sizeof *res);
     res->exit_code = -1;
+    res->runtime = w->oci ? oci_runtime() : sandbox_runtime;
     capbuf_init(&res->out, job->stdout_cap);
     capbuf_init(&res->err, job->stderr_cap);
     char nonce[40];
@@ -718,7 +767,7 @@ void sandbox_run(struct docker *d, struct warm *w, const struct sandbox_job *job
         snprintf(go, sizeof go, "timeout_ms=%d stdout_cap=%zu stderr_cap=%zu stdin=%d nonce=%s\n",
                  job->timeout_ms, job->stdout_cap, job->stderr_cap, job->has_stdin ? 1 : 0, nonce);
     res->t_go_us = now_mono_us();
-    if (write(w->fd, go, (size_t)n) != n) {
+    if (write(w->in_fd >= 0 ? w->in_fd : w->fd, go, (size_t)n) != n) {
         snprintf(res->error, sizeof res->error, "the warm container is gone (write: %s)",
                  strerror(errno));
         res->lost = true;
@@ -738,12 +787,12 @@ void sandbox_run(struct docker *d, struct warm *w, const struct sandbox_job *job
              * and still reports what it had (partial output). SIGKILL if it does not. */
             res->interrupted = job->stop && *job->stop;
             res->cancelled = !res->interrupted;
-            docker_kill(d, w->id, "SIGTERM");
+            kill_container(d, w, SIGTERM);
             killed = true;
             deadline = now + 1500000u;
         }
         if (now >= deadline) {
-            docker_kill(d, w->id, "SIGKILL");
+            kill_container(d, w, SIGKILL);
             if (!killed) {
                 res->timed_out = true;
                 snprintf(res->error, sizeof res->error, "the launcher did not report in time");
@@ -764,7 +813,7 @@ void sandbox_run(struct docker *d, struct warm *w, const struct sandbox_job *job
             res->lost = true;
             break;
         }
-        got = framer_feed(&f, buf, (size_t)r);
+        got = framer_feed(&f, w->oci, buf, (size_t)r);
         if (got < 0) { /* not the engine's framing: nothing on it can be trusted */
             res->lost = true;
             got = 0;
@@ -798,11 +847,15 @@ void sandbox_run(struct docker *d, struct warm *w, const struct sandbox_job *job
         }
     }
     if (res->lost || killed) {
-        /* Ask the engine what happened: an OOM kill of the whole sandbox, a kill by us. */
+        /* Ask the engine (or the cgroup) what happened: an OOM kill of the whole sandbox,
+         * a kill by us. */
         int code = -1;
-        docker_wait(d, w->id, 5000, &code);
         json_t *info = NULL;
-        if (docker_inspect(d, w->id, &info) == 0) {
+        if (w->oci)
+            oci_post_mortem(w, 5000, &res->oom, &code);
+        else
+            docker_wait(d, w->id, 5000, &code);
+        if (!w->oci && docker_inspect(d, w->id, &info) == 0) {
             json_t *state = json_object_get(info, "State");
             if (json_is_true(json_object_get(state, "OOMKilled")))
                 res->oom = true;

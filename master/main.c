@@ -42,6 +42,7 @@
 #include "tako/pgmanaged.h"
 #include "tako/recovery.h"
 #include "tako/sandbox.h"
+#include "tako/sandbox_oci.h"
 #include "tako/takod.h"
 #include "tako/util.h"
 
@@ -375,6 +376,23 @@ static void setup_database(void)
     replay_spool(); /* records a previous run could not write */
 }
 
+/* executor.backend: the OCI backend when it is asked for (or auto) and its probe
+ * container runs; auto falls back to the engine loudly, oci refuses to start. */
+static void choose_backend(struct docker *d, const struct sandbox_env *env)
+{
+    char msg[1024];
+    int rc = sandbox_choose_backend(d, env, msg, sizeof msg);
+    if (rc < 0) {
+        docker_close(d);
+        die("%s", msg);
+    }
+    if (rc == 1)
+        log_crit("msg=\"%s\"", msg);
+    else if (msg[0])
+        log_info("msg=\"%s\"", msg);
+    snprintf(tk.shm->backend, sizeof tk.shm->backend, "%s", sandbox_backend_name());
+}
+
 static void check_docker(void)
 {
     struct docker *d = NULL;
@@ -398,8 +416,11 @@ static void check_docker(void)
             docker_close(d);
             die("%s", serr);
         }
-        struct sandbox_env env = {.cfg = &tk.cfg, .instance = tk.instance};
+        struct sandbox_env env = {
+            .cfg = &tk.cfg, .instance = tk.instance, .rootfs_dir = tk.rootfs_dir};
         rrc = sandbox_choose_runtime(d, &env, true, rmsg, sizeof rmsg);
+        if (rrc >= 0)
+            choose_backend(d, &env);
     }
     docker_close(d); /* no engine connection may cross fork */
     if (rc == 0)
@@ -417,7 +438,8 @@ static void check_docker(void)
         log_warn("msg=\"%s\"", rmsg);
     else if (rmsg[0])
         log_info("msg=\"%s\"", rmsg);
-    snprintf(tk.shm->runtime, sizeof tk.shm->runtime, "%s", sandbox_runtime);
+    snprintf(tk.shm->runtime, sizeof tk.shm->runtime, "%s",
+             sandbox_backend == SANDBOX_OCI ? oci_runtime() : sandbox_runtime);
     atomic_store(&tk.shm->docker_ok, 1);
     recovery_remove_containers(NULL); /* a previous run's leftovers */
 }
@@ -454,6 +476,10 @@ static void choose_spool(void)
     snprintf(tk.spool_dir, sizeof tk.spool_dir, "%s/jobs", base);
     snprintf(tk.slots_dir, sizeof tk.slots_dir, "%s/slots", base);
     snprintf(tk.quarantine_dir, sizeof tk.quarantine_dir, "%s/quarantine", base);
+    if (tk.cfg.executor_rootfs_dir[0])
+        snprintf(tk.rootfs_dir, sizeof tk.rootfs_dir, "%s", tk.cfg.executor_rootfs_dir);
+    else
+        snprintf(tk.rootfs_dir, sizeof tk.rootfs_dir, "%s/rootfs", tk.cfg.server_data_dir);
 }
 
 /* ---- children ---- */

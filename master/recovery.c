@@ -9,6 +9,8 @@
  * loop, may block and do their SQL here.
  */
 #include "tako/recovery.h"
+#include "tako/sandbox.h"
+#include "tako/sandbox_oci.h"
 #include "tako/db.h"
 #include "tako/docker.h"
 #include "tako/jobs.h"
@@ -24,6 +26,8 @@
 
 void recovery_remove_containers(const char *label_kv)
 {
+    if (!label_kv && sandbox_backend == SANDBOX_OCI)
+        oci_sweep(NULL); /* the OCI backend's, under this instance's state root */
     struct docker *d = NULL;
     if (docker_open(&d, tk.cfg.docker_socket) < 0) {
         log_warn("msg=\"cannot reach the engine to remove containers\" err=\"%s\"",
@@ -315,8 +319,20 @@ void recovery_stop(void)
     db_close(db);
 }
 
+/* Whether pid is a live executor of ours (its containers stay). */
+static bool executor_alive(pid_t pid)
+{
+    int idx = pid > 0 ? shm_proc_find(tk.shm, pid) : -1;
+    return idx >= 0 && shm_proc(tk.shm, (uint32_t)idx)->role == TK_ROLE_EXECUTOR;
+}
+
 void recovery_sweep_containers(void)
 {
+    if (sandbox_backend == SANDBOX_OCI) {
+        int n = oci_sweep(executor_alive);
+        if (n > 0)
+            log_warn("msg=\"removed leaked containers\" count=%d runtime=%s", n, oci_runtime());
+    }
     struct docker *d = NULL;
     if (docker_open(&d, tk.cfg.docker_socket) < 0)
         return;
@@ -331,8 +347,7 @@ void recovery_sweep_containers(void)
             const char *owner =
                 json_string_value(json_object_get(json_object_get(it, "labels"), "takod.executor"));
             pid_t pid = owner ? (pid_t)atoi(owner) : 0;
-            int idx = pid > 0 ? shm_proc_find(tk.shm, pid) : -1;
-            if (idx >= 0 && shm_proc(tk.shm, (uint32_t)idx)->role == TK_ROLE_EXECUTOR)
+            if (executor_alive(pid))
                 continue; /* a live executor's warm or running container */
             const char *id = json_string_value(json_object_get(it, "id"));
             if (docker_remove(d, id) == 0)

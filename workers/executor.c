@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <poll.h>
 #include <unistd.h>
@@ -99,7 +100,8 @@ struct exec_state {
         uint64_t used_ms;
     } sticky;
     struct {
-        int fd; /* the engine's answer to the DELETE */
+        int fd;    /* the engine's answer to the DELETE (OCI: a pidfd of `delete`) */
+        pid_t pid; /* OCI: that `delete` process */
         char id[65];
         char dir[4096];
     } removing[REMOVING_MAX];
@@ -133,16 +135,15 @@ static void removal_done(struct exec_state *st, int i, int timeout_ms);
  */
 static void retire(struct exec_state *st, struct warm *w)
 {
-    if (w->fd >= 0)
-        close(w->fd);
-    w->fd = -1;
     while (st->n_removing == REMOVING_MAX) /* the engine lags: wait for the oldest */
         removal_done(st, 0, 10000);
     int fd;
-    if (!w->id[0] || docker_remove_async(st->docker, w->id, &fd) < 0) {
+    pid_t pid;
+    if (sandbox_retire_async(st->docker, w, &fd, &pid) < 0) {
         sandbox_discard(st->docker, w); /* the blocking way logs what failed */
     } else {
         st->removing[st->n_removing].fd = fd; /* taken on a later wake: not urgent */
+        st->removing[st->n_removing].pid = pid;
         memcpy(st->removing[st->n_removing].id, w->id, sizeof w->id);
         memcpy(st->removing[st->n_removing].dir, w->dir, sizeof w->dir);
         st->n_removing++;
@@ -153,7 +154,7 @@ static void retire(struct exec_state *st, struct warm *w)
 /* A removal's answer is in (or overdue): its directory goes too. */
 static void removal_done(struct exec_state *st, int i, int timeout_ms)
 {
-    int rc = docker_async_finish(st->docker, st->removing[i].fd, timeout_ms);
+    int rc = sandbox_retire_finish(st->docker, st->removing[i].fd, st->removing[i].pid, timeout_ms);
     if (rc < 0 && rc != -ENOENT)
         log_warn("msg=\"removing a container failed\" container=%.12s err=\"%s\"",
                  st->removing[i].id, docker_last_error(st->docker));
@@ -334,7 +335,7 @@ static int prepare_warm(struct exec_state *st, const struct sandbox_spec *spec, 
     rc = sandbox_prepare_async(st->docker, &st->env, &st->pool[st->n_pool], dir, spec);
     if (rc < 0)
         slot_sync(st);
-    else
+    else if (!st->pool[st->n_pool].oci) /* the OCI runtime's exit raises SIGCHLD */
         answer_wakes(st->pool[st->n_pool].start_fd);
     if (rc < 0 && spec) { /* a job type's: its image may be gone; not the engine's health */
         log_warn("msg=\"preparing a warm container of a job type failed\" image=%s err=\"%s\"",
@@ -792,11 +793,13 @@ static void run_job(struct exec_state *st, uint32_t idx, uint32_t gen)
 
 int executor_main(int slot)
 {
-    struct exec_state st = {
-        .env = {.cfg = &tk.cfg, .instance = tk.instance, .quarantine_dir = tk.quarantine_dir},
-        .slot = slot,
-        .me = shm_proc(tk.shm, (uint32_t)tk.proc_idx),
-        .gen = now_real_us()};
+    struct exec_state st = {.env = {.cfg = &tk.cfg,
+                                    .instance = tk.instance,
+                                    .quarantine_dir = tk.quarantine_dir,
+                                    .rootfs_dir = tk.rootfs_dir},
+                            .slot = slot,
+                            .me = shm_proc(tk.shm, (uint32_t)tk.proc_idx),
+                            .gen = now_real_us()};
     for (int i = 0; i < WARM_MAX; i++)
         sandbox_warm_init(&st.pool[i]);
     struct sigaction sa;
@@ -808,10 +811,16 @@ int executor_main(int slot)
     sigaction(SIGUSR1, &sa, NULL);
     sa.sa_handler = on_answer;
     sigaction(SIGIO, &sa, NULL);
+    sigaction(SIGCHLD, &sa, NULL); /* the OCI backend: a runtime process has exited */
     sigset_t answers;
     sigemptyset(&answers);
     sigaddset(&answers, SIGIO);
+    sigaddset(&answers, SIGCHLD);
     sigprocmask(SIG_BLOCK, &answers, NULL);
+    /* The OCI backend's containers: their init (the launcher) becomes our child when the
+     * runtime's `run --detach` exits, so its pid stays ours until we reap it. */
+    if (sandbox_backend == SANDBOX_OCI && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+        log_warn("msg=\"prctl PR_SET_CHILD_SUBREAPER failed\" err=\"%s\"", strerror(errno));
 
     int rc = docker_open(&st.docker, tk.cfg.docker_socket);
     if (rc < 0) {
@@ -841,8 +850,8 @@ int executor_main(int slot)
         backoff_ms = backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2;
     }
     atomic_store(&st.me->ready, 1);
-    log_info("msg=\"executor ready\" slot=%d docker_api=%s runtime=%s", slot,
-             docker_api_version(st.docker), sandbox_runtime);
+    log_info("msg=\"executor ready\" slot=%d backend=%s docker_api=%s runtime=%s", slot,
+             sandbox_backend_name(), docker_api_version(st.docker), tk.shm->runtime);
     while (!stop_fast && !stop_graceful) {
         atomic_store(&st.me->heartbeat_ms, now_mono_ms());
         if (reopen_logs) {

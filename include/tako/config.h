@@ -89,6 +89,14 @@
       "container runtime: runc; crun (the same isolation, 10-30 ms less CPU per container); " \
       "runsc (gVisor: a user-space kernel between job and host); auto: crun when the " \
       "engine has it and a probe container runs under it, else runc") \
+    X(executor, backend, ENUM, "auto", "auto|docker|oci", 0, CF_NORELOAD, \
+      "how job containers are made: docker (the engine creates and starts each one); oci " \
+      "(straight through the OCI runtime of docker.runtime from an OCI bundle on the " \
+      "image's unpacked rootfs: no engine on the job's path; needs root); auto: oci when " \
+      "its probe container runs, else docker") \
+    X(executor, rootfs_dir, STR, "", 0, 0, CF_NORELOAD, \
+      "where the OCI backend keeps each image's unpacked read-only rootfs (one per image " \
+      "id; several instances may share it); empty means <data_dir>/rootfs") \
     X(docker, security_mode, ENUM, "permissive", "permissive|strict", 0, CF_NORELOAD, \
       "strict: refuse to start unless runtime = runsc is available; permissive: fall back " \
       "to runc with a warning") \
@@ -223,6 +231,8 @@
 /* docker.runtime's and docker.security_mode's values, in their choices' order */
 enum { TK_RUNTIME_RUNC, TK_RUNTIME_RUNSC, TK_RUNTIME_CRUN, TK_RUNTIME_AUTO };
 enum { TK_SECURITY_PERMISSIVE, TK_SECURITY_STRICT };
+/* executor.backend's values */
+enum { TK_BACKEND_AUTO, TK_BACKEND_DOCKER, TK_BACKEND_OCI };
 
 #define TK_JOB_TYPE_NAME_MAX 40 /* [a-z0-9][a-z0-9_-]*: also a Docker repository name */
 #define TK_MAX_JOB_TYPES     32

@@ -42,6 +42,7 @@ struct sandbox_env {
     const struct tk_config *cfg;
     const char *instance;       /* the takod.instance label's value (NULL: "") */
     const char *quarantine_dir; /* rm_rf_aside's aside dir; NULL or "": beside the path */
+    const char *rootfs_dir;     /* the OCI backend's unpacked images (rootfs.h) */
     /* library mode (`tako run`) only — takod leaves them empty: network on (bridge), and
      * host directories mounted read-only at /packages/<n> and put on PYTHONPATH */
     bool network;
@@ -69,9 +70,14 @@ struct warm {
     const struct sandbox_env *env; /* what it was prepared with */
     char id[65];
     char dir[4096];
-    int fd;       /* attach stream: the launcher's stdin and stdout */
-    int start_fd; /* while its start is on its way: the engine's answer comes here */
-    bool ready;   /* started: a job can have it */
+    int fd;         /* the launcher's stdout (Docker: the attach stream, its stdin too) */
+    int in_fd;      /* OCI: the launcher's stdin, a pipe; -1 with Docker */
+    int start_fd;   /* while its start is on its way: the engine's answer comes here (OCI:
+                       a pidfd of the runtime's `run`, readable when it has exited) */
+    pid_t rt_pid;   /* OCI: that `run` process */
+    pid_t init_pid; /* OCI: the launcher, the container's PID 1 (our child: subreaper) */
+    bool oci;       /* made by the OCI backend (a job type with network: by the engine) */
+    bool ready;     /* started: a job can have it */
 };
 
 /* An empty one (no container, no descriptors). */
@@ -97,13 +103,24 @@ struct sandbox_result {
     char error[256];  /* infrastructure or launcher trouble, "" if none */
     struct tk_capbuf out, err;
     uint64_t t_go_us, t_end_us; /* monotonic: go line written, status read */
+    const char *runtime;        /* the runtime its container ran under */
 };
+
+/* The runtime a job's container runs under by default: the OCI backend's, or the engine's. */
+const char *sandbox_runtime_in_use(void);
 
 /* The JSON seccomp profile passed inline with every container (embedded default or
  * docker.seccomp_profile), the runtime in use ("runc" / "crun" / "runsc"). Set once at
  * start. */
 extern const char *sandbox_seccomp_json;
 extern const char *sandbox_runtime;
+
+/* The executor backend in use, chosen once at start (sandbox_choose_backend): the engine
+ * creates and starts every container, or the OCI runtime does, straight from a bundle
+ * (sandbox_oci.h). Every call below works with either. */
+enum sandbox_backend { SANDBOX_DOCKER, SANDBOX_OCI };
+extern enum sandbox_backend sandbox_backend;
+const char *sandbox_backend_name(void); /* "docker" or "oci" */
 
 /* Load docker.seccomp_profile (or the embedded default) and check it is JSON. */
 int sandbox_load_seccomp(const char *path, char *err, size_t errlen);
@@ -116,6 +133,15 @@ int sandbox_load_seccomp(const char *path, char *err, size_t errlen);
  * docker.security_mode = strict refuses to fall back (msg says why).
  */
 int sandbox_choose_runtime(struct docker *d, const struct sandbox_env *env, bool probe, char *msg,
+                           size_t msglen);
+
+/*
+ * Set sandbox_backend from executor.backend (after sandbox_choose_runtime): the OCI
+ * backend when asked for or auto, set up (oci_setup) and its probe container ran. 0 when
+ * it got what was asked (msg says what it chose); 1 when auto fell back to the engine
+ * (msg says why: log it loudly); -errno when executor.backend = oci is not usable.
+ */
+int sandbox_choose_backend(struct docker *d, const struct sandbox_env *env, char *msg,
                            size_t msglen);
 
 /* Create, attach and start a container made to `spec` in `dir` (created here). 0 or
@@ -132,6 +158,15 @@ int sandbox_prepare(struct docker *d, const struct sandbox_env *env, struct warm
 int sandbox_prepare_async(struct docker *d, const struct sandbox_env *env, struct warm *w,
                           const char *dir, const struct sandbox_spec *spec);
 int sandbox_started(struct docker *d, struct warm *w, int timeout_ms);
+
+/*
+ * A used container goes without waiting: the removal is sent (the engine's DELETE, or the
+ * runtime's `delete -f`) and *fd becomes readable when it is done; sandbox_retire_finish
+ * collects it (waiting up to timeout_ms). w is emptied; its directory stays for the
+ * caller to release after the finish. 0, or -errno (then discard w the blocking way).
+ */
+int sandbox_retire_async(struct docker *d, struct warm *w, int *fd, pid_t *pid);
+int sandbox_retire_finish(struct docker *d, int fd, pid_t pid, int timeout_ms);
 
 /* Close the attach stream, remove the container (force), remove its directory.
  * docker_last_error stays as it was: the caller's reason for discarding. */

@@ -126,6 +126,7 @@ struct tk_shm {
     _Atomic uint32_t image_exists;
     char python_version[16];
     char runtime[8]; /* "runc", "crun" or "runsc", as the executors use it */
+    char backend[8]; /* "docker" or "oci" (executor.backend as chosen at start) */
     _Atomic uint64_t jobs_admitted, jobs_rejected_full, jobs_completed;
     _Atomic uint32_t running;    /* jobs executors hold right now */
     _Atomic uint32_t docker_ok;  /* last executor call to the engine worked */

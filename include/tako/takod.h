@@ -27,6 +27,7 @@ struct tk_ctx {
     char spool_dir[4096];      /* <spool>/jobs: each job's code and input */
     char slots_dir[4096];      /* <spool>/slots: the warm containers' directories */
     char quarantine_dir[4096]; /* <spool>/quarantine: what could not be removed */
+    char rootfs_dir[4096];     /* executor.rootfs_dir or <data_dir>/rootfs (OCI backend) */
     pid_t master_pid;
     int proc_idx; /* in a child: its entry in the shm proc table */
 };

@@ -1,0 +1,775 @@
+/*
+ * sandbox_oci.c — containers straight through an OCI runtime (see sandbox_oci.h).
+ */
+#include "tako/sandbox_oci.h"
+#include "tako/defences.h"
+#include "tako/log.h"
+#include "tako/rootfs.h"
+#include "tako/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef CGROUP2_SUPER_MAGIC
+#define CGROUP2_SUPER_MAGIC 0x63677270
+#endif
+
+#define RUN_WAIT_MS    10000 /* a `delete` or a blocking `run` that takes longer has hung */
+#define IMAGE_CHECK_MS 10000 /* how often a tag is looked up again (a rebuilt image) */
+#define ERR_HEAD       400   /* bytes of the runtime's stderr kept for an error */
+
+extern char **environ;
+
+static struct {
+    const char *name;   /* crun, runc, runsc */
+    char bin[512];      /* its path */
+    char root[512];     /* --root: this instance's state */
+    char cg_parent[40]; /* takod-<instance hash> */
+    bool cgroup_v2;
+    json_t *seccomp; /* linux.seccomp, from the Docker-format profile */
+    char err[768];
+} oci;
+
+const char *oci_runtime(void)
+{
+    return oci.name ? oci.name : "crun";
+}
+
+const char *oci_state_root(void)
+{
+    return oci.root;
+}
+
+const char *oci_last_error(void)
+{
+    return oci.err;
+}
+
+static void set_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void set_err(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(oci.err, sizeof oci.err, fmt, ap);
+    va_end(ap);
+}
+
+static int find_bin(const char *name, char *out, size_t len)
+{
+    const char *path = getenv("PATH");
+    char dirs[4096];
+    snprintf(dirs, sizeof dirs, "%s:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+             path ? path : "");
+    for (char *save = NULL, *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+        snprintf(out, len, "%s/%s", d, name);
+        if (*d == '/' && access(out, X_OK) == 0)
+            return 0;
+    }
+    out[0] = '\0';
+    return -ENOENT;
+}
+
+/* ---- the seccomp profile: Docker's format → the OCI spec's ---- */
+
+#if defined(__x86_64__)
+#define HOST_ARCH "amd64"
+static const char *const oci_arches[] = {"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"};
+#elif defined(__aarch64__)
+#define HOST_ARCH "arm64"
+static const char *const oci_arches[] = {"SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"};
+#else
+#error "sandbox_oci.c: add this architecture's seccomp names"
+#endif
+
+/* An entry applies here when its includes name this architecture (or none) and it is not
+ * conditioned on capabilities (a job has none that Docker's profiles key on). */
+static bool entry_applies(json_t *e)
+{
+    json_t *inc = json_object_get(e, "includes"), *exc = json_object_get(e, "excludes");
+    json_t *arches = json_object_get(inc, "arches"), *v;
+    size_t i;
+    if (json_object_get(inc, "caps") || json_object_get(exc, "caps"))
+        return false;
+    if (json_array_size(arches) > 0) {
+        bool ours = false;
+        json_array_foreach(arches, i, v) ours |= !strcmp(json_string_value(v) ?: "", HOST_ARCH);
+        if (!ours)
+            return false;
+    }
+    json_array_foreach(json_object_get(exc, "arches"), i,
+                       v) if (!strcmp(json_string_value(v) ?: "", HOST_ARCH)) return false;
+    return true;
+}
+
+static json_t *seccomp_to_oci(const char *docker_json)
+{
+    json_t *p = json_loads(docker_json, 0, NULL);
+    if (!p)
+        return NULL;
+    json_t *out = json_object(), *arches = json_array(), *calls = json_array(), *e;
+    json_object_set(out, "defaultAction", json_object_get(p, "defaultAction"));
+    if (json_object_get(p, "defaultErrnoRet"))
+        json_object_set(out, "defaultErrnoRet", json_object_get(p, "defaultErrnoRet"));
+    for (size_t i = 0; i < TK_ARRAY_LEN(oci_arches); i++)
+        json_array_append_new(arches, json_string(oci_arches[i]));
+    json_object_set_new(out, "architectures", arches);
+    size_t i;
+    json_array_foreach(json_object_get(p, "syscalls"), i, e)
+    {
+        if (!entry_applies(e))
+            continue;
+        json_t *c = json_object();
+        static const char *const keep[] = {"names", "action", "args", "errnoRet"};
+        for (size_t k = 0; k < TK_ARRAY_LEN(keep); k++)
+            if (json_object_get(e, keep[k]))
+                json_object_set(c, keep[k], json_object_get(e, keep[k]));
+        json_array_append_new(calls, c);
+    }
+    json_object_set_new(out, "syscalls", calls);
+    json_decref(p);
+    return out;
+}
+
+int oci_setup(const struct sandbox_env *env, char *err, size_t errlen)
+{
+    const struct tk_config *c = env->cfg;
+    if (geteuid() != 0) {
+        snprintf(err, errlen,
+                 "the OCI backend needs takod to run as root (it makes namespaces "
+                 "and cgroups itself)");
+        return -EPERM;
+    }
+    const char *name = c->docker_runtime == TK_RUNTIME_RUNSC  ? "runsc"
+                       : c->docker_runtime == TK_RUNTIME_RUNC ? "runc"
+                                                              : "crun";
+    int rc = find_bin(name, oci.bin, sizeof oci.bin);
+    if (rc < 0 && c->docker_runtime == TK_RUNTIME_AUTO)
+        rc = find_bin(name = "runc", oci.bin, sizeof oci.bin);
+    if (rc < 0) {
+        snprintf(err, errlen, "no %s binary on PATH (install it: scripts/setup-runtime.sh %s)",
+                 name, name);
+        return rc;
+    }
+    oci.name = name;
+    char hash[17];
+    snprintf(hash, sizeof hash, "%016llx",
+             (unsigned long long)str_hash(env->instance ? env->instance : ""));
+    snprintf(oci.root, sizeof oci.root, "/run/takod/%s/%s", hash, name);
+    snprintf(oci.cg_parent, sizeof oci.cg_parent, "takod-%s", hash);
+    if ((rc = mkdir_p(oci.root, 0700)) < 0) {
+        snprintf(err, errlen, "mkdir %s: %s", oci.root, strerror(-rc));
+        return rc;
+    }
+    struct statfs sf;
+    oci.cgroup_v2 = statfs("/sys/fs/cgroup", &sf) == 0 && sf.f_type == CGROUP2_SUPER_MAGIC;
+    json_decref(oci.seccomp);
+    oci.seccomp = sandbox_seccomp_json ? seccomp_to_oci(sandbox_seccomp_json) : NULL;
+    if (!oci.seccomp) {
+        snprintf(err, errlen, "the seccomp profile could not be converted to the OCI form");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ---- images: a tag or id → its unpacked rootfs and its environment ---- */
+
+struct image {
+    char name[160];     /* as the spec names it: a tag or an id */
+    char rootfs[4096];  /* rootfs_ensure's path */
+    json_t *env;        /* Config.Env: PATH and what the image sets */
+    uint64_t looked_ms; /* when the name was resolved */
+};
+static struct image images[8];
+static unsigned next_image;
+
+static const struct image *image_for(struct docker *d, const struct sandbox_env *env,
+                                     const char *name)
+{
+    bool is_id = !strncmp(name, "sha256:", 7);
+    uint64_t now = now_mono_ms();
+    for (size_t i = 0; i < TK_ARRAY_LEN(images); i++)
+        if (images[i].name[0] && !strcmp(images[i].name, name) &&
+            (is_id || now - images[i].looked_ms < IMAGE_CHECK_MS))
+            return &images[i];
+    json_t *info = NULL;
+    int rc = docker_image_inspect(d, name, &info);
+    if (rc < 0) {
+        set_err("docker_image_inspect %s: %s", name, docker_last_error(d));
+        return NULL;
+    }
+    const char *id = json_string_value(json_object_get(info, "Id"));
+    char path[4096], why[512] = "";
+    if (!id || rootfs_ensure(d, env->rootfs_dir, id, path, sizeof path, why, sizeof why) < 0) {
+        set_err("the rootfs of image %s: %s", name, id ? why : "no Id in its inspect");
+        json_decref(info);
+        return NULL;
+    }
+    struct image *im = NULL;
+    for (size_t i = 0; i < TK_ARRAY_LEN(images) && !im; i++)
+        if (!strcmp(images[i].name, name))
+            im = &images[i];
+    if (!im)
+        im = &images[next_image++ % TK_ARRAY_LEN(images)];
+    json_decref(im->env);
+    snprintf(im->name, sizeof im->name, "%s", name);
+    snprintf(im->rootfs, sizeof im->rootfs, "%s", path);
+    im->env = json_incref(json_object_get(json_object_get(info, "Config"), "Env"));
+    im->looked_ms = now;
+    json_decref(info);
+    return im;
+}
+
+/* ---- config.json: the OCI rendering of the defences (defences.h) ---- */
+
+static json_t *mount(const char *dest, const char *type, const char *src, const char *opts)
+{
+    json_t *o = json_array();
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", opts);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        json_array_append_new(o, json_string(t));
+    return json_pack("{s:s, s:s, s:s, s:o}", "destination", dest, "type", type, "source", src,
+                     "options", o);
+}
+
+static bool env_has_key(const struct sb_defences *df, const char *item)
+{
+    const char *eq = strchr(item, '=');
+    size_t kl = eq ? (size_t)(eq - item) : strlen(item);
+    for (size_t i = 0; i < df->n_env; i++)
+        if (!strncmp(df->env[i], item, kl) && df->env[i][kl] == '=')
+            return true;
+    return false;
+}
+
+static json_t *oci_config(const struct sandbox_env *env, const struct sandbox_spec *spec,
+                          const char *dir, const char *id, const struct image *im,
+                          const char *const *args)
+{
+    struct sb_defences *df = malloc(sizeof *df);
+    if (!df)
+        return NULL;
+    sandbox_defences(df, env, spec, dir, oci.name);
+    json_t *argv = json_array(), *envs = json_array(), *caps = json_array(), *rl = json_array();
+    for (size_t i = 0; args ? args[i] != NULL : i < TK_ARRAY_LEN(df->argv) && df->argv[i]; i++)
+        json_array_append_new(argv, json_string(args ? args[i] : df->argv[i]));
+    /* the image's environment first (PATH), what the container sets overriding it */
+    size_t i;
+    json_t *v;
+    json_array_foreach(im->env, i,
+                       v) if (json_string_value(v) && !env_has_key(df, json_string_value(v)))
+        json_array_append(envs, v);
+    for (i = 0; i < df->n_env; i++)
+        json_array_append_new(envs, json_string(df->env[i]));
+    for (i = 0; i < df->n_caps; i++) {
+        char cap[40];
+        snprintf(cap, sizeof cap, "CAP_%s", df->caps[i]);
+        json_array_append_new(caps, json_string(cap));
+    }
+    for (i = 0; i < df->n_rlimits; i++)
+        json_array_append_new(rl, json_pack("{s:s, s:I, s:I}", "type", df->rlimits[i].oci_type,
+                                            "hard", (json_int_t)df->rlimits[i].limit, "soft",
+                                            (json_int_t)df->rlimits[i].limit));
+    unsigned uid = 0, gid = 0;
+    sscanf(df->user, "%u:%u", &uid, &gid);
+    json_t *process = json_pack(
+        "{s:b, s:{s:I, s:I}, s:o, s:o, s:s, s:{s:O, s:O, s:O, s:[], s:[]}, s:o, s:b}", "terminal",
+        0, "user", "uid", (json_int_t)uid, "gid", (json_int_t)gid, "args", argv, "env", envs, "cwd",
+        df->cwd, "capabilities", "bounding", caps, "effective", caps, "permitted", caps,
+        "inheritable", "ambient", "rlimits", rl, "noNewPrivileges", df->no_new_privileges);
+    json_decref(caps);
+
+    char tmpfs[160], shm[160];
+    snprintf(tmpfs, sizeof tmpfs, "rw,noexec,nosuid,nodev,size=%lld", (long long)df->tmp_size);
+    snprintf(shm, sizeof shm, "nosuid,noexec,nodev,mode=1777,size=%lld", (long long)df->shm_size);
+    json_t *mounts = json_array();
+    json_array_append_new(mounts, mount("/proc", "proc", "proc", "nosuid,noexec,nodev"));
+    json_array_append_new(
+        mounts, mount("/dev", "tmpfs", "tmpfs", "nosuid,strictatime,mode=755,size=65536k"));
+    json_array_append_new(mounts, mount("/dev/pts", "devpts", "devpts",
+                                        "nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,gid=5"));
+    json_array_append_new(mounts, mount("/dev/shm", "tmpfs", "shm", shm));
+    json_array_append_new(mounts, mount("/dev/mqueue", "mqueue", "mqueue", "nosuid,noexec,nodev"));
+    json_array_append_new(mounts, mount("/sys", "sysfs", "sysfs", "nosuid,noexec,nodev,ro"));
+    json_array_append_new(
+        mounts, mount("/sys/fs/cgroup", "cgroup", "cgroup", "nosuid,noexec,nodev,relatime,ro"));
+    json_array_append_new(mounts, mount("/tmp", "tmpfs", "tmpfs", tmpfs));
+    for (i = 0; i < df->n_binds; i++)
+        json_array_append_new(mounts,
+                              mount(df->binds[i].target, "bind", df->binds[i].source,
+                                    df->binds[i].ro ? "rbind,rprivate,ro" : "rbind,rprivate,rw"));
+
+    json_t *masked = json_array(), *ro = json_array();
+    for (i = 0; i < df->n_masked_paths; i++)
+        json_array_append_new(masked, json_string(df->masked_paths[i]));
+    for (i = 0; i < df->n_readonly_paths; i++)
+        json_array_append_new(ro, json_string(df->readonly_paths[i]));
+    /* the devices Docker allows by default, less the network ones: null zero full random
+     * urandom tty console ptmx and the pseudo-terminals */
+    json_t *devices = json_pack(
+        "[{s:b, s:s}, {s:b, s:s, s:I, s:I, s:s}, {s:b, s:s, s:I, s:I, s:s}, {s:b, s:s, s:I, s:I, "
+        "s:s},"
+        " {s:b, s:s, s:I, s:I, s:s}, {s:b, s:s, s:I, s:I, s:s}, {s:b, s:s, s:I, s:I, s:s},"
+        " {s:b, s:s, s:I, s:I, s:s}, {s:b, s:s, s:I, s:I, s:s}, {s:b, s:s, s:I, s:s}]",
+        "allow", 0, "access", "rwm", "allow", 1, "type", "c", "major", (json_int_t)1, "minor",
+        (json_int_t)3, "access", "rwm", "allow", 1, "type", "c", "major", (json_int_t)1, "minor",
+        (json_int_t)5, "access", "rwm", "allow", 1, "type", "c", "major", (json_int_t)1, "minor",
+        (json_int_t)7, "access", "rwm", "allow", 1, "type", "c", "major", (json_int_t)1, "minor",
+        (json_int_t)8, "access", "rwm", "allow", 1, "type", "c", "major", (json_int_t)1, "minor",
+        (json_int_t)9, "access", "rwm", "allow", 1, "type", "c", "major", (json_int_t)5, "minor",
+        (json_int_t)0, "access", "rwm", "allow", 1, "type", "c", "major", (json_int_t)5, "minor",
+        (json_int_t)1, "access", "rwm", "allow", 1, "type", "c", "major", (json_int_t)5, "minor",
+        (json_int_t)2, "access", "rwm", "allow", 1, "type", "c", "major", (json_int_t)136, "access",
+        "rwm");
+    char cgpath[200];
+    snprintf(cgpath, sizeof cgpath, "/%s/%s", oci.cg_parent, id);
+    json_t *ns = json_array();
+    static const char *const spaces[] = {"pid", "network", "ipc", "uts", "mount", "cgroup"};
+    for (i = 0; i < TK_ARRAY_LEN(spaces); i++)
+        json_array_append_new(ns, json_pack("{s:s}", "type", spaces[i]));
+    json_int_t period = 100000;
+    json_t *lnx = json_pack(
+        "{s:{s:o, s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I}}, s:s, s:o, s:o, s:o, s:O}", "resources",
+        "devices", devices, "memory", "limit", (json_int_t)df->memory, "swap",
+        (json_int_t)df->memory_swap, "cpu", "quota", (json_int_t)(df->cpus * (double)period),
+        "period", period, "pids", "limit", (json_int_t)df->pids, "cgroupsPath", cgpath,
+        "namespaces", ns, "maskedPaths", masked, "readonlyPaths", ro, "seccomp", oci.seccomp);
+    json_t *cfg =
+        json_pack("{s:s, s:o, s:{s:s, s:b}, s:s, s:o, s:o}", "ociVersion", "1.0.2", "process",
+                  process, "root", "path", im->rootfs, "readonly", df->readonly_rootfs, "hostname",
+                  "sandbox", "mounts", mounts, "linux", lnx);
+    free(df);
+    return cfg;
+}
+
+/* ---- runtime processes ---- */
+
+/* Start `bin argv...` with the given stdio (-1: /dev/null), nothing else inherited, every
+ * signal at its default and none blocked. Its pid, or -errno. */
+static pid_t spawn(const char *const *argv, int in, int out, int err)
+{
+    int null = -1;
+    if (in < 0 || out < 0 || err < 0) {
+        null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null < 0)
+            return -errno;
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&at);
+    posix_spawn_file_actions_adddup2(&fa, in >= 0 ? in : null, 0);
+    posix_spawn_file_actions_adddup2(&fa, out >= 0 ? out : null, 1);
+    posix_spawn_file_actions_adddup2(&fa, err >= 0 ? err : null, 2);
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    sigdelset(&all, SIGKILL);
+    sigdelset(&all, SIGSTOP);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &all);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &fa, &at, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    if (null >= 0)
+        close(null);
+    if (rc != 0) {
+        set_err("posix_spawn %s: %s", argv[0], strerror(rc));
+        return -rc;
+    }
+    return pid;
+}
+
+static int pidfd_of(pid_t pid)
+{
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    return fd < 0 ? -errno : fd;
+}
+
+/* Wait up to timeout_ms for child pid (its pidfd, or -1: poll by WNOHANG); its wait status,
+ * or -ETIMEDOUT (it is still running) / -errno. */
+static int wait_child(pid_t pid, int pidfd, int timeout_ms)
+{
+    int status;
+    uint64_t end = now_mono_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return status & 0xffff;
+        if (r < 0 && errno != EINTR)
+            return -errno;
+        uint64_t now = now_mono_ms();
+        if (now >= end)
+            return -ETIMEDOUT;
+        if (pidfd >= 0) {
+            struct pollfd p = {.fd = pidfd, .events = POLLIN};
+            poll(&p, 1, (int)(end - now));
+        } else {
+            usleep(2000);
+        }
+    }
+}
+
+static int exit_code_of(int status)
+{
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* The runtime's global options, then `what`..., NULL-terminated, into argv (≥ 16). */
+static void runtime_argv(const char **argv, const char *const *what)
+{
+    size_t n = 0;
+    argv[n++] = oci.bin;
+    argv[n++] = "--root";
+    argv[n++] = oci.root;
+    if (!strcmp(oci.name, "runsc"))
+        argv[n++] = "--network=none";
+    while (*what && n < 15)
+        argv[n++] = *what++;
+    argv[n] = NULL;
+}
+
+/* Run `delete -f id` and wait for it. */
+static int delete_container(const char *id)
+{
+    const char *argv[16];
+    runtime_argv(argv, (const char *[]){"delete", "-f", id, NULL});
+    pid_t pid = spawn(argv, -1, -1, -1);
+    if (pid < 0)
+        return pid;
+    int st = wait_child(pid, -1, RUN_WAIT_MS);
+    if (st == -ETIMEDOUT) {
+        kill(pid, SIGKILL);
+        st = wait_child(pid, -1, 1000);
+    }
+    return st < 0 ? st : exit_code_of(st) == 0 ? 0 : -EIO;
+}
+
+/* What the runtime wrote to its stderr in dir (the head, one line). */
+static void runtime_error(const char *dir, const char *what)
+{
+    char path[4200], *text = NULL;
+    size_t len = 0;
+    snprintf(path, sizeof path, "%s/runtime.err", dir);
+    if (read_file(path, 1 << 16, &text, &len) < 0 || len == 0) {
+        set_err("%s %s failed (no message)", oci.name, what);
+    } else {
+        for (char *p = text; *p; p++)
+            if (*p == '\n' || *p == '"')
+                *p = ' ';
+        set_err("%s %s: %.*s", oci.name, what, ERR_HEAD, text);
+    }
+    free(text);
+}
+
+static int write_config(const char *dir, json_t *cfg)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *text = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
+    json_decref(cfg);
+    if (!text)
+        return -ENOMEM;
+    int rc = write_file(path, text, strlen(text), 0600);
+    free(text);
+    if (rc < 0)
+        set_err("writing %s: %s", path, strerror(-rc));
+    return rc;
+}
+
+static int open_err_file(const char *dir)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/runtime.err", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        set_err("open %s: %s", path, strerror(errno));
+    return fd;
+}
+
+static void container_id(char id[65], const char *dir)
+{
+    const char *base = strrchr(dir, '/');
+    snprintf(id, 65, "p%d-%.50s", (int)getpid(), base ? base + 1 : dir);
+}
+
+int oci_prepare_async(struct docker *d, const struct sandbox_env *env, struct warm *w,
+                      const char *dir, const struct sandbox_spec *spec)
+{
+    const struct image *im = image_for(d, env, spec->image);
+    if (!im)
+        return -EIO;
+    container_id(w->id, dir);
+    int rc = write_config(dir, oci_config(env, spec, dir, w->id, im, NULL));
+    if (rc < 0)
+        return rc;
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, err = open_err_file(dir);
+    if (err < 0 || pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0) {
+        rc = err < 0 ? -EIO : -errno;
+        if (err >= 0)
+            set_err("pipe2: %s", strerror(-rc));
+        goto fail;
+    }
+    char pidfile[4200];
+    snprintf(pidfile, sizeof pidfile, "%s/pid", dir);
+    const char *argv[16];
+    runtime_argv(argv, (const char *[]){"run", "--detach", "--bundle", dir, "--pid-file", pidfile,
+                                        w->id, NULL});
+    pid_t pid = spawn(argv, in[0], out[1], err);
+    if (pid < 0) {
+        rc = pid;
+        goto fail;
+    }
+    close(in[0]);
+    close(out[1]);
+    close(err);
+    w->in_fd = in[1];
+    w->fd = out[0];
+    w->rt_pid = pid;
+    w->start_fd = pidfd_of(pid);
+    if (w->start_fd < 0) { /* no pidfd (an old kernel): wait for it now */
+        rc = oci_started(w, RUN_WAIT_MS);
+        return rc;
+    }
+    return 0;
+fail:
+    for (int i = 0; i < 2; i++) {
+        if (in[i] >= 0)
+            close(in[i]);
+        if (out[i] >= 0)
+            close(out[i]);
+    }
+    if (err >= 0)
+        close(err);
+    w->id[0] = '\0';
+    return rc;
+}
+
+int oci_started(struct warm *w, int timeout_ms)
+{
+    if (w->ready)
+        return 0;
+    if (w->rt_pid <= 0)
+        return -EINVAL;
+    int st = wait_child(w->rt_pid, w->start_fd, timeout_ms);
+    if (st == -ETIMEDOUT)
+        kill(w->rt_pid, SIGKILL), st = wait_child(w->rt_pid, -1, 1000);
+    w->rt_pid = 0;
+    if (w->start_fd >= 0)
+        close(w->start_fd);
+    w->start_fd = -1;
+    if (st < 0 || exit_code_of(st) != 0) {
+        runtime_error(w->dir, "run");
+        return -EIO;
+    }
+    char path[4200], *text = NULL;
+    size_t len = 0;
+    snprintf(path, sizeof path, "%s/pid", w->dir);
+    if (read_file(path, 64, &text, &len) == 0)
+        w->init_pid = (pid_t)atoi(text);
+    free(text);
+    if (w->init_pid <= 0) {
+        set_err("%s run: no pid in %s", oci.name, path);
+        return -EIO;
+    }
+    w->ready = true;
+    return 0;
+}
+
+void oci_kill(struct warm *w, int sig)
+{
+    if (w->init_pid > 0)
+        kill(w->init_pid, sig);
+}
+
+/* The container's init is gone (reaped: its pid may be anyone's from now on). */
+static int reap_init(struct warm *w, int timeout_ms)
+{
+    if (w->init_pid <= 0)
+        return -1;
+    int st = wait_child(w->init_pid, -1, timeout_ms);
+    if (st == -ETIMEDOUT)
+        return -1;
+    w->init_pid = 0; /* reaped, or not our child (-ECHILD): never signalled again */
+    return st < 0 ? -1 : exit_code_of(st);
+}
+
+void oci_post_mortem(struct warm *w, int timeout_ms, bool *oom, int *exit_code)
+{
+    *exit_code = reap_init(w, timeout_ms);
+    char path[512], *text = NULL;
+    size_t len = 0;
+    if (oci.cgroup_v2)
+        snprintf(path, sizeof path, "/sys/fs/cgroup/%s/%s/memory.events", oci.cg_parent, w->id);
+    else
+        snprintf(path, sizeof path, "/sys/fs/cgroup/memory/%s/%s/memory.oom_control", oci.cg_parent,
+                 w->id);
+    if (read_file(path, 4096, &text, &len) == 0) {
+        const char *k = strstr(text, "oom_kill ");
+        if (k && atoll(k + 9) > 0)
+            *oom = true;
+    }
+    free(text);
+}
+
+int oci_retire_async(struct warm *w, int *fd, pid_t *pid)
+{
+    if (w->fd >= 0)
+        close(w->fd);
+    if (w->in_fd >= 0)
+        close(w->in_fd);
+    w->fd = w->in_fd = -1;
+    if (w->rt_pid > 0) /* its start is still on its way: let it end first */
+        oci_started(w, RUN_WAIT_MS);
+    if (w->init_pid > 0) {
+        kill(w->init_pid, SIGKILL); /* done with: the job ran, or it never will */
+        reap_init(w, 2000);
+    }
+    if (!w->id[0])
+        return -ENOENT;
+    const char *argv[16];
+    runtime_argv(argv, (const char *[]){"delete", "-f", w->id, NULL});
+    pid_t p = spawn(argv, -1, -1, -1);
+    if (p < 0)
+        return p;
+    *pid = p;
+    *fd = pidfd_of(p);
+    return 0;
+}
+
+int oci_retire_finish(int fd, pid_t pid, int timeout_ms)
+{
+    int st = wait_child(pid, fd, timeout_ms);
+    if (st == -ETIMEDOUT) {
+        kill(pid, SIGKILL);
+        st = wait_child(pid, -1, 1000);
+    }
+    if (fd >= 0)
+        close(fd);
+    if (st >= 0 && exit_code_of(st) != 0) {
+        set_err("%s delete exited with %d", oci.name, exit_code_of(st));
+        return -EIO;
+    }
+    return st < 0 ? st : 0;
+}
+
+void oci_discard(struct warm *w)
+{
+    int fd = -1;
+    pid_t pid = 0;
+    if (oci_retire_async(w, &fd, &pid) == 0 && oci_retire_finish(fd, pid, RUN_WAIT_MS) < 0)
+        log_warn("msg=\"removing a container failed\" container=%s err=\"%s\"", w->id, oci.err);
+}
+
+/* ---- probe and sweeps ---- */
+
+int oci_probe(struct docker *d, const struct sandbox_env *env, char *err, size_t errlen)
+{
+    struct sandbox_spec spec;
+    sandbox_default_spec(&spec, env);
+    const struct image *im = image_for(d, env, spec.image);
+    if (!im) {
+        snprintf(err, errlen, "%s", oci.err);
+        return -EIO;
+    }
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/.probe-%d", env->rootfs_dir, (int)getpid());
+    rm_rf(dir);
+    int rc = mkdir_p(dir, 0700);
+    static const char *const subs[] = {"code", "input", "output", "ctl"};
+    for (size_t i = 0; rc == 0 && i < TK_ARRAY_LEN(subs); i++) {
+        char sub[4300];
+        snprintf(sub, sizeof sub, "%s/%s", dir, subs[i]);
+        rc = mkdir(sub, 0755) < 0 ? -errno : 0;
+    }
+    char id[65];
+    container_id(id, dir);
+    id[strcspn(id, ".")] = '\0'; /* ids: letters, digits, '-' */
+    snprintf(id + strlen(id), sizeof id - strlen(id), "probe");
+    static const char *const args[] = {"/bin/true", NULL};
+    if (rc == 0)
+        rc = write_config(dir, oci_config(env, &spec, dir, id, im, args));
+    int efd = rc == 0 ? open_err_file(dir) : -1;
+    if (rc == 0 && efd >= 0) {
+        const char *argv[16];
+        runtime_argv(argv, (const char *[]){"run", "--bundle", dir, id, NULL});
+        pid_t pid = spawn(argv, -1, efd, efd);
+        int st = pid < 0 ? pid : wait_child(pid, -1, RUN_WAIT_MS);
+        if (st == -ETIMEDOUT)
+            kill(pid, SIGKILL), wait_child(pid, -1, 1000);
+        if (st < 0 || exit_code_of(st) != 0) {
+            runtime_error(dir, "run (the probe container, /bin/true)");
+            rc = -EIO;
+        }
+    } else if (rc == 0) {
+        rc = -EIO;
+    }
+    if (efd >= 0)
+        close(efd);
+    delete_container(id); /* a foreground run removes its own; a failed one may not */
+    if (rc < 0)
+        snprintf(err, errlen, "%s", oci.err);
+    rm_rf(dir);
+    return rc;
+}
+
+int oci_sweep(bool (*keep)(pid_t executor))
+{
+    if (!oci.name)
+        return 0;
+    int out[2];
+    if (pipe2(out, O_CLOEXEC) < 0)
+        return -errno;
+    const char *argv[16];
+    runtime_argv(argv, (const char *[]){"list", "-q", NULL});
+    pid_t pid = spawn(argv, -1, out[1], -1);
+    close(out[1]);
+    if (pid < 0) {
+        close(out[0]);
+        return pid;
+    }
+    char buf[1 << 16];
+    size_t len = 0;
+    ssize_t r;
+    while (len < sizeof buf - 1 && (r = read(out[0], buf + len, sizeof buf - 1 - len)) != 0) {
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            break;
+        len += (size_t)r;
+    }
+    close(out[0]);
+    buf[len] = '\0';
+    int st = wait_child(pid, -1, RUN_WAIT_MS);
+    if (st == -ETIMEDOUT)
+        kill(pid, SIGKILL), wait_child(pid, -1, 1000);
+    int n = 0;
+    for (char *save = NULL, *id = strtok_r(buf, "\n", &save); id;
+         id = strtok_r(NULL, "\n", &save)) {
+        pid_t owner = id[0] == 'p' ? (pid_t)atoi(id + 1) : 0;
+        if (keep && owner > 0 && keep(owner))
+            continue;
+        if (delete_container(id) == 0) {
+            n++;
+            log_info("msg=\"removed container\" container=%s runtime=%s", id, oci.name);
+        } else {
+            log_warn("msg=\"removing a container failed\" container=%s runtime=%s", id, oci.name);
+        }
+    }
+    return n;
+}

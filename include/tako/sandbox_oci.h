@@ -1,0 +1,73 @@
+/*
+ * sandbox_oci.h — the OCI backend: a job's container started straight through an OCI
+ * runtime (crun, runc, or gVisor's runsc), no container engine on the job's path.
+ *
+ * Why: the engine (dockerd, containerd, the shim) costs ~130-170 ms of CPU per container;
+ * the runtime alone ~10 ms plus Python's start. Docker still owns images (builds, job
+ * types, requirements): the backend runs each image from a read-only rootfs unpacked
+ * once from the engine's export (rootfs.h), and every container gets a bundle of its own
+ * on top of it — a fresh container that no other job touched, as with the engine.
+ *
+ * A container here is:
+ *   <dir>/config.json    rendered from the one description (defences.h)
+ *   <dir>/code input output ctl   bind-mounted as in the Docker backend
+ *   <state root>/<id>    the runtime's state, under takod's own root per instance
+ *                        (/run/takod/<instance hash>/<runtime>): sweeps touch nothing else
+ *   cgroup /takod-<instance hash>/<id>   memory, CPU and pids limits
+ * Its id is "p<executor pid>-<basename of dir>", so a sweep knows whose it is.
+ *
+ * The launcher's protocol runs on two plain pipes (its stdin and stdout) instead of the
+ * engine's attach stream: no framing, the same lines. `run --detach` returns once the
+ * launcher runs; the executor is the container's subreaper (PR_SET_CHILD_SUBREAPER), so
+ * the launcher, PID 1 of its namespace, is the executor's child once the runtime exits:
+ * its pid cannot be reused while we hold it, its exit status is ours to read, and a kill
+ * goes straight to it.
+ *
+ * Asynchrony as in the Docker backend: `run` and `delete` are runtime processes whose
+ * exit the executor polls through a pidfd (start_fd, and a retirement's fd); SIGCHLD
+ * ends its sleep on the ring.
+ */
+#ifndef TAKO_SANDBOX_OCI_H
+#define TAKO_SANDBOX_OCI_H
+
+#include "tako/docker.h"
+#include "tako/sandbox.h"
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+/* The runtime binary, state root and cgroup parent for this instance, from docker.runtime
+ * (auto: crun, else runc; runsc: gVisor) and the instance label. No process is started.
+ * 0, or -errno with err saying what is missing. */
+int oci_setup(const struct sandbox_env *env, char *err, size_t errlen);
+
+/* "crun", "runc" or "runsc" (after oci_setup); the state root. */
+const char *oci_runtime(void);
+const char *oci_state_root(void);
+
+/* Whether a container with every defence runs /bin/true from the default image's rootfs
+ * (unpacking it first if needed). 0, or -errno with err saying why. */
+int oci_probe(struct docker *d, const struct sandbox_env *env, char *err, size_t errlen);
+
+/* The backend's half of the sandbox.h calls (sandbox.c dispatches to them). */
+int oci_prepare_async(struct docker *d, const struct sandbox_env *env, struct warm *w,
+                      const char *dir, const struct sandbox_spec *spec);
+int oci_started(struct warm *w, int timeout_ms);
+void oci_discard(struct warm *w);
+int oci_retire_async(struct warm *w, int *fd, pid_t *pid);
+int oci_retire_finish(int fd, pid_t pid, int timeout_ms);
+/* Signal the container's init (the launcher) — SIGTERM reaches it, SIGKILL ends all. */
+void oci_kill(struct warm *w, int sig);
+/* After a lost or killed run: whether the cgroup saw an OOM kill, the launcher's exit
+ * code (-1 unknown) waiting up to timeout_ms. */
+void oci_post_mortem(struct warm *w, int timeout_ms, bool *oom, int *exit_code);
+/* Last error of this process's backend calls (the runtime's own words when it failed). */
+const char *oci_last_error(void);
+
+/*
+ * Sweeps. oci_sweep(keep) deletes this instance's containers whose executor pid `keep`
+ * says is not alive (keep NULL: all of them — start-up and stop); returns how many.
+ */
+int oci_sweep(bool (*keep)(pid_t executor));
+
+#endif
