@@ -84,11 +84,11 @@ static int find_bin(const char *name, char *out, size_t len)
 /* ---- the seccomp profile: Docker's format → the OCI spec's ---- */
 
 #if defined(__x86_64__)
-#define HOST_ARCH "amd64"
-static const char *const oci_arches[] = {"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"};
+#define HOST_ARCH      "amd64"
+#define HOST_SCMP_ARCH "SCMP_ARCH_X86_64"
 #elif defined(__aarch64__)
-#define HOST_ARCH "arm64"
-static const char *const oci_arches[] = {"SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"};
+#define HOST_ARCH      "arm64"
+#define HOST_SCMP_ARCH "SCMP_ARCH_AARCH64"
 #else
 #error "sandbox_oci.c: add this architecture's seccomp names"
 #endif
@@ -122,19 +122,30 @@ static json_t *seccomp_to_oci(const char *docker_json)
     json_object_set(out, "defaultAction", json_object_get(p, "defaultAction"));
     if (json_object_get(p, "defaultErrnoRet"))
         json_object_set(out, "defaultErrnoRet", json_object_get(p, "defaultErrnoRet"));
-    for (size_t i = 0; i < TK_ARRAY_LEN(oci_arches); i++)
-        json_array_append_new(arches, json_string(oci_arches[i]));
+    /* the host's entry of the archMap, with the sub-architectures it names (the default
+     * profile names none: no 32-bit ABI, docs/SECURITY.md) */
+    size_t i, k;
+    json_t *a, *sub;
+    json_array_foreach(json_object_get(p, "archMap"), i, a)
+    {
+        if (strcmp(json_string_value(json_object_get(a, "architecture")) ?: "", HOST_SCMP_ARCH))
+            continue;
+        json_array_append_new(arches, json_string(HOST_SCMP_ARCH));
+        json_array_foreach(json_object_get(a, "subArchitectures"), k, sub)
+            json_array_append(arches, sub);
+    }
+    if (json_array_size(arches) == 0) /* a profile without an archMap: the native ABI */
+        json_array_append_new(arches, json_string(HOST_SCMP_ARCH));
     json_object_set_new(out, "architectures", arches);
-    size_t i;
     json_array_foreach(json_object_get(p, "syscalls"), i, e)
     {
         if (!entry_applies(e))
             continue;
         json_t *c = json_object();
         static const char *const keep[] = {"names", "action", "args", "errnoRet"};
-        for (size_t k = 0; k < TK_ARRAY_LEN(keep); k++)
-            if (json_object_get(e, keep[k]))
-                json_object_set(c, keep[k], json_object_get(e, keep[k]));
+        for (size_t j = 0; j < TK_ARRAY_LEN(keep); j++)
+            if (json_object_get(e, keep[j]))
+                json_object_set(c, keep[j], json_object_get(e, keep[j]));
         json_array_append_new(calls, c);
     }
     json_object_set_new(out, "syscalls", calls);
@@ -346,10 +357,13 @@ static json_t *oci_config(const struct sandbox_env *env, const struct sandbox_sp
         (json_int_t)df->memory_swap, "cpu", "quota", (json_int_t)(df->cpus * (double)period),
         "period", period, "pids", "limit", (json_int_t)df->pids, "cgroupsPath", cgpath,
         "namespaces", ns, "maskedPaths", masked, "readonlyPaths", ro, "seccomp", oci.seccomp);
-    json_t *cfg =
-        json_pack("{s:s, s:o, s:{s:s, s:b}, s:s, s:o, s:o}", "ociVersion", "1.0.2", "process",
-                  process, "root", "path", im->rootfs, "readonly", df->readonly_rootfs, "hostname",
-                  "sandbox", "mounts", mounts, "linux", lnx);
+    /* the host name: 12 hex digits of the id, as the engine names a container's host */
+    char host[17];
+    snprintf(host, sizeof host, "%016llx", (unsigned long long)str_hash(id));
+    host[12] = '\0';
+    json_t *cfg = json_pack("{s:s, s:o, s:{s:s, s:b}, s:s, s:o, s:o}", "ociVersion", "1.0.2",
+                            "process", process, "root", "path", im->rootfs, "readonly",
+                            df->readonly_rootfs, "hostname", host, "mounts", mounts, "linux", lnx);
     free(df);
     return cfg;
 }

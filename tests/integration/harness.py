@@ -236,13 +236,30 @@ class Takod:
         return self.wait_for(lambda: self.sql("SELECT id FROM jobs WHERE status = 'running'"),
                              timeout=timeout, what="a running job")
 
-    # ---- Docker ----
+    # ---- Docker and the OCI runtime ----
     def containers(self):
-        """ids of containers (any state) carrying this instance's label."""
+        """ids of this instance's containers (any state): the engine's, carrying its label,
+        and the OCI backend's, under its state root (see oci_state_root)."""
         label = f"takod.instance={socket.gethostname()}:{self.data_dir}"
         out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"],
                              capture_output=True, text=True, timeout=30).stdout
-        return out.split()
+        return out.split() + self.oci_containers()
+
+    def oci_state_base(self):
+        """/run/takod/<FNV-1a of the instance label>: the OCI backend's state roots, one per
+        runtime (common/sandbox_oci.c, oci_setup)."""
+        h = 1469598103934665603
+        for b in f"{socket.gethostname()}:{self.data_dir}".encode():
+            h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+        return f"/run/takod/{h or 1:016x}"
+
+    def oci_containers(self):
+        base, ids = self.oci_state_base(), []
+        for rt in (os.listdir(base) if os.path.isdir(base) else []):
+            out = subprocess.run([rt, "--root", os.path.join(base, rt), "list", "-q"],
+                                 capture_output=True, text=True, timeout=30).stdout
+            ids += out.split()
+        return ids
 
 
 def pid_alive(pid):
