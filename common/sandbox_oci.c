@@ -368,6 +368,17 @@ static json_t *oci_config(const struct sandbox_env *env, const struct sandbox_sp
     return cfg;
 }
 
+char *oci_config_text(struct docker *d, const struct sandbox_env *env,
+                      const struct sandbox_spec *spec, const char *dir, const char *id,
+                      const char *const *args)
+{
+    const struct image *im = image_for(d, env, spec->image);
+    json_t *cfg = im ? oci_config(env, spec, dir, id, im, args) : NULL;
+    char *text = cfg ? json_dumps(cfg, JSON_COMPACT | JSON_INDENT(1)) : NULL;
+    json_decref(cfg);
+    return text;
+}
+
 /* ---- runtime processes ---- */
 
 /* Start `bin argv...` with the given stdio (-1: /dev/null), nothing else inherited, every

@@ -61,6 +61,15 @@ void oci_kill(struct warm *w, int sig);
 /* After a lost or killed run: whether the cgroup saw an OOM kill, the launcher's exit
  * code (-1 unknown) waiting up to timeout_ms. */
 void oci_post_mortem(struct warm *w, int timeout_ms, bool *oom, int *exit_code);
+/*
+ * The config.json a container of spec in dir with id gets (args: its process's argv
+ * instead of the launcher's, NULL-terminated; NULL: the launcher). The caller frees it.
+ * For tools and tests that drive the runtime themselves (tests/integration's checks).
+ */
+char *oci_config_text(struct docker *d, const struct sandbox_env *env,
+                      const struct sandbox_spec *spec, const char *dir, const char *id,
+                      const char *const *args);
+
 /* Last error of this process's backend calls (the runtime's own words when it failed). */
 const char *oci_last_error(void);
 

@@ -23,13 +23,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t seen = 0;
     struct sandbox_job job = {.on_output = on_output, .output_arg = &seen};
     struct framer f = {.job = &job};
-    size_t off = 0;
+    /* the first byte picks the channel: the engine's framed attach stream, or the OCI
+     * backend's plain pipe */
+    bool raw = size > 0 && (data[0] & 1);
+    size_t off = size > 0 ? 1 : 0;
     int got = 0;
     while (off < size && !got) {
         size_t n = (size_t)data[off] % 97 + 1; /* reads of any size */
         if (n > size - off)
             n = size - off;
-        got = framer_feed(&f, data + off, n);
+        got = framer_feed(&f, raw, data + off, n);
         off += n;
     }
     if (got) {
