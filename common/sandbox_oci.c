@@ -473,7 +473,7 @@ static void runtime_argv(const char **argv, const char *const *what)
 static int delete_container(const char *id)
 {
     const char *argv[16];
-    runtime_argv(argv, (const char *[]){"delete", "-f", id, NULL});
+    runtime_argv(argv, (const char *[]){"delete", "--force", id, NULL});
     pid_t pid = spawn(argv, -1, -1, -1);
     if (pid < 0)
         return pid;
@@ -616,10 +616,30 @@ int oci_started(struct warm *w, int timeout_ms)
     return 0;
 }
 
+/* gVisor: the pid the runtime names is its sandbox's, not the launcher's; a signal for the
+ * launcher goes through `runsc kill`. */
+static bool is_gvisor(void)
+{
+    return oci.name && !strcmp(oci.name, "runsc");
+}
+
 void oci_kill(struct warm *w, int sig)
 {
-    if (w->init_pid > 0)
+    if (w->init_pid <= 0)
+        return;
+    if (!is_gvisor() || sig == SIGKILL) { /* SIGKILL: the whole sandbox goes, as it should */
         kill(w->init_pid, sig);
+        return;
+    }
+    char num[16];
+    snprintf(num, sizeof num, "%d", sig);
+    const char *argv[16];
+    runtime_argv(argv, (const char *[]){"kill", w->id, num, NULL});
+    pid_t pid = spawn(argv, -1, -1, -1);
+    if (pid > 0 && wait_child(pid, -1, RUN_WAIT_MS) == -ETIMEDOUT) {
+        kill(pid, SIGKILL);
+        wait_child(pid, -1, 1000);
+    }
 }
 
 /* The container's init is gone (reaped: its pid may be anyone's from now on). */
@@ -668,7 +688,7 @@ int oci_retire_async(struct warm *w, int *fd, pid_t *pid)
     if (!w->id[0])
         return -ENOENT;
     const char *argv[16];
-    runtime_argv(argv, (const char *[]){"delete", "-f", w->id, NULL});
+    runtime_argv(argv, (const char *[]){"delete", "--force", w->id, NULL});
     pid_t p = spawn(argv, -1, -1, -1);
     if (p < 0)
         return p;

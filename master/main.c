@@ -391,6 +391,10 @@ static void choose_backend(struct docker *d, const struct sandbox_env *env)
     else if (msg[0])
         log_info("msg=\"%s\"", msg);
     snprintf(tk.shm->backend, sizeof tk.shm->backend, "%s", sandbox_backend_name());
+    /* A dead executor's containers' inits (its children, as their subreaper) come to us
+     * rather than to the host's init: reap() takes them like any unknown child. */
+    if (sandbox_backend == SANDBOX_OCI && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+        log_warn("msg=\"prctl PR_SET_CHILD_SUBREAPER failed\" err=\"%s\"", strerror(errno));
 }
 
 static void check_docker(void)

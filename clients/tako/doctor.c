@@ -17,6 +17,7 @@
 #include "tako/docker.h"
 #include "tako/jobtypes.h"
 #include "tako/sandbox.h"
+#include "tako/sandbox_oci.h"
 #include "tako/takod.h"
 
 #include <dirent.h>
@@ -249,6 +250,40 @@ static void check_runtime(struct doctor *doc)
                 config_enum_name("docker.runtime", doc->cfg->docker_runtime, want, sizeof want));
 }
 
+/* The executor backend takod would pick (executor.backend; oci and auto set up the OCI
+ * runtime and run its probe container, unpacking the image's rootfs if it is not yet). */
+static void check_backend(struct doctor *doc)
+{
+    char want[16], msg[1024], rootfs[4200];
+    config_enum_name("executor.backend", doc->cfg->executor_backend, want, sizeof want);
+    if (!doc->d) {
+        verdict(doc, "backend", WARN, "fix the engine first", "not checked: no engine");
+        return;
+    }
+    if (doc->cfg->executor_rootfs_dir[0])
+        snprintf(rootfs, sizeof rootfs, "%s", doc->cfg->executor_rootfs_dir);
+    else
+        snprintf(rootfs, sizeof rootfs, "%s/rootfs", doc->cfg->server_data_dir);
+    struct sandbox_env env = {.cfg = doc->cfg, .rootfs_dir = rootfs};
+    int rc = sandbox_choose_backend(doc->d, &env, msg, sizeof msg);
+    if (rc < 0)
+        verdict(doc, "backend", FAIL,
+                "run takod as root with crun installed, or set "
+                "executor.backend = docker",
+                "%s", msg);
+    else if (rc == 1)
+        verdict(doc, "backend", WARN,
+                "run takod as root with crun installed "
+                "(scripts/setup-runtime.sh crun)",
+                "%s", msg);
+    else
+        verdict(doc, "backend", PASS, NULL,
+                "jobs' containers are made by the %s backend%s%s "
+                "(executor.backend = %s)",
+                sandbox_backend_name(), sandbox_backend == SANDBOX_OCI ? ", runtime " : "",
+                sandbox_backend == SANDBOX_OCI ? oci_runtime() : "", want);
+}
+
 /* Connect with connect_timeout and SELECT 1. 0, or -1 with the first line of the error. */
 static int db_probe(const char *conninfo, char *ver, size_t vlen, char *err, size_t errlen)
 {
@@ -475,6 +510,7 @@ int cmd_doctor(struct args *a)
     check_job_types(&doc);
     check_runsc(&doc);
     check_runtime(&doc);
+    check_backend(&doc);
     check_database(&doc);
     check_data_dir(&doc);
     check_disk(&doc);

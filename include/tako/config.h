@@ -89,14 +89,6 @@
       "container runtime: runc; crun (the same isolation, 10-30 ms less CPU per container); " \
       "runsc (gVisor: a user-space kernel between job and host); auto: crun when the " \
       "engine has it and a probe container runs under it, else runc") \
-    X(executor, backend, ENUM, "auto", "auto|docker|oci", 0, CF_NORELOAD, \
-      "how job containers are made: docker (the engine creates and starts each one); oci " \
-      "(straight through the OCI runtime of docker.runtime from an OCI bundle on the " \
-      "image's unpacked rootfs: no engine on the job's path; needs root); auto: oci when " \
-      "its probe container runs, else docker") \
-    X(executor, rootfs_dir, STR, "", 0, 0, CF_NORELOAD, \
-      "where the OCI backend keeps each image's unpacked read-only rootfs (one per image " \
-      "id; several instances may share it); empty means <data_dir>/rootfs") \
     X(docker, security_mode, ENUM, "permissive", "permissive|strict", 0, CF_NORELOAD, \
       "strict: refuse to start unless runtime = runsc is available; permissive: fall back " \
       "to runc with a warning") \
@@ -105,6 +97,14 @@
       "profile (conf/seccomp.json)") \
     X(docker, user, STR, "1000:1000", 0, 0, CF_RELOAD, \
       "uid:gid the job's program runs as inside the container (never root)") \
+    X(executor, backend, ENUM, "auto", "auto|docker|oci", 0, CF_NORELOAD, \
+      "how job containers are made: docker (the engine creates and starts each one); oci " \
+      "(straight through the OCI runtime of docker.runtime from an OCI bundle on the " \
+      "image's unpacked rootfs: no engine on the job's path; needs root); auto: oci when " \
+      "its probe container runs, else docker") \
+    X(executor, rootfs_dir, STR, "", 0, 0, CF_NORELOAD, \
+      "where the OCI backend keeps each image's unpacked read-only rootfs (one per image " \
+      "id; several instances may share it); empty means <data_dir>/rootfs") \
     X(auth, api_keys, STR, "", 0, 0, CF_RELOAD, \
       "API keys, comma-separated, each at least 16 characters; empty means no authentication " \
       "(then takod listens on loopback only unless allow_unauthenticated_network_access)") \
