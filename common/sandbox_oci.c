@@ -7,6 +7,7 @@
 #include "tako/rootfs.h"
 #include "tako/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -773,6 +774,28 @@ int oci_probe(struct docker *d, const struct sandbox_env *env, char *err, size_t
     return rc;
 }
 
+/* The instance's cgroup parent, in every hierarchy (v1: one per controller), once its
+ * containers are gone: rmdir fails on one still in use, which is what we want. */
+static void remove_cgroup_parent(void)
+{
+    char path[600];
+    if (oci.cgroup_v2) {
+        snprintf(path, sizeof path, "/sys/fs/cgroup/%s", oci.cg_parent);
+        rmdir(path);
+        return;
+    }
+    DIR *d = opendir("/sys/fs/cgroup");
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/sys/fs/cgroup/%s/%s", de->d_name, oci.cg_parent);
+        rmdir(path);
+    }
+    if (d)
+        closedir(d);
+}
+
 int oci_sweep(bool (*keep)(pid_t executor))
 {
     if (!oci.name)
@@ -816,5 +839,7 @@ int oci_sweep(bool (*keep)(pid_t executor))
             log_warn("msg=\"removing a container failed\" container=%s runtime=%s", id, oci.name);
         }
     }
+    if (!keep)
+        remove_cgroup_parent();
     return n;
 }
