@@ -250,7 +250,7 @@ class Doctor(CliTest):
         self.assertIs(j["ok"], True)
         self.assertEqual([c["name"] for c in j["checks"]],
                          ["config", "engine", "image", "job types", "runsc", "runtime",
-                          "database", "data dir", "disk space"])
+                          "backend", "database", "data dir", "disk space"])
         self.assertIn(checks_by_name(j)["job types"]["status"], ("PASS", "WARN"))
         rt = checks_by_name(j)["runtime"]
         if CRUN:  # docker.runtime = auto, and crun works here (its probe container ran)
@@ -260,6 +260,18 @@ class Doctor(CliTest):
         rt = checks_by_name(json.loads(r.stdout))["runtime"]
         self.assertEqual((rt["status"], rt["detail"]),
                          ("PASS", "jobs run under runc (docker.runtime = runc)"))
+        # executor.backend: auto picks the OCI backend where its probe container runs (as
+        # root, crun installed); docker is always the engine
+        be = checks_by_name(j)["backend"]
+        if CRUN and os.geteuid() == 0:
+            self.assertEqual(be["status"], "PASS", be)
+            self.assertIn("made by the oci backend, runtime crun (executor.backend = auto)",
+                          be["detail"])
+        r = tako("--json", "doctor", "-c", path, "-o", "executor.backend=docker", timeout=120)
+        be = checks_by_name(json.loads(r.stdout))["backend"]
+        self.assertEqual((be["status"], be["detail"]),
+                         ("PASS", "jobs' containers are made by the docker backend "
+                                  "(executor.backend = docker)"))
 
     def test_job_type_without_image_warns(self):
         conf = os.path.join(self.dir, "jt.conf")
