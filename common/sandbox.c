@@ -369,6 +369,8 @@ void sandbox_warm_init(struct warm *w)
     w->fd = -1;
     w->in_fd = -1;
     w->start_fd = -1;
+    w->exit_fd = -1;
+    w->init_fd = -1;
 }
 
 /*

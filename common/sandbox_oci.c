@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -163,12 +164,17 @@ int oci_setup(const struct sandbox_env *env, char *err, size_t errlen)
                  "and cgroups itself)");
         return -EPERM;
     }
-    const char *name = c->docker_runtime == TK_RUNTIME_RUNSC  ? "runsc"
-                       : c->docker_runtime == TK_RUNTIME_RUNC ? "runc"
-                                                              : "crun";
+    /* crun, or gVisor's runsc. Not runc: it writes its pid file by a rename, which the
+     * start's FIFO (oci_prepare_async) cannot see; docker.runtime = runc means the
+     * engine's default, which the Docker backend is. */
+    if (c->docker_runtime == TK_RUNTIME_RUNC) {
+        snprintf(err, errlen,
+                 "docker.runtime = runc: the OCI backend runs crun or runsc "
+                 "(runc is the Docker backend's default)");
+        return -ENOTSUP;
+    }
+    const char *name = c->docker_runtime == TK_RUNTIME_RUNSC ? "runsc" : "crun";
     int rc = find_bin(name, oci.bin, sizeof oci.bin);
-    if (rc < 0 && c->docker_runtime == TK_RUNTIME_AUTO)
-        rc = find_bin(name = "runc", oci.bin, sizeof oci.bin);
     if (rc < 0) {
         snprintf(err, errlen, "no %s binary on PATH (install it: scripts/setup-runtime.sh %s)",
                  name, name);
@@ -382,9 +388,9 @@ char *oci_config_text(struct docker *d, const struct sandbox_env *env,
 
 /* ---- runtime processes ---- */
 
-/* Start `bin argv...` with the given stdio (-1: /dev/null), nothing else inherited, every
- * signal at its default and none blocked. Its pid, or -errno. */
-static pid_t spawn(const char *const *argv, int in, int out, int err)
+/* Start `bin argv...` with the given stdio (-1: /dev/null) and fd 3 (-1: none), nothing
+ * else inherited, every signal at its default and none blocked. Its pid, or -errno. */
+static pid_t spawn_fd3(const char *const *argv, int in, int out, int err, int fd3)
 {
     int null = -1;
     if (in < 0 || out < 0 || err < 0) {
@@ -399,7 +405,9 @@ static pid_t spawn(const char *const *argv, int in, int out, int err)
     posix_spawn_file_actions_adddup2(&fa, in >= 0 ? in : null, 0);
     posix_spawn_file_actions_adddup2(&fa, out >= 0 ? out : null, 1);
     posix_spawn_file_actions_adddup2(&fa, err >= 0 ? err : null, 2);
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    if (fd3 >= 0)
+        posix_spawn_file_actions_adddup2(&fa, fd3, 3);
+    posix_spawn_file_actions_addclosefrom_np(&fa, fd3 >= 0 ? 4 : 3);
     sigset_t none, all;
     sigemptyset(&none);
     sigfillset(&all);
@@ -419,6 +427,11 @@ static pid_t spawn(const char *const *argv, int in, int out, int err)
         return -rc;
     }
     return pid;
+}
+
+static pid_t spawn(const char *const *argv, int in, int out, int err)
+{
+    return spawn_fd3(argv, in, out, err, -1);
 }
 
 static int pidfd_of(pid_t pid)
@@ -534,6 +547,17 @@ static void container_id(char id[65], const char *dir)
     snprintf(id, 65, "p%d-%.50s", (int)getpid(), base ? base + 1 : dir);
 }
 
+/*
+ * The runtime runs in the foreground for the container's whole life (`run`, not `run
+ * --detach`): it is the launcher's parent, reaps it, removes the container's state and
+ * cgroup when it exits, and exits with its status — so a used container costs no second
+ * runtime process (`delete`), and the executor reaps only its own child, the runtime.
+ *
+ * When the container has started is told by its pid file, a FIFO in its directory that
+ * the executor reads (start_fd: readable with the pid; O_ASYNC raises SIGIO like the
+ * engine's answer). The runtime also holds the FIFO's write end as its fd 3 until it
+ * exits, so a runtime that fails before it writes a pid ends the wait too (EOF).
+ */
 int oci_prepare_async(struct docker *d, const struct sandbox_env *env, struct warm *w,
                       const char *dir, const struct sandbox_spec *spec)
 {
@@ -544,19 +568,28 @@ int oci_prepare_async(struct docker *d, const struct sandbox_env *env, struct wa
     int rc = write_config(dir, oci_config(env, spec, dir, w->id, im, NULL));
     if (rc < 0)
         return rc;
-    int in[2] = {-1, -1}, out[2] = {-1, -1}, err = open_err_file(dir);
-    if (err < 0 || pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0) {
-        rc = err < 0 ? -EIO : -errno;
-        if (err >= 0)
-            set_err("pipe2: %s", strerror(-rc));
+    char fifo[4200];
+    snprintf(fifo, sizeof fifo, "%s/pid.fifo", dir);
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, err = -1, fifo_w = -1;
+    if (mkfifo(fifo, 0600) < 0 ||
+        (w->start_fd = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0 ||
+        (fifo_w = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC)) < 0) {
+        rc = -errno;
+        set_err("the pid FIFO %s: %s", fifo, strerror(-rc));
         goto fail;
     }
-    char pidfile[4200];
-    snprintf(pidfile, sizeof pidfile, "%s/pid", dir);
+    if ((err = open_err_file(dir)) < 0) {
+        rc = -EIO;
+        goto fail;
+    }
+    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0) {
+        rc = -errno;
+        set_err("pipe2: %s", strerror(-rc));
+        goto fail;
+    }
     const char *argv[16];
-    runtime_argv(argv, (const char *[]){"run", "--detach", "--bundle", dir, "--pid-file", pidfile,
-                                        w->id, NULL});
-    pid_t pid = spawn(argv, in[0], out[1], err);
+    runtime_argv(argv, (const char *[]){"run", "--bundle", dir, "--pid-file", fifo, w->id, NULL});
+    pid_t pid = spawn_fd3(argv, in[0], out[1], err, fifo_w);
     if (pid < 0) {
         rc = pid;
         goto fail;
@@ -564,14 +597,11 @@ int oci_prepare_async(struct docker *d, const struct sandbox_env *env, struct wa
     close(in[0]);
     close(out[1]);
     close(err);
+    close(fifo_w);
     w->in_fd = in[1];
     w->fd = out[0];
     w->rt_pid = pid;
-    w->start_fd = pidfd_of(pid);
-    if (w->start_fd < 0) { /* no pidfd (an old kernel): wait for it now */
-        rc = oci_started(w, RUN_WAIT_MS);
-        return rc;
-    }
+    w->exit_fd = pidfd_of(pid);
     return 0;
 fail:
     for (int i = 0; i < 2; i++) {
@@ -582,37 +612,58 @@ fail:
     }
     if (err >= 0)
         close(err);
+    if (fifo_w >= 0)
+        close(fifo_w);
+    if (w->start_fd >= 0)
+        close(w->start_fd);
+    w->start_fd = -1;
     w->id[0] = '\0';
     return rc;
+}
+
+/* The runtime has exited (or is killed after timeout_ms): reap it, its wait status or
+ * -errno. */
+static int reap_runtime(struct warm *w, int timeout_ms)
+{
+    if (w->rt_pid <= 0)
+        return -ECHILD;
+    int st = wait_child(w->rt_pid, w->exit_fd, timeout_ms);
+    if (st == -ETIMEDOUT) {
+        kill(w->rt_pid, SIGKILL);
+        st = wait_child(w->rt_pid, -1, 1000);
+    }
+    w->rt_pid = 0;
+    if (w->exit_fd >= 0)
+        close(w->exit_fd);
+    w->exit_fd = -1;
+    return st;
 }
 
 int oci_started(struct warm *w, int timeout_ms)
 {
     if (w->ready)
         return 0;
-    if (w->rt_pid <= 0)
+    if (w->start_fd < 0)
         return -EINVAL;
-    int st = wait_child(w->rt_pid, w->start_fd, timeout_ms);
-    if (st == -ETIMEDOUT)
-        kill(w->rt_pid, SIGKILL), st = wait_child(w->rt_pid, -1, 1000);
-    w->rt_pid = 0;
-    if (w->start_fd >= 0)
-        close(w->start_fd);
+    struct pollfd p = {.fd = w->start_fd, .events = POLLIN};
+    char buf[32];
+    ssize_t n = -1;
+    if (poll(&p, 1, timeout_ms) > 0)
+        n = read(w->start_fd, buf, sizeof buf - 1);
+    close(w->start_fd);
     w->start_fd = -1;
-    if (st < 0 || exit_code_of(st) != 0) {
-        runtime_error(w->dir, "run");
+    if (n > 0) {
+        buf[n] = '\0';
+        w->init_pid = (pid_t)atoi(buf);
+    }
+    if (w->init_pid <= 0) { /* EOF: the runtime exited without starting it; or it hangs */
+        int st = reap_runtime(w, n == 0 ? RUN_WAIT_MS : 0);
+        runtime_error(w->dir, st >= 0 ? "run" : "run (no pid in time)");
         return -EIO;
     }
-    char path[4200], *text = NULL;
-    size_t len = 0;
-    snprintf(path, sizeof path, "%s/pid", w->dir);
-    if (read_file(path, 64, &text, &len) == 0)
-        w->init_pid = (pid_t)atoi(text);
-    free(text);
-    if (w->init_pid <= 0) {
-        set_err("%s run: no pid in %s", oci.name, path);
-        return -EIO;
-    }
+    /* the launcher is the runtime's child, not ours: a pidfd signals it without a race
+     * with its pid's reuse */
+    w->init_fd = pidfd_of(w->init_pid);
     w->ready = true;
     return 0;
 }
@@ -624,12 +675,18 @@ static bool is_gvisor(void)
     return oci.name && !strcmp(oci.name, "runsc");
 }
 
+static void signal_init(struct warm *w, int sig)
+{
+    if (w->init_fd >= 0)
+        syscall(SYS_pidfd_send_signal, w->init_fd, sig, NULL, 0);
+}
+
 void oci_kill(struct warm *w, int sig)
 {
-    if (w->init_pid <= 0)
+    if (w->init_fd < 0)
         return;
     if (!is_gvisor() || sig == SIGKILL) { /* SIGKILL: the whole sandbox goes, as it should */
-        kill(w->init_pid, sig);
+        signal_init(w, sig);
         return;
     }
     char num[16];
@@ -643,34 +700,23 @@ void oci_kill(struct warm *w, int sig)
     }
 }
 
-/* The container's init is gone (reaped: its pid may be anyone's from now on). */
-static int reap_init(struct warm *w, int timeout_ms)
-{
-    if (w->init_pid <= 0)
-        return -1;
-    int st = wait_child(w->init_pid, -1, timeout_ms);
-    if (st == -ETIMEDOUT)
-        return -1;
-    w->init_pid = 0; /* reaped, or not our child (-ECHILD): never signalled again */
-    return st < 0 ? -1 : exit_code_of(st);
-}
-
 void oci_post_mortem(struct warm *w, int timeout_ms, bool *oom, int *exit_code)
 {
-    *exit_code = reap_init(w, timeout_ms);
-    char path[512], *text = NULL;
-    size_t len = 0;
-    if (oci.cgroup_v2)
-        snprintf(path, sizeof path, "/sys/fs/cgroup/%s/%s/memory.events", oci.cg_parent, w->id);
-    else
-        snprintf(path, sizeof path, "/sys/fs/cgroup/memory/%s/%s/memory.oom_control", oci.cg_parent,
-                 w->id);
-    if (read_file(path, 4096, &text, &len) == 0) {
-        const char *k = strstr(text, "oom_kill ");
-        if (k && atoll(k + 9) > 0)
-            *oom = true;
-    }
-    free(text);
+    /* the runtime exits with the launcher's status once the container is gone: look
+     * without reaping it (the retirement does) */
+    (void)oom; /* the launcher counts the cgroup's OOM kills itself (its cgroup namespace
+                  shows it its own); the runtime removes the cgroup as it exits */
+    *exit_code = -1;
+    if (w->rt_pid <= 0)
+        return;
+    struct pollfd p = {.fd = w->exit_fd, .events = POLLIN};
+    if (w->exit_fd >= 0 && poll(&p, 1, timeout_ms) <= 0)
+        return;
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (waitid(P_PID, (id_t)w->rt_pid, &si, WEXITED | WNOWAIT | WNOHANG) == 0 &&
+        si.si_pid == w->rt_pid)
+        *exit_code = si.si_code == CLD_EXITED ? si.si_status : 128 + si.si_status;
 }
 
 int oci_retire_async(struct warm *w, int *fd, pid_t *pid)
@@ -680,21 +726,19 @@ int oci_retire_async(struct warm *w, int *fd, pid_t *pid)
     if (w->in_fd >= 0)
         close(w->in_fd);
     w->fd = w->in_fd = -1;
-    if (w->rt_pid > 0) /* its start is still on its way: let it end first */
+    if (w->start_fd >= 0) /* its start is still on its way: no pid yet to signal */
         oci_started(w, RUN_WAIT_MS);
-    if (w->init_pid > 0) {
-        kill(w->init_pid, SIGKILL); /* done with: the job ran, or it never will */
-        reap_init(w, 2000);
-    }
-    if (!w->id[0])
+    signal_init(w, SIGKILL); /* done with: the job ran, or it never will */
+    if (w->init_fd >= 0)
+        close(w->init_fd);
+    w->init_fd = -1;
+    if (w->rt_pid <= 0)
         return -ENOENT;
-    const char *argv[16];
-    runtime_argv(argv, (const char *[]){"delete", "--force", w->id, NULL});
-    pid_t p = spawn(argv, -1, -1, -1);
-    if (p < 0)
-        return p;
-    *pid = p;
-    *fd = pidfd_of(p);
+    /* the runtime removes the container as it exits: the removal is its exit */
+    *pid = w->rt_pid;
+    *fd = w->exit_fd;
+    w->rt_pid = 0;
+    w->exit_fd = -1;
     return 0;
 }
 
@@ -707,8 +751,10 @@ int oci_retire_finish(int fd, pid_t pid, int timeout_ms)
     }
     if (fd >= 0)
         close(fd);
-    if (st >= 0 && exit_code_of(st) != 0) {
-        set_err("%s delete exited with %d", oci.name, exit_code_of(st));
+    /* a runtime killed by a signal may have left its state behind: the next sweep (or
+     * start) deletes it */
+    if (st >= 0 && WIFSIGNALED(st)) {
+        set_err("%s run was killed by signal %d", oci.name, WTERMSIG(st));
         return -EIO;
     }
     return st < 0 ? st : 0;
@@ -718,8 +764,13 @@ void oci_discard(struct warm *w)
 {
     int fd = -1;
     pid_t pid = 0;
-    if (oci_retire_async(w, &fd, &pid) == 0 && oci_retire_finish(fd, pid, RUN_WAIT_MS) < 0)
-        log_warn("msg=\"removing a container failed\" container=%s err=\"%s\"", w->id, oci.err);
+    char id[65];
+    snprintf(id, sizeof id, "%s", w->id);
+    int rc = oci_retire_async(w, &fd, &pid);
+    if (rc == 0)
+        rc = oci_retire_finish(fd, pid, RUN_WAIT_MS);
+    if (rc < 0 && rc != -ENOENT && id[0] && delete_container(id) < 0)
+        log_warn("msg=\"removing a container failed\" container=%s err=\"%s\"", id, oci.err);
 }
 
 /* ---- probe and sweeps ---- */

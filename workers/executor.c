@@ -36,7 +36,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <poll.h>
 #include <unistd.h>
@@ -335,7 +334,7 @@ static int prepare_warm(struct exec_state *st, const struct sandbox_spec *spec, 
     rc = sandbox_prepare_async(st->docker, &st->env, &st->pool[st->n_pool], dir, spec);
     if (rc < 0)
         slot_sync(st);
-    else if (!st->pool[st->n_pool].oci) /* the OCI runtime's exit raises SIGCHLD */
+    else /* the engine's answer, or the OCI runtime's pid FIFO */
         answer_wakes(st->pool[st->n_pool].start_fd);
     if (rc < 0 && spec) { /* a job type's: its image may be gone; not the engine's health */
         log_warn("msg=\"preparing a warm container of a job type failed\" image=%s err=\"%s\"",
@@ -811,16 +810,10 @@ int executor_main(int slot)
     sigaction(SIGUSR1, &sa, NULL);
     sa.sa_handler = on_answer;
     sigaction(SIGIO, &sa, NULL);
-    sigaction(SIGCHLD, &sa, NULL); /* the OCI backend: a runtime process has exited */
     sigset_t answers;
     sigemptyset(&answers);
     sigaddset(&answers, SIGIO);
-    sigaddset(&answers, SIGCHLD);
     sigprocmask(SIG_BLOCK, &answers, NULL);
-    /* The OCI backend's containers: their init (the launcher) becomes our child when the
-     * runtime's `run --detach` exits, so its pid stays ours until we reap it. */
-    if (sandbox_backend == SANDBOX_OCI && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
-        log_warn("msg=\"prctl PR_SET_CHILD_SUBREAPER failed\" err=\"%s\"", strerror(errno));
 
     int rc = docker_open(&st.docker, tk.cfg.docker_socket);
     if (rc < 0) {

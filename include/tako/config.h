@@ -99,9 +99,9 @@
       "uid:gid the job's program runs as inside the container (never root)") \
     X(executor, backend, ENUM, "auto", "auto|docker|oci", 0, CF_NORELOAD, \
       "how job containers are made: docker (the engine creates and starts each one); oci " \
-      "(straight through the OCI runtime of docker.runtime from an OCI bundle on the " \
-      "image's unpacked rootfs: no engine on the job's path; needs root); auto: oci when " \
-      "its probe container runs, else docker") \
+      "(straight through crun, or runsc with docker.runtime = runsc, from an OCI bundle on " \
+      "the image's unpacked rootfs: no engine on the job's path; needs root); auto: oci " \
+      "when its probe container runs, else docker") \
     X(executor, rootfs_dir, STR, "", 0, 0, CF_NORELOAD, \
       "where the OCI backend keeps each image's unpacked read-only rootfs (one per image " \
       "id; several instances may share it); empty means <data_dir>/rootfs") \

@@ -74,8 +74,10 @@ struct warm {
     int in_fd;      /* OCI: the launcher's stdin, a pipe; -1 with Docker */
     int start_fd;   /* while its start is on its way: the engine's answer comes here (OCI:
                        a pidfd of the runtime's `run`, readable when it has exited) */
-    pid_t rt_pid;   /* OCI: that `run` process */
-    pid_t init_pid; /* OCI: the launcher, the container's PID 1 (our child: subreaper) */
+    pid_t rt_pid;   /* OCI: the runtime's `run`, in the foreground for the container's life */
+    int exit_fd;    /* OCI: its pidfd, readable once it has exited */
+    pid_t init_pid; /* OCI: the launcher, the container's PID 1 (the runtime's child) */
+    int init_fd;    /* OCI: its pidfd, what signals it */
     bool oci;       /* made by the OCI backend (a job type with network: by the engine) */
     bool ready;     /* started: a job can have it */
 };

@@ -1,6 +1,6 @@
 /*
  * sandbox_oci.h — the OCI backend: a job's container started straight through an OCI
- * runtime (crun, runc, or gVisor's runsc), no container engine on the job's path.
+ * runtime (crun, or gVisor's runsc), no container engine on the job's path.
  *
  * Why: the engine (dockerd, containerd, the shim) costs ~130-170 ms of CPU per container;
  * the runtime alone ~10 ms plus Python's start. Docker still owns images (builds, job
@@ -17,15 +17,15 @@
  * Its id is "p<executor pid>-<basename of dir>", so a sweep knows whose it is.
  *
  * The launcher's protocol runs on two plain pipes (its stdin and stdout) instead of the
- * engine's attach stream: no framing, the same lines. `run --detach` returns once the
- * launcher runs; the executor is the container's subreaper (PR_SET_CHILD_SUBREAPER), so
- * the launcher, PID 1 of its namespace, is the executor's child once the runtime exits:
- * its pid cannot be reused while we hold it, its exit status is ours to read, and a kill
- * goes straight to it.
+ * engine's attach stream: no framing, the same lines. The runtime runs in the foreground
+ * for the container's life (`run`): the launcher, PID 1 of its namespace, is its child; it
+ * removes the container (state, cgroup) when the launcher exits and exits with its status.
+ * So a used container costs no second runtime process, and the executor reaps only its
+ * own child, the runtime.
  *
- * Asynchrony as in the Docker backend: `run` and `delete` are runtime processes whose
- * exit the executor polls through a pidfd (start_fd, and a retirement's fd); SIGCHLD
- * ends its sleep on the ring.
+ * Asynchrony as in the Docker backend: the start's answer is the pid file, a FIFO the
+ * executor reads (start_fd, O_ASYNC: SIGIO), or its EOF when the runtime failed; the
+ * removal's is the runtime's exit (a pidfd).
  */
 #ifndef TAKO_SANDBOX_OCI_H
 #define TAKO_SANDBOX_OCI_H
@@ -37,11 +37,12 @@
 #include <sys/types.h>
 
 /* The runtime binary, state root and cgroup parent for this instance, from docker.runtime
- * (auto: crun, else runc; runsc: gVisor) and the instance label. No process is started.
+ * (auto, crun: crun; runsc: gVisor; runc: -ENOTSUP, the Docker backend's) and the
+ * instance label. No process is started.
  * 0, or -errno with err saying what is missing. */
 int oci_setup(const struct sandbox_env *env, char *err, size_t errlen);
 
-/* "crun", "runc" or "runsc" (after oci_setup); the state root. */
+/* "crun" or "runsc" (after oci_setup); the state root. */
 const char *oci_runtime(void);
 const char *oci_state_root(void);
 
