@@ -160,9 +160,12 @@ class Sandbox(unittest.TestCase):
     def test_cancel_kills_the_running_program(self):
         box = {}
         th = threading.Thread(target=lambda: box.setdefault("r", self.t.request(
-            "POST", "/execute", {"code": "import time\nprint('started', flush=True)\ntime.sleep(60)"})))
+            "POST", "/execute", {"code": "import os, time\nos.write(1, b'started\\n')\ntime.sleep(60)"})))
         th.start()
         job_id = self.t.wait_running()[0][0]
+        # "running" is recorded as its container gets the job: let the program print its
+        # line first (one write: print's two could be cut between them)
+        time.sleep(0.5)
         t0 = time.time()
         c = self.t.request("POST", f"/jobs/{job_id}/cancel")
         self.assertEqual(c.status, 200)
