@@ -2,8 +2,10 @@
  * test_jobstore.c — the statements derived from TK_JOB_FIELDS are the ones the spool's
  * files were written for (a spooled file is their parameters, positionally), a record's
  * SELECT list is the table's, and the one answer builder gives every path POST /execute's
- * shape — from a run's row and, the same fields, from a record.
+ * shape — the same bytes from a run's row, from the result file the acceptor reads back,
+ * and the same fields from a record.
  */
+#include "tako/dbspool.h"
 #include "tako/jobstore.h"
 #include "tk_test.h"
 
@@ -145,6 +147,67 @@ static json_t *answer_text_of(const struct job_row *row, char **text)
     json_t *a = job_answer(row);
     *text = json_dumps(a, JSON_COMPACT | JSON_REAL_PRECISION(9)); /* reply_json's */
     return a;
+}
+
+TK_TEST(the_answer_from_the_result_file_is_the_runs_byte_for_byte)
+{
+    json_t *timing = json_pack("{s:f, s:f, s:f, s:f}", "queue_ms", 0.1 + 0.2, "startup_ms",
+                               12.3456789012345, "execution_ms", 1234.56789, "total_ms", 1e-7);
+    json_t *output =
+        json_loads("{\"z\": [1, 2.5, {\"k\": null}], \"a\": \"\\u00e9\", \"n\": 1e300}",
+                   JSON_DECODE_ANY, NULL);
+    json_t *arts = json_pack("[{s:s, s:i, s:s, s:s}]", "name", "a.txt", "size_bytes", 5,
+                             "content_type", "text/plain", "sha256", "ab");
+    json_t *error = json_pack("{s:s, s:s, s:s, s:i}", "type", "output_limit", "message",
+                              "Output over the limit \"was\" dropped", "phase", "completed",
+                              "artifacts_skipped", 2);
+    struct job_row row = {.id = "0f0e0d0c-0000-4000-8000-000000000001",
+                          .job_type = "default",
+                          .status = "succeeded",
+                          .exit_code = "0",
+                          .stdout = "line\n\ttab \xc3\xa9\n",
+                          .stderr = "",
+                          .stdout_truncated = "true",
+                          .stderr_truncated = "false",
+                          .output = output,
+                          .error = error,
+                          .timing = timing,
+                          .artifacts = arts,
+                          .runtime = "crun",
+                          .container_id = "c1",
+                          .ended_at = "2",
+                          .started_at = "1"};
+    char *want;
+    json_decref(answer_text_of(&row, &want));
+
+    /* what jobs.c writes (FINISH's parameters in dbspool's document) and reads back */
+    struct jobstore_stmt st;
+    jobstore_finish(&st, &row);
+    json_t *doc = dbspool_doc(st.params, st.n);
+    char *file = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    jobstore_stmt_free(&st);
+    doc = json_loads(file, 0, NULL);
+    TK_ASSERT(doc != NULL);
+    const char *p[JOBS_FINISH_NPARAMS];
+    TK_ASSERT_EQ(dbspool_doc_params(doc, p, JOBS_FINISH_NPARAMS), JOBS_FINISH_NPARAMS);
+    struct job_row back;
+    jobstore_row_from_finish(&back, p);
+    TK_ASSERT(back.job_type == NULL); /* an ADMIT field: the acceptor's slot has it */
+    back.job_type = "default";
+    char *got;
+    json_decref(answer_text_of(&back, &got));
+    TK_ASSERT_STREQ(got, want);
+    jobstore_row_release(&back);
+    TK_ASSERT(back.output == NULL && back.timing == NULL);
+    free(got);
+    free(want);
+    free(file);
+    json_decref(doc);
+    json_decref(timing);
+    json_decref(output);
+    json_decref(arts);
+    json_decref(error);
 }
 
 TK_TEST(a_record_reads_back_into_the_same_answer)
