@@ -317,6 +317,18 @@ static const char *const migrations[] = {
     " WHEN (NEW.callback_url IS NOT NULL AND OLD.status IS DISTINCT FROM NEW.status"
     "       AND NEW.status IN ('succeeded', 'failed', 'timeout', 'oom', 'cancelled'))"
     " EXECUTE FUNCTION takod_callback_queue();",
+    /* 11: a callback's body is built by takod's one answer builder (jobstore.c:job_answer),
+     * not by the database: the trigger queues the delivery without one, and the callbacks
+     * process reads the job's record when it sends it (workers/deliverer.c). The queue, its
+     * lease and backoff and the record of attempts are as migration 10 made them; the body
+     * of a delivery still pending from before is built the same way. */
+    "CREATE OR REPLACE FUNCTION takod_callback_queue() RETURNS trigger LANGUAGE plpgsql AS $$"
+    "BEGIN"
+    "  INSERT INTO callback_deliveries (job_id, url) VALUES (NEW.id, NEW.callback_url)"
+    "  ON CONFLICT (job_id) DO NOTHING;"
+    "  RETURN NEW;"
+    "END $$;"
+    "ALTER TABLE callback_deliveries DROP COLUMN body;",
 };
 
 int db_schema_version(void)

@@ -34,12 +34,21 @@ static void spool_path(char *buf, size_t len, const char *job_id, const char *ki
     snprintf(buf, len, "%s/%s.%s", spool_dir, job_id, kind);
 }
 
-static json_t *params_json(const char *const *params, int n)
+json_t *dbspool_doc(const char *const *params, int n)
 {
     json_t *a = json_array();
     for (int i = 0; i < n; i++)
         json_array_append_new(a, params[i] ? json_string(params[i]) : json_null());
-    return a;
+    return json_pack("{s:o}", "params", a);
+}
+
+int dbspool_doc_params(const json_t *doc, const char **p, int max)
+{
+    const json_t *params = json_object_get(doc, "params");
+    int n = (int)json_array_size(params);
+    for (int i = 0; i < max; i++)
+        p[i] = i < n ? json_string_value(json_array_get(params, (size_t)i)) : NULL;
+    return n < max ? n : max;
 }
 
 /* tmp + fsync + rename: a spooled record survives a crash of the machine too */
@@ -73,15 +82,14 @@ static int write_doc(const char *job_id, const char *kind, json_t *doc)
 
 int dbspool_write_insert(const char *job_id, const char *const *params)
 {
-    return write_doc(job_id, "insert",
-                     json_pack("{s:o}", "params", params_json(params, JOBS_INSERT_NPARAMS)));
+    return write_doc(job_id, "insert", dbspool_doc(params, JOBS_INSERT_NPARAMS));
 }
 
 int dbspool_write_final(const char *job_id, const char *const *params, json_t *artifacts)
 {
-    return write_doc(job_id, "final",
-                     json_pack("{s:o, s:o}", "params", params_json(params, JOBS_FINISH_NPARAMS),
-                               "artifacts", artifacts ? artifacts : json_array()));
+    json_t *doc = dbspool_doc(params, JOBS_FINISH_NPARAMS);
+    json_object_set_new(doc, "artifacts", artifacts ? artifacts : json_array());
+    return write_doc(job_id, "final", doc);
 }
 
 bool dbspool_has_insert(const char *job_id)
@@ -141,12 +149,9 @@ static int replay_file(struct db *db, const char *path, bool insert)
                   jerr.text);
         return -EINVAL;
     }
-    json_t *params = json_object_get(doc, "params");
-    const char *p[JOBS_INSERT_NPARAMS] = {0};
-    size_t n = json_array_size(params);
-    for (size_t i = 0; i < n && i < JOBS_INSERT_NPARAMS; i++)
-        p[i] = json_string_value(json_array_get(params, i));
-    PGresult *r = db_exec(db, insert ? jobstore_sql_insert() : jobstore_sql_finish(), (int)n, p);
+    const char *p[JOBS_INSERT_NPARAMS];
+    int n = dbspool_doc_params(doc, p, JOBS_INSERT_NPARAMS);
+    PGresult *r = db_exec(db, insert ? jobstore_sql_insert() : jobstore_sql_finish(), n, p);
     int rc = r ? 0 : -EIO;
     /* Both statements return a row when they changed one. None is not "written":
      * ON CONFLICT DO NOTHING and the UPDATE's status guard say nothing of why. */
@@ -154,7 +159,7 @@ static int replay_file(struct db *db, const char *path, bool insert)
         PQclear(r);
         int idem = jobstore_insert_param("idempotency_key");
         rc = replay_unchanged(db, path, insert, p[0],
-                              insert && idem >= 0 && (size_t)idem < n ? p[idem] : NULL);
+                              insert && idem >= 0 && idem < n ? p[idem] : NULL);
         if (rc < 0) {
             json_decref(doc);
             return rc;

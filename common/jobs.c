@@ -223,25 +223,59 @@ static json_t *error_json(const char *type, const char *message, const char *pha
 
 /* ---- answers ---- */
 
-int jobs_write_answer(const char *id, const struct job_row *row)
+/*
+ * The executor spools a job's result, the acceptor builds the answer: <spool>/<id>/
+ * finish.json is the FINISH statement's parameters as dbspool keeps a spooled result
+ * (without the artifacts' bytes: the answer names them, the record holds them).
+ */
+static void result_path(char *buf, size_t len, const char *id)
 {
-    json_t *answer = job_answer(row);
-    char *text = json_dumps(answer, JSON_COMPACT | JSON_REAL_PRECISION(9));
-    json_decref(answer);
-    char dir[4096], path[4200];
+    char dir[4096];
     job_dir(dir, sizeof dir, id);
-    snprintf(path, sizeof path, "%s/response.json", dir);
+    snprintf(buf, len, "%s/finish.json", dir);
+}
+
+static int write_result(const char *id, const struct jobstore_stmt *st)
+{
+    char path[4200];
+    result_path(path, sizeof path, id);
+    json_t *doc = dbspool_doc(st->params, st->n);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
     int rc = text ? write_file(path, text, strlen(text), 0600) : -ENOMEM;
     if (rc < 0)
-        log_error("msg=\"writing the response failed\" job=%s path=%s err=\"%s\"", id, path,
+        log_error("msg=\"writing the job's result failed\" job=%s path=%s err=\"%s\"", id, path,
                   strerror(-rc));
     free(text);
     return rc;
 }
 
-/* The answer of a job that ends without a normal run (cancelled before it started,
- * interrupted, lost its executor): the same shape as a real result's. */
-static void write_settled_answer(const struct tk_job *job, const char *status, json_t *error)
+json_t *jobs_answer(uint32_t idx)
+{
+    const struct tk_job *job = shm_job(J.shm, idx);
+    char path[4200];
+    result_path(path, sizeof path, job->id);
+    json_error_t jerr;
+    json_t *doc = json_load_file(path, 0, &jerr);
+    if (!doc) {
+        log_error("msg=\"reading the job's result failed\" job=%s path=%s err=\"%s\"", job->id,
+                  path, jerr.text);
+        return NULL;
+    }
+    const char *p[JOBS_FINISH_NPARAMS];
+    dbspool_doc_params(doc, p, JOBS_FINISH_NPARAMS);
+    struct job_row row;
+    jobstore_row_from_finish(&row, p);
+    row.job_type = job->job_type; /* an ADMIT field: the slot has it */
+    json_t *answer = job_answer(&row);
+    jobstore_row_release(&row);
+    json_decref(doc);
+    return answer;
+}
+
+/* The result of a job that ends without a normal run (cancelled before it started,
+ * interrupted, lost its executor): the same fields as a real result's. */
+static void write_settled_result(const struct tk_job *job, const char *status, json_t *error)
 {
     double total_ms = (double)(now_mono_us() - job->created_mono_us) / 1000.0;
     json_t *timing = json_pack("{s:f, s:f, s:f, s:f}", "queue_ms", total_ms, "startup_ms", 0.0,
@@ -256,7 +290,10 @@ static void write_settled_answer(const struct tk_job *job, const char *status, j
                           .error = error,
                           .timing = timing,
                           .runtime = J.shm->runtime};
-    jobs_write_answer(job->id, &row);
+    struct jobstore_stmt st;
+    jobstore_finish(&st, &row);
+    write_result(job->id, &st);
+    jobstore_stmt_free(&st);
     json_decref(timing);
 }
 
@@ -472,33 +509,33 @@ out:
  * spool and the master writes it later. A callback_url's delivery is queued by the
  * database itself when the status becomes final (common/callbacks.c): nothing to do here.
  */
-static void record_result(const struct jobs_db *jdb, const struct job_row *row,
+static void record_result(const struct jobs_db *jdb, const struct jobstore_stmt *st, const char *id,
                           const struct tk_outputs *o)
 {
-    struct jobstore_stmt st;
-    jobstore_finish(&st, row);
-    bool spool = dbspool_has_insert(row->id);
+    bool spool = dbspool_has_insert(id);
     int rc = -EIO;
-    if (!spool && jdb && jdb->db && store_artifacts(jdb->db, row->id, o) == 0) {
-        PGresult *res = db_exec(jdb->db, st.sql, st.n, st.params);
+    if (!spool && jdb && jdb->db && store_artifacts(jdb->db, id, o) == 0) {
+        PGresult *res = db_exec(jdb->db, st->sql, st->n, st->params);
         rc = res ? 0 : -EIO;
         PQclear(res);
     }
     if (rc < 0) {
         if (!spool)
-            log_error("msg=\"recording job result failed; spooling it\" job=%s err=\"%s\"", row->id,
+            log_error("msg=\"recording job result failed; spooling it\" job=%s err=\"%s\"", id,
                       jdb && jdb->db ? db_last_error(jdb->db) : "no connection");
-        dbspool_write_final(row->id, st.params, artifacts_for_spool(o));
+        dbspool_write_final(id, st->params, artifacts_for_spool(o));
     }
-    jobstore_stmt_free(&st);
 }
 
 void jobs_finish(const struct jobs_db *jdb, uint32_t idx, uint32_t gen, const struct job_row *row,
                  const struct tk_outputs *o, struct ring_intent *me)
 {
     struct tk_job *job = shm_job(J.shm, idx);
-    record_result(jdb, row, o);
-    jobs_write_answer(job->id, row);
+    struct jobstore_stmt st; /* the record's UPDATE, and the result the acceptor answers from */
+    jobstore_finish(&st, row);
+    record_result(jdb, &st, row->id, o);
+    write_result(job->id, &st);
+    jobstore_stmt_free(&st);
     /* Hand the completion on. `held` covers a death between DONE and the push (the
      * master delivers it again); owner_pid stays until the job is DONE. */
     if (me) {
@@ -528,7 +565,7 @@ bool jobs_settle_unstarted(const struct jobs_db *jdb, uint32_t idx, const char *
         return false; /* an executor has it: its completion will come */
     }
     json_t *err = error_json(type, msg, "startup");
-    write_settled_answer(job, "cancelled", err);
+    write_settled_result(job, "cancelled", err);
     settle_record(jdb, job->id, "cancelled", err);
     json_decref(err);
     jobs_complete(idx, gen, me);
@@ -551,7 +588,7 @@ void jobs_fail_lost(const struct jobs_db *jdb, uint32_t idx, const char *msg,
     running_done();
     json_t *err = error_json("interrupted", msg, "execution");
     settle_record(jdb, job->id, "failed", err);
-    write_settled_answer(job, "failed", err);
+    write_settled_result(job, "failed", err);
     json_decref(err);
     jobs_complete(idx, gen, me);
 }

@@ -1,6 +1,7 @@
 /*
  * jobstore.c — see jobstore.h. The INSERT and the FINISH UPDATE are written once, at their
- * first use, from TK_JOB_FIELDS; the other statements are short enough to read as they are.
+ * first use, from TK_JOB_FIELDS, and a record's SELECT list by the preprocessor from the
+ * same table (jobstore.h); the other statements are short enough to read as they are.
  */
 #include "tako/jobstore.h"
 
@@ -28,22 +29,25 @@ static const struct jf_field {
     enum jf_type type;
     enum jf_rep rep;
     enum jf_set set;
-    size_t offset; /* in struct job_row */
+    int record_col; /* its column in JOBSTORE_RECORD_COLS, or -1 */
+    size_t offset;  /* in struct job_row */
 } fields[] = {
-#define JF_ROW(name, type, rep, set)                                                               \
-    {#name, type, JF_AS_##rep, JF_SET_##set, offsetof(struct job_row, name)},
+#define JF_COL_REC(name)   JR_##name
+#define JF_COL_NOREC(name) -1
+#define JF_ROW(name, type, rep, set, rec)                                                          \
+    {#name, type, JF_AS_##rep, JF_SET_##set, JF_COL_##rec(name), offsetof(struct job_row, name)},
     TK_JOB_FIELDS(JF_ROW)
 #undef JF_ROW
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])
 
 /* The parameter counts the spool and the callers rely on, checked against the table. */
-#define JF_IN_INSERT_KEY                      1
-#define JF_IN_INSERT_ADMIT                    1
-#define JF_IN_INSERT_FINISH                   0
-#define JF_IN_INSERT_FINISH_KEEP              0
-#define JF_COUNT_INSERT(name, type, rep, set) +JF_IN_INSERT_##set
-#define JF_COUNT_FINISH(name, type, rep, set) +(1 - JF_IN_INSERT_##set)
+#define JF_IN_INSERT_KEY                           1
+#define JF_IN_INSERT_ADMIT                         1
+#define JF_IN_INSERT_FINISH                        0
+#define JF_IN_INSERT_FINISH_KEEP                   0
+#define JF_COUNT_INSERT(name, type, rep, set, rec) +JF_IN_INSERT_##set
+#define JF_COUNT_FINISH(name, type, rep, set, rec) +(1 - JF_IN_INSERT_##set)
 _Static_assert(0 TK_JOB_FIELDS(JF_COUNT_INSERT) == JOBS_INSERT_NPARAMS, "INSERT parameters");
 _Static_assert(1 + 0 TK_JOB_FIELDS(JF_COUNT_FINISH) == JOBS_FINISH_NPARAMS, "FINISH parameters");
 
@@ -233,6 +237,10 @@ void jobstore_settle_node_sync(struct jobstore_stmt *st, const char *node)
     one(st, sql, "cancelling the node's unfinished synchronous jobs", 1, node, NULL, NULL);
 }
 
+const char *const JOBSTORE_SQL_RECORD =
+    "SELECT " JOBSTORE_RECORD_COLS " FROM jobs WHERE id = $1::uuid"
+    " AND ($2::text IS NULL OR api_key_id = $2)";
+
 const char *const JOBSTORE_SQL_UNFINISHED =
     "SELECT id, code, input::text, timeout_s, attempt, job_type, stdin,"
     " input_files::text, requirements::text,"
@@ -245,6 +253,48 @@ const char *const JOBSTORE_SQL_STATUS = "SELECT status FROM jobs WHERE id = $1::
 const char *const JOBSTORE_SQL_BY_IDEMPOTENCY_KEY =
     "SELECT id::text, request_hash, status FROM jobs"
     " WHERE idempotency_key = $1 AND coalesce(api_key_id, '') = $2";
+
+/* A field's value read back from text: a TEXT member borrows it, a JSON member parses it
+ * (its own: jobstore_row_release). */
+static void set_from_text(struct job_row *row, const struct jf_field *f, const char *text)
+{
+    void *at = (char *)row + f->offset;
+    if (f->rep == JF_AS_TEXT)
+        *(const char **)at = text;
+    else
+        *(json_t **)at = text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+}
+
+void jobstore_row_from_record(struct job_row *row, const PGresult *r, int tuple)
+{
+    memset(row, 0, sizeof *row);
+    for (size_t i = 0; i < N_FIELDS; i++) {
+        int col = fields[i].record_col;
+        if (col >= 0)
+            set_from_text(row, &fields[i],
+                          PQgetisnull(r, tuple, col) ? NULL : PQgetvalue(r, tuple, col));
+    }
+}
+
+void jobstore_row_from_finish(struct job_row *row, const char *const *params)
+{
+    memset(row, 0, sizeof *row);
+    int n = 0;
+    for (size_t i = 0; i < N_FIELDS; i++)
+        if (in_finish(&fields[i]))
+            set_from_text(row, &fields[i], params[n++]);
+}
+
+void jobstore_row_release(struct job_row *row)
+{
+    for (size_t i = 0; i < N_FIELDS; i++) {
+        if (fields[i].rep != JF_AS_JSON)
+            continue;
+        json_t **at = (json_t **)(void *)((char *)row + fields[i].offset);
+        json_decref(*at);
+        *at = NULL;
+    }
+}
 
 bool jobstore_is_terminal(const char *status)
 {

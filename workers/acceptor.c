@@ -105,21 +105,12 @@ static void on_done(evutil_socket_t fd, short ev, void *arg)
         uint32_t idx = shm_val_idx(v);
         struct tk_job *job = shm_job(tk.shm, idx);
         struct pending *p = job->acceptor_gen == A.gen ? unpark(idx, &job->req_token) : NULL;
-        if (p) {
-            char dir[4096], path[4200];
-            spool_job_dir(dir, sizeof dir, job->id);
-            snprintf(path, sizeof path, "%s/response.json", dir);
-            char *body = NULL;
-            size_t len = 0;
-            int rc = read_file(path, 256u << 20, &body, &len);
-            if (rc == 0)
-                reply_raw(p->req, 200, p->corr, body, len);
-            else {
-                log_error("msg=\"reading the response failed\" job=%s path=%s err=\"%s\"", job->id,
-                          path, strerror(-rc));
+        if (p) { /* the answer, built here from the result its executor left (jobs.h) */
+            json_t *answer = jobs_answer(idx);
+            if (answer)
+                reply_json(p->req, 200, p->corr, answer);
+            else
                 reply_error(p->req, 500, p->corr, "Execution error: the result was lost");
-            }
-            free(body);
             p->req = NULL;
         }
         /* a completion for an earlier generation of this slot: the client left with it;

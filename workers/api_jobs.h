@@ -22,45 +22,14 @@
 
 /* ---- api_records.c ---- */
 
-/* The columns of RECORD_COLS, the one SELECT list of every read of a record. */
-enum {
-    R_ID,
-    R_STATUS,
-    R_JOB_TYPE,
-    R_CREATED,
-    R_STARTED,
-    R_ENDED,
-    R_DURATION,
-    R_EXIT,
-    R_STDOUT,
-    R_STDERR,
-    R_OUTPUT,
-    R_ERROR,
-    R_TIMING,
-    R_ARTIFACTS,
-    R_RUNTIME,
-    R_OUT_TRUNC,
-    R_ERR_TRUNC,
-    R_IDEM,
-    R_ATTEMPT,
-    R_PARENT,
-    R_RELATIONSHIP,
-    R_CODE_HASH,
-    R_INPUT_HASH,
-    R_MODE,
-    R_QUEUE_POS,
-    R_CALLBACK,
-    R_NCOLS /* columns a query adds after RECORD_COLS start here */
-};
-
 /* The record of GET /jobs/{id}/result and /executions; `full` adds view=full's fields. */
 json_t *records_json(const PGresult *r, int row, bool full);
 /* POST /execute's answer, from a finished record (a duplicate submit of a known job). */
 json_t *records_answer(const PGresult *r, int row);
 
 typedef void (*record_cb)(const PGresult *res, const char *err, void *arg);
-/* Read one record (RECORD_COLS); owner: the key id the caller may see, or NULL for any
- * (admin, no auth, internal). 0 or -ENOTCONN (cb not called). */
+/* Read one record (JOBSTORE_SQL_RECORD: its columns are JR_*); owner: the key id the caller may
+ * see, or NULL for any (admin, no auth, internal). 0 or -ENOTCONN (cb not called). */
 int records_query(const char *id, const char *owner, record_cb cb, void *arg);
 
 /* A request that needs one record: keeps the request and how to answer. */

@@ -1,8 +1,9 @@
 /*
  * api_records.c — reading job records: GET /jobs/{id} (status), /jobs/{id}/result (with
  * ?wait: parked in api_wait.c), /executions and /executions/{id}, and artifacts. Every
- * read of a record goes through one SELECT list (RECORD_COLS) and one JSON shape
- * (records_json); POST /execute's answer from a record is job_answer's (jobstore.h).
+ * read of a record goes through one SELECT list (jobstore.h's JOBSTORE_RECORD_COLS, from
+ * the field table) and one JSON shape (records_json); POST /execute's answer from a record
+ * is job_answer's (jobstore.h).
  */
 #include "api_jobs.h"
 #include "tako/log.h"
@@ -18,23 +19,6 @@
 #include <string.h>
 
 /* ---- records ---- */
-
-/* One SELECT list for every read of a record; R_* are its column numbers. */
-#define RECORD_COLS                                                                                \
-    "id::text, status, job_type, to_json(created_at)#>>'{}', to_json(started_at)#>>'{}',"          \
-    " to_json(ended_at)#>>'{}',"                                                                   \
-    " (extract(epoch FROM (coalesce(ended_at, now()) - coalesce(started_at, created_at)))"         \
-    "  * 1000)::bigint,"                                                                           \
-    " exit_code, stdout, stderr, output::text, error::text, timing::text, artifacts::text,"        \
-    " runtime, stdout_truncated, stderr_truncated, idempotency_key, attempt, parent_id::text,"     \
-    " relationship, code_hash, input_hash, mode,"                                                  \
-    " CASE WHEN status = 'queued' THEN (SELECT count(*) FROM jobs q WHERE q.status = 'queued'"     \
-    "  AND q.created_at < jobs.created_at) END,"                                                   \
-    " CASE WHEN callback_url IS NOT NULL THEN (jsonb_build_object('url', callback_url,"            \
-    "  'status', callback_status, 'attempts', 0) || coalesce((SELECT jsonb_build_object("          \
-    "  'attempts', d.attempts, 'last_attempt_at', d.last_attempt_at, 'last_http_status',"          \
-    "  d.last_http_status, 'last_error', d.last_error, 'delivered_at', d.delivered_at)"            \
-    "  FROM callback_deliveries d WHERE d.job_id = jobs.id), '{}'::jsonb))::text END"
 
 static json_t *col_str(const PGresult *r, int row, int col)
 {
@@ -62,32 +46,32 @@ static bool col_bool(const PGresult *r, int row, int col)
 /* The record of GET /jobs/{id}/result and /executions; `full` adds view=full's fields. */
 json_t *records_json(const PGresult *r, int row, bool full)
 {
-    const char *job_type = PQgetvalue(r, row, R_JOB_TYPE);
+    const char *job_type = PQgetvalue(r, row, JR_job_type);
     char version[96]; /* the ref it ran: NAME@<version> when pinned, else NAME@latest */
     snprintf(version, sizeof version, strchr(job_type, '@') ? "%s" : "%s@latest", job_type);
     json_t *rec = json_object();
-    json_object_set_new(rec, "execution_id", col_str(r, row, R_ID));
-    json_object_set_new(rec, "job_id", col_str(r, row, R_ID));
-    json_object_set_new(rec, "status", col_str(r, row, R_STATUS));
+    json_object_set_new(rec, "execution_id", col_str(r, row, JR_id));
+    json_object_set_new(rec, "job_id", col_str(r, row, JR_id));
+    json_object_set_new(rec, "status", col_str(r, row, JR_status));
     json_object_set_new(rec, "job_type", json_string(job_type));
     json_object_set_new(rec, "job_version", json_string(version));
-    json_object_set_new(rec, "created_at", col_str(r, row, R_CREATED));
-    json_object_set_new(rec, "started_at", col_str(r, row, R_STARTED));
-    json_object_set_new(rec, "ended_at", col_str(r, row, R_ENDED));
-    json_object_set_new(rec, "duration_ms", col_int(r, row, R_DURATION));
-    json_object_set_new(rec, "exit_code", col_int(r, row, R_EXIT));
-    json_object_set_new(rec, "stdout", col_str(r, row, R_STDOUT));
-    json_object_set_new(rec, "stderr", col_str(r, row, R_STDERR));
-    json_object_set_new(rec, "output", col_json(r, row, R_OUTPUT));
-    json_object_set_new(rec, "error", col_json(r, row, R_ERROR));
-    json_object_set_new(rec, "timing", col_json(r, row, R_TIMING));
-    json_object_set_new(rec, "runtime", col_str(r, row, R_RUNTIME));
-    json_object_set_new(rec, "mode", col_str(r, row, R_MODE));
+    json_object_set_new(rec, "created_at", col_str(r, row, JR_created_at));
+    json_object_set_new(rec, "started_at", col_str(r, row, JR_started_at));
+    json_object_set_new(rec, "ended_at", col_str(r, row, JR_ended_at));
+    json_object_set_new(rec, "duration_ms", col_int(r, row, JR_DURATION));
+    json_object_set_new(rec, "exit_code", col_int(r, row, JR_exit_code));
+    json_object_set_new(rec, "stdout", col_str(r, row, JR_stdout));
+    json_object_set_new(rec, "stderr", col_str(r, row, JR_stderr));
+    json_object_set_new(rec, "output", col_json(r, row, JR_output));
+    json_object_set_new(rec, "error", col_json(r, row, JR_error));
+    json_object_set_new(rec, "timing", col_json(r, row, JR_timing));
+    json_object_set_new(rec, "runtime", col_str(r, row, JR_runtime));
+    json_object_set_new(rec, "mode", col_str(r, row, JR_mode));
     if (!full)
         return rec;
     json_t *timing = json_object_get(rec, "timing");
     json_object_set_new(rec, "job_ref", json_string(version));
-    json_t *arts = col_json(r, row, R_ARTIFACTS);
+    json_t *arts = col_json(r, row, JR_artifacts);
     json_object_set_new(rec, "artifacts", json_is_array(arts) ? arts : json_array());
     if (!json_is_array(arts))
         json_decref(arts);
@@ -96,45 +80,29 @@ json_t *records_json(const PGresult *r, int row, bool full)
                                   json_is_object(timing)
                                       ? json_deep_copy(json_object_get(timing, "execution_ms"))
                                       : json_null()));
-    json_object_set_new(rec, "code_hash", col_str(r, row, R_CODE_HASH));
-    json_object_set_new(rec, "input_hash", col_str(r, row, R_INPUT_HASH));
-    json_object_set_new(rec, "parent_execution_id", col_str(r, row, R_PARENT));
-    json_object_set_new(rec, "relationship", col_str(r, row, R_RELATIONSHIP));
-    json_object_set_new(rec, "stdout_truncated", json_boolean(col_bool(r, row, R_OUT_TRUNC)));
-    json_object_set_new(rec, "stderr_truncated", json_boolean(col_bool(r, row, R_ERR_TRUNC)));
-    json_object_set_new(rec, "idempotency_key", col_str(r, row, R_IDEM));
-    json_object_set_new(rec, "attempt", col_int(r, row, R_ATTEMPT));
+    json_object_set_new(rec, "code_hash", col_str(r, row, JR_code_hash));
+    json_object_set_new(rec, "input_hash", col_str(r, row, JR_input_hash));
+    json_object_set_new(rec, "parent_execution_id", col_str(r, row, JR_parent_id));
+    json_object_set_new(rec, "relationship", col_str(r, row, JR_relationship));
+    json_object_set_new(rec, "stdout_truncated",
+                        json_boolean(col_bool(r, row, JR_stdout_truncated)));
+    json_object_set_new(rec, "stderr_truncated",
+                        json_boolean(col_bool(r, row, JR_stderr_truncated)));
+    json_object_set_new(rec, "idempotency_key", col_str(r, row, JR_idempotency_key));
+    json_object_set_new(rec, "attempt", col_int(r, row, JR_ATTEMPT));
     /* callback_url's delivery: status, attempts, and how the last attempt went */
-    if (!PQgetisnull(r, row, R_CALLBACK))
-        json_object_set_new(rec, "callback", col_json(r, row, R_CALLBACK));
+    if (!PQgetisnull(r, row, JR_CALLBACK))
+        json_object_set_new(rec, "callback", col_json(r, row, JR_CALLBACK));
     return rec;
 }
 
 /* POST /execute's shape, from a finished record (a duplicate submit of a known job). */
 json_t *records_answer(const PGresult *r, int row)
 {
-    json_t *output = col_json(r, row, R_OUTPUT), *error = col_json(r, row, R_ERROR),
-           *timing = col_json(r, row, R_TIMING), *artifacts = col_json(r, row, R_ARTIFACTS);
-#define COL_TEXT(c) (PQgetisnull(r, row, c) ? NULL : PQgetvalue(r, row, c))
-    struct job_row jr = {.id = COL_TEXT(R_ID),
-                         .status = COL_TEXT(R_STATUS),
-                         .job_type = COL_TEXT(R_JOB_TYPE),
-                         .exit_code = COL_TEXT(R_EXIT),
-                         .stdout = COL_TEXT(R_STDOUT),
-                         .stderr = COL_TEXT(R_STDERR),
-                         .stdout_truncated = COL_TEXT(R_OUT_TRUNC),
-                         .stderr_truncated = COL_TEXT(R_ERR_TRUNC),
-                         .runtime = COL_TEXT(R_RUNTIME),
-                         .output = output,
-                         .error = error,
-                         .timing = timing,
-                         .artifacts = artifacts};
-#undef COL_TEXT
+    struct job_row jr;
+    jobstore_row_from_record(&jr, r, row);
     json_t *resp = job_answer(&jr);
-    json_decref(output);
-    json_decref(error);
-    json_decref(timing);
-    json_decref(artifacts);
+    jobstore_row_release(&jr);
     return resp;
 }
 
@@ -144,10 +112,7 @@ json_t *records_answer(const PGresult *r, int row)
 int records_query(const char *id, const char *owner, record_cb cb, void *arg)
 {
     const char *p[2] = {id, owner};
-    return pgq_exec(A.pg,
-                    "SELECT " RECORD_COLS " FROM jobs WHERE id = $1::uuid"
-                    " AND ($2::text IS NULL OR api_key_id = $2)",
-                    2, p, cb, arg);
+    return pgq_exec(A.pg, JOBSTORE_SQL_RECORD, 2, p, cb, arg);
 }
 
 struct rec_req *rec_req_new(struct evhttp_request *req, const char *corr, const char *id)
@@ -177,16 +142,16 @@ static void on_record(const PGresult *res, const char *err, void *arg)
             "status", json_object_get(rec, "status"), "created_at",
             json_object_get(rec, "created_at"), "started_at", json_object_get(rec, "started_at"),
             "ended_at", json_object_get(rec, "ended_at"), "duration_ms",
-            json_object_get(rec, "duration_ms"), "queue_position", col_int(res, 0, R_QUEUE_POS));
+            json_object_get(rec, "duration_ms"), "queue_position", col_int(res, 0, JR_QUEUE_POS));
         json_decref(rec);
         reply_json(r->req, 200, r->corr, body);
-    } else if (r->kind == 2 || is_terminal(PQgetvalue(res, 0, R_STATUS))) {
+    } else if (r->kind == 2 || is_terminal(PQgetvalue(res, 0, JR_status))) {
         reply_json(r->req, 200, r->corr, records_json(res, 0, r->full));
     } else if (!r->wait) {
         reply_json(r->req, 200, r->corr,
                    json_pack("{s:s, s:s, s:s, s:o}", "job_id", r->id, "status",
-                             PQgetvalue(res, 0, R_STATUS), "message", "Job still in progress",
-                             "queue_position", col_int(res, 0, R_QUEUE_POS)));
+                             PQgetvalue(res, 0, JR_status), "message", "Job still in progress",
+                             "queue_position", col_int(res, 0, JR_QUEUE_POS)));
     } else {
         wait_add(r->req, r->corr, r->id, WAIT_RESULT, r->full, r->wait_ms);
     }
@@ -282,7 +247,7 @@ static void on_list(const PGresult *res, const char *err, void *arg)
         json_t *items = json_array();
         int n = PQntuples(res);
         /* the page the filters selected had `rows` rows; the byte cap may have cut it */
-        long long rows = n > 0 ? atoll(PQgetvalue(res, 0, R_NCOLS)) : 0;
+        long long rows = n > 0 ? atoll(PQgetvalue(res, 0, JR_NCOLS)) : 0;
         for (int i = 0; i < n && i < l->limit; i++)
             json_array_append_new(items, records_json(res, i, l->full));
         bool more = rows > l->limit || (long long)json_array_size(items) < rows;
@@ -323,7 +288,7 @@ void api_executions(struct evhttp_request *req, const char *corr, char **params)
      * columns (octet_length reads a TOASTed value's size without fetching it). */
     if (pgq_exec(
             A.pg,
-            "SELECT * FROM (SELECT " RECORD_COLS ", count(*) OVER () AS page_rows,"
+            "SELECT * FROM (SELECT " JOBSTORE_RECORD_COLS ", count(*) OVER () AS page_rows,"
             "  sum(sz) OVER w - sz AS before, row_number() OVER w AS rn"
             " FROM (SELECT *, octet_length(coalesce(stdout, ''))"
             "   + octet_length(coalesce(stderr, '')) + octet_length(coalesce(output::text, ''))"

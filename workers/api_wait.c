@@ -61,7 +61,7 @@ static void on_wait_timeout(evutil_socket_t fd, short ev, void *arg)
 static void on_waited_record(const PGresult *res, const char *err, void *arg)
 {
     char *id = arg;
-    if (res && PQntuples(res) == 1 && is_terminal(PQgetvalue(res, 0, R_STATUS))) {
+    if (res && PQntuples(res) == 1 && is_terminal(PQgetvalue(res, 0, JR_status))) {
         struct waiter *w = waiters, *next;
         for (; w; w = next) {
             next = w->next;
@@ -231,7 +231,7 @@ static struct sse *sse_find(const char *id, struct sse *after)
 static void on_sse_result(const PGresult *res, const char *err, void *arg)
 {
     char *id = arg;
-    if (res && PQntuples(res) == 1 && is_terminal(PQgetvalue(res, 0, R_STATUS))) {
+    if (res && PQntuples(res) == 1 && is_terminal(PQgetvalue(res, 0, JR_status))) {
         struct sse *s, *next;
         for (s = sse_find(id, NULL); s; s = next) {
             next = sse_find(id, s);
@@ -313,7 +313,7 @@ static void on_sse_record(const PGresult *res, const char *err, void *arg)
     s->timer = evtimer_new(A.base, sse_timeout, s);
     struct timeval tv = {(long)tk.cfg.limits_max_timeout + 120, 0};
     evtimer_add(s->timer, &tv);
-    const char *status = PQgetvalue(res, 0, R_STATUS);
+    const char *status = PQgetvalue(res, 0, JR_status);
     sse_event(s, "status", json_pack("{s:s, s:s}", "job_id", s->id, "status", status));
     if (is_terminal(status)) {
         sse_event(s, "result", records_json(res, 0, true));

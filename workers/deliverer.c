@@ -9,10 +9,15 @@
  * attempt is bounded (callbacks.connect_timeout_ms, callbacks.timeout_ms); at most
  * callbacks.max_in_flight are in flight. Unless callbacks.allow_private_addresses, every
  * address a name resolves to is checked before the socket is opened.
+ *
+ * The body is the job's answer, built when it is sent by the one builder (job_answer)
+ * from the job's record (JOBSTORE_SQL_RECORD): the database queues a delivery without a
+ * body (migration 11), so a callback and POST /execute cannot answer a job differently.
  */
 #include "tako/bgchild.h"
 #include "tako/callbacks.h"
 #include "tako/db.h"
+#include "tako/jobstore.h"
 #include "tako/log.h"
 #include "tako/metrics.h"
 #include "tako/takod.h"
@@ -192,6 +197,31 @@ static void finished(struct delivery *d, CURLcode cc)
     record(d, "pending", code, why, delay);
 }
 
+/* The job's answer from its record, as POST /execute sends it (reply_json's text), or
+ * NULL (logged). */
+static char *answer_body(const char *job_id)
+{
+    const char *p[2] = {job_id, NULL};
+    PGresult *r = db_exec(D.db, JOBSTORE_SQL_RECORD, 2, p);
+    if (!r || PQntuples(r) != 1) {
+        log_error("msg=\"reading the job's record for its callback failed; it goes again when its "
+                  "lease ends\" job=%s err=\"%s\"",
+                  job_id, r ? "no such record" : db_last_error(D.db));
+        PQclear(r);
+        return NULL;
+    }
+    struct job_row row;
+    jobstore_row_from_record(&row, r, 0);
+    json_t *answer = job_answer(&row);
+    jobstore_row_release(&row);
+    PQclear(r);
+    char *body = json_dumps(answer, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    json_decref(answer);
+    if (!body)
+        log_error("msg=\"out of memory building a callback's body\" job=%s", job_id);
+    return body;
+}
+
 /* Claim up to `room` due deliveries and start them. Returns how many were claimed, or
  * -EIO when the database did not answer. */
 static int claim(int room)
@@ -207,7 +237,7 @@ static int claim(int room)
         " next_at = now() + $2::bigint * interval '1 millisecond'"
         " FROM (SELECT job_id FROM callback_deliveries WHERE state = 'pending'"
         " AND next_at <= now() ORDER BY next_at LIMIT $1::integer FOR UPDATE SKIP LOCKED) due"
-        " WHERE d.job_id = due.job_id RETURNING d.job_id::text, d.url, d.body, d.attempts",
+        " WHERE d.job_id = due.job_id RETURNING d.job_id::text, d.url, d.attempts",
         2, p);
     static bool failing; /* an outage is logged once, not every second */
     if (!r) {
@@ -226,10 +256,9 @@ static int claim(int room)
         if (d) {
             snprintf(d->job_id, sizeof d->job_id, "%s", PQgetvalue(r, i, 0));
             d->url = strdup(PQgetvalue(r, i, 1));
-            d->body = strdup(PQgetvalue(r, i, 2));
-            d->attempt = atoi(PQgetvalue(r, i, 3));
+            d->attempt = atoi(PQgetvalue(r, i, 2));
         }
-        if (!d || !d->url || !d->body) { /* its lease ends and it goes again */
+        if (!d || !d->url) { /* its lease ends and it goes again */
             log_error("msg=\"out of memory starting a callback\" job=%s", PQgetvalue(r, i, 0));
             if (d)
                 delivery_free(d);
@@ -238,6 +267,10 @@ static int claim(int room)
         if (d->attempt > tk.cfg.callbacks_max_attempts) { /* the last one was cut short */
             record(d, "failed", 0, "gave up: the last attempt was interrupted", 0);
             metrics_callback(shm_metrics(tk.shm), METRICS_CB_FAILED);
+            delivery_free(d);
+            continue;
+        }
+        if (!(d->body = answer_body(d->job_id))) { /* logged; its lease ends and it goes again */
             delivery_free(d);
             continue;
         }

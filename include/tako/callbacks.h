@@ -3,11 +3,13 @@
  * (ext), and what such a URL may reach.
  *
  * Delivery is never on an executor's path. A job's status becoming final queues its
- * callback: a database trigger (migration 9, common/db.c) inserts the callback_deliveries
- * row in the same transaction, whoever wrote the status (an executor, the master's
- * recovery, an acceptor's cancel, the spool's replay), so it is as durable as the result.
- * The callbacks process (workers/deliverer.c, supervised by the master like the others)
- * claims due rows under a lease, sends many at once with libcurl multi, each
+ * callback: a database trigger (migrations 10 and 11, common/db.c) inserts the
+ * callback_deliveries row in the same transaction, whoever wrote the status (an executor,
+ * the master's recovery, an acceptor's cancel, the spool's replay), so it is as durable as
+ * the result. The row has no body: the callbacks process (workers/deliverer.c, supervised
+ * by the master like the others) builds it when it sends it, from the job's record, with
+ * the one answer builder (jobstore.h: job_answer), so it is POST /execute's answer field
+ * for field. It claims due rows under a lease, sends many at once with libcurl multi, each
  * attempt bounded by callbacks.connect_timeout_ms and callbacks.timeout_ms, retries with
  * exponential backoff (callbacks.backoff_ms, doubling) up to callbacks.max_attempts, and
  * records every attempt (attempts, last_http_status, last_error, delivered_at) in the row

@@ -6,6 +6,10 @@
  * <data_dir>/dbspool/<job id>.final    its result: the finishing UPDATE and its artifacts
  * Each file is written whole (tmp + fsync + rename). The master replays them every few
  * seconds, INSERT before result; a file goes once PostgreSQL has taken it.
+ *
+ * A file is a document {"params": [text or null, ...], "artifacts": [...]}: a statement's
+ * text parameters in the jobstore's order. The same document carries a job's result from
+ * its executor to the acceptor that answers it (jobs.c): one format for a result on disk.
  */
 #ifndef TAKO_DBSPOOL_H
 #define TAKO_DBSPOOL_H
@@ -18,6 +22,12 @@
 
 /* Where the files go: <data_dir>/dbspool (set once, before the children fork). */
 void dbspool_init(const char *data_dir);
+
+/* {"params": [...]}: n text parameters (NULL: JSON null). */
+json_t *dbspool_doc(const char *const *params, int n);
+/* A document's parameters into p[0..max) (borrowed from doc; missing ones NULL): how many
+ * it has, at most max. */
+int dbspool_doc_params(const json_t *doc, const char **p, int max);
 
 /* Spool the INSERT's parameters (JOBS_INSERT_NPARAMS; NULL entries are SQL NULL). 0 or -errno. */
 int dbspool_write_insert(const char *job_id, const char *const *params);

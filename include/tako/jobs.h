@@ -11,7 +11,7 @@
  *   jobs_start            QUEUED → RUNNING       'running', attempt + 1
  *   jobs_requeue          RUNNING → QUEUED       'queued' (a retry: no container, a lost run)
  *   jobs_hand_back        RUNNING → FREE         'queued' in PostgreSQL only (run after a start)
- *   jobs_finish           RUNNING → DONE         the result and the answer
+ *   jobs_finish           RUNNING → DONE         the record and the result (jobs_answer)
  *   jobs_settle_unstarted QUEUED → DONE          'cancelled' (a cancel, a stop)
  *   jobs_cancel                                  the flag a running job's executor sees, and
  *                                                jobs_settle_unstarted for a queued one
@@ -58,7 +58,7 @@
 struct jobs_ctx {
     struct tk_shm *shm;
     const int *done_efd;        /* an eventfd per process slot: wakes an acceptor */
-    const char *spool_dir;      /* <spool>/<job id>: a job's files and its answer */
+    const char *spool_dir;      /* <spool>/<job id>: a job's files and its result */
     const char *quarantine_dir; /* where a spool dir that cannot be removed goes */
 };
 void jobs_init(const struct jobs_ctx *ctx);
@@ -99,7 +99,8 @@ void jobs_hand_back(const struct jobs_db *jdb, uint32_t idx, struct ring_intent 
 /*
  * RUNNING → DONE with its result: the artifacts and the finishing UPDATE (or, when
  * PostgreSQL cannot take them or the job's INSERT still waits on disk, the spool), the
- * answer for the waiting client, then the completion (jobs_complete).
+ * result for the waiting client's acceptor (jobs_answer), then the completion
+ * (jobs_complete).
  */
 void jobs_finish(const struct jobs_db *jdb, uint32_t idx, uint32_t gen, const struct job_row *row,
                  const struct tk_outputs *o, struct ring_intent *me);
@@ -152,7 +153,11 @@ void jobs_complete(uint32_t idx, uint32_t gen, struct ring_intent *me);
 int jobs_write_spool(const char *id, const char *code, const char *input, const char *stdin_text,
                      const char *files_json, const char *requirements, char *why, size_t wlen);
 
-/* <spool>/response.json: the answer (job_answer) the acceptor sends. 0 or -errno, logged. */
-int jobs_write_answer(const char *id, const struct job_row *row);
+/*
+ * The answer (job_answer) to the client of a finished job, built by the acceptor that has
+ * its completion from the result the job's executor (or whoever settled it) left in the
+ * job's spool dir — FINISH's parameters, in dbspool's format. NULL (logged) if it is lost.
+ */
+json_t *jobs_answer(uint32_t idx);
 
 #endif

@@ -71,6 +71,72 @@ class Extensions(unittest.TestCase):
         self.t.wait_for(lambda: self.t.sql(f"SELECT callback_status FROM jobs WHERE id = '{job}'")
                         == [["delivered"]], what="callback_status delivered")
 
+    def assert_same_answer(self, got, want, what):
+        self.assertEqual(sorted(got), sorted(want), what)
+        for k in want:
+            self.assertEqual(got[k], want[k], f"{what}: {k}")
+
+    def test_callback_body_is_the_jobs_answer_field_for_field(self):
+        # The one answer builder (job_answer) writes both: POST /execute's body (from the
+        # run's result), a repeat of the request's (from the record) and the callback's
+        # (from the record, when it is sent). Field for field equal, for a job that
+        # succeeded, one that failed and one cancelled while it ran.
+        got = {}
+
+        class Keep(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                got[self.path] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+        httpd = http.server.HTTPServer(("127.0.0.1", 0), Keep)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        try:
+            ok = ("import json\nprint('out')\nopen('/output/a.txt', 'w').write('hello')\n"
+                  "json.dump({'n': 1.5, 's': '\u00e9', 'l': [1, {'k': None}], 'f': 0.1 + 0.2},"
+                  " open('/output/result.json', 'w'))\n")
+            failed = "print('before')\nraise ValueError('bad value')\n"
+            for name, code, status in (("ok", ok, "succeeded"), ("failed", failed, "failed")):
+                body = {"code": code, "callback_url": f"{url}/{name}",
+                        "idempotency_key": f"callback-answer-{name}"}
+                r = self.t.request("POST", "/execute", body)
+                self.assertEqual(r.status, 200, r.body)
+                answer = r.json()
+                self.assertEqual(answer["status"], status, answer)
+                cb = self.t.wait_for(lambda: got.get(f"/{name}"), timeout=60, what=f"{name}'s callback")
+                self.assert_same_answer(cb, answer, f"{name}: callback vs POST /execute")
+                again = self.t.request("POST", "/execute", body)  # answered from the record
+                self.assertEqual(again.status, 200, again.body)
+                self.assert_same_answer(again.json(), cb, f"{name}: a repeat vs the callback")
+            # reals as every answer writes them (9 significant digits: reply_json's)
+            self.assertEqual(got["/ok"]["output"], {"n": 1.5, "s": "\u00e9", "l": [1, {"k": None}], "f": 0.3})
+            self.assertEqual([a["name"] for a in got["/ok"]["artifacts"]], ["a.txt"])
+            self.assertEqual((got["/failed"]["error_type"], got["/failed"]["exit_code"]), ("value_error", 1))
+
+            body = {"code": "import time\nprint('started', flush=True)\ntime.sleep(120)\n",
+                    "callback_url": f"{url}/cancelled", "idempotency_key": "callback-answer-cancelled"}
+            job = self.t.request("POST", "/execute/async", body).json()["job_id"]
+            self.t.wait_for(lambda: self.t.sql(f"SELECT status FROM jobs WHERE id = '{job}'") == [["running"]],
+                            timeout=60, what="the job running")
+            self.assertEqual(self.t.request("POST", f"/jobs/{job}/cancel").status, 200)
+            cb = self.t.wait_for(lambda: got.get("/cancelled"), timeout=60, what="the cancelled job's callback")
+            self.assertEqual((cb["job_id"], cb["status"], cb["success"], cb["error_type"]),
+                             (job, "cancelled", False, "cancelled"), cb)
+            again = self.t.request("POST", "/execute", body)  # the same request, sync: the record's answer
+            self.assertEqual(again.status, 200, again.body)
+            self.assert_same_answer(again.json(), cb, "cancelled: a repeat vs the callback")
+            rec = self.t.request("GET", f"/jobs/{job}/result?view=full").json()
+            for k in ("job_id", "execution_id", "status", "stdout", "stderr", "exit_code", "output",
+                      "timing", "runtime", "job_type", "stdout_truncated", "stderr_truncated", "artifacts"):
+                self.assertEqual(cb[k], rec[k], f"cancelled: callback vs GET /jobs/{{id}}/result: {k}")
+            self.assertEqual((cb["error"], cb["error_type"]), (rec["error"]["message"], rec["error"]["type"]))
+        finally:
+            httpd.shutdown()
+            httpd.server_close()
+
     def test_callback_to_nowhere_is_recorded_failed(self):
         r = self.t.request("POST", "/execute/async", {
             "code": "print(1)", "callback_url": "http://127.0.0.1:1/nothing-listens"})
