@@ -70,10 +70,11 @@ static void set_err(const char *fmt, ...)
 
 static int find_bin(const char *name, char *out, size_t len)
 {
+    /* takod's PATH, as a shell would search it (the standard directories when it has none) */
     const char *path = getenv("PATH");
     char dirs[4096];
-    snprintf(dirs, sizeof dirs, "%s:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-             path ? path : "");
+    snprintf(dirs, sizeof dirs, "%s",
+             path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     for (char *save = NULL, *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
         snprintf(out, len, "%s/%s", d, name);
         if (*d == '/' && access(out, X_OK) == 0)
