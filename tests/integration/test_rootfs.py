@@ -151,6 +151,22 @@ class RootfsTest(unittest.TestCase):
         self.assertEqual(os.listdir(self.store), [])
         self.assertEqual(export_containers(), [])
 
+    def test_a_mount_point_that_is_a_symlink_is_refused(self):
+        # a mount on /output -> /etc would land on the container's /etc
+        ctx = tempfile.mkdtemp(prefix="tako-rootfs-ctx-")
+        with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+            f.write(f"FROM {BASE}\nUSER root\nRUN rm -rf /output && ln -s /etc /output\n")
+        subprocess.run(["docker", "build", "-q", "--network", "none", "-t", TEST_IMAGE, ctx],
+                       check=True, capture_output=True, timeout=300)
+        shutil.rmtree(ctx)
+        self.images.append(image_id(TEST_IMAGE))
+        r = self.tool("ensure", self.store, TEST_IMAGE, "1000", "1000", ok=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("output", r.stderr)
+        self.assertIn("not a directory", r.stderr)
+        self.assertEqual(os.listdir(self.store), [])
+        self.assertEqual(export_containers(), [])
+
 
 if __name__ == "__main__":
     unittest.main()
