@@ -7,12 +7,10 @@ the old one and keeps the new; concurrent makers of one image end with one rootf
 is left behind (no temporary dir, no export container). Its own image only
 (tako-rootfs-test:latest); code-executor:latest is never retagged.
 """
-import json
 import os
 import shutil
 import subprocess
 import tempfile
-import time
 import unittest
 
 TOOL = os.environ.get("ROOTFS_TOOL", os.path.join(os.path.dirname(__file__),
@@ -26,11 +24,12 @@ def image_id(ref):
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
-def build(tag, marker):
+def build(tag, run):
+    """An image FROM code-executor:latest with one RUN step, tagged tag; its id."""
     ctx = tempfile.mkdtemp(prefix="tako-rootfs-ctx-")
     try:
         with open(os.path.join(ctx, "Dockerfile"), "w") as f:
-            f.write(f"FROM {BASE}\nUSER root\nRUN touch /{marker}\n")
+            f.write(f"FROM {BASE}\nUSER root\nRUN {run}\n")
         subprocess.run(["docker", "build", "-q", "--network", "none", "-t", tag, ctx],
                        check=True, capture_output=True, timeout=300)
     finally:
@@ -93,11 +92,11 @@ class RootfsTest(unittest.TestCase):
         print(f"first unpack {ms1} ms, again {ms2} ms")
 
     def test_rebuilt_tag_gets_a_new_rootfs_and_prune_removes_the_old(self):
-        old = build(TEST_IMAGE, "first")
+        old = build(TEST_IMAGE, "touch /first")
         self.images.append(old)
         p_old, _ = self.ensure(TEST_IMAGE)
         self.assertTrue(os.path.exists(os.path.join(p_old, "first")))
-        new = build(TEST_IMAGE, "second")
+        new = build(TEST_IMAGE, "touch /second")
         self.images.append(new)
         self.assertNotEqual(old, new)
         p_new, _ = self.ensure(TEST_IMAGE)
@@ -118,7 +117,7 @@ class RootfsTest(unittest.TestCase):
         self.assertEqual(sorted(os.listdir(self.store)), [os.path.basename(p_base)])
 
     def test_concurrent_makers_end_with_one_rootfs(self):
-        iid = build(TEST_IMAGE, "race")
+        iid = build(TEST_IMAGE, "touch /race")
         self.images.append(iid)
         procs = [subprocess.Popen([TOOL, "ensure", self.store, TEST_IMAGE, "1000", "1000"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -138,13 +137,7 @@ class RootfsTest(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("tako-rootfs-no-such-image", r.stderr)
         # an image without python3 fails verification: no rootfs, no temp dir, no container
-        ctx = tempfile.mkdtemp(prefix="tako-rootfs-ctx-")
-        with open(os.path.join(ctx, "Dockerfile"), "w") as f:
-            f.write(f"FROM {BASE}\nUSER root\nRUN rm -f /usr/bin/python3*\n")
-        subprocess.run(["docker", "build", "-q", "--network", "none", "-t", TEST_IMAGE, ctx],
-                       check=True, capture_output=True, timeout=300)
-        shutil.rmtree(ctx)
-        self.images.append(image_id(TEST_IMAGE))
+        self.images.append(build(TEST_IMAGE, "rm -f /usr/bin/python3*"))
         r = self.tool("ensure", self.store, TEST_IMAGE, "1000", "1000", ok=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn("python3", r.stderr)
@@ -153,13 +146,7 @@ class RootfsTest(unittest.TestCase):
 
     def test_a_mount_point_that_is_a_symlink_is_refused(self):
         # a mount on /output -> /etc would land on the container's /etc
-        ctx = tempfile.mkdtemp(prefix="tako-rootfs-ctx-")
-        with open(os.path.join(ctx, "Dockerfile"), "w") as f:
-            f.write(f"FROM {BASE}\nUSER root\nRUN rm -rf /output && ln -s /etc /output\n")
-        subprocess.run(["docker", "build", "-q", "--network", "none", "-t", TEST_IMAGE, ctx],
-                       check=True, capture_output=True, timeout=300)
-        shutil.rmtree(ctx)
-        self.images.append(image_id(TEST_IMAGE))
+        self.images.append(build(TEST_IMAGE, "rm -rf /output && ln -s /etc /output"))
         r = self.tool("ensure", self.store, TEST_IMAGE, "1000", "1000", ok=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn("output", r.stderr)
