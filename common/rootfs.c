@@ -328,9 +328,14 @@ static int rf_tar_start(const char *store_dir, const char *dir, pid_t *pid, int 
 /* Wait for tar; its exit status, and its first complaint into msg. */
 static int rf_tar_wait(pid_t pid, int logfd, char *msg, size_t msglen)
 {
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+    int st = 0, w;
+    while ((w = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
         ;
+    if (w < 0) { /* reaped by someone else (a waitpid(-1)): its status is lost */
+        snprintf(msg, msglen, "waitpid %ld: %s", (long)pid, strerror(errno));
+        close(logfd);
+        return 255;
+    }
     ssize_t n = pread(logfd, msg, msglen - 1, 0);
     msg[n > 0 ? n : 0] = '\0';
     for (char *s = msg; *s; s++)
@@ -510,8 +515,10 @@ int rootfs_ensure(struct docker *d, const char *store_dir, const char *image, ui
         return rf_fail(err, errlen, rc, "rootfs of %s under %s: path too long", id, store_dir);
     char why[512];
     if ((rc = rootfs_verify(path, id, why, sizeof why)) == 0)
-        return 0;        /* the fast path */
-    if (rc != -ENOENT) { /* there but not whole (damaged since): made again */
+        return 0; /* the fast path */
+    struct stat st;
+    bool transient = rc == -EMFILE || rc == -ENFILE || rc == -ENOMEM || rc == -EINTR;
+    if (!transient && lstat(path, &st) == 0) { /* there but not whole (damaged): made again */
         log_warn("msg=\"rootfs not whole, made again\" image=%s err=\"%s\"", id, why);
         int sfd = open(store_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (sfd >= 0) {

@@ -90,6 +90,13 @@ class RootfsTest(unittest.TestCase):
         self.assertEqual(self.leftovers(), [])
         self.assertEqual(export_containers(), [])
         print(f"first unpack {ms1} ms, again {ms2} ms")
+        # damaged since (its marker gone): not handed out, made again in its place
+        os.unlink(os.path.join(path, ".takod-rootfs"))
+        self.assertEqual(self.tool("lookup", self.store, iid, ok=False).returncode, 1)
+        path3, _ = self.ensure(BASE)
+        self.assertEqual(path3, path)
+        self.assertTrue(os.path.isfile(os.path.join(path, ".takod-rootfs")))
+        self.assertEqual(self.leftovers(), [])
 
     def test_rebuilt_tag_gets_a_new_rootfs_and_prune_removes_the_old(self):
         old = build(TEST_IMAGE, "touch /first")
