@@ -1,6 +1,6 @@
 /*
  * docker.c — the engine's container and system endpoints (see docker.h): create, start,
- * wait, kill, inspect, logs, remove, list, attach, and the async start/remove an executor
+ * wait, kill, inspect, logs, export, remove, list, attach, and the async start/remove an executor
  * collects later; ping and info. Images, builds and pulls are docker_image.c's.
  *
  * Every call checks what it puts into a URL path (ids, names, signals: dk_check_id), then
@@ -255,6 +255,24 @@ int docker_logs(struct docker *d, const char *id, struct tk_capbuf *out, struct 
         return -EIO;
     }
     return 0;
+}
+
+int docker_export(struct docker *d, const char *id, long stall_s, long timeout_ms,
+                  int (*consume)(void *ctx, const char *p, size_t n), void *ctx)
+{
+    int rc = dk_check_id(d, "container id", id);
+    if (rc < 0)
+        return rc;
+    char path[DK_MAX_NAME + 32];
+    snprintf(path, sizeof path, "/containers/%s/export", id);
+    struct dk_req q = {.method = "GET",
+                       .path = path,
+                       .timeout_ms = timeout_ms,
+                       .stall_s = stall_s,
+                       .stream = consume,
+                       .stream_ctx = ctx};
+    rc = dk_do(d, &q);
+    return rc < 0 ? rc : 0;
 }
 
 int docker_remove(struct docker *d, const char *id)

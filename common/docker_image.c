@@ -212,9 +212,13 @@ int docker_tag(struct docker *d, const char *image, const char *repo, const char
 int docker_images_by_label(struct docker *d, const char *label, json_t **images)
 {
     char *path = NULL;
-    int rc = dk_label_path(d, "/images/json?", label, &path);
+    int rc = label ? dk_label_path(d, "/images/json?", label, &path) : 0;
     if (rc < 0)
         return rc;
+    if (!label && !(path = strdup("/images/json"))) {
+        dk_seterr(d, "GET /images/json: out of memory");
+        return -ENOMEM;
+    }
     struct dk_req q = {.method = "GET", .path = path, .timeout_ms = DK_TIMEOUT_MS};
     rc = dk_json(d, &q, images);
     free(path);

@@ -230,7 +230,10 @@ static const struct image *image_for(struct docker *d, const struct sandbox_env 
     }
     const char *id = json_string_value(json_object_get(info, "Id"));
     char path[4096], why[512] = "";
-    if (!id || rootfs_ensure(d, env->rootfs_dir, id, path, sizeof path, why, sizeof why) < 0) {
+    unsigned uid = 1000, gid = 1000; /* /output's owner in the image: docker.user */
+    sscanf(env->cfg->docker_user, "%u:%u", &uid, &gid);
+    if (!id || rootfs_ensure(d, env->rootfs_dir, id, uid, gid, path, sizeof path, why,
+                             sizeof why) < 0) {
         set_err("the rootfs of image %s: %s", name, id ? why : "no Id in its inspect");
         json_decref(info);
         return NULL;

@@ -113,6 +113,14 @@ int docker_logs(struct docker *d, const char *id, struct tk_capbuf *out, struct 
  */
 int docker_attach(struct docker *d, const char *id, int timeout_ms, int *fd);
 
+/*
+ * GET /containers/{id}/export: the container's filesystem as a tar stream, handed to
+ * consume as it arrives (never held in memory; consume's -errno stops the call). Bounded
+ * by timeout_ms in all (0: no bound) and stall_s without a byte.
+ */
+int docker_export(struct docker *d, const char *id, long stall_s, long timeout_ms,
+                  int (*consume)(void *ctx, const char *p, size_t n), void *ctx);
+
 /* DELETE /containers/{id}?force=1&v=1 (force kills a running one). Absent -> -ENOENT. */
 int docker_remove(struct docker *d, const char *id);
 
@@ -154,8 +162,9 @@ struct docker_build_opts {
 int docker_build(struct docker *d, const void *tar, size_t len, const struct docker_build_opts *o,
                  char image_id[80]);
 
-/* GET /images/json?filters={"label":["LABEL"]}: *images is the engine's array
- * ([{Id, Created, RepoTags, ...}]), a new reference. */
+/* GET /images/json?filters={"label":["LABEL"]} (label NULL: every image, as `docker
+ * images` lists them): *images is the engine's array ([{Id, Created, RepoTags, ...}]), a
+ * new reference. */
 int docker_images_by_label(struct docker *d, const char *label, json_t **images);
 
 /* DELETE /images/{image} (not forced: an image a container uses is -EEXIST). */

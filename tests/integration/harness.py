@@ -65,6 +65,9 @@ class Response:
         return json.loads(self.body)
 
 
+ROOTFS_DIR = os.environ.get("TAKOD_TEST_ROOTFS_DIR", "/var/tmp/takod-test-rootfs")
+
+
 class Takod:
     """One takod process with its own data_dir (and managed PostgreSQL)."""
 
@@ -78,6 +81,9 @@ class Takod:
             f"server.data_dir={self.data_dir}",
             f"server.executors={executors}",
             f"server.acceptors={acceptors}",
+            # one store of unpacked image rootfs for every takod of a run (the OCI backend's;
+            # keyed by image id, so instances share it safely): one unpack, not one per test
+            f"executor.rootfs_dir={ROOTFS_DIR}",
             # TAKOD_TEST_OVERRIDES: extra "-o" settings for every takod of a run (e.g.
             # docker.image=code-executor:mine to test a launcher change on its own tag)
             *os.environ.get("TAKOD_TEST_OVERRIDES", "").split(),
