@@ -259,6 +259,31 @@ class Takod:
             h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
         return f"/run/takod/{h or 1:016x}"
 
+    def container_states(self):
+        """[id, status, image id] of this instance's containers, either backend's: the
+        engine's inspect; the OCI runtime's list, the image id from the bundle's rootfs
+        (<rootfs store>/<hex of the image id>)."""
+        out, rows = [], []
+        ids = self.containers()
+        docker_ids = [i for i in ids if not i.startswith("p")]
+        if docker_ids:
+            out = subprocess.run(["docker", "inspect", "--format", "{{.Id}} {{.State.Status}} "
+                                  "{{.Config.Image}}", *docker_ids], capture_output=True,
+                                 text=True, timeout=30).stdout
+            rows = [line.split() for line in out.splitlines()]
+        base = self.oci_state_base()
+        for rt in (os.listdir(base) if os.path.isdir(base) else []):
+            listed = subprocess.run([rt, "--root", os.path.join(base, rt), "list", "--format",
+                                     "json"], capture_output=True, text=True, timeout=30).stdout
+            for c in json.loads(listed or "[]") or []:
+                try:
+                    with open(os.path.join(c["bundle"], "config.json")) as f:
+                        root = json.load(f)["root"]["path"]
+                except (OSError, ValueError, KeyError):
+                    continue
+                rows.append([c["id"], c["status"], "sha256:" + os.path.basename(root)])
+        return rows
+
     def oci_containers(self):
         base, ids = self.oci_state_base(), []
         for rt in (os.listdir(base) if os.path.isdir(base) else []):

@@ -146,11 +146,8 @@ class Environments(Base):
         first = self.run_job(code, job_type="data-processing")
         self.assertEqual(first["stdout"], "3\n", first)
 
-        def images():
-            ids = self.t.containers()
-            out = subprocess.run(["docker", "inspect", "--format", "{{.Id}} {{.State.Status}} "
-                                  "{{.Config.Image}}", *ids], capture_output=True, text=True).stdout
-            return [line.split() for line in out.splitlines()]
+        def images():  # [id, status, image id], either backend's containers
+            return self.t.container_states()
         dp_id = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}",
                                 "tako-vm-data-processing:latest"], capture_output=True,
                                text=True).stdout.strip()
