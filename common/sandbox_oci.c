@@ -232,8 +232,8 @@ static const struct image *image_for(struct docker *d, const struct sandbox_env 
     char path[4096], why[512] = "";
     unsigned uid = 1000, gid = 1000; /* /output's owner in the image: docker.user */
     sscanf(env->cfg->docker_user, "%u:%u", &uid, &gid);
-    if (!id || rootfs_ensure(d, env->rootfs_dir, id, uid, gid, path, sizeof path, why,
-                             sizeof why) < 0) {
+    if (!id ||
+        rootfs_ensure(d, env->rootfs_dir, id, uid, gid, path, sizeof path, why, sizeof why) < 0) {
         set_err("the rootfs of image %s: %s", name, id ? why : "no Id in its inspect");
         json_decref(info);
         return NULL;
@@ -826,6 +826,48 @@ int oci_probe(struct docker *d, const struct sandbox_env *env, char *err, size_t
     if (rc < 0)
         snprintf(err, errlen, "%s", oci.err);
     rm_rf(dir);
+    return rc;
+}
+
+size_t oci_images_in_use(const char *slots_dir, char (*ids)[72], size_t max)
+{
+    DIR *d = opendir(slots_dir);
+    struct dirent *de;
+    size_t n = 0;
+    while (d && n < max && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char path[4400];
+        snprintf(path, sizeof path, "%s/%s/config.json", slots_dir, de->d_name);
+        json_t *cfg = json_load_file(path, 0, NULL);
+        const char *root = json_string_value(json_object_get(json_object_get(cfg, "root"), "path"));
+        const char *base = root ? strrchr(root, '/') : NULL;
+        if (base && strlen(base + 1) == 64) {
+            bool dup = false;
+            snprintf(ids[n], 72, "sha256:%s", base + 1);
+            for (size_t k = 0; k < n && !dup; k++)
+                dup = !strcmp(ids[k], ids[n]);
+            n += !dup;
+        }
+        json_decref(cfg);
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+int oci_prune_rootfs(struct docker *d, const char *rootfs_dir, const char *slots_dir)
+{
+    static char ids[64][72];
+    const char *keep[64];
+    size_t n = oci_images_in_use(slots_dir, ids, TK_ARRAY_LEN(ids));
+    for (size_t i = 0; i < n; i++)
+        keep[i] = ids[i];
+    char err[512];
+    int rc = rootfs_prune(d, rootfs_dir, keep, n, err, sizeof err);
+    if (rc > 0)
+        log_info("msg=\"removed the rootfs of replaced or removed images\" count=%d store=%s", rc,
+                 rootfs_dir);
     return rc;
 }
 

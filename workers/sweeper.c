@@ -7,7 +7,9 @@
  *     the job it ran go now, and again 3 s later, for a create the engine finished after
  *     its caller died), and every 60 s for anything else that leaked
  *     (recovery_sweep_containers);
- *   - every 10 s, looks which job types have a latest image, into shm for GET /job-types.
+ *   - every 10 s, looks which job types have a latest image, into shm for GET /job-types;
+ *   - every 10 s, with the OCI backend, prunes its rootfs store: an image replaced under
+ *     its tag or removed loses its unpacked copy, unless a container of ours runs it.
  * Each engine call is bounded (docker.c's timeouts): a hung engine delays only this
  * process; the executors notice it themselves (the circuit breaker, shm docker_ok).
  */
@@ -16,6 +18,8 @@
 #include "tako/jobtypes.h"
 #include "tako/log.h"
 #include "tako/recovery.h"
+#include "tako/sandbox.h"
+#include "tako/sandbox_oci.h"
 #include "tako/takod.h"
 #include "tako/util.h"
 
@@ -50,6 +54,17 @@ static void refresh_job_type_images(void)
     docker_close(d);
 }
 
+/* The OCI backend's rootfs store: those of images replaced (a rebuild under the same tag)
+ * or removed go, except what this instance's containers run. */
+static void prune_rootfs(void)
+{
+    struct docker *d = NULL;
+    if (docker_open(&d, tk.cfg.docker_socket) < 0)
+        return;
+    oci_prune_rootfs(d, tk.rootfs_dir, tk.slots_dir);
+    docker_close(d);
+}
+
 int sweeper_main(int slot)
 {
     bgchild_signals(NULL);
@@ -59,7 +74,8 @@ int sweeper_main(int slot)
     /* The master removed every container at start; a respawned sweeper may have missed
      * an ask: sweep at once unless none was ever made. */
     uint32_t seen = 0;
-    uint64_t again = 0, next_sweep = now_mono_ms() + SWEEP_MS, next_images = 0;
+    uint64_t again = 0, next_sweep = now_mono_ms() + SWEEP_MS, next_images = 0,
+             next_prune = now_mono_ms() + IMAGES_MS;
     while (!bgchild_stop) {
         bgchild_round(me);
         uint64_t now = now_mono_ms();
@@ -75,6 +91,10 @@ int sweeper_main(int slot)
         if (!bgchild_stop && now >= next_images) {
             refresh_job_type_images();
             next_images = now + IMAGES_MS;
+        }
+        if (!bgchild_stop && sandbox_backend == SANDBOX_OCI && now >= next_prune) {
+            prune_rootfs();
+            next_prune = now + IMAGES_MS;
         }
         futex_word_wait(&tk.shm->sweep_word, word, WAIT_MS);
     }

@@ -75,6 +75,15 @@ char *oci_config_text(struct docker *d, const struct sandbox_env *env,
 const char *oci_last_error(void);
 
 /*
+ * The image ids the bundles under slots_dir (one directory per container) run, into ids
+ * (at most max, "sha256:<hex>" each): what a rootfs prune must keep. Returns the count.
+ */
+size_t oci_images_in_use(const char *slots_dir, char (*ids)[72], size_t max);
+
+/* The rootfs store's prune (rootfs_prune) keeping what this instance's containers run. */
+int oci_prune_rootfs(struct docker *d, const char *rootfs_dir, const char *slots_dir);
+
+/*
  * Sweeps. oci_sweep(keep) deletes this instance's containers whose executor pid `keep`
  * says is not alive (keep NULL: all of them — start-up and stop); returns how many.
  */
