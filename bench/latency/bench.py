@@ -1069,8 +1069,15 @@ def main():
                 # a data dir of its own per backend (its PostgreSQL, spool, rootfs)
                 data_dirs.append(tempfile.mkdtemp(prefix="takod-bench-%s-" % backend,
                                                   dir="/tmp"))
-                run_takod_backend(a, backend, takod_bin, data_dirs[-1], keepalive, concs,
-                                  quiet, out, running)
+                try:
+                    run_takod_backend(a, backend, takod_bin, data_dirs[-1], keepalive,
+                                      concs, quiet, out, running)
+                except RuntimeError as e:  # e.g. takod would not start: the next backend
+                    log("[%s] takod phase failed: %s" % (backend, e))
+                    out["error"] = str(e)
+                    if running["takod"] is not None:
+                        running["takod"].stop()
+                        running["takod"] = None
             res["conditions"]["takod_log"] = a.log
 
         docker_probe = CpuProbe(None)
@@ -1154,7 +1161,8 @@ def main():
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)
         log("raw numbers written to %s" % a.json)
-    return 1 if res.get("interrupted") else 0
+    failed = any(d.get("error") for d in (res.get("by_backend") or {}).values())
+    return 1 if res.get("interrupted") or failed else 0
 
 
 def summarize_log(path):
@@ -1407,6 +1415,9 @@ def report(res):
         P("=== takod with executor.backend = %s (/health: backend %s, runtime %s) ===" % (
             b, h.get("backend", "-"), h.get("runtime", "-")))
         P()
+        if d.get("error"):
+            P("**the takod phase failed: %s**" % d["error"])
+            P()
         report_backend(view, b)
         d["targets"] = view.get("targets", {})
 
