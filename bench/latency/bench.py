@@ -308,9 +308,10 @@ def foreign_procs(procs, master_pid):
 
 
 def wait_quiet(max_s, threshold=0.25):
-    """Wait (at most max_s) until the machine is below `threshold` busy; returns busy."""
+    """Wait (at most max_s) until the machine is below `threshold` busy; returns busy.
+    With no time left to wait (max_s 0) it only takes a short sample for the record."""
     t_end = time.monotonic() + max_s
-    busy = machine_busy_fraction(1.5)
+    busy = machine_busy_fraction(1.5 if max_s > 0 else 0.5)
     while busy > threshold and time.monotonic() < t_end:
         busy = machine_busy_fraction(2.0)
     return busy
