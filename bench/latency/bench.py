@@ -3,25 +3,31 @@
 
 One run measures, on this machine:
 
-  1. takod: `print(1)` through POST /execute at concurrency 1 (N requests after a
-     warm-up): client-observed p50/p90/p99/mean, and the p50 of the server's own
-     timing fields (queue_ms, startup_ms, execution_ms, total_ms).
-  1b. takod at concurrency 1 at offered rates below the machine's capacity (--rates,
-     default 4 and 8 jobs/s): the latency a client sees when the server is not saturated.
-  2. takod throughput (jobs/s), closed loop, at concurrency 1, 2, 4, 8 with
+  1. takod, once per executor backend (--backends, default docker,oci: the Docker Engine
+     API, or the OCI runtime straight on a bundle), each with its own takod
+     (`-o executor.backend=B`), the same image and settings, phases 1a-1d in order:
+  1a. concurrency 1 at offered rates below the machine's capacity (--rates, default 4
+     and 8 jobs/s): the latency a client sees when the server is not saturated.
+  1b. `print(1)` through POST /execute at concurrency 1, back to back (N requests after
+     a warm-up): client-observed p50/p90/p99/mean, the p50/p99 of the server's own
+     timing fields (queue_ms, startup_ms, execution_ms, total_ms), and CPU per job.
+  1c. the paced diagnostic (1 s idle after each reply).
+  1d. throughput (jobs/s), closed loop, at concurrency 1, 2, 4, 8 with
      server.executors = --executors (default 4), plus concurrency 8 with
-     server.executors = 8 (--exec8; on by default).
-  3. Baseline A: a cold `docker run --rm --network none IMAGE python3 -c 'print(1)'`:
-     p50/p99 at concurrency 1 and throughput at 1, 2, 4, 8.
-  4. Baseline B: the raw Docker Engine API cycle create/start/wait/logs/rm over
+     server.executors = 8 (on by default; --no-exec8), each with CPU per job.
+  2. Baseline A: a cold `docker run --rm --network none IMAGE python3 -c 'print(1)'`:
+     p50/p99 at concurrency 1 and throughput at 1, 2, 4, 8 (once, not per backend).
+  3. Baseline B: the raw Docker Engine API cycle create/start/wait/logs/rm over
      /var/run/docker.sock (API v1.41), same image and command, NetworkMode none.
-  5. CPU per job: takod's own processes (master + its direct children except the
-     managed PostgreSQL), and for context the managed PostgreSQL, dockerd + containerd,
-     and the whole machine, over the concurrency-1 latency runs.
+  CPU per job, in every window: the whole machine (/proc/stat, all processes);
+  takod's own (the master and its descendants named takod*, see CpuProbe: never the
+  OCI runtime or the containers, which are the executors' children); the managed
+  PostgreSQL; the runtime and containers under takod; dockerd + containerd.
+  The report ends with issue #17's targets, the OCI backend beside the Docker backend.
 
 Python 3 standard library only. Talks to 127.0.0.1 and the Docker unix socket only.
 Every loop is bounded in count and in time. Run as root (docker socket, /proc of root
-processes). `--quick` is a smoke run of under two minutes; `--json FILE` also writes
+processes). `--quick` is a smoke run of under three minutes; `--json FILE` also writes
 the raw numbers.
 """
 
@@ -101,7 +107,8 @@ def free_port():
 # ---------------------------------------------------------------------------- /proc
 
 def read_stat(pid):
-    """(comm, ppid, utime+stime ticks) of a pid, or None if it is gone."""
+    """(comm, ppid, utime+stime ticks, cutime+cstime ticks) of a pid, or None if it is
+    gone. The last is what its reaped children (and theirs) spent."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
             data = f.read().decode("utf-8", "replace")
@@ -111,8 +118,10 @@ def read_stat(pid):
     rp = data.rindex(")")
     comm = data[lp + 1:rp]
     rest = data[rp + 2:].split()
-    # rest[0] = state (field 3), rest[1] = ppid (4), rest[11] = utime (14), rest[12] = stime (15)
-    return comm, int(rest[1]), int(rest[11]) + int(rest[12])
+    # rest[0] = state (field 3), rest[1] = ppid (4), rest[11] = utime (14), rest[12] = stime
+    # (15), rest[13] = cutime (16), rest[14] = cstime (17)
+    return (comm, int(rest[1]), int(rest[11]) + int(rest[12]),
+            int(rest[13]) + int(rest[14]))
 
 
 def oncpu_ticks(pid, fallback):
@@ -146,31 +155,62 @@ def machine_cpu():
     return total - idle, total
 
 
+def descendants(procs, root):
+    """Pids of root's descendants (not root itself), from a snapshot of all processes."""
+    kids = {}
+    for pid, st in procs.items():
+        kids.setdefault(st[1], []).append(pid)
+    out, todo = set(), list(kids.get(root, ()))
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out.add(pid)
+            todo.extend(kids.get(pid, ()))
+    return out
+
+
 class CpuProbe:
-    """Snapshots of CPU ticks of the process groups this benchmark reports."""
+    """Snapshots of CPU ticks of the process groups this benchmark reports.
+
+    Under the master, three groups, so that takod's own CPU stays takod's whatever the
+    backend runs as its children:
+      takod     the master and every descendant whose comm starts with "takod"
+                (acceptors, executors, the settler and the sweeper), on a CPU from
+                /proc/PID/schedstat — a process's own time, never its children's;
+      postgres  the managed PostgreSQL: a child of the master named postgres*, and its
+                descendants;
+      runtime   everything else below the master: under the OCI backend the runtime
+                (crun, runc, runsc) and the containers' processes (the launcher and the
+                job's python3), which the executors spawn and, as subreapers, reap. It
+                counts the live ones' utime+stime plus what takod's processes have
+                reaped (their cutime+cstime), so a container that lived only between two
+                snapshots is still counted. Under the Docker backend it is ~0: the
+                engine's shims own the containers."""
 
     def __init__(self, master_pid=None):
         self.master_pid = master_pid
 
     def snapshot(self):
         procs = all_procs()
-        snap = {"t": time.perf_counter(), "takod": {}, "postgres": {}, "docker": {}}
-        if self.master_pid and self.master_pid in procs:
-            m = self.master_pid
-            comm, ppid, ticks = procs[m]
-            snap["takod"][m] = (comm, ppid, oncpu_ticks(m, ticks))
-            pg_roots = []
-            for pid, (comm, ppid, ticks) in procs.items():
-                if ppid == m:
-                    if comm.startswith("postgres"):
-                        pg_roots.append(pid)
-                    else:
-                        snap["takod"][pid] = (comm, ppid, oncpu_ticks(pid, ticks))
-            # the managed PostgreSQL: the postmaster and its children
-            for pid, (comm, ppid, ticks) in procs.items():
-                if pid in pg_roots or ppid in pg_roots:
+        snap = {"t": time.perf_counter(), "takod": {}, "postgres": {}, "docker": {},
+                "runtime": {}, "reaped": {}}
+        m = self.master_pid
+        if m and m in procs:
+            pg = set()
+            for pid, (comm, ppid, _t, _c) in procs.items():
+                if ppid == m and comm.startswith("postgres"):
+                    pg.add(pid)
+                    pg |= descendants(procs, pid)
+            for pid in {m} | descendants(procs, m):
+                comm, ppid, ticks, cticks = procs[pid]
+                if pid in pg:
                     snap["postgres"][pid] = (comm, ppid, oncpu_ticks(pid, ticks))
-        for pid, (comm, ppid, ticks) in procs.items():
+                elif pid == m or comm.startswith("takod"):
+                    snap["takod"][pid] = (comm, ppid, oncpu_ticks(pid, ticks))
+                    snap["reaped"][pid] = cticks
+                else:
+                    snap["runtime"][pid] = (comm, ppid, ticks)
+        for pid, (comm, ppid, ticks, _c) in procs.items():
             if comm in ("dockerd", "containerd"):
                 snap["docker"][pid] = (comm, ppid, ticks)
         snap["foreign"] = foreign_procs(procs, self.master_pid)
@@ -183,18 +223,27 @@ class CpuProbe:
     def delta(a, b, jobs):
         """CPU ms per job between two snapshots, per group, plus pid-set changes."""
         out = {}
-        for group in ("takod", "postgres", "docker"):
+        for group in ("takod", "postgres", "docker", "runtime"):
             pa, pb = a[group], b[group]
             ticks = 0
             for pid, (_c, _p, t) in pb.items():
                 ticks += t - (pa[pid][2] if pid in pa else 0)
             gone = sorted(set(pa) - set(pb))
             new = sorted(set(pb) - set(pa))
-            ms = ticks * 1000.0 / CLK_TCK
             roles = {}
             for pid, (c, _p, t) in pb.items():
                 d = (t - (pa[pid][2] if pid in pa else 0)) * 1000.0 / CLK_TCK
                 roles[c] = roles.get(c, 0.0) + d
+            if group == "runtime":
+                # the ones that ended in between are in their reaper's cutime now, with
+                # what they had already spent at `a`: take that part out once
+                for pid in gone:
+                    ticks -= pa[pid][2]
+                reaped = sum(c - a["reaped"].get(pid, 0) for pid, c in b["reaped"].items())
+                ticks += reaped
+                roles["(ended, reaped by takod)"] = reaped * 1000.0 / CLK_TCK
+                gone, new = [], []  # one per job: expected, not worth a note
+            ms = ticks * 1000.0 / CLK_TCK
             out[group] = {
                 "by_comm_ms_per_job": {c: v / jobs for c, v in roles.items()} if jobs else {},
                 "cpu_ms_total": ms,
@@ -237,7 +286,7 @@ def foreign_procs(procs, master_pid):
     roots = {os.getpid()}
     if master_pid:
         roots.add(master_pid)
-    for pid, (comm, ppid, _t) in procs.items():
+    for pid, (comm, ppid, _t, _c) in procs.items():
         if comm in ("dockerd", "containerd") or comm.startswith("containerd-shim"):
             roots.add(pid)
     ours = {}
@@ -259,9 +308,10 @@ def foreign_procs(procs, master_pid):
 
 
 def wait_quiet(max_s, threshold=0.25):
-    """Wait (at most max_s) until the machine is below `threshold` busy; returns busy."""
+    """Wait (at most max_s) until the machine is below `threshold` busy; returns busy.
+    With no time left to wait (max_s 0) it only takes a short sample for the record."""
     t_end = time.monotonic() + max_s
-    busy = machine_busy_fraction(1.5)
+    busy = machine_busy_fraction(1.5 if max_s > 0 else 0.5)
     while busy > threshold and time.monotonic() < t_end:
         busy = machine_busy_fraction(2.0)
     return busy
@@ -423,7 +473,11 @@ class Takod:
         self.port = None
         self.proc = None
 
-    def start(self, timeout=60):
+    def start(self, timeout=180, backend=None):
+        """Start and wait until /health says the engine and the database are there; with
+        `backend` (docker, oci), also that takod runs that executor backend (not another
+        one it fell back to). Returns the /health object. The timeout allows the OCI
+        backend's first unpacking of the image's rootfs."""
         self.port = free_port()
         args = [self.binary, "-c", self.conf,
                 "-o", "server.listen=127.0.0.1:%d" % self.port,
@@ -453,6 +507,9 @@ class Takod:
                 if r.status == 200:
                     h = json.loads(body)
                     if h.get("docker_available") and h.get("database_available"):
+                        if backend not in (None, "auto") and h.get("backend") != backend:
+                            raise RuntimeError("takod runs backend %r, not %r; see %s" % (
+                                h.get("backend"), backend, self.log_path))
                         return h
             except (OSError, http.client.HTTPException, ValueError):
                 pass
@@ -744,11 +801,132 @@ def machine_info():
     return info
 
 
+def run_takod_backend(a, backend, takod_bin, data_dir, keepalive, concs, quiet, res, running):
+    """The whole takod phase under one executor backend (`-o executor.backend=BACKEND`,
+    the same image and settings otherwise): the offered rates, back to back at c=1 with
+    the server's timing and the CPU per job, the paced diagnostic, throughput at each
+    concurrency, and the executors=8 point. Fills `res` (keys as a single-backend run's
+    top level had them); running["takod"] is the takod to stop if we are interrupted."""
+    opts = list(a.takod_opt) + ["executor.backend=%s" % backend]
+    takod = running["takod"] = Takod(takod_bin, a.conf, data_dir, a.executors, a.log, opts)
+    log("[%s] starting takod executors=%d (log %s)" % (backend, a.executors, a.log))
+    res["takod_health"] = takod.start(backend=backend)
+    log("[%s] takod says backend %s, runtime %s" % (
+        backend, res["takod_health"].get("backend"), res["takod_health"].get("runtime")))
+    probe = CpuProbe(takod.proc.pid)
+    timings = []
+    factory = make_takod_op(takod.port, keepalive, timings)
+    # warm-up outside the measured window, then let the warm-up's container
+    # removal/creation finish before the "before" snapshot
+    op, close = factory()
+    for _ in range(a.warmup):
+        op()
+    close()
+    timings.clear()
+    time.sleep(2.0)
+    # first the offered rates, on full pools (the back-to-back run below drains them)
+    res["takod_rates"] = []
+    for rate in [float(x) for x in a.rates.split(",") if x.strip()]:
+        pre = quiet()
+        log("[%s] takod at %.1f jobs/s, concurrency 1: %d requests" % (backend, rate, a.rate_n))
+        rtim = []
+        rlat, rerrs, late = at_rate(make_takod_op(takod.port, keepalive, rtim),
+                                    a.rate_n, rate, 60 + 3 * a.rate_n / rate)
+        res["takod_rates"].append({"rate": rate, "latency_ms": summary(rlat),
+                                   "raw_ms": rlat, "raw_timing": rtim, "late": late,
+                                   "busy_at_start": pre, **rerrs.as_dict()})
+        log("  p50 %s p99 %s ms, sent late %d" % (
+            fmt(summary(rlat).get("p50")), fmt(summary(rlat).get("p99")), late))
+
+    pre = quiet()
+    log("[%s] takod latency: %d requests at concurrency 1" % (backend, a.n))
+    s0 = probe.snapshot()
+    lat, errs = sequential(factory, a.n, 0, 300)
+    time.sleep(2.0)  # the last job's container rm + next create belong to it
+    s1 = probe.snapshot()
+    jobs = len(lat) + errs.count
+    res["takod_latency"] = {
+        "latency_ms": summary(lat),
+        "server_timing_p50": {k: pct([t[k] for t in timings if k in t], 50)
+                              for k in ("queue_ms", "startup_ms", "execution_ms",
+                                        "total_ms")},
+        "server_timing_p99": {k: pct([t[k] for t in timings if k in t], 99)
+                              for k in ("queue_ms", "startup_ms", "execution_ms",
+                                        "total_ms")},
+        "cpu": CpuProbe.delta(s0, s1, jobs),
+        "raw_ms": lat,
+        "raw_timing": timings[:],
+        "busy_at_start": pre,
+        **errs.as_dict(),
+    }
+    if len(timings) == len(lat):
+        res["takod_latency"]["outside_server_total_p50_ms"] = pct(
+            [l - t["total_ms"] for l, t in zip(lat, timings)], 50)
+    L = res["takod_latency"]["latency_ms"]
+    c = res["takod_latency"]["cpu"]
+    log("[%s] takod c=1: p50 %s p99 %s ms, errors %d, CPU per job: takod %.2f ms, "
+        "machine %.1f ms" % (backend, fmt(L.get("p50")), fmt(L.get("p99")), errs.count,
+                             c["takod"]["cpu_ms_per_job"] or -1,
+                             c["machine"]["cpu_ms_per_job"] or -1))
+
+    if a.paced_n > 0:
+        pre = quiet()
+        log("[%s] takod paced diagnostic: %d requests, %.1fs idle after each"
+            % (backend, a.paced_n, a.paced_gap))
+        ptim = []
+        plat, perrs = sequential(make_takod_op(takod.port, keepalive, ptim),
+                                 a.paced_n, 0, 120, gap_s=a.paced_gap)
+        res["takod_paced"] = {
+            "gap_s": a.paced_gap, "latency_ms": summary(plat), "raw_ms": plat,
+            "busy_at_start": pre,
+            "server_timing_p50": {k: pct([t[k] for t in ptim if k in t], 50)
+                                  for k in ("queue_ms", "startup_ms",
+                                            "execution_ms", "total_ms")},
+            **perrs.as_dict()}
+        if len(ptim) == len(plat):
+            res["takod_paced"]["outside_server_total_p50_ms"] = pct(
+                [l - t["total_ms"] for l, t in zip(plat, ptim)], 50)
+        log("  p50 %s p99 %s ms" % (fmt(summary(plat).get("p50")),
+                                   fmt(summary(plat).get("p99"))))
+
+    def throughput(conc, executors):
+        pre = quiet()
+        log("[%s] takod throughput c=%d executors=%d for %.0fs" % (
+            backend, conc, executors, a.duration))
+        s0 = probe.snapshot()
+        r = closed_loop(make_takod_op(takod.port, keepalive), conc, a.duration)
+        s1 = probe.snapshot()
+        r["executors"] = executors
+        r["busy_at_start"] = pre
+        r["cpu"] = CpuProbe.delta(s0, s1, r["ok"] + r["errors"])
+        log("  %.2f jobs/s, p50 %s ms, errors %d, machine CPU %.1f ms/job" % (
+            r["jobs_per_s"] or 0, fmt(r["latency_ms"].get("p50")), r["errors"],
+            r["cpu"]["machine"]["cpu_ms_per_job"] or -1))
+        return r
+
+    res["takod_throughput"] = [throughput(c, a.executors) for c in concs]
+    res["takod_exit"] = [takod.stop()]
+
+    if not a.no_exec8 and a.executors != 8:
+        takod = running["takod"] = Takod(takod_bin, a.conf, data_dir, 8, a.log, opts)
+        log("[%s] restarting takod with executors=8" % backend)
+        takod.start(backend=backend)
+        probe = CpuProbe(takod.proc.pid)
+        op, close = make_takod_op(takod.port, keepalive)()
+        for _ in range(a.warmup):
+            op()
+        close()
+        time.sleep(2.0)
+        res["takod_throughput_exec8"] = throughput(max(concs), 8)
+        res["takod_exit"].append(takod.stop())
+    running["takod"] = None
+
+
 # ---------------------------------------------------------------------------- main
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small counts: a smoke run < 2 min")
+    ap.add_argument("--quick", action="store_true", help="small counts: a smoke run < 3 min")
     ap.add_argument("--json", metavar="FILE", help="also write the raw numbers here")
     ap.add_argument("-n", type=int, default=100, help="takod latency requests (default 100)")
     ap.add_argument("--warmup", type=int, default=5)
@@ -758,6 +936,10 @@ def main():
                     help="seconds per throughput point (default 20)")
     ap.add_argument("--concurrency", default="1,2,4,8")
     ap.add_argument("--executors", type=int, default=4, help="server.executors (default 4)")
+    ap.add_argument("--backends", default="docker,oci",
+                    help="comma list of executor backends (executor.backend: docker, oci, "
+                         "auto); the whole takod phase runs once under each, in this "
+                         "order, each with its own takod (default docker,oci)")
     ap.add_argument("--no-exec8", action="store_true",
                     help="skip the extra concurrency-8 point with server.executors=8")
     ap.add_argument("--fresh-conn", action="store_true",
@@ -792,11 +974,11 @@ def main():
                          "'' skips): the load below the machine's capacity (default 4,8)")
     ap.add_argument("--rate-n", type=int, default=100, help="requests per rate (default 100)")
     a = ap.parse_args()
-    if a.quick:
-        a.n, a.warmup, a.baseline_n, a.duration, a.paced_n = 20, 3, 5, 4.0, 5
-        a.rate_n = 20
-        a.wait_idle = min(a.wait_idle, 10.0)
-        a.phase_wait, a.wait_budget = min(a.phase_wait, 3.0), min(a.wait_budget, 20.0)
+    if a.quick:  # two backends' takod phases and the baselines in under 3 minutes
+        a.n, a.warmup, a.baseline_n, a.duration, a.paced_n = 20, 3, 5, 3.0, 3
+        a.rate_n = 10
+        a.wait_idle = min(a.wait_idle, 5.0)
+        a.phase_wait, a.wait_budget = min(a.phase_wait, 2.0), min(a.wait_budget, 10.0)
     budget = {"left": a.wait_budget}
 
     def quiet():
@@ -809,6 +991,14 @@ def main():
         return busy
     concs = [int(x) for x in a.concurrency.split(",") if x.strip()]
     skip = set(x.strip() for x in a.skip.split(",") if x.strip())
+    backends = []
+    for b in (x.strip() for x in a.backends.split(",")):
+        if b and b not in backends:
+            if b not in ("docker", "oci", "auto"):
+                ap.error("--backends: %r is not docker, oci or auto" % b)
+            backends.append(b)
+    if not backends and "takod" not in skip:
+        ap.error("--backends: none given (use --skip takod to skip takod)")
     keepalive = not a.fresh_conn
     if a.log is None:
         a.log = "/tmp/takod-bench-%s.log" % time.strftime("%Y%m%d-%H%M%S")
@@ -821,6 +1011,7 @@ def main():
         "params": {"n": a.n, "warmup": a.warmup, "baseline_n": a.baseline_n,
                    "duration_s": a.duration, "concurrency": concs,
                    "executors": a.executors, "exec8": not a.no_exec8,
+                   "backends": backends if "takod" not in skip else [],
                    "client_connection": "keep-alive per client thread" if keepalive
                    else "fresh per request",
                    "image": a.image, "code": CODE, "clk_tck": CLK_TCK},
@@ -839,7 +1030,7 @@ def main():
         log("machine %.0f%% busy before start" % (busy * 100))
     res["conditions"]["foreign_before"] = top_foreign(1.0)
 
-    data_dir = tempfile.mkdtemp(prefix="takod-bench-", dir="/tmp")
+    data_dirs = []
     # Run a private copy of the binary: others may rebuild build/takod during the run.
     bin_dir = tempfile.mkdtemp(prefix="takod-bench-bin-", dir="/tmp")
     takod_bin = os.path.join(bin_dir, "takod")
@@ -861,7 +1052,7 @@ def main():
             res["takod_binary"]["worktree_modified_files"] = len(dirty.splitlines())
         except (OSError, subprocess.SubprocessError):
             pass
-    takod = None
+    running = {"takod": None}
     stop_now = {"flag": False}
 
     def on_signal(signum, _frame):
@@ -873,123 +1064,21 @@ def main():
     try:
         # ------------------------------------------------------------ takod
         if "takod" not in skip:
-            takod = Takod(takod_bin, a.conf, data_dir, a.executors, a.log, a.takod_opt)
-            log("starting takod executors=%d (log %s)" % (a.executors, a.log))
-            res["takod_health"] = takod.start()
-            probe = CpuProbe(takod.proc.pid)
-            timings = []
-            factory = make_takod_op(takod.port, keepalive, timings)
-            # warm-up outside the measured window, then let the warm-up's container
-            # removal/creation finish before the "before" snapshot
-            op, close = factory()
-            for _ in range(a.warmup):
-                op()
-            close()
-            timings.clear()
-            time.sleep(2.0)
-            # first the offered rates, on full pools (the back-to-back run below drains them)
-            res["takod_rates"] = []
-            for rate in [float(x) for x in a.rates.split(",") if x.strip()]:
-                pre = quiet()
-                log("takod at %.1f jobs/s, concurrency 1: %d requests" % (rate, a.rate_n))
-                rtim = []
-                rlat, rerrs, late = at_rate(make_takod_op(takod.port, keepalive, rtim),
-                                            a.rate_n, rate, 60 + 3 * a.rate_n / rate)
-                res["takod_rates"].append({"rate": rate, "latency_ms": summary(rlat),
-                                           "raw_ms": rlat, "raw_timing": rtim, "late": late,
-                                           "busy_at_start": pre, **rerrs.as_dict()})
-                log("  p50 %s p99 %s ms, sent late %d" % (
-                    fmt(summary(rlat).get("p50")), fmt(summary(rlat).get("p99")), late))
-
-            pre = quiet()
-            log("takod latency: %d requests at concurrency 1" % a.n)
-            s0 = probe.snapshot()
-            lat, errs = sequential(factory, a.n, 0, 300)
-            time.sleep(2.0)  # the last job's container rm + next create belong to it
-            s1 = probe.snapshot()
-            jobs = len(lat) + errs.count
-            res["takod_latency"] = {
-                "latency_ms": summary(lat),
-                "server_timing_p50": {k: pct([t[k] for t in timings if k in t], 50)
-                                      for k in ("queue_ms", "startup_ms", "execution_ms",
-                                                "total_ms")},
-                "server_timing_p99": {k: pct([t[k] for t in timings if k in t], 99)
-                                      for k in ("queue_ms", "startup_ms", "execution_ms",
-                                                "total_ms")},
-                "cpu": CpuProbe.delta(s0, s1, jobs),
-                "raw_ms": lat,
-                "raw_timing": timings[:],
-                "busy_at_start": pre,
-                **errs.as_dict(),
-            }
-            if len(timings) == len(lat):
-                res["takod_latency"]["outside_server_total_p50_ms"] = pct(
-                    [l - t["total_ms"] for l, t in zip(lat, timings)], 50)
-            L = res["takod_latency"]["latency_ms"]
-            log("takod c=1: p50 %s p99 %s ms, errors %d, takod CPU %.2f ms/job" % (
-                fmt(L.get("p50")), fmt(L.get("p99")), errs.count,
-                res["takod_latency"]["cpu"]["takod"]["cpu_ms_per_job"] or -1))
-
-            if a.paced_n > 0:
-                pre = quiet()
-                log("takod paced diagnostic: %d requests, %.1fs idle after each"
-                    % (a.paced_n, a.paced_gap))
-                ptim = []
-                plat, perrs = sequential(make_takod_op(takod.port, keepalive, ptim),
-                                         a.paced_n, 0, 120, gap_s=a.paced_gap)
-                res["takod_paced"] = {
-                    "gap_s": a.paced_gap, "latency_ms": summary(plat), "raw_ms": plat,
-                    "busy_at_start": pre,
-                    "server_timing_p50": {k: pct([t[k] for t in ptim if k in t], 50)
-                                          for k in ("queue_ms", "startup_ms",
-                                                    "execution_ms", "total_ms")},
-                    **perrs.as_dict()}
-                if len(ptim) == len(plat):
-                    res["takod_paced"]["outside_server_total_p50_ms"] = pct(
-                        [l - t["total_ms"] for l, t in zip(plat, ptim)], 50)
-                log("  p50 %s p99 %s ms" % (fmt(summary(plat).get("p50")),
-                                           fmt(summary(plat).get("p99"))))
-
-            res["takod_throughput"] = []
-            for c in concs:
-                pre = quiet()
-                log("takod throughput c=%d for %.0fs" % (c, a.duration))
-                s0 = probe.snapshot()
-                r = closed_loop(make_takod_op(takod.port, keepalive), c, a.duration)
-                s1 = probe.snapshot()
-                r["executors"] = a.executors
-                r["busy_at_start"] = pre
-                r["cpu"] = CpuProbe.delta(s0, s1, r["ok"] + r["errors"])
-                res["takod_throughput"].append(r)
-                log("  %.2f jobs/s, p50 %s ms, errors %d" % (
-                    r["jobs_per_s"] or 0, fmt(r["latency_ms"].get("p50")), r["errors"]))
-            rc = takod.stop()
-            res["takod_exit"] = [rc]
-
-            if not a.no_exec8 and a.executors != 8:
-                takod = Takod(takod_bin, a.conf, data_dir, 8, a.log, a.takod_opt)
-                log("restarting takod with executors=8")
-                takod.start()
-                probe = CpuProbe(takod.proc.pid)
-                op, close = make_takod_op(takod.port, keepalive)()
-                for _ in range(a.warmup):
-                    op()
-                close()
-                time.sleep(2.0)
-                c = max(concs)
-                pre = quiet()
-                log("takod throughput c=%d executors=8 for %.0fs" % (c, a.duration))
-                s0 = probe.snapshot()
-                r = closed_loop(make_takod_op(takod.port, keepalive), c, a.duration)
-                s1 = probe.snapshot()
-                r["executors"] = 8
-                r["busy_at_start"] = pre
-                r["cpu"] = CpuProbe.delta(s0, s1, r["ok"] + r["errors"])
-                res["takod_throughput_exec8"] = r
-                log("  %.2f jobs/s, p50 %s ms, errors %d" % (
-                    r["jobs_per_s"] or 0, fmt(r["latency_ms"].get("p50")), r["errors"]))
-                res["takod_exit"].append(takod.stop())
-            takod = None
+            res["by_backend"] = {}
+            for backend in backends:
+                out = res["by_backend"][backend] = {}
+                # a data dir of its own per backend (its PostgreSQL, spool, rootfs)
+                data_dirs.append(tempfile.mkdtemp(prefix="takod-bench-%s-" % backend,
+                                                  dir="/tmp"))
+                try:
+                    run_takod_backend(a, backend, takod_bin, data_dirs[-1], keepalive,
+                                      concs, quiet, out, running)
+                except RuntimeError as e:  # e.g. takod would not start: the next backend
+                    log("[%s] takod phase failed: %s" % (backend, e))
+                    out["error"] = str(e)
+                    if running["takod"] is not None:
+                        running["takod"].stop()
+                        running["takod"] = None
             res["conditions"]["takod_log"] = a.log
 
         docker_probe = CpuProbe(None)
@@ -1057,11 +1146,12 @@ def main():
         log("interrupted; cleaning up")
         res["interrupted"] = True
     finally:
-        if takod is not None:
-            takod.stop()
+        if running["takod"] is not None:
+            running["takod"].stop()
         res["conditions"]["bench_containers_removed_at_end"] = \
             cleanup_bench_containers(a.docker_sock)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        for d in data_dirs:
+            shutil.rmtree(d, ignore_errors=True)
         shutil.rmtree(bin_dir, ignore_errors=True)
         res["conditions"]["foreign_after"] = top_foreign(1.0)
         res["wall_s"] = time.monotonic() - t_run0
@@ -1072,7 +1162,8 @@ def main():
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)
         log("raw numbers written to %s" % a.json)
-    return 1 if res.get("interrupted") else 0
+    failed = any(d.get("error") for d in (res.get("by_backend") or {}).values())
+    return 1 if res.get("interrupted") or failed else 0
 
 
 def summarize_log(path):
@@ -1093,33 +1184,19 @@ def summarize_log(path):
     return {"path": path, "lines_by_level": counts, "first_lines": samples}
 
 
-def report(res):
+def report_backend(res, backend):
+    """One backend's tables, as a single-backend run printed them: `res` is the run's
+    results with that backend's takod keys on top; its "targets" are set."""
     P = print
-    m = res["machine"]
-    P()
-    P("takod job latency and throughput (%s)" % res["date"])
-    P("machine: %s x %s, %s GiB, kernel %s, Docker %s (default runtime %s: docker run's), "
-      "cgroup %s; takod's jobs run under %s" % (
-          m.get("nproc"), m.get("cpu_model"), m.get("mem_total_gib"), m.get("kernel"),
-          m.get("docker_server"), m.get("docker_runtime"), m.get("cgroup"),
-          (res.get("takod_health") or {}).get("runtime", "-")))
-    if res.get("takod_binary"):
-        b = res["takod_binary"]
-        P("takod binary: %s (mtime %s, sha256 %s…), repo HEAD %s with %s modified tracked "
-          "files" % (b["path"], b["mtime"], b["sha256"][:12], b.get("git_head"),
-                     b.get("worktree_modified_files")))
     p = res["params"]
-    P("job: python3 -c %r / {\"code\": %r}; client: http.client, %s" % (
-        CODE, CODE, p["client_connection"]))
-    P()
-
     tl = res.get("takod_latency")
     dl = res.get("docker_run_latency")
     rl = res.get("raw_api_latency")
     P("Latency at concurrency 1 (ms, client-observed)")
     P("| | N | p50 | p90 | p99 | mean | max | errors |")
     P("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, d in (("takod POST /execute (executors=%d)" % p["executors"], tl),
+    for name, d in (("takod POST /execute (backend %s, executors=%d)" % (
+            backend, p["executors"]), tl),
                     ("docker run --rm", dl), ("raw Engine API create/start/wait/logs/rm", rl)):
         if d:
             L = d["latency_ms"]
@@ -1177,13 +1254,13 @@ def report(res):
         P("| %s | %s |" % (name, " | ".join(cells)))
 
     if res.get("takod_throughput"):
-        row("takod, executors=%d" % p["executors"], res["takod_throughput"])
+        row("takod (%s), executors=%d" % (backend, p["executors"]), res["takod_throughput"])
     if res.get("takod_throughput_exec8"):
         r = res["takod_throughput_exec8"]
         cells = ["-"] * (len(p["concurrency"]) - 1)
         e = " (%d err)" % r["errors"] if r["errors"] else ""
         cells.append("%.2f [%s]%s" % (r["jobs_per_s"] or 0, fmt(r["latency_ms"].get("p50"), 0), e))
-        P("| takod, executors=8 | %s |" % " | ".join(cells))
+        P("| takod (%s), executors=8 | %s |" % (backend, " | ".join(cells)))
     if res.get("docker_run_throughput"):
         row("docker run --rm", res["docker_run_throughput"])
     if res.get("raw_api_throughput"):
@@ -1192,29 +1269,37 @@ def report(res):
     P()
     P("CPU per job at concurrency 1 (ms; takod and its PostgreSQL: time on a CPU from "
       "/proc/PID/schedstat; the rest: utime+stime and /proc/stat ticks)")
-    P("| | takod (master + acceptors + executors) | its PostgreSQL | dockerd + containerd "
-      "| whole machine (all CPUs, incl. runc, shims, the job, other load) |")
-    P("|---|---:|---:|---:|---:|")
-    for name, d in (("takod", tl), ("docker run", dl), ("raw API", rl)):
+    P("| | takod's own (master + acceptors + executors + helpers) | its PostgreSQL "
+      "| runtime + containers under takod (OCI: crun, the launcher, the job) "
+      "| dockerd + containerd | whole machine (all CPUs, incl. runtimes, shims, the job, "
+      "other load) |")
+    P("|---|---:|---:|---:|---:|---:|")
+    for name, d in (("takod (%s)" % backend, tl), ("docker run", dl), ("raw API", rl)):
         if d:
             c = d["cpu"]
-            P("| %s | %s | %s | %s | %s |" % (
+            own = d is tl
+            P("| %s | %s | %s | %s | %s | %s |" % (
                 name,
-                fmt(c["takod"]["cpu_ms_per_job"], 2) if name == "takod" else "-",
-                fmt(c["postgres"]["cpu_ms_per_job"], 2) if name == "takod" else "-",
+                fmt(c["takod"]["cpu_ms_per_job"], 2) if own else "-",
+                fmt(c["postgres"]["cpu_ms_per_job"], 2) if own else "-",
+                fmt(c["runtime"]["cpu_ms_per_job"], 1) if own else "-",
                 fmt(c["docker"]["cpu_ms_per_job"], 1),
                 fmt(c["machine"]["cpu_ms_per_job"], 0)))
     if tl:
         c = tl["cpu"]["takod"]
         P("takod CPU by process (ms/job): " + ", ".join(
             "%s %.2f" % (k, v) for k, v in sorted(c["by_comm_ms_per_job"].items())))
+        r = tl["cpu"]["runtime"]["by_comm_ms_per_job"]
+        if any(v >= 0.05 for v in r.values()):
+            P("runtime + containers under takod by process (ms/job): " + ", ".join(
+                "%s %.1f" % (k, v) for k, v in sorted(r.items()) if v >= 0.05))
         if c["pids_gone"] or c["pids_new"]:
             P("NOTE: takod's process set changed during the CPU window: gone %s new %s"
               % (c["pids_gone"], c["pids_new"]))
 
     # ratios and targets
     P()
-    P("Ratios and the issue's targets")
+    P("Ratios and the earlier targets (the Docker backend's; issue #17's are below)")
     P("| metric | value | target | met |")
     P("|---|---:|---|---|")
 
@@ -1269,29 +1354,86 @@ def report(res):
         tgt("takod's own CPU per job", "%.2f ms" % v if v is not None else "-", "<= 2 ms", ok)
         res["targets"]["cpu_le_2ms"] = ok
 
-    # errors and conditions
-    P()
-    total_err = 0
-    for key in ("takod_latency", "takod_paced", "docker_run_latency", "raw_api_latency"):
-        if res.get(key):
-            total_err += res[key]["errors"]
-    for r in res.get("takod_rates") or []:
-        total_err += r["errors"]
-    for key in ("takod_throughput", "docker_run_throughput", "raw_api_throughput"):
-        for r in res.get(key) or []:
-            total_err += r["errors"]
-    if res.get("takod_throughput_exec8"):
-        total_err += res["takod_throughput_exec8"]["errors"]
-    P("errors (non-200, success=false, wrong stdout, transport): %d" % total_err)
-    for key in ("takod_latency", "takod_paced", "takod_throughput", "takod_throughput_exec8",
-                "docker_run_latency", "docker_run_throughput", "raw_api_latency",
+def backend_views(res):
+    """[(backend, view, out)]: for each backend run, the run's results with that backend's
+    takod keys on top (what report_backend reads), and its own dict in res."""
+    out = []
+    for b, d in (res.get("by_backend") or {}).items():
+        view = dict(res)
+        view.update(d)
+        out.append((b, view, d))
+    return out
+
+
+def measured_phases(res):
+    """[(name, result)] of every measured phase, in run order, for errors and conditions."""
+    out = []
+    for b, d in (res.get("by_backend") or {}).items():
+        for key in ("takod_rates", "takod_latency", "takod_paced", "takod_throughput",
+                    "takod_throughput_exec8"):
+            v = d.get(key)
+            for r in (v if isinstance(v, list) else [v] if v else []):
+                name = "%s: %s" % (b, key)
+                if "rate" in r:
+                    name += " %g/s" % r["rate"]
+                if "concurrency" in r:
+                    name += " c=%d" % r["concurrency"]
+                out.append((name, r))
+    for key in ("docker_run_latency", "docker_run_throughput", "raw_api_latency",
                 "raw_api_throughput"):
         v = res.get(key)
         for r in (v if isinstance(v, list) else [v] if v else []):
-            if r["errors"]:
-                P("  %s%s: %d errors (non-200 %d, success=false %d), e.g. %s" % (
-                    key, " c=%d" % r["concurrency"] if "concurrency" in r else "",
-                    r["errors"], r["non_200"], r["success_false"], r["samples"][:3]))
+            out.append((key + (" c=%d" % r["concurrency"] if "concurrency" in r else ""), r))
+    return out
+
+
+def report(res):
+    P = print
+    m = res["machine"]
+    P()
+    P("takod job latency and throughput (%s)" % res["date"])
+    P("machine: %s x %s, %s GiB, kernel %s, Docker %s (default runtime %s: docker run's), "
+      "cgroup %s" % (
+          m.get("nproc"), m.get("cpu_model"), m.get("mem_total_gib"), m.get("kernel"),
+          m.get("docker_server"), m.get("docker_runtime"), m.get("cgroup")))
+    if res.get("takod_binary"):
+        b = res["takod_binary"]
+        P("takod binary: %s (mtime %s, sha256 %s…), repo HEAD %s with %s modified tracked "
+          "files" % (b["path"], b["mtime"], b["sha256"][:12], b.get("git_head"),
+                     b.get("worktree_modified_files")))
+    p = res["params"]
+    P("job: python3 -c %r / {\"code\": %r}; client: http.client, %s" % (
+        CODE, CODE, p["client_connection"]))
+    P("command: %s" % res.get("command"))
+
+    views = backend_views(res)
+    if not views:  # --skip takod: the baselines alone
+        P()
+        report_backend(dict(res), "-")
+    for b, view, d in views:
+        h = d.get("takod_health") or {}
+        P()
+        P("=== takod with executor.backend = %s (/health: backend %s, runtime %s) ===" % (
+            b, h.get("backend", "-"), h.get("runtime", "-")))
+        P()
+        if d.get("error"):
+            P("**the takod phase failed: %s**" % d["error"])
+            P()
+        report_backend(view, b)
+        d["targets"] = view.get("targets", {})
+
+    report_cpu_by_phase(res, views)
+    report_issue17(res)
+
+    # errors and conditions
+    phases = measured_phases(res)
+    P()
+    total_err = sum(r["errors"] for _n, r in phases)
+    P("errors (non-200, success=false, wrong stdout, transport): %d" % total_err)
+    for name, r in phases:
+        if r["errors"]:
+            P("  %s: %d errors (non-200 %d, success=false %d), e.g. %s" % (
+                name, r["errors"], r["non_200"], r["success_false"], r["samples"][:3]))
     cond = res["conditions"]
     if "busy_before_start" in cond:
         P("machine busy before start: %.0f%%" % (cond["busy_before_start"] * 100))
@@ -1304,25 +1446,22 @@ def report(res):
       "benchmark during it, in % of one CPU (short-lived ones are missed)")
     P("| phase | busy before | busy during | foreign CPU | top foreign | dockerd pid |")
     P("|---|---:|---:|---:|---|---|")
-    for key in ("takod_latency", "takod_throughput", "takod_throughput_exec8",
-                "docker_run_latency", "docker_run_throughput", "raw_api_latency",
-                "raw_api_throughput"):
-        v = res.get(key)
-        for r in (v if isinstance(v, list) else [v] if v else []):
-            name = key + (" c=%d" % r["concurrency"] if "concurrency" in r else "")
-            c = r["cpu"]
-            dp = c.get("dockerd_pids") or [[], []]
-            if dp[0] == dp[1]:
-                dps = ",".join(map(str, dp[1]))
-            elif set(dp[0]) & set(dp[1]):
-                dps = "%s -> %s (another dockerd came or went)" % (dp[0], dp[1])
-            else:
-                dps = "**%s -> %s (dockerd restarted)**" % (dp[0], dp[1])
-            P("| %s | %s%% | %s%% | %s%% | %s | %s |" % (
-                name, fmt((r.get("busy_at_start") or 0) * 100, 0),
-                fmt((c["machine"]["busy_fraction"] or 0) * 100, 0),
-                fmt(c["foreign"]["cpu_pct_of_one_cpu"], 0), ", ".join(c["foreign"]["top"]),
-                dps))
+    for name, r in phases:
+        if "cpu" not in r:
+            continue
+        c = r["cpu"]
+        dp = c.get("dockerd_pids") or [[], []]
+        if dp[0] == dp[1]:
+            dps = ",".join(map(str, dp[1]))
+        elif set(dp[0]) & set(dp[1]):
+            dps = "%s -> %s (another dockerd came or went)" % (dp[0], dp[1])
+        else:
+            dps = "**%s -> %s (dockerd restarted)**" % (dp[0], dp[1])
+        P("| %s | %s%% | %s%% | %s%% | %s | %s |" % (
+            name, fmt((r.get("busy_at_start") or 0) * 100, 0),
+            fmt((c["machine"]["busy_fraction"] or 0) * 100, 0),
+            fmt(c["foreign"]["cpu_pct_of_one_cpu"], 0), ", ".join(c["foreign"]["top"]),
+            dps))
     ls = res.get("takod_log_summary")
     if ls:
         P("takod log %s: lines by level %s" % (ls["path"], ls["lines_by_level"]))
@@ -1331,6 +1470,194 @@ def report(res):
     P("bench containers left and removed at the end: %s" %
       cond.get("bench_containers_removed_at_end"))
     P("wall time: %.0f s" % res.get("wall_s", 0))
+
+
+def report_cpu_by_phase(res, views):
+    """Machine CPU per job (all processes, /proc/stat) and takod's own, in every phase
+    that has a CPU window, one column per backend and per baseline."""
+    p = res["params"]
+    cols = [(b, view) for b, view, _d in views]
+    base = [(n, res.get(k + "_latency"), res.get(k + "_throughput") or [])
+            for n, k in (("docker run", "docker_run"), ("raw API", "raw_api"))
+            if res.get(k + "_latency") or res.get(k + "_throughput")]
+    if not cols and not base:
+        return
+    P = print
+    P()
+    P("CPU per job by phase (ms): the whole machine (all processes, /proc/stat) / takod's "
+      "own (processes named takod*; not the runtime, the containers or PostgreSQL)")
+    P("| phase | " + " | ".join("takod, %s backend" % b for b, _v in cols) +
+      "".join(" | %s" % n for n, _l, _t in base) + " |")
+    P("|---|" + "---:|" * (len(cols) + len(base)))
+
+    def cell(r, own):
+        if not r or "cpu" not in r:
+            return "-"
+        c = r["cpu"]
+        if own:
+            return "%s / %s" % (fmt(c["machine"]["cpu_ms_per_job"], 1),
+                                fmt(c["takod"]["cpu_ms_per_job"], 2))
+        return fmt(c["machine"]["cpu_ms_per_job"], 1)
+
+    def conc(lst, cc):
+        return next((r for r in lst if r.get("concurrency") == cc), None)
+
+    P("| c=1 back to back (executors=%d) | %s |" % (p["executors"], " | ".join(
+        [cell(v.get("takod_latency"), True) for _b, v in cols] +
+        [cell(l, False) for _n, l, _t in base])))
+    for cc in p["concurrency"]:
+        P("| throughput c=%d (executors=%d) | %s |" % (cc, p["executors"], " | ".join(
+            [cell(conc(v.get("takod_throughput") or [], cc), True) for _b, v in cols] +
+            [cell(conc(t, cc), False) for _n, _l, t in base])))
+    if any(v.get("takod_throughput_exec8") for _b, v in cols):
+        P("| throughput c=%d (executors=8) | %s |" % (max(p["concurrency"]), " | ".join(
+            [cell(v.get("takod_throughput_exec8"), True) for _b, v in cols] +
+            ["-" for _ in base])))
+
+
+def report_issue17(res):
+    """Issue #17's targets: the OCI backend's value, the Docker backend's from the same
+    run beside it, the same-run ratio, and whether the OCI value meets the target.
+    Sets res["targets_issue17"]."""
+    runs = {}
+    for b, d in (res.get("by_backend") or {}).items():
+        kind = (d.get("takod_health") or {}).get("backend") or b
+        runs.setdefault(kind, d)
+    oci, dk = runs.get("oci"), runs.get("docker")
+    if not oci:
+        return
+    P = print
+    p = res["params"]
+    cmax = max(p["concurrency"])
+    dl = res.get("docker_run_latency")
+    drun_p50 = dl["latency_ms"].get("p50") if dl else None
+
+    def get(run, *path):
+        v = run
+        for k in path:
+            if v is None:
+                return None
+            if isinstance(k, int):
+                v = v[k] if isinstance(v, list) and len(v) > k else None
+            else:
+                v = v.get(k) if isinstance(v, dict) else None
+        return v
+
+    def thr(run, exec8):
+        if run is None:
+            return None
+        if exec8:
+            return get(run, "takod_throughput_exec8", "jobs_per_s")
+        r = next((r for r in run.get("takod_throughput") or []
+                  if r.get("concurrency") == cmax), None)
+        return r and r.get("jobs_per_s")
+
+    def metrics(run):
+        if run is None:
+            return {}
+        p50 = get(run, "takod_latency", "latency_ms", "p50")
+        p99 = get(run, "takod_latency", "latency_ms", "p99")
+        c8 = next((r for r in run.get("takod_throughput") or []
+                   if r.get("concurrency") == cmax), None)
+        return {
+            "machine_cpu_ms_per_job_c1": get(run, "takod_latency", "cpu", "machine",
+                                             "cpu_ms_per_job"),
+            "machine_cpu_ms_per_job_c%d" % cmax: get(c8, "cpu", "machine", "cpu_ms_per_job"),
+            "throughput_c%d_jobs_per_s" % cmax: thr(run, False),
+            "throughput_c%d_exec8_jobs_per_s" % cmax: thr(run, True),
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "p99_over_p50": p99 / p50 if p50 and p99 else None,
+            "docker_run_p50_over_p50": drun_p50 / p50 if drun_p50 and p50 else None,
+            "takod_cpu_ms_per_job_c1": get(run, "takod_latency", "cpu", "takod",
+                                           "cpu_ms_per_job"),
+            "takod_cpu_ms_per_job_c%d" % cmax: get(c8, "cpu", "takod", "cpu_ms_per_job"),
+        }
+
+    mo, md = metrics(oci), metrics(dk)
+    k8, k8e = "throughput_c%d_jobs_per_s" % cmax, "throughput_c%d_exec8_jobs_per_s" % cmax
+    x8 = mo[k8] / md[k8] if mo.get(k8) and md.get(k8) else None
+    x8e = mo[k8e] / md[k8e] if mo.get(k8e) and md.get(k8e) else None
+    mo["throughput_c%d_over_docker_backend" % cmax] = x8
+    mo["throughput_c%d_exec8_over_docker_backend" % cmax] = x8e
+
+    def le(v, lim):
+        return None if v is None else v <= lim
+
+    def ge(v, lim):
+        return None if v is None else v >= lim
+
+    def less(o, d):  # how many times less the OCI backend spends or waits
+        if not o or not d:
+            return "-"
+        return "%.1f× less" % (d / o) if d >= o else "%.1f× more" % (o / d)
+
+    def more(o, d):
+        return "%.2f×" % (o / d) if o and d else "-"
+
+    def ms(v, nd=1):
+        return "-" if v is None else ("%." + str(nd) + "f ms") % v
+
+    def jps(v):
+        return "-" if v is None else "%.2f jobs/s" % v
+
+    def tail(mm):
+        if not mm.get("p99_over_p50"):
+            return "-"
+        return "%.2f (p99 %s)" % (mm["p99_over_p50"], ms(mm["p99_ms"]))
+
+    rows = [
+        ("machine CPU per trivial job, back to back (c=1)", "machine_cpu_le_30ms",
+         ms(mo["machine_cpu_ms_per_job_c1"]), ms(md.get("machine_cpu_ms_per_job_c1")),
+         less(mo["machine_cpu_ms_per_job_c1"], md.get("machine_cpu_ms_per_job_c1")),
+         "≤ 30 ms (Docker backend: 130–195)", le(mo["machine_cpu_ms_per_job_c1"], 30)),
+        ("machine CPU per job at c=%d, executors=%d" % (cmax, p["executors"]), None,
+         ms(mo["machine_cpu_ms_per_job_c%d" % cmax]),
+         ms(md.get("machine_cpu_ms_per_job_c%d" % cmax)),
+         less(mo["machine_cpu_ms_per_job_c%d" % cmax],
+              md.get("machine_cpu_ms_per_job_c%d" % cmax)), "(context)", None),
+        ("throughput at c=%d, executors=%d" % (cmax, p["executors"]),
+         "throughput_c8_ge_4x_docker_backend", jps(mo[k8]), jps(md.get(k8)),
+         more(mo[k8], md.get(k8)), "≥ 4× the Docker backend's (≥ 40 jobs/s here)",
+         ge(x8, 4)),
+    ]
+    if mo.get(k8e) or md.get(k8e):
+        rows.append(("throughput at c=%d, executors=8" % cmax,
+                     "throughput_c8_exec8_ge_4x_docker_backend", jps(mo[k8e]),
+                     jps(md.get(k8e)), more(mo[k8e], md.get(k8e)),
+                     "≥ 4× the Docker backend's", ge(x8e, 4)))
+    rows += [
+        ("back-to-back p50", "p50_le_20ms", ms(mo["p50_ms"]), ms(md.get("p50_ms")),
+         less(mo["p50_ms"], md.get("p50_ms")), "≤ 20 ms", le(mo["p50_ms"], 20)),
+        ("back-to-back p99 / p50", "p99_le_2x_p50", tail(mo), tail(md), "", "≤ 2",
+         le(mo["p99_over_p50"], 2)),
+        ("`docker run` p50 / takod p50 (docker run p50 %s)" % ms(drun_p50),
+         "p50_12x_docker_run",
+         "%s×" % fmt(mo["docker_run_p50_over_p50"], 2) if mo["docker_run_p50_over_p50"]
+         else "-",
+         "%s×" % fmt(md.get("docker_run_p50_over_p50"), 2)
+         if md.get("docker_run_p50_over_p50") else "-", "", "≥ 12×",
+         ge(mo["docker_run_p50_over_p50"], 12)),
+        ("takod's own CPU per job (c=1)", "takod_cpu_le_2ms",
+         ms(mo["takod_cpu_ms_per_job_c1"], 2), ms(md.get("takod_cpu_ms_per_job_c1"), 2), "",
+         "≤ 2 ms", le(mo["takod_cpu_ms_per_job_c1"], 2)),
+        ("takod's own CPU per job at c=%d" % cmax, None,
+         ms(mo["takod_cpu_ms_per_job_c%d" % cmax], 2),
+         ms(md.get("takod_cpu_ms_per_job_c%d" % cmax), 2), "", "(context)", None),
+    ]
+    P()
+    P("Issue #17's targets: the OCI backend against the Docker backend, same run")
+    P("| metric | OCI backend | Docker backend | same-run ratio | target (OCI backend) | met |")
+    P("|---|---:|---:|---:|---|---|")
+    met = {}
+    for name, key, vo, vd, ratio, target, ok in rows:
+        P("| %s | %s | %s | %s | %s | %s |" % (
+            name, vo, vd, ratio or "-", target,
+            "-" if ok is None else ("yes" if ok else "**no**")))
+        if key:
+            met[key] = ok
+    res["targets_issue17"] = {"oci": mo, "docker": md, "docker_run_p50_ms": drun_p50,
+                              "met": met}
 
 
 if __name__ == "__main__":
