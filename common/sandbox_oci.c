@@ -255,6 +255,11 @@ static const struct image *image_for(struct docker *d, const struct sandbox_env 
 
 /* ---- config.json: the OCI rendering of the defences (defences.h) ---- */
 
+/* What a template (config_text) has where a container's own values go. */
+#define DIR_MARK  "/@@takod-dir@@"
+#define ID_MARK   "@@takod-id@@"
+#define HOST_MARK "@@takod-host@@"
+
 static json_t *mount(const char *dest, const char *type, const char *src, const char *opts)
 {
     json_t *o = json_array();
@@ -369,14 +374,99 @@ static json_t *oci_config(const struct sandbox_env *env, const struct sandbox_sp
         "period", period, "pids", "limit", (json_int_t)df->pids, "cgroupsPath", cgpath,
         "namespaces", ns, "maskedPaths", masked, "readonlyPaths", ro, "seccomp", oci.seccomp);
     /* the host name: 12 hex digits of the id, as the engine names a container's host */
-    char host[17];
-    snprintf(host, sizeof host, "%016llx", (unsigned long long)str_hash(id));
-    host[12] = '\0';
+    char host[24];
+    if (!strcmp(id, ID_MARK)) { /* a template's (config_text) */
+        snprintf(host, sizeof host, "%s", HOST_MARK);
+    } else {
+        snprintf(host, sizeof host, "%016llx", (unsigned long long)str_hash(id));
+        host[12] = '\0';
+    }
     json_t *cfg = json_pack("{s:s, s:o, s:{s:s, s:b}, s:s, s:o, s:o}", "ociVersion", "1.0.2",
                             "process", process, "root", "path", im->rootfs, "readonly",
                             df->readonly_rootfs, "hostname", host, "mounts", mounts, "linux", lnx);
     free(df);
     return cfg;
+}
+
+/* s with every mark[i] replaced by val[i] (n pairs); the caller frees it. */
+static char *subst(const char *s, const char *const *mark, const char *const *val, size_t n)
+{
+    size_t len = strlen(s), extra = 0;
+    for (size_t i = 0; i < n; i++)
+        for (const char *p = s; (p = strstr(p, mark[i])); p += strlen(mark[i]))
+            extra += strlen(val[i]);
+    char *out = malloc(len + extra + 1), *o = out;
+    if (!out)
+        return NULL;
+    while (*s) {
+        size_t i = 0;
+        while (i < n && strncmp(s, mark[i], strlen(mark[i])))
+            i++;
+        if (i < n) {
+            o = stpcpy(o, val[i]);
+            s += strlen(mark[i]);
+        } else {
+            *o++ = *s++;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+/*
+ * config.json's text for a container of spec in dir with id. Only the directory, the id
+ * and the host name differ from one container of a spec to the next, so the text (~14 KB,
+ * most of it the seccomp filter) is rendered once per spec and configuration with marks
+ * for them, and they are written in; the last few are kept. A directory JSON would escape
+ * takes the long way. The caller frees the result.
+ */
+static char *config_text(const struct sandbox_env *env, const struct sandbox_spec *spec,
+                         const char *dir, const char *id, const struct image *im)
+{
+    static struct {
+        char key[1600];
+        char *text;
+    } cache[4];
+    static unsigned next;
+    bool plain = strlen(dir) < 4096 && !strstr(dir, "@@takod-");
+    for (const unsigned char *p = (const unsigned char *)dir; plain && *p; p++)
+        plain = *p >= 0x20 && *p != '"' && *p != '\\' && *p != 0x7f;
+    const struct tk_config *c = env->cfg;
+    char key[1600];
+    int kl =
+        snprintf(key, sizeof key, "%p|%s|%lld|%g|%s|%s|%s|%s|%lld|%lld|%lld|%lld", (void *)env,
+                 im->rootfs, (long long)spec->memory, spec->cpus, spec->env ? spec->env : "",
+                 spec->preload ? spec->preload : "", oci.name, c->docker_user,
+                 (long long)c->limits_tmpfs_size, (long long)c->limits_pids,
+                 (long long)c->limits_max_total_artifact_bytes, (long long)c->server_executors);
+    plain = plain && kl > 0 && (size_t)kl < sizeof key; /* a key cut short could match another */
+    const char *tmpl = NULL;
+    for (unsigned i = 0; plain && i < TK_ARRAY_LEN(cache); i++)
+        if (cache[i].text && !strcmp(cache[i].key, key))
+            tmpl = cache[i].text;
+    if (!plain) {
+        json_t *cfg = oci_config(env, spec, dir, id, im, NULL);
+        char *text = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
+        json_decref(cfg);
+        return text;
+    }
+    if (!tmpl) {
+        json_t *cfg = oci_config(env, spec, DIR_MARK, ID_MARK, im, NULL);
+        char *text = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
+        json_decref(cfg);
+        if (!text)
+            return NULL;
+        unsigned i = next++ % TK_ARRAY_LEN(cache);
+        free(cache[i].text);
+        snprintf(cache[i].key, sizeof cache[i].key, "%s", key);
+        tmpl = cache[i].text = text;
+    }
+    char host[17];
+    snprintf(host, sizeof host, "%016llx", (unsigned long long)str_hash(id));
+    host[12] = '\0';
+    static const char *const marks[] = {DIR_MARK, ID_MARK, HOST_MARK};
+    const char *vals[] = {dir, id, host};
+    return subst(tmpl, marks, vals, 3);
 }
 
 char *oci_config_text(struct docker *d, const struct sandbox_env *env,
@@ -520,12 +610,18 @@ static void runtime_error(const char *dir, const char *what)
     free(text);
 }
 
-static int write_config(const char *dir, json_t *cfg)
+/* Write config.json (text: the caller's, freed here; NULL: rendering failed). */
+static char *json_text(json_t *cfg)
+{
+    char *text = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
+    json_decref(cfg);
+    return text;
+}
+
+static int write_config(const char *dir, char *text)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    char *text = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
-    json_decref(cfg);
     if (!text)
         return -ENOMEM;
     int rc = write_file(path, text, strlen(text), 0600);
@@ -569,7 +665,7 @@ int oci_prepare_async(struct docker *d, const struct sandbox_env *env, struct wa
     if (!im)
         return -EIO;
     container_id(w->id, dir);
-    int rc = write_config(dir, oci_config(env, spec, dir, w->id, im, NULL));
+    int rc = write_config(dir, config_text(env, spec, dir, w->id, im));
     if (rc < 0)
         return rc;
     char fifo[4200];
@@ -804,7 +900,7 @@ int oci_probe(struct docker *d, const struct sandbox_env *env, char *err, size_t
     snprintf(id + strlen(id), sizeof id - strlen(id), "probe");
     static const char *const args[] = {"/bin/true", NULL};
     if (rc == 0)
-        rc = write_config(dir, oci_config(env, &spec, dir, id, im, args));
+        rc = write_config(dir, json_text(oci_config(env, &spec, dir, id, im, args)));
     int efd = rc == 0 ? open_err_file(dir) : -1;
     if (rc == 0 && efd >= 0) {
         const char *argv[16];
