@@ -20,7 +20,11 @@ def main():
     if os.geteuid() != 0:
         print("seccomp_check_oci: SKIP: the OCI backend needs root")
         return 77
-    t = Takod("executor.backend=oci", executors=1, acceptors=1)
+    # the profile the script's static checks read is the one takod applies
+    profile = os.environ.get("TAKOD_SECCOMP_PROFILE",
+                             os.path.join(HERE, "..", "..", "conf", "seccomp.json"))
+    t = Takod("executor.backend=oci", f"docker.seccomp_profile={os.path.abspath(profile)}",
+              executors=1, acceptors=1)
     try:
         t.start()
         health = t.request("GET", "/health").json()
