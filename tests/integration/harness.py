@@ -71,8 +71,9 @@ ROOTFS_DIR = os.environ.get("TAKOD_TEST_ROOTFS_DIR", "/var/tmp/takod-test-rootfs
 class Takod:
     """One takod process with its own data_dir (and managed PostgreSQL)."""
 
-    def __init__(self, *overrides, data_dir=None, executors=2, acceptors=2, conf=CONF):
+    def __init__(self, *overrides, data_dir=None, executors=2, acceptors=2, conf=CONF, env=None):
         self.conf = conf
+        self.env = env  # the process's environment (None: this one's)
         self.port = free_port()
         self.own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="takod-it-")
@@ -101,7 +102,8 @@ class Takod:
 
     def start(self, timeout=90):
         self.logf = open(self.log_path, "ab")  # closed in stop()
-        self.proc = subprocess.Popen(self.args(), stdout=self.logf, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.args(), stdout=self.logf, stderr=subprocess.STDOUT,
+                                     env=self.env)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -19,6 +19,16 @@
 #                       blanks (e.g. "--security-opt seccomp=conf/seccomp.json")
 #   LATENCY_RUNS        warm runs measured (default 20; 0 skips the latency part)
 #   COLD_RUNS           cold runs measured (default 10)
+#   TAKO_OCI_BUNDLE_BIN the OCI mode: build/oci_bundle (tests/tools/oci_bundle.c). Each
+#                       warm container is then a bundle whose config.json is takod's own
+#                       rendering (oci_config_text, the OCI backend's defences; the process
+#                       the launcher alone, as uid 1000 with no capabilities, as the docker
+#                       mode's --user 1000:1000 --cap-drop ALL), started with `crun --root
+#                       <this run's own state root> run --detach` under a small subreaper
+#                       (as takod's executor is) that collects the launcher's exit status.
+#                       The cold baseline is `crun run` of a bundle of python3 -c 'print(1)'.
+#                       TAKO_LAUNCHER_BIN and TAKO_DOCKER_ARGS are docker-mode only.
+#   TAKO_CONF           the OCI mode's configuration (default conf/tako.conf)
 set -euo pipefail
 
 IMAGE=${TAKO_IMAGE:-code-executor:latest}
@@ -35,6 +45,14 @@ skip() {
 
 [ "$(id -u)" -eq 0 ] || skip "needs root"
 command -v docker >/dev/null 2>&1 || skip "no docker CLI"
+OCI_BUNDLE=${TAKO_OCI_BUNDLE_BIN:-}
+CONF=${TAKO_CONF:-$(cd "$(dirname "$0")/../.." && pwd)/conf/tako.conf}
+if [ -n "$OCI_BUNDLE" ]; then
+    [ -x "$OCI_BUNDLE" ] || skip "TAKO_OCI_BUNDLE_BIN=$OCI_BUNDLE is not executable"
+    command -v crun >/dev/null 2>&1 || skip "no crun on PATH (scripts/setup-runtime.sh crun)"
+    [ -z "${TAKO_LAUNCHER_BIN:-}${TAKO_DOCKER_ARGS:-}" ] ||
+        { say "TAKO_LAUNCHER_BIN and TAKO_DOCKER_ARGS are docker-mode only"; exit 1; }
+fi
 command -v python3 >/dev/null 2>&1 || skip "no python3 on the host"
 timeout 20 docker info >/dev/null 2>&1 || skip "no docker engine answering"
 docker image inspect "$IMAGE" >/dev/null 2>&1 || skip "image $IMAGE missing (scripts/build-image.sh)"
@@ -44,16 +62,33 @@ read -r -a EXTRA_ARGS <<<"${TAKO_DOCKER_ARGS:-}"
 if [ -n "${TAKO_LAUNCHER_BIN:-}" ]; then
     [ -x "$TAKO_LAUNCHER_BIN" ] || { say "TAKO_LAUNCHER_BIN=$TAKO_LAUNCHER_BIN is not executable"; exit 1; }
     EXTRA_MOUNT=(-v "$(realpath "$TAKO_LAUNCHER_BIN"):$LAUNCHER:ro")
-elif ! timeout 60 docker run --rm --network none --user 1000:1000 "$IMAGE" "$LAUNCHER" --version \
+elif [ -z "$OCI_BUNDLE" ] &&
+    ! timeout 60 docker run --rm --network none --user 1000:1000 "$IMAGE" "$LAUNCHER" --version \
     >/dev/null 2>&1; then
     say "FAIL: $IMAGE has no working $LAUNCHER (rebuild it with scripts/build-image.sh)"
     exit 1
 fi
 
 WORK=$(mktemp -d /tmp/tako-lchk.XXXXXX)
+# the OCI mode's own instance: its state root /run/takod/<hash>/crun and cgroup parent
+# takod-<hash> (oci_bundle prints both), touched by nothing else
+OCI_INSTANCE="launcher-check:$WORK"
+OCI_ROOT=""
+OCI_CGROUP=""
 cleanup() {
-    docker ps -aq --filter "name=^/$PREFIX-" 2>/dev/null |
-        xargs -r timeout 60 docker rm -f >/dev/null 2>&1 || true
+    if [ -n "$OCI_BUNDLE" ]; then
+        if [ -n "$OCI_ROOT" ]; then
+            timeout 30 crun --root "$OCI_ROOT" list -q 2>/dev/null |
+                xargs -r -n1 timeout 30 crun --root "$OCI_ROOT" delete -f >/dev/null 2>&1 || true
+            rm -rf -- "$(dirname "$OCI_ROOT")"
+        fi
+        jobs -p | xargs -r kill 2>/dev/null || true # the subreapers (ours, by pid)
+        [ -n "$OCI_CGROUP" ] && find /sys/fs/cgroup -maxdepth 2 -type d -name "$OCI_CGROUP" \
+            -exec rmdir {} + 2>/dev/null || true
+    else
+        docker ps -aq --filter "name=^/$PREFIX-" 2>/dev/null |
+            xargs -r timeout 60 docker rm -f >/dev/null 2>&1 || true
+    fi
     rm -rf -- "$WORK"
 }
 trap cleanup EXIT
@@ -103,6 +138,53 @@ t1 = time.monotonic_ns() // 1000
 print(f"ready_ms={ready_ms:.1f} t0_us={t0} t1_us={t1} elapsed_us={t1 - t0} done={int(ok)}")
 EOF
 
+# ocirun.py ROOT DIR ID: the OCI mode's `start`, as takod's executor does it: a subreaper
+# runs `crun run --detach`, writes DIR.run ("started", or "failed RC" and crun's words)
+# once crun has returned, then reaps the launcher (the container's init, reparented to it)
+# and writes its exit status to DIR.exit.
+cat >"$WORK/ocirun.py" <<'EOF'
+import ctypes, os, subprocess, sys
+root, bundle, cid = sys.argv[1:4]
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+def put(name, text):
+    with open(bundle + name + ".tmp", "w") as f:
+        f.write(text)
+    os.rename(bundle + name + ".tmp", bundle + name)
+# the container inherits crun's stdio: /dev/null, and crun's words through a file (a pipe
+# would stay open as long as the launcher runs)
+with open(bundle + ".crun-err", "w+") as err:
+    r = subprocess.run(["crun", "--root", root, "run", "--detach", "--bundle", bundle, cid],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                       timeout=60)
+    if r.returncode != 0:
+        err.seek(0)
+        put(".run", "failed %d %s" % (r.returncode, err.read()))
+        sys.exit(1)
+put(".run", "started")
+code = "unknown"
+try:
+    _, st = os.wait()
+    code = str(os.WEXITSTATUS(st) if os.WIFEXITED(st) else 128 + os.WTERMSIG(st))
+except ChildProcessError:
+    pass
+put(".exit", code)
+EOF
+
+# oci_bundle DIR ID MEMORY ARGV...: DIR/config.json from takod's renderer; sets OCI_ROOT.
+oci_bundle() {
+    local d=$1 id=$2 mem=$3 out kv
+    shift 3
+    out=$("$OCI_BUNDLE" -c "$CONF" -o "server.data_dir=$WORK/data" -o "docker.image=$IMAGE" \
+        -i "$OCI_INSTANCE" -d "$d" -n "$id" -m $((${mem%m} * 1048576)) -u 1000:1000 -- "$@") ||
+        return 1
+    for kv in $out; do
+        case $kv in
+            root=*) OCI_ROOT=${kv#root=} ;;
+            cgroup_parent=*) OCI_CGROUP=${kv#cgroup_parent=} ;;
+        esac
+    done
+}
+
 FAILS=0
 PASSES=0
 pass() {
@@ -131,6 +213,18 @@ new_job() {
 # start NAME [MEMORY]: the warm container, created and started before the job arrives.
 start() {
     local d="$WORK/$1" mem=${2:-256m}
+    if [ -n "$OCI_BUNDLE" ]; then
+        oci_bundle "$d" "$PREFIX-$1" "$mem" "$LAUNCHER" || return 1
+        python3 "$WORK/ocirun.py" "$OCI_ROOT" "$d" "$PREFIX-$1" &
+        local i
+        for ((i = 0; i < 600; i++)); do
+            [ -e "$d.run" ] && break
+            sleep 0.01
+        done
+        [ "$(cat "$d.run" 2>/dev/null)" = started ] && return 0
+        say "crun run $PREFIX-$1: $(cat "$d.run" 2>/dev/null || echo 'no answer in 6 s')"
+        return 1
+    fi
     timeout 60 docker run -d --name "$PREFIX-$1" \
         --network none --read-only --cap-drop ALL --security-opt no-new-privileges \
         --user 1000:1000 --tmpfs /tmp:rw,noexec,nosuid,size=64m --init \
@@ -162,9 +256,18 @@ status() {
 
 # finish NAME: the container must exit 0 within 10 s; then it goes.
 finish() {
-    local rc
-    rc=$(timeout 10 docker wait "$PREFIX-$1" 2>/dev/null) || rc="(still running)"
-    timeout 60 docker rm -f "$PREFIX-$1" >/dev/null 2>&1 || true
+    local rc i
+    if [ -n "$OCI_BUNDLE" ]; then
+        rc="(still running)"
+        for ((i = 0; i < 1000; i++)); do
+            [ -e "$WORK/$1.exit" ] && { rc=$(cat "$WORK/$1.exit"); break; }
+            sleep 0.01
+        done
+        timeout 30 crun --root "$OCI_ROOT" delete -f "$PREFIX-$1" >/dev/null 2>&1 || true
+    else
+        rc=$(timeout 10 docker wait "$PREFIX-$1" 2>/dev/null) || rc="(still running)"
+        timeout 60 docker rm -f "$PREFIX-$1" >/dev/null 2>&1 || true
+    fi
     [ "$rc" = 0 ] || { fail "$1: container exit status $rc, want 0"; return 1; }
 }
 
@@ -195,7 +298,7 @@ run_case() {
 out_of() { cat "$WORK/$1/ctl/stdout"; }
 ms() { echo $((HOST[elapsed_us] / 1000)); }
 
-say "image $IMAGE${TAKO_LAUNCHER_BIN:+, launcher $TAKO_LAUNCHER_BIN}${TAKO_DOCKER_ARGS:+, $TAKO_DOCKER_ARGS}"
+say "image $IMAGE${TAKO_LAUNCHER_BIN:+, launcher $TAKO_LAUNCHER_BIN}${TAKO_DOCKER_ARGS:+, $TAKO_DOCKER_ARGS}${OCI_BUNDLE:+, OCI bundles ($OCI_BUNDLE) under crun}"
 
 # 1. hello, with the nonce echoed
 if run_case hello 'print("hello")' 'timeout_ms=30000 stdout_cap=65536 stderr_cap=65536 nonce=n0nce-1'; then
@@ -370,10 +473,11 @@ if [ "$LATENCY_RUNS" -gt 0 ]; then
         echo $((ST[start_us] - HOST[t0_us])) >>"$WORK/react.txt"
         echo $((ST[end_us] - ST[start_us])) >>"$WORK/python.txt"
         echo $((HOST[t1_us] - ST[end_us])) >>"$WORK/report.txt"
-        # off the critical path: docker run -d, then until the launcher waits on go
+        # off the critical path: docker run -d (crun run --detach), then until the launcher
+        # waits on go
         awk -v r="${HOST[ready_ms]}" -v d=$(((t1 - t0) / 1000)) 'BEGIN { printf "%d\n", d + r * 1000 }' \
             >>"$WORK/prep.txt"
-        rm -rf -- "${WORK:?}/$n"
+        rm -rf -- "${WORK:?}/$n" "${WORK:?}/$n".run "${WORK:?}/$n".exit "${WORK:?}/$n".crun-err
     done
     if [ "$(wc -l <"$WORK/warm.txt")" -eq "$LATENCY_RUNS" ]; then
         say "warm, go -> done, print(1), $LATENCY_RUNS runs: p50 $(f "$(pct 50 <"$WORK/warm.txt")") ms," \
@@ -387,7 +491,22 @@ if [ "$LATENCY_RUNS" -gt 0 ]; then
     fi
 
     : >"$WORK/cold.txt"
-    for _ in $(seq 1 "$COLD_RUNS"); do
+    cold_what="docker run --rm ... python3 -c 'print(1)'"
+    [ -n "$OCI_BUNDLE" ] && cold_what="crun run of a bundle of python3 -c 'print(1)'"
+    for c in $(seq 1 "$COLD_RUNS"); do
+        if [ -n "$OCI_BUNDLE" ]; then
+            new_job "cold$c" 'print(1)'
+            oci_bundle "$WORK/cold$c" "$PREFIX-cold$c" 256m python3 -c 'print(1)' ||
+                { fail "cold: oci_bundle failed"; break; }
+            t0=$(date +%s%N)
+            out=$(timeout 60 crun --root "$OCI_ROOT" run --bundle "$WORK/cold$c" "$PREFIX-cold$c" \
+                </dev/null) || { fail "cold crun run failed"; break; }
+            t1=$(date +%s%N)
+            timeout 30 crun --root "$OCI_ROOT" delete -f "$PREFIX-cold$c" >/dev/null 2>&1 || true
+            [ "$out" = 1 ] || { fail "cold run printed '$out'"; break; }
+            echo $(((t1 - t0) / 1000)) >>"$WORK/cold.txt"
+            continue
+        fi
         t0=$(date +%s%N)
         out=$(timeout 60 docker run --rm --network none --read-only --cap-drop ALL \
             --security-opt no-new-privileges --user 1000:1000 \
@@ -398,7 +517,7 @@ if [ "$LATENCY_RUNS" -gt 0 ]; then
         echo $(((t1 - t0) / 1000)) >>"$WORK/cold.txt"
     done
     if [ "$(wc -l <"$WORK/cold.txt")" -eq "$COLD_RUNS" ] && [ "$COLD_RUNS" -gt 0 ]; then
-        say "cold, docker run --rm ... python3 -c 'print(1)', $COLD_RUNS runs:" \
+        say "cold, $cold_what, $COLD_RUNS runs:" \
             "p50 $(f "$(pct 50 <"$WORK/cold.txt")") ms, p99 $(f "$(pct 99 <"$WORK/cold.txt")") ms"
     fi
 fi

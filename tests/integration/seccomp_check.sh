@@ -5,7 +5,9 @@
 #
 # Environment: TAKOD_SECCOMP_PROFILE (default conf/seccomp.json), TAKOD_IMAGE
 # (default code-executor:latest), DOCKER_SOCK (default /var/run/docker.sock),
-# TAKOD_EXTRA_RUN_ARGS (extra `docker run` arguments, e.g. "--runtime runsc").
+# TAKOD_EXTRA_RUN_ARGS (extra `docker run` arguments, e.g. "--runtime runsc"),
+# TAKOD_URL (e.g. http://127.0.0.1:8000: run the in-container programs as jobs of that
+# takod instead, see below).
 #
 # What it checks:
 #   1. static: the file is valid JSON, default-deny with EPERM, the required arches, no
@@ -19,6 +21,13 @@
 #   5. the profile is accepted inline through the Engine API (HostConfig.SecurityOpt).
 # An unconfined control run prints, for information only, what the same dangerous calls do
 # without the profile.
+#
+# With TAKOD_URL, checks 2 and 3 submit the same programs as jobs to that running takod
+# (POST /execute, code = the program's text; the result's stdout carries the lines), so
+# the profile is checked as that takod's backend really applies it (the OCI backend's
+# config.json, tests/integration/seccomp_check_oci.py). Checks 4 and 5 and the control are
+# about `docker run` and the Engine API: skipped in that mode (the OCI backend always sets
+# no_new_privileges and never goes through the engine).
 #
 # Prints one PASS/FAIL line per check and "N passed, N failed"; exits 1 on any failure,
 # 2 when the environment is missing. Every container carries the label takod.test=<tag>
@@ -58,6 +67,7 @@ command -v docker >/dev/null || die "docker CLI not found"
 command -v python3 >/dev/null || die "python3 not found"
 command -v curl >/dev/null || die "curl not found"
 [ -r "$profile" ] || die "profile not readable: $profile"
+takod_url=${TAKOD_URL:-}
 timeout 20 docker image inspect "$image" >/dev/null 2>&1 || die "image $image not found"
 # a runtime asked for in TAKOD_EXTRA_RUN_ARGS that this engine cannot use: nothing to check
 for ((i = 0; i < ${#extra[@]}; i++)); do
@@ -481,12 +491,39 @@ run_args=(--rm --label "takod.test=$tag" --network none --read-only --cap-drop A
           --tmpfs /tmp:rw,noexec,nosuid,size=64m --init --memory 512m --pids-limit 200
           -v "$work:/check:ro" ${extra[@]+"${extra[@]}"})
 
+# takod_job PROGRAM OUT ERR: PROGRAM's text as a job of $takod_url; its stdout to OUT,
+# its stderr (and what went wrong) to ERR; returns the job's exit code (1: no result).
+takod_job() {
+    python3 - "$takod_url" "$1" "$2" "$3" <<'PY'
+import json, sys, urllib.error, urllib.request
+url, prog, out, err = sys.argv[1:5]
+body = json.dumps({"code": open(prog, encoding="utf-8").read(), "timeout": 120}).encode()
+req = urllib.request.Request(url + "/execute", data=body, method="POST",
+                             headers={"Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=180) as r:
+        res = json.load(r)
+except (OSError, ValueError) as e:
+    body = e.read().decode(errors="replace") if isinstance(e, urllib.error.HTTPError) else ""
+    open(err, "w").write("POST %s/execute: %s %s\n" % (url, e, body)); sys.exit(1)
+open(out, "w").write(res.get("stdout") or "")
+open(err, "w").write((res.get("stderr") or "") + "job %s: status=%s runtime=%s error=%s\n" % (
+    res.get("job_id"), res.get("status"), res.get("runtime"), json.dumps(res.get("error"))))
+code = res.get("exit_code")
+sys.exit(code if isinstance(code, int) and 0 <= code < 256 else 1)
+PY
+}
+
 # run_checks LABEL PROGRAM [ARGS...]: counts PASS/FAIL lines; FAIL if no DONE line.
 run_checks() {
     local label=$1; shift
     local outf="$work/$label.out" rc
-    timeout -k 10 180 docker run "${run_args[@]}" --name "$tag-$label" "$image" \
-        python3 "$@" >"$outf" 2>"$work/$label.err"
+    if [ -n "$takod_url" ]; then
+        takod_job "$work/$(basename "$1")" "$outf" "$work/$label.err"
+    else
+        timeout -k 10 180 docker run "${run_args[@]}" --name "$tag-$label" "$image" \
+            python3 "$@" >"$outf" 2>"$work/$label.err"
+    fi
     rc=$?
     local done=0
     while IFS= read -r line; do
@@ -503,10 +540,16 @@ run_checks() {
     fi
 }
 
-echo "== python under the profile ($image)"
+echo "== python under the profile ($image${takod_url:+, as jobs of $takod_url})"
 run_checks works /check/positive.py
 echo "== dangerous syscalls under the profile"
 run_checks blocked /check/negative.py
+if [ -n "$takod_url" ]; then
+    echo "== no-nnp, Engine API and control checks: docker only, skipped with TAKOD_URL"
+    echo "$passed passed, $failed failed"
+    [ "$failed" = 0 ]
+    exit
+fi
 
 echo "== profile applied before privileges are dropped (no no-new-privileges)"
 out=$(timeout -k 10 120 docker run --rm --label "takod.test=$tag" --name "$tag-nonnp" \
