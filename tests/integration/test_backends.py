@@ -119,7 +119,7 @@ class Backends(unittest.TestCase):
             out = str(e) + t.log()
             self.assertEqual(t.proc.returncode, 2, out[-4000:])
             line = next((l for l in out.splitlines() if "executor.backend = oci" in l), "")
-            self.assertIn("no runc binary on PATH", line, out[-4000:])
+            self.assertIn("no crun binary on PATH", line, out[-4000:])
             return
         self.assertEqual(t.request("GET", "/health").json()["backend"], "oci")
         self.skipTest(UNHIDEABLE.format(path=self.empty_bin))
@@ -129,7 +129,7 @@ class Backends(unittest.TestCase):
         t.start()
         if t.request("GET", "/health").json()["backend"] == "oci":
             self.skipTest(UNHIDEABLE.format(path=self.empty_bin))
-        self.assert_fell_back(t, "no runc binary on PATH")
+        self.assert_fell_back(t, "no crun binary on PATH")
 
 
 if __name__ == "__main__":
