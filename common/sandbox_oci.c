@@ -218,9 +218,11 @@ static const struct image *image_for(struct docker *d, const struct sandbox_env 
 {
     bool is_id = !strncmp(name, "sha256:", 7);
     uint64_t now = now_mono_ms();
+    struct stat sb;
     for (size_t i = 0; i < TK_ARRAY_LEN(images); i++)
         if (images[i].name[0] && !strcmp(images[i].name, name) &&
-            (is_id || now - images[i].looked_ms < IMAGE_CHECK_MS))
+            (is_id || now - images[i].looked_ms < IMAGE_CHECK_MS) &&
+            stat(images[i].rootfs, &sb) == 0) /* not pruned meanwhile */
             return &images[i];
     json_t *info = NULL;
     int rc = docker_image_inspect(d, name, &info);

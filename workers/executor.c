@@ -626,7 +626,14 @@ static int job_container(struct exec_state *st, struct tk_job *job, struct warm 
         if (rc == 0 && built)
             log_info("msg=\"requirements installed\" job=%s image=%s", job->id, req_image);
         if (rc == 0) {
-            snprintf(image, sizeof image, "%s", req_image);
+            /* by its id: a requirements image removed and built again under its name is
+             * another kind (and, for the OCI backend, another rootfs) */
+            json_t *ri = NULL;
+            const char *rid = NULL;
+            if (docker_image_inspect(st->docker, req_image, &ri) == 0)
+                rid = json_string_value(json_object_get(ri, "Id"));
+            snprintf(image, sizeof image, "%s", rid ? rid : req_image);
+            json_decref(ri);
         } else if (rc != -ECONNREFUSED) {
             snprintf(err_type, 32, "dependency_error");
             rc = 1;
