@@ -246,6 +246,14 @@ int sandbox_choose_backend(struct docker *d, const struct sandbox_env *env, char
     msg[0] = '\0';
     if (want == TK_BACKEND_DOCKER)
         return 0;
+    if (want == TK_BACKEND_AUTO && env->cfg->docker_runtime == TK_RUNTIME_RUNC) {
+        /* runc was asked for by name: that is the engine's runtime, so the Docker backend
+         * is what was chosen, not a fallback */
+        snprintf(msg, msglen,
+                 "executor.backend = auto with docker.runtime = runc: the "
+                 "Docker backend (the OCI backend runs crun or runsc)");
+        return 0;
+    }
     char why[768] = "";
     int rc = oci_setup(env, why, sizeof why);
     if (rc == 0)
