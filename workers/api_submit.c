@@ -44,6 +44,11 @@ struct job_spec {
     struct evhttp_request *req; /* async: answered after the INSERT */
     uint32_t idx, gen;
     uint64_t token;
+    /* the INSERT's parameters point here (and into the fields above) until spec_free, so
+     * an unkeyed sync job whose INSERT is lost with the connection can still be spooled */
+    struct jobstore_stmt ins;
+    char timeout_s[24], startup_s[24], mem_s[24], cpus_s[32], created_s[32];
+    char code_hash[65], input_hash[65];
 };
 
 static void spec_free(struct job_spec *s)
@@ -134,6 +139,18 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
 {
     struct job_spec *s = arg;
     struct tk_job *job = shm_job(tk.shm, s->idx);
+    if (!res && !s->async && !s->idem && !A.stopping && !pgq_connected(A.pg) &&
+        dbspool_write_insert(job->id, s->ins.params) == 0) {
+        /* PostgreSQL went away with the INSERT in flight: as for a job submitted while it
+         * is down, the unkeyed sync job runs and its record waits on disk (if the INSERT
+         * did commit, the replay finds the row and drops the file) */
+        log_warn("msg=\"database lost while recording; record spooled\" job=%s err=\"%s\"",
+                 job->id, err ? err : "");
+        if (jobs_enqueue(s->idx, s->gen, &A.me->intent) < 0)
+            fail_pending(s->idx, 503, "Job queue is full, try again later");
+        spec_free(s);
+        return;
+    }
     if (!res || PQntuples(res) == 0 || A.stopping) {
         /* not admitted after all: give the slot back without answering through it */
         if (!s->async)
@@ -286,16 +303,17 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
         spec_free(s);
         return;
     }
-    char timeout_s[24], startup_s[24], mem_s[24], cpus_s[32], created_s[32], code_hash[65],
-        input_hash[65];
-    snprintf(timeout_s, sizeof timeout_s, "%lld", s->timeout);
-    snprintf(startup_s, sizeof startup_s, "%lld", s->startup_timeout);
+    char *timeout_s = s->timeout_s, *startup_s = s->startup_s, *mem_s = s->mem_s,
+         *cpus_s = s->cpus_s, *created_s = s->created_s, *code_hash = s->code_hash,
+         *input_hash = s->input_hash;
+    snprintf(timeout_s, sizeof s->timeout_s, "%lld", s->timeout);
+    snprintf(startup_s, sizeof s->startup_s, "%lld", s->startup_timeout);
     const struct tk_job_type *jt = jobtype_lookup(&tk.cfg, s->job_type, NULL);
     if (!jt) /* a rerun's parent may name a type no longer configured: its executor says so */
         jt = &tk.cfg.job_types[0];
-    snprintf(mem_s, sizeof mem_s, "%lld", (long long)jt->memory_limit);
-    snprintf(cpus_s, sizeof cpus_s, "%g", jt->cpu_limit);
-    snprintf(created_s, sizeof created_s, "%llu", (unsigned long long)job->created_real_us);
+    snprintf(mem_s, sizeof s->mem_s, "%lld", (long long)jt->memory_limit);
+    snprintf(cpus_s, sizeof s->cpus_s, "%g", jt->cpu_limit);
+    snprintf(created_s, sizeof s->created_s, "%llu", (unsigned long long)job->created_real_us);
     sha256_hex(s->code, strlen(s->code), code_hash);
     /* the input's hash is of its canonical form (keys sorted, compact), so a rerun, whose
      * input comes back from PostgreSQL's jsonb, hashes the same as the original */
@@ -328,18 +346,18 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
                           .api_key_id = s->key_id[0] ? s->key_id : NULL,
                           .input_files = s->files_json,
                           .requirements = s->requirements};
-    struct jobstore_stmt ins;
-    jobstore_insert(&ins, &row);
+    struct jobstore_stmt *ins = &s->ins;
+    jobstore_insert(ins, &row);
     if (!s->async && !s->idem && !pgq_connected(A.pg)) {
         /* PostgreSQL is down: an unkeyed sync job still runs; its record waits on disk */
-        if (dbspool_write_insert(job->id, ins.params) == 0) {
+        if (dbspool_write_insert(job->id, ins->params) == 0) {
             log_warn("msg=\"database unavailable; record spooled\" job=%s", job->id);
             jobs_enqueue(idx, gen, &A.me->intent);
             spec_free(s);
             return;
         }
     }
-    if (pgq_exec(A.pg, ins.sql, ins.n, ins.params, on_inserted, s) < 0) {
+    if (pgq_exec(A.pg, ins->sql, ins->n, ins->params, on_inserted, s) < 0) {
         if (s->async) {
             jobs_release(idx, &A.me->intent);
             reply_db_unavailable(req, s->corr, "Database unavailable; the job was not run");
