@@ -184,7 +184,19 @@
     X(callbacks, backoff_ms, INT, "1000", 10, 3600000, CF_RELOAD, \
       "wait before the second attempt; it doubles for each further one (at most 1 hour)") \
     X(callbacks, max_in_flight, INT, "64", 1, 4096, CF_RELOAD, \
-      "deliveries the callbacks process has in flight at once")
+      "deliveries the callbacks process has in flight at once") \
+    X(sessions, max_total, INT, "16", 0, 4096, CF_NORELOAD, \
+      "live sessions (stateful interpreters, docs/SESSIONS.md) this server holds at once; " \
+      "0 turns sessions off") \
+    X(sessions, max_per_key, INT, "4", 1, 4096, CF_NORELOAD, \
+      "live sessions one API key may hold at once") \
+    X(sessions, idle_timeout, INT, "600", 1, 604800, CF_NORELOAD, \
+      "default idle timeout of a session, seconds: no cell and no file call for this long " \
+      "ends it") \
+    X(sessions, max_lifetime, INT, "3600", 1, 604800, CF_NORELOAD, \
+      "default and largest lifetime of a session, seconds (and the largest idle timeout)") \
+    X(sessions, max_file_bytes, SIZE, "100m", 1, 17179869184, CF_NORELOAD, \
+      "largest file one upload may put in a session's workspace")
 /* clang-format on */
 
 /*
