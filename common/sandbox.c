@@ -776,6 +776,8 @@ void sandbox_run(struct docker *d, struct warm *w, const struct sandbox_job *job
     int n =
         snprintf(go, sizeof go, "timeout_ms=%d stdout_cap=%zu stderr_cap=%zu stdin=%d nonce=%s\n",
                  job->timeout_ms, job->stdout_cap, job->stderr_cap, job->has_stdin ? 1 : 0, nonce);
+    if (w->oci)
+        oci_boost(w);
     res->t_go_us = now_mono_us();
     if (write(w->in_fd >= 0 ? w->in_fd : w->fd, go, (size_t)n) != n) {
         snprintf(res->error, sizeof res->error, "the warm container is gone (write: %s)",

@@ -370,10 +370,10 @@ static json_t *oci_config(const struct sandbox_env *env, const struct sandbox_sp
         json_array_append_new(ns, json_pack("{s:s}", "type", spaces[i]));
     json_int_t period = 100000;
     json_t *lnx = json_pack(
-        "{s:{s:o, s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I}}, s:s, s:o, s:o, s:o, s:O}", "resources",
-        "devices", devices, "memory", "limit", (json_int_t)df->memory, "swap",
+        "{s:{s:o, s:{s:I, s:I}, s:{s:I, s:I, s:I}, s:{s:I}}, s:s, s:o, s:o, s:o, s:O}",
+        "resources", "devices", devices, "memory", "limit", (json_int_t)df->memory, "swap",
         (json_int_t)df->memory_swap, "cpu", "quota", (json_int_t)(df->cpus * (double)period),
-        "period", period, "pids", "limit", (json_int_t)df->pids, "cgroupsPath", cgpath,
+        "period", period, "shares", (json_int_t)OCI_WARM_SHARES, "pids", "limit", (json_int_t)df->pids, "cgroupsPath", cgpath,
         "namespaces", ns, "maskedPaths", masked, "readonlyPaths", ro, "seccomp", oci.seccomp);
     /* the host name: 12 hex digits of the id, as the engine names a container's host */
     char host[24];
@@ -800,6 +800,36 @@ void oci_kill(struct warm *w, int sig)
         kill(pid, SIGKILL);
         wait_child(pid, -1, 1000);
     }
+}
+
+/*
+ * A warm container starts with a small CPU share (OCI_WARM_SHARES): its runtime's setup
+ * and the interpreter's start, which run while another executor's job runs, yield the
+ * CPU to that job instead of stretching its tail latency. The share is an ordinary one
+ * from the hand-over on, before the go line. A failed write only costs that priority.
+ */
+void oci_boost(const struct warm *w)
+{
+    static bool said;
+    char path[300];
+    if (oci.cgroup_v2)
+        snprintf(path, sizeof path, "/sys/fs/cgroup/%s/%s/cpu.weight", oci.cg_parent, w->id);
+    else
+        snprintf(path, sizeof path, "/sys/fs/cgroup/cpu/%s/%s/cpu.shares", oci.cg_parent, w->id);
+    const char *value = oci.cgroup_v2 ? "100" : "1024";
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd >= 0 && write(fd, value, strlen(value)) == (ssize_t)strlen(value)) {
+        close(fd);
+        return;
+    }
+    if (!said) {
+        said = true;
+        log_info("msg=\"cannot raise a container's CPU share at hand-over; its warm-up share "
+                 "stays\" path=%s err=\"%s\"",
+                 path, strerror(errno));
+    }
+    if (fd >= 0)
+        close(fd);
 }
 
 void oci_post_mortem(struct warm *w, int timeout_ms, bool *oom, int *exit_code)

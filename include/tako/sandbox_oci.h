@@ -61,6 +61,10 @@ int oci_retire_finish(int fd, pid_t pid, int timeout_ms);
 void oci_kill(struct warm *w, int sig);
 /* After a lost or killed run: whether the cgroup saw an OOM kill, the launcher's exit
  * code (-1 unknown) waiting up to timeout_ms. */
+/* The CPU share of a warm container (its start yields to running jobs), and the hand-over
+ * that gives it an ordinary one (oci_boost, before the go line). */
+#define OCI_WARM_SHARES 2
+void oci_boost(const struct warm *w);
 void oci_post_mortem(struct warm *w, int timeout_ms, bool *oom, int *exit_code);
 /*
  * The config.json a container of spec in dir with id gets (args: its process's argv
