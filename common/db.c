@@ -329,6 +329,37 @@ static const char *const migrations[] = {
     "  RETURN NEW;"
     "END $$;"
     "ALTER TABLE callback_deliveries DROP COLUMN body;",
+    /* 12: sessions (docs/SESSIONS.md). A session's live state is a row of `sessions`,
+     * written when it starts and when it ends, so a restart can say what became of it.
+     * Its audit record, and each cell's, is a row of `jobs` written whole once it has
+     * ended (mode 'session' / 'cell', a cell's parent_id its session): the audit trigger
+     * on INSERT chains them like jobs, and no unfinished one is ever left for recovery. */
+    "ALTER TABLE jobs DROP CONSTRAINT IF EXISTS jobs_mode_check,"
+    " ADD CONSTRAINT jobs_mode_check CHECK (mode IN ('sync', 'async', 'session', 'cell')),"
+    " DROP CONSTRAINT IF EXISTS jobs_relationship_check,"
+    " ADD CONSTRAINT jobs_relationship_check"
+    "   CHECK (relationship IN ('rerun', 'fork', 'session'));"
+    "CREATE INDEX jobs_session_cells ON jobs (parent_id, created_at) WHERE mode = 'cell';"
+    "CREATE TABLE sessions ("
+    " id uuid PRIMARY KEY,"
+    " node text NOT NULL,"
+    " api_key_id text,"
+    " job_type text NOT NULL,"
+    " status text NOT NULL CHECK (status IN ('live', 'closed', 'expired', 'lost', 'failed')),"
+    " created_at timestamptz NOT NULL,"
+    " expires_at timestamptz NOT NULL,"
+    " idle_timeout integer NOT NULL,"
+    " max_lifetime integer NOT NULL,"
+    " memory_bytes bigint NOT NULL,"
+    " cpus double precision NOT NULL,"
+    " runtime text,"
+    " backend text,"
+    " client_ip text,"
+    " correlation_id text,"
+    " execution_count integer NOT NULL DEFAULT 0,"
+    " ended_at timestamptz,"
+    " end_reason text);"
+    "CREATE INDEX sessions_live ON sessions (node) WHERE status = 'live';",
 };
 
 int db_schema_version(void)

@@ -77,7 +77,7 @@ static int param_expr(char *buf, size_t len, enum jf_type type, int n)
     return snprintf(buf, len, "$%d%s", n, casts[type]);
 }
 
-static char sql_insert[2048], sql_finish[2048];
+static char sql_insert[2048], sql_finish[2048], sql_whole[3072];
 
 /* The column list and parameters of the INSERT, and the SET list of the FINISH. */
 static void build_sql(void)
@@ -114,6 +114,19 @@ static void build_sql(void)
             snprintf(sets + off, sizeof sets - off, "%s%s = %s", off ? ", " : "", fields[i].column,
                      expr);
     }
+    /* a record written whole, already ended (a session, a cell): every field, status
+     * among them; the audit trigger on INSERT chains it */
+    char wcols[1536] = "", wvals[2048] = "";
+    for (size_t i = 0; i < N_FIELDS; i++) {
+        param_expr(expr, sizeof expr, fields[i].type, (int)i + 1);
+        snprintf(wcols + strlen(wcols), sizeof wcols - strlen(wcols), "%s%s", i ? ", " : "",
+                 fields[i].column);
+        snprintf(wvals + strlen(wvals), sizeof wvals - strlen(wvals), "%s%s", i ? ", " : "",
+                 expr);
+    }
+    snprintf(sql_whole, sizeof sql_whole,
+             "INSERT INTO jobs (%s, attempt) VALUES (%s, 1) ON CONFLICT DO NOTHING", wcols, wvals);
+
     snprintf(sql_finish, sizeof sql_finish,
              "UPDATE jobs SET %s WHERE id = $1 AND status IN ('queued', 'running')"
              " RETURNING callback_url",
@@ -184,6 +197,23 @@ void jobstore_insert(struct jobstore_stmt *st, const struct job_row *row)
     gather(st, row, in_insert);
     st->sql = jobstore_sql_insert();
     st->what = "recording the job";
+}
+
+static bool in_whole(const struct jf_field *f)
+{
+    (void)f;
+    return true;
+}
+
+_Static_assert(N_FIELDS <= JOBSTORE_MAX_PARAMS, "a whole record's parameters");
+
+void jobstore_record_whole(struct jobstore_stmt *st, const struct job_row *row)
+{
+    if (!sql_whole[0])
+        build_sql();
+    gather(st, row, in_whole);
+    st->sql = sql_whole;
+    st->what = "recording an ended session or cell";
 }
 
 void jobstore_finish(struct jobstore_stmt *st, const struct job_row *row)
@@ -347,5 +377,42 @@ json_t *job_answer(const struct job_row *row)
                         json_boolean(row->stderr_truncated && row->stderr_truncated[0] == 't'));
     json_object_set_new(a, "artifacts",
                         json_is_array(row->artifacts) ? json_incref(row->artifacts) : json_array());
+    return a;
+}
+
+/* A session's cell: its answer (POST /sessions/{id}/execute, the SSE `result`, GET
+ * /sessions/{id}/cells), from its row, however the row was filled (docs/SESSIONS.md). The
+ * cell-only parts travel in `output`: {cell_status, execution_count, result, restarted,
+ * files_changed, output}. */
+json_t *cell_answer(const struct job_row *row)
+{
+    const json_t *o = row->output;
+    double exec_ms = json_number_value(json_object_get(row->timing, "execution_ms"));
+    const char *st = json_string_value(json_object_get(o, "cell_status"));
+    json_t *a = json_object();
+    json_object_set_new(a, "session_id", text_or_null(row->parent_id));
+    json_object_set_new(a, "cell_id", text_or_null(row->id));
+    json_object_set_new(a, "execution_count",
+                        json_integer(json_integer_value(json_object_get(o, "execution_count"))));
+    json_object_set_new(a, "status", json_string(st ? st : "error"));
+    json_object_set_new(a, "stdout", json_string(row->stdout ? row->stdout : ""));
+    json_object_set_new(a, "stderr", json_string(row->stderr ? row->stderr : ""));
+    json_object_set_new(a, "stdout_truncated",
+                        json_boolean(row->stdout_truncated && row->stdout_truncated[0] == 't'));
+    json_object_set_new(a, "stderr_truncated",
+                        json_boolean(row->stderr_truncated && row->stderr_truncated[0] == 't'));
+    json_object_set_new(a, "result", json_or_null(json_object_get(o, "result")));
+    json_object_set_new(a, "error", json_or_null(row->error));
+    json_object_set_new(a, "restarted", json_boolean(json_is_true(json_object_get(o, "restarted"))));
+    json_object_set_new(a, "timed_out", json_boolean(st && !strcmp(st, "timeout")));
+    json_object_set_new(a, "interrupted", json_boolean(st && !strcmp(st, "interrupted")));
+    json_object_set_new(a, "exit_code",
+                        row->exit_code ? json_integer(atoll(row->exit_code)) : json_null());
+    json_object_set_new(a, "execution_time", json_real(exec_ms / 1000.0));
+    json_object_set_new(a, "timing", json_or_null(row->timing));
+    const json_t *fc = json_object_get(o, "files_changed");
+    json_object_set_new(a, "files_changed", json_is_array(fc) ? json_incref((json_t *)fc)
+                                                              : json_array());
+    json_object_set_new(a, "output", json_or_null(json_object_get(o, "output")));
     return a;
 }

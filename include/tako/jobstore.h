@@ -101,7 +101,7 @@ struct job_row {
 
 #define JOBS_INSERT_NPARAMS 24 /* KEY + ADMIT fields (checked in jobstore.c) */
 #define JOBS_FINISH_NPARAMS 15 /* KEY + FINISH fields */
-#define JOBSTORE_MAX_PARAMS 24
+#define JOBSTORE_MAX_PARAMS 40 /* a whole record: every field */
 
 /* A statement ready to run: the SQL (a constant: db_exec prepares it by address) and its
  * text parameters. Free it with jobstore_stmt_free (it owns serialized JSON values). */
@@ -124,6 +124,9 @@ int jobstore_insert_param(const char *column);
 /* ---- the statements (jobs.c runs them; their names say what `status` becomes) ---- */
 /* queued: the record of an admitted job (ON CONFLICT on the idempotency key: nothing) */
 void jobstore_insert(struct jobstore_stmt *st, const struct job_row *row);
+/* a record INSERTed whole with its final status: a session's or a cell's, once it ended
+ * (docs/SESSIONS.md); every field is a parameter, in table order */
+void jobstore_record_whole(struct jobstore_stmt *st, const struct job_row *row);
 /* queued → running, attempt + 1 */
 void jobstore_start(struct jobstore_stmt *st, const char *id);
 /* queued | running → queued (a retry, or a run handed back to the queue) */
@@ -214,5 +217,7 @@ bool jobstore_is_terminal(const char *status);
  * and artifacts (NULL text: JSON null; a NULL artifacts: []). The one builder of it.
  */
 json_t *job_answer(const struct job_row *row);
+/* A session cell's answer from its row (mode 'cell'; docs/SESSIONS.md). */
+json_t *cell_answer(const struct job_row *row);
 
 #endif
