@@ -96,6 +96,68 @@
  * If the prestarted interpreter is gone by then (a preload was killed, say), the program
  * is started the plain way. Everything after (limits, capture, the report) is the same.
  *
+ * SESSION MODE (--stdio only). A go line with session=1 (and a nonce, required here)
+ * makes the container a session: one persistent interpreter (the "driver", driver_py
+ * below) runs cell after cell in one __main__ namespace until the host closes stdin. The
+ * go line's timeout_ms/stdout_cap/stderr_cap are the cells' defaults; stdin is ignored.
+ * The driver is the prestarted interpreter (PRESTART, so TAKO_PRELOAD applies): instead
+ * of "go", BOOT gets "session LEN\n" and LEN bytes of driver source on fd 3, and runs it;
+ * it runs as --user's uid, cwd /output, stdin /dev/null, stdout/stderr on pipes this
+ * launcher drains, fd 3 its cell pipe and fd 4 its reply pipe (both close-on-exec in it).
+ * The launcher stays the subreaper and the only writer of the host channel. Grammar
+ * (every line ends with "\n"; numbers are decimal digits; N is the go line's nonce):
+ *
+ *   launcher -> host (proto_out)
+ *     takod-ready nonce=N                     once, when the first driver is up and
+ *                                             waiting (after its preloads)
+ *     takod-out S LEN                         then LEN bytes: the running cell's stdout
+ *                                             (S=1) or stderr (S=2), live, at most the
+ *                                             cell's cap per stream in all; a driver's
+ *                                             bytes while no cell runs are read, dropped
+ *     takod-cellend n=C exit_code=E signal=G timed_out=0|1 interrupted=0|1 restarted=0|1
+ *         oom=0|1 stdout_bytes=T stderr_bytes=T stdout_truncated=0|1 stderr_truncated=0|1
+ *         start_us=U end_us=U reply=R nonce=N [error=WORD] [reply_error=too_big]
+ *                                             then R bytes: the driver's reply (0: none)
+ *     takod-status <the job status line's keys, exit_code=-1> nonce=N [error=WORD errno=E]
+ *                                             last, when the session ends (EOF, a
+ *                                             docker stop: error=terminated, a bad host
+ *                                             frame: error=bad_cell, no driver:
+ *                                             error=driver_start), then the launcher exits
+ *   host -> launcher (proto_in), after the go line (it may follow in the same write)
+ *     cell n=C code=L stdin=L [timeout_ms=T] [stdout_cap=B] [stderr_cap=B]
+ *                                             then exactly L code bytes, then L stdin
+ *                                             bytes (each L <= 16 MiB; C <= 10^18-1;
+ *                                             limits as in the go line). Only when no
+ *                                             cell is in flight (sent and not ended);
+ *                                             a cell sent while the driver restarts waits
+ *     interrupt                               SIGINT to the running cell; ignored when idle
+ *     EOF                                     every process dies, takod-status, exit 0
+ *   Anything else (an unknown or repeated key, a bad number, a NUL, a line over 1023
+ *   bytes, a second cell in flight) is a bad frame: the session ends (error=bad_cell).
+ *
+ *   launcher -> driver (fd 3): "C LCODE LSTDIN\n", code, stdin.
+ *   driver -> launcher (fd 4): "ready\n" once; per cell "LEN\n" and LEN bytes of JSON
+ *     {"status":"ok"|"error","value":repr|null,"error":{"type","message","traceback"}|null}
+ *     relayed as opaque bytes: the program can write fd 4 too, so the reply is the
+ *     untrusted program's own output. Over 1 MiB: dropped (reply=0 reply_error=too_big).
+ *     A header that is not a number (or "ready" when not starting), or fd 3/4 closed by
+ *     the program: the driver is replaced (error=driver_protocol when a cell was running).
+ *
+ * A cell's clock starts when its last byte has arrived and the driver is idle (start_us)
+ * and stops at its reply or the driver's death (end_us). exit_code=-1 signal=0 while the
+ * driver lives on; when it died during the cell, its exit status (128+signal, signal).
+ * At timeout_ms, or on "interrupt", the driver's process group gets SIGINT: Python raises
+ * KeyboardInterrupt in the cell, and the driver answers status error, type
+ * KeyboardInterrupt (timed_out=1 or interrupted=1). No reply within 2000 ms: SIGKILL to
+ * the group, a fresh driver (prestarted again, preloads again), and the cell ends once
+ * it is ready, restarted=1, with no reply. The driver dying during a cell (os._exit, a
+ * signal, the OOM killer: oom=1 from the cgroup counter read at the cell's start and
+ * end) ends it the same way; dying between cells, it is replaced silently and the next
+ * cellend says restarted=1. A driver that does not come up (120 s) ends the session
+ * (error=driver_start; a cell waiting for it first ends with error=driver_start).
+ * Processes a cell leaves (background subprocesses) live on between cells, bounded by
+ * the pids limit; all of them die at the session's end (kill(-1) as in step 3).
+ *
  * TRUST. With --user UID:GID (what takod uses: the container runs the launcher as root
  * with only CAP_SETUID, CAP_SETGID and CAP_KILL, and /ctl is root's), the program runs
  * as that uid, with no groups and no capabilities: it cannot open the launcher's
@@ -586,7 +648,7 @@ __attribute__((noreturn)) static void child(int in, int out, int err, int ep, in
     if (ctl >= 0 && dup2(ctl, 3) < 0) /* dup2 clears close-on-exec on fd 3 */
         goto fail;
     if (rep >= 0 && (dup2(rep, 4) < 0 || close(rep) < 0)) /* the session driver's replies */
-        goto fail;                                          /* (BOOT closes it in a job) */
+        goto fail;                                        /* (BOOT closes it in a job) */
     if (chdir("/tmp") < 0)
         goto fail;
     signal(SIGPIPE, SIG_DFL);
@@ -943,7 +1005,8 @@ static const char driver_py[] =
     "            try:\n"
     "                r = '{\"status\":\"error\",\"value\":null,\"error\":%s}' % describe(err)\n"
     "            except BaseException:\n"
-    "                r = '{\"status\":\"error\",\"value\":null,\"error\":{\"type\":\"Exception\",' \\\n"
+    "                r = '{\"status\":\"error\",\"value\":null,\"error\":{\"type\":\"Exception\",' "
+    "\\\n"
     "                    '\"message\":\"<unprintable>\",\"traceback\":\"\"}}'\n"
     "            err = None\n"
     "        send(r.encode('utf-8', 'replace'))\n"
@@ -1149,10 +1212,9 @@ static void sess_cellend(struct sess *S)
                      "restarted=%d oom=%d stdout_bytes=%llu stderr_bytes=%llu "
                      "stdout_truncated=%d stderr_truncated=%d start_us=%llu end_us=%llu "
                      "reply=%zu nonce=%s",
-                     S->n, S->exit_code, S->sig, S->timed_out, S->interrupted, S->restarted,
-                     S->oom, S->total[0], S->total[1], S->total[0] > S->cap[0],
-                     S->total[1] > S->cap[1], S->start_us, S->end_us, S->reply ? S->reply_len : 0,
-                     S->o->nonce);
+                     S->n, S->exit_code, S->sig, S->timed_out, S->interrupted, S->restarted, S->oom,
+                     S->total[0], S->total[1], S->total[0] > S->cap[0], S->total[1] > S->cap[1],
+                     S->start_us, S->end_us, S->reply ? S->reply_len : 0, S->o->nonce);
     if (S->cell_error)
         n += snprintf(line + n, sizeof line - (size_t)n, " error=%s", S->cell_error);
     if (S->too_big)
@@ -1170,6 +1232,16 @@ static void sess_cellend(struct sess *S)
     S->restarted = 0;
 }
 
+/* No driver comes up: a cell that waited for it ends, and so does the session. */
+__attribute__((noreturn)) static void sess_no_driver(struct sess *S, int err_no)
+{
+    if (S->end_pending) {
+        S->cell_error = "driver_start";
+        sess_cellend(S);
+    }
+    sess_finish(S, "driver_start", err_no);
+}
+
 /* The driver is gone (exited, or killed here): a running cell ends with it, and a fresh
  * driver is started; the cell's end is reported when that one is ready. */
 static void sess_driver_gone(struct sess *S, int status)
@@ -1182,7 +1254,7 @@ static void sess_driver_gone(struct sess *S, int status)
     S->st = DRV_NONE;
     drv_close(S);
     if (was == DRV_STARTING)
-        sess_finish(S, "driver_start", 0);
+        sess_no_driver(S, 0);
     S->restarted = 1;
     if (was == DRV_RUNNING) {
         S->end_us = now;
@@ -1194,13 +1266,8 @@ static void sess_driver_gone(struct sess *S, int status)
         }
         S->end_pending = 1;
     }
-    if (sess_start_driver(S) < 0) {
-        if (S->end_pending) {
-            S->cell_error = "driver_start";
-            sess_cellend(S);
-        }
-        sess_finish(S, "driver_start", errno);
-    }
+    if (sess_start_driver(S) < 0)
+        sess_no_driver(S, errno);
 }
 
 static void sess_kill_driver(struct sess *S)
@@ -1437,8 +1504,17 @@ __attribute__((noreturn)) static void run_session(const struct opts *o, int in, 
                                                   const sigset_t *mask, const char *left,
                                                   size_t left_len)
 {
-    struct sess S = {.o = o, .in = in, .out = out, .sfd = sfd, .mask = mask, .pid = -1,
-                     .dout = -1, .derr = -1, .dcell = -1, .drep = -1, .exit_code = -1};
+    struct sess S = {.o = o,
+                     .in = in,
+                     .out = out,
+                     .sfd = sfd,
+                     .mask = mask,
+                     .pid = -1,
+                     .dout = -1,
+                     .derr = -1,
+                     .dcell = -1,
+                     .drep = -1,
+                     .exit_code = -1};
     fcntl(in, F_SETFL, fcntl(in, F_GETFL) | O_NONBLOCK);
     if (sess_start_driver(&S) < 0)
         sess_finish(&S, "driver_start", errno);
@@ -1450,10 +1526,8 @@ __attribute__((noreturn)) static void run_session(const struct opts *o, int in, 
             continue;
         }
         unsigned long long now = mono_us();
-        if (S.st == DRV_STARTING && now >= S.ready_by) {
-            S.st = DRV_NONE;
-            sess_finish(&S, "driver_start", ETIMEDOUT);
-        }
+        if (S.st == DRV_STARTING && now >= S.ready_by)
+            sess_no_driver(&S, ETIMEDOUT);
         if (S.st == DRV_RUNNING && !S.sigint_sent && now >= S.deadline) {
             S.timed_out = 1;
             sess_sigint(&S);
@@ -1476,8 +1550,7 @@ __attribute__((noreturn)) static void run_session(const struct opts *o, int in, 
             {.fd = S.dout, .events = POLLIN},
             {.fd = S.derr, .events = POLLIN},
             {.fd = S.drep, .events = POLLIN},
-            {.fd = S.st == DRV_RUNNING && S.msg_sent < S.msg_len ? S.dcell : -1,
-             .events = POLLOUT},
+            {.fd = S.st == DRV_RUNNING && S.msg_sent < S.msg_len ? S.dcell : -1, .events = POLLOUT},
         };
         if (poll(pfd, 6, wait_ms) < 0 && errno != EINTR)
             sess_finish(&S, "poll", errno);
