@@ -96,6 +96,68 @@
  * If the prestarted interpreter is gone by then (a preload was killed, say), the program
  * is started the plain way. Everything after (limits, capture, the report) is the same.
  *
+ * SESSION MODE (--stdio only). A go line with session=1 (and a nonce, required here)
+ * makes the container a session: one persistent interpreter (the "driver", driver_py
+ * below) runs cell after cell in one __main__ namespace until the host closes stdin. The
+ * go line's timeout_ms/stdout_cap/stderr_cap are the cells' defaults; stdin is ignored.
+ * The driver is the prestarted interpreter (PRESTART, so TAKO_PRELOAD applies): instead
+ * of "go", BOOT gets "session LEN\n" and LEN bytes of driver source on fd 3, and runs it;
+ * it runs as --user's uid, cwd /output, stdin /dev/null, stdout/stderr on pipes this
+ * launcher drains, fd 3 its cell pipe and fd 4 its reply pipe (both close-on-exec in it).
+ * The launcher stays the subreaper and the only writer of the host channel. Grammar
+ * (every line ends with "\n"; numbers are decimal digits; N is the go line's nonce):
+ *
+ *   launcher -> host (proto_out)
+ *     takod-ready nonce=N                     once, when the first driver is up and
+ *                                             waiting (after its preloads)
+ *     takod-out S LEN                         then LEN bytes: the running cell's stdout
+ *                                             (S=1) or stderr (S=2), live, at most the
+ *                                             cell's cap per stream in all; a driver's
+ *                                             bytes while no cell runs are read, dropped
+ *     takod-cellend n=C exit_code=E signal=G timed_out=0|1 interrupted=0|1 restarted=0|1
+ *         oom=0|1 stdout_bytes=T stderr_bytes=T stdout_truncated=0|1 stderr_truncated=0|1
+ *         start_us=U end_us=U reply=R nonce=N [error=WORD] [reply_error=too_big]
+ *                                             then R bytes: the driver's reply (0: none)
+ *     takod-status <the job status line's keys, exit_code=-1> nonce=N [error=WORD errno=E]
+ *                                             last, when the session ends (EOF, a
+ *                                             docker stop: error=terminated, a bad host
+ *                                             frame: error=bad_cell, no driver:
+ *                                             error=driver_start), then the launcher exits
+ *   host -> launcher (proto_in), after the go line (it may follow in the same write)
+ *     cell n=C code=L stdin=L [timeout_ms=T] [stdout_cap=B] [stderr_cap=B]
+ *                                             then exactly L code bytes, then L stdin
+ *                                             bytes (each L <= 16 MiB; C <= 10^18-1;
+ *                                             limits as in the go line). Only when no
+ *                                             cell is in flight (sent and not ended);
+ *                                             a cell sent while the driver restarts waits
+ *     interrupt                               SIGINT to the running cell; ignored when idle
+ *     EOF                                     every process dies, takod-status, exit 0
+ *   Anything else (an unknown or repeated key, a bad number, a NUL, a line over 1023
+ *   bytes, a second cell in flight) is a bad frame: the session ends (error=bad_cell).
+ *
+ *   launcher -> driver (fd 3): "C LCODE LSTDIN\n", code, stdin.
+ *   driver -> launcher (fd 4): "ready\n" once; per cell "LEN\n" and LEN bytes of JSON
+ *     {"status":"ok"|"error","value":repr|null,"error":{"type","message","traceback"}|null}
+ *     relayed as opaque bytes: the program can write fd 4 too, so the reply is the
+ *     untrusted program's own output. Over 1 MiB: dropped (reply=0 reply_error=too_big).
+ *     A header that is not a number (or "ready" when not starting), or fd 3/4 closed by
+ *     the program: the driver is replaced (error=driver_protocol when a cell was running).
+ *
+ * A cell's clock starts when its last byte has arrived and the driver is idle (start_us)
+ * and stops at its reply or the driver's death (end_us). exit_code=-1 signal=0 while the
+ * driver lives on; when it died during the cell, its exit status (128+signal, signal).
+ * At timeout_ms, or on "interrupt", the driver's process group gets SIGINT: Python raises
+ * KeyboardInterrupt in the cell, and the driver answers status error, type
+ * KeyboardInterrupt (timed_out=1 or interrupted=1). No reply within 2000 ms: SIGKILL to
+ * the group, a fresh driver (prestarted again, preloads again), and the cell ends once
+ * it is ready, restarted=1, with no reply. The driver dying during a cell (os._exit, a
+ * signal, the OOM killer: oom=1 from the cgroup counter read at the cell's start and
+ * end) ends it the same way; dying between cells, it is replaced silently and the next
+ * cellend says restarted=1. A driver that does not come up (120 s) ends the session
+ * (error=driver_start; a cell waiting for it first ends with error=driver_start).
+ * Processes a cell leaves (background subprocesses) live on between cells, bounded by
+ * the pids limit; all of them die at the session's end (kill(-1) as in step 3).
+ *
  * TRUST. With --user UID:GID (what takod uses: the container runs the launcher as root
  * with only CAP_SETUID, CAP_SETGID and CAP_KILL, and /ctl is root's), the program runs
  * as that uid, with no groups and no capabilities: it cannot open the launcher's
@@ -146,6 +208,7 @@ struct opts {
     unsigned long long timeout_ms;
     unsigned long long cap[2]; /* stdout, stderr */
     int stdin_file;
+    int session; /* SESSION MODE */
     char nonce[65];
 };
 
@@ -295,11 +358,13 @@ static int open_go(int ctl, struct result *r)
 /* Read one line from fd (ctl/go, or stdin in --stdio mode) and close it. Returns 1 with
  * the line (without '\n'), 0 on EOF before a full line (the host gave up), -1 on error.
  * Reads byte-sized chunks up to the newline only, so nothing after the line is eaten. */
-static int read_go(int fd, char *line, size_t size, struct result *r)
+static int read_go(int fd, char *line, size_t size, struct result *r, int keep_open,
+                   size_t *extra_off, size_t *extra_len)
 {
     if (fd < 0)
         return -1;
     size_t len = 0;
+    *extra_off = *extra_len = 0;
     int rc = 0;
     for (;;) {
         ssize_t n = read(fd, line + len, size - 1 - len);
@@ -316,6 +381,8 @@ static int read_go(int fd, char *line, size_t size, struct result *r)
         len += (size_t)n;
         if (nl) {
             *nl = '\0';
+            *extra_off = (size_t)(nl - line) + 1; /* what came after it (SESSION MODE) */
+            *extra_len = len - *extra_off;
             rc = 1;
             break;
         }
@@ -325,7 +392,8 @@ static int read_go(int fd, char *line, size_t size, struct result *r)
             break;
         }
     }
-    close(fd);
+    if (!keep_open)
+        close(fd);
     return rc;
 }
 
@@ -369,6 +437,10 @@ static int parse_go(char *line, struct opts *o)
             if (parse_num(val, 0, 1, &v) < 0)
                 return -1;
             o->stdin_file = (int)v;
+        } else if (!strcmp(tok, "session")) {
+            if (parse_num(val, 0, 1, &v) < 0)
+                return -1;
+            o->session = (int)v;
         } else if (!strcmp(tok, "nonce")) {
             size_t n = strspn(val, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
                                    "0123456789_-");
@@ -501,16 +573,32 @@ static const char boot_py[] =
     "    os.dup2(saved[1], 2)\n"
     "    for fd in saved + (null,):\n"
     "        os.close(fd)\n"
-    "    words = os.read(3, 256).decode('ascii', 'replace').split()\n"
+    "    head, _, rest = os.read(3, 256).partition(b'\\n')\n"
+    "    words = head.decode('ascii', 'replace').split()\n"
+    /* SESSION MODE: the launcher sends the driver's source instead of "go" */
+    "    if words[:1] == ['session'] and len(words) == 2 and words[1].isdigit():\n"
+    "        n = int(words[1])\n"
+    "        while len(rest) < n:\n"
+    "            b = os.read(3, n - len(rest))\n"
+    "            if not b:\n"
+    "                os._exit(125)\n"
+    "            rest += b\n"
+    "        return rest\n"
     "    os.close(3)\n"
+    "    os.close(4)\n"
     "    if words[:1] != ['go']:\n"
     "        os._exit(125)\n"
     "    if 'stdin=1' in words:\n"
     "        fd = os.open('/input/stdin', os.O_RDONLY | os.O_NOFOLLOW)\n"
     "        os.dup2(fd, 0)\n"
     "        os.close(fd)\n"
-    "_tako_boot()\n"
+    "_tako_s = _tako_boot()\n"
     "del _tako_boot\n"
+    "if _tako_s is not None:\n"
+    "    exec(compile(_tako_s, '<tako-session>', 'exec', dont_inherit=True),\n"
+    "         {'__builtins__': __builtins__, '__name__': '_tako_session'})\n"
+    "    os._exit(0)\n"
+    "del _tako_s\n"
     "sys.argv = ['/code/main.py']\n"
     "sys.path[0] = '/code'\n"
     /* as `python3 /code/main.py` runs it, without runpy's 6 ms of imports and lookups */
@@ -548,15 +636,19 @@ static gid_t run_gid = (gid_t)-1;
 /* In the child, between fork and exec: only async-signal-safe calls. On failure,
  * the errno goes to the parent through the close-on-exec pipe `ep`. ctl >= 0: the
  * prestarted interpreter, whose control pipe becomes fd 3. */
-__attribute__((noreturn)) static void child(int in, int out, int err, int ep, int ctl,
+__attribute__((noreturn)) static void child(int in, int out, int err, int ep, int ctl, int rep,
                                             const sigset_t *mask)
 {
     int e;
     setpgid(0, 0);
     if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
         goto fail;
+    if (rep >= 0 && (rep = fcntl(rep, F_DUPFD, 10)) < 0) /* out of the way of fd 3 */
+        goto fail;
     if (ctl >= 0 && dup2(ctl, 3) < 0) /* dup2 clears close-on-exec on fd 3 */
         goto fail;
+    if (rep >= 0 && (dup2(rep, 4) < 0 || close(rep) < 0)) /* the session driver's replies */
+        goto fail;                                        /* (BOOT closes it in a job) */
     if (chdir("/tmp") < 0)
         goto fail;
     signal(SIGPIPE, SIG_DFL);
@@ -587,19 +679,21 @@ fail:
 /* The interpreter started before the go line (PRESTART); pid -1 when there is none. */
 static struct {
     pid_t pid;
-    int out, err, ep, ctl; /* read ends, and the control pipe's write end */
-} pre = {-1, -1, -1, -1, -1};
+    int out, err, ep, ctl, rep; /* read ends, the control pipe's write end, the reply pipe's
+                                   read end (its fd 4: SESSION MODE) */
+} pre = {-1, -1, -1, -1, -1, -1};
 
 static void prestart(const sigset_t *mask)
 {
     int out[2] = {-1, -1}, err[2] = {-1, -1}, ep[2] = {-1, -1}, cp[2] = {-1, -1};
+    int rp[2] = {-1, -1};
     int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (in < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 ||
-        pipe2(ep, O_CLOEXEC) < 0 || pipe2(cp, O_CLOEXEC) < 0)
+        pipe2(ep, O_CLOEXEC) < 0 || pipe2(cp, O_CLOEXEC) < 0 || pipe2(rp, O_CLOEXEC) < 0)
         goto out;
     pid_t pid = fork();
     if (pid == 0)
-        child(in, out[1], err[1], ep[1], cp[0], mask);
+        child(in, out[1], err[1], ep[1], cp[0], rp[1], mask);
     if (pid < 0)
         goto out;
     setpgid(pid, pid);
@@ -608,9 +702,10 @@ static void prestart(const sigset_t *mask)
     pre.err = err[0];
     pre.ep = ep[0];
     pre.ctl = cp[1];
-    out[0] = err[0] = ep[0] = cp[1] = -1;
+    pre.rep = rp[0];
+    out[0] = err[0] = ep[0] = cp[1] = rp[0] = -1;
 out:;
-    int fds[] = {in, out[0], out[1], err[0], err[1], ep[0], ep[1], cp[0], cp[1]};
+    int fds[] = {in, out[0], out[1], err[0], err[1], ep[0], ep[1], cp[0], cp[1], rp[0], rp[1]};
     for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
         if (fds[i] >= 0)
             close(fds[i]);
@@ -640,7 +735,8 @@ static pid_t prestart_go(const struct opts *o, int *out, int *err, int *ep)
         *ep = pre.ep;
     }
     close(pre.ctl);
-    pre.pid = pre.out = pre.err = pre.ep = pre.ctl = -1;
+    close(pre.rep);
+    pre.pid = pre.out = pre.err = pre.ep = pre.ctl = pre.rep = -1;
     return pid;
 }
 
@@ -674,7 +770,7 @@ static void run_job(const struct opts *o, struct stream s[2], int sfd, const sig
         goto out;
     }
     if (pid == 0)
-        child(in, out[1], err[1], ep[1], -1, mask);
+        child(in, out[1], err[1], ep[1], -1, -1, mask);
     setpgid(pid, pid); /* also here: no window where the group does not exist */
     close(out[1]);
     close(err[1]);
@@ -789,6 +885,706 @@ out:
     for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
         if (fds[i] >= 0)
             close(fds[i]);
+}
+
+/* The session driver (SESSION MODE), sent to BOOT over fd 3 and run there. */
+static const char driver_py[] =
+    "import os, sys, io, _ast, _signal\n"
+    "def _tako_driver():\n"
+    "    rd, wr = 3, 4\n"
+    "    os.set_inheritable(rd, False)\n"
+    "    os.set_inheritable(wr, False)\n"
+    "    try:\n"
+    "        os.chdir('/output')\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "    sys.argv = ['']\n"
+    "    m = type(sys)('__main__')\n"
+    "    m.__builtins__ = __builtins__\n"
+    "    sys.modules['__main__'] = m\n"
+    "    g = m.__dict__\n"
+    "    busy = [False]\n"
+    "    def on_int(signum, frame):\n"
+    "        if busy[0]:\n"
+    "            raise KeyboardInterrupt\n"
+    "    buf = bytearray()\n"
+    "    def fill():\n"
+    "        b = os.read(rd, 1 << 20)\n"
+    "        if not b:\n"
+    "            os._exit(0)\n"
+    "        buf.extend(b)\n"
+    "    def take(n):\n"
+    "        while len(buf) < n:\n"
+    "            fill()\n"
+    "        out = bytes(buf[:n])\n"
+    "        del buf[:n]\n"
+    "        return out\n"
+    "    def line():\n"
+    "        while True:\n"
+    "            i = buf.find(b'\\n')\n"
+    "            if i >= 0:\n"
+    "                return take(i + 1)[:-1]\n"
+    "            if len(buf) > 64:\n"
+    "                os._exit(125)\n"
+    "            fill()\n"
+    "    def send(b):\n"
+    "        b = b'%d\\n' % len(b) + b\n"
+    "        while b:\n"
+    "            b = b[os.write(wr, b):]\n"
+    "    src = {}\n"
+    "    def register():\n"
+    "        lc = sys.modules.get('linecache')\n"
+    "        if lc is not None and src:\n"
+    "            for fn, text in src.items():\n"
+    "                lc.cache[fn] = (len(text), None, text.splitlines(True), fn)\n"
+    "            src.clear()\n"
+    "    esc = {i: '\\\\u%04x' % i for i in range(32)}\n"
+    "    esc[34] = '\\\\\"'\n"
+    "    esc[92] = '\\\\\\\\'\n"
+    "    def js(s):\n"
+    "        return 'null' if s is None else '\"' + s.translate(esc) + '\"'\n"
+    "    def cap(s, n=65536):\n"
+    "        if len(s) > n // 4:\n"
+    "            b = s.encode('utf-8', 'replace')\n"
+    "            if len(b) > n:\n"
+    "                s = b[:n].decode('utf-8', 'ignore')\n"
+    "        return s\n"
+    "    def text(f, n=65536):\n"
+    "        try:\n"
+    "            return cap(f(), n)\n"
+    "        except BaseException:\n"
+    "            return '<unprintable>'\n"
+    "    def describe(e):\n"
+    "        import linecache, traceback\n"
+    "        register()\n"
+    "        tb = e.__traceback__\n"
+    "        while tb is not None and not tb.tb_frame.f_code.co_filename.startswith('<cell-'):\n"
+    "            tb = tb.tb_next\n"
+    "        t = text(lambda: ''.join(traceback.format_exception(type(e), e, tb)))\n"
+    "        return '{\"type\":%s,\"message\":%s,\"traceback\":%s}' % (\n"
+    "            js(text(lambda: type(e).__name__, 256)), js(text(lambda: str(e), 16384)), js(t))\n"
+    "    os.write(wr, b'ready\\n')\n"
+    "    while True:\n"
+    "        n, cl, sl = (int(w) for w in line().split())\n"
+    "        code, data = take(cl), take(sl)\n"
+    "        fn = '<cell-%d>' % n\n"
+    "        if cl <= 1 << 20:\n"
+    "            src[fn] = code.decode('utf-8', 'replace')\n"
+    "        register()\n"
+    "        sys.stdin = io.TextIOWrapper(io.BytesIO(data), encoding='utf-8')\n"
+    "        value = err = None\n"
+    "        try:\n"
+    "            _signal.signal(_signal.SIGINT, on_int)\n"
+    "            try:\n"
+    "                busy[0] = True\n"
+    "                tree = compile(code, fn, 'exec', 0x400, dont_inherit=True)\n"
+    "                last = None\n"
+    "                if tree.body and isinstance(tree.body[-1], _ast.Expr):\n"
+    "                    last = _ast.Expression(tree.body.pop().value)\n"
+    "                exec(compile(tree, fn, 'exec', dont_inherit=True), g)\n"
+    "                if last is not None:\n"
+    "                    v = eval(compile(last, fn, 'eval', dont_inherit=True), g)\n"
+    "                    if v is not None:\n"
+    "                        g['_'] = v\n"
+    "                        value = cap(repr(v))\n"
+    "            finally:\n"
+    "                busy[0] = False\n"
+    "        except BaseException as e:\n"
+    "            value = None\n"
+    "            err = e\n"
+    "        del code, data\n"
+    "        register()\n"
+    "        for f in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):\n"
+    "            try:\n"
+    "                f.flush()\n"
+    "            except BaseException:\n"
+    "                pass\n"
+    "        if err is None:\n"
+    "            r = '{\"status\":\"ok\",\"value\":%s,\"error\":null}' % js(value)\n"
+    "        else:\n"
+    "            try:\n"
+    "                r = '{\"status\":\"error\",\"value\":null,\"error\":%s}' % describe(err)\n"
+    "            except BaseException:\n"
+    "                r = '{\"status\":\"error\",\"value\":null,\"error\":{\"type\":\"Exception\",' "
+    "\\\n"
+    "                    '\"message\":\"<unprintable>\",\"traceback\":\"\"}}'\n"
+    "            err = None\n"
+    "        send(r.encode('utf-8', 'replace'))\n"
+    "_tako_driver()\n";
+
+/* ------------------------------------------------------------------- SESSION MODE */
+
+#define CELL_LINE_MAX  1024
+#define CELL_BYTES_MAX (16ULL << 20) /* code, and stdin, each */
+#define REPLY_MAX      (1U << 20)
+#define REPLY_LEN_MAX  (1ULL << 40) /* a length past this is not a reply, it is garbage */
+#define INT_GRACE_US   2000000ULL   /* SIGINT -> SIGKILL and a fresh driver */
+#define READY_US       120000000ULL /* a driver (preloads included) is up within this */
+
+enum drv_state { DRV_NONE, DRV_STARTING, DRV_IDLE, DRV_RUNNING };
+
+struct sess {
+    const struct opts *o;
+    int in, out, sfd;
+    const sigset_t *mask;
+    int ready_sent;
+    /* from the host: a line, or the body of a cell */
+    char line[CELL_LINE_MAX];
+    size_t line_len;
+    char *msg; /* the driver's message: "<n> <code> <stdin>\n" code stdin */
+    size_t msg_len, msg_fill, msg_sent;
+    int have_cell; /* msg is a whole cell, not yet ended */
+    unsigned long long n, timeout_ms, cap[2];
+    /* the driver */
+    enum drv_state st;
+    pid_t pid;
+    int dout, derr, dcell, drep;
+    unsigned long long ready_by;
+    char rhead[24];
+    size_t rhead_len;
+    unsigned long long rneed; /* reply bytes still to come (0: reading a header) */
+    int rskip;                /* the reply is too big: its bytes are read and dropped */
+    char *reply;
+    size_t reply_len;
+    /* the cell being run */
+    unsigned long long start_us, end_us, deadline, kill_at, total[2];
+    int sigint_sent, timed_out, interrupted, restarted, oom, exit_code, sig, too_big;
+    long long oom0;
+    const char *cell_error;
+    int end_pending; /* the cell ended with the driver; reported once a fresh one is up */
+};
+
+static int sess_send(struct sess *S, const char *p, size_t n)
+{
+    if (S->out < 0)
+        return -1;
+    if (write_all(S->out, p, n) < 0) {
+        S->out = -1; /* the host is gone; EOF on proto_in follows */
+        return -1;
+    }
+    return 0;
+}
+
+/* Kill the driver's process group and reap the driver; its pipes are closed. */
+static void drv_close(struct sess *S)
+{
+    int fds[] = {S->dout, S->derr, S->dcell, S->drep};
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    S->dout = S->derr = S->dcell = S->drep = -1;
+    S->rhead_len = 0;
+    S->rneed = 0;
+    S->rskip = 0;
+    free(S->reply);
+    S->reply = NULL;
+    S->reply_len = 0;
+}
+
+/* Read what a driver output pipe has: the running cell's bytes go to the host as live
+ * frames (up to the cell's cap), anything else is dropped. */
+static void sess_drain(struct sess *S, int i)
+{
+    int *fd = i == 0 ? &S->dout : &S->derr;
+    char chunk[65536];
+    while (*fd >= 0) {
+        ssize_t n = read(*fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return;
+        if (n <= 0) {
+            close(*fd);
+            *fd = -1;
+            return;
+        }
+        if (S->st != DRV_RUNNING)
+            continue;
+        unsigned long long kept = S->total[i] < S->cap[i] ? S->cap[i] - S->total[i] : 0;
+        size_t keep = kept < (unsigned long long)n ? (size_t)kept : (size_t)n;
+        S->total[i] += (unsigned long long)n;
+        if (keep > 0) {
+            char head[48];
+            int h = snprintf(head, sizeof head, "takod-out %d %zu\n", i + 1, keep);
+            if (sess_send(S, head, (size_t)h) == 0)
+                sess_send(S, chunk, keep);
+        }
+    }
+}
+
+static int sess_start_driver(struct sess *S)
+{
+    if (pre.pid > 0) {
+        int st;
+        if (waitpid(pre.pid, &st, WNOHANG) != 0) { /* the prestarted one died: anew */
+            close(pre.out), close(pre.err), close(pre.ep), close(pre.ctl), close(pre.rep);
+            pre.pid = pre.out = pre.err = pre.ep = pre.ctl = pre.rep = -1;
+        }
+    }
+    if (pre.pid < 0)
+        prestart(S->mask);
+    if (pre.pid < 0)
+        return -1;
+    S->pid = pre.pid;
+    S->dout = pre.out;
+    S->derr = pre.err;
+    S->dcell = pre.ctl;
+    S->drep = pre.rep;
+    close(pre.ep);
+    pre.pid = pre.out = pre.err = pre.ep = pre.ctl = pre.rep = -1;
+    char head[32];
+    int h = snprintf(head, sizeof head, "session %zu\n", sizeof driver_py - 1);
+    /* header and source fit in the empty pipe's buffer: this write does not block */
+    if (write_all(S->dcell, head, (size_t)h) < 0 ||
+        write_all(S->dcell, driver_py, sizeof driver_py - 1) < 0) {
+        killpg(S->pid, SIGKILL);
+        int st;
+        while (waitpid(S->pid, &st, 0) < 0 && errno == EINTR)
+            ;
+        S->pid = -1;
+        drv_close(S);
+        return -1;
+    }
+    int fds[] = {S->dout, S->derr, S->dcell, S->drep};
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+        fcntl(fds[i], F_SETFL, O_NONBLOCK);
+    S->st = DRV_STARTING;
+    S->ready_by = mono_us() + READY_US;
+    return 0;
+}
+
+static void sess_status(struct sess *S, const char *error, int err_no)
+{
+    const char *cg;
+    (void)oom_kills(&cg);
+    char line[STATUS_MAX];
+    unsigned long long now = mono_us();
+    int n = snprintf(line, sizeof line,
+                     "takod-status exit_code=-1 signal=0 timed_out=0 oom=0 stdout_bytes=0 "
+                     "stderr_bytes=0 stdout_truncated=0 stderr_truncated=0 start_us=%llu "
+                     "end_us=%llu cgroup=%s nonce=%s",
+                     now, now, cg, S->o->nonce);
+    if (error)
+        n += snprintf(line + n, sizeof line - (size_t)n, " error=%s errno=%d", error, err_no);
+    n += snprintf(line + n, sizeof line - (size_t)n, "\n");
+    sess_send(S, line, (size_t)n);
+}
+
+/* The end of the session: every process of it dies, the status line goes out. */
+__attribute__((noreturn)) static void sess_finish(struct sess *S, const char *error, int err_no)
+{
+    if (S->pid > 0)
+        kill_job(S->pid, SIGKILL);
+    unsigned long long sweep_end = mono_us() + SWEEP_US;
+    for (;;) {
+        if (sweep_ok)
+            kill(-1, SIGKILL);
+        else if (S->pid > 0)
+            killpg(S->pid, SIGKILL);
+        int st;
+        pid_t p;
+        while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+            ;
+        if (p < 0 && errno == ECHILD)
+            break;
+        if (!sweep_ok || mono_us() >= sweep_end)
+            break;
+        struct pollfd pfd = {.fd = S->sfd, .events = POLLIN};
+        poll(&pfd, 1, 10);
+        struct signalfd_siginfo si;
+        while (read(S->sfd, &si, sizeof si) == (ssize_t)sizeof si)
+            ;
+    }
+    drv_close(S);
+    sess_status(S, error, err_no);
+    exit(0);
+}
+
+static void sess_cellend(struct sess *S)
+{
+    const char *cg;
+    long long oom1 = oom_kills(&cg);
+    if (S->oom0 >= 0 && oom1 > S->oom0)
+        S->oom = 1;
+    char line[1024];
+    int n = snprintf(line, sizeof line,
+                     "takod-cellend n=%llu exit_code=%d signal=%d timed_out=%d interrupted=%d "
+                     "restarted=%d oom=%d stdout_bytes=%llu stderr_bytes=%llu "
+                     "stdout_truncated=%d stderr_truncated=%d start_us=%llu end_us=%llu "
+                     "reply=%zu nonce=%s",
+                     S->n, S->exit_code, S->sig, S->timed_out, S->interrupted, S->restarted, S->oom,
+                     S->total[0], S->total[1], S->total[0] > S->cap[0], S->total[1] > S->cap[1],
+                     S->start_us, S->end_us, S->reply ? S->reply_len : 0, S->o->nonce);
+    if (S->cell_error)
+        n += snprintf(line + n, sizeof line - (size_t)n, " error=%s", S->cell_error);
+    if (S->too_big)
+        n += snprintf(line + n, sizeof line - (size_t)n, " reply_error=too_big");
+    n += snprintf(line + n, sizeof line - (size_t)n, "\n");
+    if (sess_send(S, line, (size_t)n) == 0 && S->reply && S->reply_len)
+        sess_send(S, S->reply, S->reply_len);
+    free(S->reply);
+    S->reply = NULL;
+    S->reply_len = 0;
+    free(S->msg);
+    S->msg = NULL;
+    S->have_cell = 0;
+    S->end_pending = 0;
+    S->restarted = 0;
+}
+
+/* No driver comes up: a cell that waited for it ends, and so does the session. */
+__attribute__((noreturn)) static void sess_no_driver(struct sess *S, int err_no)
+{
+    if (S->end_pending) {
+        S->cell_error = "driver_start";
+        sess_cellend(S);
+    }
+    sess_finish(S, "driver_start", err_no);
+}
+
+/* The driver is gone (exited, or killed here): a running cell ends with it, and a fresh
+ * driver is started; the cell's end is reported when that one is ready. */
+static void sess_driver_gone(struct sess *S, int status)
+{
+    unsigned long long now = mono_us();
+    sess_drain(S, 0);
+    sess_drain(S, 1);
+    enum drv_state was = S->st;
+    S->pid = -1;
+    S->st = DRV_NONE;
+    drv_close(S);
+    if (was == DRV_STARTING)
+        sess_no_driver(S, 0);
+    S->restarted = 1;
+    if (was == DRV_RUNNING) {
+        S->end_us = now;
+        if (WIFEXITED(status)) {
+            S->exit_code = WEXITSTATUS(status);
+        } else if (WIFSIGNALED(status)) {
+            S->sig = WTERMSIG(status);
+            S->exit_code = 128 + S->sig;
+        }
+        S->end_pending = 1;
+    }
+    if (sess_start_driver(S) < 0)
+        sess_no_driver(S, errno);
+}
+
+static void sess_kill_driver(struct sess *S)
+{
+    killpg(S->pid, SIGKILL);
+    kill(S->pid, SIGKILL);
+    int st = 0;
+    while (waitpid(S->pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    sess_driver_gone(S, st);
+}
+
+/* A whole cell has arrived and the driver is idle: run it. */
+static void sess_dispatch(struct sess *S)
+{
+    S->st = DRV_RUNNING;
+    S->total[0] = S->total[1] = 0;
+    S->sigint_sent = S->timed_out = S->interrupted = S->oom = S->sig = S->too_big = 0;
+    S->exit_code = -1;
+    S->cell_error = NULL;
+    S->msg_sent = 0;
+    S->kill_at = 0;
+    S->oom0 = oom_kills(&(const char *){NULL});
+    S->start_us = mono_us();
+    S->end_us = S->start_us;
+    S->deadline = S->start_us + S->timeout_ms * 1000ULL;
+}
+
+static void sess_sigint(struct sess *S)
+{
+    killpg(S->pid, SIGINT);
+    S->sigint_sent = 1;
+    S->kill_at = mono_us() + INT_GRACE_US;
+}
+
+/* One line from the host: a cell's header, or "interrupt". 0, or -1 (malformed). */
+static int sess_host_line(struct sess *S, char *line)
+{
+    if (!strcmp(line, "interrupt")) {
+        if (S->st == DRV_RUNNING && !S->sigint_sent) {
+            S->interrupted = 1;
+            sess_sigint(S);
+        }
+        return 0;
+    }
+    if (strncmp(line, "cell ", 5) != 0 || S->have_cell)
+        return -1;
+    unsigned long long n = 0, code = 0, in = 0;
+    unsigned long long to = S->o->timeout_ms, c0 = S->o->cap[0], c1 = S->o->cap[1];
+    int seen = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(line + 5, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+        char *val = strchr(tok, '=');
+        if (val == NULL)
+            return -1;
+        *val++ = '\0';
+        int bit = 0, rc = 0;
+        if (!strcmp(tok, "n"))
+            bit = 1, rc = parse_num(val, 0, 999999999999999999ULL, &n);
+        else if (!strcmp(tok, "code"))
+            bit = 2, rc = parse_num(val, 0, CELL_BYTES_MAX, &code);
+        else if (!strcmp(tok, "stdin"))
+            bit = 4, rc = parse_num(val, 0, CELL_BYTES_MAX, &in);
+        else if (!strcmp(tok, "timeout_ms"))
+            bit = 8, rc = parse_num(val, 1, TIMEOUT_MS_MAX, &to);
+        else if (!strcmp(tok, "stdout_cap"))
+            bit = 16, rc = parse_num(val, 0, CAP_MAX, &c0);
+        else if (!strcmp(tok, "stderr_cap"))
+            bit = 32, rc = parse_num(val, 0, CAP_MAX, &c1);
+        else
+            return -1;
+        if (rc < 0 || (seen & bit))
+            return -1;
+        seen |= bit;
+    }
+    if ((seen & 7) != 7)
+        return -1;
+    char head[80];
+    int h = snprintf(head, sizeof head, "%llu %llu %llu\n", n, code, in);
+    S->msg = malloc((size_t)h + code + in);
+    if (S->msg == NULL)
+        sess_finish(S, "nomem", ENOMEM);
+    memcpy(S->msg, head, (size_t)h);
+    S->msg_len = (size_t)h + code + in;
+    S->msg_fill = (size_t)h;
+    S->have_cell = 1;
+    S->n = n;
+    S->timeout_ms = to;
+    S->cap[0] = c0;
+    S->cap[1] = c1;
+    return 0;
+}
+
+/* Bytes from the host. */
+static void sess_host_bytes(struct sess *S, const char *p, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        if (S->msg && S->msg_fill < S->msg_len) {
+            size_t take = S->msg_len - S->msg_fill < len - i ? S->msg_len - S->msg_fill : len - i;
+            memcpy(S->msg + S->msg_fill, p + i, take);
+            S->msg_fill += take;
+            i += take;
+            continue;
+        }
+        char c = p[i++];
+        if (c == '\0' || (c != '\n' && S->line_len == sizeof S->line - 1))
+            sess_finish(S, "bad_cell", EINVAL);
+        if (c != '\n') {
+            S->line[S->line_len++] = c;
+            continue;
+        }
+        S->line[S->line_len] = '\0';
+        S->line_len = 0;
+        if (sess_host_line(S, S->line) < 0)
+            sess_finish(S, "bad_cell", EINVAL);
+    }
+}
+
+/* Bytes from the driver's reply pipe: "ready\n", or "<len>\n" and len bytes. */
+static void sess_reply_bytes(struct sess *S)
+{
+    char chunk[65536];
+    for (;;) {
+        ssize_t got = read(S->drep, chunk, sizeof chunk);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0 && errno == EAGAIN)
+            return;
+        if (got <= 0) { /* the driver closed it: it cannot answer; it is ended here */
+            close(S->drep);
+            S->drep = -1;
+            if (S->st == DRV_RUNNING && !S->sigint_sent)
+                S->cell_error = "driver_protocol";
+            sess_kill_driver(S);
+            return;
+        }
+        for (size_t i = 0; i < (size_t)got;) {
+            if (S->rneed > 0) {
+                size_t take = S->rneed < (size_t)got - i ? (size_t)S->rneed : (size_t)got - i;
+                if (!S->rskip) {
+                    memcpy(S->reply + S->reply_len, chunk + i, take);
+                    S->reply_len += take;
+                }
+                S->rneed -= take;
+                i += take;
+                if (S->rneed == 0)
+                    goto reply_done;
+                continue;
+            }
+            char c = chunk[i++];
+            if (c != '\n') {
+                if (S->rhead_len == sizeof S->rhead - 1)
+                    goto garbage;
+                S->rhead[S->rhead_len++] = c;
+                continue;
+            }
+            S->rhead[S->rhead_len] = '\0';
+            S->rhead_len = 0;
+            if (!strcmp(S->rhead, "ready")) {
+                if (S->st != DRV_STARTING)
+                    goto garbage;
+                S->st = DRV_IDLE;
+                if (!S->ready_sent) {
+                    char r[96];
+                    int h = snprintf(r, sizeof r, "takod-ready nonce=%s\n", S->o->nonce);
+                    sess_send(S, r, (size_t)h);
+                    S->ready_sent = 1;
+                }
+                if (S->end_pending)
+                    sess_cellend(S);
+                continue;
+            }
+            unsigned long long len;
+            if (parse_num(S->rhead, 0, REPLY_LEN_MAX, &len) < 0 || S->st == DRV_STARTING)
+                goto garbage;
+            free(S->reply);
+            S->reply = NULL;
+            S->reply_len = 0;
+            S->rskip = len > REPLY_MAX;
+            if (!S->rskip && len > 0 && (S->reply = malloc((size_t)len)) == NULL)
+                S->rskip = 1;
+            S->rneed = len;
+            if (len == 0)
+                goto reply_done;
+            continue;
+        reply_done:
+            if (S->st == DRV_RUNNING) {
+                S->end_us = mono_us();
+                S->too_big = S->rskip;
+                if (S->rskip) {
+                    free(S->reply);
+                    S->reply = NULL;
+                }
+                S->rskip = 0;
+                /* everything the cell wrote came before its reply */
+                sess_drain(S, 0);
+                sess_drain(S, 1);
+                sess_cellend(S);
+                S->st = DRV_IDLE;
+            } else { /* not a cell's: the program wrote it; dropped */
+                free(S->reply);
+                S->reply = NULL;
+                S->reply_len = 0;
+                S->rskip = 0;
+            }
+        }
+    }
+garbage: /* the reply channel is broken (the program wrote to it): a fresh driver */
+    if (S->st == DRV_RUNNING && !S->sigint_sent)
+        S->cell_error = "driver_protocol";
+    sess_kill_driver(S);
+}
+
+/* Write what the running cell's message still has for the driver. */
+static void sess_feed_driver(struct sess *S)
+{
+    while (S->msg_sent < S->msg_len) {
+        ssize_t w = write(S->dcell, S->msg + S->msg_sent, S->msg_len - S->msg_sent);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno == EAGAIN)
+            return;
+        if (w < 0) { /* the driver's end is closed: it is ended here */
+            if (!S->sigint_sent)
+                S->cell_error = "driver_protocol";
+            sess_kill_driver(S);
+            return;
+        }
+        S->msg_sent += (size_t)w;
+    }
+}
+
+__attribute__((noreturn)) static void run_session(const struct opts *o, int in, int out, int sfd,
+                                                  const sigset_t *mask, const char *left,
+                                                  size_t left_len)
+{
+    struct sess S = {.o = o,
+                     .in = in,
+                     .out = out,
+                     .sfd = sfd,
+                     .mask = mask,
+                     .pid = -1,
+                     .dout = -1,
+                     .derr = -1,
+                     .dcell = -1,
+                     .drep = -1,
+                     .exit_code = -1};
+    fcntl(in, F_SETFL, fcntl(in, F_GETFL) | O_NONBLOCK);
+    if (sess_start_driver(&S) < 0)
+        sess_finish(&S, "driver_start", errno);
+    sess_host_bytes(&S, left, left_len);
+    for (;;) {
+        if (S.st == DRV_IDLE && S.have_cell && S.msg_fill == S.msg_len && !S.end_pending) {
+            sess_dispatch(&S);
+            sess_feed_driver(&S);
+            continue;
+        }
+        unsigned long long now = mono_us();
+        if (S.st == DRV_STARTING && now >= S.ready_by)
+            sess_no_driver(&S, ETIMEDOUT);
+        if (S.st == DRV_RUNNING && !S.sigint_sent && now >= S.deadline) {
+            S.timed_out = 1;
+            sess_sigint(&S);
+        }
+        if (S.st == DRV_RUNNING && S.kill_at && now >= S.kill_at) {
+            sess_kill_driver(&S);
+            continue;
+        }
+        unsigned long long next = UINT64_MAX;
+        if (S.st == DRV_STARTING)
+            next = S.ready_by;
+        if (S.st == DRV_RUNNING)
+            next = S.sigint_sent ? S.kill_at : S.deadline;
+        int wait_ms = -1;
+        if (next != UINT64_MAX)
+            wait_ms = next > now ? (int)((next - now + 999) / 1000) : 0;
+        struct pollfd pfd[6] = {
+            {.fd = sfd, .events = POLLIN},
+            {.fd = S.in, .events = POLLIN},
+            {.fd = S.dout, .events = POLLIN},
+            {.fd = S.derr, .events = POLLIN},
+            {.fd = S.drep, .events = POLLIN},
+            {.fd = S.st == DRV_RUNNING && S.msg_sent < S.msg_len ? S.dcell : -1, .events = POLLOUT},
+        };
+        if (poll(pfd, 6, wait_ms) < 0 && errno != EINTR)
+            sess_finish(&S, "poll", errno);
+        if (pfd[0].revents) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
+                if (si.ssi_signo != SIGCHLD)
+                    sess_finish(&S, "terminated", 0); /* docker stop / kill */
+            int st;
+            pid_t p;
+            while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+                if (p == S.pid)
+                    sess_driver_gone(&S, st); /* an orphan of the session otherwise */
+        }
+        if (pfd[1].revents) {
+            char chunk[65536];
+            ssize_t n = read(S.in, chunk, sizeof chunk);
+            if (n == 0)
+                sess_finish(&S, NULL, 0); /* the host ended the session */
+            if (n < 0 && errno != EINTR && errno != EAGAIN)
+                sess_finish(&S, "proto_read", errno);
+            if (n > 0)
+                sess_host_bytes(&S, chunk, (size_t)n);
+        }
+        /* the pipes' fds may have changed (a fresh driver) since poll: only the same ones */
+        if (pfd[2].revents && pfd[2].fd == S.dout)
+            sess_drain(&S, 0);
+        if (pfd[3].revents && pfd[3].fd == S.derr)
+            sess_drain(&S, 1);
+        if (pfd[4].revents && pfd[4].fd == S.drep)
+            sess_reply_bytes(&S);
+        if (pfd[5].revents && pfd[5].fd == S.dcell && S.st == DRV_RUNNING)
+            sess_feed_driver(&S);
+    }
 }
 
 /* ------------------------------------------------------------------------ reporting */
@@ -911,7 +1707,9 @@ int main(int argc, char **argv)
     if (stdio_mode)
         prestart(&old);
     char line[GO_LINE_MAX];
-    int rc = read_go(stdio_mode ? proto_in : open_go(ctl, &r), line, sizeof line, &r);
+    size_t extra_off = 0, extra_len = 0;
+    int rc = read_go(stdio_mode ? proto_in : open_go(ctl, &r), line, sizeof line, &r, stdio_mode,
+                     &extra_off, &extra_len);
     if (rc == 0)
         return 0; /* the host gave up on this container */
     int done = stdio_mode ? proto_out : open_done(ctl, 1);
@@ -920,6 +1718,10 @@ int main(int argc, char **argv)
 
     if (rc > 0 && parse_go(line, &o) < 0)
         fail(&r, "bad_go_line", EINVAL);
+    if (o.session && (!stdio_mode || o.nonce[0] == '\0'))
+        fail(&r, "bad_go_line", EINVAL); /* a session needs --stdio and a nonce */
+    if (stdio_mode && !(o.session && r.error == NULL))
+        close(proto_in); /* a job: nothing more comes from the host */
     if (r.error == NULL) {
         s[0].cap = (size_t)o.cap[0];
         s[1].cap = (size_t)o.cap[1];
@@ -938,6 +1740,8 @@ int main(int argc, char **argv)
             (void)prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
         if (sfd < 0)
             fail(&r, "signalfd", errno);
+        else if (o.session)
+            run_session(&o, proto_in, proto_out, sfd, &old, line + extra_off, extra_len);
         else
             run_job(&o, s, sfd, &old, &r);
         if (sfd >= 0)
