@@ -121,8 +121,7 @@ static void build_sql(void)
         param_expr(expr, sizeof expr, fields[i].type, (int)i + 1);
         snprintf(wcols + strlen(wcols), sizeof wcols - strlen(wcols), "%s%s", i ? ", " : "",
                  fields[i].column);
-        snprintf(wvals + strlen(wvals), sizeof wvals - strlen(wvals), "%s%s", i ? ", " : "",
-                 expr);
+        snprintf(wvals + strlen(wvals), sizeof wvals - strlen(wvals), "%s%s", i ? ", " : "", expr);
     }
     snprintf(sql_whole, sizeof sql_whole,
              "INSERT INTO jobs (%s, attempt) VALUES (%s, 1) ON CONFLICT DO NOTHING", wcols, wvals);
@@ -403,7 +402,8 @@ json_t *cell_answer(const struct job_row *row)
                         json_boolean(row->stderr_truncated && row->stderr_truncated[0] == 't'));
     json_object_set_new(a, "result", json_or_null(json_object_get(o, "result")));
     json_object_set_new(a, "error", json_or_null(row->error));
-    json_object_set_new(a, "restarted", json_boolean(json_is_true(json_object_get(o, "restarted"))));
+    json_object_set_new(a, "restarted",
+                        json_boolean(json_is_true(json_object_get(o, "restarted"))));
     json_object_set_new(a, "timed_out", json_boolean(st && !strcmp(st, "timeout")));
     json_object_set_new(a, "interrupted", json_boolean(st && !strcmp(st, "interrupted")));
     json_object_set_new(a, "exit_code",
@@ -411,8 +411,8 @@ json_t *cell_answer(const struct job_row *row)
     json_object_set_new(a, "execution_time", json_real(exec_ms / 1000.0));
     json_object_set_new(a, "timing", json_or_null(row->timing));
     const json_t *fc = json_object_get(o, "files_changed");
-    json_object_set_new(a, "files_changed", json_is_array(fc) ? json_incref((json_t *)fc)
-                                                              : json_array());
+    json_object_set_new(a, "files_changed",
+                        json_is_array(fc) ? json_incref((json_t *)fc) : json_array());
     json_object_set_new(a, "output", json_or_null(json_object_get(o, "output")));
     return a;
 }

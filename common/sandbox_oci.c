@@ -370,11 +370,12 @@ static json_t *oci_config(const struct sandbox_env *env, const struct sandbox_sp
         json_array_append_new(ns, json_pack("{s:s}", "type", spaces[i]));
     json_int_t period = 100000;
     json_t *lnx = json_pack(
-        "{s:{s:o, s:{s:I, s:I}, s:{s:I, s:I, s:I}, s:{s:I}}, s:s, s:o, s:o, s:o, s:O}",
-        "resources", "devices", devices, "memory", "limit", (json_int_t)df->memory, "swap",
+        "{s:{s:o, s:{s:I, s:I}, s:{s:I, s:I, s:I}, s:{s:I}}, s:s, s:o, s:o, s:o, s:O}", "resources",
+        "devices", devices, "memory", "limit", (json_int_t)df->memory, "swap",
         (json_int_t)df->memory_swap, "cpu", "quota", (json_int_t)(df->cpus * (double)period),
-        "period", period, "shares", (json_int_t)OCI_WARM_SHARES, "pids", "limit", (json_int_t)df->pids, "cgroupsPath", cgpath,
-        "namespaces", ns, "maskedPaths", masked, "readonlyPaths", ro, "seccomp", oci.seccomp);
+        "period", period, "shares", (json_int_t)OCI_WARM_SHARES, "pids", "limit",
+        (json_int_t)df->pids, "cgroupsPath", cgpath, "namespaces", ns, "maskedPaths", masked,
+        "readonlyPaths", ro, "seccomp", oci.seccomp);
     /* the host name: 12 hex digits of the id, as the engine names a container's host */
     char host[24];
     if (!strcmp(id, ID_MARK)) { /* a template's (config_text) */

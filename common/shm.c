@@ -23,7 +23,7 @@ int shm_create(struct tk_shm **out, uint32_t n_jobs, uint32_t n_acceptors, uint3
         return -EINVAL;
     n_jobs = shm_pow2(n_jobs);
     /* +3: the callbacks process, the sweeper and the settler */
-    uint32_t n_procs = 2 * (n_acceptors + n_executors + 3) + 4;
+    uint32_t n_procs = 2 * (n_acceptors + n_executors + 4) + 4;
     size_t ring_sz = ALIGN64(ring_bytes(n_jobs));
     size_t off = ALIGN64(sizeof(struct tk_shm));
     size_t procs_off = off;

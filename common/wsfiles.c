@@ -17,7 +17,6 @@
 #include <time.h>
 #include <unistd.h>
 
-
 #define WALK_ENTRIES_MAX 10000
 #define WALK_DEPTH_MAX   32
 
@@ -307,9 +306,10 @@ int wsfiles_list(int root, const char *dir, json_t **items, int *truncated)
         }
         char path[WSFILES_PATH_MAX + WSFILES_NAME_MAX + 2], when[40];
         snprintf(path, sizeof path, "%s%s%s", dir, dir[0] ? "/" : "", de->d_name);
-        v[n++] = json_pack("{s:s, s:s, s:s, s:I, s:s}", "name", de->d_name, "path", path, "type",
-                           S_ISLNK(st.st_mode) ? "symlink" : type_name(st.st_mode), "size",
-                           (json_int_t)st.st_size, "mtime", iso_time(&st.st_mtim, when, sizeof when));
+        v[n++] =
+            json_pack("{s:s, s:s, s:s, s:I, s:s}", "name", de->d_name, "path", path, "type",
+                      S_ISLNK(st.st_mode) ? "symlink" : type_name(st.st_mode), "size",
+                      (json_int_t)st.st_size, "mtime", iso_time(&st.st_mtim, when, sizeof when));
     }
     closedir(d);
     qsort(v, n, sizeof *v, by_name);
@@ -381,8 +381,8 @@ static void walk_dir(struct walk *w, int fd, const char *prefix, int depth)
         } else if (S_ISREG(st.st_mode) &&
                    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec >= w->since_ns &&
                    strncmp(de->d_name, ".tako-upload-", 13) != 0) {
-            json_array_append_new(w->found, json_pack("{s:s, s:I}", "path", path, "size",
-                                                      (json_int_t)st.st_size));
+            json_array_append_new(
+                w->found, json_pack("{s:s, s:I}", "path", path, "size", (json_int_t)st.st_size));
         }
     }
     closedir(d);

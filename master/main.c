@@ -114,6 +114,7 @@ static const struct {
     [TK_ROLE_CALLBACKS] = {"callbacks", deliverer_main, METRICS_ROLE_CALLBACKS},
     [TK_ROLE_SWEEPER] = {"sweeper", sweeper_main, METRICS_ROLE_SWEEPER},
     [TK_ROLE_SETTLER] = {"settler", settler_main, METRICS_ROLE_SETTLER},
+    [TK_ROLE_SESSIONS] = {"sessions", sessions_main, METRICS_ROLE_SESSIONS},
 };
 
 static const char *role_name(uint8_t role)
@@ -648,6 +649,8 @@ static void reload(void)
     M.generation++;
     for (int i = 0; i < M.n_children; i++) {
         struct child *c = &M.children[i];
+        if (c->role == TK_ROLE_SESSIONS)
+            continue; /* its sessions outlive a reload (workers/sessions.h) */
         if (!c->retiring) {
             c->retiring = true;
             c->respawn = false;
@@ -792,9 +795,10 @@ static void tick(void)
     if (M.stopping == STOP_GRACEFUL && !M.executors_told && live_children(TK_ROLE_ACCEPTOR) == 0) {
         M.executors_told = true; /* every request answered: the executors may go */
         signal_children(TK_ROLE_EXECUTOR, SIGQUIT, false);
+        signal_children(TK_ROLE_SESSIONS, SIGQUIT, false); /* its sessions end as lost */
     }
     if (M.stopping == STOP_GRACEFUL && M.executors_told && !M.callbacks_told &&
-        live_children(TK_ROLE_EXECUTOR) == 0) {
+        live_children(TK_ROLE_EXECUTOR) == 0 && live_children(TK_ROLE_SESSIONS) == 0) {
         /* every job is recorded, its callback queued: the callbacks process hands back what
          * it still has in flight (PostgreSQL keeps it for the next start) and goes; the
          * sweeper and the settler (what it has not settled, finish_stop does) go too */
@@ -996,6 +1000,7 @@ int main(int argc, char **argv)
         die("start-up recovery failed (see the lines above)");
 
     add_generation();
+    add_child(TK_ROLE_SESSIONS, 0); /* once: not part of a reload's generations */
     log_info("msg=\"takod started\" version=%s listen=%s acceptors=%lld executors=%lld "
              "queue_size=%u database=%s pid=%d",
              TAKO_VERSION, tk.cfg.server_listen, (long long)tk.cfg.server_acceptors,

@@ -230,7 +230,7 @@ void recovery_after_death(int proc_idx, pid_t pid)
     hand_on_held(dead, pid);
 
     /* its containers (the warm one, the one of the job it ran): the sweeper's, at once */
-    if (dead->role == TK_ROLE_EXECUTOR)
+    if (dead->role == TK_ROLE_EXECUTOR || dead->role == TK_ROLE_SESSIONS)
         recovery_ask_sweep();
 
     /* 3. what the job table says it owned */
@@ -319,11 +319,13 @@ void recovery_stop(void)
     db_close(db);
 }
 
-/* Whether pid is a live executor of ours (its containers stay). */
+/* Whether pid is a live owner of containers of ours, an executor or the sessions process
+ * (its containers stay). */
 static bool executor_alive(pid_t pid)
 {
     int idx = pid > 0 ? shm_proc_find(tk.shm, pid) : -1;
-    return idx >= 0 && shm_proc(tk.shm, (uint32_t)idx)->role == TK_ROLE_EXECUTOR;
+    uint8_t role = idx >= 0 ? shm_proc(tk.shm, (uint32_t)idx)->role : TK_ROLE_NONE;
+    return role == TK_ROLE_EXECUTOR || role == TK_ROLE_SESSIONS;
 }
 
 void recovery_sweep_containers(void)

@@ -252,7 +252,12 @@ int acceptor_main(int slot)
         log_error("msg=\"acceptor init failed\" slot=%d", slot);
         return 1;
     }
-    evhttp_set_max_body_size(A.http, (ev_ssize_t)tk.cfg.limits_max_payload_bytes);
+    /* the largest body of any route: a session file's upload (routes.c holds every other
+     * route to limits.max_payload_bytes) */
+    long long max_body = tk.cfg.limits_max_payload_bytes;
+    if (tk.cfg.sessions_max_total > 0 && tk.cfg.sessions_max_file_bytes > max_body)
+        max_body = tk.cfg.sessions_max_file_bytes;
+    evhttp_set_max_body_size(A.http, (ev_ssize_t)max_body);
     evhttp_set_max_headers_size(A.http, 16384);
     evhttp_set_timeout(A.http, (int)tk.cfg.server_request_timeout);
     /* No EVHTTP_SERVER_LINGERING_CLOSE: it reads a whole declared body over the limit before

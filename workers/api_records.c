@@ -294,7 +294,7 @@ void api_executions(struct evhttp_request *req, const char *corr, char **params)
             "   + octet_length(coalesce(stderr, '')) + octet_length(coalesce(output::text, ''))"
             "   + octet_length(coalesce(artifacts::text, '')) AS sz FROM jobs"
             "  WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR job_type = $2)"
-            "  AND ($5::text IS NULL OR api_key_id = $5)"
+            "  AND ($5::text IS NULL OR api_key_id = $5) AND mode IN ('sync', 'async')"
             "  ORDER BY created_at DESC, id LIMIT $3::integer OFFSET $4::integer) jobs"
             " WINDOW w AS (ORDER BY created_at DESC, id ROWS UNBOUNDED PRECEDING)) page"
             " WHERE rn = 1 OR before < $6::bigint ORDER BY rn",

@@ -144,8 +144,8 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
         /* PostgreSQL went away with the INSERT in flight: as for a job submitted while it
          * is down, the unkeyed sync job runs and its record waits on disk (if the INSERT
          * did commit, the replay finds the row and drops the file) */
-        log_warn("msg=\"database lost while recording; record spooled\" job=%s err=\"%s\"",
-                 job->id, err ? err : "");
+        log_warn("msg=\"database lost while recording; record spooled\" job=%s err=\"%s\"", job->id,
+                 err ? err : "");
         if (jobs_enqueue(s->idx, s->gen, &A.me->intent) < 0)
             fail_pending(s->idx, 503, "Job queue is full, try again later");
         spec_free(s);

@@ -11,6 +11,7 @@
 #include "tako/takod.h"
 #include "tako/util.h"
 
+#include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <sys/queue.h>
@@ -51,6 +52,20 @@ static const struct route {
     {EVHTTP_REQ_GET, "/metrics", api_metrics},
     {EVHTTP_REQ_GET, "/openapi.json", api_openapi},
     {EVHTTP_REQ_GET, "/audit/verify", api_audit_verify},
+    /* sessions (docs/SESSIONS.md): all answered by the sessions process (api_sessions.c) */
+    {EVHTTP_REQ_POST, "/sessions", api_sessions},
+    {EVHTTP_REQ_GET, "/sessions", api_sessions},
+    {EVHTTP_REQ_GET, "/sessions/{}", api_sessions},
+    {EVHTTP_REQ_DELETE, "/sessions/{}", api_sessions},
+    {EVHTTP_REQ_POST, "/sessions/{}/execute", api_sessions},
+    {EVHTTP_REQ_POST, "/sessions/{}/interrupt", api_sessions},
+    {EVHTTP_REQ_GET, "/sessions/{}/events", api_sessions},
+    {EVHTTP_REQ_GET, "/sessions/{}/cells", api_sessions},
+    {EVHTTP_REQ_GET, "/sessions/{}/files", api_sessions},
+    {EVHTTP_REQ_PUT, "/sessions/{}/files/{*}", api_sessions},
+    {EVHTTP_REQ_GET, "/sessions/{}/files/{*}", api_sessions},
+    {EVHTTP_REQ_HEAD, "/sessions/{}/files/{*}", api_sessions},
+    {EVHTTP_REQ_DELETE, "/sessions/{}/files/{*}", api_sessions},
 };
 
 #define MAX_PARAMS 4
@@ -81,6 +96,12 @@ static bool route_match(const char *pattern, const char *path, char **params, in
         pattern++;
         path++;
         size_t plen = strcspn(pattern, "/"), slen = strcspn(path, "/");
+        if (plen == 3 && !strncmp(pattern, "{*}", 3)) { /* the rest of the path, >= 1 byte */
+            if (!*path || *np >= MAX_PARAMS)
+                return false;
+            params[(*np)++] = evhttp_uridecode(path, 0, NULL);
+            return pattern[3] == '\0';
+        }
         if (plen == 2 && !strncmp(pattern, "{}", 2)) {
             if (slen == 0 || *np >= MAX_PARAMS)
                 return false;
@@ -156,6 +177,20 @@ static const char *bad_header(struct evhttp_request *req)
     return NULL;
 }
 
+/* PUT /sessions/{id}/files/{path}: the one route whose body may be larger than
+ * limits.max_payload_bytes (up to sessions.max_file_bytes). */
+static bool is_session_upload(struct evhttp_request *req)
+{
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_PUT || !path)
+        return false;
+    char *params[MAX_PARAMS] = {0};
+    int np = 0;
+    bool match = route_match("/sessions/{}/files/{*}", path, params, &np);
+    free_params(params, np);
+    return match;
+}
+
 void routes_dispatch(struct evhttp_request *req, void *arg)
 {
     char corr[72];
@@ -168,6 +203,15 @@ void routes_dispatch(struct evhttp_request *req, void *arg)
         return;
     }
     correlation_id(req, corr, sizeof corr);
+    /* evhttp's own bound on a body is the largest any route takes (a session file's
+     * upload); every other route keeps limits.max_payload_bytes */
+    if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) >
+            (size_t)tk.cfg.limits_max_payload_bytes &&
+        !is_session_upload(req)) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        reply_error(req, 413, corr, "Request body too large (limits.max_payload_bytes)");
+        return;
+    }
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
     if (m == EVHTTP_REQ_CONNECT) { /* not a proxy; evhttp would keep the connection open */

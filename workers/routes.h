@@ -44,6 +44,8 @@ void api_dlq_delete(struct evhttp_request *req, const char *corr, char **params)
 void api_metrics(struct evhttp_request *req, const char *corr, char **params);
 void api_openapi(struct evhttp_request *req, const char *corr, char **params);
 void api_audit_verify(struct evhttp_request *req, const char *corr, char **params);
+/* every /sessions route: relayed to the sessions process (api_sessions.c) */
+void api_sessions(struct evhttp_request *req, const char *corr, char **params);
 
 /* api_envs.c */
 void api_job_types(struct evhttp_request *req, const char *corr, char **params);

@@ -134,7 +134,8 @@ static struct {
 
 void sessions_socket_path(char *buf, size_t len)
 {
-    snprintf(buf, len, "/run/takod/%016llx/sessions.sock", (unsigned long long)str_hash(tk.instance));
+    snprintf(buf, len, "/run/takod/%016llx/sessions.sock",
+             (unsigned long long)str_hash(tk.instance));
 }
 
 struct who {
@@ -171,7 +172,7 @@ static void iso_us(uint64_t us, char *buf, size_t len)
     struct tm tm;
     gmtime_r(&t, &tm);
     size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, len - n, ".%06uZ", (unsigned)(us % 1000000u));
+    snprintf(buf + n, len - n, ".%06u+00:00", (unsigned)(us % 1000000u)); /* as to_json */
 }
 
 static int64_t coarse_real_ns(void)
@@ -226,8 +227,8 @@ static json_t *session_json(const struct session *s)
 
 /* An ended session, from its `sessions` row (SESSION_COLS). */
 #define SESSION_COLS                                                                               \
-    "id::text, status, job_type, to_json(created_at)#>>'{}', to_json(expires_at)#>>'{}',"        \
-    " idle_timeout, max_lifetime, memory_bytes, cpus, runtime, backend, execution_count, node,"  \
+    "id::text, status, job_type, to_json(created_at)#>>'{}', to_json(expires_at)#>>'{}',"          \
+    " idle_timeout, max_lifetime, memory_bytes, cpus, runtime, backend, execution_count, node,"    \
     " to_json(ended_at)#>>'{}', end_reason, coalesce(api_key_id, '')"
 
 static json_t *ended_json(const PGresult *r, int i)
@@ -311,9 +312,8 @@ static void exec_logged(const char *sql, int n, const char *const *p, const char
 /* A session's audit record, written whole when it ends (mode 'session'). */
 static void record_session_job(const char *id, const char *key, const char *job_type,
                                uint64_t created_us, int max_lifetime, int idle_timeout,
-                               int64_t memory, double cpus, const char *runtime,
-                               const char *client, const char *corr, int count,
-                               const char *status, const char *reason)
+                               int64_t memory, double cpus, const char *runtime, const char *client,
+                               const char *corr, int count, const char *status, const char *reason)
 {
     char timeout_s[24], mem_s[24], cpus_s[32], created_s[32], ended_s[32], ch[65], ih[65];
     snprintf(timeout_s, sizeof timeout_s, "%d", max_lifetime);
@@ -322,7 +322,8 @@ static void record_session_job(const char *id, const char *key, const char *job_
     snprintf(created_s, sizeof created_s, "%llu", (unsigned long long)created_us);
     uint64_t ended = now_real_us();
     snprintf(ended_s, sizeof ended_s, "%llu", (unsigned long long)ended);
-    json_t *in = json_pack("{s:i, s:i}", "idle_timeout", idle_timeout, "max_lifetime", max_lifetime);
+    json_t *in =
+        json_pack("{s:i, s:i}", "idle_timeout", idle_timeout, "max_lifetime", max_lifetime);
     char *in_text = json_dumps(in, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(in);
     sha256_hex("", 0, ch);
@@ -429,8 +430,9 @@ static void session_end(struct session *s, const char *status, const char *reaso
         reply_error(s->create_req, 503, s->corr, reason);
         s->create_req = NULL;
     }
-    sse_send(s, "end", json_pack("{s:s, s:s, s:s}", "session_id", s->id, "status", status,
-                                 "end_reason", reason));
+    sse_send(
+        s, "end",
+        json_pack("{s:s, s:s, s:s}", "session_id", s->id, "status", status, "end_reason", reason));
     watchers_end(s);
     if (s->rd_ev)
         event_free(s->rd_ev);
@@ -564,18 +566,18 @@ static void cell_finish(struct session *s, const struct session_proto_cellend *e
             free(data);
         }
     }
-    json_t *out = json_pack("{s:s, s:i, s:s%, s:b, s:o, s:o}", "cell_status", status,
-                            "execution_count", c->n, "result", value ? value : "",
-                            value ? strnlen(value, 65536) : 0, "restarted", e->restarted,
-                            "files_changed", changed, "output", output ? output : json_null());
+    json_t *out =
+        json_pack("{s:s, s:i, s:s%, s:b, s:o, s:o}", "cell_status", status, "execution_count", c->n,
+                  "result", value ? value : "", value ? strnlen(value, 65536) : 0, "restarted",
+                  e->restarted, "files_changed", changed, "output", output ? output : json_null());
     if (!value)
         json_object_set_new(out, "result", json_null());
     double exec_ms = e->end_us > e->start_us ? (double)(e->end_us - e->start_us) / 1000.0 : 0;
     json_t *timing = json_pack("{s:f, s:f}", "execution_ms", exec_ms, "total_ms",
                                (double)(now_mono_us() - c->t0_us) / 1000.0);
     /* the row: one builder (cell_answer) for this answer and the history */
-    char id_in[160], timeout_s[24], mem_s[24], cpus_s[32], created_s[32], ended_s[32],
-        exit_s[16], ch[65], ih[65];
+    char id_in[160], timeout_s[24], mem_s[24], cpus_s[32], created_s[32], ended_s[32], exit_s[16],
+        ch[65], ih[65];
     snprintf(id_in, sizeof id_in, "{\"execution_count\": %d, \"session_id\": \"%s\"}", c->n, s->id);
     snprintf(timeout_s, sizeof timeout_s, "%d", (c->timeout_ms + 999) / 1000);
     snprintf(mem_s, sizeof mem_s, "%lld", (long long)s->memory);
@@ -614,7 +616,7 @@ static void cell_finish(struct session *s, const struct session_proto_cellend *e
                           .stdin = c->stdin_text,
                           .api_key_id = s->key_id[0] ? s->key_id : NULL,
                           .status = jstatus,
-                          .exit_code = (reply || e->restarted) ? exit_s : NULL,
+                          .exit_code = e->exit_code >= 0 ? exit_s : NULL,
                           .stdout = so ? so : "",
                           .stderr = se ? se : "",
                           .stdout_truncated = out_trunc ? "true" : "false",
@@ -744,8 +746,8 @@ static void on_readable(evutil_socket_t fd, short ev, void *arg)
 
 /* ------------------------------------------------------------------ create */
 
-static const char *const CREATE_FIELDS[] = {"job_type", "idle_timeout", "max_lifetime", "memory",
-                                            "cpus", NULL};
+static const char *const CREATE_FIELDS[] = {"job_type", "idle_timeout", "max_lifetime",
+                                            "memory",   "cpus",         NULL};
 
 static int parse_memory(const json_t *v, int64_t *out)
 {
@@ -763,10 +765,23 @@ static int parse_memory(const json_t *v, int64_t *out)
         return -EINVAL;
     double mul = 1;
     switch (*end) {
-    case 'k': case 'K': mul = 1024.0; end++; break;
-    case 'm': case 'M': mul = 1048576.0; end++; break;
-    case 'g': case 'G': mul = 1073741824.0; end++; break;
-    default: break;
+    case 'k':
+    case 'K':
+        mul = 1024.0;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        mul = 1048576.0;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        mul = 1073741824.0;
+        end++;
+        break;
+    default:
+        break;
     }
     if (*end == 'b' || *end == 'B')
         end++;
@@ -784,8 +799,8 @@ static void api_create(struct evhttp_request *req, const struct who *w)
     size_t len = evbuffer_get_length(in);
     int code = 0;
     json_t *fail = NULL;
-    json_t *body = body_parse(len ? (const char *)evbuffer_pullup(in, -1) : "", len, true,
-                              w->corr, &code, &fail);
+    json_t *body = body_parse(len ? (const char *)evbuffer_pullup(in, -1) : "", len, true, w->corr,
+                              &code, &fail);
     if (!body) {
         reply_json(req, code, w->corr, fail);
         return;
@@ -801,7 +816,7 @@ static void api_create(struct evhttp_request *req, const struct who *w)
     const struct tk_job_type *jt = jobtype_lookup(&tk.cfg, jt_name, NULL);
     if (!jt && json_is_string(v))
         field_error(errors, "body", "job_type", "value_error", "Unknown job_type");
-    else if (jt && jt->network)
+    else if (jt && jt->network_enabled)
         field_error(errors, "body", "job_type", "value_error",
                     "Sessions cannot use a job type with network access");
     long long maxl = tk.cfg.sessions_max_lifetime;
@@ -817,8 +832,8 @@ static void api_create(struct evhttp_request *req, const struct who *w)
             continue;
         if (!json_is_integer(x) || json_integer_value(x) < 1 || json_integer_value(x) > maxl) {
             char msg[120];
-            snprintf(msg, sizeof msg, "Input should be an integer from 1 to %lld (sessions.max_lifetime)",
-                     maxl);
+            snprintf(msg, sizeof msg,
+                     "Input should be an integer from 1 to %lld (sessions.max_lifetime)", maxl);
             field_error(errors, "body", ints[i].name, "value_error", msg);
         } else {
             *ints[i].dst = json_integer_value(x);
@@ -1042,8 +1057,8 @@ static void api_execute(struct evhttp_request *req, const struct who *w, struct 
     size_t len = evbuffer_get_length(in);
     int code = 0;
     json_t *fail = NULL;
-    json_t *body = body_parse(len ? (const char *)evbuffer_pullup(in, -1) : "", len, false,
-                              w->corr, &code, &fail);
+    json_t *body = body_parse(len ? (const char *)evbuffer_pullup(in, -1) : "", len, false, w->corr,
+                              &code, &fail);
     if (!body) {
         reply_json(req, code, w->corr, fail);
         return;
@@ -1169,8 +1184,7 @@ static void on_ended_session(const PGresult *res, const char *err, void *arg)
     struct pending_read *r = arg;
     if (!res)
         reply_db_unavailable(r->req, r->corr, "Database unavailable");
-    else if (PQntuples(res) != 1 ||
-             (!r->admin && strcmp(PQgetvalue(res, 0, 15), r->key) != 0))
+    else if (PQntuples(res) != 1 || (!r->admin && strcmp(PQgetvalue(res, 0, 15), r->key) != 0))
         reply_error(r->req, 404, r->corr, "Session not found");
     else
         reply_json(r->req, 200, r->corr, ended_json(res, 0));
@@ -1182,8 +1196,7 @@ static void on_ended_for_action(const PGresult *res, const char *err, void *arg)
     struct pending_read *r = arg;
     if (!res)
         reply_db_unavailable(r->req, r->corr, "Database unavailable");
-    else if (PQntuples(res) != 1 ||
-             (!r->admin && strcmp(PQgetvalue(res, 0, 15), r->key) != 0))
+    else if (PQntuples(res) != 1 || (!r->admin && strcmp(PQgetvalue(res, 0, 15), r->key) != 0))
         reply_error(r->req, 404, r->corr, "Session not found");
     else {
         json_t *e = ended_json(res, 0);
@@ -1196,8 +1209,7 @@ static void on_ended_for_action(const PGresult *res, const char *err, void *arg)
     free(r);
 }
 
-static struct pending_read *pending(struct evhttp_request *req, const struct who *w,
-                                    const char *id)
+static struct pending_read *pending(struct evhttp_request *req, const struct who *w, const char *id)
 {
     struct pending_read *r = calloc(1, sizeof *r);
     if (!r)
@@ -1333,27 +1345,53 @@ static void api_events(struct evhttp_request *req, const struct who *w, struct s
 static int http_of_errno(int rc)
 {
     switch (rc) {
-    case -EINVAL: return 422;
-    case -ENOENT: return 404;
-    case -EXDEV: case -ELOOP: case -EPERM: case -EACCES: return 403;
-    case -EFBIG: case -ENOSPC: case -EDQUOT: return 413;
-    case -EISDIR: case -ENOTDIR: case -ENOTEMPTY: case -EEXIST: return 409;
-    default: return 500;
+    case -EINVAL:
+        return 422;
+    case -ENOENT:
+        return 404;
+    case -EXDEV:
+    case -ELOOP:
+    case -EPERM:
+    case -EACCES:
+        return 403;
+    case -EFBIG:
+    case -ENOSPC:
+    case -EDQUOT:
+        return 413;
+    case -EISDIR:
+    case -ENOTDIR:
+    case -ENOTEMPTY:
+    case -EEXIST:
+        return 409;
+    default:
+        return 500;
     }
 }
 
 static const char *why_of_errno(int rc)
 {
     switch (rc) {
-    case -ENOENT: return "No such file or directory in the workspace";
-    case -EXDEV: case -ELOOP: return "The path leads outside the session's workspace";
-    case -EPERM: case -EACCES: return "Not a regular file or directory";
-    case -EFBIG: return "The file is larger than sessions.max_file_bytes";
-    case -ENOSPC: case -EDQUOT: return "The session's workspace is full (limits.workspace_size)";
-    case -EISDIR: return "The path is a directory";
-    case -ENOTDIR: return "A component of the path is not a directory";
-    case -ENOTEMPTY: return "The directory is not empty";
-    default: return "The file operation failed";
+    case -ENOENT:
+        return "No such file or directory in the workspace";
+    case -EXDEV:
+    case -ELOOP:
+        return "The path leads outside the session's workspace";
+    case -EPERM:
+    case -EACCES:
+        return "Not a regular file or directory";
+    case -EFBIG:
+        return "The file is larger than sessions.max_file_bytes";
+    case -ENOSPC:
+    case -EDQUOT:
+        return "The session's workspace is full (limits.workspace_size)";
+    case -EISDIR:
+        return "The path is a directory";
+    case -ENOTDIR:
+        return "A component of the path is not a directory";
+    case -ENOTEMPTY:
+        return "The directory is not empty";
+    default:
+        return "The file operation failed";
     }
 }
 
@@ -1406,9 +1444,9 @@ static void api_files(struct evhttp_request *req, const struct who *w, struct se
         if (rc < 0)
             file_error(req, w->corr, rc);
         else
-            reply_json(req, 201, w->corr,
-                       json_pack("{s:s, s:I, s:s}", "path", path, "size", (json_int_t)len,
-                                 "sha256", sha));
+            reply_json(
+                req, 201, w->corr,
+                json_pack("{s:s, s:I, s:s}", "path", path, "size", (json_int_t)len, "sha256", sha));
         return;
     }
     if (m == EVHTTP_REQ_DELETE) {
@@ -1508,8 +1546,8 @@ static void route(struct evhttp_request *req, void *arg)
             session_end(s, "closed", "closed by the client");
             const char *p[1] = {id};
             struct pending_read *r = pending(req, &w, id);
-            if (!r || pgq_exec(S.pg, "SELECT " SESSION_COLS " FROM sessions WHERE id = $1::uuid",
-                               1, p, on_ended_session, r) < 0) {
+            if (!r || pgq_exec(S.pg, "SELECT " SESSION_COLS " FROM sessions WHERE id = $1::uuid", 1,
+                               p, on_ended_session, r) < 0) {
                 free(r);
                 reply_json(req, 200, w.corr,
                            json_pack("{s:s, s:s, s:s}", "session_id", id, "status", "closed",
@@ -1616,13 +1654,12 @@ static void on_stale(const PGresult *res, const char *err, void *arg)
     }
     for (int i = 0; i < PQntuples(res); i++) {
         const char *reason = PQgetvalue(res, i, 12);
-        record_session_job(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
-                           (uint64_t)atoll(PQgetvalue(res, i, 3)), atoi(PQgetvalue(res, i, 4)),
-                           atoi(PQgetvalue(res, i, 5)), atoll(PQgetvalue(res, i, 6)),
-                           atof(PQgetvalue(res, i, 7)),
-                           PQgetisnull(res, i, 8) ? NULL : PQgetvalue(res, i, 8),
-                           PQgetvalue(res, i, 9), PQgetvalue(res, i, 10),
-                           atoi(PQgetvalue(res, i, 11)), "lost", reason);
+        record_session_job(
+            PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+            (uint64_t)atoll(PQgetvalue(res, i, 3)), atoi(PQgetvalue(res, i, 4)),
+            atoi(PQgetvalue(res, i, 5)), atoll(PQgetvalue(res, i, 6)), atof(PQgetvalue(res, i, 7)),
+            PQgetisnull(res, i, 8) ? NULL : PQgetvalue(res, i, 8), PQgetvalue(res, i, 9),
+            PQgetvalue(res, i, 10), atoi(PQgetvalue(res, i, 11)), "lost", reason);
     }
     if (PQntuples(res) > 0)
         log_warn("msg=\"sessions of a previous run marked lost\" count=%d", PQntuples(res));

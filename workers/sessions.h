@@ -26,6 +26,4 @@
 /* The unix socket's path: /run/takod/<instance hash>/sessions.sock (its directory 0700). */
 void sessions_socket_path(char *buf, size_t len);
 
-int sessions_main(int slot);
-
 #endif

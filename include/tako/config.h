@@ -195,8 +195,9 @@
       "ends it") \
     X(sessions, max_lifetime, INT, "3600", 1, 604800, CF_NORELOAD, \
       "default and largest lifetime of a session, seconds (and the largest idle timeout)") \
-    X(sessions, max_file_bytes, SIZE, "100m", 1, 17179869184, CF_NORELOAD, \
-      "largest file one upload may put in a session's workspace")
+    X(sessions, max_file_bytes, SIZE, "32m", 1, 1073741824, CF_NORELOAD, \
+      "largest file one upload may put in a session's workspace (and what an acceptor " \
+      "buffers of such a request)")
 /* clang-format on */
 
 /*

@@ -45,6 +45,7 @@ enum tk_role {
     TK_ROLE_CALLBACKS = 3, /* the callbacks process: delivers callback_url POSTs */
     TK_ROLE_SWEEPER = 4,   /* the master's engine work: containers, job type images */
     TK_ROLE_SETTLER = 5,   /* the master's database work: dead processes' jobs, spool, retention */
+    TK_ROLE_SESSIONS = 6,  /* holds every session's container (workers/sessions.c) */
 };
 
 /* A job slot's life: FREE → FILLING (acceptor) → QUEUED → RUNNING (executor) → DONE → FREE */

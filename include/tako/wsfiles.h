@@ -24,10 +24,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define WSFILES_PATH_MAX  1024 /* a relative path's bytes */
-#define WSFILES_NAME_MAX  255  /* one component's */
-#define WSFILES_LIST_MAX  1000 /* entries one listing returns */
-#define WSFILES_CHANGED_MAX 100 /* files a cell's answer names */
+#define WSFILES_PATH_MAX    1024 /* a relative path's bytes */
+#define WSFILES_NAME_MAX    255  /* one component's */
+#define WSFILES_LIST_MAX    1000 /* entries one listing returns */
+#define WSFILES_CHANGED_MAX 100  /* files a cell's answer names */
 
 /* Whether `path` is a relative workspace path the API accepts (see docs/SESSIONS.md):
  * 1..WSFILES_PATH_MAX bytes, no NUL, no leading '/', no empty, "." or ".." component.

@@ -132,8 +132,8 @@ TK_TEST(list_and_remove)
     TK_ASSERT_EQ(json_integer_value(json_object_get(json_array_get(items, 1), "size")), 2);
     json_decref(items);
     TK_ASSERT_EQ(wsfiles_list(root, "a", &items, &trunc), 0);
-    TK_ASSERT(!strcmp(json_string_value(json_object_get(json_array_get(items, 0), "path")),
-                      "a/x.txt"));
+    TK_ASSERT(
+        !strcmp(json_string_value(json_object_get(json_array_get(items, 0), "path")), "a/x.txt"));
     json_decref(items);
     TK_ASSERT_EQ(wsfiles_list(root, "nope", &items, &trunc), -ENOENT);
     TK_ASSERT_EQ(wsfiles_remove(root, "a"), -ENOTEMPTY);
@@ -153,8 +153,8 @@ TK_TEST(changed_since)
     TK_ASSERT_EQ(wsfiles_put(root, "new/one.txt", "n", 1, getuid(), getgid(), NULL), 0);
     json_t *c = wsfiles_changed(root, t0);
     TK_ASSERT_EQ(json_array_size(c), 1);
-    TK_ASSERT(!strcmp(json_string_value(json_object_get(json_array_get(c, 0), "path")),
-                      "new/one.txt"));
+    TK_ASSERT(
+        !strcmp(json_string_value(json_object_get(json_array_get(c, 0), "path")), "new/one.txt"));
     json_decref(c);
 }
 
