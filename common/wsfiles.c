@@ -265,7 +265,7 @@ static char *iso_time(const struct timespec *ts, char *buf, size_t len)
     time_t s = ts->tv_sec;
     gmtime_r(&s, &tm);
     size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, len - n, ".%06ldZ", ts->tv_nsec / 1000);
+    snprintf(buf + n, len - n, ".%06ld+00:00", ts->tv_nsec / 1000); /* as to_json */
     return buf;
 }
 

@@ -97,7 +97,7 @@ struct session {
     char nonce[40];
     struct session_proto_parser parser;
     struct dkframe frames;
-    struct event *rd_ev, *wr_ev;
+    struct event *rd_ev, *wr_ev, *start_ev;
     struct evbuffer *outq;
     int ws_fd; /* the workspace (output/), O_PATH */
     uint64_t created_real_us, created_ms, last_ms, ready_deadline_ms;
@@ -434,6 +434,8 @@ static void session_end(struct session *s, const char *status, const char *reaso
         s, "end",
         json_pack("{s:s, s:s, s:s}", "session_id", s->id, "status", status, "end_reason", reason));
     watchers_end(s);
+    if (s->start_ev)
+        event_free(s->start_ev);
     if (s->rd_ev)
         event_free(s->rd_ev);
     if (s->wr_ev)
@@ -524,6 +526,13 @@ static void cell_finish(struct session *s, const struct session_proto_cellend *e
                           e->restarted ? "Interrupted; the interpreter did not stop and was "
                                          "restarted"
                                        : "Interrupted",
+                          "traceback");
+    } else if ((!reply || !rs) && e->exit_code < 0 && !e->restarted) {
+        /* the interpreter lives on, but what it said of the cell is unreadable */
+        status = "error";
+        error = json_pack("{s:s, s:s, s:n}", "type", "internal_error", "message",
+                          e->reply_too_big ? "The cell's answer was larger than 1 MiB"
+                                           : "The cell's answer could not be read",
                           "traceback");
     } else if (!reply || !rs) {
         status = "crashed";
@@ -792,6 +801,8 @@ static int parse_memory(const json_t *v, int64_t *out)
 }
 
 static void on_session_row(const PGresult *res, const char *err, void *arg);
+static void on_started(evutil_socket_t fd, short what, void *arg);
+static void session_started(struct session *s);
 
 static void api_create(struct evhttp_request *req, const struct who *w)
 {
@@ -931,14 +942,47 @@ static void api_create(struct evhttp_request *req, const struct who *w)
     snprintf(dir, sizeof dir, "%s/s%d-%x-%u", tk.slots_dir, tk.proc_idx,
              (unsigned)(now_real_us() & 0xffffff), ++S.seq);
     s->created_ms = now_mono_ms();
-    int rc = sandbox_prepare(S.docker, &S.env, &s->w, dir, &spec);
+    s->create_req = req; /* an end from here on answers it */
+    /* the start is awaited in the loop (its answer on start_fd), not here: other sessions'
+     * cells go on meanwhile */
+    int rc = sandbox_prepare_async(S.docker, &S.env, &s->w, dir, &spec);
     if (rc < 0) {
         log_error("msg=\"starting a session's container failed\" session=%s err=\"%s\"", s->id,
                   docker_last_error(S.docker));
-        s->create_req = req;
         session_end(s, "failed", "its container could not be started; try again later");
         return;
     }
+    if (s->w.start_fd < 0) {
+        session_started(s);
+        return;
+    }
+    s->start_ev = event_new(S.base, s->w.start_fd, EV_READ, on_started, s);
+    struct timeval tv = {jt->startup_timeout, 0};
+    if (!s->start_ev || event_add(s->start_ev, &tv) < 0)
+        session_end(s, "failed", "its container's start could not be awaited");
+}
+
+static void on_started(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    event_free(s->start_ev);
+    s->start_ev = NULL;
+    if (what & EV_TIMEOUT) {
+        session_end(s, "failed", "its container did not start in time (startup_timeout)");
+        return;
+    }
+    if (sandbox_started(S.docker, &s->w, 1000) < 0) {
+        log_error("msg=\"starting a session's container failed\" session=%s err=\"%s\"", s->id,
+                  docker_last_error(S.docker));
+        session_end(s, "failed", "its container could not be started; try again later");
+        return;
+    }
+    session_started(s);
+}
+
+/* Its container runs: open its workspace and channel, send the go line, record it. */
+static void session_started(struct session *s)
+{
     char ws[4300];
     snprintf(ws, sizeof ws, "%s/output", s->w.dir);
     s->ws_fd = open(ws, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -952,7 +996,6 @@ static void api_create(struct evhttp_request *req, const struct who *w)
     s->rd_ev = event_new(S.base, rfd, EV_READ | EV_PERSIST, on_readable, s);
     s->wr_ev = event_new(S.base, wfd, EV_WRITE, on_writable, s);
     if (s->ws_fd < 0 || !s->outq || !s->rd_ev || !s->wr_ev) {
-        s->create_req = req;
         session_end(s, "failed", "its workspace or channel could not be set up");
         return;
     }
@@ -962,11 +1005,9 @@ static void api_create(struct evhttp_request *req, const struct who *w)
                                   (uint64_t)tk.cfg.limits_max_stdout_bytes,
                                   (uint64_t)tk.cfg.limits_max_stderr_bytes);
     if (n < 0) {
-        s->create_req = req;
         session_end(s, "failed", "its go line could not be made");
         return;
     }
-    s->create_req = req; /* an end from here on answers it */
     chan_send(s, go, (size_t)n);
     char sid[40];
     snprintf(sid, sizeof sid, "%s", s->id);
