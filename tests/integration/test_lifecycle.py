@@ -102,6 +102,7 @@ class Running(unittest.TestCase):
         self.assertIn("takod: executor 0", titles)
         self.assertIn("takod: executor 1", titles)
         self.assertIn("takod: callbacks 0", titles)
+        self.assertIn("takod: sessions 0", titles)
         self.assertTrue(any("postgres" in x for x in titles), titles)
 
     def test_pidfile_holds_a_lock(self):
