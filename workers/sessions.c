@@ -134,7 +134,7 @@ static struct {
 
 void sessions_socket_path(char *buf, size_t len)
 {
-    snprintf(buf, len, "/run/takod/%016llx/sessions.sock",
+    snprintf(buf, len, "/run/takod-sessions/%016llx.sock",
              (unsigned long long)str_hash(tk.instance));
 }
 

@@ -23,7 +23,7 @@
 
 #include <stddef.h>
 
-/* The unix socket's path: /run/takod/<instance hash>/sessions.sock (its directory 0700). */
+/* The unix socket's path: /run/takod-sessions/<instance hash>.sock (the directory 0700). */
 void sessions_socket_path(char *buf, size_t len);
 
 #endif
