@@ -352,6 +352,8 @@ static void record_session_job(const char *id, const char *key, const char *job_
                           .input_hash = ih,
                           .api_key_id = key && key[0] ? key : NULL,
                           .status = jstatus,
+                          .stdout_truncated = "false",
+                          .stderr_truncated = "false",
                           .output = output,
                           .error = error,
                           .timing = timing,
@@ -1709,7 +1711,9 @@ static void on_stale(const PGresult *res, const char *err, void *arg)
 static void mark_stale(void)
 {
     static const char sql[] =
-        "UPDATE sessions SET status = 'lost', ended_at = now(), end_reason = $2"
+        "UPDATE sessions s SET status = 'lost', ended_at = now(), end_reason = $2,"
+        " execution_count = (SELECT count(*) FROM jobs j WHERE j.parent_id = s.id"
+        "                    AND j.mode = 'cell')"
         " WHERE node = $1 AND status = 'live' RETURNING id::text, coalesce(api_key_id, ''),"
         " job_type, (extract(epoch FROM created_at) * 1e6)::bigint, max_lifetime, idle_timeout,"
         " memory_bytes, cpus, runtime, coalesce(client_ip, ''), coalesce(correlation_id, ''),"
