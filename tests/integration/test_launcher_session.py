@@ -80,7 +80,9 @@ class Session:
         self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
         self.buf = b""
+        self.transcript = b""  # every byte the launcher wrote, for the C codec's check
         self.n = 0
+        self.n_unended = 0  # cells the session ended before they did
         self.send(("session=1 nonce=%s%s\n" % (self.nonce, go_extra)).encode())
 
     def send(self, data):
@@ -98,6 +100,7 @@ class Session:
         if not b:
             raise EOFError("launcher stdout closed (have %r)" % self.buf[:200])
         self.buf += b
+        self.transcript += b
 
     def _take(self, n, deadline):
         while len(self.buf) < n:
@@ -219,6 +222,11 @@ class Session:
                 self.p.wait(30)
             except subprocess.TimeoutExpired:
                 self.p.kill()
+        if not self.p.stdout.closed:
+            try:
+                self.transcript += self.p.stdout.read()
+            except (OSError, ValueError):
+                pass
         for f in (self.p.stdin, self.p.stdout, self.p.stderr):
             try:
                 f.close()
@@ -248,10 +256,28 @@ class LauncherSessionTest(unittest.TestCase):
 
     def session(self, **kw):
         s = Session(self.launcher, self.work, **kw)
-        self.sessions.append(s)
-        self.addCleanup(s.destroy)
+        self.track(s)
         s.ready()
         return s
+
+    def track(self, s):
+        self.sessions.append(s)
+        self.addCleanup(self.check_transcript, s)  # runs after destroy (cleanups are LIFO)
+        self.addCleanup(s.destroy)
+
+    def check_transcript(self, s):
+        """The host-side C codec (common/session_proto.c) parses what the launcher wrote."""
+        tool = os.environ.get("TAKO_SESSION_PROTO_CHECK")
+        if not tool:
+            return
+        p = subprocess.run([tool, s.nonce], input=s.transcript, capture_output=True,
+                           timeout=60)
+        self.assertEqual(p.returncode, 0, "session_proto_check: %r on %r" %
+                         (p.stderr, s.transcript[:300]))
+        events = p.stdout.decode().splitlines()
+        self.assertEqual(events[:1], ["ready"], events[:5])
+        self.assertEqual(sum(e.startswith("cellend ") for e in events), s.n - s.n_unended,
+                         events)
 
     def ok(self, r, value=None):
         self.assertIsNotNone(r["reply"], r)
@@ -481,6 +507,7 @@ class LauncherSessionTest(unittest.TestCase):
         s = self.session()
         self.ok(s.cell("import subprocess\nsubprocess.Popen(['sleep', '100'])\n1"), "1")
         s.start_cell("import time\ntime.sleep(100)")
+        s.n_unended += 1
         time.sleep(0.3)
         took, frames = s.close()
         self.assertLess(took, 2.0)
@@ -494,8 +521,7 @@ class LauncherSessionTest(unittest.TestCase):
     def test_preload_and_go_line_leftover(self):
         # TAKO_PRELOAD applies to the driver; a cell sent with the go line is not lost
         s = Session(self.launcher, self.work, env={"TAKO_PRELOAD": "json,decimal"})
-        self.sessions.append(s)
-        self.addCleanup(s.destroy)
+        self.track(s)
         s.start_cell("import sys; 'json' in sys.modules, 'decimal' in sys.modules")
         s.ready()
         self.ok(s.finish_cell(), "(True, True)")
