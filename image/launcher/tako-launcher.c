@@ -1540,7 +1540,8 @@ __attribute__((noreturn)) static void run_session(const struct opts *o, int in, 
                      .dcell = -1,
                      .drep = -1,
                      .exit_code = -1};
-    fcntl(in, F_SETFL, fcntl(in, F_GETFL) | O_NONBLOCK);
+    /* proto_in stays blocking (it may share its file description with proto_out): it is
+     * read once per poll() that finds it readable, which does not block */
     if (sess_start_driver(&S) < 0)
         sess_finish(&S, "driver_start", errno);
     sess_host_bytes(&S, left, left_len);
