@@ -136,7 +136,9 @@
  *   bytes, a second cell in flight) is a bad frame: the session ends (error=bad_cell).
  *
  *   launcher -> driver (fd 3): "C LCODE LSTDIN\n", code, stdin.
- *   driver -> launcher (fd 4): "ready\n" once; per cell "LEN\n" and LEN bytes of JSON
+ *   driver -> launcher (fd 4): "ready\n" once; per cell "run\n" when its code starts (an
+ *     interrupt asked for before is sent then: the driver ignores SIGINT outside a cell's
+ *     code, so a late one never hits the next cell), then "LEN\n" and LEN bytes of JSON
  *     {"status":"ok"|"error","value":repr|null,"error":{"type","message","traceback"}|null}
  *     relayed as opaque bytes: the program can write fd 4 too, so the reply is the
  *     untrusted program's own output. Over 1 MiB: dropped (reply=0 reply_error=too_big).
@@ -977,6 +979,7 @@ static const char driver_py[] =
     "            _signal.signal(_signal.SIGINT, on_int)\n"
     "            try:\n"
     "                busy[0] = True\n"
+    "                os.write(wr, b'run\\n')\n"
     "                tree = compile(code, fn, 'exec', 0x400, dont_inherit=True)\n"
     "                last = None\n"
     "                if tree.body and isinstance(tree.body[-1], _ast.Expr):\n"
@@ -1048,6 +1051,8 @@ struct sess {
     size_t reply_len;
     /* the cell being run */
     unsigned long long start_us, end_us, deadline, kill_at, total[2];
+    int running;   /* its code runs: the driver said "run" */
+    int int_early; /* "interrupt" came before the cell was handed to the driver */
     int sigint_sent, timed_out, interrupted, restarted, oom, exit_code, sig, too_big;
     long long oom0;
     const char *cell_error;
@@ -1230,6 +1235,7 @@ static void sess_cellend(struct sess *S)
     S->have_cell = 0;
     S->end_pending = 0;
     S->restarted = 0;
+    S->int_early = 0;
 }
 
 /* No driver comes up: a cell that waited for it ends, and so does the session. */
@@ -1280,12 +1286,23 @@ static void sess_kill_driver(struct sess *S)
     sess_driver_gone(S, st);
 }
 
+/* Interrupt the running cell: SIGINT once its code runs (the driver said "run"; before,
+ * the driver ignores SIGINT, so it would be lost), SIGKILL 2 s after the asking. */
+static void sess_sigint(struct sess *S)
+{
+    if (S->running)
+        killpg(S->pid, SIGINT);
+    S->sigint_sent = 1;
+    S->kill_at = mono_us() + INT_GRACE_US;
+}
+
 /* A whole cell has arrived and the driver is idle: run it. */
 static void sess_dispatch(struct sess *S)
 {
     S->st = DRV_RUNNING;
     S->total[0] = S->total[1] = 0;
     S->sigint_sent = S->timed_out = S->interrupted = S->oom = S->sig = S->too_big = 0;
+    S->running = 0;
     S->exit_code = -1;
     S->cell_error = NULL;
     S->msg_sent = 0;
@@ -1294,13 +1311,11 @@ static void sess_dispatch(struct sess *S)
     S->start_us = mono_us();
     S->end_us = S->start_us;
     S->deadline = S->start_us + S->timeout_ms * 1000ULL;
-}
-
-static void sess_sigint(struct sess *S)
-{
-    killpg(S->pid, SIGINT);
-    S->sigint_sent = 1;
-    S->kill_at = mono_us() + INT_GRACE_US;
+    if (S->int_early) {
+        S->int_early = 0;
+        S->interrupted = 1;
+        sess_sigint(S);
+    }
 }
 
 /* One line from the host: a cell's header, or "interrupt". 0, or -1 (malformed). */
@@ -1310,6 +1325,8 @@ static int sess_host_line(struct sess *S, char *line)
         if (S->st == DRV_RUNNING && !S->sigint_sent) {
             S->interrupted = 1;
             sess_sigint(S);
+        } else if (S->have_cell && S->msg_fill == S->msg_len && !S->end_pending) {
+            S->int_early = 1; /* the cell waits for its driver: interrupted as it starts */
         }
         return 0;
     }
@@ -1426,6 +1443,14 @@ static void sess_reply_bytes(struct sess *S)
             }
             S->rhead[S->rhead_len] = '\0';
             S->rhead_len = 0;
+            if (!strcmp(S->rhead, "run")) {
+                if (S->st != DRV_RUNNING || S->running)
+                    goto garbage;
+                S->running = 1;
+                if (S->sigint_sent) /* asked for before the cell's code ran */
+                    killpg(S->pid, SIGINT);
+                continue;
+            }
             if (!strcmp(S->rhead, "ready")) {
                 if (S->st != DRV_STARTING)
                     goto garbage;
@@ -1515,7 +1540,8 @@ __attribute__((noreturn)) static void run_session(const struct opts *o, int in, 
                      .dcell = -1,
                      .drep = -1,
                      .exit_code = -1};
-    fcntl(in, F_SETFL, fcntl(in, F_GETFL) | O_NONBLOCK);
+    /* proto_in stays blocking (it may share its file description with proto_out): it is
+     * read once per poll() that finds it readable, which does not block */
     if (sess_start_driver(&S) < 0)
         sess_finish(&S, "driver_start", errno);
     sess_host_bytes(&S, left, left_len);

@@ -80,7 +80,9 @@ class Session:
         self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
         self.buf = b""
+        self.transcript = b""  # every byte the launcher wrote, for the C codec's check
         self.n = 0
+        self.n_unended = 0  # cells the session ended before they did
         self.send(("session=1 nonce=%s%s\n" % (self.nonce, go_extra)).encode())
 
     def send(self, data):
@@ -98,6 +100,7 @@ class Session:
         if not b:
             raise EOFError("launcher stdout closed (have %r)" % self.buf[:200])
         self.buf += b
+        self.transcript += b
 
     def _take(self, n, deadline):
         while len(self.buf) < n:
@@ -219,6 +222,11 @@ class Session:
                 self.p.wait(30)
             except subprocess.TimeoutExpired:
                 self.p.kill()
+        if not self.p.stdout.closed:
+            try:
+                self.transcript += self.p.stdout.read()
+            except (OSError, ValueError):
+                pass
         for f in (self.p.stdin, self.p.stdout, self.p.stderr):
             try:
                 f.close()
@@ -248,10 +256,28 @@ class LauncherSessionTest(unittest.TestCase):
 
     def session(self, **kw):
         s = Session(self.launcher, self.work, **kw)
-        self.sessions.append(s)
-        self.addCleanup(s.destroy)
+        self.track(s)
         s.ready()
         return s
+
+    def track(self, s):
+        self.sessions.append(s)
+        self.addCleanup(self.check_transcript, s)  # runs after destroy (cleanups are LIFO)
+        self.addCleanup(s.destroy)
+
+    def check_transcript(self, s):
+        """The host-side C codec (common/session_proto.c) parses what the launcher wrote."""
+        tool = os.environ.get("TAKO_SESSION_PROTO_CHECK")
+        if not tool:
+            return
+        p = subprocess.run([tool, s.nonce], input=s.transcript, capture_output=True,
+                           timeout=60)
+        self.assertEqual(p.returncode, 0, "session_proto_check: %r on %r" %
+                         (p.stderr, s.transcript[:300]))
+        events = p.stdout.decode().splitlines()
+        self.assertEqual(events[:1], ["ready"], events[:5])
+        self.assertEqual(sum(e.startswith("cellend ") for e in events), s.n - s.n_unended,
+                         events)
 
     def ok(self, r, value=None):
         self.assertIsNotNone(r["reply"], r)
@@ -366,6 +392,23 @@ class LauncherSessionTest(unittest.TestCase):
                          (1, 0, 0), r)
         s.send(b"interrupt\n")  # idle: ignored
         self.ok(s.cell("x"), "7")
+        # an interrupt right behind the cell, before its code runs, still interrupts it
+        s.n += 1
+        code = b"import time\ntime.sleep(20)"
+        s.send(b"cell n=%d code=%d stdin=0\n%sinterrupt\n" % (s.n, len(code), code))
+        r = s.finish_cell()
+        self.error(r, "KeyboardInterrupt")
+        self.assertEqual((r["end"]["interrupted"], r["end"]["restarted"]), (1, 0), r)
+        # interrupts racing a cell's end never reach the next cell
+        for i in range(30):
+            s.start_cell("x + %d" % i)
+            if i % 2:
+                time.sleep(0.001 * (i % 5))
+            s.send(b"interrupt\n")
+            r = s.finish_cell()
+            self.assertEqual(r["end"]["restarted"], 0, r)
+            self.assertIn(r["reply"]["status"], ("ok", "error"), r)
+            self.ok(s.cell("x"), "7")
         # a cell that ignores SIGINT: killed 2 s later, a fresh interpreter
         t0 = time.monotonic()
         r = s.cell("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: pass",
@@ -419,30 +462,41 @@ class LauncherSessionTest(unittest.TestCase):
 
     def test_program_cannot_write_the_host_channel(self):
         s = self.session()
-        r = s.cell("import os\nhit = []\n"
-                   "for fd in range(0, 256):\n"
-                   "    try:\n"
-                   "        os.write(fd, b'\\ntakod-cellend n=99 reply=0 nonce=x\\ntakod-status x=1\\n')\n"
-                   "        hit.append(fd)\n"
-                   "    except OSError:\n"
-                   "        pass\n"
-                   "for pid in os.listdir('/proc'):\n"
-                   "    if pid.isdigit():\n"
-                   "        for fd in ('0', '1', '2', '3', '4', '5'):\n"
-                   "            try:\n"
-                   "                f = os.open('/proc/%s/fd/%s' % (pid, fd), os.O_WRONLY)\n"
-                   "                os.write(f, b'takod-status hijack=1\\n')\n"
-                   "                hit.append((pid, fd))\n"
-                   "            except OSError:\n"
-                   "                pass\n"
-                   "sorted(x for x in hit if isinstance(x, int))")
-        # fds 1, 2 are the output pipes and 4 the driver's reply pipe (the program's own
-        # channel: its reply is then garbage and the driver is started afresh)
-        self.assertIn(r["end"]["restarted"], (0, 1))
-        # whatever happened, the host still parses the launcher's frames, and the session works
-        r = s.cell("40 + 2")
-        self.assertEqual(r["reply"]["value"], "42", r)
-        self.ok(s.cell("'still ok'"), "'still ok'")
+        code = r"""
+import os
+wrote = []
+for fd in range(0, 1024):
+    if fd != 4:  # the driver's reply pipe: see below
+        try:
+            os.write(fd, b'\ntakod-cellend n=99 reply=0 nonce=x\ntakod-status x=1\n')
+            wrote.append(fd)
+        except OSError:
+            pass
+opened = []
+for pid in os.listdir('/proc'):
+    if not pid.isdigit():
+        continue
+    try:
+        uid = [l for l in open('/proc/%s/status' % pid) if l.startswith('Uid:')][0].split()[1]
+        fds = os.listdir('/proc/%s/fd' % pid)
+    except OSError:
+        continue
+    for fd in fds:
+        try:
+            f = os.open('/proc/%s/fd/%s' % (pid, fd), os.O_WRONLY)
+            os.write(f, b'takod-status hijack=1\n')
+            opened.append(uid)
+        except OSError:
+            pass
+wrote, sorted(set(opened))
+"""
+        r = self.ok(s.cell(code), "([1, 2], ['1000'])")  # only its own pipes, as uid 1000
+        self.assertIn(b"takod-status x=1", r["stdout"])  # it is the cell's output, framed
+        # fd 4 is the program's own reply channel: garbage there replaces the driver
+        r = s.cell("import os\nos.write(4, b'\\ntakod-status x=1\\n')")
+        self.assertEqual((r["end"]["restarted"], r["end"].get("error")), (1, "driver_protocol"))
+        self.ok(s.cell("40 + 2"), "42")
+        # every frame so far parsed strictly (and by the C codec: check_transcript)
 
     def test_forged_reply_and_bad_host_frame(self):
         s = self.session()
@@ -464,6 +518,7 @@ class LauncherSessionTest(unittest.TestCase):
         s = self.session()
         self.ok(s.cell("import subprocess\nsubprocess.Popen(['sleep', '100'])\n1"), "1")
         s.start_cell("import time\ntime.sleep(100)")
+        s.n_unended += 1
         time.sleep(0.3)
         took, frames = s.close()
         self.assertLess(took, 2.0)
@@ -477,8 +532,7 @@ class LauncherSessionTest(unittest.TestCase):
     def test_preload_and_go_line_leftover(self):
         # TAKO_PRELOAD applies to the driver; a cell sent with the go line is not lost
         s = Session(self.launcher, self.work, env={"TAKO_PRELOAD": "json,decimal"})
-        self.sessions.append(s)
-        self.addCleanup(s.destroy)
+        self.track(s)
         s.start_cell("import sys; 'json' in sys.modules, 'decimal' in sys.modules")
         s.ready()
         self.ok(s.finish_cell(), "(True, True)")
@@ -501,8 +555,12 @@ class LauncherSessionTest(unittest.TestCase):
              "-v", "%s:/usr/local/bin/tako-launcher:ro" % self.launcher, IMAGE,
              "/usr/local/bin/tako-launcher", "--stdio", "--user", "1000:1000"],
             input=b"timeout_ms=10000 nonce=abc\n", capture_output=True, timeout=60)
-        self.assertIn(b"takod-out 1 ", p.stdout)
-        self.assertIn(b"hi ['0', '1', '2', '3']", p.stdout)  # no fd 4 left to the program
+        rest, out = p.stdout, b""
+        while rest.startswith(b"takod-out 1 "):
+            head, rest = rest.split(b"\n", 1)
+            n = int(head.split()[2])
+            out, rest = out + rest[:n], rest[n:]
+        self.assertEqual(out, b"hi ['0', '1', '2', '3']\n")  # no fd 4 left to the program
         self.assertRegex(p.stdout, rb"\ntakod-status exit_code=0 [^\n]* nonce=abc\n$")
         self.assertNotIn(b"error=", p.stdout)
         # session=1 needs a nonce
