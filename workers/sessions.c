@@ -522,7 +522,7 @@ static void cell_finish(struct session *s, const struct session_proto_cellend *e
                                          "interrupted; the interpreter was restarted"
                                        : "The cell ran past its timeout and was interrupted",
                           "traceback");
-    } else if (e->interrupted) {
+    } else if (e->interrupted && !(rs && !strcmp(rs, "ok"))) { /* else it came too late */
         status = "interrupted";
         error = json_pack("{s:s, s:s, s:n}", "type", "KeyboardInterrupt", "message",
                           e->restarted ? "Interrupted; the interpreter did not stop and was "
