@@ -111,6 +111,10 @@ struct session {
     struct evhttp_request *create_req; /* answered 201 once ready and recorded */
     bool recorded;                     /* its `sessions` row is written */
     bool ending;
+    /* inside the parser (its callbacks): an end waits until the feed has returned */
+    bool in_feed;
+    const char *doom_status;
+    char doom_reason[200];
 };
 
 static struct {
@@ -471,9 +475,25 @@ static void session_end(struct session *s, const char *status, const char *reaso
     free(s);
 }
 
+/* End s now, or, from inside its parser's callbacks, as soon as the feed returns (the
+ * parser and s must outlive the call that is parsing). */
+static void session_doom(struct session *s, const char *status, const char *reason)
+{
+    if (!s->in_feed) {
+        session_end(s, status, reason);
+        return;
+    }
+    if (!s->doom_status) {
+        s->doom_status = status;
+        snprintf(s->doom_reason, sizeof s->doom_reason, "%s", reason);
+    }
+}
+
 /* ------------------------------------------------------------------ the channel */
 
-static void chan_flush(struct session *s)
+/* Write what is queued for the launcher. -EPIPE when its channel is gone: s has ended
+ * (and is freed). */
+static int chan_flush(struct session *s)
 {
     int fd = s->w.in_fd >= 0 ? s->w.in_fd : s->w.fd;
     while (evbuffer_get_length(s->outq) > 0) {
@@ -482,16 +502,17 @@ static void chan_flush(struct session *s)
             break;
         if (n <= 0) {
             session_end(s, "lost", "the session's container went away");
-            return;
+            return -EPIPE;
         }
     }
     if (evbuffer_get_length(s->outq) > 0)
         event_add(s->wr_ev, NULL);
+    return 0;
 }
 
 static void on_writable(evutil_socket_t fd, short ev, void *arg)
 {
-    chan_flush(arg);
+    (void)chan_flush(arg);
 }
 
 static void chan_send(struct session *s, const void *p, size_t n)
@@ -690,7 +711,7 @@ static void on_cellend(void *arg, const struct session_proto_cellend *e, const c
 {
     struct session *s = arg;
     if (!s->cell || e->n != (uint64_t)s->cell->n) {
-        session_end(s, "lost", "the session's launcher sent a cell end nobody asked for");
+        session_doom(s, "lost", "the session's launcher sent a cell end nobody asked for");
         return;
     }
     cell_finish(s, e, reply, reply_len);
@@ -700,7 +721,7 @@ static void on_chan_error(void *arg, const char *why)
 {
     struct session *s = arg;
     log_warn("msg=\"session channel malformed\" session=%s why=\"%s\"", s->id, why);
-    session_end(s, "lost", "the session's launcher sent something malformed");
+    session_doom(s, "lost", "the session's launcher sent something malformed");
 }
 
 static void on_exit_status(void *arg, const struct session_proto_status *st)
@@ -708,7 +729,7 @@ static void on_exit_status(void *arg, const struct session_proto_status *st)
     struct session *s = arg;
     log_warn("msg=\"session launcher exited\" session=%s exit_code=%d error=\"%s\"", s->id,
              st->exit_code, st->error);
-    session_end(s, "lost", "the session's interpreter host exited");
+    session_doom(s, "lost", "the session's interpreter host exited");
 }
 
 static const struct session_proto_callbacks chan_cbs = {
@@ -741,15 +762,18 @@ static void on_readable(evutil_socket_t fd, short ev, void *arg)
             session_end(s, "lost", "the session's container went away");
             return;
         }
-        /* the parser's callbacks may end s: look it up again after each feed */
-        char id[40];
-        snprintf(id, sizeof id, "%s", s->id);
+        s->in_feed = true;
         int rc = s->w.oci ? session_proto_feed(&s->parser, buf, (size_t)n)
                           : dkframe_feed(&s->frames, buf, (size_t)n, frame_sink, s);
-        if (find(id) != s)
+        s->in_feed = false;
+        if (s->doom_status) { /* a callback ended it */
+            session_end(s, s->doom_status, s->doom_reason);
             return;
+        }
         if (rc < 0) {
-            on_chan_error(s, "not the engine's framing");
+            log_warn("msg=\"session channel malformed\" session=%s why=\"%s\"", s->id,
+                     s->w.oci ? "the launcher's protocol" : "not the engine's framing");
+            session_end(s, "lost", "the session's launcher sent something malformed");
             return;
         }
     }
@@ -1011,11 +1035,8 @@ static void session_started(struct session *s)
         return;
     }
     chan_send(s, go, (size_t)n);
-    char sid[40];
-    snprintf(sid, sizeof sid, "%s", s->id);
-    chan_flush(s);
-    if (find(sid) != s)
-        return; /* ended in the flush (and answered) */
+    if (chan_flush(s) < 0)
+        return; /* ended (and answered) */
     s->created_real_us = now_real_us();
     s->last_ms = now_mono_ms();
     s->ready_deadline_ms = s->last_ms + READY_TIMEOUT_MS;
