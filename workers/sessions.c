@@ -84,6 +84,8 @@ struct cell {
     uint64_t t0_us, created_real_us;
     int64_t t0_coarse_ns;
     char corr[72], client[64];
+    char carry[2][4]; /* per stream: a character the last live chunk cut */
+    size_t carry_len[2];
 };
 
 struct session {
@@ -692,18 +694,45 @@ static void on_ready(void *arg)
     maybe_created(s);
 }
 
+/* The bytes at the end of p[0..n) that start a UTF-8 character not yet complete (0-3). */
+static size_t utf8_tail(const char *p, size_t n)
+{
+    for (size_t k = 1; k <= 3 && k <= n; k++) {
+        unsigned char c = (unsigned char)p[n - k];
+        if ((c & 0xc0) == 0x80)
+            continue;
+        size_t need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+        return need > k ? k : 0;
+    }
+    return 0;
+}
+
+/* Live output: kept in the cell's buffers, and relayed to watchers in whole characters (a
+ * character the launcher's chunk cut waits for the rest of it). */
 static void on_out(void *arg, int stream, const char *p, size_t n)
 {
     struct session *s = arg;
     if (!s->cell)
         return; /* between cells: dropped */
-    capbuf_append(stream == 2 ? &s->cell->err : &s->cell->out, p, n);
-    if (s->watchers) {
-        size_t len;
-        char *t = utf8_sanitize(p, n, &len);
-        sse_send(s, stream == 2 ? "stderr" : "stdout", json_stringn(t ? t : "", t ? len : 0));
-        free(t);
-    }
+    struct cell *c = s->cell;
+    capbuf_append(stream == 2 ? &c->err : &c->out, p, n);
+    if (!s->watchers)
+        return;
+    int i = stream == 2;
+    char *buf = malloc(c->carry_len[i] + n);
+    if (!buf)
+        return;
+    memcpy(buf, c->carry[i], c->carry_len[i]);
+    memcpy(buf + c->carry_len[i], p, n);
+    size_t all = c->carry_len[i] + n, tail = utf8_tail(buf, all);
+    memcpy(c->carry[i], buf + all - tail, tail);
+    c->carry_len[i] = tail;
+    size_t len;
+    char *t = utf8_sanitize(buf, all - tail, &len);
+    if (all > tail)
+        sse_send(s, i ? "stderr" : "stdout", json_stringn(t ? t : "", t ? len : 0));
+    free(t);
+    free(buf);
 }
 
 static void on_cellend(void *arg, const struct session_proto_cellend *e, const char *reply,
