@@ -810,8 +810,56 @@ static void on_readable(evutil_socket_t fd, short ev, void *arg)
 
 /* ------------------------------------------------------------------ create */
 
-static const char *const CREATE_FIELDS[] = {"job_type", "idle_timeout", "max_lifetime",
-                                            "memory",   "cpus",         NULL};
+static const char *const CREATE_FIELDS[] = {
+    "job_type", "idle_timeout", "max_lifetime", "memory", "cpus", "env", NULL};
+
+#define ENV_MAX_VARS  16
+#define ENV_MAX_VALUE 256
+#define ENV_MAX_TEXT  2048
+
+/* A session's own environment, {NAME: value}, as the job type's "K=V, K=V" list: names
+ * [A-Z_][A-Z0-9_]* (not TAKO_*, PYTHON*, LD_*, PATH, HOME, LANG), values of at most 256
+ * printable bytes without a comma (the list's separator) or surrounding blanks. NULL, or
+ * why it is not one. */
+static const char *env_text(const json_t *env, char *out, size_t outlen)
+{
+    if (!json_is_object(env))
+        return "env must be an object of strings";
+    if (json_object_size(env) > ENV_MAX_VARS)
+        return "env may name at most 16 variables";
+    size_t used = 0;
+    out[0] = '\0';
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)env, k, v)
+    {
+        size_t kl = strlen(k);
+        bool ok = kl > 0 && kl <= 64 && ((k[0] >= 'A' && k[0] <= 'Z') || k[0] == '_');
+        for (size_t i = 0; ok && i < kl; i++)
+            ok = (k[i] >= 'A' && k[i] <= 'Z') || (k[i] >= '0' && k[i] <= '9') || k[i] == '_';
+        if (!ok)
+            return "env names must match [A-Z_][A-Z0-9_]* (at most 64)";
+        if (!strncmp(k, "TAKO_", 5) || !strncmp(k, "PYTHON", 6) || !strncmp(k, "LD_", 3) ||
+            !strcmp(k, "PATH") || !strcmp(k, "HOME") || !strcmp(k, "LANG"))
+            return "env may not set TAKO_*, PYTHON*, LD_*, PATH, HOME or LANG";
+        const char *val = json_string_value(v);
+        if (!val)
+            return "env values must be strings";
+        size_t vl = strlen(val);
+        if (vl > ENV_MAX_VALUE || vl != json_string_length(v))
+            return "env values are at most 256 bytes, without NUL";
+        for (size_t i = 0; i < vl; i++)
+            if ((unsigned char)val[i] < 0x20 || val[i] == 0x7f || val[i] == ',')
+                return "env values may not hold a comma or a control character";
+        if (vl && (val[0] == ' ' || val[vl - 1] == ' '))
+            return "env values may not start or end with a blank";
+        int n = snprintf(out + used, outlen - used, "%s%s=%s", used ? ", " : "", k, val);
+        if (n < 0 || (size_t)n >= outlen - used)
+            return "env is longer than 2048 bytes in all";
+        used += (size_t)n;
+    }
+    return NULL;
+}
 
 static int parse_memory(const json_t *v, int64_t *out)
 {
@@ -925,6 +973,13 @@ static void api_create(struct evhttp_request *req, const struct who *w)
         else
             cpus = json_number_value(c);
     }
+    char env_own[ENV_MAX_TEXT + 1] = "";
+    json_t *je = json_object_get(body, "env");
+    if (je && !json_is_null(je)) {
+        const char *why = env_text(je, env_own, sizeof env_own);
+        if (why)
+            field_error(errors, "body", "env", "value_error", why);
+    }
     if (json_array_size(errors) > 0) {
         json_decref(body);
         reply_422(req, w->corr, errors);
@@ -993,6 +1048,12 @@ static void api_create(struct evhttp_request *req, const struct who *w)
     sandbox_type_spec(&spec, jt, image);
     spec.memory = memory;
     spec.cpus = cpus;
+    char env_all[ENV_MAX_TEXT + 4200];
+    if (env_own[0]) { /* the job type's, then the session's own (a later one wins) */
+        snprintf(env_all, sizeof env_all, "%s%s%s", spec.env && *spec.env ? spec.env : "",
+                 spec.env && *spec.env ? ", " : "", env_own);
+        spec.env = env_all;
+    }
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/s%d-%x-%u", tk.slots_dir, tk.proc_idx,
              (unsigned)(now_real_us() & 0xffffff), ++S.seq);
