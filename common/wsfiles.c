@@ -343,8 +343,7 @@ int wsfiles_remove(int root, const char *path)
 }
 
 struct walk {
-    json_t *found;
-    int64_t since_ns;
+    json_t *now; /* {path: signature} of every regular file seen */
     int entries;
 };
 
@@ -378,36 +377,59 @@ static void walk_dir(struct walk *w, int fd, const char *prefix, int depth)
                              O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
             if (sub >= 0)
                 walk_dir(w, sub, path, depth + 1);
-        } else if (S_ISREG(st.st_mode) &&
-                   (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec >= w->since_ns &&
-                   strncmp(de->d_name, ".tako-upload-", 13) != 0) {
-            json_array_append_new(
-                w->found, json_pack("{s:s, s:I}", "path", path, "size", (json_int_t)st.st_size));
+        } else if (S_ISREG(st.st_mode) && strncmp(de->d_name, ".tako-upload-", 13) != 0) {
+            char sig[96];
+            snprintf(sig, sizeof sig, "%lld.%09ld:%lld:%llu:%lld", (long long)st.st_mtim.tv_sec,
+                     st.st_mtim.tv_nsec, (long long)st.st_size, (unsigned long long)st.st_ino,
+                     (long long)st.st_ctim.tv_nsec);
+            json_object_set_new(w->now, path, json_string(sig));
         }
     }
     closedir(d);
 }
 
-json_t *wsfiles_changed(int root, int64_t since_ns)
+json_t *wsfiles_snapshot(int root)
 {
-    struct walk w = {.found = json_array(), .since_ns = since_ns};
+    struct walk w = {.now = json_object()};
     int fd = wsfiles_open(root, "", O_RDONLY | O_DIRECTORY, 0);
     if (fd >= 0)
         walk_dir(&w, fd, "", 0);
-    size_t n = json_array_size(w.found);
-    json_t **v = malloc((n ? n : 1) * sizeof *v);
-    if (!v)
-        return w.found;
-    for (size_t i = 0; i < n; i++)
-        v[i] = json_incref(json_array_get(w.found, i));
-    json_decref(w.found);
-    qsort(v, n, sizeof *v, by_path);
-    json_t *out = json_array();
-    for (size_t i = 0; i < n; i++) {
-        if (i < WSFILES_CHANGED_MAX)
-            json_array_append(out, v[i]);
-        json_decref(v[i]);
+    return w.now;
+}
+
+json_t *wsfiles_changed(int root, json_t *before, json_t **after)
+{
+    json_t *now = wsfiles_snapshot(root);
+    json_t *found = json_array();
+    const char *path;
+    json_t *sig;
+    json_object_foreach(now, path, sig)
+    {
+        const char *was = json_string_value(json_object_get(before, path));
+        if (was && !strcmp(was, json_string_value(sig)))
+            continue;
+        long long size = 0;
+        const char *c = strchr(json_string_value(sig), ':');
+        if (c)
+            size = atoll(c + 1);
+        json_array_append_new(found,
+                              json_pack("{s:s, s:I}", "path", path, "size", (json_int_t)size));
     }
-    free(v);
+    size_t n = json_array_size(found);
+    json_t **v = malloc((n ? n : 1) * sizeof *v);
+    json_t *out = json_array();
+    if (v) {
+        for (size_t i = 0; i < n; i++)
+            v[i] = json_array_get(found, i);
+        qsort(v, n, sizeof *v, by_path);
+        for (size_t i = 0; i < n && i < WSFILES_CHANGED_MAX; i++)
+            json_array_append(out, v[i]);
+        free(v);
+    }
+    json_decref(found);
+    if (after)
+        *after = now;
+    else
+        json_decref(now);
     return out;
 }

@@ -82,7 +82,6 @@ struct cell {
     int timeout_ms;
     struct tk_capbuf out, err;
     uint64_t t0_us, created_real_us;
-    int64_t t0_coarse_ns;
     char corr[72], client[64];
     char carry[2][4]; /* per stream: a character the last live chunk cut */
     size_t carry_len[2];
@@ -101,7 +100,8 @@ struct session {
     struct dkframe frames;
     struct event *rd_ev, *wr_ev, *start_ev;
     struct evbuffer *outq;
-    int ws_fd; /* the workspace (output/), O_PATH */
+    int ws_fd;       /* the workspace (output/), O_PATH */
+    json_t *ws_snap; /* what it held after the last cell or file call (files_changed) */
     uint64_t created_real_us, created_ms, last_ms, ready_deadline_ms;
     int idle_timeout, max_lifetime;
     int64_t memory;
@@ -179,13 +179,6 @@ static void iso_us(uint64_t us, char *buf, size_t len)
     gmtime_r(&t, &tm);
     size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(buf + n, len - n, ".%06u+00:00", (unsigned)(us % 1000000u)); /* as to_json */
-}
-
-static int64_t coarse_real_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static struct session *find(const char *id)
@@ -453,6 +446,7 @@ static void session_end(struct session *s, const char *status, const char *reaso
     if (s->ws_fd >= 0)
         close(s->ws_fd);
     session_proto_parser_free(&s->parser);
+    json_decref(s->ws_snap);
     char dir[sizeof s->w.dir];
     snprintf(dir, sizeof dir, "%s", s->w.dir);
     sandbox_discard(S.docker, &s->w);
@@ -586,7 +580,10 @@ static void cell_finish(struct session *s, const struct session_proto_cellend *e
     }
     const char *value = json_string_value(json_object_get(reply, "value"));
     /* what the cell changed in the workspace, and result.json if among it */
-    json_t *changed = wsfiles_changed(s->ws_fd, c->t0_coarse_ns);
+    json_t *snap = NULL;
+    json_t *changed = wsfiles_changed(s->ws_fd, s->ws_snap, &snap);
+    json_decref(s->ws_snap);
+    s->ws_snap = snap;
     json_t *output = NULL;
     size_t i;
     json_t *it;
@@ -1284,7 +1281,6 @@ static void api_execute(struct evhttp_request *req, const struct who *w, struct 
     capbuf_init(&c->err, (size_t)tk.cfg.limits_max_stderr_bytes);
     c->t0_us = now_mono_us();
     c->created_real_us = now_real_us();
-    c->t0_coarse_ns = coarse_real_ns();
     s->cell = c;
     s->state = ST_BUSY;
     s->last_ms = now_mono_ms();
@@ -1556,6 +1552,16 @@ static void file_error(struct evhttp_request *req, const char *corr, int rc)
     reply_error(req, http_of_errno(rc), corr, why_of_errno(rc));
 }
 
+/* A file call changed the workspace: what the next cell changes is measured from here
+ * (while a cell runs, the call's change is that cell's to report). */
+static void resnap(struct session *s)
+{
+    if (s->state == ST_BUSY)
+        return;
+    json_decref(s->ws_snap);
+    s->ws_snap = wsfiles_snapshot(s->ws_fd);
+}
+
 static void api_files(struct evhttp_request *req, const struct who *w, struct session *s,
                       const char *path)
 {
@@ -1595,6 +1601,8 @@ static void api_files(struct evhttp_request *req, const struct who *w, struct se
         char sha[65];
         int rc = wsfiles_put(s->ws_fd, path, len ? evbuffer_pullup(in, -1) : (unsigned char *)"",
                              len, RUN_UID, RUN_UID, sha);
+        if (rc == 0)
+            resnap(s);
         if (rc < 0)
             file_error(req, w->corr, rc);
         else
@@ -1605,6 +1613,8 @@ static void api_files(struct evhttp_request *req, const struct who *w, struct se
     }
     if (m == EVHTTP_REQ_DELETE) {
         int rc = wsfiles_remove(s->ws_fd, path);
+        if (rc == 0)
+            resnap(s);
         if (rc < 0)
             file_error(req, w->corr, rc);
         else

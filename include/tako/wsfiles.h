@@ -54,9 +54,15 @@ int wsfiles_list(int root, const char *dir, json_t **items, int *truncated);
 /* Remove a file, a symlink, or an empty directory. */
 int wsfiles_remove(int root, const char *path);
 
-/* The regular files under root modified at or after `since_ns` (CLOCK_REALTIME ns), as
- * [{path, size}] sorted by path, at most WSFILES_CHANGED_MAX (a walk of at most 10000
- * entries, 32 levels, never following a symlink). */
-json_t *wsfiles_changed(int root, int64_t since_ns);
+/* What the workspace holds now: {path: signature} of its regular files (mtime, size,
+ * inode, ctime), from a walk of at most 10000 entries, 32 levels, never following a
+ * symlink. */
+json_t *wsfiles_snapshot(int root);
+
+/* The regular files whose signature differs from `before` (a snapshot; NULL: every file),
+ * as [{path, size}] sorted by path, at most WSFILES_CHANGED_MAX; the new snapshot into
+ * *after when not NULL. A file changed twice within the clock's tick and keeping its size
+ * and inode shows as unchanged. */
+json_t *wsfiles_changed(int root, json_t *before, json_t **after);
 
 #endif

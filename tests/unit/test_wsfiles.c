@@ -146,16 +146,27 @@ TK_TEST(changed_since)
 {
     int root = workspace();
     TK_ASSERT_EQ(wsfiles_put(root, "old.txt", "o", 1, getuid(), getgid(), NULL), 0);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    usleep(20000);
-    int64_t t0 = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + 10000000;
+    json_t *snap = wsfiles_snapshot(root);
+    TK_ASSERT_EQ(json_object_size(snap), 1);
+    /* right away, within the same clock tick: a new file and a grown one show */
     TK_ASSERT_EQ(wsfiles_put(root, "new/one.txt", "n", 1, getuid(), getgid(), NULL), 0);
-    json_t *c = wsfiles_changed(root, t0);
+    json_t *after = NULL;
+    json_t *c = wsfiles_changed(root, snap, &after);
     TK_ASSERT_EQ(json_array_size(c), 1);
     TK_ASSERT(
         !strcmp(json_string_value(json_object_get(json_array_get(c, 0), "path")), "new/one.txt"));
     json_decref(c);
+    /* nothing since: nothing changed */
+    c = wsfiles_changed(root, after, NULL);
+    TK_ASSERT_EQ(json_array_size(c), 0);
+    json_decref(c);
+    /* replaced (a new inode) */
+    TK_ASSERT_EQ(wsfiles_put(root, "old.txt", "p", 1, getuid(), getgid(), NULL), 0);
+    c = wsfiles_changed(root, after, NULL);
+    TK_ASSERT_EQ(json_array_size(c), 1);
+    json_decref(c);
+    json_decref(snap);
+    json_decref(after);
 }
 
 int main(int argc, char **argv)
