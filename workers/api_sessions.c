@@ -35,7 +35,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define HEAD_MAX (32u << 10)
+#define HEAD_MAX           (32u << 10)
+#define STREAM_BACKLOG_MAX (4u << 20) /* unread event-stream bytes held for a client */
 
 struct proxy {
     struct evhttp_request *req; /* NULL once the client has gone */
@@ -50,13 +51,24 @@ struct proxy {
 
 static void proxy_free(struct proxy *p)
 {
-    if (p->req)
+    if (p->req) /* not answered: its client went away (client_gone) or it never will */
         conns_set_closecb(evhttp_request_get_connection(p->req), NULL, NULL);
     if (p->bev)
         bufferevent_free(p->bev);
     free(p);
     acceptor_release();
     acceptor_maybe_exit();
+}
+
+/* The client's request, no longer watched for its close: the caller answers it (which may
+ * free it), and p forgets it first. */
+static struct evhttp_request *take_req(struct proxy *p)
+{
+    struct evhttp_request *req = p->req;
+    if (req)
+        conns_set_closecb(evhttp_request_get_connection(req), NULL, NULL);
+    p->req = NULL;
+    return req;
 }
 
 static void client_gone(struct evhttp_connection *c, void *arg)
@@ -105,8 +117,11 @@ static void add_passed_headers(struct proxy *p)
 static void unavailable(struct proxy *p, const char *why)
 {
     log_warn("msg=\"sessions process unreachable\" why=\"%s\" corr=%s", why, p->corr);
-    if (p->req)
-        reply_error(p->req, 503, p->corr,
+    struct evhttp_request *req = take_req(p);
+    if (req && p->streaming) /* its head went out already: end the stream */
+        evhttp_send_reply_end(req);
+    else if (req)
+        reply_error(req, 503, p->corr,
                     "The sessions process is unavailable; try again in a moment");
     proxy_free(p);
 }
@@ -146,8 +161,18 @@ static void on_read(struct bufferevent *bev, void *arg)
         }
     }
     if (p->streaming) {
-        if (p->req && evbuffer_get_length(in) > 0)
+        if (p->req && evbuffer_get_length(in) > 0) {
+            /* a client that does not read its stream is dropped, not buffered for */
+            struct bufferevent *cb =
+                evhttp_connection_get_bufferevent(evhttp_request_get_connection(p->req));
+            if (cb && evbuffer_get_length(bufferevent_get_output(cb)) > STREAM_BACKLOG_MAX) {
+                log_warn("msg=\"event stream client not reading; dropped\" corr=%s", p->corr);
+                evhttp_send_reply_end(take_req(p));
+                proxy_free(p);
+                return;
+            }
             evhttp_send_reply_chunk(p->req, in);
+        }
         evbuffer_drain(in, evbuffer_get_length(in));
     } else if (evbuffer_get_length(in) > p->body_max) {
         unavailable(p, "answer body too long");
@@ -169,13 +194,13 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     }
     if (p->req) {
         if (p->streaming) {
-            evhttp_send_reply_end(p->req);
+            evhttp_send_reply_end(take_req(p));
         } else {
             add_passed_headers(p);
             struct evbuffer *in = bufferevent_get_input(bev);
             size_t len = evbuffer_get_length(in);
-            reply_raw(p->req, p->code, p->corr, len ? (const char *)evbuffer_pullup(in, -1) : "",
-                      len);
+            reply_raw(take_req(p), p->code, p->corr,
+                      len ? (const char *)evbuffer_pullup(in, -1) : "", len);
         }
     }
     proxy_free(p);
