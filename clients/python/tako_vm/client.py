@@ -518,6 +518,21 @@ class TakoVM:
             path += "?" + urllib.parse.urlencode({"version_tag": version_tag})
         return self._request("POST", path, read_timeout=3600.0, retry=False).json()
 
+    # ---- sessions (docs/SESSIONS.md) ----
+
+    def session(self, job_type: Optional[str] = None, idle_timeout: Optional[int] = None,
+                max_lifetime: Optional[int] = None, memory=None, cpus: Optional[float] = None,
+                env: Optional[Dict[str, str]] = None):
+        """Create a session (POST /sessions): a tako_vm.Session, usable with `with`."""
+        from .session import Session
+        return Session(self, job_type=job_type, idle_timeout=idle_timeout,
+                       max_lifetime=max_lifetime, memory=memory, cpus=cpus, env=env)
+
+    def list_sessions(self) -> List[dict]:
+        """GET /sessions: the caller's live sessions (the admin key: everyone's)."""
+        from .session import list_sessions
+        return list_sessions(self)
+
     def health(self) -> dict:
         """GET /health: {status, docker_available, database_available, version, queue_stats}."""
         return self._request("GET", "/health").json()
