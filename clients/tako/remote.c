@@ -124,6 +124,14 @@ int remote_check(struct remote *r, int transport_rc, const struct http_resp *res
         return TAKO_EXIT_INFRA;
     }
     fprintf(stderr, "tako: %s: %s%s(HTTP %ld)", what, detail, detail[0] ? " " : "", resp->status);
+    if (resp->status == 410) { /* an ended session says how it ended (docs/SESSIONS.md) */
+        json_t *j = json_loadb(resp->body, resp->len, 0, NULL);
+        const char *st = json_string_value(json_object_get(j, "status"));
+        const char *why = json_string_value(json_object_get(j, "end_reason"));
+        if (st || why)
+            fprintf(stderr, ": %s%s%s", st ? st : "ended", why ? ", " : "", why ? why : "");
+        json_decref(j);
+    }
     if (resp->status == 429 && resp->retry_after[0])
         fprintf(stderr, "; retry after %s s", resp->retry_after);
     fputc('\n', stderr);

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,11 @@ static int only_opts(struct args *a, const char *sub, unsigned long long allowed
             return -1;
         }
     return 0;
+}
+
+static bool is_blank(const char *line)
+{
+    return line[strspn(line, " \t\r\n")] == '\0';
 }
 
 static const char *str_of(const json_t *o, const char *k)
@@ -753,7 +759,7 @@ static int sub_cells(struct remote *r)
             printf("[%lld] %-11s %.*s%s\n",
                    (long long)json_integer_value(json_object_get(c, "execution_count")),
                    st ? st : "?", (int)(first > 100 ? 100 : first), code ? code : "",
-                   code && (first > 100 || code[first]) ? " ..." : "");
+                   code && (first > 100 || (code[first] && !is_blank(code + first))) ? " ..." : "");
         }
         if (json_is_true(json_object_get(ans, "has_more")))
             fprintf(stderr, "tako: more cells: --offset %ld\n", offset + limit);
@@ -841,6 +847,8 @@ struct scan {
     char triple; /* inside a ''' or """ string: its quote */
     bool cont;   /* the last line ended with a backslash */
     bool block;  /* a compound statement (a line ending with ':' or a decorator) */
+    bool deco;   /* the last line was a decorator: the next line at column 0 belongs to it */
+    bool gap;    /* a blank line was kept in the block (more input was waiting) */
     char last;   /* the last significant character of the last line */
 };
 
@@ -892,19 +900,14 @@ static void scan_line(struct scan *s, const char *line, size_t n)
     s->cont = !s->triple && e > 0 && line[e - 1] == '\\';
     if (!s->triple && s->depth == 0 && !s->cont && s->last == ':')
         s->block = true;
-    size_t ind = strspn(line, " \t");
-    if (ind == 0 && line[0] == '@')
+    s->deco = line[0] == '@' && s->depth == 0;
+    if (s->deco)
         s->block = true;
 }
 
 static bool scan_open(const struct scan *s)
 {
     return s->depth > 0 || s->triple || s->cont;
-}
-
-static bool is_blank(const char *line)
-{
-    return line[strspn(line, " \t\r\n")] == '\0';
 }
 
 /* A line at column 0 that continues a compound statement rather than starting a new one. */
@@ -922,26 +925,59 @@ static bool continues_block(const char *line)
     return false;
 }
 
-/* Read one line (without limit on the stream, at most REPL_MAX_LINE kept). NULL at EOF or
- * on an interrupting signal (errno EINTR). */
-static char *read_line(FILE *in, char *buf, size_t cap, bool *too_long)
+/* Standard input, read with read(2) so that the REPL knows whether more input is waiting
+ * (a file or a pipe that was written ahead) or not (someone is typing). */
+struct reader {
+    char buf[65536];
+    size_t start, end;
+    bool eof;
+};
+
+/* True when a line is already buffered or the descriptor has bytes to read now. */
+static bool reader_pending(struct reader *rd)
+{
+    if (rd->start < rd->end)
+        return true;
+    if (rd->eof)
+        return false;
+    struct pollfd p = {.fd = STDIN_FILENO, .events = POLLIN};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP));
+}
+
+/*
+ * One line into buf (at most cap - 1 bytes kept, *too_long when more; the newline kept).
+ * 1 a line, 0 the end of input, -EINTR a signal came before a whole line.
+ */
+static int read_line(struct reader *rd, char *buf, size_t cap, bool *too_long)
 {
     *too_long = false;
     size_t n = 0;
-    int c;
-    errno = 0;
-    while ((c = getc(in)) != EOF) {
+    for (;;) {
+        if (rd->start == rd->end) {
+            if (rd->eof)
+                break;
+            ssize_t got = read(STDIN_FILENO, rd->buf, sizeof rd->buf);
+            if (got < 0 && errno == EINTR)
+                return -EINTR;
+            if (got <= 0) {
+                rd->eof = true;
+                break;
+            }
+            rd->start = 0;
+            rd->end = (size_t)got;
+        }
+        char c = rd->buf[rd->start++];
         if (n + 1 < cap)
-            buf[n++] = (char)c;
+            buf[n++] = c;
         else
             *too_long = true;
-        if (c == '\n')
-            break;
+        if (c == '\n') {
+            buf[n] = '\0';
+            return 1;
+        }
     }
-    if (c == EOF && n == 0)
-        return NULL;
     buf[n] = '\0';
-    return buf;
+    return n > 0 || *too_long ? 1 : 0;
 }
 
 struct cellbuf {
@@ -1083,6 +1119,14 @@ int cmd_repl(struct args *a)
     struct cellbuf b = {0};
     struct scan s = {0};
     char *line = malloc(REPL_MAX_LINE);
+    struct reader *rdp = malloc(sizeof *rdp);
+    if (!rdp) {
+        free(line);
+        line = NULL;
+    } else {
+        rdp->start = rdp->end = 0;
+        rdp->eof = false;
+    }
     int rc = line ? 0 : TAKO_EXIT_INFRA;
     while (rc == 0 && !repl_quit) {
         if (tty) {
@@ -1090,10 +1134,10 @@ int cmd_repl(struct args *a)
             fflush(stderr);
         }
         bool too_long;
-        char *l = read_line(stdin, line, REPL_MAX_LINE, &too_long);
-        if (!l) {
-            if (errno == EINTR && ferror(stdin) && !repl_quit) {
-                clearerr(stdin);
+        int got = read_line(rdp, line, REPL_MAX_LINE, &too_long);
+        char *l = line;
+        if (got <= 0) {
+            if (got == -EINTR && !repl_quit) {
                 repl_sigint = 0;
                 fputs("\nKeyboardInterrupt\n", stderr);
                 b.len = 0;
@@ -1119,11 +1163,19 @@ int cmd_repl(struct args *a)
             if (is_blank(l))
                 continue;
         } else if (!scan_open(&s)) {
-            if (is_blank(l)) { /* a blank line ends a block */
-                rc = repl_flush(&p, &b, &s, timeout);
+            if (is_blank(l)) {
+                /* A blank line ends a block, unless more input is already waiting (a file
+                 * or a script piped in): then a block may go on after it, and the next line
+                 * at column 0 ends it. */
+                if (tty || !reader_pending(rdp)) {
+                    rc = repl_flush(&p, &b, &s, timeout);
+                    continue;
+                }
+                s.gap = true;
+                cellbuf_add(&b, "");
                 continue;
             }
-            if (s.block && !continues_block(l)) /* a new statement at column 0 */
+            if (s.block && !s.deco && !continues_block(l)) /* a new statement at column 0 */
                 rc = repl_flush(&p, &b, &s, timeout);
             if (rc)
                 break;
@@ -1139,6 +1191,7 @@ int cmd_repl(struct args *a)
             rc = repl_flush(&p, &b, &s, timeout); /* a complete simple statement */
     }
     free(line);
+    free(rdp);
     free(b.text);
     r.c.tick = NULL;
     if (tty && rc == 0)

@@ -127,7 +127,8 @@ class TakoVM:
     timeout is the default execution timeout (seconds) sent with jobs (None: the job
     type's). api_key (default: $TAKO_API_KEY) is sent as X-API-Key; headers are added to
     every request. session exists for signature compatibility with Tako VM's
-    requests-based client and is ignored.
+    requests-based client and is ignored (kept as .http_session; .session() creates a
+    takod session, docs/SESSIONS.md).
     """
 
     def __init__(self, base_url: Optional[str] = None, timeout: Optional[int] = 30,
@@ -154,7 +155,7 @@ class TakoVM:
             self.headers["X-API-Key"] = key
         if headers:
             self.headers.update(headers)
-        self.session = session
+        self.http_session = session  # not .session: that is the method making a Session
 
     def __repr__(self):
         return f"TakoVM({self.base_url!r})"
