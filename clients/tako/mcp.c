@@ -906,7 +906,7 @@ static void do_tools_call(struct mcp *m, json_t *id, json_t *params)
 static void handle(struct mcp *m, const char *line, size_t len)
 {
     json_error_t jerr;
-    json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!msg) {
         reply_error(NULL, RPC_PARSE_ERROR, "Parse error: %s (column %d)", jerr.text, jerr.column);
         return;
