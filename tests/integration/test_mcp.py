@@ -112,8 +112,16 @@ class MCPClient:
             self.p.kill()
             rc = self.p.wait()
         self.p.stdout.close()
+        self.log = self.p.stderr.read().decode(errors="replace")
         self.p.stderr.close()
         return rc
+
+    def close_ok(self, test):
+        """Close; it must exit 0 (under ASan: no leak, no error)."""
+        if self.p.stdout.closed:
+            return
+        rc = self.close()
+        test.assertEqual(rc, 0, self.log[-4000:])
 
 
 def text_of(result):
@@ -135,7 +143,7 @@ class Protocol(unittest.TestCase):
 
     def setUp(self):
         self.c = MCPClient(self.t.url)
-        self.addCleanup(self.c.close)
+        self.addCleanup(self.c.close_ok, self)
 
     def test_initialize_negotiates_the_version(self):
         ans = self.c.initialize()["result"]
@@ -152,7 +160,7 @@ class Protocol(unittest.TestCase):
             try:
                 self.assertEqual(c.initialize(asked)["result"]["protocolVersion"], got)
             finally:
-                c.close()
+                c.close_ok(self)
 
     def test_ping_and_exit_at_end_of_input(self):
         self.c.initialize()
@@ -229,7 +237,7 @@ class Protocol(unittest.TestCase):
             self.assertTrue(res["isError"])
             self.assertIn("cannot reach takod", text_of(res))
         finally:
-            c.close()
+            c.close_ok(self)
 
     def test_bad_json_is_a_parse_error_and_the_server_goes_on(self):
         self.c.initialize()
@@ -314,7 +322,7 @@ class SessionTools(unittest.TestCase):
 
     def setUp(self):
         self.c = MCPClient(self.t.url)
-        self.addCleanup(self.c.close)
+        self.addCleanup(self.c.close_ok, self)
         self.c.initialize()
 
     def create(self, **args):
