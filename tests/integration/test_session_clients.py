@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -253,6 +254,28 @@ class Live(unittest.TestCase):
             self.assertEqual(s.run("6 * 7").result, "42")
             self.assertIn(s.id, {x["session_id"] for x in tako_vm.list_sessions()})
 
+    def test_sdk_expired_session_is_410_with_its_reason(self):
+        s = self.client.session(idle_timeout=1)
+        self.addCleanup(s.close)
+        deadline = time.time() + 60
+        while s.info()["status"] in ("ready", "busy") and time.time() < deadline:
+            time.sleep(0.5)
+        self.assertEqual(s.info()["status"], "expired")
+        with self.assertRaises(SessionEndedError) as cm:
+            s.run("1")
+        self.assertEqual(cm.exception.status, "expired")
+        self.assertIn("idle", cm.exception.end_reason)
+
+    def test_sdk_cell_timeout(self):
+        with self.client.session() as s:
+            r = s.run("import time\ntime.sleep(30)", timeout=1)
+            self.assertEqual(r.status, "timeout")
+            self.assertTrue(r.timed_out)
+            with self.assertRaises(CellError) as cm:
+                r.raise_for_error()
+            self.assertEqual(cm.exception.status, "timeout")
+            self.assertEqual(s.run("'alive'").result, "'alive'")
+
     # ---- the CLI ----
 
     def cli(self, *args, **kw):
@@ -347,6 +370,12 @@ class Live(unittest.TestCase):
         rc, _, err = self.cli("session", "new", "--job-type", "no-such-type")
         self.assertEqual(rc, 1, err)  # 422
 
+    def test_cli_cell_timeout_exits_1(self):
+        sid = self.new_session()
+        rc, _, err = self.cli("session", "run", sid, "-t", "1", input="import time\ntime.sleep(30)")
+        self.assertEqual(rc, 1, err)
+        self.assertIn("timeout", err)
+
     # ---- the REPL ----
 
     def test_repl_with_piped_stdin(self):
@@ -408,6 +437,68 @@ class Live(unittest.TestCase):
                 p.wait()
             p.stdout.close()
             p.stderr.close()
+
+    def test_repl_ctrl_c_interrupts_the_running_cell(self):
+        env = dict(os.environ, TAKO_URL=self.t.url)
+        p = subprocess.Popen([TAKO_BIN, "repl"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            p.stdin.write("import time\nwhile True:\n    time.sleep(0.1)\n\n")
+            p.stdin.flush()
+            time.sleep(3)  # the cell is running
+            p.send_signal(signal.SIGINT)
+            time.sleep(1)
+            p.stdin.write("'after'\n")
+            p.stdin.flush()
+            self.assertEqual(p.stdout.readline(), "'after'\n")
+            p.stdin.close()
+            self.assertEqual(p.wait(60), 0)
+            err = p.stderr.read()
+            self.assertIn("interrupt", err)
+            self.assertIn("KeyboardInterrupt", err)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+            p.stderr.close()
+
+
+class Limits(unittest.TestCase):
+    """sessions.max_total: a full server is 503 (SessionUnavailableError, CLI exit 3);
+    max_total = 0 turns sessions off."""
+
+    def start(self, *overrides):
+        t = Takod(*overrides)
+        try:
+            t.start()
+        except AssertionError as e:
+            try:
+                t.cleanup()
+            except Exception:
+                pass
+            self.skipTest(f"{NO_SESSIONS} (takod refused {' '.join(overrides)}: "
+                          f"{str(e).strip().splitlines()[-1][:200]})")
+        self.addCleanup(t.cleanup)
+        if not has_sessions(t):
+            self.skipTest(NO_SESSIONS)
+        return t
+
+    def test_full_server_is_503(self):
+        t = self.start("sessions.max_total=1")
+        c = TakoVM(t.url)
+        with c.session() as s:
+            with self.assertRaises(SessionUnavailableError) as cm:
+                c.session()
+            self.assertEqual(cm.exception.status_code, 503)
+            rc, _, err = tako("session", "new", url=t.url)
+            self.assertEqual(rc, 3, err)
+            self.assertEqual(s.run("1 + 1").result, "2")
+
+    def test_sessions_off_is_503(self):
+        t = self.start("sessions.max_total=0")
+        with self.assertRaises(SessionUnavailableError):
+            TakoVM(t.url).session()
 
 
 if __name__ == "__main__":
