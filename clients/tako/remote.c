@@ -2,7 +2,7 @@
  * remote.c — the commands that talk to takod over its HTTP API (shared/API.md): submit,
  * status, result, logs, cancel, rerun, fork, artifacts, jobs, job-types, health.
  *
- * Every answer is checked the same way (check()): no answer → exit 3 "cannot reach takod
+ * Every answer is checked the same way (remote_check()): no answer → exit 3 "cannot reach takod
  * at URL"; 401/403 → 4; 5xx → 3; 404 and other 4xx → 1, with the server's `detail`.
  */
 #include "tako.h"
