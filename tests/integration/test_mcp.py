@@ -229,6 +229,19 @@ class Protocol(unittest.TestCase):
         self.assertIn("takod answered HTTP", text_of(res))
         self.assertGreaterEqual(res["structuredContent"]["status_code"], 400)
 
+    def test_unknown_session_is_a_tool_error(self):
+        # a 404 from takod, with or without sessions: a result with isError, not a crash
+        self.c.initialize()
+        sid = "00000000-0000-4000-8000-000000000000"
+        for name, args in (("session_run", {"code": "1"}), ("session_files", {}),
+                           ("session_download", {"path": "a.txt"}),
+                           ("session_upload", {"path": "a.txt", "content": "x"}),
+                           ("session_close", {})):
+            r = self.c.call(name, session_id=sid, **args)
+            self.assertTrue(r["isError"], (name, r))
+            self.assertIn("HTTP 404", text_of(r), name)
+            self.assertEqual(r["structuredContent"]["status_code"], 404)
+
     def test_unreachable_takod_is_a_tool_error(self):
         c = MCPClient("http://127.0.0.1:9")
         try:
@@ -397,11 +410,6 @@ class SessionTools(unittest.TestCase):
         self.assertTrue(r["isError"], r)
         self.assertIn("404", text_of(r))
 
-    def test_unknown_session_is_a_tool_error(self):
-        r = self.c.call("session_run", session_id="00000000-0000-4000-8000-000000000000",
-                        code="1")
-        self.assertTrue(r["isError"], r)
-        self.assertIn("404", text_of(r))
 
 
 if __name__ == "__main__":

@@ -124,6 +124,46 @@ class Offline(unittest.TestCase):
         self.assertTrue(issubclass(SessionUnavailableError, ServerError))
 
 
+class UnknownSession(unittest.TestCase):
+    """A session id takod does not know is a 404 — before and after the server has
+    sessions — for the SDK (ClientError) and the CLI (exit 1)."""
+
+    SID = "00000000-0000-4000-8000-000000000000"
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.access(TAKO_BIN, os.X_OK):
+            raise unittest.SkipTest(f"no tako binary at {TAKO_BIN}")
+        cls.t = Takod().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.t.cleanup()
+
+    def test_sdk(self):
+        c = TakoVM(self.t.url)
+        with self.assertRaises(ClientError) as cm:
+            Session.attach(self.SID, c)
+        self.assertEqual(cm.exception.status_code, 404)
+        s = Session(c, _info={"session_id": self.SID})
+        for call in (lambda: s.run("1"), lambda: s.files(), lambda: s.download("a"),
+                     lambda: s.upload("a", b"x"), lambda: s.remove("a"), lambda: s.cells(),
+                     lambda: s.interrupt()):
+            with self.assertRaises(ClientError) as cm:
+                call()
+            self.assertEqual(cm.exception.status_code, 404)
+
+    def test_cli(self):
+        for args in (["session", "run", self.SID], ["session", "ls", self.SID],
+                     ["session", "get", self.SID, "a.txt", "-o", "-"],
+                     ["session", "put", self.SID, "-", "a.txt"], ["session", "rm", self.SID],
+                     ["session", "cells", self.SID], ["session", "info", self.SID],
+                     ["repl", self.SID]):
+            rc, _, err = tako(*args, url=self.t.url, input="1\n")
+            self.assertEqual(rc, 1, (args, err))
+            self.assertIn("HTTP 404", err, args)
+
+
 class Live(unittest.TestCase):
     """Against the real server (skipped until it has /sessions)."""
 
