@@ -37,7 +37,6 @@
 #define MCP_PROTOCOL     "2025-06-18"
 #define MCP_MAX_LINE     (64u << 20) /* one message; an upload's base64 is the largest */
 #define MCP_MAX_DOWNLOAD (8u << 20)  /* session_download: larger files are refused */
-#define MCP_MAX_PATH     1024
 
 #define RPC_PARSE_ERROR      -32700
 #define RPC_INVALID_REQUEST  -32600
@@ -398,63 +397,11 @@ static void call_free(struct call *c)
     http_resp_free(&c->resp);
 }
 
-static char *session_route(const char *id, const char *suffix)
-{
-    char *e = http_escape(id), *p = NULL;
-    if (!e || asprintf(&p, "/sessions/%s%s", e, suffix ? suffix : "") < 0)
-        p = NULL;
-    free(e);
-    return p;
-}
-
-/* A workspace path, checked (SESSIONS.md "Files") and escaped component by component;
- * NULL with the reason in why. */
-static char *workspace_escape(const char *path, char *why, size_t len)
-{
-    size_t n = strlen(path);
-    while (n > 1 && path[n - 1] == '/')
-        n--;
-    if (n == 0 || n > MCP_MAX_PATH || path[0] == '/') {
-        snprintf(why, len, "the path must be 1 to %d bytes and relative to the workspace",
-                 MCP_MAX_PATH);
-        return NULL;
-    }
-    char *out = malloc(n * 3 + 1);
-    size_t o = 0;
-    const char *p = path, *end = path + n;
-    while (out && p < end) {
-        const char *slash = memchr(p, '/', (size_t)(end - p));
-        size_t cl = slash ? (size_t)(slash - p) : (size_t)(end - p);
-        if (cl == 0 || cl > 255 || (cl == 1 && p[0] == '.') ||
-            (cl == 2 && p[0] == '.' && p[1] == '.')) {
-            snprintf(why, len, "the path must have no empty, \".\" or \"..\" components");
-            free(out);
-            return NULL;
-        }
-        if (o)
-            out[o++] = '/';
-        for (size_t i = 0; i < cl; i++) {
-            unsigned char ch = (unsigned char)p[i];
-            if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-                ch == '-' || ch == '.' || ch == '_' || ch == '~')
-                out[o++] = (char)ch;
-            else
-                o += (size_t)sprintf(out + o, "%%%02X", ch);
-        }
-        p += cl + (slash ? 1 : 0);
-    }
-    if (out)
-        out[o] = '\0';
-    else
-        snprintf(why, len, "out of memory");
-    return out;
-}
-
 static char *file_route(const char *id, const char *path, char *why, size_t len)
 {
-    char *ep = workspace_escape(path, why, len), *suffix = NULL, *route = NULL;
+    char *ep = tako_workspace_escape(path, why, len), *suffix = NULL, *route = NULL;
     if (ep && asprintf(&suffix, "/files/%s", ep) >= 0)
-        route = session_route(id, suffix);
+        route = tako_session_route(id, suffix);
     free(ep);
     free(suffix);
     return route;
@@ -583,7 +530,7 @@ static json_t *tool_session_run(struct mcp *m, json_t *args)
         json_object_set_new(body, "timeout", json_integer(int_of(t)));
     if (in)
         json_object_set(body, "stdin", in);
-    char *text = json_dumps(body, JSON_COMPACT), *route = session_route(id, "/execute");
+    char *text = json_dumps(body, JSON_COMPACT), *route = tako_session_route(id, "/execute");
     json_decref(body);
     struct call c;
     json_t *err;
@@ -754,7 +701,7 @@ static json_t *tool_session_files(struct mcp *m, json_t *args)
     char *suffix = NULL;
     if (dir && *dir) {
         char why[256];
-        char *ed = workspace_escape(dir, why, sizeof why);
+        char *ed = tako_workspace_escape(dir, why, sizeof why);
         if (!ed)
             return tool_error(NULL, "dir \"%s\": %s", dir, why);
         char *q = http_escape(dir);
@@ -762,8 +709,10 @@ static json_t *tool_session_files(struct mcp *m, json_t *args)
             suffix = NULL;
         free(q);
         free(ed);
+        if (!suffix)
+            return tool_error(NULL, "out of memory");
     }
-    char *route = session_route(id, suffix ? suffix : "/files");
+    char *route = tako_session_route(id, suffix ? suffix : "/files");
     free(suffix);
     struct call c;
     json_t *err;
@@ -802,7 +751,7 @@ static json_t *tool_session_files(struct mcp *m, json_t *args)
 static json_t *tool_session_close(struct mcp *m, json_t *args)
 {
     const char *id = str_of(args, "session_id");
-    char *route = session_route(id, NULL);
+    char *route = tako_session_route(id, NULL);
     struct call c;
     json_t *err;
     int rc = api(m, "DELETE", route ? route : "/", NULL, 0, NULL, 60, &c, &err);

@@ -38,8 +38,7 @@
 
 /* ---- helpers shared by the subcommands ---- */
 
-/* "/sessions/<escaped id><suffix>", or NULL (out of memory). */
-static char *session_route(const char *id, const char *suffix)
+char *tako_session_route(const char *id, const char *suffix)
 {
     char *e = http_escape(id), *p = NULL;
     if (!e || asprintf(&p, "/sessions/%s%s", e, suffix ? suffix : "") < 0)
@@ -48,60 +47,58 @@ static char *session_route(const char *id, const char *suffix)
     return p;
 }
 
-/*
- * Check a workspace path (docs/SESSIONS.md "Files": 1..1024 bytes, relative, components of
- * 1..255 bytes, no "." or ".."; a trailing "/" is dropped) and escape it component by
- * component. NULL after printing why.
- */
-static char *workspace_escape(const char *cmd, const char *path)
+char *tako_workspace_escape(const char *path, char *why, size_t len)
 {
     size_t n = strlen(path);
     while (n > 1 && path[n - 1] == '/')
         n--;
     if (n == 0 || n > SESSION_MAX_PATH || path[0] == '/') {
-        tako_usage_error(cmd, "\"%s\" is not a workspace path: 1 to %d bytes, relative", path,
-                         SESSION_MAX_PATH);
+        snprintf(why, len, "a workspace path is 1 to %d bytes, relative", SESSION_MAX_PATH);
         return NULL;
     }
-    size_t cap = n * 3 + 1, o = 0;
-    char *out = malloc(cap);
-    if (!out)
+    char *out = malloc(n * 3 + 1); /* every byte escaped at most to %XX */
+    if (!out) {
+        snprintf(why, len, "out of memory");
         return NULL;
+    }
+    size_t o = 0;
     const char *p = path, *end = path + n;
     while (p < end) {
         const char *slash = memchr(p, '/', (size_t)(end - p));
-        size_t len = slash ? (size_t)(slash - p) : (size_t)(end - p);
-        if (len == 0 || len > SESSION_MAX_COMP || (len == 1 && p[0] == '.') ||
-            (len == 2 && p[0] == '.' && p[1] == '.')) {
-            tako_usage_error(cmd,
-                             "\"%s\" is not a workspace path: no empty, \".\" or \"..\" "
-                             "components, each at most %d bytes",
-                             path, SESSION_MAX_COMP);
+        size_t cl = slash ? (size_t)(slash - p) : (size_t)(end - p);
+        if (cl == 0 || cl > SESSION_MAX_COMP || (cl == 1 && p[0] == '.') ||
+            (cl == 2 && p[0] == '.' && p[1] == '.')) {
+            snprintf(why, len,
+                     "a workspace path has no empty, \".\" or \"..\" components, each at "
+                     "most %d bytes",
+                     SESSION_MAX_COMP);
             free(out);
             return NULL;
         }
-        char *comp = strndup(p, len), *e = comp ? http_escape(comp) : NULL;
-        free(comp);
-        size_t el = e ? strlen(e) : 0;
-        if (!e || o + el + 2 > cap) {
-            char *grown = e ? realloc(out, o + el + 2) : NULL;
-            if (!grown) {
-                free(e);
-                free(out);
-                return NULL;
-            }
-            out = grown;
-            cap = o + el + 2;
-        }
         if (o)
             out[o++] = '/';
-        memcpy(out + o, e, el);
-        o += el;
-        out[o] = '\0';
-        free(e);
-        p += len + (slash ? 1 : 0);
+        for (size_t i = 0; i < cl; i++) {
+            unsigned char ch = (unsigned char)p[i];
+            if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+                ch == '-' || ch == '.' || ch == '_' || ch == '~')
+                out[o++] = (char)ch;
+            else
+                o += (size_t)snprintf(out + o, 4, "%%%02X", ch);
+        }
+        p += cl + (slash ? 1 : 0);
     }
+    out[o] = '\0';
     return out;
+}
+
+/* tako_workspace_escape, or NULL after a usage error naming the path. */
+static char *workspace_escape(const char *cmd, const char *path)
+{
+    char why[200];
+    char *e = tako_workspace_escape(path, why, sizeof why);
+    if (!e)
+        tako_usage_error(cmd, "\"%s\": %s", path, why);
+    return e;
 }
 
 /* "/sessions/ID/files/<escaped path>", or NULL after printing why. */
@@ -109,7 +106,7 @@ static char *file_route(const char *cmd, const char *id, const char *path)
 {
     char *ep = workspace_escape(cmd, path), *suffix = NULL, *route = NULL;
     if (ep && asprintf(&suffix, "/files/%s", ep) >= 0)
-        route = session_route(id, suffix);
+        route = tako_session_route(id, suffix);
     free(ep);
     free(suffix);
     return route;
@@ -300,7 +297,7 @@ static int run_cell(struct remote *r, const char *id, const char *code, size_t c
         }
         json_object_set_new(body, "stdin", s);
     }
-    char *route = session_route(id, "/execute"), what[300];
+    char *route = tako_session_route(id, "/execute"), what[300];
     snprintf(what, sizeof what, "session %s", id);
     /* the cell's own timeout, or the largest a job type has, plus the start-up margin */
     int rc = route ? remote_call_json(r, "POST", route, body, (timeout > 0 ? timeout : 900) + 60,
@@ -317,7 +314,7 @@ static int session_call(struct remote *r, const char *id, const char *method, co
 {
     char what[300];
     snprintf(what, sizeof what, "session %s", id);
-    char *route = session_route(id, suffix);
+    char *route = tako_session_route(id, suffix);
     int rc = route ? remote_call_json(r, method, route, NULL, 60, what, out) : TAKO_EXIT_INFRA;
     free(route);
     return rc;
@@ -628,8 +625,8 @@ static int sub_ls(struct remote *r)
     char *suffix = NULL;
     if (dir) {
         char *ed = workspace_escape(a->cmd, dir); /* checked like a path; sent as ?dir= */
-        free(ed);
         char *eq = ed ? http_escape(dir) : NULL;
+        free(ed);
         if (!eq || asprintf(&suffix, "/files?dir=%s", eq) < 0)
             suffix = NULL;
         free(eq);
@@ -829,7 +826,7 @@ static void repl_tick(void *ud)
     p->interrupt_sent = true;
     struct http_client c = p->r->c;
     c.tick = NULL; /* no recursion */
-    char *route = session_route(p->id, "/interrupt");
+    char *route = tako_session_route(p->id, "/interrupt");
     struct http_resp resp;
     if (route && http_request(&c, "POST", route, NULL, 10, &resp) == 0 && resp.status == 200)
         fprintf(stderr, "\ntako: interrupting the cell\n");
@@ -1009,7 +1006,7 @@ static int cellbuf_add(struct cellbuf *b, const char *s)
 /* False (after saying so) when the session has ended. */
 static bool session_alive(struct repl *p)
 {
-    char *route = session_route(p->id, NULL);
+    char *route = tako_session_route(p->id, NULL);
     struct http_resp resp;
     bool alive = true;
     if (route && http_request(&p->r->c, "GET", route, NULL, 30, &resp) == 0) {

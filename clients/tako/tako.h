@@ -134,6 +134,14 @@ int cmd_audit(struct args *a);
 /* session.c: `tako session SUBCOMMAND` and `tako repl` (docs/SESSIONS.md) */
 int cmd_session(struct args *a);
 int cmd_repl(struct args *a);
+/* "/sessions/<escaped id><suffix>" (suffix may be NULL), or NULL (out of memory). */
+char *tako_session_route(const char *id, const char *suffix);
+/*
+ * Check a workspace path (docs/SESSIONS.md "Files": 1..1024 bytes, relative, components of
+ * 1..255 bytes, no "." or ".."; a trailing "/" is dropped) and percent-escape it component
+ * by component, keeping the slashes. Caller frees; NULL with the reason in why.
+ */
+char *tako_workspace_escape(const char *path, char *why, size_t len);
 
 /* mcp.c: `tako mcp`, a Model Context Protocol server on stdio */
 int cmd_mcp(struct args *a);
