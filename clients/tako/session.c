@@ -136,7 +136,7 @@ static const char *str_of(const json_t *o, const char *k)
 }
 
 /* The body of POST /sessions from --job-type, --memory, --cpus, --idle-timeout (and, for
- * `session new`, --timeout), --max-lifetime and --env. NULL after a usage error. */
+ * `session new`, --timeout) and --max-lifetime. NULL after a usage error. */
 static json_t *create_body(struct args *a, bool timeout_is_idle)
 {
     json_t *b = json_object();
@@ -181,25 +181,6 @@ static json_t *create_body(struct args *a, bool timeout_is_idle)
             goto bad;
         }
         json_object_set_new(b, "cpus", json_real(c));
-    }
-    if (a->nmulti[O_ENV] > 0) {
-        json_t *env = json_object();
-        json_object_set_new(b, "env", env);
-        for (int i = 0; i < a->nmulti[O_ENV]; i++) {
-            const char *kv = a->multi[O_ENV][i], *eq = strchr(kv, '=');
-            if (!eq || eq == kv || eq - kv > 255) {
-                tako_usage_error(a->cmd, "--env takes NAME=VALUE, not \"%s\"", kv);
-                goto bad;
-            }
-            char name[256];
-            snprintf(name, sizeof name, "%.*s", (int)(eq - kv), kv);
-            json_t *val = json_string(eq + 1);
-            if (!val) {
-                tako_usage_error(a->cmd, "--env %s: the value is not UTF-8", name);
-                goto bad;
-            }
-            json_object_set_new(env, name, val); /* the server checks names and values */
-        }
     }
     return b;
 bad:
@@ -332,7 +313,7 @@ static int sub_new(struct remote *r)
     struct args *a = r->a;
     if (only_opts(a, "new",
                   BIT(O_JOB_TYPE) | BIT(O_MEMORY) | BIT(O_CPUS) | BIT(O_TIMEOUT) |
-                      BIT(O_IDLE_TIMEOUT) | BIT(O_MAX_LIFETIME) | BIT(O_ENV)) < 0 ||
+                      BIT(O_IDLE_TIMEOUT) | BIT(O_MAX_LIFETIME)) < 0 ||
         a->npos != 1) {
         if (a->npos != 1)
             tako_usage_error(a->cmd, "`session new` takes no arguments");
@@ -1081,7 +1062,7 @@ int cmd_repl(struct args *a)
         json_decref(ans);
     } else {
         if (opt_set(a, O_JOB_TYPE) || opt_set(a, O_MEMORY) || opt_set(a, O_CPUS) ||
-            opt_set(a, O_IDLE_TIMEOUT) || opt_set(a, O_MAX_LIFETIME) || a->nmulti[O_ENV]) {
+            opt_set(a, O_IDLE_TIMEOUT) || opt_set(a, O_MAX_LIFETIME)) {
             tako_usage_error(a->cmd, "the session options are for a new session, not ID");
             return TAKO_EXIT_USAGE;
         }

@@ -53,7 +53,6 @@ static const struct opt_spec opts[O_COUNT] = {
     [O_VERSION_TAG] = {"version-tag", 0, true, false},
     [O_IDLE_TIMEOUT] = {"idle-timeout", 0, true, false},
     [O_MAX_LIFETIME] = {"max-lifetime", 0, true, false},
-    [O_ENV] = {"env", 'e', true, true},
 };
 
 const char *tako_opt_name(int id)
@@ -176,17 +175,17 @@ static const struct command commands[] = {
      "Ask takod whether it is healthy (GET /health). Exit: 0 healthy, 1 degraded, 3 down.\n"},
     {"session", cmd_session,
      BIT(O_JOB_TYPE) | BIT(O_MEMORY) | BIT(O_CPUS) | BIT(O_TIMEOUT) | BIT(O_IDLE_TIMEOUT) |
-     BIT(O_MAX_LIFETIME) | BIT(O_ENV) | BIT(O_STDIN) | BIT(O_OUT) | BIT(O_FORCE) |
+     BIT(O_MAX_LIFETIME) | BIT(O_STDIN) | BIT(O_OUT) | BIT(O_FORCE) |
      BIT(O_LIMIT) | BIT(O_OFFSET), 1, 4,
      "tako session SUBCOMMAND [ARGS]",
      "A session is a Python interpreter on takod that keeps its state (variables, imports,\n"
      "files) from one cell to the next, in a container of its own (docs/SESSIONS.md).\n"
      "\n"
-     "  new [--job-type T] [--memory M] [--cpus N] [--timeout S] [--max-lifetime S] [-e N=V]\n"
+     "  new [--job-type T] [--memory M] [--cpus N] [--timeout S] [--max-lifetime S]\n"
      "                    create one (POST /sessions) and print its id (--json: the session).\n"
      "                    --timeout (or --idle-timeout) is the idle timeout in seconds: no\n"
-     "                    cell and no file call for that long ends it; -e sets an environment\n"
-     "                    variable of the interpreter (repeatable)\n"
+     "                    cell and no file call for that long ends it; --max-lifetime: it\n"
+     "                    ends that long after its creation at the latest\n"
      "  run ID [FILE|-] [-t S] [--stdin F]\n"
      "                    run a cell: the code of FILE (default -, standard input). Prints its\n"
      "                    stdout and the value of its last expression to stdout, its stderr\n"
@@ -212,11 +211,11 @@ static const struct command commands[] = {
      "3 takod unreachable or 5xx (503: no room for a session), 4 not authorized.\n"},
     {"repl", cmd_repl,
      BIT(O_JOB_TYPE) | BIT(O_MEMORY) | BIT(O_CPUS) | BIT(O_TIMEOUT) | BIT(O_IDLE_TIMEOUT) |
-     BIT(O_MAX_LIFETIME) | BIT(O_ENV), 0, 1,
+     BIT(O_MAX_LIFETIME), 0, 1,
      "tako repl [ID] [-t S] [--job-type T] [--memory M] [--cpus N] [--idle-timeout S]",
      "An interactive Python prompt on takod: each statement runs as a cell of a session, so\n"
      "state is kept. Without ID a new session is created (with --job-type, --memory, --cpus,\n"
-     "--idle-timeout, --max-lifetime, -e NAME=VALUE) and closed when the REPL ends; with ID,\n"
+     "--idle-timeout, --max-lifetime) and closed when the REPL ends; with ID,\n"
      "the REPL joins that session and leaves it open.\n"
      "\n"
      "Lines come from standard input, a terminal or a pipe. A complete simple statement runs at\n"

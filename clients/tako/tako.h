@@ -61,7 +61,6 @@ enum opt_id {
     O_VERSION_TAG,   /* build */
     O_IDLE_TIMEOUT,  /* session new, repl */
     O_MAX_LIFETIME,  /* session new, repl */
-    O_ENV,           /* session new, repl: NAME=VALUE, repeatable */
     O_COUNT
 };
 

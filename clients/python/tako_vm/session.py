@@ -55,6 +55,7 @@ class CellResult:
     restarted: bool = False
     timed_out: bool = False
     interrupted: bool = False
+    exit_code: Optional[int] = None
     execution_time: Optional[float] = None
     timing: Dict[str, Any] = field(default_factory=dict)
     files_changed: List[Dict[str, Any]] = field(default_factory=list)
@@ -90,6 +91,7 @@ class CellResult:
             restarted=bool(data.get("restarted")),
             timed_out=bool(data.get("timed_out")),
             interrupted=bool(data.get("interrupted")),
+            exit_code=data.get("exit_code"),
             execution_time=data.get("execution_time"),
             timing=dict(data.get("timing") or {}),
             files_changed=list(data.get("files_changed") or []),
@@ -177,17 +179,17 @@ class Session:
     """A live session on takod: created by the constructor (POST /sessions).
 
     Session(client=None, job_type=None, idle_timeout=None, max_lifetime=None, memory=None,
-            cpus=None, env=None)
+            cpus=None)
 
     client is a TakoVM (default: tako_vm.get_client()). memory is "256m", "1g" or bytes;
-    env a {NAME: value} dict for the interpreter. Use it as a context manager, or call
+    Use it as a context manager, or call
     close(). Session.attach(session_id) works on one that exists already.
     """
 
     def __init__(self, client=None, job_type: Optional[str] = None,
                  idle_timeout: Optional[int] = None, max_lifetime: Optional[int] = None,
                  memory: Union[str, int, None] = None, cpus: Optional[float] = None,
-                 env: Optional[Dict[str, str]] = None, *, _info: Optional[dict] = None):
+                 *, _info: Optional[dict] = None):
         if client is None:
             from .client import get_client
             client = get_client()
@@ -202,11 +204,6 @@ class Session:
                                 ("cpus", cpus)):
                 if value is not None:
                     body[name] = value
-            if env is not None:
-                if not isinstance(env, dict) or not all(
-                        isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-                    raise ValidationError("env must be a dict of strings to strings")
-                body["env"] = dict(env)
             # a create is not retried: a lost answer could leave a second session behind
             resp = _call(client, "POST", "/sessions", json_body=body, read_timeout=180.0)
             self._info = _json_object(resp, "POST /sessions")
