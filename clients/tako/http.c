@@ -101,6 +101,10 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
                        curl_off_t ulnow)
 {
     struct progress *p = ud;
+    if (p->c->tick)
+        p->c->tick(p->c->tick_ud);
+    if (!p->c->progress)
+        return 0;
     long elapsed = (long)(mono_seconds() - p->c->progress_start);
     if (elapsed != p->last_shown && elapsed >= 1) {
         p->last_shown = elapsed;
@@ -114,13 +118,21 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
 int http_request(const struct http_client *c, const char *method, const char *path,
                  const char *body, long timeout_s, struct http_resp *r)
 {
+    return http_request_raw(c, method, path, body, body ? strlen(body) : 0,
+                            body ? "application/json" : NULL, timeout_s, r);
+}
+
+int http_request_raw(const struct http_client *c, const char *method, const char *path,
+                     const void *body, size_t body_len, const char *content_type, long timeout_s,
+                     struct http_resp *r)
+{
     memset(r, 0, sizeof *r);
     CURL *h = curl_easy_init();
     if (!h) {
         snprintf(r->err, sizeof r->err, "curl_easy_init failed");
         return -1;
     }
-    char *url = NULL, keyhdr[1100], errbuf[CURL_ERROR_SIZE] = "";
+    char *url = NULL, keyhdr[1100], cthdr[160], errbuf[CURL_ERROR_SIZE] = "";
     if (asprintf(&url, "%s%s", c->base_url, path) < 0) {
         curl_easy_cleanup(h);
         snprintf(r->err, sizeof r->err, "out of memory");
@@ -128,8 +140,10 @@ int http_request(const struct http_client *c, const char *method, const char *pa
     }
     struct curl_slist *hdrs = NULL;
     hdrs = curl_slist_append(hdrs, "Accept: application/json");
-    if (body)
-        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+    if (body && content_type) {
+        snprintf(cthdr, sizeof cthdr, "Content-Type: %s", content_type);
+        hdrs = curl_slist_append(hdrs, cthdr);
+    }
     if (c->api_key && *c->api_key) {
         snprintf(keyhdr, sizeof keyhdr, "X-API-Key: %s", c->api_key);
         hdrs = curl_slist_append(hdrs, keyhdr);
@@ -155,12 +169,12 @@ int http_request(const struct http_client *c, const char *method, const char *pa
         curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     if (body) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
     } else if (!strcmp(method, "POST")) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L);
     }
-    if (c->progress) {
+    if (c->progress || c->tick) {
         curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
         curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
         curl_easy_setopt(h, CURLOPT_XFERINFODATA, &prog);

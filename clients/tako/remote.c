@@ -2,7 +2,7 @@
  * remote.c — the commands that talk to takod over its HTTP API (shared/API.md): submit,
  * status, result, logs, cancel, rerun, fork, artifacts, jobs, job-types, health.
  *
- * Every answer is checked the same way (check()): no answer → exit 3 "cannot reach takod
+ * Every answer is checked the same way (remote_check()): no answer → exit 3 "cannot reach takod
  * at URL"; 401/403 → 4; 5xx → 3; 404 and other 4xx → 1, with the server's `detail`.
  */
 #include "tako.h"
@@ -21,13 +21,7 @@
 #define MAX_INPUT_BYTES (64u << 20)
 #define WAIT_SLICE_S    60 /* one long-poll asks the server to hold at most this long */
 
-struct remote {
-    struct args *a;
-    struct http_client c;
-    char base[2048];
-};
-
-static int remote_init(struct args *a, struct remote *r)
+int remote_init(struct args *a, struct remote *r)
 {
     memset(r, 0, sizeof *r);
     r->a = a;
@@ -45,7 +39,7 @@ static int remote_init(struct args *a, struct remote *r)
 }
 
 /* The server's `detail` as one line: a string, or FastAPI-style [{loc, msg}, ...]. */
-static void format_detail(const struct http_resp *resp, char *buf, size_t len)
+void remote_format_detail(const struct http_resp *resp, char *buf, size_t len)
 {
     json_t *j = json_loadb(resp->body, resp->len, 0, NULL);
     json_t *d = json_object_get(j, "detail");
@@ -104,7 +98,7 @@ static void format_detail(const struct http_resp *resp, char *buf, size_t len)
  * Check an answer. Returns 0 for 2xx (and for the statuses in `ok_also`, e.g. 408 while
  * waiting), else prints why and returns the exit code.
  */
-static int check(struct remote *r, int transport_rc, const struct http_resp *resp, const char *what,
+int remote_check(struct remote *r, int transport_rc, const struct http_resp *resp, const char *what,
                  long ok_also)
 {
     if (transport_rc < 0) {
@@ -114,7 +108,7 @@ static int check(struct remote *r, int transport_rc, const struct http_resp *res
     if ((resp->status >= 200 && resp->status < 300) || resp->status == ok_also)
         return 0;
     char detail[1024];
-    format_detail(resp, detail, sizeof detail);
+    remote_format_detail(resp, detail, sizeof detail);
     const char *sep = detail[0] ? ": " : "";
     if (resp->status == 401 || resp->status == 403) {
         fprintf(stderr, "tako: %s: not authorized (HTTP %ld)%s%s\n", what, resp->status, sep,
@@ -130,6 +124,14 @@ static int check(struct remote *r, int transport_rc, const struct http_resp *res
         return TAKO_EXIT_INFRA;
     }
     fprintf(stderr, "tako: %s: %s%s(HTTP %ld)", what, detail, detail[0] ? " " : "", resp->status);
+    if (resp->status == 410) { /* an ended session says how it ended (docs/SESSIONS.md) */
+        json_t *j = json_loadb(resp->body, resp->len, 0, NULL);
+        const char *st = json_string_value(json_object_get(j, "status"));
+        const char *why = json_string_value(json_object_get(j, "end_reason"));
+        if (st || why)
+            fprintf(stderr, ": %s%s%s", st ? st : "ended", why ? ", " : "", why ? why : "");
+        json_decref(j);
+    }
     if (resp->status == 429 && resp->retry_after[0])
         fprintf(stderr, "; retry after %s s", resp->retry_after);
     fputc('\n', stderr);
@@ -137,14 +139,14 @@ static int check(struct remote *r, int transport_rc, const struct http_resp *res
 }
 
 /* A request whose answer must be JSON; *out is the parsed body (a new reference). */
-static int call_json(struct remote *r, const char *method, const char *path, const json_t *body,
+int remote_call_json(struct remote *r, const char *method, const char *path, const json_t *body,
                      long timeout_s, const char *what, json_t **out)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     struct http_resp resp;
     int trc = http_request(&r->c, method, path, text, timeout_s, &resp);
     free(text);
-    int rc = check(r, trc, &resp, what, 0);
+    int rc = remote_check(r, trc, &resp, what, 0);
     *out = NULL;
     if (rc == 0) {
         json_error_t jerr;
@@ -179,7 +181,7 @@ static int job_call(struct remote *r, const char *id, const char *method, const 
     char what[300];
     job_what(id, what, sizeof what);
     char *path = job_path(id, suffix);
-    int rc = call_json(r, method, path, body, 60, what, out);
+    int rc = remote_call_json(r, method, path, body, 60, what, out);
     free(path);
     return rc;
 }
@@ -233,7 +235,7 @@ static int fetch_result(struct remote *r, const char *id, bool wait, long timeou
         struct http_resp resp;
         int trc = http_request(&r->c, "GET", path, NULL, wait ? slice + 30 : 60, &resp);
         free(path);
-        int rc = check(r, trc, &resp, what, 408);
+        int rc = remote_check(r, trc, &resp, what, 408);
         if (rc) {
             http_resp_free(&resp);
             progress_clear(r);
@@ -446,7 +448,7 @@ int cmd_submit(struct args *a)
             break;
     }
     free(text);
-    int rc = check(&r, trc, &resp, "submit", 0);
+    int rc = remote_check(&r, trc, &resp, "submit", 0);
     json_t *ans = rc ? NULL : json_loadb(resp.body, resp.len, 0, NULL);
     http_resp_free(&resp);
     if (rc)
@@ -706,7 +708,7 @@ static int save_artifact(struct remote *r, const char *id, const char *name)
     struct http_resp resp;
     int trc = http_request(&r->c, "GET", path, NULL, 300, &resp);
     free(path);
-    int rc = check(r, trc, &resp, what, 0);
+    int rc = remote_check(r, trc, &resp, what, 0);
     if (rc) {
         http_resp_free(&resp);
         return rc;
@@ -813,7 +815,7 @@ int cmd_jobs(struct args *a)
         free(e);
     }
     json_t *j;
-    int rc = call_json(&r, "GET", path, NULL, 60, "jobs", &j);
+    int rc = remote_call_json(&r, "GET", path, NULL, 60, "jobs", &j);
     if (rc)
         return rc;
     if (a->json) {
@@ -889,7 +891,7 @@ int cmd_job_types(struct args *a)
         if (!e || asprintf(&path, "/job-types/%s", e) < 0)
             path = NULL;
         free(e);
-        rc = path ? call_json(&r, "GET", path, NULL, 60, what, &j) : TAKO_EXIT_INFRA;
+        rc = path ? remote_call_json(&r, "GET", path, NULL, 60, what, &j) : TAKO_EXIT_INFRA;
         free(path);
         if (rc)
             return rc;
@@ -900,7 +902,7 @@ int cmd_job_types(struct args *a)
         json_decref(j);
         return TAKO_EXIT_OK;
     }
-    rc = call_json(&r, "GET", "/job-types", NULL, 60, "job types", &j);
+    rc = remote_call_json(&r, "GET", "/job-types", NULL, 60, "job types", &j);
     if (rc)
         return rc;
     if (a->json) {
@@ -931,7 +933,7 @@ int cmd_health(struct args *a)
     struct http_resp resp;
     int trc = http_request(&r.c, "GET", "/health", NULL, 30, &resp);
     /* 503 {"status": "starting"} is an answer worth showing */
-    int rc = check(&r, trc, &resp, "health", 503);
+    int rc = remote_check(&r, trc, &resp, "health", 503);
     json_t *j = rc ? NULL : json_loadb(resp.body, resp.len, 0, NULL);
     long code = resp.status;
     http_resp_free(&resp);
@@ -994,7 +996,7 @@ int cmd_audit(struct args *a)
     }
     struct http_resp resp;
     int trc = http_request(&r.c, "GET", path, NULL, 600, &resp);
-    int rc = check(&r, trc, &resp, "audit verify", 0);
+    int rc = remote_check(&r, trc, &resp, "audit verify", 0);
     json_t *j = rc ? NULL : json_loadb(resp.body, resp.len, 0, NULL);
     http_resp_free(&resp);
     if (rc)
@@ -1060,7 +1062,7 @@ int cmd_build(struct args *a)
                 tail ? tail : "", tail && *tail && tail[strlen(tail) - 1] != '\n' ? "\n" : "");
         rc = TAKO_EXIT_FAILED;
     } else {
-        rc = check(&r, trc, &resp, what, 0);
+        rc = remote_check(&r, trc, &resp, what, 0);
     }
     if (rc == 0 && a->json) {
         tako_print_json(j);

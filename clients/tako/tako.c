@@ -51,7 +51,14 @@ static const struct opt_spec opts[O_COUNT] = {
     [O_MIRROR] = {"mirror", 0, true, false},
     [O_REGISTRY_BASE] = {"registry-base", 0, true, false},
     [O_VERSION_TAG] = {"version-tag", 0, true, false},
+    [O_IDLE_TIMEOUT] = {"idle-timeout", 0, true, false},
+    [O_MAX_LIFETIME] = {"max-lifetime", 0, true, false},
 };
+
+const char *tako_opt_name(int id)
+{
+    return id >= 0 && id < O_COUNT ? opts[id].name : "?";
+}
 
 #define BIT(o) (1ull << (o))
 #define GLOBAL_OPTS                                                                                \
@@ -166,6 +173,72 @@ static const struct command commands[] = {
      "Exit: 0 built, 1 the build failed (its output's tail is printed), 3 takod unreachable.\n"},
     {"health", cmd_health, 0, 0, 0, "tako health",
      "Ask takod whether it is healthy (GET /health). Exit: 0 healthy, 1 degraded, 3 down.\n"},
+    {"session", cmd_session,
+     BIT(O_JOB_TYPE) | BIT(O_MEMORY) | BIT(O_CPUS) | BIT(O_TIMEOUT) | BIT(O_IDLE_TIMEOUT) |
+     BIT(O_MAX_LIFETIME) | BIT(O_STDIN) | BIT(O_OUT) | BIT(O_FORCE) |
+     BIT(O_LIMIT) | BIT(O_OFFSET), 1, 4,
+     "tako session SUBCOMMAND [ARGS]",
+     "A session is a Python interpreter on takod that keeps its state (variables, imports,\n"
+     "files) from one cell to the next, in a container of its own (docs/SESSIONS.md).\n"
+     "\n"
+     "  new [--job-type T] [--memory M] [--cpus N] [--timeout S] [--max-lifetime S]\n"
+     "                    create one (POST /sessions) and print its id (--json: the session).\n"
+     "                    --timeout (or --idle-timeout) is the idle timeout in seconds: no\n"
+     "                    cell and no file call for that long ends it; --max-lifetime: it\n"
+     "                    ends that long after its creation at the latest\n"
+     "  run ID [FILE|-] [-t S] [--stdin F]\n"
+     "                    run a cell: the code of FILE (default -, standard input). Prints its\n"
+     "                    stdout and the value of its last expression to stdout, its stderr\n"
+     "                    and the error's traceback to stderr. -t: the cell's timeout\n"
+     "  put ID LOCAL [REMOTE]\n"
+     "                    upload LOCAL (- for standard input, then REMOTE is needed) to the\n"
+     "                    workspace as REMOTE (default: LOCAL's file name)\n"
+     "  get ID REMOTE [-o LOCAL|-] [--force]\n"
+     "                    download a workspace file (checked against its sha256) to ./NAME,\n"
+     "                    LOCAL, or standard output; an existing file needs --force\n"
+     "  ls               your live sessions\n"
+     "  ls ID [DIR]      the workspace (or its directory DIR)\n"
+     "  rm ID            end the session (DELETE): its container and workspace go\n"
+     "  rm ID PATH       remove a workspace file (or an empty directory)\n"
+     "  cells ID [--limit N] [--offset N]\n"
+     "                    the cells run so far, oldest first\n"
+     "  info ID          the session (status, expiry, cell count) as JSON\n"
+     "  interrupt ID     interrupt the running cell (KeyboardInterrupt)\n"
+     "\n"
+     "Workspace paths are relative to the workspace (/output, the cells' working directory).\n"
+     "Exit: 0 ok, 1 the cell failed (error, timeout, interrupted, crashed) or takod refused\n"
+     "(404, 409 a cell is running, 410 the session has ended, 429 too many sessions), 2 usage,\n"
+     "3 takod unreachable or 5xx (503: no room for a session), 4 not authorized.\n"},
+    {"repl", cmd_repl,
+     BIT(O_JOB_TYPE) | BIT(O_MEMORY) | BIT(O_CPUS) | BIT(O_TIMEOUT) | BIT(O_IDLE_TIMEOUT) |
+     BIT(O_MAX_LIFETIME), 0, 1,
+     "tako repl [ID] [-t S] [--job-type T] [--memory M] [--cpus N] [--idle-timeout S]",
+     "An interactive Python prompt on takod: each statement runs as a cell of a session, so\n"
+     "state is kept. Without ID a new session is created (with --job-type, --memory, --cpus,\n"
+     "--idle-timeout, --max-lifetime) and closed when the REPL ends; with ID,\n"
+     "the REPL joins that session and leaves it open.\n"
+     "\n"
+     "Lines come from standard input, a terminal or a pipe. A complete simple statement runs at\n"
+     "once; a compound one (a line ending with ':', a decorator) or an open bracket or string\n"
+     "collects lines until a blank line, or until a new statement starts at column 0. End of\n"
+     "input runs what is left. :quit leaves. Ctrl-C interrupts the running cell (at the prompt:\n"
+     "drops the lines typed). Prompts (>>> and ...) go to stderr, and only on a terminal.\n"
+     "\n"
+     "  -t, --timeout S   each cell's timeout (default: the job type's)\n"
+     "\n"
+     "Exit: 0 the input ended (failed cells do not change it), 1 the session ended under the\n"
+     "REPL or takod refused, 3 takod unreachable or 5xx, 4 not authorized.\n"},
+    {"mcp", cmd_mcp, 0, 0, 0, "tako mcp [--url URL] [--api-key KEY]",
+     "A Model Context Protocol server on standard input and output (JSON-RPC 2.0, one message\n"
+     "per line; protocol version 2025-06-18, also 2025-03-26 and 2024-11-05) that gives an\n"
+     "LLM client takod's tools: run_python (one job, POST /execute), session_create,\n"
+     "session_run, session_upload, session_download, session_files and session_close.\n"
+     "Logs go to stderr; stdout carries only the protocol. Example client configuration:\n"
+     "\n"
+     "  {\"mcpServers\": {\"takod\": {\"command\": \"tako\",\n"
+     "                                \"args\": [\"mcp\", \"--url\", \"http://127.0.0.1:8000\"]}}}\n"
+     "\n"
+     "Exit: 0 when standard input ends, 2 usage.\n"},
     {"setup", cmd_setup,
      BIT(O_FORCE) | BIT(O_IMAGE) | BIT(O_MIRROR) | BIT(O_REGISTRY_BASE) | BIT(O_CONFIG) |
      BIT(O_OVERRIDE), 0, 0,
@@ -238,6 +311,14 @@ static void print_main_help(FILE *f)
                "  job-types [NAME]    list the environments\n"
                "  build NAME          build a job type's image, print its version\n"
                "  health              is takod up?\n"
+               "\n"
+               "Sessions (a Python interpreter that keeps its state):\n"
+               "  session new         create one, print its id\n"
+               "  session run ID [F]  run a cell (code from F or standard input)\n"
+               "  session put|get|ls|rm|cells|info|interrupt ...\n"
+               "                      its workspace files, history, end it\n"
+               "  repl [ID]           an interactive prompt on a session\n"
+               "  mcp                 a Model Context Protocol server (stdio) for LLM clients\n"
                "\n"
                "This machine:\n"
                "  setup               build the executor image if it is missing or stale\n"

@@ -6,6 +6,8 @@
  *             server, no database)
  *   remote.c  the server client: submit, status, result, logs, cancel, rerun, fork,
  *             artifacts, jobs, job-types, health
+ *   session.c `tako session ...` and `tako repl`: a stateful interpreter on takod
+ *   mcp.c     `tako mcp`: a Model Context Protocol server (stdio) over takod's API
  *   http.c    a small libcurl client for takod's JSON API
  *   setup.c   `tako setup`: preflight checks, then scripts/build-image.sh (the image recipe)
  *             with its progress; helpers shared with doctor.c (config, engine, disk)
@@ -57,6 +59,8 @@ enum opt_id {
     O_MIRROR,        /* setup */
     O_REGISTRY_BASE, /* setup */
     O_VERSION_TAG,   /* build */
+    O_IDLE_TIMEOUT,  /* session new, repl */
+    O_MAX_LIFETIME,  /* session new, repl */
     O_COUNT
 };
 
@@ -82,6 +86,8 @@ static inline bool opt_set(const struct args *a, enum opt_id id)
 }
 
 /* tako.c */
+/* The long name of an option ("timeout"). */
+const char *tako_opt_name(int id);
 void tako_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Strict integer in [min, max]; on error prints a usage error naming `what`. */
 int tako_parse_long(const char *cmd, const char *what, const char *s, long min, long max,
@@ -124,6 +130,21 @@ int cmd_build(struct args *a);
 int cmd_health(struct args *a);
 int cmd_audit(struct args *a);
 
+/* session.c: `tako session SUBCOMMAND` and `tako repl` (docs/SESSIONS.md) */
+int cmd_session(struct args *a);
+int cmd_repl(struct args *a);
+/* "/sessions/<escaped id><suffix>" (suffix may be NULL), or NULL (out of memory). */
+char *tako_session_route(const char *id, const char *suffix);
+/*
+ * Check a workspace path (docs/SESSIONS.md "Files": 1..1024 bytes, relative, components of
+ * 1..255 bytes, no "." or ".."; a trailing "/" is dropped) and percent-escape it component
+ * by component, keeping the slashes. Caller frees; NULL with the reason in why.
+ */
+char *tako_workspace_escape(const char *path, char *why, size_t len);
+
+/* mcp.c: `tako mcp`, a Model Context Protocol server on stdio */
+int cmd_mcp(struct args *a);
+
 /* setup.c */
 int cmd_setup(struct args *a);
 
@@ -159,6 +180,10 @@ struct http_client {
     bool progress;        /* show elapsed time on stderr while a request runs (TTY only) */
     const char *progress_label;
     double progress_start; /* monotonic seconds */
+    /* Called about once a second while a request runs (NULL: not): `tako repl` sends an
+     * interrupt from it when Ctrl-C was pressed. It may make requests of its own. */
+    void (*tick)(void *ud);
+    void *tick_ud;
 };
 
 struct http_resp {
@@ -177,9 +202,31 @@ int http_global_init(void);
  * Returns 0 when an HTTP answer came (any status), -1 on transport failure (r->err). */
 int http_request(const struct http_client *c, const char *method, const char *path,
                  const char *body, long timeout_s, struct http_resp *r);
+/* The same with a raw body of `len` bytes (may hold NULs) sent as `content_type`. */
+int http_request_raw(const struct http_client *c, const char *method, const char *path,
+                     const void *body, size_t len, const char *content_type, long timeout_s,
+                     struct http_resp *r);
 void http_resp_free(struct http_resp *r);
 /* Escape one path segment (a job id, an artifact name). Caller frees. */
 char *http_escape(const char *s);
 double mono_seconds(void);
+
+/* remote.c: the shared pieces of the server commands (also session.c, mcp.c) */
+struct remote {
+    struct args *a;
+    struct http_client c;
+    char base[2048];
+};
+/* Check --url and set up the client. 0, or -1 after a usage error. */
+int remote_init(struct args *a, struct remote *r);
+/* The server's `detail` of an error answer as one line. */
+void remote_format_detail(const struct http_resp *resp, char *buf, size_t len);
+/* 0 for 2xx (or ok_also), else prints why (naming `what`) and returns the exit code:
+ * no answer 3, 401/403 4, 5xx 3, other 4xx 1. */
+int remote_check(struct remote *r, int transport_rc, const struct http_resp *resp, const char *what,
+                 long ok_also);
+/* A request whose answer must be JSON: *out is the parsed body. Returns the exit code. */
+int remote_call_json(struct remote *r, const char *method, const char *path, const json_t *body,
+                     long timeout_s, const char *what, json_t **out);
 
 #endif

@@ -7,6 +7,12 @@ Server mode:
     result = tako_vm.send(add, Input(10, 20))      # typed: returns the Output dataclass
     job_id = tako_vm.submit_code("print(1)")       # async: get_result(job_id) later
 
+Sessions (a stateful interpreter; docs/SESSIONS.md):
+
+    with tako_vm.session() as s:
+        s.run("x = 21")
+        print(s.run("x * 2").result)               # "42"
+
 Library mode (no server: runs through the `tako run` CLI):
 
     from tako_vm import Sandbox
@@ -18,13 +24,17 @@ from .client import (DEFAULT_BASE_URL, MAX_REQUIREMENTS, ExecutionResult, TakoVM
 from .exceptions import (APIError, ClientError, ExecutionError, MalformedResponseError,
                          SDKExecutionError, ServerError, TakoVMError, TransportError,
                          ValidationError)
+from .session import (CellError, CellResult, Session, SessionBusyError, SessionEndedError,
+                      SessionLimitError, SessionUnavailableError)
 from .sandbox import DEFAULT_IMAGE, Sandbox, SandboxResult, find_tako_binary, sandbox_run
 
 __all__ = [
     "configure", "get_client", "send", "send_raw", "submit", "submit_code", "execute",
     "get_status", "get_result", "cancel", "rerun", "fork", "download_artifact",
     "list_executions", "get_execution", "list_job_types", "get_job_type", "build_job_type",
-    "health", "pool_stats", "dlq_stats",
+    "health", "pool_stats", "dlq_stats", "session", "list_sessions",
+    "Session", "CellResult", "CellError", "SessionBusyError", "SessionEndedError",
+    "SessionLimitError", "SessionUnavailableError",
     "TakoVM", "ExecutionResult", "Sandbox", "SandboxResult", "sandbox_run", "find_tako_binary",
     "TakoVMError", "TransportError", "APIError", "ServerError", "ClientError",
     "MalformedResponseError", "ExecutionError", "SDKExecutionError", "ValidationError",
@@ -113,3 +123,13 @@ def pool_stats():
 
 def dlq_stats():
     return get_client().dlq_stats()
+
+
+def session(job_type=None, idle_timeout=None, max_lifetime=None, memory=None, cpus=None):
+    """Create a session on the default client (a Session; use it with `with`)."""
+    return get_client().session(job_type=job_type, idle_timeout=idle_timeout,
+                                max_lifetime=max_lifetime, memory=memory, cpus=cpus)
+
+
+def list_sessions():
+    return get_client().list_sessions()

@@ -127,7 +127,8 @@ class TakoVM:
     timeout is the default execution timeout (seconds) sent with jobs (None: the job
     type's). api_key (default: $TAKO_API_KEY) is sent as X-API-Key; headers are added to
     every request. session exists for signature compatibility with Tako VM's
-    requests-based client and is ignored.
+    requests-based client and is ignored (kept as .http_session; .session() creates a
+    takod session, docs/SESSIONS.md).
     """
 
     def __init__(self, base_url: Optional[str] = None, timeout: Optional[int] = 30,
@@ -154,7 +155,7 @@ class TakoVM:
             self.headers["X-API-Key"] = key
         if headers:
             self.headers.update(headers)
-        self.session = session
+        self.http_session = session  # not .session: that is the method making a Session
 
     def __repr__(self):
         return f"TakoVM({self.base_url!r})"
@@ -517,6 +518,20 @@ class TakoVM:
         if version_tag:
             path += "?" + urllib.parse.urlencode({"version_tag": version_tag})
         return self._request("POST", path, read_timeout=3600.0, retry=False).json()
+
+    # ---- sessions (docs/SESSIONS.md) ----
+
+    def session(self, job_type: Optional[str] = None, idle_timeout: Optional[int] = None,
+                max_lifetime: Optional[int] = None, memory=None, cpus: Optional[float] = None):
+        """Create a session (POST /sessions): a tako_vm.Session, usable with `with`."""
+        from .session import Session
+        return Session(self, job_type=job_type, idle_timeout=idle_timeout,
+                       max_lifetime=max_lifetime, memory=memory, cpus=cpus)
+
+    def list_sessions(self) -> List[dict]:
+        """GET /sessions: the caller's live sessions (the admin key: everyone's)."""
+        from .session import list_sessions
+        return list_sessions(self)
 
     def health(self) -> dict:
         """GET /health: {status, docker_available, database_available, version, queue_stats}."""

@@ -4,7 +4,11 @@
     ├── TransportError            no answer: connection refused, reset, timed out
     ├── APIError                  an HTTP error answer (.status_code, .detail, .correlation_id)
     │   ├── ServerError           5xx (.retryable for 502/503/504)
+    │   │   └── SessionUnavailableError  503 from a session route (no room for a session)
     │   └── ClientError           4xx
+    │       ├── SessionBusyError  409: the session is running a cell
+    │       ├── SessionEndedError 410: the session has ended (.status, .end_reason)
+    │       └── SessionLimitError 429: the key has its maximum of live sessions
     ├── MalformedResponseError    the answer is not the JSON it should be
     ├── ExecutionError            the job ran and failed (.stdout, .stderr, .exit_code, ...)
     │   (alias SDKExecutionError)
@@ -64,6 +68,60 @@ class ExecutionError(TakoVMError):
 
 
 SDKExecutionError = ExecutionError
+
+
+class SessionBusyError(ClientError):
+    """409: the session is running a cell; wait for it, or interrupt() it."""
+
+
+class SessionEndedError(ClientError):
+    """410: the session has ended. .status is closed, expired, lost or failed; .end_reason
+    says why ("idle for 600 s", "closed by the client", ...)."""
+
+    def __init__(self, status_code, detail=None, correlation_id=None, message=None,
+                 status: Optional[str] = None, end_reason: Optional[str] = None):
+        super().__init__(status_code, detail, correlation_id, message)
+        self.status = status
+        self.end_reason = end_reason
+
+
+class SessionLimitError(ClientError):
+    """429: this API key already has its maximum of live sessions (sessions.max_per_key).
+    .retry_after is the server's Retry-After (seconds) when it sent one."""
+
+    def __init__(self, status_code, detail=None, correlation_id=None, message=None,
+                 retry_after: Optional[float] = None):
+        super().__init__(status_code, detail, correlation_id, message)
+        self.retry_after = retry_after
+
+
+class SessionUnavailableError(ServerError):
+    """503: no session could be made (the server's maximum of live sessions, sessions off,
+    or the container could not be started). .retry_after as for SessionLimitError."""
+
+    def __init__(self, status_code, detail=None, correlation_id=None, message=None,
+                 retry_after: Optional[float] = None):
+        super().__init__(status_code, detail, correlation_id, message)
+        self.retry_after = retry_after
+
+
+class CellError(ExecutionError):
+    """A cell did not finish ok. .type, .message and .traceback come from the cell's error
+    (.error_type is .type, as for ExecutionError); .status is the cell's status (error,
+    timeout, interrupted, crashed); .cell is the CellResult."""
+
+    def __init__(self, cell):  # cell: tako_vm.session.CellResult
+        err = cell.error if isinstance(cell.error, dict) else {}
+        self.type = err.get("type") or cell.status
+        self.message = err.get("message") or ""
+        self.traceback = err.get("traceback") or ""
+        self.status = cell.status
+        self.cell = cell
+        text = f"cell {cell.execution_count} {cell.status}: {self.type}"
+        if self.message:
+            text += f": {self.message}"
+        super().__init__(text, stdout=cell.stdout, stderr=cell.stderr, error_type=self.type,
+                         result=cell.result)
 
 
 class ValidationError(TakoVMError):
