@@ -125,10 +125,11 @@ def dlq_stats():
     return get_client().dlq_stats()
 
 
-def session(job_type=None, idle_timeout=None, max_lifetime=None, memory=None, cpus=None):
+def session(job_type=None, idle_timeout=None, max_lifetime=None, memory=None, cpus=None,
+            env=None):
     """Create a session on the default client (a Session; use it with `with`)."""
     return get_client().session(job_type=job_type, idle_timeout=idle_timeout,
-                                max_lifetime=max_lifetime, memory=memory, cpus=cpus)
+                                max_lifetime=max_lifetime, memory=memory, cpus=cpus, env=env)
 
 
 def list_sessions():

@@ -522,11 +522,12 @@ class TakoVM:
     # ---- sessions (docs/SESSIONS.md) ----
 
     def session(self, job_type: Optional[str] = None, idle_timeout: Optional[int] = None,
-                max_lifetime: Optional[int] = None, memory=None, cpus: Optional[float] = None):
+                max_lifetime: Optional[int] = None, memory=None, cpus: Optional[float] = None,
+                env: Optional[dict] = None):
         """Create a session (POST /sessions): a tako_vm.Session, usable with `with`."""
         from .session import Session
         return Session(self, job_type=job_type, idle_timeout=idle_timeout,
-                       max_lifetime=max_lifetime, memory=memory, cpus=cpus)
+                       max_lifetime=max_lifetime, memory=memory, cpus=cpus, env=env)
 
     def list_sessions(self) -> List[dict]:
         """GET /sessions: the caller's live sessions (the admin key: everyone's)."""

@@ -179,9 +179,10 @@ class Session:
     """A live session on takod: created by the constructor (POST /sessions).
 
     Session(client=None, job_type=None, idle_timeout=None, max_lifetime=None, memory=None,
-            cpus=None)
+            cpus=None, env=None)
 
     client is a TakoVM (default: tako_vm.get_client()). memory is "256m", "1g" or bytes;
+    env is {NAME: value}, the session's own environment variables (docs/SESSIONS.md);
     Use it as a context manager, or call
     close(). Session.attach(session_id) works on one that exists already.
     """
@@ -189,7 +190,7 @@ class Session:
     def __init__(self, client=None, job_type: Optional[str] = None,
                  idle_timeout: Optional[int] = None, max_lifetime: Optional[int] = None,
                  memory: Union[str, int, None] = None, cpus: Optional[float] = None,
-                 *, _info: Optional[dict] = None):
+                 env: Optional[Dict[str, str]] = None, *, _info: Optional[dict] = None):
         if client is None:
             from .client import get_client
             client = get_client()
@@ -201,7 +202,7 @@ class Session:
             body: Dict[str, Any] = {}
             for name, value in (("job_type", job_type), ("idle_timeout", idle_timeout),
                                 ("max_lifetime", max_lifetime), ("memory", memory),
-                                ("cpus", cpus)):
+                                ("cpus", cpus), ("env", env)):
                 if value is not None:
                     body[name] = value
             # a create is not retried: a lost answer could leave a second session behind
