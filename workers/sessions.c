@@ -398,6 +398,10 @@ static void cell_detach(struct cell *c)
         evhttp_connection_set_closecb(evhttp_request_get_connection(c->req), NULL, NULL);
 }
 
+static void cell_finish(struct session *s, const struct session_proto_cellend *e,
+                        const char *reply_bytes, size_t reply_len, const char *ended,
+                        const char *ended_reason);
+
 static void reply_gone(struct evhttp_request *req, const char *corr, const char *status,
                        const char *reason)
 {
@@ -419,13 +423,12 @@ static void session_end(struct session *s, const char *status, const char *reaso
     s->ending = true;
     log_info("msg=\"session ended\" session=%s status=%s reason=\"%s\" cells=%d", s->id, status,
              reason, s->execution_count);
-    if (s->cell) {
-        if (s->cell->req) {
-            cell_detach(s->cell);
-            reply_gone(s->cell->req, s->cell->corr, status, reason);
-        }
-        cell_free(s->cell);
-        s->cell = NULL;
+    if (s->cell) { /* answered 410, and recorded as cut short */
+        struct session_proto_cellend e = {.n = (uint64_t)s->cell->n,
+                                          .exit_code = -1,
+                                          .start_us = s->cell->t0_us,
+                                          .end_us = now_mono_us()};
+        cell_finish(s, &e, NULL, 0, status, reason);
     }
     if (s->create_req) {
         reply_error(s->create_req, 503, s->corr, reason);
@@ -518,7 +521,8 @@ static void chan_send(struct session *s, const void *p, size_t n)
 
 /* the cell ended: build its row, answer, tell watchers, record it */
 static void cell_finish(struct session *s, const struct session_proto_cellend *e,
-                        const char *reply_bytes, size_t reply_len)
+                        const char *reply_bytes, size_t reply_len, const char *ended,
+                        const char *ended_reason)
 {
     struct cell *c = s->cell;
     s->cell = NULL;
@@ -532,7 +536,14 @@ static void cell_finish(struct session *s, const struct session_proto_cellend *e
     json_t *rerr = json_object_get(reply, "error");
     const char *status;
     json_t *error = NULL;
-    if (e->timed_out) {
+    char msg_ended[400];
+    if (ended) { /* the session ends under it (DELETE, expiry, a lost container) */
+        status = "interrupted";
+        snprintf(msg_ended, sizeof msg_ended, "The session ended (%s) while the cell ran: %s",
+                 ended, ended_reason);
+        error = json_pack("{s:s, s:s, s:n}", "type", "session_ended", "message", msg_ended,
+                          "traceback");
+    } else if (e->timed_out) {
         status = "timeout";
         error = json_pack("{s:s, s:s, s:n}", "type", "execution_timeout", "message",
                           e->restarted ? "The cell ran past its timeout and could not be "
@@ -661,7 +672,10 @@ static void cell_finish(struct session *s, const struct session_proto_cellend *e
     json_t *answer = cell_answer(&row);
     if (c->req) {
         cell_detach(c);
-        reply_json(c->req, 200, c->corr, json_incref(answer));
+        if (ended)
+            reply_gone(c->req, c->corr, ended, ended_reason);
+        else
+            reply_json(c->req, 200, c->corr, json_incref(answer));
     }
     sse_send(s, "result", answer);
     struct jobstore_stmt st;
@@ -740,7 +754,7 @@ static void on_cellend(void *arg, const struct session_proto_cellend *e, const c
         session_doom(s, "lost", "the session's launcher sent a cell end nobody asked for");
         return;
     }
-    cell_finish(s, e, reply, reply_len);
+    cell_finish(s, e, reply, reply_len, NULL, NULL);
 }
 
 static void on_chan_error(void *arg, const char *why)
