@@ -140,8 +140,12 @@ static void on_read(struct bufferevent *bev, void *arg)
         if (!strncmp(p->content_type, "text/event-stream", 17) && p->req) {
             p->streaming = true;
             add_passed_headers(p);
-            evhttp_add_header(evhttp_request_get_output_headers(p->req), "X-Correlation-ID",
-                              p->corr);
+            struct evkeyvalq *h = evhttp_request_get_output_headers(p->req);
+            evhttp_add_header(h, "Cache-Control", "no-cache");
+            evhttp_add_header(h, "X-Correlation-ID",
+                              p->corr); /* as send_reply's, as api_wait.c's */
+            evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+            evhttp_add_header(h, "X-Frame-Options", "DENY");
             evhttp_send_reply_start(p->req, p->code, p->reason[0] ? p->reason : "OK");
         }
     }

@@ -234,13 +234,13 @@ static json_t *session_json(const struct session *s)
 static json_t *ended_json(const PGresult *r, int i)
 {
     json_t *a = json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:I, s:f, s:s?, s:s?, s:i, s:s, s:s, s:s?, s:s?}",
+        "{s:s, s:s, s:s, s:s, s:s, s:n, s:i, s:i, s:I, s:f, s:s?, s:s?, s:i, s:s, s:s, s:s?, s:s?}",
         "session_id", PQgetvalue(r, i, 0), "status", PQgetvalue(r, i, 1), "job_type",
         PQgetvalue(r, i, 2), "created_at", PQgetvalue(r, i, 3), "expires_at", PQgetvalue(r, i, 4),
-        "idle_timeout", atoi(PQgetvalue(r, i, 5)), "max_lifetime", atoi(PQgetvalue(r, i, 6)),
-        "memory_bytes", (json_int_t)atoll(PQgetvalue(r, i, 7)), "cpus", atof(PQgetvalue(r, i, 8)),
-        "runtime", PQgetisnull(r, i, 9) ? NULL : PQgetvalue(r, i, 9), "backend",
-        PQgetisnull(r, i, 10) ? NULL : PQgetvalue(r, i, 10), "execution_count",
+        "idle_expires_at", "idle_timeout", atoi(PQgetvalue(r, i, 5)), "max_lifetime",
+        atoi(PQgetvalue(r, i, 6)), "memory_bytes", (json_int_t)atoll(PQgetvalue(r, i, 7)), "cpus",
+        atof(PQgetvalue(r, i, 8)), "runtime", PQgetisnull(r, i, 9) ? NULL : PQgetvalue(r, i, 9),
+        "backend", PQgetisnull(r, i, 10) ? NULL : PQgetvalue(r, i, 10), "execution_count",
         atoi(PQgetvalue(r, i, 11)), "workspace", "/output", "node", PQgetvalue(r, i, 12),
         "ended_at", PQgetisnull(r, i, 13) ? NULL : PQgetvalue(r, i, 13), "end_reason",
         PQgetisnull(r, i, 14) ? NULL : PQgetvalue(r, i, 14));
@@ -257,7 +257,8 @@ static void sse_send(struct session *s, const char *event, json_t *data)
         json_decref(data);
         return;
     }
-    char *text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+    /* the precision of reply_json's: a `result` event is the execute answer, byte for byte */
+    char *text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(9));
     json_decref(data);
     for (struct watcher *w = s->watchers; w; w = w->next) {
         struct evbuffer *b = evbuffer_new();
@@ -352,6 +353,8 @@ static void record_session_job(const char *id, const char *key, const char *job_
                           .input_hash = ih,
                           .api_key_id = key && key[0] ? key : NULL,
                           .status = jstatus,
+                          .stdout_truncated = "false", /* NOT NULL: a session has no output */
+                          .stderr_truncated = "false",
                           .output = output,
                           .error = error,
                           .timing = timing,
@@ -430,9 +433,16 @@ static void session_end(struct session *s, const char *status, const char *reaso
         reply_error(s->create_req, 503, s->corr, reason);
         s->create_req = NULL;
     }
-    sse_send(
-        s, "end",
-        json_pack("{s:s, s:s, s:s}", "session_id", s->id, "status", status, "end_reason", reason));
+    if (s->watchers) { /* `end`: the ended session, as GET /sessions/{id} will answer */
+        char ended[40];
+        iso_us(now_real_us(), ended, sizeof ended);
+        json_t *e = session_json(s);
+        json_object_set_new(e, "status", json_string(status));
+        json_object_set_new(e, "idle_expires_at", json_null());
+        json_object_set_new(e, "ended_at", json_string(ended));
+        json_object_set_new(e, "end_reason", json_string(reason));
+        sse_send(s, "end", e);
+    }
     watchers_end(s);
     if (s->rd_ev)
         event_free(s->rd_ev);
@@ -1333,7 +1343,9 @@ static void api_events(struct evhttp_request *req, const struct who *w, struct s
     evhttp_send_reply_start(req, 200, "OK");
     evhttp_connection_set_closecb(evhttp_request_get_connection(req), watcher_closed, wt);
     struct evbuffer *b = evbuffer_new();
-    char *t = json_dumps(session_json(s), JSON_COMPACT);
+    json_t *now = session_json(s);
+    char *t = json_dumps(now, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    json_decref(now);
     evbuffer_add_printf(b, "event: session\ndata: %s\n\n", t ? t : "null");
     free(t);
     evhttp_send_reply_chunk(req, b);
