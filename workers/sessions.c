@@ -249,6 +249,19 @@ static json_t *ended_json(const PGresult *r, int i)
     return a;
 }
 
+/* A live session as it is ending now (the shape of ended_json's), from memory. */
+static json_t *ended_now(const struct session *s, const char *status, const char *reason)
+{
+    char ended[40];
+    iso_us(now_real_us(), ended, sizeof ended);
+    json_t *e = session_json(s);
+    json_object_set_new(e, "status", json_string(status));
+    json_object_set_new(e, "idle_expires_at", json_null());
+    json_object_set_new(e, "ended_at", json_string(ended));
+    json_object_set_new(e, "end_reason", json_string(reason));
+    return e;
+}
+
 /* ------------------------------------------------------------------ SSE watchers */
 
 static void sse_send(struct session *s, const char *event, json_t *data)
@@ -433,16 +446,8 @@ static void session_end(struct session *s, const char *status, const char *reaso
         reply_error(s->create_req, 503, s->corr, reason);
         s->create_req = NULL;
     }
-    if (s->watchers) { /* `end`: the ended session, as GET /sessions/{id} will answer */
-        char ended[40];
-        iso_us(now_real_us(), ended, sizeof ended);
-        json_t *e = session_json(s);
-        json_object_set_new(e, "status", json_string(status));
-        json_object_set_new(e, "idle_expires_at", json_null());
-        json_object_set_new(e, "ended_at", json_string(ended));
-        json_object_set_new(e, "end_reason", json_string(reason));
-        sse_send(s, "end", e);
-    }
+    if (s->watchers) /* `end`: the ended session, as GET /sessions/{id} will answer */
+        sse_send(s, "end", ended_now(s, status, reason));
     watchers_end(s);
     if (s->rd_ev)
         event_free(s->rd_ev);
@@ -1487,6 +1492,11 @@ static void api_files(struct evhttp_request *req, const struct who *w, struct se
         return;
     }
     evhttp_add_header(oh, "Content-Type", "application/octet-stream");
+    if (m == EVHTTP_REQ_HEAD) { /* no body: the size is told (and relayed) all the same */
+        char cl[24];
+        snprintf(cl, sizeof cl, "%zu", len);
+        evhttp_add_header(oh, "Content-Length", cl);
+    }
     reply_raw(req, 200, w->corr, data, len);
     free(data);
 }
@@ -1555,15 +1565,18 @@ static void route(struct evhttp_request *req, void *arg)
                 not_live(req, &w, id, false);
                 return;
             }
+            /* the answer is its row, read after the end is written (GET's answer from now on);
+             * without the database, the same shape from memory */
+            json_t *ended = ended_now(s, "closed", "closed by the client");
             session_end(s, "closed", "closed by the client");
             const char *p[1] = {id};
             struct pending_read *r = pending(req, &w, id);
             if (!r || pgq_exec(S.pg, "SELECT " SESSION_COLS " FROM sessions WHERE id = $1::uuid", 1,
                                p, on_ended_session, r) < 0) {
                 free(r);
-                reply_json(req, 200, w.corr,
-                           json_pack("{s:s, s:s, s:s}", "session_id", id, "status", "closed",
-                                     "end_reason", "closed by the client"));
+                reply_json(req, 200, w.corr, ended);
+            } else {
+                json_decref(ended);
             }
         } else {
             reply_error(req, 405, w.corr, "Method Not Allowed");

@@ -1231,7 +1231,8 @@ class Sessions(Client, unittest.TestCase):
         n = self.call("GET", f"{base}/dir/sub/b.bin", headers={"X-API-Key": self.K1, "If-None-Match": '"nope"'})
         self.assertEqual((n.status, n.body), (200, blob))
         h = self.call("HEAD", f"{base}/dir/sub/b.bin")
-        self.assertEqual((h.status, h.body, h.headers["ETag"]), (200, b"", f'"{sha}"'))
+        self.assertEqual((h.status, h.body, h.headers["ETag"], h.headers["Content-Length"]),
+                         (200, b"", f'"{sha}"', str(len(blob))))
         h = self.call("HEAD", f"{base}/dir/sub/b.bin", headers={"X-API-Key": self.K1, "If-None-Match": f'"{sha}"'})
         self.assertEqual(h.status, 304)
         # the code sees the upload; what it writes is listed, changed and downloadable
