@@ -45,7 +45,7 @@ struct proxy {
     bool head_done, streaming;
     int code;
     char reason[64];
-    char content_type[128], etag[80], retry_after[16];
+    char content_type[128], etag[80], retry_after[16], content_length[24];
     size_t body_max;
 };
 
@@ -99,6 +99,9 @@ static int parse_head(struct proxy *p, char *head)
             snprintf(p->etag, sizeof p->etag, "%s", v);
         else if (!strcasecmp(line, "Retry-After"))
             snprintf(p->retry_after, sizeof p->retry_after, "%s", v);
+        else if (!strcasecmp(line, "Content-Length") && strspn(v, "0123456789") == strlen(v) &&
+                 strlen(v) < sizeof p->content_length)
+            snprintf(p->content_length, sizeof p->content_length, "%s", v);
     }
     return 0;
 }
@@ -112,6 +115,9 @@ static void add_passed_headers(struct proxy *p)
         evhttp_add_header(h, "ETag", p->etag);
     if (p->retry_after[0])
         evhttp_add_header(h, "Retry-After", p->retry_after);
+    /* a HEAD's answer has no body to count: its Content-Length is the sessions process's */
+    if (p->content_length[0] && evhttp_request_get_command(p->req) == EVHTTP_REQ_HEAD)
+        evhttp_add_header(h, "Content-Length", p->content_length);
 }
 
 static void unavailable(struct proxy *p, const char *why)
@@ -155,8 +161,12 @@ static void on_read(struct bufferevent *bev, void *arg)
         if (!strncmp(p->content_type, "text/event-stream", 17) && p->req) {
             p->streaming = true;
             add_passed_headers(p);
-            evhttp_add_header(evhttp_request_get_output_headers(p->req), "X-Correlation-ID",
-                              p->corr);
+            struct evkeyvalq *h = evhttp_request_get_output_headers(p->req);
+            evhttp_add_header(h, "Cache-Control", "no-cache");
+            evhttp_add_header(h, "X-Correlation-ID",
+                              p->corr); /* as send_reply's, as api_wait.c's */
+            evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+            evhttp_add_header(h, "X-Frame-Options", "DENY");
             evhttp_send_reply_start(p->req, p->code, p->reason[0] ? p->reason : "OK");
         }
     }

@@ -233,19 +233,32 @@ static json_t *session_json(const struct session *s)
 static json_t *ended_json(const PGresult *r, int i)
 {
     json_t *a = json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:I, s:f, s:s?, s:s?, s:i, s:s, s:s, s:s?, s:s?}",
+        "{s:s, s:s, s:s, s:s, s:s, s:n, s:i, s:i, s:I, s:f, s:s?, s:s?, s:i, s:s, s:s, s:s?, s:s?}",
         "session_id", PQgetvalue(r, i, 0), "status", PQgetvalue(r, i, 1), "job_type",
         PQgetvalue(r, i, 2), "created_at", PQgetvalue(r, i, 3), "expires_at", PQgetvalue(r, i, 4),
-        "idle_timeout", atoi(PQgetvalue(r, i, 5)), "max_lifetime", atoi(PQgetvalue(r, i, 6)),
-        "memory_bytes", (json_int_t)atoll(PQgetvalue(r, i, 7)), "cpus", atof(PQgetvalue(r, i, 8)),
-        "runtime", PQgetisnull(r, i, 9) ? NULL : PQgetvalue(r, i, 9), "backend",
-        PQgetisnull(r, i, 10) ? NULL : PQgetvalue(r, i, 10), "execution_count",
+        "idle_expires_at", "idle_timeout", atoi(PQgetvalue(r, i, 5)), "max_lifetime",
+        atoi(PQgetvalue(r, i, 6)), "memory_bytes", (json_int_t)atoll(PQgetvalue(r, i, 7)), "cpus",
+        atof(PQgetvalue(r, i, 8)), "runtime", PQgetisnull(r, i, 9) ? NULL : PQgetvalue(r, i, 9),
+        "backend", PQgetisnull(r, i, 10) ? NULL : PQgetvalue(r, i, 10), "execution_count",
         atoi(PQgetvalue(r, i, 11)), "workspace", "/output", "node", PQgetvalue(r, i, 12),
         "ended_at", PQgetisnull(r, i, 13) ? NULL : PQgetvalue(r, i, 13), "end_reason",
         PQgetisnull(r, i, 14) ? NULL : PQgetvalue(r, i, 14));
     if (!strcmp(PQgetvalue(r, i, 1), "live")) /* its process died before it could say */
         json_object_set_new(a, "status", json_string("lost"));
     return a;
+}
+
+/* A live session as it is ending now (the shape of ended_json's), from memory. */
+static json_t *ended_now(const struct session *s, const char *status, const char *reason)
+{
+    char ended[40];
+    iso_us(now_real_us(), ended, sizeof ended);
+    json_t *e = session_json(s);
+    json_object_set_new(e, "status", json_string(status));
+    json_object_set_new(e, "idle_expires_at", json_null());
+    json_object_set_new(e, "ended_at", json_string(ended));
+    json_object_set_new(e, "end_reason", json_string(reason));
+    return e;
 }
 
 /* ------------------------------------------------------------------ SSE watchers */
@@ -256,7 +269,8 @@ static void sse_send(struct session *s, const char *event, json_t *data)
         json_decref(data);
         return;
     }
-    char *text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+    /* the precision of reply_json's: a `result` event is the execute answer, byte for byte */
+    char *text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(9));
     json_decref(data);
     for (struct watcher *w = s->watchers; w; w = w->next) {
         struct evbuffer *b = evbuffer_new();
@@ -351,7 +365,7 @@ static void record_session_job(const char *id, const char *key, const char *job_
                           .input_hash = ih,
                           .api_key_id = key && key[0] ? key : NULL,
                           .status = jstatus,
-                          .stdout_truncated = "false",
+                          .stdout_truncated = "false", /* NOT NULL: a session has no output */
                           .stderr_truncated = "false",
                           .output = output,
                           .error = error,
@@ -434,9 +448,8 @@ static void session_end(struct session *s, const char *status, const char *reaso
         reply_error(s->create_req, 503, s->corr, reason);
         s->create_req = NULL;
     }
-    sse_send(
-        s, "end",
-        json_pack("{s:s, s:s, s:s}", "session_id", s->id, "status", status, "end_reason", reason));
+    if (s->watchers) /* `end`: the ended session, as GET /sessions/{id} will answer */
+        sse_send(s, "end", ended_now(s, status, reason));
     watchers_end(s);
     if (s->start_ev)
         event_free(s->start_ev);
@@ -1497,7 +1510,9 @@ static void api_events(struct evhttp_request *req, const struct who *w, struct s
     evhttp_send_reply_start(req, 200, "OK");
     evhttp_connection_set_closecb(evhttp_request_get_connection(req), watcher_closed, wt);
     struct evbuffer *b = evbuffer_new();
-    char *t = json_dumps(session_json(s), JSON_COMPACT);
+    json_t *now = session_json(s);
+    char *t = json_dumps(now, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    json_decref(now);
     evbuffer_add_printf(b, "event: session\ndata: %s\n\n", t ? t : "null");
     free(t);
     evhttp_send_reply_chunk(req, b);
@@ -1653,6 +1668,11 @@ static void api_files(struct evhttp_request *req, const struct who *w, struct se
         return;
     }
     evhttp_add_header(oh, "Content-Type", "application/octet-stream");
+    if (m == EVHTTP_REQ_HEAD) { /* no body: the size is told (and relayed) all the same */
+        char cl[24];
+        snprintf(cl, sizeof cl, "%zu", len);
+        evhttp_add_header(oh, "Content-Length", cl);
+    }
     reply_raw(req, 200, w->corr, data, len);
     free(data);
 }
@@ -1721,15 +1741,18 @@ static void route(struct evhttp_request *req, void *arg)
                 not_live(req, &w, id, false);
                 return;
             }
+            /* the answer is its row, read after the end is written (GET's answer from now on);
+             * without the database, the same shape from memory */
+            json_t *ended = ended_now(s, "closed", "closed by the client");
             session_end(s, "closed", "closed by the client");
             const char *p[1] = {id};
             struct pending_read *r = pending(req, &w, id);
             if (!r || pgq_exec(S.pg, "SELECT " SESSION_COLS " FROM sessions WHERE id = $1::uuid", 1,
                                p, on_ended_session, r) < 0) {
                 free(r);
-                reply_json(req, 200, w.corr,
-                           json_pack("{s:s, s:s, s:s}", "session_id", id, "status", "closed",
-                                     "end_reason", "closed by the client"));
+                reply_json(req, 200, w.corr, ended);
+            } else {
+                json_decref(ended);
             }
         } else {
             reply_error(req, 405, w.corr, "Method Not Allowed");

@@ -3,7 +3,8 @@ openapi_check.py — a small validator (stdlib only) for the subset of OpenAPI 3
 docs/openapi.json uses: type (integer is not number's float, booleans are neither),
 properties, required, additionalProperties (bool or schema), items, min/maxItems,
 maxProperties, enum, nullable, oneOf, anyOf, allOf, $ref (#/components/...),
-minimum/maximum, minLength/maxLength, pattern (unanchored, as JSON Schema).
+minimum/maximum, minLength/maxLength, pattern (unanchored, as JSON Schema); a path
+parameter marked "x-rest-of-path": true matches the rest of the path, slashes included.
 
     validate(spec, schema, instance)               -> None or AssertionError("$.a[0].b: …")
     validate_response(spec, method, path_template, status, body_json,
@@ -135,9 +136,22 @@ def validate(spec, schema, v, path="$"):
                 validate(spec, extra, val, sub)
 
 
-def _template_regex(template):
+def _template_regex(template, rest=()):
+    """A parameter matches one segment, or (named in `rest`) the rest of the path, / and all."""
     parts = re.split(r"(\{[^/{}]+\})", template)
-    return re.compile("^" + "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts) + "$")
+    return re.compile("^" + "".join((".+" if p[1:-1] in rest else "[^/]+") if p.startswith("{")
+                                    else re.escape(p) for p in parts) + "$")
+
+
+def _rest_params(spec, item):
+    """Path parameters of a path item marked "x-rest-of-path": true (OpenAPI 3.0 has no
+    multi-segment parameter: the document marks one that takes the rest of the path)."""
+    params = list(item.get("parameters", []))
+    for m, op in item.items():
+        if m != "parameters" and isinstance(op, dict):
+            params += op.get("parameters", [])
+    return {resolve(spec, p)["name"] for p in params
+            if resolve(spec, p).get("in") == "path" and resolve(spec, p).get("x-rest-of-path")}
 
 
 def find_template(spec, path):
@@ -145,7 +159,8 @@ def find_template(spec, path):
     path = path.split("?", 1)[0]
     if path in spec["paths"]:
         return path
-    hits = [t for t in spec["paths"] if _template_regex(t).match(path)]
+    hits = [t for t, item in spec["paths"].items()
+            if _template_regex(t, _rest_params(spec, item)).match(path)]
     hits.sort(key=lambda t: t.count("{"))
     return hits[0] if hits else None
 
