@@ -570,6 +570,13 @@ static void cell_finish(struct session *s, const struct session_proto_cellend *e
                                          "restarted"
                                        : "Interrupted",
                           "traceback");
+    }
+    /* where the interrupt found the cell: the driver's own traceback, when it sent one */
+    const char *rtb = json_string_value(json_object_get(rerr, "traceback"));
+    if (error && rtb && (e->timed_out || e->interrupted) && !e->restarted)
+        json_object_set_new(error, "traceback", json_stringn(rtb, strnlen(rtb, 262144)));
+    if (error) {
+        /* decided above: the session's end, the timeout or the interrupt */
     } else if ((!reply || !rs) && e->exit_code < 0 && !e->restarted) {
         /* the interpreter lives on, but what it said of the cell is unreadable */
         status = "error";
