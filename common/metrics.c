@@ -200,6 +200,8 @@ char *metrics_render(struct tk_shm *shm, size_t *len)
         "takod_running_jobs %u\n"
         "# HELP takod_executors Executor processes alive.\n# TYPE takod_executors gauge\n"
         "takod_executors %u\n"
+        "# HELP takod_sessions_live Sessions (stateful interpreters) alive.\n"
+        "# TYPE takod_sessions_live gauge\ntakod_sessions_live %u\n"
         "# HELP takod_warm_containers Containers started and waiting for a job.\n"
         "# TYPE takod_warm_containers gauge\ntakod_warm_containers %u\n"
         "# HELP takod_container_starts Containers being created and started now (at most "
@@ -213,8 +215,9 @@ char *metrics_render(struct tk_shm *shm, size_t *len)
         "# HELP takod_job_retries_total Jobs run again after an infrastructure failure.\n"
         "# TYPE takod_job_retries_total counter\ntakod_job_retries_total %llu\n",
         (unsigned long long)ring_count(shm_dispatch(shm)),
-        (unsigned long long)ring_count(shm_free(shm)), atomic_load(&shm->running), execs, warm,
-        starts, (unsigned long long)atomic_load(&shm->jobs_admitted),
+        (unsigned long long)ring_count(shm_free(shm)), atomic_load(&shm->running), execs,
+        atomic_load(&shm->sessions_live), warm, starts,
+        (unsigned long long)atomic_load(&shm->jobs_admitted),
         (unsigned long long)atomic_load(&shm->jobs_rejected_full),
         (unsigned long long)atomic_load(&m->retries));
     put(&o, "# HELP takod_process_restarts_total Child processes respawned after dying.\n"

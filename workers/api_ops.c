@@ -59,12 +59,14 @@ void api_health(struct evhttp_request *req, const char *corr, char **params)
             acc_ready++;
     }
     reply_json(req, 200, corr,
-               json_pack("{s:s, s:b, s:b, s:s, s:s, s:s, s:o, s:I, s:I}", "status",
+               json_pack("{s:s, s:b, s:b, s:s, s:s, s:s, s:o, s:I, s:I, s:{s:I, s:I}}", "status",
                          db_ok && docker_ok ? "healthy" : "degraded", "docker_available", docker_ok,
                          "database_available", db_ok, "version", TAKO_VERSION, "runtime",
                          tk.shm->runtime, "backend", tk.shm->backend, "queue_stats", queue_stats(),
                          "acceptors_ready", (json_int_t)acc_ready, "acceptors",
-                         (json_int_t)tk.shm->n_acceptors));
+                         (json_int_t)tk.shm->n_acceptors, "sessions", "live",
+                         (json_int_t)atomic_load(&tk.shm->sessions_live), "max_total",
+                         (json_int_t)tk.cfg.sessions_max_total));
 }
 
 void api_pool_stats(struct evhttp_request *req, const char *corr, char **params)

@@ -484,6 +484,7 @@ static void session_end(struct session *s, const char *status, const char *reaso
             break;
         }
     S.n_live--;
+    atomic_store(&tk.shm->sessions_live, (uint32_t)S.n_live);
     free(s);
 }
 
@@ -1072,6 +1073,7 @@ static void api_create(struct evhttp_request *req, const struct who *w)
     s->next = S.list;
     S.list = s;
     S.n_live++;
+    atomic_store(&tk.shm->sessions_live, (uint32_t)S.n_live);
 
     char image[256];
     jobtype_image(&tk.cfg, jt, "latest", image, sizeof image);
@@ -1969,6 +1971,7 @@ int sessions_main(int slot)
     evhttp_set_gencb(S.http, route, NULL);
     http_init(sessions_closing, NULL, NULL);
     S.pg = pgq_new(S.base, tk.conninfo);
+    atomic_store(&tk.shm->sessions_live, 0); /* a predecessor's died with it */
     remove_left_dirs();
     mark_stale();
     S.bound = evhttp_accept_socket_with_handle(S.http, fd);

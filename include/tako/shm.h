@@ -129,13 +129,14 @@ struct tk_shm {
     char runtime[8]; /* "runc", "crun" or "runsc", as the executors use it */
     char backend[8]; /* "docker" or "oci" (executor.backend as chosen at start) */
     _Atomic uint64_t jobs_admitted, jobs_rejected_full, jobs_completed;
-    _Atomic uint32_t running;    /* jobs executors hold right now */
-    _Atomic uint32_t docker_ok;  /* last executor call to the engine worked */
-    _Atomic uint32_t started;    /* every executor has been ready once: /health stops
-                                    answering 503 "starting" */
-    _Atomic uint32_t slot_word;  /* futex: bumped when an executor gives a start slot back */
-    _Atomic uint32_t sweep_word; /* futex: bumped by the master when an executor died, so the
-                                    sweeper removes its containers now */
+    _Atomic uint32_t running;       /* jobs executors hold right now */
+    _Atomic uint32_t docker_ok;     /* last executor call to the engine worked */
+    _Atomic uint32_t sessions_live; /* the sessions process's live sessions (its one writer) */
+    _Atomic uint32_t started;       /* every executor has been ready once: /health stops
+                                       answering 503 "starting" */
+    _Atomic uint32_t slot_word;     /* futex: bumped when an executor gives a start slot back */
+    _Atomic uint32_t sweep_word;    /* futex: bumped by the master when an executor died, so the
+                                       sweeper removes its containers now */
 };
 
 /* Round up to a power of two (>= 8). */
