@@ -352,6 +352,8 @@ static void record_session_job(const char *id, const char *key, const char *job_
                           .input_hash = ih,
                           .api_key_id = key && key[0] ? key : NULL,
                           .status = jstatus,
+                          .stdout_truncated = "false", /* NOT NULL: a NULL is no default */
+                          .stderr_truncated = "false",
                           .output = output,
                           .error = error,
                           .timing = timing,
@@ -1333,7 +1335,9 @@ static void api_events(struct evhttp_request *req, const struct who *w, struct s
     evhttp_send_reply_start(req, 200, "OK");
     evhttp_connection_set_closecb(evhttp_request_get_connection(req), watcher_closed, wt);
     struct evbuffer *b = evbuffer_new();
-    char *t = json_dumps(session_json(s), JSON_COMPACT);
+    json_t *j = session_json(s);
+    char *t = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
     evbuffer_add_printf(b, "event: session\ndata: %s\n\n", t ? t : "null");
     free(t);
     evhttp_send_reply_chunk(req, b);
