@@ -280,8 +280,24 @@ class Cells(SessionCase):
         changed = {f["path"]: f["size"] for f in r["files_changed"]}
         self.assertEqual(changed.get("data.csv"), 8, r)
         self.assertIn("result.json", changed)
-        r = self.run_cell(sid, "1")  # nothing changed
+        # a later cell that changes nothing reports nothing (after a clock tick: see
+        # test_files_changed_back_to_back for the same without one)
+        time.sleep(0.05)
+        r = self.run_cell(sid, "1")
         self.assertEqual((r["files_changed"], r["output"]), ([], None), r)
+
+    def test_files_changed_back_to_back(self):
+        """A cell right after one that wrote a file does not report that file as its own.
+        (files_changed compares mtimes with the cell's start on the coarse clock: a cell
+        started within the same tick, ~4 ms, as the previous cell's write sees it.)"""
+        sid = self.new()
+        stale = []
+        for i in range(20):
+            self.run_cell(sid, f"open('f{i}.txt', 'w').write('x')")
+            r = self.run_cell(sid, "1")
+            if r["files_changed"]:
+                stale.append(r["files_changed"])
+        self.assertEqual(stale, [], f"{len(stale)} of 20 cells reported the previous cell's files")
 
     def test_upload_download_round_trip(self):
         sid = self.new()
