@@ -236,6 +236,43 @@ class Cells(SessionCase):
         self.assertEqual((r["status"], r["error"]["type"]), ("error", "NameError"), r)
         self.assertEqual(self.run_cell(sid, "1 + 1")["result"], "2")
 
+    def test_out_of_memory_crashes_and_restarts(self):
+        sid = self.new(memory="64m")
+        self.assertEqual(self.c.get(sid).json()["memory_bytes"], 64 << 20)
+        self.run_cell(sid, "gone = 1")
+        r = self.run_cell(sid, "a = bytearray(200 << 20)")
+        self.assertEqual((r["status"], r["error"]["type"], r["restarted"]), ("crashed", "oom", True), r)
+        r = self.run_cell(sid, "gone")
+        self.assertEqual(r["error"]["type"], "NameError", r)
+        self.assertEqual(self.run_cell(sid, "len(bytearray(8 << 20))")["result"], str(8 << 20))
+
+    def test_killed_interpreter_restarts(self):
+        sid = self.new()
+        r = self.run_cell(sid, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+        self.assertEqual((r["status"], r["error"]["type"], r["restarted"]), ("crashed", "killed", True), r)
+        self.assertEqual(self.run_cell(sid, "'back'")["result"], "'back'")
+
+    def test_output_is_capped(self):
+        sid = self.new()
+        r = self.run_cell(sid, "print('x' * (8 << 20))")
+        self.assertEqual(r["status"], "ok", {k: r[k] for k in r if k != "stdout"})
+        self.assertTrue(r["stdout_truncated"])
+        self.assertLess(len(r["stdout"]), 8 << 20)
+        r = self.run_cell(sid, "print('small')")
+        self.assertEqual((r["stdout"], r["stdout_truncated"]), ("small\n", False))
+
+    def test_busy_cell_and_file_calls_are_not_idle(self):
+        sid = self.new(idle_timeout=1)
+        r = self.run_cell(sid, "import time\ntime.sleep(2.5)\n'done'")  # longer than idle_timeout
+        self.assertEqual(r["result"], "'done'", r)
+        time.sleep(0.5)  # idle counts from the cell's end
+        self.assertEqual(self.c.get(sid).json()["status"], "ready")
+        t0 = time.time()
+        while time.time() - t0 < 2.5:  # file calls keep it alive too
+            self.assertEqual(self.c.req("GET", f"/sessions/{sid}/files").status, 200)
+            time.sleep(0.3)
+        self.assertEqual(self.c.get(sid).json()["status"], "ready")
+
     def test_interrupt_a_sleeping_cell(self):
         sid = self.new()
         self.run_cell(sid, "kept = 5")
