@@ -290,6 +290,36 @@ class Cells(SessionCase):
         self.assertFalse(ans["restarted"])
         self.assertEqual(self.run_cell(sid, "kept")["result"], "5")
 
+    def test_interrupt_an_uninterruptible_cell_restarts(self):
+        sid = self.new()
+        self.run_cell(sid, "gone = 1")
+        join = self.in_thread(self.run_cell, sid, "import signal, time\n"
+                              "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                              "open('armed', 'w').close()\n"
+                              "while True: time.sleep(0.05)")
+        self.t.wait_for(lambda: self.c.req("GET", f"/sessions/{sid}/files/armed").status == 200,
+                        timeout=30, what="the cell ignoring SIGINT")
+        self.assertEqual(self.c.req("POST", f"/sessions/{sid}/interrupt").json(), {"interrupted": True})
+        ans = join()
+        self.assertEqual((ans["status"], ans["restarted"]), ("interrupted", True), ans)
+        self.assertEqual(self.run_cell(sid, "gone")["error"]["type"], "NameError")
+
+    def test_cell_cut_by_delete_is_answered_and_recorded(self):
+        sid = self.c.create()
+        join = self.in_thread(self.c.req, "POST", f"/sessions/{sid}/execute",
+                              {"code": "import time\ntime.sleep(30)"})
+        self.c.wait_busy(sid)
+        self.assertEqual(self.c.delete(sid).status, 200)
+        r = join(20)
+        self.assertEqual(r.status, 410, r.body)
+        self.assertEqual(r.json()["status"], "closed")
+        # every cell is a jobs row (docs/SESSIONS.md, Audit), the one cut short too
+        self.t.wait_for(lambda: self.t.sql(f"SELECT id FROM jobs WHERE id = '{sid}'"), timeout=15,
+                        what="the session's own row")
+        time.sleep(0.5)
+        self.assertEqual(self.t.sql(f"SELECT count(*) FROM jobs WHERE parent_id = '{sid}'"), [["1"]],
+                         "the cell cut short by DELETE has no jobs row")
+
     def test_second_concurrent_cell_is_409(self):
         sid = self.new()
         join = self.in_thread(self.run_cell, sid, "import time\ntime.sleep(30)")
@@ -438,6 +468,23 @@ class Cells(SessionCase):
         self.assertEqual(r.status, 413, r.body)
         self.assertEqual(self.c.req("GET", f"/sessions/{sid}/files/big.bin").status, 404)
         self.assertEqual(self.run_cell(sid, "1")["status"], "ok")  # the session is fine
+
+    def test_full_workspace_is_413(self):
+        sid = self.new()
+        # the code fills the workspace (files of 40 MiB: under the fsize ulimit) ...
+        r = self.run_cell(sid, "import errno\nn = 0\ntry:\n    for i in range(16):\n"
+                               "        with open(f'w{i}', 'wb') as f:\n"
+                               "            for _ in range(40):\n"
+                               "                f.write(b'\\0' * (1 << 20)); n += 1\n"
+                               "except OSError as e:\n    err = e.errno\n(n, errno.errorcode[err])")
+        self.assertEqual(r["status"], "ok", r)
+        self.assertIn("'ENOSPC'", r["result"])
+        r = self.c.req("PUT", f"/sessions/{sid}/files/more.bin", raw=b"x" * (1 << 20))
+        self.assertEqual(r.status, 413, r.body)
+        self.assertEqual(self.c.req("GET", f"/sessions/{sid}/files/more.bin").status, 404)
+        # ... and room again once it deletes
+        self.assertEqual(self.c.req("DELETE", f"/sessions/{sid}/files/w0").status, 204)
+        self.assertEqual(self.c.req("PUT", f"/sessions/{sid}/files/more.bin", raw=b"x" * (1 << 20)).status, 201)
 
     def test_listing_sessions(self):
         s1, s2 = self.new(), self.new()
