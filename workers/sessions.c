@@ -82,7 +82,7 @@ struct cell {
     int timeout_ms;
     struct tk_capbuf out, err;
     uint64_t t0_us, created_real_us;
-    int64_t t0_coarse_ns;
+    int64_t t0_coarse_ns; /* the cell's start on the file clock (cell_mark_ns) */
     char corr[72], client[64];
 };
 
@@ -180,6 +180,35 @@ static int64_t coarse_real_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME_COARSE, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * The instant a cell starts, on the filesystem's own clock: what files_changed compares
+ * mtimes with. The kernel's clock for file times is not CLOCK_REALTIME_COARSE: with
+ * multigrain timestamps (Linux 6.13+, tmpfs among others) a file changed after its times
+ * were read gets a fine-grained time, later than the coarse clock of the same instant, so a
+ * file the previous cell wrote looked changed by a cell started within the same tick. A
+ * marker file beside the workspace (outside it: the code never sees it), touched, read and
+ * touched again, gets a time after every earlier change and at or before every later one.
+ * Falls back to the coarse clock when the marker cannot be written.
+ */
+static int64_t cell_mark_ns(const struct session *s)
+{
+    char path[sizeof s->w.dir + 16];
+    snprintf(path, sizeof path, "%s/.cellmark", s->w.dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    struct stat st;
+    int64_t ns = -1;
+    if (fd >= 0 && futimens(fd, NULL) == 0 && fstat(fd, &st) == 0 && futimens(fd, NULL) == 0 &&
+        fstat(fd, &st) == 0)
+        ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    else
+        log_warn("msg=\"a cell's start marker failed; files_changed uses the coarse clock\" "
+                 "path=%s err=\"%s\"",
+                 path, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return ns >= 0 ? ns : coarse_real_ns();
 }
 
 static struct session *find(const char *id)
@@ -1132,7 +1161,7 @@ static void api_execute(struct evhttp_request *req, const struct who *w, struct 
     capbuf_init(&c->err, (size_t)tk.cfg.limits_max_stderr_bytes);
     c->t0_us = now_mono_us();
     c->created_real_us = now_real_us();
-    c->t0_coarse_ns = coarse_real_ns();
+    c->t0_coarse_ns = cell_mark_ns(s);
     s->cell = c;
     s->state = ST_BUSY;
     s->last_ms = now_mono_ms();
