@@ -268,10 +268,22 @@ void api_executions(struct evhttp_request *req, const char *corr, char **params)
         return;
     }
     char *status = query_param(req, "status"), *job_type = query_param(req, "job_type");
+    char *mode = query_param(req, "mode");
+    if (mode && strcmp(mode, "sync") && strcmp(mode, "async") && strcmp(mode, "session") &&
+        strcmp(mode, "cell")) {
+        reply_field_error(req, corr, "query", "mode", "enum",
+                          "mode must be sync, async, session or cell");
+        free(mode);
+        free(status);
+        free(job_type);
+        free(l);
+        return;
+    }
     if (status && !is_terminal(status) && strcmp(status, "queued") && strcmp(status, "running")) {
         reply_field_error(req, corr, "query", "status", "enum",
                           "status must be queued, running, succeeded, failed, timeout, oom or "
                           "cancelled");
+        free(mode);
         free(status);
         free(job_type);
         free(l);
@@ -281,7 +293,7 @@ void api_executions(struct evhttp_request *req, const char *corr, char **params)
     snprintf(lim, sizeof lim, "%lld", l->limit + 1); /* one more tells has_more */
     snprintf(off, sizeof off, "%lld", l->offset);
     snprintf(cap, sizeof cap, "%lld", (long long)tk.cfg.limits_max_page_bytes);
-    const char *p[6] = {status, job_type, lim, off, auth_owner(), cap};
+    const char *p[7] = {status, job_type, lim, off, auth_owner(), cap, mode};
     /* A page stops before the record that would take its bulky columns past
      * limits.max_page_bytes (the first record is always sent): the acceptor never holds
      * more than that (plus one record) of a listing. The database only measures the
@@ -294,16 +306,18 @@ void api_executions(struct evhttp_request *req, const char *corr, char **params)
             "   + octet_length(coalesce(stderr, '')) + octet_length(coalesce(output::text, ''))"
             "   + octet_length(coalesce(artifacts::text, '')) AS sz FROM jobs"
             "  WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR job_type = $2)"
-            "  AND ($5::text IS NULL OR api_key_id = $5) AND mode IN ('sync', 'async')"
+            "  AND ($5::text IS NULL OR api_key_id = $5)"
+            "  AND (($7::text IS NULL AND mode IN ('sync', 'async')) OR mode = $7)"
             "  ORDER BY created_at DESC, id LIMIT $3::integer OFFSET $4::integer) jobs"
             " WINDOW w AS (ORDER BY created_at DESC, id ROWS UNBOUNDED PRECEDING)) page"
             " WHERE rn = 1 OR before < $6::bigint ORDER BY rn",
-            6, p, on_list, l) < 0) {
+            7, p, on_list, l) < 0) {
         reply_db_unavailable(req, corr, "Database unavailable");
         free(l);
     }
     free(status);
     free(job_type);
+    free(mode);
 }
 
 /* ---- artifacts ---- */

@@ -1091,6 +1091,8 @@ static void api_create(struct evhttp_request *req, const struct who *w)
     snprintf(dir, sizeof dir, "%s/s%d-%x-%u", tk.slots_dir, tk.proc_idx,
              (unsigned)(now_real_us() & 0xffffff), ++S.seq);
     s->created_ms = now_mono_ms();
+    /* until its container runs, its start's own timeout (start_ev) is the bound */
+    s->ready_deadline_ms = s->created_ms + (uint64_t)jt->startup_timeout * 1000u + READY_TIMEOUT_MS;
     s->create_req = req; /* an end from here on answers it */
     /* the start is awaited in the loop (its answer on start_fd), not here: other sessions'
      * cells go on meanwhile */

@@ -274,7 +274,7 @@ class Takod:
                                  text=True, timeout=30).stdout
             rows = [line.split() for line in out.splitlines()]
         base = self.oci_state_base()
-        for rt in (os.listdir(base) if os.path.isdir(base) else []):
+        for rt in self.oci_runtimes():
             listed = subprocess.run([rt, "--root", os.path.join(base, rt), "list", "--format",
                                      "json"], capture_output=True, text=True, timeout=30).stdout
             for c in json.loads(listed or "[]") or []:
@@ -286,9 +286,16 @@ class Takod:
                 rows.append([c["id"], c["status"], "sha256:" + os.path.basename(root)])
         return rows
 
+    def oci_runtimes(self):
+        """The runtimes with a state root under oci_state_base(): its directories only (the
+        sessions process's socket, sessions.sock, lives there too)."""
+        base = self.oci_state_base()
+        return [rt for rt in (os.listdir(base) if os.path.isdir(base) else [])
+                if os.path.isdir(os.path.join(base, rt))]
+
     def oci_containers(self):
         base, ids = self.oci_state_base(), []
-        for rt in (os.listdir(base) if os.path.isdir(base) else []):
+        for rt in self.oci_runtimes():
             out = subprocess.run([rt, "--root", os.path.join(base, rt), "list", "-q"],
                                  capture_output=True, text=True, timeout=30).stdout
             ids += out.split()
