@@ -7,4 +7,6 @@ set -euo pipefail
 . "$(dirname "$0")/setup.sh"
 tako_setup
 cd "$TAKO_BUILD"
-exec ctest --output-on-failure --timeout 900 "$@"
+# -j2: the unit tests and the fuzz harnesses run two at a time; every integration test is
+# RUN_SERIAL (it runs alone), so the machine's two cores are never shared between them
+exec ctest --output-on-failure --timeout 900 -j2 "$@"
