@@ -1,7 +1,7 @@
 /*
- * api_ops.c — the operations routes: health, pool stats, the dead-letter queue, job
- * types, metrics and the OpenAPI document. Nothing here blocks: live numbers come from
- * shared memory, the rest from PostgreSQL through the acceptor's async connection.
+ * api_ops.c — the operations routes: health, the cluster's nodes, pool stats, the
+ * dead-letter queue, job types, metrics and the OpenAPI document. Nothing here blocks: live numbers
+ * come from shared memory, the rest from PostgreSQL through the acceptor's async connection.
  */
 #include "acceptor.h"
 #include "tako/audit.h"
@@ -58,15 +58,20 @@ void api_health(struct evhttp_request *req, const char *corr, char **params)
         if (p->role == TK_ROLE_ACCEPTOR && atomic_load(&p->pid) > 0 && atomic_load(&p->ready))
             acc_ready++;
     }
+    /* the settler counts the live nodes in PostgreSQL (cluster mode); this one is live */
+    uint32_t live = tk.cfg.cluster_enabled ? atomic_load(&tk.shm->live_nodes) : 1;
     reply_json(req, 200, corr,
-               json_pack("{s:s, s:b, s:b, s:s, s:s, s:s, s:o, s:I, s:I, s:{s:I, s:I}}", "status",
-                         db_ok && docker_ok ? "healthy" : "degraded", "docker_available", docker_ok,
-                         "database_available", db_ok, "version", TAKO_VERSION, "runtime",
+               json_pack("{s:s, s:b, s:b, s:s, s:s, s:s, s:o, s:I, s:I, s:{s:I, s:I}, s:s, "
+                         "s:{s:b, s:I}}",
+                         "status", db_ok && docker_ok ? "healthy" : "degraded", "docker_available",
+                         docker_ok, "database_available", db_ok, "version", TAKO_VERSION, "runtime",
                          tk.shm->runtime, "backend", tk.shm->backend, "queue_stats", queue_stats(),
                          "acceptors_ready", (json_int_t)acc_ready, "acceptors",
                          (json_int_t)tk.shm->n_acceptors, "sessions", "live",
                          (json_int_t)atomic_load(&tk.shm->sessions_live), "max_total",
-                         (json_int_t)tk.cfg.sessions_max_total));
+                         (json_int_t)tk.cfg.sessions_max_total, "node", tk.node, "cluster",
+                         "enabled", tk.cfg.cluster_enabled, "live_nodes",
+                         (json_int_t)(live ? live : 1)));
 }
 
 void api_pool_stats(struct evhttp_request *req, const char *corr, char **params)
@@ -74,7 +79,7 @@ void api_pool_stats(struct evhttp_request *req, const char *corr, char **params)
     reply_json(req, 200, corr, queue_stats());
 }
 
-/* ---- dead-letter queue: jobs that failed inside takod itself ---- */
+/* ---- the routes answered from PostgreSQL: one request, one statement ---- */
 
 struct ops_req {
     struct evhttp_request *req;
@@ -99,6 +104,77 @@ static bool db_failed(struct ops_req *o, const PGresult *res)
     free(o);
     return true;
 }
+
+/* ---- GET /nodes: every node that registered in the `nodes` table ----
+ *
+ * One statement: the nodes, whether each is live (not stopped, and seen within one
+ * cluster.lease: the settler's heartbeat runs every ~2 s), and the unfinished jobs each
+ * owns per PostgreSQL; queued_unowned counts the jobs waiting in the shared queue. The
+ * outer one-row join makes a row even when the table is empty (then node_id is NULL).
+ * With keys on, only the admin key may ask (it names every node's host and pid).
+ */
+static const char nodes_sql[] =
+    "WITH u AS (SELECT node, count(*) FILTER (WHERE status = 'running') AS running,"
+    " count(*) FILTER (WHERE status = 'queued') AS queued"
+    " FROM jobs WHERE status IN ('queued', 'running') GROUP BY node)"
+    " SELECT n.node_id, n.address, n.host, n.pid, n.executors, n.cluster,"
+    " to_json(n.started_at)#>>'{}', to_json(n.last_seen)#>>'{}',"
+    " to_json(n.stopped_at)#>>'{}',"
+    " n.stopped_at IS NULL AND n.last_seen > now() - make_interval(secs => $1::int),"
+    " coalesce(u.running, 0), coalesce(u.queued, 0),"
+    " (SELECT coalesce(sum(queued), 0) FROM u WHERE node IS NULL)"
+    " FROM (SELECT 1) one LEFT JOIN nodes n ON true LEFT JOIN u ON u.node = n.node_id"
+    " ORDER BY n.node_id";
+
+static json_t *text_or_null(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? json_null() : json_string(PQgetvalue(res, row, col));
+}
+
+static void on_nodes(const PGresult *res, const char *err, void *arg)
+{
+    struct ops_req *o = arg;
+    if (db_failed(o, res))
+        return;
+    json_t *nodes = json_array();
+    long long unowned = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        unowned = atoll(PQgetvalue(res, i, 12));
+        if (PQgetisnull(res, i, 0))
+            continue;
+        json_array_append_new(
+            nodes,
+            json_pack("{s:s, s:o, s:s, s:I, s:I, s:b, s:s, s:s, s:o, s:b, s:I, s:I}", "node_id",
+                      PQgetvalue(res, i, 0), "address", text_or_null(res, i, 1), "host",
+                      PQgetvalue(res, i, 2), "pid", (json_int_t)atoll(PQgetvalue(res, i, 3)),
+                      "executors", (json_int_t)atoll(PQgetvalue(res, i, 4)), "cluster",
+                      PQgetvalue(res, i, 5)[0] == 't', "started_at", PQgetvalue(res, i, 6),
+                      "last_seen", PQgetvalue(res, i, 7), "stopped_at", text_or_null(res, i, 8),
+                      "live", PQgetvalue(res, i, 9)[0] == 't', "running",
+                      (json_int_t)atoll(PQgetvalue(res, i, 10)), "queued",
+                      (json_int_t)atoll(PQgetvalue(res, i, 11))));
+    }
+    reply_json(o->req, 200, o->corr,
+               json_pack("{s:o, s:I, s:I}", "nodes", nodes, "lease_s",
+                         (json_int_t)tk.cfg.cluster_lease, "queued_unowned", (json_int_t)unowned));
+    free(o);
+}
+
+void api_nodes(struct evhttp_request *req, const char *corr, char **params)
+{
+    if (auth_enabled() && !current_auth.admin) {
+        reply_error(req, 403, corr, "The node list needs the admin key (auth.admin_key)");
+        return;
+    }
+    struct ops_req *o = ops_req_new(req, corr);
+    char lease[24];
+    snprintf(lease, sizeof lease, "%lld", (long long)tk.cfg.cluster_lease);
+    const char *p[1] = {lease};
+    if (pgq_exec(A.pg, nodes_sql, 1, p, on_nodes, o) < 0)
+        db_failed(o, NULL);
+}
+
+/* ---- dead-letter queue: jobs that failed inside takod itself ---- */
 
 static void on_dlq_stats(const PGresult *res, const char *err, void *arg)
 {

@@ -45,6 +45,7 @@ static const struct route {
     {EVHTTP_REQ_GET, "/job-types/{}", api_job_type},
     {EVHTTP_REQ_POST, "/job-types/{}/build", api_job_type_build},
     {EVHTTP_REQ_GET, "/health", api_health},
+    {EVHTTP_REQ_GET, "/nodes", api_nodes},
     {EVHTTP_REQ_GET, "/pool/stats", api_pool_stats},
     {EVHTTP_REQ_GET, "/dlq/stats", api_dlq_stats},
     {EVHTTP_REQ_GET, "/dlq", api_dlq_list},

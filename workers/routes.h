@@ -37,6 +37,7 @@ void api_jobs_drop_waiters(void);
 
 /* api_ops.c */
 void api_health(struct evhttp_request *req, const char *corr, char **params);
+void api_nodes(struct evhttp_request *req, const char *corr, char **params);
 void api_pool_stats(struct evhttp_request *req, const char *corr, char **params);
 void api_dlq_stats(struct evhttp_request *req, const char *corr, char **params);
 void api_dlq_list(struct evhttp_request *req, const char *corr, char **params);

@@ -11,6 +11,12 @@
  * and every WARN and FAIL carries a `fix:`, a thing to do rather than a diagnosis.
  * Exit 1 when any check FAILed. Doctor only reads: the one write is a temporary file in
  * data_dir, removed at once; a data_dir that does not exist yet is not created.
+ *
+ * Last, when a takod is there to ask (--url or TAKO_URL given, or the pidfile names a live
+ * takod, then asked at server.listen): the nodes it shares its PostgreSQL with (GET
+ * /nodes), one indented line each. A node that is neither stopped nor seen within the
+ * lease is a WARN (it died, or is cut off from PostgreSQL); a node that cannot be asked
+ * is a WARN too, never a FAIL: this machine can still run takod.
  */
 #include "tako.h"
 #include "tako/config.h"
@@ -54,6 +60,7 @@ struct doctor {
     struct docker *d;      /* NULL when no engine answers */
     struct check checks[DOC_MAX_CHECKS];
     int n;
+    json_t *nodes; /* GET /nodes's answer, when the nodes check got one (--json shows it) */
 };
 
 /* Record one verdict and, without --json, print it at once (checks can take seconds). */
@@ -482,6 +489,141 @@ static void check_disk(struct doctor *doc)
                         : "");
 }
 
+/* ---- the running cluster ---- */
+
+#define NODES_TIMEOUT_S 5
+#define NODES_SHOWN     50 /* lines; the rest is counted */
+
+/* Where to ask for the nodes: --url / TAKO_URL, else server.listen when the pidfile names
+ * a live takod (a wildcard address is asked on loopback). false: nobody to ask. */
+static bool nodes_url(struct doctor *doc, char *url, size_t len)
+{
+    const char *env = getenv("TAKO_URL");
+    if (opt_set(doc->a, O_URL) || (env && *env)) {
+        snprintf(url, len, "%s", doc->a->url);
+        size_t n = strlen(url);
+        while (n > 0 && url[n - 1] == '/')
+            url[--n] = '\0';
+        return true;
+    }
+    const struct tk_config *cfg = doc->cfg;
+    if (takod_pid(cfg) <= 0 || !cfg->listen_host[0] || cfg->listen_port <= 0)
+        return false;
+    const char *host = cfg->listen_host;
+    if (!strcmp(host, "0.0.0.0"))
+        host = "127.0.0.1";
+    else if (!strcmp(host, "::"))
+        host = "::1";
+    snprintf(url, len, strchr(host, ':') ? "http://[%s]:%d" : "http://%s:%d", host,
+             cfg->listen_port);
+    return true;
+}
+
+static void print_nodes(const json_t *nodes)
+{
+    size_t i, shown = 0;
+    json_t *n;
+    json_array_foreach(nodes, i, n)
+    {
+        if (shown++ >= NODES_SHOWN) {
+            printf("      ... and %zu more\n", json_array_size(nodes) - NODES_SHOWN);
+            break;
+        }
+        const char *state = json_is_true(json_object_get(n, "live"))           ? "live"
+                            : json_is_string(json_object_get(n, "stopped_at")) ? "stopped"
+                                                                               : "STALE";
+        const char *addr = json_string_value(json_object_get(n, "address"));
+        printf(
+            "      node %s: %s, %lld running, %lld queued, %lld executors%s, pid %lld on %s%s%s\n",
+            json_string_value(json_object_get(n, "node_id")), state,
+            (long long)json_integer_value(json_object_get(n, "running")),
+            (long long)json_integer_value(json_object_get(n, "queued")),
+            (long long)json_integer_value(json_object_get(n, "executors")),
+            json_is_true(json_object_get(n, "cluster")) ? ", cluster" : "",
+            (long long)json_integer_value(json_object_get(n, "pid")),
+            json_string_value(json_object_get(n, "host")), addr ? ", " : "", addr ? addr : "");
+    }
+    fflush(stdout);
+}
+
+/* GET /nodes of the takod found by nodes_url: PASS when every node is live or stopped. */
+static void check_nodes(struct doctor *doc)
+{
+    char url[600], fix[700];
+    if (!nodes_url(doc, url, sizeof url))
+        return;
+    if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) {
+        verdict(doc, "nodes", WARN, "give --url http://HOST:PORT", "not checked: --url \"%s\"",
+                url);
+        return;
+    }
+    /* the admin key: --api-key / TAKO_API_KEY, else the configuration's own */
+    const char *key = doc->a->api_key && *doc->a->api_key ? doc->a->api_key
+                      : doc->cfg->auth_admin_key && doc->cfg->auth_admin_key[0]
+                          ? doc->cfg->auth_admin_key
+                          : NULL;
+    struct http_client c = {.base_url = url, .api_key = key};
+    struct http_resp r;
+    if (http_request(&c, "GET", "/nodes", NULL, NODES_TIMEOUT_S, &r) < 0) {
+        verdict(doc, "nodes", WARN, "start takod, or give its address with --url",
+                "takod at %s does not answer: %s", url, r.err);
+        http_resp_free(&r);
+        return;
+    }
+    char detail[512];
+    remote_format_detail(&r, detail, sizeof detail);
+    json_t *j = r.status == 200 ? json_loadb(r.body, r.len, 0, NULL) : NULL;
+    json_t *list = json_object_get(j, "nodes");
+    if (r.status == 401 || r.status == 403)
+        verdict(doc, "nodes", WARN,
+                "give the admin key (--api-key KEY or TAKO_API_KEY; auth.admin_key of this "
+                "configuration is sent when there is one)",
+                "GET %s/nodes: HTTP %ld: %s", url, r.status, detail);
+    else if (r.status == 404)
+        verdict(doc, "nodes", WARN, "upgrade takod (GET /nodes came with issue #18)",
+                "takod at %s has no GET /nodes", url);
+    else if (r.status == 503)
+        verdict(doc, "nodes", WARN, "see the database check, and takod's log",
+                "takod at %s cannot read its database: %s", url, detail);
+    else if (r.status != 200 || !json_is_array(list))
+        verdict(doc, "nodes", WARN, "see takod's log", "GET %s/nodes: HTTP %ld%s%s", url, r.status,
+                detail[0] ? ": " : "", detail);
+    http_resp_free(&r);
+    if (!json_is_array(list)) {
+        json_decref(j);
+        return;
+    }
+    size_t i, live = 0, stopped = 0, stale = 0;
+    char stale_ids[300] = "";
+    json_t *n;
+    json_array_foreach(list, i, n)
+    {
+        if (json_is_true(json_object_get(n, "live"))) {
+            live++;
+        } else if (json_is_string(json_object_get(n, "stopped_at"))) {
+            stopped++;
+        } else {
+            size_t used = strlen(stale_ids);
+            snprintf(stale_ids + used, sizeof stale_ids - used, "%s%s", used ? ", " : "",
+                     json_string_value(json_object_get(n, "node_id")));
+            stale++;
+        }
+    }
+    long long lease = (long long)json_integer_value(json_object_get(j, "lease_s"));
+    long long unowned = (long long)json_integer_value(json_object_get(j, "queued_unowned"));
+    snprintf(fix, sizeof fix,
+             "start the stale node again, or look at its path to PostgreSQL (%s); the live nodes "
+             "take its jobs over as their leases expire",
+             stale_ids);
+    verdict(doc, "nodes", stale ? WARN : PASS, fix,
+            "%zu node(s) on takod's database (asked %s): %zu live, %zu stale, %zu stopped; %lld "
+            "job(s) queued unowned; lease %lld s",
+            json_array_size(list), url, live, stale, stopped, unowned, lease);
+    if (!doc->a->json)
+        print_nodes(list);
+    doc->nodes = j;
+}
+
 /* ---- output ---- */
 
 static void print_json(const struct doctor *doc, bool ok)
@@ -494,6 +636,8 @@ static void print_json(const struct doctor *doc, bool ok)
                                              c->fix[0] ? json_string(c->fix) : json_null()));
     }
     json_t *j = json_pack("{s:o, s:b}", "checks", arr, "ok", ok);
+    if (doc->nodes)
+        json_object_set(j, "nodes", doc->nodes);
     tako_print_json(j);
     json_decref(j);
 }
@@ -514,12 +658,14 @@ int cmd_doctor(struct args *a)
     check_database(&doc);
     check_data_dir(&doc);
     check_disk(&doc);
+    check_nodes(&doc);
 
     bool ok = true;
     for (int i = 0; i < doc.n; i++)
         ok = ok && doc.checks[i].v != FAIL;
     if (a->json)
         print_json(&doc, ok);
+    json_decref(doc.nodes);
     docker_close(doc.d);
     config_free(doc.cfg);
     return ok ? TAKO_EXIT_OK : TAKO_EXIT_FAILED;
