@@ -646,6 +646,31 @@ class Api(Client, unittest.TestCase):
         self.assertEqual(set(p), {"pending", "running", "max_workers", "max_queue_size"})
         self.assertEqual((p["max_workers"], p["max_queue_size"]), (2, 1024))
 
+    def test_nodes_lists_this_node_and_its_jobs(self):
+        """(ext) GET /nodes: a single node lists itself (the `nodes` table), live, under /health's
+        node id; a running job of it is counted on it."""
+        h = self.ok("GET", "/health")
+        self.assertEqual(h["cluster"], {"enabled": False, "live_nodes": 1})
+        self.assertTrue(h["node"].endswith(":" + self.t.data_dir), h["node"])  # <host>:<data_dir>
+        page = self.ok("GET", "/nodes")
+        self.assertGreaterEqual(page["lease_s"], 2)
+        self.assertEqual(page["queued_unowned"], 0)
+        mine = [n for n in page["nodes"] if n["node_id"] == h["node"]]
+        self.assertEqual(len(mine), 1, page)
+        n = mine[0]
+        self.assertEqual((n["live"], n["stopped_at"], n["cluster"], n["executors"], n["pid"]),
+                         (True, None, False, 2, self.t.pid), n)
+        self.assertLessEqual(ts(n["started_at"]), ts(n["last_seen"]))
+        jid = self.submit(SLEEP.format(s=30))
+        self.addCleanup(self.cancel_quiet, jid)
+        self.wait_status(jid, "running")
+        counted = self.t.wait_for(
+            lambda: [x for x in self.ok("GET", "/nodes")["nodes"]
+                     if x["node_id"] == h["node"] and x["running"] >= 1],
+            timeout=10, what="the running job counted on this node")
+        self.assertEqual(counted[0]["queued"], 0)
+        self.ok("POST", f"/jobs/{jid}/cancel")
+
     def test_dlq_endpoints_empty(self):
         s = self.ok("GET", "/dlq/stats")
         self.assertEqual(s, {"total": 0, "by_error_type": {}})
@@ -1044,6 +1069,11 @@ class Keys(Client, unittest.TestCase):
             self.assertEqual(r.headers["WWW-Authenticate"], 'Bearer realm="takod"')
             self.assertIn(detail, r.json()["detail"])
         self.error("GET", "/metrics", 401)
+
+    def test_nodes_needs_the_admin_key(self):
+        """(ext) With keys on, GET /nodes is the admin key's (here there is none: 403 for all)."""
+        self.error("GET", "/nodes", 403, headers={"X-API-Key": self.K1}, detail="admin key")
+        self.error("GET", "/nodes", 401)
 
     def test_rate_limit_is_429_with_retry_after(self):
         seen = []

@@ -328,6 +328,49 @@ class Doctor(CliTest):
         finally:
             t.cleanup()
 
+    def test_nodes_of_a_running_takod(self):
+        """With takod up (pidfile) at server.listen, a last check lists its nodes (GET /nodes):
+        one here, live; with keys on it needs the admin key (the configuration's, or
+        --api-key); a --url nobody answers is a WARN, never a FAIL."""
+        admin = "doctor-admin-key-0123456789"
+        t = Takod("auth.api_keys=doctor-user-key-0123456789", f"auth.admin_key={admin}",
+                  executors=1, acceptors=1).start()
+        try:
+            node = t.request("GET", "/health").json()["node"]
+            base = f"[server]\ndata_dir = {t.data_dir}\nlisten = 127.0.0.1:{t.port}\n"
+            path = self.conf(base + f"[auth]\nadmin_key = {admin}\n")
+            r = tako("doctor", "-c", path, timeout=120)
+            ok = lines_of(r.stdout, "PASS", "nodes")
+            self.assertEqual(len(ok), 1, r.stdout)
+            self.assertIn("1 node(s)", ok[0])
+            self.assertIn("1 live, 0 stale, 0 stopped", ok[0])
+            out = r.stdout.splitlines()
+            self.assertRegex(out[out.index(ok[0]) + 1],
+                             rf"^      node {node}: live, 0 running, 0 queued, 1 executors, pid {t.pid} on ")
+            r = tako("--json", "doctor", "-c", path, timeout=120)
+            j = json.loads(r.stdout)
+            self.assertEqual(j["checks"][-1]["name"], "nodes")
+            self.assertEqual([n["node_id"] for n in j["nodes"]["nodes"]], [node])
+            # no admin key in the configuration: a WARN that says how to give it
+            path = self.conf(base)
+            r = tako("--json", "doctor", "-c", path, timeout=120)
+            c = checks_by_name(json.loads(r.stdout))["nodes"]
+            self.assertEqual(c["status"], "WARN", c)
+            self.assertIn("HTTP 401", c["detail"])
+            self.assertIn("--api-key", c["fix"])
+            r = tako("--json", "--api-key", admin, "doctor", "-c", path, timeout=120)
+            self.assertEqual(checks_by_name(json.loads(r.stdout))["nodes"]["status"], "PASS")
+            self.assertEqual(r.returncode, 0, r.stdout)
+        finally:
+            t.cleanup()
+        # nobody there: WARN, exit 0 when nothing else failed
+        port = t.port
+        r = tako("--json", "--url", f"http://127.0.0.1:{port}", "doctor", "-c",
+                 self.conf(f"[server]\ndata_dir = {self.data_dir}\n"), timeout=120)
+        c = checks_by_name(json.loads(r.stdout))["nodes"]
+        self.assertEqual(c["status"], "WARN", c)
+        self.assertIn("does not answer", c["detail"])
+
     def test_database_url(self):
         r = tako("doctor", "-o", f"server.data_dir={self.data_dir}", "-o",
                  "database.url=host=127.0.0.1 port=1 dbname=x user=x password=secret-pw",
