@@ -5,7 +5,7 @@
              on 127.0.0.1 and a free port, trust authentication, the server's defaults
              otherwise (fsync and synchronous_commit on: commits cost what they cost)
   Node       one takod node (its own port and data dir) with database.url pointing there
-  Haproxy    Debian's haproxy in front of some nodes (a config of its own, round robin)
+  Haproxy    Debian's haproxy in front of some nodes (conf/haproxy.cfg, addresses replaced)
 
 Every wait is bounded; every process started is stopped by pid (stop()).
 """
@@ -196,36 +196,55 @@ class Node:
 
 
 class Haproxy:
-    """haproxy round robin over `nodes` on 127.0.0.1:<port> (a config of the bench's own)."""
+    """haproxy in front of `nodes` on 127.0.0.1:<free port>: conf/haproxy.cfg (the sample the
+    docs recommend) with its bind and server lines replaced, or a plain round robin when the
+    tree has none."""
 
     def __init__(self, nodes, base=None):
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="takod-bench-haproxy-", dir=base or "/var/tmp")
         self.cfg = os.path.join(self.dir, "haproxy.cfg")
-        servers = "\n".join(f"    server {n.name} 127.0.0.1:{n.port} check inter 1s" for n in nodes)
-        with open(self.cfg, "w") as f:
-            f.write(f"""global
+        servers = [f"    server {n.name} 127.0.0.1:{n.port} check" for n in nodes]
+        sample = os.path.join(REPO, "conf", "haproxy.cfg")
+        if os.path.exists(sample):
+            out = []
+            with open(sample) as f:
+                for line in f:
+                    w = line.split()
+                    if w[:1] == ["bind"]:
+                        line = f"    bind 127.0.0.1:{self.port}\n"
+                    elif w[:1] == ["server"]:
+                        if servers:
+                            line = "\n".join(servers) + "\n"
+                            servers = []
+                        else:
+                            continue
+                    out.append(line)
+            text = "".join(out)
+        else:
+            text = f"""global
     maxconn 4096
 defaults
     mode http
     timeout connect 5s
-    timeout client 300s
-    timeout server 300s
-    option http-keep-alive
+    timeout client 330s
+    timeout server 330s
 frontend takod
     bind 127.0.0.1:{self.port}
     default_backend nodes
 backend nodes
     balance roundrobin
     option httpchk GET /health
-{servers}
-""")
+    default-server inter 1s fall 2 rise 2
+""" + "\n".join(servers) + "\n"
+        with open(self.cfg, "w") as f:
+            f.write(text)
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
 
     def start(self, timeout=30):
-        self.proc = subprocess.Popen(["haproxy", "-db", "-f", self.cfg], stdout=subprocess.DEVNULL,
-                                     stderr=open(os.path.join(self.dir, "haproxy.log"), "ab"))
+        logf = open(os.path.join(self.dir, "haproxy.log"), "ab")
+        self.proc = subprocess.Popen(["haproxy", "-db", "-f", self.cfg], stdout=logf, stderr=logf)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -3,8 +3,8 @@
 
   1. a PostgreSQL of its own (cluster_common.PgServer), then node 1, 2, 3 started in turn
      (cluster.enabled = true, database.url there, --executors each, their own ports and
-     data dirs, one dockerd for all); after each start, haproxy (a config of its own, round
-     robin, health-checked) in front of the nodes up so far, and a closed loop through it:
+     data dirs, one dockerd for all); after each start, haproxy (conf/haproxy.cfg, its bind and
+     server lines replaced) in front of the nodes up so far, and a closed loop through it:
      --clients-per-node x N client threads, each sending `POST /execute {"code":
      "print(1)"}` back to back on one keep-alive connection for --seconds (20), after a
      warm-up. jobs/s = successful answers / the time to the last one; p50/p99 latency.
