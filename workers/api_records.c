@@ -90,6 +90,7 @@ json_t *records_json(const PGresult *r, int row, bool full)
                         json_boolean(col_bool(r, row, JR_stderr_truncated)));
     json_object_set_new(rec, "idempotency_key", col_str(r, row, JR_idempotency_key));
     json_object_set_new(rec, "attempt", col_int(r, row, JR_ATTEMPT));
+    json_object_set_new(rec, "node", col_str(r, row, JR_node));
     /* callback_url's delivery: status, attempts, and how the last attempt went */
     if (!PQgetisnull(r, row, JR_CALLBACK))
         json_object_set_new(rec, "callback", col_json(r, row, JR_CALLBACK));

@@ -9,6 +9,7 @@
  *   GET /jobs/{id}/events streams (Server-Sent Events).
  */
 #include "api_jobs.h"
+#include "tako/jobs.h"
 #include "conns.h"
 #include "tako/log.h"
 #include "tako/takod.h"
@@ -295,7 +296,7 @@ static void on_sse_record(const PGresult *res, const char *err, void *arg)
     snprintf(s->corr, sizeof s->corr, "%s", r->corr);
     s->req = r->req;
     s->conn = evhttp_request_get_connection(r->req);
-    s->slot = api_find_live_job(r->id);
+    s->slot = jobs_find_live(r->id);
     free(r);
     if (s->slot >= 0)
         atomic_fetch_add(&shm_job(tk.shm, (uint32_t)s->slot)->watchers, 1);
