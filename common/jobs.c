@@ -431,7 +431,14 @@ int jobs_free_executors(void)
     /* two generations of executors during a reload: never more than one set's worth */
     if (ready > (int)J.shm->n_executors)
         ready = (int)J.shm->n_executors;
-    return ready - (int)atomic_load(&J.shm->running) - (int)ring_count(shm_dispatch(J.shm));
+    /* every slot being filled, queued or run wants an executor: a submit whose INSERT is
+     * still in flight (FILLING) counts, or a burst would all take the fast path */
+    int busy = 0;
+    for (uint32_t i = 0; i < J.shm->n_jobs; i++) {
+        uint32_t st = atomic_load(&shm_job(J.shm, i)->state);
+        busy += st == TK_JOB_FILLING || st == TK_JOB_QUEUED || st == TK_JOB_RUNNING;
+    }
+    return ready - busy;
 }
 
 static void running_done(void)

@@ -334,28 +334,31 @@ const char *const JOBSTORE_SQL_RENEW =
 
 /* what every takeover statement holds: another node's unfinished job whose lease ran out
  * (a job its node took at once has no lease until the node's first renewal: its
- * created_at stands in) and whose node no longer heartbeats */
-#define TAKEOVER_WHERE                                                                             \
-    " WHERE status IN ('queued', 'running') AND node IS NOT NULL AND node <> $1"                 \
-    " AND coalesce(lease_until, created_at + make_interval(secs => $2::int)) < now()"             \
+ * created_at stands in) and whose node no longer heartbeats. `was` is the row before the
+ * UPDATE (a self-join), so RETURNING can name the node that had it. */
+#define TAKEOVER_FROM_WHERE                                                                        \
+    " FROM jobs was WHERE was.id = jobs.id"                                                        \
+    " AND jobs.status IN ('queued', 'running') AND jobs.node IS NOT NULL AND jobs.node <> $1"     \
+    " AND coalesce(jobs.lease_until, jobs.created_at + make_interval(secs => $2::int)) < now()"   \
     " AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.node_id = jobs.node"                          \
     "   AND n.stopped_at IS NULL AND n.last_seen > now() - make_interval(secs => $2::int))"
 
 const char *const JOBSTORE_SQL_TAKEOVER =
-    "UPDATE jobs SET node = NULL, lease_until = NULL, status = 'queued'" TAKEOVER_WHERE
-    " AND mode = 'async' AND attempt <= $3::int RETURNING id, node";
+    "UPDATE jobs SET node = NULL, lease_until = NULL, status = 'queued'" TAKEOVER_FROM_WHERE
+    " AND jobs.mode = 'async' AND jobs.attempt <= $3::int RETURNING jobs.id, was.node";
 
 const char *const JOBSTORE_SQL_TAKEOVER_FAIL =
     "UPDATE jobs SET status = 'failed', ended_at = now(), lease_until = NULL, error ="
     " jsonb_build_object('type', 'interrupted', 'phase', 'execution', 'message',"
-    " 'the job''s node (' || node || ') stopped answering and no attempts remain')"
-    TAKEOVER_WHERE " AND mode = 'async' AND attempt > $3::int RETURNING id, node";
+    " 'the job''s node (' || jobs.node || ') stopped answering and no attempts remain')"
+    TAKEOVER_FROM_WHERE " AND jobs.mode = 'async' AND jobs.attempt > $3::int"
+    " RETURNING jobs.id, was.node";
 
 const char *const JOBSTORE_SQL_TAKEOVER_SYNC =
     "UPDATE jobs SET status = 'cancelled', ended_at = now(), lease_until = NULL, error ="
     " jsonb_build_object('type', 'interrupted', 'phase', 'execution', 'message',"
-    " 'the node holding the request (' || node || ') stopped answering')"
-    TAKEOVER_WHERE " AND mode = 'sync' AND $3::int >= 0 RETURNING id, node";
+    " 'the node holding the request (' || jobs.node || ') stopped answering')"
+    TAKEOVER_FROM_WHERE " AND jobs.mode = 'sync' AND $3::int >= 0 RETURNING jobs.id, was.node";
 
 const char *const JOBSTORE_SQL_CANCEL_ANYWHERE =
     "WITH c AS (UPDATE jobs SET cancel_requested = true,"

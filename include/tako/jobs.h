@@ -99,8 +99,8 @@ int jobs_adopt(const struct jobs_db *jdb, uint32_t idx, uint32_t gen);
  */
 int jobs_take_record(const struct jobs_db *jdb, const PGresult *r, int row, bool adopt,
                      struct ring_intent *me);
-/* Executors that could take a job now: ready ones minus the jobs running or waiting in
- * the dispatch ring (what a node may claim, and whether a submit takes the fast path). */
+/* Executors that could take a job now: ready ones minus the slots being filled, queued or
+ * run (what a node may claim, and whether a submit takes the fast path). */
 int jobs_free_executors(void);
 /* The slot of a live (queued or running) job of this node by id, or -1. */
 int jobs_find_live(const char *id);
