@@ -303,6 +303,17 @@ void recovery_stop(void)
     }
     struct jobs_db jdb = {.db = db};
     jobs_settle_node_sync(&jdb, tk.node);
+    if (tk.cfg.cluster_enabled) {
+        /* what this node holds and will not run now (interrupted by a fast stop, or left
+         * queued): back to the shared queue, for the other nodes at once */
+        const char *p[1] = {tk.node};
+        PGresult *r = db_exec(db, JOBSTORE_SQL_RELEASE, 1, p);
+        if (r && PQntuples(r) > 0)
+            log_info("msg=\"stopped: unfinished async jobs given back to the shared queue\" "
+                     "count=%d",
+                     PQntuples(r));
+        PQclear(r);
+    }
     nodes_stopped(db);
     db_close(db);
 }
