@@ -471,7 +471,8 @@ int jobs_start(const struct jobs_db *jdb, uint32_t idx, uint32_t gen, struct rin
     struct fence fb;
     jobstore_start(&st, job->id, fence_of(job, &fb));
     PGresult *r = NULL;
-    if (run(jdb, &st, job->id, J.fenced ? &r : NULL) == 0 && r && atoi(PQcmdTuples(r)) == 0) {
+    if (run(jdb, &st, job->id, J.fenced ? &r : NULL) == 0 && r && atoi(PQcmdTuples(r)) == 0 &&
+        !dbspool_has_insert(job->id) /* no record yet: its INSERT waits on disk */) {
         /* the record is not ours now (or not queued): it runs wherever it is, not here */
         PQclear(r);
         log_warn("msg=\"job not run here: its record belongs to another node now, or is "
