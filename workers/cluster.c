@@ -14,7 +14,9 @@
  *     notification socket, with one look every 2 s in case a notification was missed.
  *   - A cancel asked through another node arrives as NOTIFY takod_cancel "<node> <id>"
  *     (and as the record's cancel_requested, looked at every second): the job's slot
- *     here is cancelled as a local cancel would (jobs_cancel).
+ *     here is cancelled as a local cancel would (jobs_cancel). A live-output stream of
+ *     one of this node's jobs opened through another node arrives as takod_watch: the
+ *     job's executor announces its output from then on (workers/api_wait.c relays it).
  *   - On QUIT it claims no more and gives this node's unstarted async jobs back to the
  *     shared queue at once (JOBSTORE_SQL_RELEASE), so other nodes run them while this one
  *     drains; an executor that pops one of them finds the record no longer this node's
@@ -77,7 +79,8 @@ static bool connected(void)
     if (db_open(&C.db, tk.conninfo, err, sizeof err) == 0) {
         C.listen = PQconnectdb(tk.conninfo);
         PGresult *r = PQstatus(C.listen) == CONNECTION_OK
-                          ? PQexec(C.listen, "LISTEN takod_queue; LISTEN takod_cancel")
+                          ? PQexec(C.listen,
+                                   "LISTEN takod_queue; LISTEN takod_cancel; LISTEN takod_watch")
                           : NULL;
         if (!r || PQresultStatus(r) != PGRES_COMMAND_OK)
             snprintf(err, sizeof err, "LISTEN: %s", PQerrorMessage(C.listen));
@@ -110,6 +113,26 @@ static void cancel_here(const char *id)
     log_info("msg=\"job cancelled through another node\" job=%s", id);
 }
 
+/* Job `id` is streamed (GET /jobs/{id}/events) through another node: its executor
+ * announces its output from now on (the count is the slot's until the job ends). */
+static void watch_here(const char *id)
+{
+    int idx = jobs_find_live(id);
+    if (idx >= 0)
+        atomic_fetch_add(&shm_job(tk.shm, (uint32_t)idx)->watchers, 1);
+}
+
+/* "<node> <id>" for this node: the id, else NULL (the node id may hold spaces, the
+ * uuid does not). */
+static const char *for_here(const char *payload)
+{
+    const char *sp = strrchr(payload, ' ');
+    if (!sp || (size_t)(sp - payload) != strlen(tk.node) ||
+        strncmp(payload, tk.node, (size_t)(sp - payload)) != 0)
+        return NULL;
+    return sp + 1;
+}
+
 static void read_notifications(void)
 {
     if (!C.listen || !PQconsumeInput(C.listen)) {
@@ -124,11 +147,13 @@ static void read_notifications(void)
         if (!strcmp(n->relname, "takod_queue")) {
             C.wake = true;
         } else if (!strcmp(n->relname, "takod_cancel")) {
-            /* "<node> <id>": the node id may hold spaces, the uuid does not */
-            char *sp = strrchr(n->extra, ' ');
-            if (sp && (size_t)(sp - n->extra) == strlen(tk.node) &&
-                !strncmp(n->extra, tk.node, (size_t)(sp - n->extra)))
-                cancel_here(sp + 1);
+            const char *id = for_here(n->extra);
+            if (id)
+                cancel_here(id);
+        } else if (!strcmp(n->relname, "takod_watch")) {
+            const char *id = for_here(n->extra);
+            if (id)
+                watch_here(id);
         }
         PQfreemem(n);
     }
