@@ -11,7 +11,11 @@
  * thread's end, claims/s, and the per-call latency p50/p99 (ms) over all threads.
  * libpq only, one statement per round trip: what is measured is PostgreSQL's side of the
  * claim (the SKIP LOCKED scan, the UPDATE, its commit) plus one loopback round trip.
+ * The statement is takod's own: JOBSTORE_SQL_CLAIM of common/jobstore.c ($1 node, $2 lease
+ * seconds, $3 how many), linked from takocommon, so the bench cannot drift from it.
  */
+#include "tako/jobstore.h"
+
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -19,18 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/*
- * The claim, as takod runs it: common/jobstore.c JOBSTORE_SQL_CLAIM ($1 node, $2 lease
- * seconds, $3 how many). A copy: keep it the same as the one there.
- */
-static const char claim_sql[] =
-    "UPDATE jobs SET node = $1, lease_until = now() + make_interval(secs => $2::int)"
-    " WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND node IS NULL"
-    " ORDER BY created_at FOR UPDATE SKIP LOCKED LIMIT $3::int)"
-    " AND status = 'queued' AND node IS NULL"
-    " RETURNING id, code, input::text, timeout_s, attempt, job_type, stdin,"
-    " input_files::text, requirements::text, coalesce(startup_timeout_s, 0)";
 
 struct worker {
     pthread_t th;
@@ -64,7 +56,7 @@ static void *run(void *arg)
     snprintf(node, sizeof node, "bench-%d", w->idx);
     snprintf(lim, sizeof lim, "%d", batch);
     const char *p[3] = {node, "30", lim};
-    PGresult *r = PQprepare(w->c, "claim", claim_sql, 3, NULL);
+    PGresult *r = PQprepare(w->c, "claim", JOBSTORE_SQL_CLAIM, 3, NULL);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         fprintf(stderr, "claim_bench: prepare: %s", PQerrorMessage(w->c));
         w->failed = 1;
