@@ -46,6 +46,8 @@ def main():
     ap.add_argument("--threads", default="1,2,4,8")
     ap.add_argument("--batch", default="1,4", help="rows per claim (LIMIT $3): comma list")
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--no-async-commit", action="store_true",
+                    help="leave out the extra points with synchronous_commit = off")
     ap.add_argument("--pg-user", default="postgres")
     ap.add_argument("--json", help="also write the raw numbers here")
     ap.add_argument("-o", dest="overrides", action="append", default=[],
@@ -68,25 +70,28 @@ def main():
         log(f"schema at migration {migration}; {a.rows} queued unowned rows")
         pg.psql(FILL_SQL.format(rows=a.rows))
         pg.psql("VACUUM ANALYZE jobs")
-        for b in batches:
-            for t in threads:
-                pg.psql(RESET_SQL)
-                pg.psql("VACUUM ANALYZE jobs")
-                left = int(pg.query("SELECT count(*) FROM jobs WHERE status = 'queued' AND node IS NULL"))
-                r = subprocess.run([a.claim_bench, pg.conninfo, str(t), str(a.seconds), str(b)],
-                                   capture_output=True, text=True, timeout=a.seconds + 120)
-                if r.returncode != 0:
-                    raise SystemExit(f"claim_bench failed: {r.stderr}")
-                res = json.loads(r.stdout)
-                res["queue_rows"] = left
-                claimed = int(pg.query("SELECT count(*) FROM jobs WHERE node LIKE 'bench-%'"))
-                dup = int(pg.query("SELECT count(*) - count(DISTINCT id) FROM jobs WHERE node LIKE 'bench-%'"))
-                if claimed != res["claims"] or dup:
-                    raise SystemExit(f"claimed rows {claimed} != reported {res['claims']} (dup {dup})")
-                results.append(res)
-                log(f"batch {b}, {t} claimer(s): {res['claims_per_s']:.0f} claims/s, "
-                    f"{res['calls_per_s']:.0f} calls/s, p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms"
-                    + (" (queue drained)" if res["drained"] else ""))
+        points = [(b, t, "on") for b in batches for t in threads]
+        if not a.no_async_commit:  # how much of a claim is its commit's WAL flush
+            points += [(batches[0], t, "off") for t in threads]
+        for b, t, sync in points:
+            pg.psql(RESET_SQL)
+            pg.psql("VACUUM ANALYZE jobs")
+            left = int(pg.query("SELECT count(*) FROM jobs WHERE status = 'queued' AND node IS NULL"))
+            conninfo = pg.conninfo + ("" if sync == "on" else " options='-c synchronous_commit=off'")
+            r = subprocess.run([a.claim_bench, conninfo, str(t), str(a.seconds), str(b)],
+                               capture_output=True, text=True, timeout=a.seconds + 120)
+            if r.returncode != 0:
+                raise SystemExit(f"claim_bench failed: {r.stderr}")
+            res = json.loads(r.stdout)
+            res["queue_rows"] = left
+            res["synchronous_commit"] = sync
+            claimed = int(pg.query("SELECT count(*) FROM jobs WHERE node LIKE 'bench-%'"))
+            if claimed != res["claims"]:  # a row claimed twice would be counted twice there
+                raise SystemExit(f"rows claimed per PostgreSQL {claimed} != rows returned {res['claims']}")
+            results.append(res)
+            log(f"batch {b}, {t} claimer(s), synchronous_commit {sync}: {res['claims_per_s']:.0f} claims/s, "
+                f"{res['calls_per_s']:.0f} calls/s, p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms"
+                + (" (queue drained)" if res["drained"] else ""))
         version = pg.version()
         settings = {k: pg.query(f"SHOW {k}") for k in ("fsync", "synchronous_commit", "shared_buffers", "wal_sync_method")}
         ok = True
@@ -96,10 +101,10 @@ def main():
     print(f"Machine: {machine()}")
     print(f"PostgreSQL {version}: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     print(f"Queue: {a.rows} queued unowned rows, schema at migration {migration}; {a.seconds:g} s per point\n")
-    print("| rows per claim | claimers | claims/s | claim statements/s | p50 ms | p99 ms |")
-    print("|---|---|---|---|---|---|")
+    print("| synchronous_commit | rows per claim | claimers | claims/s | claim statements/s | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['batch']} | {r['threads']} | {r['claims_per_s']:.0f} | {r['calls_per_s']:.0f} | "
+        print(f"| {r['synchronous_commit']} | {r['batch']} | {r['threads']} | {r['claims_per_s']:.0f} | {r['calls_per_s']:.0f} | "
               f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} |" + (" drained" if r["drained"] else ""))
     if a.json:
         with open(a.json, "w") as f:
