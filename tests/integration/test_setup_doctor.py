@@ -361,6 +361,23 @@ class Doctor(CliTest):
             r = tako("--json", "--api-key", admin, "doctor", "-c", path, timeout=120)
             self.assertEqual(checks_by_name(json.loads(r.stdout))["nodes"]["status"], "PASS")
             self.assertEqual(r.returncode, 0, r.stdout)
+            # a node that stopped cleanly is listed; one neither stopped nor seen within the
+            # lease (died, or cut off from PostgreSQL) is STALE: a WARN naming it
+            t.sql("INSERT INTO nodes (node_id, host, pid, executors, cluster, started_at, last_seen,"
+                  " stopped_at) VALUES ('gone-clean', 'elsewhere', 1, 2, true, now() - interval"
+                  " '1 hour', now() - interval '1 hour', now() - interval '1 hour'), ('gone-dead',"
+                  " 'elsewhere', 2, 4, true, now() - interval '1 hour', now() - interval '1 minute',"
+                  " NULL)")
+            r = tako("--api-key", admin, "doctor", "-c", path, timeout=120)
+            warn = lines_of(r.stdout, "WARN", "nodes")
+            self.assertEqual(len(warn), 1, r.stdout)
+            self.assertIn("3 node(s)", warn[0])
+            self.assertIn("1 live, 1 stale, 1 stopped", warn[0])
+            self.assertIn("      node gone-dead: STALE, 0 running, 0 queued, 4 executors, cluster, "
+                          "pid 2 on elsewhere\n", r.stdout)
+            self.assertIn("      node gone-clean: stopped,", r.stdout)
+            self.assertRegex(r.stdout, r"fix: start the stale node again.*\(gone-dead\)")
+            self.assertEqual(r.returncode, 0, r.stdout)  # a WARN, not a FAIL
         finally:
             t.cleanup()
         # nobody there: WARN, exit 0 when nothing else failed
