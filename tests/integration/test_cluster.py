@@ -122,6 +122,8 @@ class Cluster(unittest.TestCase):
                 continue
             if alive:
                 self.assertEqual(t.stop(signal.SIGQUIT, timeout=60), 0, t.log()[-4000:])
+            else:
+                t.stop()  # a node a failed case left dead: close its log
             self.start_node(name, extra)
 
     # ---- HTTP and SQL ----
