@@ -360,6 +360,50 @@ static const char *const migrations[] = {
     " ended_at timestamptz,"
     " end_reason text);"
     "CREATE INDEX sessions_live ON sessions (node) WHERE status = 'live';",
+    /* 13: several nodes on one database (docs/OPERATIONS.md, "Several nodes"). Every node
+     * registers in `nodes` and heartbeats last_seen. With cluster.enabled a job may wait
+     * unowned (node NULL) in the shared queue until a node claims it (FOR UPDATE SKIP
+     * LOCKED, common/jobstore.c); a node's hold on a job is lease_until, renewed in one
+     * statement for all its jobs; cancel_requested carries a cancel to the job's node.
+     * Channel takod_queue announces a job that became claimable; takod_cancel a cancel
+     * ("<node> <job id>"). takod_quota_ok takes a per-key advisory lock for the rest of the
+     * INSERT's transaction and then counts (a volatile function: a fresh snapshot, so it
+     * sees every INSERT that held the lock before), so two nodes admitting at once cannot
+     * both pass the last free place of a key's quota. */
+    "CREATE TABLE nodes ("
+    " node_id text PRIMARY KEY,"
+    " host text NOT NULL,"
+    " pid integer NOT NULL,"
+    " address text,"
+    " executors integer NOT NULL,"
+    " cluster boolean NOT NULL,"
+    " started_at timestamptz NOT NULL,"
+    " last_seen timestamptz NOT NULL,"
+    " stopped_at timestamptz);"
+    "ALTER TABLE jobs ALTER COLUMN node DROP NOT NULL,"
+    " ADD COLUMN lease_until timestamptz,"
+    " ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false;"
+    "CREATE INDEX jobs_shared_queue ON jobs (created_at) WHERE status = 'queued' AND node IS NULL;"
+    "CREATE INDEX jobs_unfinished_node ON jobs (node) WHERE status IN ('queued', 'running');"
+    "CREATE INDEX jobs_unfinished_key ON jobs (api_key_id) WHERE status IN ('queued', 'running');"
+    "CREATE FUNCTION takod_job_claimable() RETURNS trigger LANGUAGE plpgsql AS $$"
+    "BEGIN"
+    "  PERFORM pg_notify('takod_queue', '');"
+    "  RETURN NEW;"
+    "END $$;"
+    "CREATE TRIGGER jobs_claimable AFTER INSERT OR UPDATE OF node, status ON jobs"
+    " FOR EACH ROW WHEN (NEW.status = 'queued' AND NEW.node IS NULL)"
+    " EXECUTE FUNCTION takod_job_claimable();"
+    "CREATE FUNCTION takod_quota_ok(key text, max_queued integer, max_unfinished integer)"
+    " RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$"
+    "DECLARE q bigint; u bigint;"
+    "BEGIN"
+    "  IF key IS NULL OR (max_queued = 0 AND max_unfinished = 0) THEN RETURN true; END IF;"
+    "  PERFORM pg_advisory_xact_lock(hashtext('takod-key:' || key));"
+    "  SELECT count(*) FILTER (WHERE status = 'queued'), count(*) INTO q, u FROM jobs"
+    "   WHERE api_key_id = key AND status IN ('queued', 'running');"
+    "  RETURN (max_queued = 0 OR q < max_queued) AND (max_unfinished = 0 OR u < max_unfinished);"
+    "END $$;",
 };
 
 int db_schema_version(void)

@@ -87,7 +87,7 @@ int dbspool_write_insert(const char *job_id, const char *const *params)
 
 int dbspool_write_final(const char *job_id, const char *const *params, json_t *artifacts)
 {
-    json_t *doc = dbspool_doc(params, JOBS_FINISH_NPARAMS);
+    json_t *doc = dbspool_doc(params, JOBS_FINISH_NPARAMS + JOBS_FENCE_NPARAMS);
     json_object_set_new(doc, "artifacts", artifacts ? artifacts : json_array());
     return write_doc(job_id, "final", doc);
 }
@@ -151,6 +151,8 @@ static int replay_file(struct db *db, const char *path, bool insert)
     }
     const char *p[JOBS_INSERT_NPARAMS];
     int n = dbspool_doc_params(doc, p, JOBS_INSERT_NPARAMS);
+    if (!insert && n < JOBS_FINISH_NPARAMS + JOBS_FENCE_NPARAMS)
+        n = JOBS_FINISH_NPARAMS + JOBS_FENCE_NPARAMS; /* spooled before the fence: none */
     PGresult *r = db_exec(db, insert ? jobstore_sql_insert() : jobstore_sql_finish(), n, p);
     int rc = r ? 0 : -EIO;
     /* Both statements return a row when they changed one. None is not "written":

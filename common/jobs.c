@@ -21,6 +21,21 @@ void jobs_init(const struct jobs_ctx *ctx)
     J = *ctx;
 }
 
+/* The fence of a run of `job` (jobstore.h): this node and the run's attempt. */
+struct fence {
+    struct jobstore_fence f;
+    char attempt[16];
+};
+static const struct jobstore_fence *fence_of(const struct tk_job *job, struct fence *out)
+{
+    if (!J.fenced)
+        return NULL;
+    snprintf(out->attempt, sizeof out->attempt, "%u", job->attempt);
+    out->f.node = J.node;
+    out->f.attempt = out->attempt;
+    return &out->f;
+}
+
 /* <spool>/<job id> */
 static int job_dir(char *buf, size_t len, const char *job_id)
 {
@@ -266,7 +281,8 @@ json_t *jobs_answer(uint32_t idx)
     dbspool_doc_params(doc, p, JOBS_FINISH_NPARAMS);
     struct job_row row;
     jobstore_row_from_finish(&row, p);
-    row.job_type = job->job_type; /* an ADMIT field: the slot has it */
+    row.job_type = job->job_type; /* ADMIT fields: the slot and the node have them */
+    row.node = J.node;
     json_t *answer = job_answer(&row);
     jobstore_row_release(&row);
     json_decref(doc);
@@ -291,7 +307,7 @@ static void write_settled_result(const struct tk_job *job, const char *status, j
                           .timing = timing,
                           .runtime = J.shm->runtime};
     struct jobstore_stmt st;
-    jobstore_finish(&st, &row);
+    jobstore_finish(&st, &row, NULL); /* the answer's file only: never run */
     write_result(job->id, &st);
     jobstore_stmt_free(&st);
     json_decref(timing);
@@ -353,9 +369,83 @@ int jobs_adopt(const struct jobs_db *jdb, uint32_t idx, uint32_t gen)
 {
     struct tk_job *job = shm_job(J.shm, idx);
     struct jobstore_stmt st;
-    jobstore_requeue(&st, job->id);
+    struct fence fb;
+    jobstore_requeue(&st, job->id, fence_of(job, &fb));
     run(jdb, &st, job->id, NULL);
     return jobs_enqueue(idx, gen, NULL);
+}
+
+static const char *col(const PGresult *r, int row, int c)
+{
+    return PQgetisnull(r, row, c) ? NULL : PQgetvalue(r, row, c);
+}
+
+int jobs_take_record(const struct jobs_db *jdb, const PGresult *r, int row, bool adopt,
+                     struct ring_intent *me)
+{
+    const char *id = PQgetvalue(r, row, JRUN_ID);
+    uint32_t idx, gen;
+    struct jobs_admission a = {.id = id,
+                               .acceptor_proc = TK_NO_ACCEPTOR,
+                               .attempt = (uint32_t)atoi(PQgetvalue(r, row, JRUN_ATTEMPT)),
+                               .timeout_s = (uint32_t)atoi(PQgetvalue(r, row, JRUN_TIMEOUT)),
+                               .startup_timeout_s =
+                                   (uint32_t)atoi(PQgetvalue(r, row, JRUN_STARTUP_TIMEOUT)),
+                               .job_type = PQgetvalue(r, row, JRUN_JOB_TYPE),
+                               .correlation_id = col(r, row, JRUN_CORRELATION),
+                               .key_id = col(r, row, JRUN_KEY)};
+    if (jobs_admit(&a, me, &idx, &gen) < 0)
+        return -EAGAIN;
+    char why[512];
+    if (jobs_write_spool(id, PQgetvalue(r, row, JRUN_CODE), PQgetvalue(r, row, JRUN_INPUT),
+                         col(r, row, JRUN_STDIN), col(r, row, JRUN_FILES),
+                         col(r, row, JRUN_REQUIREMENTS), why, sizeof why) < 0) {
+        log_error("msg=\"taking a job's record failed: spool\" job=%s err=\"%s\"", id, why);
+        jobs_release(idx, me);
+        return -EIO;
+    }
+    if (adopt)
+        return jobs_adopt(jdb, idx, gen);
+    return jobs_enqueue(idx, gen, me);
+}
+
+int jobs_find_live(const char *id)
+{
+    for (uint32_t i = 0; i < J.shm->n_jobs; i++) {
+        struct tk_job *job = shm_job(J.shm, i);
+        uint32_t st = atomic_load(&job->state);
+        if ((st == TK_JOB_QUEUED || st == TK_JOB_RUNNING) && !strcmp(job->id, id))
+            return (int)i;
+    }
+    return -1;
+}
+
+int jobs_free_executors(void)
+{
+    int ready = 0;
+    for (uint32_t i = 0; i < J.shm->n_procs; i++) {
+        const struct tk_proc *p = shm_proc(J.shm, i);
+        if (p->role == TK_ROLE_EXECUTOR && atomic_load(&p->pid) != 0 && atomic_load(&p->ready))
+            ready++;
+    }
+    /* two generations of executors during a reload: never more than one set's worth */
+    if (ready > (int)J.shm->n_executors)
+        ready = (int)J.shm->n_executors;
+    /* every slot being filled, queued or run wants an executor: a submit whose INSERT is
+     * still in flight (FILLING) counts, or a burst would all take the fast path */
+    int busy = 0;
+    for (uint32_t i = 0; i < J.shm->n_jobs; i++) {
+        uint32_t st = atomic_load(&shm_job(J.shm, i)->state);
+        busy += st == TK_JOB_FILLING || st == TK_JOB_QUEUED || st == TK_JOB_RUNNING;
+    }
+    return ready - busy;
+}
+
+static void running_done(void)
+{
+    uint32_t n = atomic_load(&J.shm->running);
+    while (n > 0 && !atomic_compare_exchange_weak(&J.shm->running, &n, n - 1)) {
+    }
 }
 
 int jobs_start(const struct jobs_db *jdb, uint32_t idx, uint32_t gen, struct ring_intent *me)
@@ -378,16 +468,27 @@ int jobs_start(const struct jobs_db *jdb, uint32_t idx, uint32_t gen, struct rin
     atomic_fetch_add(&J.shm->running, 1);
     log_debug("msg=\"job started\" job=%s attempt=%u", job->id, job->attempt);
     struct jobstore_stmt st;
-    jobstore_start(&st, job->id);
-    run(jdb, &st, job->id, NULL);
-    return 0;
-}
-
-static void running_done(void)
-{
-    uint32_t n = atomic_load(&J.shm->running);
-    while (n > 0 && !atomic_compare_exchange_weak(&J.shm->running, &n, n - 1)) {
+    struct fence fb;
+    jobstore_start(&st, job->id, fence_of(job, &fb));
+    PGresult *r = NULL;
+    if (run(jdb, &st, job->id, J.fenced ? &r : NULL) == 0 && r && atoi(PQcmdTuples(r)) == 0 &&
+        !dbspool_has_insert(job->id) /* no record yet: its INSERT waits on disk */) {
+        /* the record is not ours now (or not queued): it runs wherever it is, not here */
+        PQclear(r);
+        log_warn("msg=\"job not run here: its record belongs to another node now, or is "
+                 "settled\" job=%s",
+                 job->id);
+        json_t *err = error_json("interrupted", "the job was taken over by another node",
+                                 "startup");
+        atomic_store(&job->owner_pid, 0);
+        running_done();
+        write_settled_result(job, "cancelled", err); /* a waiting client's answer */
+        json_decref(err);
+        jobs_complete(idx, gen, me);
+        return -EOWNERDEAD;
     }
+    PQclear(r);
+    return 0;
 }
 
 void jobs_requeue(const struct jobs_db *jdb, uint32_t idx, uint32_t gen, struct ring_intent *me,
@@ -395,7 +496,8 @@ void jobs_requeue(const struct jobs_db *jdb, uint32_t idx, uint32_t gen, struct 
 {
     struct tk_job *job = shm_job(J.shm, idx);
     struct jobstore_stmt st;
-    jobstore_requeue(&st, job->id);
+    struct fence fb;
+    jobstore_requeue(&st, job->id, fence_of(job, &fb));
     run(jdb, &st, job->id, NULL);
     if (backoff_ms)
         usleep(backoff_ms * 1000u); /* another executor may have a container */
@@ -415,7 +517,8 @@ void jobs_hand_back(const struct jobs_db *jdb, uint32_t idx, struct ring_intent 
 {
     struct tk_job *job = shm_job(J.shm, idx);
     struct jobstore_stmt st;
-    jobstore_requeue(&st, job->id);
+    struct fence fb;
+    jobstore_requeue(&st, job->id, fence_of(job, &fb));
     run(jdb, &st, job->id, NULL);
     running_done();
     jobs_release(idx, me);
@@ -514,9 +617,29 @@ static void record_result(const struct jobs_db *jdb, const struct jobstore_stmt 
 {
     bool spool = dbspool_has_insert(id);
     int rc = -EIO;
+    const char *fence_node = st->params[JOBS_FINISH_NPARAMS];
+    if (!spool && jdb && jdb->db && fence_node && o && o->n_files > 0) {
+        /* a fenced run stores no artifacts over the new owner's */
+        const char *p[2] = {id, fence_node};
+        PGresult *res = db_exec(jdb->db,
+                                "SELECT 1 FROM jobs WHERE id = $1::uuid AND node = $2"
+                                " AND status IN ('queued', 'running')",
+                                2, p);
+        bool ours = res && PQntuples(res) == 1;
+        if (res && !ours) {
+            log_warn("msg=\"result not recorded: another node owns the job now\" job=%s", id);
+            PQclear(res);
+            return;
+        }
+        PQclear(res);
+    }
     if (!spool && jdb && jdb->db && store_artifacts(jdb->db, id, o) == 0) {
         PGresult *res = db_exec(jdb->db, st->sql, st->n, st->params);
         rc = res ? 0 : -EIO;
+        if (res && fence_node && PQntuples(res) == 0)
+            log_warn("msg=\"result not recorded: the record is finished or another node owns "
+                     "the job now\" job=%s",
+                     id);
         PQclear(res);
     }
     if (rc < 0) {
@@ -532,7 +655,8 @@ void jobs_finish(const struct jobs_db *jdb, uint32_t idx, uint32_t gen, const st
 {
     struct tk_job *job = shm_job(J.shm, idx);
     struct jobstore_stmt st; /* the record's UPDATE, and the result the acceptor answers from */
-    jobstore_finish(&st, row);
+    struct fence fb;
+    jobstore_finish(&st, row, fence_of(job, &fb));
     record_result(jdb, &st, row->id, o);
     write_result(job->id, &st);
     jobstore_stmt_free(&st);

@@ -77,7 +77,7 @@ static int param_expr(char *buf, size_t len, enum jf_type type, int n)
     return snprintf(buf, len, "$%d%s", n, casts[type]);
 }
 
-static char sql_insert[2048], sql_finish[2048], sql_whole[3072];
+static char sql_insert[2048], sql_insert_quota[2560], sql_finish[2300], sql_whole[3072];
 
 /* The column list and parameters of the INSERT, and the SET list of the FINISH. */
 static void build_sql(void)
@@ -99,6 +99,25 @@ static void build_sql(void)
              " CASE WHEN $%d::text IS NULL THEN NULL ELSE 'pending' END)"
              " ON CONFLICT DO NOTHING RETURNING id",
              cols, vals, cb);
+    /* the quota's form: a SELECT, so its parameters carry their types themselves */
+    char qvals[1800] = "$1::uuid, 'queued'";
+    int key = 0;
+    n = 1;
+    for (size_t i = 1; i < N_FIELDS; i++) {
+        if (!in_insert(&fields[i]))
+            continue;
+        param_expr(expr, sizeof expr, fields[i].type, ++n);
+        snprintf(qvals + strlen(qvals), sizeof qvals - strlen(qvals), ", %s%s", expr,
+                 fields[i].type == JF_TEXT ? "::text" : "");
+        if (!strcmp(fields[i].column, "api_key_id"))
+            key = n;
+    }
+    snprintf(sql_insert_quota, sizeof sql_insert_quota,
+             "INSERT INTO jobs (%s, callback_status) SELECT %s,"
+             " CASE WHEN $%d::text IS NULL THEN NULL ELSE 'pending' END"
+             " WHERE takod_quota_ok($%d::text, $%d::integer, $%d::integer)"
+             " ON CONFLICT DO NOTHING RETURNING id",
+             cols, qvals, cb, key, JOBS_INSERT_NPARAMS + 1, JOBS_INSERT_NPARAMS + 2);
 
     char sets[1536] = "";
     n = 1;
@@ -128,8 +147,11 @@ static void build_sql(void)
 
     snprintf(sql_finish, sizeof sql_finish,
              "UPDATE jobs SET %s WHERE id = $1 AND status IN ('queued', 'running')"
+             " AND ($%d::text IS NULL OR node = $%d::text)"
+             " AND ($%d::integer IS NULL OR attempt <= $%d::integer)"
              " RETURNING callback_url",
-             sets);
+             sets, JOBS_FINISH_NPARAMS + 1, JOBS_FINISH_NPARAMS + 1, JOBS_FINISH_NPARAMS + 2,
+             JOBS_FINISH_NPARAMS + 2);
 }
 
 int jobstore_insert_param(const char *column)
@@ -198,6 +220,15 @@ void jobstore_insert(struct jobstore_stmt *st, const struct job_row *row)
     st->what = "recording the job";
 }
 
+void jobstore_insert_quota(struct jobstore_stmt *st, const struct job_row *row,
+                           const char *max_queued, const char *max_unfinished)
+{
+    jobstore_insert(st, row);
+    st->sql = sql_insert_quota;
+    st->params[st->n++] = max_queued;
+    st->params[st->n++] = max_unfinished;
+}
+
 static bool in_whole(const struct jf_field *f)
 {
     (void)f;
@@ -215,9 +246,12 @@ void jobstore_record_whole(struct jobstore_stmt *st, const struct job_row *row)
     st->what = "recording an ended session or cell";
 }
 
-void jobstore_finish(struct jobstore_stmt *st, const struct job_row *row)
+void jobstore_finish(struct jobstore_stmt *st, const struct job_row *row,
+                     const struct jobstore_fence *f)
 {
     gather(st, row, in_finish);
+    st->params[st->n++] = f ? f->node : NULL;
+    st->params[st->n++] = f ? f->attempt : NULL;
     st->sql = jobstore_sql_finish();
     st->what = "recording the job's result";
 }
@@ -234,18 +268,20 @@ static void one(struct jobstore_stmt *st, const char *sql, const char *what, int
     st->params[2] = c;
 }
 
-void jobstore_start(struct jobstore_stmt *st, const char *id)
+void jobstore_start(struct jobstore_stmt *st, const char *id, const struct jobstore_fence *f)
 {
     static const char sql[] = "UPDATE jobs SET status = 'running', started_at = now(),"
-                              " attempt = attempt + 1 WHERE id = $1 AND status = 'queued'";
-    one(st, sql, "recording the job's start", 1, id, NULL, NULL);
+                              " attempt = attempt + 1 WHERE id = $1 AND status = 'queued'"
+                              " AND ($2::text IS NULL OR node = $2::text)";
+    one(st, sql, "recording the job's start", 2, id, f ? f->node : NULL, NULL);
 }
 
-void jobstore_requeue(struct jobstore_stmt *st, const char *id)
+void jobstore_requeue(struct jobstore_stmt *st, const char *id, const struct jobstore_fence *f)
 {
     static const char sql[] =
-        "UPDATE jobs SET status = 'queued' WHERE id = $1 AND status IN ('queued', 'running')";
-    one(st, sql, "re-queueing the job", 1, id, NULL, NULL);
+        "UPDATE jobs SET status = 'queued' WHERE id = $1 AND status IN ('queued', 'running')"
+        " AND ($2::text IS NULL OR node = $2::text)";
+    one(st, sql, "re-queueing the job", 2, id, f ? f->node : NULL, NULL);
 }
 
 void jobstore_settle(struct jobstore_stmt *st, const char *id, const char *status,
@@ -271,11 +307,74 @@ const char *const JOBSTORE_SQL_RECORD =
     " AND ($2::text IS NULL OR api_key_id = $2)";
 
 const char *const JOBSTORE_SQL_UNFINISHED =
-    "SELECT id, code, input::text, timeout_s, attempt, job_type, stdin,"
-    " input_files::text, requirements::text,"
-    " coalesce(startup_timeout_s, 0) FROM jobs"
+    "SELECT " JOBSTORE_RUN_COLS " FROM jobs"
     " WHERE node = $1 AND status IN ('queued', 'running')"
     " ORDER BY created_at";
+
+/* The shared queue. Claims take the oldest first and skip rows another claimer holds; the
+ * outer WHERE repeats the inner one, so a row settled between the two is not claimed. */
+const char *const JOBSTORE_SQL_CLAIM =
+    "UPDATE jobs SET node = $1, lease_until = now() + make_interval(secs => $2::int)"
+    " WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND node IS NULL"
+    "              ORDER BY created_at FOR UPDATE SKIP LOCKED LIMIT $3::int)"
+    "   AND status = 'queued' AND node IS NULL"
+    " RETURNING " JOBSTORE_RUN_COLS;
+
+const char *const JOBSTORE_SQL_UNCLAIM =
+    "UPDATE jobs SET node = NULL, lease_until = NULL"
+    " WHERE id = $1::uuid AND node = $2 AND status = 'queued'";
+
+const char *const JOBSTORE_SQL_RELEASE =
+    "UPDATE jobs SET node = NULL, lease_until = NULL"
+    " WHERE node = $1 AND status = 'queued' AND mode = 'async' RETURNING id";
+
+const char *const JOBSTORE_SQL_RENEW =
+    "UPDATE jobs SET lease_until = now() + make_interval(secs => $2::int)"
+    " WHERE node = $1 AND status IN ('queued', 'running')";
+
+/* what every takeover statement holds: another node's unfinished job whose lease ran out
+ * (a job its node took at once has no lease until the node's first renewal: its
+ * created_at stands in) and whose node no longer heartbeats. `was` is the row before the
+ * UPDATE (a self-join), so RETURNING can name the node that had it. */
+#define TAKEOVER_FROM_WHERE                                                                        \
+    " FROM jobs was WHERE was.id = jobs.id"                                                        \
+    " AND jobs.status IN ('queued', 'running') AND jobs.node IS NOT NULL AND jobs.node <> $1"     \
+    " AND coalesce(jobs.lease_until, jobs.created_at + make_interval(secs => $2::int)) < now()"   \
+    " AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.node_id = jobs.node"                          \
+    "   AND n.stopped_at IS NULL AND n.last_seen > now() - make_interval(secs => $2::int))"
+
+const char *const JOBSTORE_SQL_TAKEOVER =
+    "UPDATE jobs SET node = NULL, lease_until = NULL, status = 'queued'" TAKEOVER_FROM_WHERE
+    " AND jobs.mode = 'async' AND jobs.attempt <= $3::int RETURNING jobs.id, was.node";
+
+const char *const JOBSTORE_SQL_TAKEOVER_FAIL =
+    "UPDATE jobs SET status = 'failed', ended_at = now(), lease_until = NULL, error ="
+    " jsonb_build_object('type', 'interrupted', 'phase', 'execution', 'message',"
+    " 'the job''s node (' || jobs.node || ') stopped answering and no attempts remain')"
+    TAKEOVER_FROM_WHERE " AND jobs.mode = 'async' AND jobs.attempt > $3::int"
+    " RETURNING jobs.id, was.node";
+
+const char *const JOBSTORE_SQL_TAKEOVER_SYNC =
+    "UPDATE jobs SET status = 'cancelled', ended_at = now(), lease_until = NULL, error ="
+    " jsonb_build_object('type', 'interrupted', 'phase', 'execution', 'message',"
+    " 'the node holding the request (' || jobs.node || ') stopped answering')"
+    TAKEOVER_FROM_WHERE " AND jobs.mode = 'sync' AND $3::int >= 0 RETURNING jobs.id, was.node";
+
+const char *const JOBSTORE_SQL_CANCEL_ANYWHERE =
+    "WITH c AS (UPDATE jobs SET cancel_requested = true,"
+    "   status = CASE WHEN node IS NULL THEN 'cancelled' ELSE status END,"
+    "   ended_at = CASE WHEN node IS NULL THEN now() ELSE ended_at END,"
+    "   error = CASE WHEN node IS NULL THEN '{\"type\":\"cancelled\",\"message\":"
+    "\"The job was cancelled before it started\",\"phase\":\"startup\"}'::jsonb"
+    "           ELSE error END"
+    "  WHERE id = $1::uuid AND status IN ('queued', 'running')"
+    "   AND ($2::text IS NULL OR api_key_id = $2) RETURNING id, node, status)"
+    " SELECT node, status, CASE WHEN node IS NOT NULL"
+    "   THEN pg_notify('takod_cancel', node || ' ' || id::text) END FROM c";
+
+const char *const JOBSTORE_SQL_CANCEL_ASKED =
+    "SELECT id::text FROM jobs WHERE node = $1 AND cancel_requested"
+    " AND status IN ('queued', 'running')";
 
 const char *const JOBSTORE_SQL_STATUS = "SELECT status FROM jobs WHERE id = $1::uuid";
 
@@ -368,6 +467,7 @@ json_t *job_answer(const struct job_row *row)
     json_object_set_new(a, "execution_id", text_or_null(row->id));
     json_object_set_new(a, "job_id", text_or_null(row->id));
     json_object_set_new(a, "runtime", text_or_null(row->runtime));
+    json_object_set_new(a, "node", text_or_null(row->node));
     json_object_set_new(a, "status", text_or_null(row->status));
     json_object_set_new(a, "timing", json_or_null(row->timing));
     json_object_set_new(a, "stdout_truncated",

@@ -22,7 +22,7 @@ static const double buckets_ms[METRICS_BUCKETS] = {5,   10,  25,   50,   75,   1
                                                    250, 500, 1000, 2500, 5000, 10000, 30000};
 static const char *const phases[METRICS_PHASES] = {"queue", "startup", "execution", "total"};
 static const char *const roles[METRICS_ROLES] = {"acceptor", "executor", "database", "callbacks",
-                                                 "sweeper",  "settler",  "sessions"};
+                                                 "sweeper",  "settler",  "sessions", "cluster"};
 static const char *const cb_outcomes[4] = {"delivered", "retry", "failed", "refused"};
 
 static const char *(*route_name)(int idx);

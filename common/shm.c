@@ -22,8 +22,9 @@ int shm_create(struct tk_shm **out, uint32_t n_jobs, uint32_t n_acceptors, uint3
     if (n_acceptors == 0 || n_acceptors > TK_MAX_ACCEPTORS || n_executors == 0)
         return -EINVAL;
     n_jobs = shm_pow2(n_jobs);
-    /* +3: the callbacks process, the sweeper and the settler */
-    uint32_t n_procs = 2 * (n_acceptors + n_executors + 4) + 4;
+    /* per generation +3: the callbacks process, the sweeper and the settler; once: the
+     * sessions and the cluster processes */
+    uint32_t n_procs = 2 * (n_acceptors + n_executors + 4) + 6;
     size_t ring_sz = ALIGN64(ring_bytes(n_jobs));
     size_t off = ALIGN64(sizeof(struct tk_shm));
     size_t procs_off = off;

@@ -39,6 +39,7 @@
 #include "tako/jobtypes.h"
 #include "tako/log.h"
 #include "tako/metrics.h"
+#include "tako/nodes.h"
 #include "tako/pgmanaged.h"
 #include "tako/recovery.h"
 #include "tako/sandbox.h"
@@ -115,6 +116,7 @@ static const struct {
     [TK_ROLE_SWEEPER] = {"sweeper", sweeper_main, METRICS_ROLE_SWEEPER},
     [TK_ROLE_SETTLER] = {"settler", settler_main, METRICS_ROLE_SETTLER},
     [TK_ROLE_SESSIONS] = {"sessions", sessions_main, METRICS_ROLE_SESSIONS},
+    [TK_ROLE_CLUSTER] = {"cluster", cluster_main, METRICS_ROLE_CLUSTER},
 };
 
 static const char *role_name(uint8_t role)
@@ -375,6 +377,15 @@ static void setup_database(void)
     if (rc < 0)
         die("create %s: %s", spool, strerror(-rc));
     replay_spool(); /* records a previous run could not write */
+    struct db *db = NULL;
+    if (db_open(&db, tk.conninfo, err, sizeof err) < 0)
+        die("database: %s", err);
+    rc = nodes_register(db, err, sizeof err);
+    db_close(db);
+    if (rc < 0)
+        die("%s", err);
+    log_info("msg=\"node registered\" node=\"%s\" cluster=%s", tk.node,
+             tk.cfg.cluster_enabled ? "on" : "off");
 }
 
 /* executor.backend: the OCI backend when it is asked for (or auto) and its probe
@@ -446,6 +457,7 @@ static void check_docker(void)
     snprintf(tk.shm->runtime, sizeof tk.shm->runtime, "%s",
              sandbox_backend == SANDBOX_OCI ? oci_runtime() : sandbox_runtime);
     atomic_store(&tk.shm->docker_ok, 1);
+    atomic_store(&tk.shm->live_nodes, 1);
     recovery_remove_containers(NULL); /* a previous run's leftovers */
 }
 
@@ -603,8 +615,10 @@ static void begin_stop(enum stop_mode mode)
         M.stop_deadline_ms = now_mono_ms() + (uint64_t)tk.cfg.server_shutdown_timeout * 1000;
         log_info("msg=\"stopping gracefully\" timeout_s=%lld",
                  (long long)tk.cfg.server_shutdown_timeout);
-        /* acceptors first: they finish their requests, whose jobs the executors run */
+        /* acceptors first: they finish their requests, whose jobs the executors run; the
+         * cluster process claims no more and gives back what has not started */
         signal_children(TK_ROLE_ACCEPTOR, SIGQUIT, false);
+        signal_children(TK_ROLE_CLUSTER, SIGQUIT, false);
     } else {
         M.stop_deadline_ms = now_mono_ms() + 3000;
         M.escalated = false;
@@ -942,7 +956,8 @@ int main(int argc, char **argv)
     gethostname(tk.node, sizeof tk.node - 1);
     /* a node is this host's takod on this data dir: two on one host stay apart */
     snprintf(tk.instance, sizeof tk.instance, "%s:%s", tk.node, tk.cfg.server_data_dir);
-    snprintf(tk.node, sizeof tk.node, "%s", tk.instance);
+    snprintf(tk.node, sizeof tk.node, "%s",
+             tk.cfg.server_node_id[0] ? tk.cfg.server_node_id : tk.instance);
     int rc = mkdir_p(tk.cfg.server_data_dir, 0755);
     if (rc < 0)
         die("create server.data_dir %s: %s", tk.cfg.server_data_dir, strerror(-rc));
@@ -978,7 +993,9 @@ int main(int argc, char **argv)
     jobs_init(&(struct jobs_ctx){.shm = tk.shm,
                                  .done_efd = tk.done_efd,
                                  .spool_dir = tk.spool_dir,
-                                 .quarantine_dir = tk.quarantine_dir});
+                                 .quarantine_dir = tk.quarantine_dir,
+                                 .node = tk.node,
+                                 .fenced = tk.cfg.cluster_enabled});
     dbspool_init(tk.cfg.server_data_dir);
     check_docker();
     /* nothing in flight yet: whatever is there is stale. What cannot be removed is moved
@@ -1001,6 +1018,8 @@ int main(int argc, char **argv)
 
     add_generation();
     add_child(TK_ROLE_SESSIONS, 0); /* once: not part of a reload's generations */
+    if (tk.cfg.cluster_enabled)
+        add_child(TK_ROLE_CLUSTER, 0); /* once, too: claims from the shared queue */
     log_info("msg=\"takod started\" version=%s listen=%s acceptors=%lld executors=%lld "
              "queue_size=%u database=%s pid=%d",
              TAKO_VERSION, tk.cfg.server_listen, (long long)tk.cfg.server_acceptors,

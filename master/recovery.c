@@ -15,6 +15,7 @@
 #include "tako/docker.h"
 #include "tako/jobs.h"
 #include "tako/log.h"
+#include "tako/nodes.h"
 #include "tako/takod.h"
 #include "tako/util.h"
 
@@ -269,34 +270,20 @@ int recovery_startup(void)
     }
     int requeued = 0;
     for (int row = 0; row < PQntuples(r); row++) {
-        const char *id = PQgetvalue(r, row, 0);
-        int attempt = atoi(PQgetvalue(r, row, 4));
-        uint32_t idx, gen;
-        struct jobs_admission a = {.id = id,
-                                   .acceptor_proc = TK_NO_ACCEPTOR,
-                                   .attempt = (uint32_t)attempt,
-                                   .timeout_s = (uint32_t)atoi(PQgetvalue(r, row, 3)),
-                                   .startup_timeout_s = (uint32_t)atoi(PQgetvalue(r, row, 9)),
-                                   .job_type = PQgetvalue(r, row, 5)};
-        if (attempt > tk.cfg.server_max_retry_attempts || jobs_admit(&a, NULL, &idx, &gen) < 0) {
+        const char *id = PQgetvalue(r, row, JRUN_ID);
+        int attempt = atoi(PQgetvalue(r, row, JRUN_ATTEMPT));
+        int rc = attempt > tk.cfg.server_max_retry_attempts
+                     ? -EAGAIN
+                     : jobs_take_record(&jdb, r, row, true, NULL);
+        if (rc == -EAGAIN) {
             jobs_settle_record(&jdb, id, "failed", "interrupted",
                                "takod stopped before the job finished and no attempts remain",
                                "execution");
             log_warn("msg=\"job interrupted by the previous stop marked failed\" job=%s", id);
             continue;
         }
-        char why[512];
-        int rc = jobs_write_spool(id, PQgetvalue(r, row, 1), PQgetvalue(r, row, 2),
-                                  PQgetisnull(r, row, 6) ? NULL : PQgetvalue(r, row, 6),
-                                  PQgetisnull(r, row, 7) ? NULL : PQgetvalue(r, row, 7),
-                                  PQgetisnull(r, row, 8) ? NULL : PQgetvalue(r, row, 8), why,
-                                  sizeof why);
-        if (rc < 0) {
-            log_error("msg=\"re-queueing a job failed: spool\" job=%s err=\"%s\"", id, why);
-            jobs_release(idx, NULL);
-            continue;
-        }
-        jobs_adopt(&jdb, idx, gen);
+        if (rc < 0)
+            continue; /* logged; the record waits for the next start */
         log_warn("msg=\"job interrupted by the previous stop queued again\" job=%s attempt=%d", id,
                  attempt);
         requeued++;
@@ -316,6 +303,18 @@ void recovery_stop(void)
     }
     struct jobs_db jdb = {.db = db};
     jobs_settle_node_sync(&jdb, tk.node);
+    if (tk.cfg.cluster_enabled) {
+        /* what this node holds and will not run now (interrupted by a fast stop, or left
+         * queued): back to the shared queue, for the other nodes at once */
+        const char *p[1] = {tk.node};
+        PGresult *r = db_exec(db, JOBSTORE_SQL_RELEASE, 1, p);
+        if (r && PQntuples(r) > 0)
+            log_info("msg=\"stopped: unfinished async jobs given back to the shared queue\" "
+                     "count=%d",
+                     PQntuples(r));
+        PQclear(r);
+    }
+    nodes_stopped(db);
     db_close(db);
 }
 

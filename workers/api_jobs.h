@@ -51,9 +51,4 @@ enum wait_kind { WAIT_RESULT, WAIT_EXECUTE };
 void wait_add(struct evhttp_request *req, const char *corr, const char *id, enum wait_kind kind,
               bool full, int timeout_ms);
 
-/* ---- api_submit.c ---- */
-
-/* A job of this node that has not finished, by id: its slot index, or -1. */
-int api_find_live_job(const char *id);
-
 #endif

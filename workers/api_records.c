@@ -67,6 +67,8 @@ json_t *records_json(const PGresult *r, int row, bool full)
     json_object_set_new(rec, "timing", col_json(r, row, JR_timing));
     json_object_set_new(rec, "runtime", col_str(r, row, JR_runtime));
     json_object_set_new(rec, "mode", col_str(r, row, JR_mode));
+    /* where it runs or ran (NULL: waiting unowned in the shared queue, cluster.enabled) */
+    json_object_set_new(rec, "node", col_str(r, row, JR_node));
     if (!full)
         return rec;
     json_t *timing = json_object_get(rec, "timing");
@@ -138,20 +140,22 @@ static void on_record(const PGresult *res, const char *err, void *arg)
     } else if (r->kind == 0) { /* GET /jobs/{id} */
         json_t *rec = records_json(res, 0, false);
         json_t *body = json_pack(
-            "{s:O, s:O, s:O, s:O, s:O, s:O, s:o}", "job_id", json_object_get(rec, "job_id"),
+            "{s:O, s:O, s:O, s:O, s:O, s:O, s:o, s:O}", "job_id", json_object_get(rec, "job_id"),
             "status", json_object_get(rec, "status"), "created_at",
             json_object_get(rec, "created_at"), "started_at", json_object_get(rec, "started_at"),
             "ended_at", json_object_get(rec, "ended_at"), "duration_ms",
-            json_object_get(rec, "duration_ms"), "queue_position", col_int(res, 0, JR_QUEUE_POS));
+            json_object_get(rec, "duration_ms"), "queue_position", col_int(res, 0, JR_QUEUE_POS),
+            "node", json_object_get(rec, "node"));
         json_decref(rec);
         reply_json(r->req, 200, r->corr, body);
     } else if (r->kind == 2 || is_terminal(PQgetvalue(res, 0, JR_status))) {
         reply_json(r->req, 200, r->corr, records_json(res, 0, r->full));
     } else if (!r->wait) {
         reply_json(r->req, 200, r->corr,
-                   json_pack("{s:s, s:s, s:s, s:o}", "job_id", r->id, "status",
+                   json_pack("{s:s, s:s, s:s, s:o, s:o}", "job_id", r->id, "status",
                              PQgetvalue(res, 0, JR_status), "message", "Job still in progress",
-                             "queue_position", col_int(res, 0, JR_QUEUE_POS)));
+                             "queue_position", col_int(res, 0, JR_QUEUE_POS), "node",
+                             col_str(res, 0, JR_node)));
     } else {
         wait_add(r->req, r->corr, r->id, WAIT_RESULT, r->full, r->wait_ms);
     }

@@ -47,6 +47,9 @@ struct job_spec {
     /* the INSERT's parameters point here (and into the fields above) until spec_free, so
      * an unkeyed sync job whose INSERT is lost with the connection can still be spooled */
     struct jobstore_stmt ins;
+    bool quota;           /* the INSERT is the quota's (cluster.enabled): no row = over it */
+    char max_q[24], max_c[24];
+    char id[40];          /* an unowned job's (it has no slot) */
     char timeout_s[24], startup_s[24], mem_s[24], cpus_s[32], created_s[32];
     char code_hash[65], input_hash[65];
 };
@@ -98,11 +101,28 @@ static void submit_reply_async(struct job_spec *s, const char *id, const char *s
     reply_json(s->req, 200, s->corr, body);
 }
 
+/* 429: the key is over a quota counted over every node (cluster.enabled). */
+static void reply_quota(struct job_spec *s)
+{
+    char detail[200];
+    snprintf(detail, sizeof detail,
+             "Quota exceeded: this key already has %s queued or %s unfinished jobs on the "
+             "cluster (auth.max_queued_jobs, auth.max_concurrent_jobs)",
+             s->max_q, s->max_c);
+    evhttp_add_header(evhttp_request_get_output_headers(s->req), "Retry-After", "1");
+    reply_error(s->req, 429, s->corr, detail);
+}
+
+/* No row from the INSERT: the idempotency key's job (a repeat), or the quota. */
+static void not_inserted(struct job_spec *s, pgq_cb then);
+
 /* The idempotency key was taken: same request → that job; another request → 409. */
 static void on_existing(const PGresult *res, const char *err, void *arg)
 {
     struct job_spec *s = arg;
-    if (!res || PQntuples(res) != 1) {
+    if (res && PQntuples(res) == 0 && s->quota) {
+        reply_quota(s);
+    } else if (!res || PQntuples(res) != 1) {
         reply_db_unavailable(s->req, s->corr, "Database unavailable; the job was not run");
     } else if (strcmp(PQgetvalue(res, 0, 1), s->hash) != 0) {
         char detail[200];
@@ -162,10 +182,9 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
         } else if (A.stopping) {
             reply_error(s->req, 503, s->corr, "takod is shutting down; the job was not run");
         } else {
-            const char *qp[2] = {s->idem, s->key_id};
-            if (pgq_exec(A.pg, JOBSTORE_SQL_BY_IDEMPOTENCY_KEY, 2, qp, on_existing, s) == 0)
-                return;
-            reply_db_unavailable(s->req, s->corr, "Database unavailable; the job was not run");
+            not_inserted(s, on_existing);
+            acceptor_maybe_exit();
+            return;
         }
         spec_free(s);
         acceptor_maybe_exit();
@@ -186,9 +205,41 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
     spec_free(s);
 }
 
+static void not_inserted(struct job_spec *s, pgq_cb then)
+{
+    if (!s->idem && s->quota) {
+        reply_quota(s);
+        spec_free(s);
+        return;
+    }
+    const char *qp[2] = {s->idem, s->key_id};
+    if (pgq_exec(A.pg, JOBSTORE_SQL_BY_IDEMPOTENCY_KEY, 2, qp, then, s) == 0)
+        return;
+    reply_db_unavailable(s->req, s->corr, "Database unavailable; the job was not run");
+    spec_free(s);
+}
+
+/* An unowned job's INSERT (cluster.enabled): answered once it has committed. */
+static void on_inserted_unowned(const PGresult *res, const char *err, void *arg)
+{
+    struct job_spec *s = arg;
+    if (!res) {
+        log_error("msg=\"recording job failed\" err=\"%s\"", err);
+        reply_db_unavailable(s->req, s->corr, "Database unavailable; the job was not queued");
+    } else if (PQntuples(res) == 0) {
+        not_inserted(s, on_existing);
+        return;
+    } else {
+        log_debug("msg=\"job queued in the shared queue\" job=%s", s->id);
+        submit_reply_async(s, s->id, "queued");
+    }
+    spec_free(s);
+}
+
 /*
  * Per-key quotas (auth.max_queued_jobs, auth.max_concurrent_jobs), counted in the job
- * table, so they hold across acceptors: waiting jobs, and unfinished jobs (waiting or
+ * table, so they hold across acceptors (with cluster.enabled: in PostgreSQL, over every
+ * node — the INSERT itself checks them, jobstore_insert_quota): waiting jobs, and unfinished jobs (waiting or
  * running). Over either: 429 and the spec is freed.
  */
 static bool quota_ok(struct evhttp_request *req, struct job_spec *s)
@@ -196,6 +247,12 @@ static bool quota_ok(struct evhttp_request *req, struct job_spec *s)
     long long max_q = tk.cfg.auth_max_queued_jobs, max_c = tk.cfg.auth_max_concurrent_jobs;
     if (!s->key_id[0] || (!max_q && !max_c))
         return true;
+    if (tk.cfg.cluster_enabled && pgq_connected(A.pg)) {
+        s->quota = true;
+        snprintf(s->max_q, sizeof s->max_q, "%lld", max_q);
+        snprintf(s->max_c, sizeof s->max_c, "%lld", max_c);
+        return true;
+    }
     long long queued = 0, running = 0;
     for (uint32_t i = 0; i < tk.shm->n_jobs; i++) {
         struct tk_job *job = shm_job(tk.shm, i);
@@ -224,6 +281,59 @@ static bool quota_ok(struct evhttp_request *req, struct job_spec *s)
     return false;
 }
 
+/* The job's INSERT into s->ins (the quota's form when s->quota): its id, when it was
+ * admitted, and the node that holds it (NULL: unowned, in the shared queue). */
+static void record_stmt(struct job_spec *s, const char *id, uint64_t created_us, const char *node)
+{
+    char *timeout_s = s->timeout_s, *startup_s = s->startup_s, *mem_s = s->mem_s,
+         *cpus_s = s->cpus_s, *created_s = s->created_s, *code_hash = s->code_hash,
+         *input_hash = s->input_hash;
+    snprintf(timeout_s, sizeof s->timeout_s, "%lld", s->timeout);
+    snprintf(startup_s, sizeof s->startup_s, "%lld", s->startup_timeout);
+    const struct tk_job_type *jt = jobtype_lookup(&tk.cfg, s->job_type, NULL);
+    if (!jt) /* a rerun's parent may name a type no longer configured: its executor says so */
+        jt = &tk.cfg.job_types[0];
+    snprintf(mem_s, sizeof s->mem_s, "%lld", (long long)jt->memory_limit);
+    snprintf(cpus_s, sizeof s->cpus_s, "%g", jt->cpu_limit);
+    snprintf(created_s, sizeof s->created_s, "%llu", (unsigned long long)created_us);
+    sha256_hex(s->code, strlen(s->code), code_hash);
+    /* the input's hash is of its canonical form (keys sorted, compact), so a rerun, whose
+     * input comes back from PostgreSQL's jsonb, hashes the same as the original */
+    json_t *in_json = json_loads(s->input_text, 0, NULL);
+    char *canon = in_json ? json_dumps(in_json, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(in_json);
+    sha256_hex(canon ? canon : s->input_text, strlen(canon ? canon : s->input_text), input_hash);
+    free(canon);
+    struct job_row row = {.id = id,
+                          .job_type = s->job_type,
+                          .code = s->code,
+                          .input = s->input_text,
+                          .timeout_s = timeout_s,
+                          .memory_bytes = mem_s,
+                          .cpus = cpus_s,
+                          .node = node,
+                          .client_ip = s->client_ip[0] ? s->client_ip : NULL,
+                          .correlation_id = s->corr,
+                          .created_at = created_s,
+                          .mode = s->async ? "async" : "sync",
+                          .idempotency_key = s->idem,
+                          .request_hash = s->hash,
+                          .parent_id = s->parent[0] ? s->parent : NULL,
+                          .relationship = s->relationship,
+                          .code_hash = code_hash,
+                          .input_hash = input_hash,
+                          .stdin = s->stdin_text,
+                          .startup_timeout_s = s->startup_timeout ? startup_s : NULL,
+                          .callback_url = s->callback_url,
+                          .api_key_id = s->key_id[0] ? s->key_id : NULL,
+                          .input_files = s->files_json,
+                          .requirements = s->requirements};
+    if (s->quota)
+        jobstore_insert_quota(&s->ins, &row, s->max_q, s->max_c);
+    else
+        jobstore_insert(&s->ins, &row);
+}
+
 /* Admit, spool, record, dispatch. Takes `s`. */
 static void submit_job(struct evhttp_request *req, struct job_spec *s)
 {
@@ -237,7 +347,8 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
         spec_free(s);
         return;
     }
-    if (!atomic_load(&tk.shm->docker_ok)) { /* circuit breaker */
+    if (!atomic_load(&tk.shm->docker_ok) && !(tk.cfg.cluster_enabled && s->async)) {
+        /* circuit breaker (in a cluster an async job may still wait for another node) */
         reply_error(req, 503, s->corr, "The container engine is unavailable; try again later");
         spec_free(s);
         return;
@@ -261,6 +372,18 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
     }
     if (!quota_ok(req, s))
         return;
+    if (tk.cfg.cluster_enabled && s->async &&
+        (jobs_free_executors() <= 0 || !atomic_load(&tk.shm->docker_ok))) {
+        /* no executor free here: it waits in PostgreSQL, and the first node with a free
+         * executor claims it (workers/cluster.c) */
+        uuid_v4(s->id);
+        record_stmt(s, s->id, now_real_us(), NULL);
+        if (pgq_exec(A.pg, s->ins.sql, s->ins.n, s->ins.params, on_inserted_unowned, s) < 0) {
+            reply_db_unavailable(req, s->corr, "Database unavailable; the job was not queued");
+            spec_free(s);
+        }
+        return;
+    }
     uint32_t idx, gen;
     struct jobs_admission adm = {.acceptor_proc = s->async ? TK_NO_ACCEPTOR : (uint16_t)tk.proc_idx,
                                  .acceptor_gen = A.gen,
@@ -303,51 +426,8 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
         spec_free(s);
         return;
     }
-    char *timeout_s = s->timeout_s, *startup_s = s->startup_s, *mem_s = s->mem_s,
-         *cpus_s = s->cpus_s, *created_s = s->created_s, *code_hash = s->code_hash,
-         *input_hash = s->input_hash;
-    snprintf(timeout_s, sizeof s->timeout_s, "%lld", s->timeout);
-    snprintf(startup_s, sizeof s->startup_s, "%lld", s->startup_timeout);
-    const struct tk_job_type *jt = jobtype_lookup(&tk.cfg, s->job_type, NULL);
-    if (!jt) /* a rerun's parent may name a type no longer configured: its executor says so */
-        jt = &tk.cfg.job_types[0];
-    snprintf(mem_s, sizeof s->mem_s, "%lld", (long long)jt->memory_limit);
-    snprintf(cpus_s, sizeof s->cpus_s, "%g", jt->cpu_limit);
-    snprintf(created_s, sizeof s->created_s, "%llu", (unsigned long long)job->created_real_us);
-    sha256_hex(s->code, strlen(s->code), code_hash);
-    /* the input's hash is of its canonical form (keys sorted, compact), so a rerun, whose
-     * input comes back from PostgreSQL's jsonb, hashes the same as the original */
-    json_t *in_json = json_loads(s->input_text, 0, NULL);
-    char *canon = in_json ? json_dumps(in_json, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    json_decref(in_json);
-    sha256_hex(canon ? canon : s->input_text, strlen(canon ? canon : s->input_text), input_hash);
-    free(canon);
-    struct job_row row = {.id = job->id,
-                          .job_type = s->job_type,
-                          .code = s->code,
-                          .input = s->input_text,
-                          .timeout_s = timeout_s,
-                          .memory_bytes = mem_s,
-                          .cpus = cpus_s,
-                          .node = tk.node,
-                          .client_ip = s->client_ip[0] ? s->client_ip : NULL,
-                          .correlation_id = s->corr,
-                          .created_at = created_s,
-                          .mode = s->async ? "async" : "sync",
-                          .idempotency_key = s->idem,
-                          .request_hash = s->hash,
-                          .parent_id = s->parent[0] ? s->parent : NULL,
-                          .relationship = s->relationship,
-                          .code_hash = code_hash,
-                          .input_hash = input_hash,
-                          .stdin = s->stdin_text,
-                          .startup_timeout_s = s->startup_timeout ? startup_s : NULL,
-                          .callback_url = s->callback_url,
-                          .api_key_id = s->key_id[0] ? s->key_id : NULL,
-                          .input_files = s->files_json,
-                          .requirements = s->requirements};
+    record_stmt(s, job->id, job->created_real_us, tk.node);
     struct jobstore_stmt *ins = &s->ins;
-    jobstore_insert(ins, &row);
     if (!s->async && !s->idem && !pgq_connected(A.pg)) {
         /* PostgreSQL is down: an unkeyed sync job still runs; its record waits on disk */
         if (dbspool_write_insert(job->id, ins->params) == 0) {
@@ -805,33 +885,59 @@ void api_job_fork(struct evhttp_request *req, const char *corr, char **params)
 
 /* ---- cancel and stop ---- */
 
-/* A job of this node that has not finished, by id: its slot index, or -1. */
-int api_find_live_job(const char *id)
-{
-    for (uint32_t i = 0; i < tk.shm->n_jobs; i++) {
-        struct tk_job *job = shm_job(tk.shm, i);
-        uint32_t st = atomic_load(&job->state);
-        if ((st == TK_JOB_QUEUED || st == TK_JOB_RUNNING) && !strcmp(job->id, id))
-            return (int)i;
-    }
-    return -1;
-}
-
 /*
  * POST /jobs/{id}/cancel: a queued job never runs (settled here, its waiting client
  * answered); a running job's executor sees the flag within 250 ms, stops the program
  * (TERM, then KILL) and records it cancelled. A finished or unknown job is a 404, as in
  * Tako VM.
  */
+struct remote_cancel {
+    struct evhttp_request *req;
+    char corr[72], id[40];
+};
+
+static void on_cancel_anywhere(const PGresult *res, const char *err, void *arg)
+{
+    struct remote_cancel *c = arg;
+    if (!res) {
+        log_warn("msg=\"cancel through the database failed\" job=%s err=\"%s\"", c->id, err);
+        reply_db_unavailable(c->req, c->corr, "Database unavailable; the job was not cancelled");
+    } else if (PQntuples(res) == 0) {
+        reply_error(c->req, 404, c->corr, "Job not found or already completed");
+    } else {
+        log_info("msg=\"job cancelled\" job=%s node=\"%s\"", c->id,
+                 PQgetisnull(res, 0, 0) ? "(shared queue)" : PQgetvalue(res, 0, 0));
+        reply_json(c->req, 200, c->corr,
+                   json_pack("{s:s, s:s}", "status", "cancelled", "job_id", c->id));
+    }
+    free(c);
+}
+
 void api_job_cancel(struct evhttp_request *req, const char *corr, char **params)
 {
     const char *id = params[0];
-    int idx = id && uuid_valid(id) ? api_find_live_job(id) : -1;
+    int idx = id && uuid_valid(id) ? jobs_find_live(id) : -1;
     const char *owner = auth_owner();
     if (idx >= 0 && owner && strcmp(shm_job(tk.shm, (uint32_t)idx)->key_id, owner) != 0)
         idx = -1; /* another key's job: as if it did not exist */
     if (idx >= 0 && atomic_load(&shm_job(tk.shm, (uint32_t)idx)->finishing))
         idx = -1; /* its result is being recorded: it has completed */
+    if (idx < 0 && tk.cfg.cluster_enabled && id && uuid_valid(id) &&
+        !(idx >= 0 || jobs_find_live(id) >= 0)) {
+        /* not here: queued in the shared queue, or another node's (it is told) */
+        struct remote_cancel *c = calloc(1, sizeof *c);
+        const char *p[2] = {id, owner};
+        if (c) {
+            c->req = req;
+            snprintf(c->corr, sizeof c->corr, "%s", corr);
+            snprintf(c->id, sizeof c->id, "%s", id);
+            if (pgq_exec(A.pg, JOBSTORE_SQL_CANCEL_ANYWHERE, 2, p, on_cancel_anywhere, c) == 0)
+                return;
+            free(c);
+        }
+        reply_db_unavailable(req, corr, "Database unavailable; the job was not cancelled");
+        return;
+    }
     if (idx < 0) {
         reply_error(req, 404, corr, "Job not found or already completed");
         return;

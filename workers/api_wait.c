@@ -9,6 +9,7 @@
  *   GET /jobs/{id}/events streams (Server-Sent Events).
  */
 #include "api_jobs.h"
+#include "tako/jobs.h"
 #include "conns.h"
 #include "tako/log.h"
 #include "tako/takod.h"
@@ -228,6 +229,27 @@ static struct sse *sse_find(const char *id, struct sse *after)
     return NULL;
 }
 
+static void on_watch_sent(const PGresult *res, const char *err, void *arg)
+{
+    if (!res)
+        log_warn("msg=\"asking another node for a job's live output failed\" err=\"%s\"", err);
+}
+
+/* A stream here of a job another node runs (cluster.enabled): ask that node to announce
+ * its output (NOTIFY takod_watch "<node> <id>"; workers/cluster.c marks the job watched).
+ * Sent when the stream starts and again when the job starts running, since a job that
+ * waited unowned in the shared queue has no node before. */
+static void sse_watch_remote(const struct sse *s)
+{
+    if (!tk.cfg.cluster_enabled || jobs_find_live(s->id) >= 0)
+        return;
+    const char *p[1] = {s->id};
+    pgq_exec(A.pg,
+             "SELECT pg_notify('takod_watch', node || ' ' || id::text) FROM jobs"
+             " WHERE id = $1::uuid AND node IS NOT NULL AND status IN ('queued', 'running')",
+             1, p, on_watch_sent, NULL);
+}
+
 static void on_sse_result(const PGresult *res, const char *err, void *arg)
 {
     char *id = arg;
@@ -247,6 +269,8 @@ static void sse_on_status(const char *id, const char *status)
     bool any = false;
     for (struct sse *s = sse_find(id, NULL); s; s = sse_find(id, s)) {
         sse_event(s, "status", json_pack("{s:s, s:s}", "job_id", id, "status", status));
+        if (!any && !strcmp(status, "running"))
+            sse_watch_remote(s);
         any = true;
     }
     char *copy = any && is_terminal(status) ? strdup(id) : NULL;
@@ -295,7 +319,7 @@ static void on_sse_record(const PGresult *res, const char *err, void *arg)
     snprintf(s->corr, sizeof s->corr, "%s", r->corr);
     s->req = r->req;
     s->conn = evhttp_request_get_connection(r->req);
-    s->slot = api_find_live_job(r->id);
+    s->slot = jobs_find_live(r->id);
     free(r);
     if (s->slot >= 0)
         atomic_fetch_add(&shm_job(tk.shm, (uint32_t)s->slot)->watchers, 1);
@@ -318,6 +342,8 @@ static void on_sse_record(const PGresult *res, const char *err, void *arg)
     if (is_terminal(status)) {
         sse_event(s, "result", records_json(res, 0, true));
         sse_end(s);
+    } else if (s->slot < 0) {
+        sse_watch_remote(s);
     }
 }
 

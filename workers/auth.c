@@ -129,13 +129,21 @@ bool auth_gate(struct evhttp_request *req, const char *corr, bool open_route)
             evhttp_connection_get_peer(evhttp_request_get_connection(req), &host, &port);
             snprintf(who, sizeof who, "ip:%s", host ? host : "?");
         }
+        long burst = (long)tk.cfg.auth_rate_limit_burst;
+        uint32_t nodes = tk.cfg.cluster_enabled ? atomic_load(&tk.shm->live_nodes) : 1;
+        if (nodes > 1) {
+            /* the limit is the cluster's: each of the live nodes (the settler counts them)
+             * allows its share, so a client spread over them gets the whole rate, and one
+             * pinned to a node its share (docs/OPERATIONS.md, "Several nodes") */
+            per_minute = per_minute / nodes > 0 ? per_minute / nodes : 1;
+            burst = burst / nodes > 0 ? burst / (long)nodes : 1;
+        }
         struct rl_verdict v;
-        ratelimit_take(shm_ratelimit(tk.shm), who, per_minute, (long)tk.cfg.auth_rate_limit_burst,
-                       &v);
+        ratelimit_take(shm_ratelimit(tk.shm), who, per_minute, burst, &v);
         struct evkeyvalq *out = evhttp_request_get_output_headers(req);
         char num[32];
         /* Limit: the bucket (what may be sent at once); it refills at per_minute */
-        snprintf(num, sizeof num, "%ld", (long)tk.cfg.auth_rate_limit_burst);
+        snprintf(num, sizeof num, "%ld", burst);
         evhttp_add_header(out, "X-RateLimit-Limit", num);
         snprintf(num, sizeof num, "%ld;w=60", per_minute);
         evhttp_add_header(out, "X-RateLimit-Policy", num);

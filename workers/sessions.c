@@ -1386,7 +1386,17 @@ static void on_ended_for_action(const PGresult *res, const char *err, void *arg)
         reply_db_unavailable(r->req, r->corr, "Database unavailable");
     else if (PQntuples(res) != 1 || (!r->admin && strcmp(PQgetvalue(res, 0, 15), r->key) != 0))
         reply_error(r->req, 404, r->corr, "Session not found");
-    else {
+    else if (!strcmp(PQgetvalue(res, 0, 1), "live") && strcmp(PQgetvalue(res, 0, 12), tk.node)) {
+        /* several nodes: a session's container and interpreter are on the node that made
+         * it; its requests must go there (docs/SESSIONS.md, "Several nodes") */
+        char detail[700];
+        snprintf(detail, sizeof detail,
+                 "Session %s lives on node %s: send its requests to that node", r->id,
+                 PQgetvalue(res, 0, 12));
+        reply_json(r->req, 421, r->corr,
+                   json_pack("{s:s, s:s, s:s}", "detail", detail, "node", PQgetvalue(res, 0, 12),
+                             "correlation_id", r->corr));
+    } else {
         json_t *e = ended_json(res, 0);
         reply_gone(r->req, r->corr, json_string_value(json_object_get(e, "status")),
                    json_string_value(json_object_get(e, "end_reason"))

@@ -10,7 +10,13 @@
  *     ring, so a job the master hands on is taken at once;
  *   - every 2 s, writes the records spooled while PostgreSQL was down (dbspool_replay);
  *   - every hour, deletes records older than database.execution_record_ttl_days (the
- *     audit chain's retention, docs/AUDIT.md).
+ *     audit chain's retention, docs/AUDIT.md);
+ *   - every 2 s (cluster.enabled: every lease/3, if shorter), this node's heartbeat in
+ *     `nodes` (common/nodes.c); with cluster.enabled also the lease of every unfinished
+ *     job of this node (one statement), the takeover of other nodes' jobs whose lease ran
+ *     out while their node stopped heartbeating (run again unowned if attempts remain,
+ *     else failed; a sync one cancelled: its client was on that node), and the live node
+ *     count the rate limit divides by (shm live_nodes).
  * When the database cannot be reached a job is settled in shared memory all the same (its
  * client is answered; start-up recovery fixes the record later), as the master did.
  */
@@ -18,7 +24,9 @@
 #include "tako/bgchild.h"
 #include "tako/db.h"
 #include "tako/dbspool.h"
+#include "tako/jobstore.h"
 #include "tako/log.h"
+#include "tako/nodes.h"
 #include "tako/recovery.h"
 #include "tako/takod.h"
 #include "tako/util.h"
@@ -85,6 +93,44 @@ static void sweep_old_records(struct db *db)
     PQclear(r);
 }
 
+/* One takeover statement; logs what it changed. */
+static void takeover(struct db *db, const char *sql, const char *what, const char *const *p)
+{
+    PGresult *r = db_exec(db, sql, 3, p);
+    if (!r) {
+        log_warn("msg=\"takeover of expired leases failed\" err=\"%s\"", db_last_error(db));
+        return;
+    }
+    for (int i = 0; i < PQntuples(r); i++)
+        log_warn("msg=\"%s\" job=%s node=\"%s\"", what, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1));
+    PQclear(r);
+}
+
+/* The heartbeat; in a cluster the leases, the takeover and the live node count too. */
+static void heartbeat(struct db *db)
+{
+    if (!db || nodes_heartbeat(db) < 0)
+        return;
+    if (!tk.cfg.cluster_enabled)
+        return;
+    char lease[24], attempts[24];
+    snprintf(lease, sizeof lease, "%lld", (long long)tk.cfg.cluster_lease);
+    snprintf(attempts, sizeof attempts, "%lld", (long long)tk.cfg.server_max_retry_attempts);
+    const char *p[3] = {tk.node, lease, attempts};
+    PGresult *r = db_exec(db, JOBSTORE_SQL_RENEW, 2, p);
+    if (!r)
+        log_warn("msg=\"renewing this node's leases failed\" err=\"%s\"", db_last_error(db));
+    PQclear(r);
+    takeover(db, JOBSTORE_SQL_TAKEOVER, "took over a job whose node stopped answering; it runs again", p);
+    takeover(db, JOBSTORE_SQL_TAKEOVER_FAIL,
+             "a job whose node stopped answering has no attempts left; failed", p);
+    takeover(db, JOBSTORE_SQL_TAKEOVER_SYNC,
+             "a synchronous job whose node stopped answering cancelled", p);
+    int n = nodes_live_count(db);
+    if (n > 0)
+        atomic_store(&tk.shm->live_nodes, (uint32_t)n);
+}
+
 /* Everything on the settle ring now. */
 static void settle_posted(struct ring_intent *me)
 {
@@ -99,7 +145,10 @@ int settler_main(int slot)
     struct tk_proc *me = shm_proc(tk.shm, (uint32_t)tk.proc_idx);
     atomic_store(&me->ready, 1); /* it serves without a database too */
     log_info("msg=\"settler ready\" slot=%d", slot);
-    uint64_t next_replay = 0, next_retention = 0;
+    uint64_t next_replay = 0, next_retention = 0, next_beat = 0;
+    uint64_t beat_ms = 2000;
+    if (tk.cfg.cluster_enabled && (uint64_t)tk.cfg.cluster_lease * 1000 / 3 < beat_ms)
+        beat_ms = (uint64_t)tk.cfg.cluster_lease * 1000 / 3;
     while (!bgchild_stop) {
         bgchild_round(me);
         uint64_t now = now_mono_ms();
@@ -108,6 +157,10 @@ int settler_main(int slot)
             if (dbspool_count() > 0 && conn())
                 dbspool_replay(S.db);
             next_replay = now + REPLAY_MS;
+        }
+        if (now >= next_beat) {
+            heartbeat(conn());
+            next_beat = now + beat_ms;
         }
         if (now >= next_retention) {
             sweep_old_records(conn());

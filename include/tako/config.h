@@ -71,6 +71,9 @@
       "seconds a connection may stay silent: idle between requests, or stalled mid-request or mid-reply") \
     X(server, max_connections, INT, "1024", 1, 1000000, CF_RELOAD, \
       "open client connections over all acceptors; more are answered 503 and closed") \
+    X(server, node_id, STR, "", 0, 0, CF_NORELOAD, \
+      "this node's name on its job records and in the nodes table (GET /nodes); empty " \
+      "means <hostname>:<data_dir>. Unique among the nodes sharing one database") \
     X(server, max_connections_per_client, INT, "64", 1, 1000000, CF_RELOAD, \
       "open connections from one client address, over all acceptors; more get 503") \
     X(database, execution_record_ttl_days, INT, "30", 0, 36500, CF_RELOAD, \
@@ -185,6 +188,16 @@
       "wait before the second attempt; it doubles for each further one (at most 1 hour)") \
     X(callbacks, max_in_flight, INT, "64", 1, 4096, CF_RELOAD, \
       "deliveries the callbacks process has in flight at once") \
+    X(cluster, enabled, BOOL, "false", 0, 0, CF_NORELOAD, \
+      "several nodes on one PostgreSQL (database.url): an async job this node has no free " \
+      "executor for waits in PostgreSQL and any node's idle executor claims it; leases, " \
+      "takeover of a dead node's jobs, cluster-wide quotas (docs/OPERATIONS.md)") \
+    X(cluster, lease, INT, "10", 2, 3600, CF_NORELOAD, \
+      "seconds a node's hold on a job lasts unless renewed (every lease/3); a job whose " \
+      "lease ran out (its node died or was cut off) is run again by another node") \
+    X(cluster, address, STR, "", 0, 0, CF_NORELOAD, \
+      "how clients and operators reach this node, shown in GET /nodes; empty means " \
+      "http://<server.listen>") \
     X(sessions, max_total, INT, "16", 0, 4096, CF_NORELOAD, \
       "live sessions (stateful interpreters, docs/SESSIONS.md) this server holds at once; " \
       "0 turns sessions off") \

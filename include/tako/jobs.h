@@ -60,6 +60,8 @@ struct jobs_ctx {
     const int *done_efd;        /* an eventfd per process slot: wakes an acceptor */
     const char *spool_dir;      /* <spool>/<job id>: a job's files and its result */
     const char *quarantine_dir; /* where a spool dir that cannot be removed goes */
+    const char *node;           /* this node's id (server.node_id), on its answers */
+    bool fenced;                /* cluster.enabled: statements fenced by node + attempt */
 };
 void jobs_init(const struct jobs_ctx *ctx);
 
@@ -88,8 +90,24 @@ int jobs_admit(const struct jobs_admission *a, struct ring_intent *me, uint32_t 
 int jobs_enqueue(uint32_t idx, uint32_t gen, struct ring_intent *me);
 /* An unfinished record taken again (start-up): 'queued' in the record, then jobs_enqueue. */
 int jobs_adopt(const struct jobs_db *jdb, uint32_t idx, uint32_t gen);
+/*
+ * A record this node runs: tuple `row` of a result with JOBSTORE_RUN_COLS (start-up
+ * recovery's unfinished records, or a claim from the shared queue): a slot, its spool,
+ * then onto the dispatch ring — `adopt` first puts the record back to 'queued' (start-up;
+ * a claim's is queued already). 0; -EAGAIN no free slot (nothing done: the caller gives
+ * the record back); -EIO its spool could not be written (logged; slot released).
+ */
+int jobs_take_record(const struct jobs_db *jdb, const PGresult *r, int row, bool adopt,
+                     struct ring_intent *me);
+/* Executors that could take a job now: ready ones minus the slots being filled, queued or
+ * run (what a node may claim, and whether a submit takes the fast path). */
+int jobs_free_executors(void);
+/* The slot of a live (queued or running) job of this node by id, or -1. */
+int jobs_find_live(const char *id);
 /* QUEUED → RUNNING for the executor that popped (idx, gen); -ESTALE for the stale entry
- * of a job settled while queued (its vote is cast here). */
+ * of a job settled while queued (its vote is cast here); -EOWNERDEAD (fenced) when the
+ * record is no longer this node's — another node took the job over, or a stop gave it
+ * back to the shared queue: it does not run here (its slot is done with). */
 int jobs_start(const struct jobs_db *jdb, uint32_t idx, uint32_t gen, struct ring_intent *me);
 /* RUNNING → QUEUED after backoff_ms: run it again (the caller decided attempts remain). */
 void jobs_requeue(const struct jobs_db *jdb, uint32_t idx, uint32_t gen, struct ring_intent *me,

@@ -57,7 +57,7 @@
     X(timeout_s, JF_INT, TEXT, ADMIT, NOREC)                                                       \
     X(memory_bytes, JF_BIGINT, TEXT, ADMIT, NOREC)                                                 \
     X(cpus, JF_DOUBLE, TEXT, ADMIT, NOREC)                                                         \
-    X(node, JF_TEXT, TEXT, ADMIT, NOREC)                                                           \
+    X(node, JF_TEXT, TEXT, ADMIT, REC)                                                           \
     X(client_ip, JF_TEXT, TEXT, ADMIT, NOREC)                                                      \
     X(correlation_id, JF_TEXT, TEXT, ADMIT, NOREC)                                                 \
     X(created_at, JF_TIME_US, TEXT, ADMIT, REC)                                                    \
@@ -101,6 +101,7 @@ struct job_row {
 
 #define JOBS_INSERT_NPARAMS 24 /* KEY + ADMIT fields (checked in jobstore.c) */
 #define JOBS_FINISH_NPARAMS 15 /* KEY + FINISH fields */
+#define JOBS_FENCE_NPARAMS  2  /* after FINISH's: the fence (node, attempt) */
 #define JOBSTORE_MAX_PARAMS 40 /* a whole record: every field */
 
 /* A statement ready to run: the SQL (a constant: db_exec prepares it by address) and its
@@ -124,15 +125,32 @@ int jobstore_insert_param(const char *column);
 /* ---- the statements (jobs.c runs them; their names say what `status` becomes) ---- */
 /* queued: the record of an admitted job (ON CONFLICT on the idempotency key: nothing) */
 void jobstore_insert(struct jobstore_stmt *st, const struct job_row *row);
+/* the same, inserted only if the submitting key is within its quotas counted over the
+ * whole database (takod_quota_ok, migration 13): no row when it is not. The quota values
+ * are text the caller keeps alive. */
+void jobstore_insert_quota(struct jobstore_stmt *st, const struct job_row *row,
+                           const char *max_queued, const char *max_unfinished);
 /* a record INSERTed whole with its final status: a session's or a cell's, once it ended
  * (docs/SESSIONS.md); every field is a parameter, in table order */
 void jobstore_record_whole(struct jobstore_stmt *st, const struct job_row *row);
-/* queued → running, attempt + 1 */
-void jobstore_start(struct jobstore_stmt *st, const char *id);
+/*
+ * The fence (cluster.enabled): a node's statements on a job it runs hold only while the
+ * record still says the job is that node's and no later attempt has started — a node
+ * whose lease ran out and whose job another node took over must not write over the new
+ * owner's run. NULL members: no fence (one node).
+ */
+struct jobstore_fence {
+    const char *node;
+    const char *attempt; /* the run's attempt, as text */
+};
+/* queued → running, attempt + 1 (fenced: only while the record is fence->node's) */
+void jobstore_start(struct jobstore_stmt *st, const char *id, const struct jobstore_fence *f);
 /* queued | running → queued (a retry, or a run handed back to the queue) */
-void jobstore_requeue(struct jobstore_stmt *st, const char *id);
-/* queued | running → row.status, with the result */
-void jobstore_finish(struct jobstore_stmt *st, const struct job_row *row);
+void jobstore_requeue(struct jobstore_stmt *st, const char *id, const struct jobstore_fence *f);
+/* queued | running → row.status, with the result; fenced by node and attempt (the record's
+ * attempt may be lower: a start whose statement was lost) */
+void jobstore_finish(struct jobstore_stmt *st, const struct job_row *row,
+                     const struct jobstore_fence *f);
 /* queued | running → status ("failed", "cancelled") with error_json {type, message, phase} */
 void jobstore_settle(struct jobstore_stmt *st, const char *id, const char *status,
                      const char *error_json);
@@ -208,6 +226,49 @@ extern const char *const JOBSTORE_SQL_STATUS;
 /* The job that holds an idempotency key: $1 key, $2 api key id ("" for none) →
  * id, request_hash, status */
 extern const char *const JOBSTORE_SQL_BY_IDEMPOTENCY_KEY;
+
+/* ---- the shared queue (cluster.enabled; docs/OPERATIONS.md, "Several nodes") ---- */
+
+/* The columns of a record a node takes to run it (start-up recovery, a claim):
+ * JOBSTORE_RUN_COLS, numbered JRUN_*. */
+#define JOBSTORE_RUN_COLS                                                                          \
+    "id, code, input::text, timeout_s, attempt, job_type, stdin, input_files::text,"             \
+    " requirements::text, coalesce(startup_timeout_s, 0), api_key_id, correlation_id"
+enum {
+    JRUN_ID,
+    JRUN_CODE,
+    JRUN_INPUT,
+    JRUN_TIMEOUT,
+    JRUN_ATTEMPT,
+    JRUN_JOB_TYPE,
+    JRUN_STDIN,
+    JRUN_FILES,
+    JRUN_REQUIREMENTS,
+    JRUN_STARTUP_TIMEOUT,
+    JRUN_KEY,
+    JRUN_CORRELATION,
+};
+/* Claim up to $3 of the oldest unowned queued jobs for node $1 with a lease of $2 s
+ * (FOR UPDATE SKIP LOCKED: claimers never wait on each other) → JOBSTORE_RUN_COLS */
+extern const char *const JOBSTORE_SQL_CLAIM;
+/* A claim given back ($1 id, $2 node): it could not be taken after all */
+extern const char *const JOBSTORE_SQL_UNCLAIM;
+/* Node $1's unstarted async jobs back to the shared queue (a graceful stop) → id */
+extern const char *const JOBSTORE_SQL_RELEASE;
+/* Renew the lease ($2 s) of every unfinished job of node $1 */
+extern const char *const JOBSTORE_SQL_RENEW;
+/* Expired holds of other nodes than $1 (lease $2 s; a node that still heartbeats keeps
+ * its jobs), attempts allowed $3: async jobs with attempts left → queued unowned (id,
+ * node); without → failed; sync jobs (their client was on that node) → cancelled */
+extern const char *const JOBSTORE_SQL_TAKEOVER;
+extern const char *const JOBSTORE_SQL_TAKEOVER_FAIL;
+extern const char *const JOBSTORE_SQL_TAKEOVER_SYNC;
+/* Cancel $1 wherever it is (key $2 or NULL for any): an unowned queued one is settled
+ * cancelled here; another node's is flagged and its node told (NOTIFY takod_cancel
+ * "<node> <id>") → node, status */
+extern const char *const JOBSTORE_SQL_CANCEL_ANYWHERE;
+/* Node $1's jobs with a cancel asked through another node → id */
+extern const char *const JOBSTORE_SQL_CANCEL_ASKED;
 
 bool jobstore_is_terminal(const char *status);
 

@@ -46,6 +46,7 @@ enum tk_role {
     TK_ROLE_SWEEPER = 4,   /* the master's engine work: containers, job type images */
     TK_ROLE_SETTLER = 5,   /* the master's database work: dead processes' jobs, spool, retention */
     TK_ROLE_SESSIONS = 6,  /* holds every session's container (workers/sessions.c) */
+    TK_ROLE_CLUSTER = 7,   /* claims shared-queue jobs for this node (workers/cluster.c) */
 };
 
 /* A job slot's life: FREE → FILLING (acceptor) → QUEUED → RUNNING (executor) → DONE → FREE */
@@ -132,6 +133,8 @@ struct tk_shm {
     _Atomic uint32_t running;       /* jobs executors hold right now */
     _Atomic uint32_t docker_ok;     /* last executor call to the engine worked */
     _Atomic uint32_t sessions_live; /* the sessions process's live sessions (its one writer) */
+    _Atomic uint32_t live_nodes;    /* cluster.enabled: live nodes on the database (the
+                                       settler's, from `nodes`); 1 otherwise */
     _Atomic uint32_t started;       /* every executor has been ready once: /health stops
                                        answering 503 "starting" */
     _Atomic uint32_t slot_word;     /* futex: bumped when an executor gives a start slot back */

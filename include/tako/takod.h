@@ -41,6 +41,7 @@ int deliverer_main(int slot); /* the callbacks process (workers/deliverer.c) */
 int sweeper_main(int slot);   /* the master's engine work (workers/sweeper.c) */
 int settler_main(int slot);   /* the master's database work (workers/settler.c) */
 int sessions_main(int slot);  /* every session's container (workers/sessions.c) */
+int cluster_main(int slot);   /* claims from the shared queue (workers/cluster.c) */
 
 /* Set the process title shown in /proc/PID/cmdline (e.g. "takod: executor 1"). */
 void proctitle_init(int argc, char **argv);

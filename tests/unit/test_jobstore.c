@@ -52,7 +52,36 @@ TK_TEST(finish_keeps_the_spooled_parameter_order)
                " artifacts = $11::jsonb, runtime = $12, container_id = $13,"
                " ended_at = to_timestamp($14::double precision / 1e6),"
                " started_at = coalesce(started_at, to_timestamp($15::double precision / 1e6))");
-    expect_has(sql, "WHERE id = $1 AND status IN ('queued', 'running') RETURNING callback_url");
+    /* the fence (cluster.enabled; NULL parameters: none) after FINISH's own */
+    expect_has(sql, "WHERE id = $1 AND status IN ('queued', 'running')"
+                    " AND ($16::text IS NULL OR node = $16::text)"
+                    " AND ($17::integer IS NULL OR attempt <= $17::integer) RETURNING callback_url");
+}
+
+TK_TEST(fenced_statements_carry_node_and_attempt)
+{
+    struct job_row row = {.id = "11111111-1111-1111-1111-111111111111", .status = "succeeded"};
+    struct jobstore_fence f = {.node = "node-a", .attempt = "2"};
+    struct jobstore_stmt st;
+    jobstore_finish(&st, &row, &f);
+    TK_ASSERT_EQ(st.n, JOBS_FINISH_NPARAMS + JOBS_FENCE_NPARAMS);
+    TK_ASSERT_STREQ(st.params[JOBS_FINISH_NPARAMS], "node-a");
+    TK_ASSERT_STREQ(st.params[JOBS_FINISH_NPARAMS + 1], "2");
+    jobstore_stmt_free(&st);
+    jobstore_start(&st, row.id, &f);
+    TK_ASSERT_EQ(st.n, 2);
+    TK_ASSERT_STREQ(st.params[1], "node-a");
+    expect_has(st.sql, "AND ($2::text IS NULL OR node = $2::text)");
+    jobstore_start(&st, row.id, NULL);
+    TK_ASSERT(st.params[1] == NULL);
+    /* the quota's INSERT: the same columns, from a SELECT gated by takod_quota_ok */
+    jobstore_insert_quota(&st, &row, "3", "2");
+    TK_ASSERT_EQ(st.n, JOBS_INSERT_NPARAMS + 2);
+    expect_has(st.sql, "SELECT $1::uuid, 'queued', $2::text,");
+    expect_has(st.sql, "WHERE takod_quota_ok($22::text, $25::integer, $26::integer)"
+                       " ON CONFLICT DO NOTHING RETURNING id");
+    TK_ASSERT_STREQ(st.params[JOBS_INSERT_NPARAMS], "3");
+    jobstore_stmt_free(&st);
 }
 
 TK_TEST(statements_take_the_row_in_table_order)
@@ -67,8 +96,8 @@ TK_TEST(statements_take_the_row_in_table_order)
                           .ended_at = "2",
                           .started_at = "1"};
     struct jobstore_stmt st;
-    jobstore_finish(&st, &row);
-    TK_ASSERT_EQ(st.n, JOBS_FINISH_NPARAMS);
+    jobstore_finish(&st, &row, NULL);
+    TK_ASSERT_EQ(st.n, JOBS_FINISH_NPARAMS + JOBS_FENCE_NPARAMS);
     TK_ASSERT_STREQ(st.params[0], "j1");
     TK_ASSERT_STREQ(st.params[1], "succeeded");
     TK_ASSERT_STREQ(st.params[3], "hi\n");
@@ -106,7 +135,7 @@ TK_TEST(one_answer_for_a_result_a_record_and_a_settled_job)
         text, "{\"success\":false,\"output\":null,\"execution_time\":0.25,\"stdout\":\"\","
               "\"stderr\":\"boom\",\"exit_code\":3,\"error\":\"exit 3\",\"error_type\":"
               "\"nonzero_exit\",\"job_type\":\"default\",\"execution_id\":\"j2\",\"job_id\":"
-              "\"j2\",\"runtime\":\"runc\",\"status\":\"failed\",\"timing\":{\"execution_ms\":"
+              "\"j2\",\"runtime\":\"runc\",\"node\":null,\"status\":\"failed\",\"timing\":{\"execution_ms\":"
               "250.0},\"stdout_truncated\":false,\"stderr_truncated\":true,\"artifacts\":[]}");
     free(text);
     json_decref(a);
@@ -126,7 +155,7 @@ TK_TEST(one_answer_for_a_result_a_record_and_a_settled_job)
 TK_TEST(record_select_list_is_the_tables_rec_fields)
 {
     expect_has("SELECT " JOBSTORE_RECORD_COLS,
-               "SELECT id, job_type, to_json(created_at)#>>'{}', mode, idempotency_key,"
+               "SELECT id, job_type, node, to_json(created_at)#>>'{}', mode, idempotency_key,"
                " parent_id::text, relationship, code_hash, input_hash, status, exit_code, stdout,"
                " stderr, stdout_truncated, stderr_truncated, output::text, error::text,"
                " timing::text, artifacts::text, runtime, to_json(ended_at)#>>'{}',"
@@ -134,10 +163,11 @@ TK_TEST(record_select_list_is_the_tables_rec_fields)
     TK_ASSERT(strstr(JOBSTORE_RECORD_COLS, " code,") == NULL); /* NOREC: not shown */
     TK_ASSERT(strstr(JOBSTORE_RECORD_COLS, "input_files") == NULL);
     TK_ASSERT_EQ(JR_id, 0);
-    TK_ASSERT_EQ(JR_status, 9);
-    TK_ASSERT_EQ(JR_started_at, 21);
-    TK_ASSERT_EQ(JR_ATTEMPT, 22);
-    TK_ASSERT_EQ(JR_NCOLS, 26);
+    TK_ASSERT_EQ(JR_node, 2); /* every record names its node (several nodes, migration 13) */
+    TK_ASSERT_EQ(JR_status, 10);
+    TK_ASSERT_EQ(JR_started_at, 22);
+    TK_ASSERT_EQ(JR_ATTEMPT, 23);
+    TK_ASSERT_EQ(JR_NCOLS, 27);
     expect_has(JOBSTORE_SQL_RECORD, " FROM jobs WHERE id = $1::uuid");
 }
 
@@ -182,7 +212,7 @@ TK_TEST(the_answer_from_the_result_file_is_the_runs_byte_for_byte)
 
     /* what jobs.c writes (FINISH's parameters in dbspool's document) and reads back */
     struct jobstore_stmt st;
-    jobstore_finish(&st, &row);
+    jobstore_finish(&st, &row, NULL);
     json_t *doc = dbspool_doc(st.params, st.n);
     char *file = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
@@ -253,7 +283,7 @@ TK_TEST(a_record_reads_back_into_the_same_answer)
               "\"out\\n\",\"stderr\":\"Traceback\\n\",\"exit_code\":1,\"error\":\"bad\","
               "\"error_type\":\"ValueError\",\"job_type\":\"default\",\"execution_id\":"
               "\"0f0e0d0c-0000-4000-8000-000000000002\",\"job_id\":"
-              "\"0f0e0d0c-0000-4000-8000-000000000002\",\"runtime\":\"runc\",\"status\":"
+              "\"0f0e0d0c-0000-4000-8000-000000000002\",\"runtime\":\"runc\",\"node\":null,\"status\":"
               "\"failed\",\"timing\":{\"total_ms\":3.5,\"queue_ms\":1,\"startup_ms\":0.5,"
               "\"execution_ms\":2000.25},\"stdout_truncated\":false,\"stderr_truncated\":true,"
               "\"artifacts\":[]}");
