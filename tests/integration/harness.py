@@ -540,3 +540,54 @@ class Haproxy:
         self.stop()
         if not os.environ.get("TAKO_KEEP"):
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PgConn:
+    """One libpq connection kept open (through ctypes: the standard library has no
+    PostgreSQL client), for queries sent often, where a psql per query costs too much."""
+
+    def __init__(self, conninfo):
+        import ctypes
+        import ctypes.util
+        lib = ctypes.CDLL(ctypes.util.find_library("pq") or "libpq.so.5")
+        lib.PQconnectdb.restype = ctypes.c_void_p
+        lib.PQconnectdb.argtypes = [ctypes.c_char_p]
+        lib.PQstatus.argtypes = [ctypes.c_void_p]
+        lib.PQerrorMessage.restype = ctypes.c_char_p
+        lib.PQerrorMessage.argtypes = [ctypes.c_void_p]
+        lib.PQexec.restype = ctypes.c_void_p
+        lib.PQexec.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.PQresultStatus.argtypes = [ctypes.c_void_p]
+        lib.PQresultErrorMessage.restype = ctypes.c_char_p
+        lib.PQresultErrorMessage.argtypes = [ctypes.c_void_p]
+        lib.PQntuples.argtypes = [ctypes.c_void_p]
+        lib.PQnfields.argtypes = [ctypes.c_void_p]
+        lib.PQgetvalue.restype = ctypes.c_char_p
+        lib.PQgetvalue.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        lib.PQgetisnull.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        lib.PQclear.argtypes = [ctypes.c_void_p]
+        lib.PQfinish.argtypes = [ctypes.c_void_p]
+        self.lib = lib
+        self.conn = lib.PQconnectdb(conninfo.encode())
+        if lib.PQstatus(self.conn) != 0:  # CONNECTION_OK
+            err = lib.PQerrorMessage(self.conn).decode()
+            lib.PQfinish(self.conn)
+            self.conn = None
+            raise OSError(f"connect {conninfo}: {err}")
+
+    def sql(self, query):
+        """Rows of a query as lists of strings (None for NULL)."""
+        lib = self.lib
+        res = lib.PQexec(self.conn, query.encode())
+        try:
+            if lib.PQresultStatus(res) not in (1, 2):  # PGRES_COMMAND_OK, PGRES_TUPLES_OK
+                raise OSError(f"{query}: {(lib.PQresultErrorMessage(res) or b'').decode()}")
+            return [[None if lib.PQgetisnull(res, i, j) else lib.PQgetvalue(res, i, j).decode()
+                     for j in range(lib.PQnfields(res))] for i in range(lib.PQntuples(res))]
+        finally:
+            lib.PQclear(res)
+
+    def close(self):
+        if self.conn:
+            self.lib.PQfinish(self.conn)
+            self.conn = None
