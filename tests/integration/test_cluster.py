@@ -250,7 +250,10 @@ class Cluster(unittest.TestCase):
     def test_02_async_jobs_sent_to_one_node_run_on_all(self):
         n_jobs = 300
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            ids = list(pool.map(lambda i: self.submit("a", f"print({i})"), range(n_jobs)))
+            # short jobs, but not so short that A's one executor keeps up with the
+            # submissions by itself (print(i) alone: A ran half of them)
+            ids = list(pool.map(lambda i: self.submit("a", f"import time\ntime.sleep(0.2)\nprint({i})"),
+                                range(n_jobs)))
         self.assertEqual(len(set(ids)), n_jobs)
         rec = self.wait_terminal(ids, timeout=150)
         statuses = {v[0] for v in rec.values()}
