@@ -312,12 +312,19 @@ const char *const JOBSTORE_SQL_UNFINISHED =
     " ORDER BY created_at";
 
 /* The shared queue. Claims take the oldest first and skip rows another claimer holds; the
- * outer WHERE repeats the inner one, so a row settled between the two is not claimed. */
+ * outer WHERE repeats the inner one, so a row settled between the two is not claimed. The
+ * rows are picked in a MATERIALIZED CTE, not in `WHERE id IN (SELECT ... LIMIT n)`: when
+ * the UPDATE meets a row another claimer changed meanwhile, PostgreSQL rechecks it
+ * (EvalPlanQual) by running the IN subquery again, and with SKIP LOCKED that run picks
+ * other rows, so one claim of LIMIT 4 updated 5, 7, 19 rows under concurrent claims and
+ * inserts (tests/integration/test_cluster.py saw one node take 194 jobs for 4 executors).
+ * The CTE is run once; a recheck reads its stored rows. */
 const char *const JOBSTORE_SQL_CLAIM =
-    "UPDATE jobs SET node = $1, lease_until = now() + make_interval(secs => $2::int)"
-    " WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND node IS NULL"
-    "              ORDER BY created_at FOR UPDATE SKIP LOCKED LIMIT $3::int)"
-    "   AND status = 'queued' AND node IS NULL"
+    "WITH pick AS MATERIALIZED ("
+    "   SELECT id AS pick_id FROM jobs WHERE status = 'queued' AND node IS NULL"
+    "   ORDER BY created_at FOR UPDATE SKIP LOCKED LIMIT $3::int)"
+    " UPDATE jobs SET node = $1, lease_until = now() + make_interval(secs => $2::int)"
+    " FROM pick WHERE id = pick_id AND status = 'queued' AND node IS NULL"
     " RETURNING " JOBSTORE_RUN_COLS;
 
 const char *const JOBSTORE_SQL_UNCLAIM =

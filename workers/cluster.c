@@ -183,7 +183,8 @@ static int claim(int room)
     int got = PQntuples(r);
     for (int i = 0; i < got; i++) {
         const char *id = PQgetvalue(r, i, JRUN_ID);
-        int rc = jobs_take_record(&jdb, r, i, false, &C.me->intent);
+        /* never more than asked for, whatever the statement returned: the rest go back */
+        int rc = i < room ? jobs_take_record(&jdb, r, i, false, &C.me->intent) : -ENOSPC;
         if (rc == 0) {
             log_debug("msg=\"claimed a job from the shared queue\" job=%s", id);
             continue;
