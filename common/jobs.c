@@ -478,8 +478,8 @@ int jobs_start(const struct jobs_db *jdb, uint32_t idx, uint32_t gen, struct rin
         log_warn("msg=\"job not run here: its record belongs to another node now, or is "
                  "settled\" job=%s",
                  job->id);
-        json_t *err = error_json("interrupted", "the job was taken over by another node",
-                                 "startup");
+        json_t *err =
+            error_json("interrupted", "the job was taken over by another node", "startup");
         atomic_store(&job->owner_pid, 0);
         running_done();
         write_settled_result(job, "cancelled", err); /* a waiting client's answer */

@@ -306,23 +306,28 @@ const char *const JOBSTORE_SQL_RECORD =
     "SELECT " JOBSTORE_RECORD_COLS " FROM jobs WHERE id = $1::uuid"
     " AND ($2::text IS NULL OR api_key_id = $2)";
 
-const char *const JOBSTORE_SQL_UNFINISHED =
-    "SELECT " JOBSTORE_RUN_COLS " FROM jobs"
-    " WHERE node = $1 AND status IN ('queued', 'running')"
-    " ORDER BY created_at";
+const char *const JOBSTORE_SQL_UNFINISHED = "SELECT " JOBSTORE_RUN_COLS " FROM jobs"
+                                            " WHERE node = $1 AND status IN ('queued', 'running')"
+                                            " ORDER BY created_at";
 
 /* The shared queue. Claims take the oldest first and skip rows another claimer holds; the
- * outer WHERE repeats the inner one, so a row settled between the two is not claimed. */
+ * outer WHERE repeats the inner one, so a row settled between the two is not claimed. The
+ * rows are picked in a MATERIALIZED CTE, not in `WHERE id IN (SELECT ... LIMIT n)`: when
+ * the UPDATE meets a row another claimer changed meanwhile, PostgreSQL rechecks it
+ * (EvalPlanQual) by running the IN subquery again, and with SKIP LOCKED that run picks
+ * other rows, so one claim of LIMIT 4 updated 5, 7, 19 rows under concurrent claims and
+ * inserts (tests/integration/test_cluster.py saw one node take 194 jobs for 4 executors).
+ * The CTE is run once; a recheck reads its stored rows. */
 const char *const JOBSTORE_SQL_CLAIM =
-    "UPDATE jobs SET node = $1, lease_until = now() + make_interval(secs => $2::int)"
-    " WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND node IS NULL"
-    "              ORDER BY created_at FOR UPDATE SKIP LOCKED LIMIT $3::int)"
-    "   AND status = 'queued' AND node IS NULL"
+    "WITH pick AS MATERIALIZED ("
+    "   SELECT id AS pick_id FROM jobs WHERE status = 'queued' AND node IS NULL"
+    "   ORDER BY created_at FOR UPDATE SKIP LOCKED LIMIT $3::int)"
+    " UPDATE jobs SET node = $1, lease_until = now() + make_interval(secs => $2::int)"
+    " FROM pick WHERE id = pick_id AND status = 'queued' AND node IS NULL"
     " RETURNING " JOBSTORE_RUN_COLS;
 
-const char *const JOBSTORE_SQL_UNCLAIM =
-    "UPDATE jobs SET node = NULL, lease_until = NULL"
-    " WHERE id = $1::uuid AND node = $2 AND status = 'queued'";
+const char *const JOBSTORE_SQL_UNCLAIM = "UPDATE jobs SET node = NULL, lease_until = NULL"
+                                         " WHERE id = $1::uuid AND node = $2 AND status = 'queued'";
 
 const char *const JOBSTORE_SQL_RELEASE =
     "UPDATE jobs SET node = NULL, lease_until = NULL"
@@ -338,9 +343,9 @@ const char *const JOBSTORE_SQL_RENEW =
  * UPDATE (a self-join), so RETURNING can name the node that had it. */
 #define TAKEOVER_FROM_WHERE                                                                        \
     " FROM jobs was WHERE was.id = jobs.id"                                                        \
-    " AND jobs.status IN ('queued', 'running') AND jobs.node IS NOT NULL AND jobs.node <> $1"     \
-    " AND coalesce(jobs.lease_until, jobs.created_at + make_interval(secs => $2::int)) < now()"   \
-    " AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.node_id = jobs.node"                          \
+    " AND jobs.status IN ('queued', 'running') AND jobs.node IS NOT NULL AND jobs.node <> $1"      \
+    " AND coalesce(jobs.lease_until, jobs.created_at + make_interval(secs => $2::int)) < now()"    \
+    " AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.node_id = jobs.node"                           \
     "   AND n.stopped_at IS NULL AND n.last_seen > now() - make_interval(secs => $2::int))"
 
 const char *const JOBSTORE_SQL_TAKEOVER =
@@ -350,15 +355,15 @@ const char *const JOBSTORE_SQL_TAKEOVER =
 const char *const JOBSTORE_SQL_TAKEOVER_FAIL =
     "UPDATE jobs SET status = 'failed', ended_at = now(), lease_until = NULL, error ="
     " jsonb_build_object('type', 'interrupted', 'phase', 'execution', 'message',"
-    " 'the job''s node (' || jobs.node || ') stopped answering and no attempts remain')"
-    TAKEOVER_FROM_WHERE " AND jobs.mode = 'async' AND jobs.attempt > $3::int"
+    " 'the job''s node (' || jobs.node || ') stopped answering and no attempts "
+    "remain')" TAKEOVER_FROM_WHERE " AND jobs.mode = 'async' AND jobs.attempt > $3::int"
     " RETURNING jobs.id, was.node";
 
 const char *const JOBSTORE_SQL_TAKEOVER_SYNC =
     "UPDATE jobs SET status = 'cancelled', ended_at = now(), lease_until = NULL, error ="
     " jsonb_build_object('type', 'interrupted', 'phase', 'execution', 'message',"
-    " 'the node holding the request (' || jobs.node || ') stopped answering')"
-    TAKEOVER_FROM_WHERE " AND jobs.mode = 'sync' AND $3::int >= 0 RETURNING jobs.id, was.node";
+    " 'the node holding the request (' || jobs.node || ') stopped answering')" TAKEOVER_FROM_WHERE
+    " AND jobs.mode = 'sync' AND $3::int >= 0 RETURNING jobs.id, was.node";
 
 const char *const JOBSTORE_SQL_CANCEL_ANYWHERE =
     "WITH c AS (UPDATE jobs SET cancel_requested = true,"

@@ -118,8 +118,8 @@ void nodes_stopped(struct db *db)
     char pid[24];
     snprintf(pid, sizeof pid, "%d", (int)tk.master_pid);
     const char *p[2] = {tk.node, pid};
-    PGresult *r = db_exec(db, "UPDATE nodes SET stopped_at = now() WHERE node_id = $1 AND pid = $2::int",
-                          2, p);
+    PGresult *r = db_exec(
+        db, "UPDATE nodes SET stopped_at = now() WHERE node_id = $1 AND pid = $2::int", 2, p);
     if (!r)
         log_warn("msg=\"marking the node stopped failed\" node=%s err=\"%s\"", tk.node,
                  db_last_error(db));

@@ -24,7 +24,7 @@ need_root() {
 PACKAGES=(build-essential cmake pkg-config libevent-dev libjansson-dev libpq-dev
           libcurl4-openssl-dev libssl-dev docker.io postgresql postgresql-client
           debootstrap python3 curl ca-certificates clang-format runsc crun spin
-          python3-pytest clang libfuzzer-14-dev)
+          python3-pytest clang libfuzzer-14-dev haproxy)
 
 install_packages() {
     local missing=()

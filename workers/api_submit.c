@@ -47,9 +47,9 @@ struct job_spec {
     /* the INSERT's parameters point here (and into the fields above) until spec_free, so
      * an unkeyed sync job whose INSERT is lost with the connection can still be spooled */
     struct jobstore_stmt ins;
-    bool quota;           /* the INSERT is the quota's (cluster.enabled): no row = over it */
+    bool quota; /* the INSERT is the quota's (cluster.enabled): no row = over it */
     char max_q[24], max_c[24];
-    char id[40];          /* an unowned job's (it has no slot) */
+    char id[40]; /* an unowned job's (it has no slot) */
     char timeout_s[24], startup_s[24], mem_s[24], cpus_s[32], created_s[32];
     char code_hash[65], input_hash[65];
 };
@@ -239,8 +239,8 @@ static void on_inserted_unowned(const PGresult *res, const char *err, void *arg)
 /*
  * Per-key quotas (auth.max_queued_jobs, auth.max_concurrent_jobs), counted in the job
  * table, so they hold across acceptors (with cluster.enabled: in PostgreSQL, over every
- * node — the INSERT itself checks them, jobstore_insert_quota): waiting jobs, and unfinished jobs (waiting or
- * running). Over either: 429 and the spec is freed.
+ * node — the INSERT itself checks them, jobstore_insert_quota): waiting jobs, and unfinished jobs
+ * (waiting or running). Over either: 429 and the spec is freed.
  */
 static bool quota_ok(struct evhttp_request *req, struct job_spec *s)
 {

@@ -47,12 +47,12 @@
 #define IDLE_MS    500  /* the longest sleep (the heartbeat the master watches) */
 
 static struct {
-    struct db *db;     /* statements */
-    PGconn *listen;    /* LISTEN takod_queue, takod_cancel */
+    struct db *db;  /* statements */
+    PGconn *listen; /* LISTEN takod_queue, takod_cancel */
     uint64_t next_connect_ms;
-    bool failing;      /* an outage is logged once */
-    bool wake;         /* a job became claimable */
-    bool backlog;      /* the last claim filled every free executor */
+    bool failing; /* an outage is logged once */
+    bool wake;    /* a job became claimable */
+    bool backlog; /* the last claim filled every free executor */
     struct tk_proc *me;
     char lease[24];
 } C;
@@ -78,10 +78,10 @@ static bool connected(void)
     char err[512] = "";
     if (db_open(&C.db, tk.conninfo, err, sizeof err) == 0) {
         C.listen = PQconnectdb(tk.conninfo);
-        PGresult *r = PQstatus(C.listen) == CONNECTION_OK
-                          ? PQexec(C.listen,
-                                   "LISTEN takod_queue; LISTEN takod_cancel; LISTEN takod_watch")
-                          : NULL;
+        PGresult *r =
+            PQstatus(C.listen) == CONNECTION_OK
+                ? PQexec(C.listen, "LISTEN takod_queue; LISTEN takod_cancel; LISTEN takod_watch")
+                : NULL;
         if (!r || PQresultStatus(r) != PGRES_COMMAND_OK)
             snprintf(err, sizeof err, "LISTEN: %s", PQerrorMessage(C.listen));
         PQclear(r);
@@ -183,7 +183,8 @@ static int claim(int room)
     int got = PQntuples(r);
     for (int i = 0; i < got; i++) {
         const char *id = PQgetvalue(r, i, JRUN_ID);
-        int rc = jobs_take_record(&jdb, r, i, false, &C.me->intent);
+        /* never more than asked for, whatever the statement returned: the rest go back */
+        int rc = i < room ? jobs_take_record(&jdb, r, i, false, &C.me->intent) : -ENOSPC;
         if (rc == 0) {
             log_debug("msg=\"claimed a job from the shared queue\" job=%s", id);
             continue;

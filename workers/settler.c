@@ -121,7 +121,8 @@ static void heartbeat(struct db *db)
     if (!r)
         log_warn("msg=\"renewing this node's leases failed\" err=\"%s\"", db_last_error(db));
     PQclear(r);
-    takeover(db, JOBSTORE_SQL_TAKEOVER, "took over a job whose node stopped answering; it runs again", p);
+    takeover(db, JOBSTORE_SQL_TAKEOVER,
+             "took over a job whose node stopped answering; it runs again", p);
     takeover(db, JOBSTORE_SQL_TAKEOVER_FAIL,
              "a job whose node stopped answering has no attempts left; failed", p);
     takeover(db, JOBSTORE_SQL_TAKEOVER_SYNC,

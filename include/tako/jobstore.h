@@ -57,7 +57,7 @@
     X(timeout_s, JF_INT, TEXT, ADMIT, NOREC)                                                       \
     X(memory_bytes, JF_BIGINT, TEXT, ADMIT, NOREC)                                                 \
     X(cpus, JF_DOUBLE, TEXT, ADMIT, NOREC)                                                         \
-    X(node, JF_TEXT, TEXT, ADMIT, REC)                                                           \
+    X(node, JF_TEXT, TEXT, ADMIT, REC)                                                             \
     X(client_ip, JF_TEXT, TEXT, ADMIT, NOREC)                                                      \
     X(correlation_id, JF_TEXT, TEXT, ADMIT, NOREC)                                                 \
     X(created_at, JF_TIME_US, TEXT, ADMIT, REC)                                                    \
@@ -232,7 +232,7 @@ extern const char *const JOBSTORE_SQL_BY_IDEMPOTENCY_KEY;
 /* The columns of a record a node takes to run it (start-up recovery, a claim):
  * JOBSTORE_RUN_COLS, numbered JRUN_*. */
 #define JOBSTORE_RUN_COLS                                                                          \
-    "id, code, input::text, timeout_s, attempt, job_type, stdin, input_files::text,"             \
+    "id, code, input::text, timeout_s, attempt, job_type, stdin, input_files::text,"               \
     " requirements::text, coalesce(startup_timeout_s, 0), api_key_id, correlation_id"
 enum {
     JRUN_ID,

@@ -349,3 +349,245 @@ class ScratchPostgres:
         self.stop()
         if not os.environ.get("TAKO_KEEP"):
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class TcpPostgres(ScratchPostgres):
+    """A ScratchPostgres that also listens on 127.0.0.1:<a free port> (trust auth, as
+    initdb -A trust sets it for loopback TCP too): the shared database of several takod
+    nodes (database.url), reached the way a separate database server would be."""
+
+    def __init__(self, max_connections=200):
+        super().__init__()
+        self.port = free_port()
+        self.max_connections = max_connections
+        self.conninfo = f"host=127.0.0.1 port={self.port} dbname=postgres user=takod"
+
+    def start(self):
+        self._pg(["pg_ctl", "-D", self.data, "-w", "-l", os.path.join(self.dir, "log"), "-o",
+                  f"-k {self.dir} -c listen_addresses=127.0.0.1 -c port={self.port} "
+                  f"-c max_connections={self.max_connections}", "start"])
+        return self
+
+    def sql(self, query):
+        """Rows of a query as lists of strings (as Takod.sql)."""
+        out = subprocess.run(
+            ["psql", self.conninfo, "-XAtq", "-F", "\x1f", "-R", "\x1e", "-c", query],
+            check=True, capture_output=True, text=True, timeout=30,
+        ).stdout
+        if out.endswith("\n"):
+            out = out[:-1]
+        return [row.split("\x1f") for row in out.split("\x1e") if row]
+
+
+def http_request(base_url, method, path, body=None, raw=None, headers=None, timeout=120):
+    """One HTTP request to any server (as Takod.request does to its takod): a Response,
+    HTTP errors included; connection errors raise OSError."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    h = {"Content-Type": "application/json"}
+    h.update(headers or {})
+    req = urllib.request.Request(base_url + path, data=data, method=method, headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return Response(r.status, r.headers, r.read())
+    except urllib.error.HTTPError as e:
+        return Response(e.code, e.headers, e.read())
+
+
+def descendants(pid):
+    """Every process below pid (children, their children, ...), from /proc."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def kill_tree(pid):
+    """SIGKILL a process and everything below it, as the machine's crash would: the tree is
+    frozen first (SIGSTOP, repeated until no new process appears), so that nothing in it
+    reacts before all of it is gone (no child sees its parent die and stops cleanly, no
+    master respawns a child). Returns the pids killed."""
+    frozen = set()
+    todo = [pid]
+    for _ in range(20):
+        for p in todo:
+            try:
+                os.kill(p, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+            frozen.add(p)
+        todo = [p for p in descendants(pid) if p not in frozen]
+        if not todo:
+            break
+    for p in frozen:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return sorted(frozen)
+
+
+HAPROXY_BIN = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy")
+                                          else None)
+HAPROXY_CONF = os.path.join(SOURCE_DIR, "conf", "haproxy.cfg")
+
+
+class Haproxy:
+    """Debian's haproxy in the foreground (-db) on a free loopback port, in front of some
+    servers, on a config made from conf/haproxy.cfg: its frontend's bind and its backend's
+    server lines replaced by ours, a stats socket added (for servers()), and, if given, its
+    default-server line replaced (e.g. faster health checks)."""
+
+    def __init__(self, servers, default_server=None, template=HAPROXY_CONF):
+        self.dir = tempfile.mkdtemp(prefix="takod-haproxy-")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.sock = os.path.join(self.dir, "admin.sock")
+        self.cfg = os.path.join(self.dir, "haproxy.cfg")
+        self.log_path = os.path.join(self.dir, "haproxy.log")
+        self.proc = None
+        lines, placed = [], False
+        with open(template) as f:
+            for line in f.read().splitlines():
+                word = line.split()[0] if line.split() else ""
+                if word == "global":
+                    lines += [line, f"    stats socket {self.sock} mode 600 level admin"]
+                elif word == "bind":
+                    lines.append(f"    bind 127.0.0.1:{self.port}")
+                elif word == "default-server" and default_server:
+                    lines.append(f"    default-server {default_server}")
+                elif word == "server":
+                    if not placed:
+                        lines += [f"    server {name} {addr} check" for name, addr in servers]
+                        placed = True
+                else:
+                    lines.append(line)
+        with open(self.cfg, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def start(self, timeout=30):
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([HAPROXY_BIN, "-db", "-f", self.cfg], stdout=self.logf,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"haproxy exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"haproxy did not listen in {timeout}s:\n{self.log()}")
+
+    def log(self):
+        return Takod.log_of(self.log_path)
+
+    def admin(self, command):
+        """One command on the stats socket; its answer."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(self.sock)
+            s.sendall(command.encode() + b"\n")
+            out = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        return out.decode()
+
+    def servers(self):
+        """{server name: status ("UP", "DOWN", "UP 1/2", ...)} of the backend's servers."""
+        out = {}
+        rows = self.admin("show stat").splitlines()
+        if not rows:
+            return out
+        head = rows[0].lstrip("# ").split(",")
+        for row in rows[1:]:
+            f = dict(zip(head, row.split(",")))
+            if f.get("svname") not in (None, "FRONTEND", "BACKEND") and f.get("pxname"):
+                out[f["svname"]] = f.get("status", "")
+        return out
+
+    def request(self, method, path, body=None, raw=None, headers=None, timeout=120):
+        return http_request(self.url, method, path, body, raw, headers, timeout)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "logf", None):
+            self.logf.close()
+
+    def cleanup(self):
+        self.stop()
+        if not os.environ.get("TAKO_KEEP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PgConn:
+    """One libpq connection kept open (through ctypes: the standard library has no
+    PostgreSQL client), for queries sent often, where a psql per query costs too much."""
+
+    def __init__(self, conninfo):
+        import ctypes
+        import ctypes.util
+        lib = ctypes.CDLL(ctypes.util.find_library("pq") or "libpq.so.5")
+        lib.PQconnectdb.restype = ctypes.c_void_p
+        lib.PQconnectdb.argtypes = [ctypes.c_char_p]
+        lib.PQstatus.argtypes = [ctypes.c_void_p]
+        lib.PQerrorMessage.restype = ctypes.c_char_p
+        lib.PQerrorMessage.argtypes = [ctypes.c_void_p]
+        lib.PQexec.restype = ctypes.c_void_p
+        lib.PQexec.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.PQresultStatus.argtypes = [ctypes.c_void_p]
+        lib.PQresultErrorMessage.restype = ctypes.c_char_p
+        lib.PQresultErrorMessage.argtypes = [ctypes.c_void_p]
+        lib.PQntuples.argtypes = [ctypes.c_void_p]
+        lib.PQnfields.argtypes = [ctypes.c_void_p]
+        lib.PQgetvalue.restype = ctypes.c_char_p
+        lib.PQgetvalue.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        lib.PQgetisnull.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        lib.PQclear.argtypes = [ctypes.c_void_p]
+        lib.PQfinish.argtypes = [ctypes.c_void_p]
+        self.lib = lib
+        self.conn = lib.PQconnectdb(conninfo.encode())
+        if lib.PQstatus(self.conn) != 0:  # CONNECTION_OK
+            err = lib.PQerrorMessage(self.conn).decode()
+            lib.PQfinish(self.conn)
+            self.conn = None
+            raise OSError(f"connect {conninfo}: {err}")
+
+    def sql(self, query):
+        """Rows of a query as lists of strings (None for NULL)."""
+        lib = self.lib
+        res = lib.PQexec(self.conn, query.encode())
+        try:
+            if lib.PQresultStatus(res) not in (1, 2):  # PGRES_COMMAND_OK, PGRES_TUPLES_OK
+                raise OSError(f"{query}: {(lib.PQresultErrorMessage(res) or b'').decode()}")
+            return [[None if lib.PQgetisnull(res, i, j) else lib.PQgetvalue(res, i, j).decode()
+                     for j in range(lib.PQnfields(res))] for i in range(lib.PQntuples(res))]
+        finally:
+            lib.PQclear(res)
+
+    def close(self):
+        if self.conn:
+            self.lib.PQfinish(self.conn)
+            self.conn = None

@@ -53,9 +53,10 @@ TK_TEST(finish_keeps_the_spooled_parameter_order)
                " ended_at = to_timestamp($14::double precision / 1e6),"
                " started_at = coalesce(started_at, to_timestamp($15::double precision / 1e6))");
     /* the fence (cluster.enabled; NULL parameters: none) after FINISH's own */
-    expect_has(sql, "WHERE id = $1 AND status IN ('queued', 'running')"
-                    " AND ($16::text IS NULL OR node = $16::text)"
-                    " AND ($17::integer IS NULL OR attempt <= $17::integer) RETURNING callback_url");
+    expect_has(sql,
+               "WHERE id = $1 AND status IN ('queued', 'running')"
+               " AND ($16::text IS NULL OR node = $16::text)"
+               " AND ($17::integer IS NULL OR attempt <= $17::integer) RETURNING callback_url");
 }
 
 TK_TEST(fenced_statements_carry_node_and_attempt)
@@ -135,7 +136,8 @@ TK_TEST(one_answer_for_a_result_a_record_and_a_settled_job)
         text, "{\"success\":false,\"output\":null,\"execution_time\":0.25,\"stdout\":\"\","
               "\"stderr\":\"boom\",\"exit_code\":3,\"error\":\"exit 3\",\"error_type\":"
               "\"nonzero_exit\",\"job_type\":\"default\",\"execution_id\":\"j2\",\"job_id\":"
-              "\"j2\",\"runtime\":\"runc\",\"node\":null,\"status\":\"failed\",\"timing\":{\"execution_ms\":"
+              "\"j2\",\"runtime\":\"runc\",\"node\":null,\"status\":\"failed\",\"timing\":{"
+              "\"execution_ms\":"
               "250.0},\"stdout_truncated\":false,\"stderr_truncated\":true,\"artifacts\":[]}");
     free(text);
     json_decref(a);
@@ -279,14 +281,15 @@ TK_TEST(a_record_reads_back_into_the_same_answer)
     char *text;
     json_decref(answer_text_of(&row, &text));
     TK_ASSERT_STREQ(
-        text, "{\"success\":false,\"output\":{\"a\":1},\"execution_time\":2.00025,\"stdout\":"
-              "\"out\\n\",\"stderr\":\"Traceback\\n\",\"exit_code\":1,\"error\":\"bad\","
-              "\"error_type\":\"ValueError\",\"job_type\":\"default\",\"execution_id\":"
-              "\"0f0e0d0c-0000-4000-8000-000000000002\",\"job_id\":"
-              "\"0f0e0d0c-0000-4000-8000-000000000002\",\"runtime\":\"runc\",\"node\":null,\"status\":"
-              "\"failed\",\"timing\":{\"total_ms\":3.5,\"queue_ms\":1,\"startup_ms\":0.5,"
-              "\"execution_ms\":2000.25},\"stdout_truncated\":false,\"stderr_truncated\":true,"
-              "\"artifacts\":[]}");
+        text,
+        "{\"success\":false,\"output\":{\"a\":1},\"execution_time\":2.00025,\"stdout\":"
+        "\"out\\n\",\"stderr\":\"Traceback\\n\",\"exit_code\":1,\"error\":\"bad\","
+        "\"error_type\":\"ValueError\",\"job_type\":\"default\",\"execution_id\":"
+        "\"0f0e0d0c-0000-4000-8000-000000000002\",\"job_id\":"
+        "\"0f0e0d0c-0000-4000-8000-000000000002\",\"runtime\":\"runc\",\"node\":null,\"status\":"
+        "\"failed\",\"timing\":{\"total_ms\":3.5,\"queue_ms\":1,\"startup_ms\":0.5,"
+        "\"execution_ms\":2000.25},\"stdout_truncated\":false,\"stderr_truncated\":true,"
+        "\"artifacts\":[]}");
     free(text);
     jobstore_row_release(&row);
     PQclear(r);
