@@ -28,8 +28,8 @@ struct worker {
     pthread_t th;
     int idx;
     PGconn *c;
-    long claims, calls;
-    double *lat; /* ms per call */
+    long claims, calls, max_rows; /* max_rows: the most one claim returned (<= BATCH) */
+    double *lat;                  /* ms per call */
     size_t nlat, caplat;
     double end;
     int failed;
@@ -83,6 +83,8 @@ static void *run(void *arg)
         PQclear(r);
         w->calls++;
         w->claims += n;
+        if (n > w->max_rows)
+            w->max_rows = n;
         if (w->nlat == w->caplat) {
             w->caplat = w->caplat ? w->caplat * 2 : 4096;
             w->lat = realloc(w->lat, w->caplat * sizeof *w->lat);
@@ -144,7 +146,7 @@ int main(int argc, char **argv)
     pthread_barrier_wait(&ready);
     t0 = now_s(); /* the workers read it after `go` */
     pthread_barrier_wait(&go);
-    long claims = 0, calls = 0;
+    long claims = 0, calls = 0, max_rows = 0;
     size_t nlat = 0;
     double end = t0;
     int failed = 0;
@@ -152,6 +154,8 @@ int main(int argc, char **argv)
         pthread_join(w[i].th, NULL);
         claims += w[i].claims;
         calls += w[i].calls;
+        if (w[i].max_rows > max_rows)
+            max_rows = w[i].max_rows;
         nlat += w[i].nlat;
         failed |= w[i].failed;
         if (w[i].end > end)
@@ -170,9 +174,9 @@ int main(int argc, char **argv)
     double wall = end - t0;
     printf("{\"threads\": %d, \"batch\": %d, \"claims\": %ld, \"calls\": %ld, \"seconds\": %.3f,"
            " \"claims_per_s\": %.1f, \"calls_per_s\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f,"
-           " \"drained\": %s, \"failed\": %s}\n",
+           " \"max_rows\": %ld, \"drained\": %s, \"failed\": %s}\n",
            threads, batch, claims, calls, wall, wall > 0 ? (double)claims / wall : 0.0,
-           wall > 0 ? (double)calls / wall : 0.0, pct(all, nlat, 50), pct(all, nlat, 99),
+           wall > 0 ? (double)calls / wall : 0.0, pct(all, nlat, 50), pct(all, nlat, 99), max_rows,
            atomic_load(&empty) ? "true" : "false", failed ? "true" : "false");
     free(all);
     free(w);

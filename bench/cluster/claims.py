@@ -88,6 +88,8 @@ def main():
             claimed = int(pg.query("SELECT count(*) FROM jobs WHERE node LIKE 'bench-%'"))
             if claimed != res["claims"]:  # a row claimed twice would be counted twice there
                 raise SystemExit(f"rows claimed per PostgreSQL {claimed} != rows returned {res['claims']}")
+            if res["max_rows"] > b:
+                raise SystemExit(f"a claim with LIMIT {b} returned {res['max_rows']} rows")
             results.append(res)
             log(f"batch {b}, {t} claimer(s), synchronous_commit {sync}: {res['claims_per_s']:.0f} claims/s, "
                 f"{res['calls_per_s']:.0f} calls/s, p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms"
