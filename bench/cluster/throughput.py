@@ -44,8 +44,9 @@ def ok_answer(st, body):
     return st == 200 and isinstance(body, dict) and body.get("success") is True and body.get("stdout") == "1\n"
 
 
-def one_job(url, conn, mode):
-    """One job through `url` on keep-alive `conn`: (ok, seconds, node)."""
+def one_job(url, conn, mode, timing=None):
+    """One job through `url` on keep-alive `conn`: (ok, seconds, node); the record's timing
+    ({queue_ms, startup_ms, execution_ms, total_ms}) into `timing` when given."""
     t = time.perf_counter()
     if mode == "sync":
         st, body = request(url, "POST", "/execute", {"code": CODE}, conn=conn)
@@ -55,6 +56,8 @@ def one_job(url, conn, mode):
         return False, time.perf_counter() - t, None
     st, rec = request(url, "GET", f"/jobs/{body['job_id']}/result?wait=true&timeout=120", conn=conn)
     good = st == 200 and isinstance(rec, dict) and rec.get("status") == "succeeded" and rec.get("stdout") == "1\n"
+    if good and timing is not None and isinstance(rec.get("timing"), dict):
+        timing.update(rec["timing"])
     return good, time.perf_counter() - t, (rec or {}).get("node")
 
 
@@ -111,18 +114,24 @@ def latency(url, n, warmup):
     """Async submit -> result at concurrency 1 on `url`: (submit->result seconds, nodes that ran them)."""
     host = url.split("//", 1)[1]
     conn = http.client.HTTPConnection(host, timeout=180)
-    lat, nodes, errors = [], {}, 0
+    lat, nodes, errors, queue, total = [], {}, 0, [], []
     for i in range(warmup + n):
-        good, dt, node = one_job(url, conn, "async")
+        timing = {}
+        good, dt, node = one_job(url, conn, "async", timing)
         if not good:
             errors += 1
             continue
         if i >= warmup:
             lat.append(dt)
             nodes[node] = nodes.get(node, 0) + 1
+            if "queue_ms" in timing:
+                queue.append(timing["queue_ms"])
+                total.append(timing["total_ms"])
     conn.close()
     return {"n": len(lat), "errors": errors, "p50_ms": (pct(lat, 50) or 0) * 1000,
             "p90_ms": (pct(lat, 90) or 0) * 1000, "p99_ms": (pct(lat, 99) or 0) * 1000,
+            "queue_p50_ms": pct(queue, 50) or 0, "queue_p99_ms": pct(queue, 99) or 0,
+            "total_p50_ms": pct(total, 50) or 0, "total_p99_ms": pct(total, 99) or 0,
             "by_node": nodes}
 
 
@@ -199,7 +208,8 @@ def main():
                 for jid in blockers:
                     request(nodes[0].url, "POST", f"/jobs/{jid}/cancel")
             for k, v in lat_rows.items():
-                log(f"{k}: p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms, by node {v['by_node']}")
+                log(f"{k}: p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms, record queue_ms p50 "
+                    f"{v['queue_p50_ms']:.1f}, by node {v['by_node']}")
         ok = True
     finally:
         if hap:
@@ -217,11 +227,14 @@ def main():
         print(f"| {r['nodes']} | {r['mode']} | {r['clients']} | {r['jobs_per_s']:.1f} | {r['p50_ms']:.0f} | "
               f"{r['p99_ms']:.0f} | {r['errors']} | {per} |")
     if lat_rows:
-        print("\n| async submit -> result (concurrency 1) | n | p50 ms | p90 ms | p99 ms | ran on |")
-        print("|---|---|---|---|---|---|")
+        print("\n| async submit -> result (concurrency 1) | n | client p50 ms | p90 | p99 | "
+              "record queue_ms p50 | p99 | record total_ms p50 | p99 | ran on |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for k, v in lat_rows.items():
             per = ", ".join(f"{n}: {c}" for n, c in sorted(v["by_node"].items(), key=lambda kv: str(kv[0])))
-            print(f"| {k} | {v['n']} | {v['p50_ms']:.1f} | {v['p90_ms']:.1f} | {v['p99_ms']:.1f} | {per} |")
+            print(f"| {k} | {v['n']} | {v['p50_ms']:.1f} | {v['p90_ms']:.1f} | {v['p99_ms']:.1f} | "
+                  f"{v['queue_p50_ms']:.1f} | {v['queue_p99_ms']:.1f} | {v['total_p50_ms']:.1f} | "
+                  f"{v['total_p99_ms']:.1f} | {per} |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"machine": machine(), "backend": backend, "throughput": rows, "latency": lat_rows}, f, indent=2)
