@@ -15,7 +15,7 @@ The claim is the statement takod's cluster process runs (a copy in claim_bench.c
 there); claim_bench is C with libpq so the client costs next to nothing. Prints a markdown
 table on stdout, progress on stderr. Run as root (initdb as another user, takod).
 
-    sudo python3 bench/cluster/claims.py                 # about 2 minutes
+    sudo python3 bench/cluster/claims.py                 # about 2.5 minutes
     sudo python3 bench/cluster/claims.py --json out.json --threads 1,4 --seconds 5
 """
 import argparse

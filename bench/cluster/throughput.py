@@ -22,7 +22,7 @@ Every node shares the machine's CPUs and one dockerd: the engine and the cores c
 so more nodes on one machine cannot add jobs/s; what this shows is the cost of the cluster
 paths, not scale-out. Prints markdown on stdout, progress on stderr. Run as root.
 
-    sudo python3 bench/cluster/throughput.py                       # about 4 minutes
+    sudo python3 bench/cluster/throughput.py                       # about 2 minutes
     sudo python3 bench/cluster/throughput.py --modes sync,async --seconds 10
 """
 import argparse
