@@ -572,8 +572,11 @@ static void check_nodes(struct doctor *doc)
     }
     char detail[512];
     remote_format_detail(&r, detail, sizeof detail);
-    json_t *j = r.status == 200 ? json_loadb(r.body, r.len, 0, NULL) : NULL;
-    json_t *list = json_object_get(j, "nodes");
+    json_t *j = json_loadb(r.body, r.len, 0, NULL);
+    /* takod's own answer that its database is away (not a proxy's 503 with no node up) */
+    const char *etype = json_string_value(json_object_get(j, "error_type"));
+    bool db_down = r.status == 503 && etype && !strcmp(etype, "database_unavailable");
+    json_t *list = r.status == 200 ? json_object_get(j, "nodes") : NULL;
     if (r.status == 401 || r.status == 403)
         verdict(doc, "nodes", WARN,
                 "give the admin key (--api-key KEY or TAKO_API_KEY; auth.admin_key of this "
@@ -582,12 +585,12 @@ static void check_nodes(struct doctor *doc)
     else if (r.status == 404)
         verdict(doc, "nodes", WARN, "upgrade takod (GET /nodes came with issue #18)",
                 "takod at %s has no GET /nodes", url);
-    else if (r.status == 503)
+    else if (db_down)
         verdict(doc, "nodes", WARN, "see the database check, and takod's log",
                 "takod at %s cannot read its database: %s", url, detail);
     else if (r.status != 200 || !json_is_array(list))
-        verdict(doc, "nodes", WARN, "see takod's log", "GET %s/nodes: HTTP %ld%s%s", url, r.status,
-                detail[0] ? ": " : "", detail);
+        verdict(doc, "nodes", WARN, "see takod's log (behind a load balancer: is any node up?)",
+                "GET %s/nodes: HTTP %ld%s%s", url, r.status, detail[0] ? ": " : "", detail);
     http_resp_free(&r);
     if (!json_is_array(list)) {
         json_decref(j);
