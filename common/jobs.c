@@ -396,6 +396,15 @@ int jobs_take_record(const struct jobs_db *jdb, const PGresult *r, int row, bool
                                .key_id = col(r, row, JRUN_KEY)};
     if (jobs_admit(&a, me, &idx, &gen) < 0)
         return -EAGAIN;
+    /* its timing counts from its submit, not from when this node took it (a wait in the
+     * shared queue, or a restart, is queue time too) */
+    struct tk_job *job = shm_job(J.shm, idx);
+    uint64_t created = (uint64_t)atoll(PQgetvalue(r, row, JRUN_CREATED));
+    uint64_t real = now_real_us(), mono = now_mono_us();
+    if (created > 0 && created <= real && real - created < mono) {
+        job->created_real_us = created;
+        job->created_mono_us = mono - (real - created);
+    }
     char why[512];
     if (jobs_write_spool(id, PQgetvalue(r, row, JRUN_CODE), PQgetvalue(r, row, JRUN_INPUT),
                          col(r, row, JRUN_STDIN), col(r, row, JRUN_FILES),

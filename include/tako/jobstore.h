@@ -233,7 +233,8 @@ extern const char *const JOBSTORE_SQL_BY_IDEMPOTENCY_KEY;
  * JOBSTORE_RUN_COLS, numbered JRUN_*. */
 #define JOBSTORE_RUN_COLS                                                                          \
     "id, code, input::text, timeout_s, attempt, job_type, stdin, input_files::text,"               \
-    " requirements::text, coalesce(startup_timeout_s, 0), api_key_id, correlation_id"
+    " requirements::text, coalesce(startup_timeout_s, 0), api_key_id, correlation_id,"          \
+    " (extract(epoch FROM created_at) * 1e6)::bigint"
 enum {
     JRUN_ID,
     JRUN_CODE,
@@ -247,6 +248,7 @@ enum {
     JRUN_STARTUP_TIMEOUT,
     JRUN_KEY,
     JRUN_CORRELATION,
+    JRUN_CREATED, /* microseconds since the epoch: the job's queue time counts from it */
 };
 /* Claim up to $3 of the oldest unowned queued jobs for node $1 with a lease of $2 s
  * (FOR UPDATE SKIP LOCKED: claimers never wait on each other) → JOBSTORE_RUN_COLS */
