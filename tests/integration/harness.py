@@ -152,19 +152,7 @@ class Takod:
 
     def children(self):
         """pids whose parent is the master (acceptors, executors, postgres)."""
-        out = []
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    stat = f.read()
-                ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-                if ppid == self.pid:
-                    out.append(int(d))
-            except (OSError, ValueError):
-                pass
-        return out
+        return _children_by_ppid().get(self.pid, [])
 
     def cmdline(self, pid):
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -200,11 +188,11 @@ class Takod:
         except urllib.error.HTTPError as e:
             return Response(e.code, e.headers, e.read())
 
-    def events(self, job_id, timeout=120):
+    def events(self, job_id, timeout=120, headers=None):
         """GET /jobs/{id}/events read to its end: (status, Content-Type, [(event, data)])."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            conn.request("GET", f"/jobs/{job_id}/events")
+            conn.request("GET", f"/jobs/{job_id}/events", headers=headers or {})
             resp = conn.getresponse()
             events, event = [], None
             if resp.status == 200:
@@ -393,8 +381,8 @@ def http_request(base_url, method, path, body=None, raw=None, headers=None, time
         return Response(e.code, e.headers, e.read())
 
 
-def descendants(pid):
-    """Every process below pid (children, their children, ...), from /proc."""
+def _children_by_ppid():
+    """{ppid: [pid, ...]} of every process now, from /proc."""
     children = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -406,6 +394,12 @@ def descendants(pid):
         except (OSError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(d))
+    return children
+
+
+def descendants(pid):
+    """Every process below pid (children, their children, ...), from /proc."""
+    children = _children_by_ppid()
     out, todo = [], [pid]
     while todo:
         for c in children.get(todo.pop(), []):

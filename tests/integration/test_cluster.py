@@ -192,23 +192,8 @@ class Cluster(unittest.TestCase):
                   "the cluster to be idle")
 
     def events(self, node, job_id, timeout=60):
-        """GET /jobs/{id}/events with the key, read to its end (as Takod.events)."""
-        t = self.nodes[node]
-        conn = http.client.HTTPConnection("127.0.0.1", t.port, timeout=timeout)
-        try:
-            conn.request("GET", f"/jobs/{job_id}/events", headers={"X-API-Key": KEY})
-            resp = conn.getresponse()
-            events, event = [], None
-            if resp.status == 200:
-                for raw in resp:
-                    line = raw.decode().rstrip("\n")
-                    if line.startswith("event: "):
-                        event = line[7:]
-                    elif line.startswith("data: "):
-                        events.append((event, json.loads(line[6:])))
-            return resp.status, resp.getheader("Content-Type"), events
-        finally:
-            conn.close()
+        """GET /jobs/{id}/events with the key, read to its end (Takod.events)."""
+        return self.nodes[node].events(job_id, timeout, headers={"X-API-Key": KEY})
 
     # ---- the cases ----
     def test_01_nodes_join_without_migrating_and_node_ids_are_unique(self):
