@@ -233,7 +233,7 @@ extern const char *const JOBSTORE_SQL_BY_IDEMPOTENCY_KEY;
  * JOBSTORE_RUN_COLS, numbered JRUN_*. */
 #define JOBSTORE_RUN_COLS                                                                          \
     "id, code, input::text, timeout_s, attempt, job_type, stdin, input_files::text,"               \
-    " requirements::text, coalesce(startup_timeout_s, 0), api_key_id, correlation_id,"          \
+    " requirements::text, coalesce(startup_timeout_s, 0), api_key_id, correlation_id,"             \
     " (extract(epoch FROM created_at) * 1e6)::bigint"
 enum {
     JRUN_ID,
