@@ -32,15 +32,14 @@
  * two parties race to settle one job (an executor starting it while an acceptor cancels
  * it at shutdown), exactly one wins.
  *
- * What comes next (several nodes, PostgreSQL the queue of record, issue #18): "queued"
- * then belongs to PostgreSQL and shared memory is this node's fast path. The functions
- * above are already the seams: jobs_admit + the INSERT make an unowned queued record;
- * jobs_enqueue is the fast path (this node has room: it takes the job at once);
- * jobs_adopt is the claim (a node with an idle executor takes a queued record — FOR
- * UPDATE SKIP LOCKED and a lease go into its statement, jobstore_requeue's place);
- * jobs_hand_back and jobs_requeue give a job back to the queue; jobs_finish fences its
- * UPDATE by owner + attempt. The callers do not change: only jobstore's statements and
- * jobs_adopt's caller (a claim loop instead of start-up recovery) do.
+ * Several nodes (cluster.enabled, docs/OPERATIONS.md "Several nodes"): "queued" belongs to
+ * PostgreSQL and shared memory is this node's fast path. The seams above carry it: an
+ * async job this node has no free executor for (jobs_free_executors) is INSERTed unowned
+ * without a slot; the cluster process claims such records (JOBSTORE_SQL_CLAIM) and takes
+ * them with jobs_take_record, as start-up recovery takes this node's own; jobs_start,
+ * jobs_requeue, jobs_hand_back and jobs_finish run fenced statements (node + attempt:
+ * struct jobstore_fence), so a node whose job was taken over writes nothing over the new
+ * owner's run, and a start the fence refuses drops the job (-EOWNERDEAD).
  */
 #ifndef TAKO_JOBS_H
 #define TAKO_JOBS_H
