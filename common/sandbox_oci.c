@@ -1022,10 +1022,62 @@ static void remove_cgroup_parent(void)
         closedir(d);
 }
 
+/*
+ * The runtime processes of ours whose executor is gone (`<runtime> --root <our root> ...
+ * <id>`, the id naming the executor: p<pid>-...): killed. A `run` whose executor died
+ * blocks for ever opening its pid FIFO (the executor was its reader), and when the master
+ * died with it nobody reaps it either; `list` + `delete` then remove what it had made.
+ */
+static int kill_orphaned_runtimes(bool (*keep)(pid_t executor))
+{
+    DIR *d = opendir("/proc");
+    if (!d)
+        return -errno;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        pid_t pid = (pid_t)atoi(de->d_name);
+        if (pid <= 0 || pid == getpid())
+            continue;
+        char path[64], args[4096];
+        snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t len = read(fd, args, sizeof args - 1);
+        close(fd);
+        if (len <= 0)
+            continue;
+        args[len] = '\0';
+        bool ours = false;
+        const char *last = NULL;
+        for (const char *a = args; a < args + len; a += strlen(a) + 1) {
+            if (!strcmp(a, "--root") && a + strlen(a) + 1 < args + len &&
+                !strcmp(a + strlen(a) + 1, oci.root))
+                ours = true;
+            last = a;
+        }
+        if (!ours || !last || last[0] != 'p')
+            continue;
+        pid_t owner = (pid_t)atoi(last + 1);
+        if (keep && owner > 0 && keep(owner))
+            continue;
+        if (kill(pid, SIGKILL) == 0) {
+            n++;
+            log_warn("msg=\"killed a runtime process whose executor is gone\" pid=%d container=%s",
+                     (int)pid, last);
+        }
+    }
+    closedir(d);
+    return n;
+}
+
 int oci_sweep(bool (*keep)(pid_t executor))
 {
     if (!oci.name)
         return 0;
+    if (kill_orphaned_runtimes(keep) > 0)
+        usleep(50 * 1000); /* gone before `list` looks at their state */
     int out[2];
     if (pipe2(out, O_CLOEXEC) < 0)
         return -errno;
