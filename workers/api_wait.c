@@ -167,6 +167,7 @@ struct sse {
     struct event *timer;
     int slot; /* the job's shm slot while it was live here (watchers count), or -1 */
     bool finishing;
+    char last[16]; /* the last status sent */
 };
 
 static struct sse *streams;
@@ -268,6 +269,9 @@ static void sse_on_status(const char *id, const char *status)
 {
     bool any = false;
     for (struct sse *s = sse_find(id, NULL); s; s = sse_find(id, s)) {
+        if (!strcmp(s->last, status))
+            continue; /* sent already (the recheck after the stream's start found it) */
+        snprintf(s->last, sizeof s->last, "%s", status);
         sse_event(s, "status", json_pack("{s:s, s:s}", "job_id", id, "status", status));
         if (!any && !strcmp(status, "running"))
             sse_watch_remote(s);
@@ -299,6 +303,16 @@ static void sse_on_output(const char *payload)
         free(text);
     }
     free(raw);
+}
+
+/* The record read again once the stream is registered: a status change announced between
+ * the first read and the registration reached no stream (as wait_add's check_waited). */
+static void on_sse_recheck(const PGresult *res, const char *err, void *arg)
+{
+    char *id = arg;
+    if (res && PQntuples(res) == 1)
+        sse_on_status(id, PQgetvalue(res, 0, JR_status));
+    free(id);
 }
 
 static void on_sse_record(const PGresult *res, const char *err, void *arg)
@@ -338,13 +352,18 @@ static void on_sse_record(const PGresult *res, const char *err, void *arg)
     struct timeval tv = {(long)tk.cfg.limits_max_timeout + 120, 0};
     evtimer_add(s->timer, &tv);
     const char *status = PQgetvalue(res, 0, JR_status);
+    snprintf(s->last, sizeof s->last, "%s", status);
     sse_event(s, "status", json_pack("{s:s, s:s}", "job_id", s->id, "status", status));
     if (is_terminal(status)) {
         sse_event(s, "result", records_json(res, 0, true));
         sse_end(s);
-    } else if (s->slot < 0) {
-        sse_watch_remote(s);
+        return;
     }
+    if (s->slot < 0)
+        sse_watch_remote(s);
+    char *copy = strdup(s->id);
+    if (copy && records_query(s->id, NULL, on_sse_recheck, copy) < 0)
+        free(copy);
 }
 
 void api_job_events(struct evhttp_request *req, const char *corr, char **params)
