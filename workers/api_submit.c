@@ -917,13 +917,13 @@ void api_job_cancel(struct evhttp_request *req, const char *corr, char **params)
 {
     const char *id = params[0];
     int idx = id && uuid_valid(id) ? jobs_find_live(id) : -1;
+    bool here = idx >= 0; /* a slot of this node, whoever's it is */
     const char *owner = auth_owner();
     if (idx >= 0 && owner && strcmp(shm_job(tk.shm, (uint32_t)idx)->key_id, owner) != 0)
         idx = -1; /* another key's job: as if it did not exist */
     if (idx >= 0 && atomic_load(&shm_job(tk.shm, (uint32_t)idx)->finishing))
         idx = -1; /* its result is being recorded: it has completed */
-    if (idx < 0 && tk.cfg.cluster_enabled && id && uuid_valid(id) &&
-        !(idx >= 0 || jobs_find_live(id) >= 0)) {
+    if (!here && tk.cfg.cluster_enabled && id && uuid_valid(id)) {
         /* not here: queued in the shared queue, or another node's (it is told) */
         struct remote_cancel *c = calloc(1, sizeof *c);
         const char *p[2] = {id, owner};
