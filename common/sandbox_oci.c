@@ -7,11 +7,14 @@
 #include "tako/rootfs.h"
 #include "tako/util.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <poll.h>
+#include <seccomp.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -20,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/statfs.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -40,7 +44,9 @@ static struct {
     char root[512];     /* --root: this instance's state */
     char cg_parent[40]; /* takod-<instance hash> */
     bool cgroup_v2;
-    json_t *seccomp; /* linux.seccomp, from the Docker-format profile */
+    json_t *seccomp;   /* linux.seccomp, from the Docker-format profile */
+    char *seccomp_bpf; /* crun: that filter compiled, base64 (run.oci.seccomp_bpf_data) */
+    size_t bpf_insns;  /* its length in BPF instructions */
     char err[768];
 } oci;
 
@@ -156,6 +162,178 @@ static json_t *seccomp_to_oci(const char *docker_json)
     return out;
 }
 
+/*
+ * linux.seccomp compiled to the BPF program seccomp(2) loads, base64-encoded, for crun's
+ * annotation run.oci.seccomp_bpf_data: crun then loads these bytes instead of compiling
+ * the profile with libseccomp in every container (its checksum, its cache lookup, ~1.3 ms of
+ * CPU a container here; docs/PERFORMANCE.md). The rules are added exactly as crun 1.8's
+ * libcrun_generate_seccomp adds them — the same action and errno mapping, an entry with the
+ * default action skipped, an argument index named twice making one rule per comparison,
+ * unknown syscall names left out — so the program is the one crun would build, byte for
+ * byte (checked against crun's own cache file, tests/integration/seccomp_check_oci.py).
+ * linux.seccomp stays in config.json too: a crun without the annotation still filters.
+ */
+static int scmp_action(const char *name, json_t *errno_ret, uint32_t *out)
+{
+    int e = errno_ret ? (int)json_integer_value(errno_ret) : EPERM;
+    static const struct {
+        const char *name;
+        uint32_t action;
+    } plain[] = {{"SCMP_ACT_ALLOW", SCMP_ACT_ALLOW},
+                 {"SCMP_ACT_KILL", SCMP_ACT_KILL},
+                 {"SCMP_ACT_KILL_THREAD", SCMP_ACT_KILL_THREAD},
+                 {"SCMP_ACT_KILL_PROCESS", SCMP_ACT_KILL_PROCESS},
+                 {"SCMP_ACT_TRAP", SCMP_ACT_TRAP},
+                 {"SCMP_ACT_LOG", SCMP_ACT_LOG}};
+    if (!name)
+        return -EINVAL;
+    if (!strcmp(name, "SCMP_ACT_ERRNO")) {
+        *out = SCMP_ACT_ERRNO((uint32_t)e);
+        return 0;
+    }
+    if (!strcmp(name, "SCMP_ACT_TRACE")) {
+        *out = SCMP_ACT_TRACE((uint32_t)e);
+        return 0;
+    }
+    for (size_t i = 0; i < TK_ARRAY_LEN(plain); i++)
+        if (!strcmp(name, plain[i].name)) {
+            *out = plain[i].action;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+static int scmp_op(const char *name, enum scmp_compare *out)
+{
+    static const char *const ops[] = {"",
+                                      "SCMP_CMP_NE",
+                                      "SCMP_CMP_LT",
+                                      "SCMP_CMP_LE",
+                                      "SCMP_CMP_EQ",
+                                      "SCMP_CMP_GE",
+                                      "SCMP_CMP_GT",
+                                      "SCMP_CMP_MASKED_EQ"};
+    for (size_t i = 1; name && i < TK_ARRAY_LEN(ops); i++)
+        if (!strcmp(name, ops[i])) {
+            *out = (enum scmp_compare)i;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+/* The rules of one syscalls[] entry for syscall nr (crun's way with repeated indexes). */
+static int scmp_add_entry(scmp_filter_ctx ctx, uint32_t action, int nr, json_t *args)
+{
+    struct scmp_arg_cmp cmp[6];
+    unsigned n = 0, count[6] = {0};
+    bool repeated = false;
+    size_t k;
+    json_t *a;
+    json_array_foreach(args, k, a)
+    {
+        if (n == 6)
+            break;
+        json_int_t idx = json_integer_value(json_object_get(a, "index"));
+        if (idx < 0 || idx >= 6 ||
+            scmp_op(json_string_value(json_object_get(a, "op")), &cmp[n].op) < 0)
+            return -EINVAL;
+        repeated |= ++count[idx] > 1;
+        cmp[n].arg = (unsigned)idx;
+        cmp[n].datum_a = (scmp_datum_t)json_integer_value(json_object_get(a, "value"));
+        cmp[n].datum_b = (scmp_datum_t)json_integer_value(json_object_get(a, "valueTwo"));
+        n++;
+    }
+    if (!repeated)
+        return seccomp_rule_add_array(ctx, action, nr, n, cmp);
+    for (unsigned r = 0; r < n; r++) {
+        int rc = seccomp_rule_add_array(ctx, action, nr, 1, &cmp[r]);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int seccomp_compile(json_t *sc, char **b64, size_t *insns, char *why, size_t whylen)
+{
+    uint32_t def, action;
+    if (scmp_action(json_string_value(json_object_get(sc, "defaultAction")),
+                    json_object_get(sc, "defaultErrnoRet"), &def) < 0) {
+        snprintf(why, whylen, "defaultAction is not one this compiler knows");
+        return -EINVAL;
+    }
+    scmp_filter_ctx ctx = seccomp_init(def);
+    if (!ctx) {
+        snprintf(why, whylen, "seccomp_init failed");
+        return -ENOMEM;
+    }
+    int rc = 0, fd = -1;
+    size_t i, j;
+    json_t *v, *e;
+    json_array_foreach(json_object_get(sc, "architectures"), i, v)
+    {
+        char arch[32];
+        const char *name = json_string_value(v) ?: "";
+        snprintf(arch, sizeof arch, "%s", strncmp(name, "SCMP_ARCH_", 10) ? name : name + 10);
+        for (char *p = arch; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        uint32_t token = seccomp_arch_resolve_name(arch);
+        if (token == 0 || ((rc = seccomp_arch_add(ctx, token)) < 0 && rc != -EEXIST)) {
+            snprintf(why, whylen, "architecture %s: %s", name, token ? strerror(-rc) : "unknown");
+            rc = rc < 0 ? rc : -EINVAL;
+            goto out;
+        }
+        rc = 0;
+    }
+    json_array_foreach(json_object_get(sc, "syscalls"), i, e)
+    {
+        if (scmp_action(json_string_value(json_object_get(e, "action")),
+                        json_object_get(e, "errnoRet"), &action) < 0) {
+            snprintf(why, whylen, "syscalls[%zu]: an action this compiler does not know", i);
+            rc = -EINVAL;
+            goto out;
+        }
+        if (action == def)
+            continue;
+        json_array_foreach(json_object_get(e, "names"), j, v)
+        {
+            int nr = seccomp_syscall_resolve_name(json_string_value(v) ?: "");
+            if (nr == __NR_SCMP_ERROR) /* not a syscall of this kernel's headers: as crun */
+                continue;
+            if ((rc = scmp_add_entry(ctx, action, nr, json_object_get(e, "args"))) < 0) {
+                snprintf(why, whylen, "syscalls[%zu] %s: %s", i, json_string_value(v),
+                         strerror(-rc));
+                goto out;
+            }
+        }
+    }
+    struct stat st;
+    if ((fd = memfd_create("takod-seccomp", MFD_CLOEXEC)) < 0 ||
+        (rc = seccomp_export_bpf(ctx, fd)) < 0 || fstat(fd, &st) < 0 || st.st_size <= 0 ||
+        st.st_size > (1 << 20) || st.st_size % 8 != 0) {
+        rc = rc < 0 ? rc : -EIO;
+        snprintf(why, whylen, "exporting the BPF program: %s", strerror(-rc));
+        goto out;
+    }
+    unsigned char *bpf = malloc((size_t)st.st_size);
+    *b64 = malloc(4 * (((size_t)st.st_size + 2) / 3) + 1);
+    if (!bpf || !*b64 || pread(fd, bpf, (size_t)st.st_size, 0) != st.st_size) {
+        free(bpf);
+        free(*b64);
+        *b64 = NULL;
+        snprintf(why, whylen, "reading the BPF program back");
+        rc = -EIO;
+        goto out;
+    }
+    EVP_EncodeBlock((unsigned char *)*b64, bpf, (int)st.st_size);
+    *insns = (size_t)st.st_size / 8; /* struct sock_filter */
+    free(bpf);
+out:
+    if (fd >= 0)
+        close(fd);
+    seccomp_release(ctx);
+    return rc;
+}
+
 int oci_setup(const struct sandbox_env *env, char *err, size_t errlen)
 {
     const struct tk_config *c = env->cfg;
@@ -199,6 +377,14 @@ int oci_setup(const struct sandbox_env *env, char *err, size_t errlen)
         snprintf(err, errlen, "the seccomp profile could not be converted to the OCI form");
         return -EINVAL;
     }
+    free(oci.seccomp_bpf);
+    oci.seccomp_bpf = NULL;
+    char why[256] = "";
+    if (!strcmp(name, "crun") &&
+        seccomp_compile(oci.seccomp, &oci.seccomp_bpf, &oci.bpf_insns, why, sizeof why) < 0)
+        log_warn("msg=\"the seccomp profile was not compiled here; crun compiles it in each "
+                 "container (slower, the same filter)\" err=\"%s\"",
+                 why);
     return 0;
 }
 
@@ -387,6 +573,9 @@ static json_t *oci_config(const struct sandbox_env *env, const struct sandbox_sp
     json_t *cfg = json_pack("{s:s, s:o, s:{s:s, s:b}, s:s, s:o, s:o}", "ociVersion", "1.0.2",
                             "process", process, "root", "path", im->rootfs, "readonly",
                             df->readonly_rootfs, "hostname", host, "mounts", mounts, "linux", lnx);
+    if (oci.seccomp_bpf) /* crun loads it as it is (seccomp_compile) */
+        json_object_set_new(cfg, "annotations",
+                            json_pack("{s:s}", "run.oci.seccomp_bpf_data", oci.seccomp_bpf));
     free(df);
     return cfg;
 }

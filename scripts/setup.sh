@@ -21,7 +21,7 @@ need_root() {
     fi
 }
 
-PACKAGES=(build-essential cmake pkg-config libevent-dev libjansson-dev libpq-dev
+PACKAGES=(build-essential cmake pkg-config libevent-dev libjansson-dev libpq-dev libseccomp-dev
           libcurl4-openssl-dev libssl-dev docker.io postgresql postgresql-client
           debootstrap python3 curl ca-certificates clang-format runsc crun spin
           python3-pytest clang libfuzzer-14-dev haproxy)

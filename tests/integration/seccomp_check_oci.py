@@ -4,16 +4,89 @@ the OCI backend (executor.backend = oci), so conf/seccomp.json is checked as tha
 really applies it: rendered into the bundle's config.json and loaded by the runtime, not
 by `docker run`. Starts takod (harness.Takod), runs the script with TAKOD_URL, stops takod.
 The exit status is the script's (77: cannot run here). Also checks that the jobs ran on
-the OCI backend (/health says "backend": "oci").
+the OCI backend (/health says "backend": "oci"), and that the filter crun loads is the one
+crun would build itself: takod compiles the profile once and passes it precompiled
+(annotation run.oci.seccomp_bpf_data, sandbox_oci.c seccomp_compile); a container created
+by crun from the same config.json without that annotation must get the same bytes.
 """
+import base64
+import copy
+import glob
+import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Takod  # noqa: E402
+from harness import Takod, descendants  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def check_precompiled(t):
+    """0 when a warm container's annotation equals crun's own compilation, else 1."""
+    mine = None
+    deadline = time.monotonic() + 30
+    while mine is None and time.monotonic() < deadline:
+        # a container's id starts with its executor's pid (sandbox_oci.c container_id)
+        ours = ["p%d-" % pid for pid in descendants(t.proc.pid)]
+        for path in glob.glob("/run/takod/*/crun/*/config.json"):
+            if not os.path.basename(os.path.dirname(path)).startswith(tuple(ours) or ("-",)):
+                continue
+            try:
+                with open(path) as f:
+                    cfg = json.load(f)
+            except (OSError, ValueError):
+                continue  # a container going away meanwhile
+            mine = cfg
+            break
+        else:
+            time.sleep(0.2)
+    if mine is None:
+        print("FAIL no warm container of this takod found under /run/takod")
+        return 1
+    data = mine.get("annotations", {}).get("run.oci.seccomp_bpf_data")
+    if not data or "seccomp" not in mine.get("linux", {}):
+        print("FAIL config.json lacks run.oci.seccomp_bpf_data or linux.seccomp")
+        return 1
+    given = base64.b64decode(data)
+    work = tempfile.mkdtemp(prefix="takod-scmp-")
+    cid = "scmpcheck%d" % os.getpid()
+    root = os.path.join(work, "root")
+    try:
+        cfg = copy.deepcopy(mine)
+        del cfg["annotations"]["run.oci.seccomp_bpf_data"]
+        cfg["process"]["args"] = ["/bin/true"]
+        cfg["linux"]["cgroupsPath"] = "/" + cid
+        os.makedirs(os.path.join(work, "bundle"))
+        with open(os.path.join(work, "bundle", "config.json"), "w") as f:
+            json.dump(cfg, f)
+        # stdio to files: the created container holds them open until it is deleted
+        with open(os.path.join(work, "err"), "w+b") as err:
+            p = subprocess.run(["crun", "--root", root, "create", "--bundle",
+                                os.path.join(work, "bundle"), cid],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=err, timeout=60)
+            err.seek(0)
+            if p.returncode != 0:
+                print("FAIL crun create: %s" % err.read().decode(errors="replace")[:400])
+                return 1
+        with open(os.path.join(root, cid, "seccomp.bpf"), "rb") as f:
+            built = f.read()
+    finally:
+        subprocess.run(["crun", "--root", root, "delete", "--force", cid],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(work, ignore_errors=True)
+    if built != given:
+        print("FAIL the precompiled filter (%d bytes) differs from crun's own (%d bytes)"
+              % (len(given), len(built)))
+        return 1
+    print("ok   the precompiled seccomp filter is crun's own, byte for byte (%d BPF "
+          "instructions)" % (len(given) // 8), flush=True)
+    return 0
 
 
 def main():
@@ -33,6 +106,8 @@ def main():
               flush=True)
         if backend != "oci":
             print(f"FAIL takod's /health says backend {backend!r}, want 'oci'")
+            return 1
+        if health.get("runtime") == "crun" and check_precompiled(t) != 0:
             return 1
         env = dict(os.environ, TAKOD_URL=t.url)
         return subprocess.run(["bash", os.path.join(HERE, "seccomp_check.sh")], env=env,
