@@ -44,9 +44,10 @@ static struct {
     char root[512];     /* --root: this instance's state */
     char cg_parent[40]; /* takod-<instance hash> */
     bool cgroup_v2;
-    json_t *seccomp;   /* linux.seccomp, from the Docker-format profile */
-    char *seccomp_bpf; /* crun: that filter compiled, base64 (run.oci.seccomp_bpf_data) */
-    size_t bpf_insns;  /* its length in BPF instructions */
+    json_t *seccomp;    /* linux.seccomp, from the Docker-format profile */
+    char *seccomp_bpf;  /* crun: that filter compiled, base64 (run.oci.seccomp_bpf_data) */
+    unsigned char *bpf; /* the same program's bytes (oci_probe compares them) */
+    size_t bpf_len;     /* its length: 8 bytes (struct sock_filter) an instruction */
     char err[768];
 } oci;
 
@@ -170,8 +171,10 @@ static json_t *seccomp_to_oci(const char *docker_json)
  * libcrun_generate_seccomp adds them — the same action and errno mapping, an entry with the
  * default action skipped, an argument index named twice making one rule per comparison,
  * unknown syscall names left out — so the program is the one crun would build, byte for
- * byte (checked against crun's own cache file, tests/integration/seccomp_check_oci.py).
- * linux.seccomp stays in config.json too: a crun without the annotation still filters.
+ * byte. A job's config.json then carries the annotation instead of linux.seccomp, and
+ * only once oci_probe has seen, at start-up, that this crun builds the same bytes from the
+ * profile and that it honours the annotation (a crun before 0.18 ignores it: no filter at
+ * all); else the profile goes to crun as linux.seccomp, compiled in every container.
  */
 static int scmp_action(const char *name, json_t *errno_ret, uint32_t *out)
 {
@@ -253,7 +256,8 @@ static int scmp_add_entry(scmp_filter_ctx ctx, uint32_t action, int nr, json_t *
     return 0;
 }
 
-static int seccomp_compile(json_t *sc, char **b64, size_t *insns, char *why, size_t whylen)
+static int seccomp_compile(json_t *sc, char **b64, unsigned char **raw, size_t *rawlen, char *why,
+                           size_t whylen)
 {
     uint32_t def, action;
     if (scmp_action(json_string_value(json_object_get(sc, "defaultAction")),
@@ -325,8 +329,8 @@ static int seccomp_compile(json_t *sc, char **b64, size_t *insns, char *why, siz
         goto out;
     }
     EVP_EncodeBlock((unsigned char *)*b64, bpf, (int)st.st_size);
-    *insns = (size_t)st.st_size / 8; /* struct sock_filter */
-    free(bpf);
+    *raw = bpf;
+    *rawlen = (size_t)st.st_size;
 out:
     if (fd >= 0)
         close(fd);
@@ -377,15 +381,23 @@ int oci_setup(const struct sandbox_env *env, char *err, size_t errlen)
         snprintf(err, errlen, "the seccomp profile could not be converted to the OCI form");
         return -EINVAL;
     }
-    free(oci.seccomp_bpf);
-    oci.seccomp_bpf = NULL;
+    oci_seccomp_uncompiled();
     char why[256] = "";
     if (!strcmp(name, "crun") &&
-        seccomp_compile(oci.seccomp, &oci.seccomp_bpf, &oci.bpf_insns, why, sizeof why) < 0)
+        seccomp_compile(oci.seccomp, &oci.seccomp_bpf, &oci.bpf, &oci.bpf_len, why, sizeof why) < 0)
         log_warn("msg=\"the seccomp profile was not compiled here; crun compiles it in each "
                  "container (slower, the same filter)\" err=\"%s\"",
                  why);
     return 0;
+}
+
+void oci_seccomp_uncompiled(void)
+{
+    free(oci.seccomp_bpf);
+    free(oci.bpf);
+    oci.seccomp_bpf = NULL;
+    oci.bpf = NULL;
+    oci.bpf_len = 0;
 }
 
 /* ---- images: a tag or id → its unpacked rootfs and its environment ---- */
@@ -555,13 +567,17 @@ static json_t *oci_config(const struct sandbox_env *env, const struct sandbox_sp
     for (i = 0; i < TK_ARRAY_LEN(spaces); i++)
         json_array_append_new(ns, json_pack("{s:s}", "type", spaces[i]));
     json_int_t period = 100000;
-    json_t *lnx = json_pack(
-        "{s:{s:o, s:{s:I, s:I}, s:{s:I, s:I, s:I}, s:{s:I}}, s:s, s:o, s:o, s:o, s:O}", "resources",
-        "devices", devices, "memory", "limit", (json_int_t)df->memory, "swap",
-        (json_int_t)df->memory_swap, "cpu", "quota", (json_int_t)(df->cpus * (double)period),
-        "period", period, "shares", (json_int_t)OCI_WARM_SHARES, "pids", "limit",
-        (json_int_t)df->pids, "cgroupsPath", cgpath, "namespaces", ns, "maskedPaths", masked,
-        "readonlyPaths", ro, "seccomp", oci.seccomp);
+    json_t *lnx =
+        json_pack("{s:{s:o, s:{s:I, s:I}, s:{s:I, s:I, s:I}, s:{s:I}}, s:s, s:o, s:o, s:o}",
+                  "resources", "devices", devices, "memory", "limit", (json_int_t)df->memory,
+                  "swap", (json_int_t)df->memory_swap, "cpu", "quota",
+                  (json_int_t)(df->cpus * (double)period), "period", period, "shares",
+                  (json_int_t)OCI_WARM_SHARES, "pids", "limit", (json_int_t)df->pids, "cgroupsPath",
+                  cgpath, "namespaces", ns, "maskedPaths", masked, "readonlyPaths", ro);
+    /* one of the two: crun loads the precompiled program as it is and would parse
+     * linux.seccomp's ~350 names for nothing (~1 ms a container); without it, it compiles */
+    if (lnx && !oci.seccomp_bpf)
+        json_object_set(lnx, "seccomp", oci.seccomp);
     /* the host name: 12 hex digits of the id, as the engine names a container's host */
     char host[24];
     if (!strcmp(id, ID_MARK)) { /* a template's (config_text) */
@@ -1097,6 +1113,72 @@ void oci_discard(struct warm *w)
 
 /* ---- probe and sweeps ---- */
 
+/* The probe's process when the filter goes precompiled: exit 0 when it runs under one more
+ * seccomp filter than takod itself (Seccomp_filters, Linux 5.9; before that, mode 2 when
+ * takod has none), 3 when not: a crun that ignored the annotation. */
+static const char filtered_py[] =
+    "import sys\n"
+    "f = dict((k, v.strip()) for k, _, v in (l.partition(':') for l in "
+    "open('/proc/self/status')))\n"
+    "n = int(sys.argv[1])\n"
+    "ok = int(f['Seccomp_filters']) > n if 'Seccomp_filters' in f else "
+    "n == 0 and f.get('Seccomp') == '2'\n"
+    "sys.exit(0 if ok else 3)\n";
+
+/* Seccomp_filters of this process (0 with no filter; -1: filtered, but how often unknown). */
+static int own_filters(void)
+{
+    FILE *f = fopen("/proc/self/status", "re");
+    char line[256];
+    int filters = -2, mode = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "Seccomp_filters:", 16))
+            filters = atoi(line + 16);
+        else if (!strncmp(line, "Seccomp:", 8))
+            mode = atoi(line + 8);
+    }
+    if (f)
+        fclose(f);
+    return filters >= 0 ? filters : mode == 0 ? 0 : -1;
+}
+
+/* Whether crun builds, from linux.seccomp, the program takod precompiled: a container
+ * created (not started) from cfg leaves crun's own compilation in its state directory. */
+static bool same_as_cruns(const char *dir, const char *id, json_t *cfg, char *why, size_t wl)
+{
+    int rc = write_config(dir, json_text(cfg)), efd = rc == 0 ? open_err_file(dir) : -1;
+    bool same = false;
+    if (efd < 0) {
+        snprintf(why, wl, "the probe's config.json: %s", rc < 0 ? strerror(-rc) : oci.err);
+        return false;
+    }
+    const char *argv[16];
+    runtime_argv(argv, (const char *[]){"create", "--bundle", dir, id, NULL});
+    pid_t pid = spawn(argv, -1, efd, efd);
+    int st = pid < 0 ? pid : wait_child(pid, -1, RUN_WAIT_MS);
+    if (st == -ETIMEDOUT)
+        kill(pid, SIGKILL), wait_child(pid, -1, 1000);
+    close(efd);
+    if (st < 0 || exit_code_of(st) != 0) {
+        runtime_error(dir, "create (the seccomp probe)");
+        snprintf(why, wl, "%s", oci.err);
+    } else {
+        char path[700], *built = NULL;
+        size_t len = 0;
+        snprintf(path, sizeof path, "%s/%s/seccomp.bpf", oci.root, id);
+        if (read_file(path, 1 << 20, &built, &len) < 0)
+            snprintf(why, wl, "crun left no %s", path);
+        else if (len != oci.bpf_len || memcmp(built, oci.bpf, len))
+            snprintf(why, wl, "crun builds %zu instructions from the profile, takod %zu", len / 8,
+                     oci.bpf_len / 8);
+        else
+            same = true;
+        free(built);
+    }
+    delete_container(id);
+    return same;
+}
+
 int oci_probe(struct docker *d, const struct sandbox_env *env, char *err, size_t errlen)
 {
     struct sandbox_spec spec;
@@ -1121,26 +1203,72 @@ int oci_probe(struct docker *d, const struct sandbox_env *env, char *err, size_t
     id[strcspn(id, ".")] = '\0'; /* ids: letters, digits, '-' */
     snprintf(id + strlen(id), sizeof id - strlen(id), "probe");
     static const char *const args[] = {"/bin/true", NULL};
-    if (rc == 0)
-        rc = write_config(dir, json_text(oci_config(env, &spec, dir, id, im, args)));
-    int efd = rc == 0 ? open_err_file(dir) : -1;
-    if (rc == 0 && efd >= 0) {
-        const char *argv[16];
-        runtime_argv(argv, (const char *[]){"run", "--bundle", dir, id, NULL});
-        pid_t pid = spawn(argv, -1, efd, efd);
-        int st = pid < 0 ? pid : wait_child(pid, -1, RUN_WAIT_MS);
-        if (st == -ETIMEDOUT)
-            kill(pid, SIGKILL), wait_child(pid, -1, 1000);
-        if (st < 0 || exit_code_of(st) != 0) {
-            runtime_error(dir, "run (the probe container, /bin/true)");
+    /* the precompiled filter: crun's own program, or none of it (seccomp_compile) */
+    int filters = oci.seccomp_bpf ? own_filters() : 0;
+    if (rc == 0 && oci.seccomp_bpf) {
+        char cid[80], why[400] = "";
+        snprintf(cid, sizeof cid, "%s-scmp", id);
+        char *b64 = oci.seccomp_bpf;
+        oci.seccomp_bpf = NULL; /* rendered with linux.seccomp, for crun to compile */
+        json_t *cfg = oci_config(env, &spec, dir, cid, im, args);
+        oci.seccomp_bpf = b64;
+        if (filters < 0)
+            snprintf(why, sizeof why,
+                     "takod runs under a seccomp filter of its own and "
+                     "this kernel does not count them");
+        if (filters < 0 || !same_as_cruns(dir, cid, cfg, why, sizeof why)) {
+            if (filters < 0)
+                json_decref(cfg);
+            log_warn("msg=\"the seccomp profile goes to crun as linux.seccomp, compiled in "
+                     "each container (slower, the same filter)\" why=\"%s\"",
+                     why);
+            oci_seccomp_uncompiled();
+        }
+    }
+    for (int pass = 0; rc == 0 && pass < 2; pass++) {
+        /* the same container as a job's; with the precompiled filter, its process checks
+         * that the filter is there (a crun too old for the annotation runs without one) */
+        char n[16];
+        snprintf(n, sizeof n, "%d", filters);
+        const char *const check[] = {"python3", "-I", "-S", "-c", filtered_py, n, NULL};
+        bool checking = oci.seccomp_bpf != NULL;
+        rc = write_config(dir,
+                          json_text(oci_config(env, &spec, dir, id, im, checking ? check : args)));
+        int efd = rc == 0 ? open_err_file(dir) : -1;
+        int code = -1;
+        if (rc == 0 && efd >= 0) {
+            const char *argv[16];
+            runtime_argv(argv, (const char *[]){"run", "--bundle", dir, id, NULL});
+            pid_t pid = spawn(argv, -1, efd, efd);
+            int st = pid < 0 ? pid : wait_child(pid, -1, RUN_WAIT_MS);
+            if (st == -ETIMEDOUT)
+                kill(pid, SIGKILL), wait_child(pid, -1, 1000);
+            code = st < 0 ? -1 : exit_code_of(st);
+            if (code != 0 && !(checking && code == 3)) {
+                runtime_error(dir, checking ? "run (the probe container, python3)"
+                                            : "run (the probe container, /bin/true)");
+                rc = -EIO;
+            }
+        } else if (rc == 0) {
             rc = -EIO;
         }
-    } else if (rc == 0) {
-        rc = -EIO;
+        if (efd >= 0)
+            close(efd);
+        delete_container(id); /* a foreground run removes its own; a failed one may not */
+        if (rc < 0 || code == 0)
+            break;
+        log_crit("msg=\"%s ran the probe container without the precompiled seccomp filter "
+                 "(it ignores run.oci.seccomp_bpf_data: crun before 0.18?); the profile goes "
+                 "to it as linux.seccomp\" runtime=%s",
+                 oci.name, oci.bin);
+        oci_seccomp_uncompiled();
     }
-    if (efd >= 0)
-        close(efd);
-    delete_container(id); /* a foreground run removes its own; a failed one may not */
+    if (rc == 0)
+        log_info("msg=\"seccomp filter: %s\" runtime=%s",
+                 oci.seccomp_bpf ? "precompiled by takod, the same program crun builds, "
+                                   "passed in run.oci.seccomp_bpf_data"
+                                 : "linux.seccomp, compiled by the runtime in each container",
+                 oci.name);
     if (rc < 0)
         snprintf(err, errlen, "%s", oci.err);
     rm_rf(dir);

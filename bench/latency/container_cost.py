@@ -42,7 +42,8 @@ class Engine(http.client.HTTPConnection):
 
 def busy_ms():
     v = list(map(int, open("/proc/stat").readline().split()[1:]))
-    return (sum(v) - v[3] - v[4]) * 1000 / os.sysconf("SC_CLK_TCK")
+    # user nice system irq softirq: not idle, iowait or steal (another VM's time)
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def main():

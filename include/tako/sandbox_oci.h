@@ -46,9 +46,15 @@ int oci_setup(const struct sandbox_env *env, char *err, size_t errlen);
 const char *oci_runtime(void);
 const char *oci_state_root(void);
 
-/* Whether a container with every defence runs /bin/true from the default image's rootfs
- * (unpacking it first if needed). 0, or -errno with err saying why. */
+/* Whether a container with every defence runs from the default image's rootfs (unpacking
+ * it first if needed). 0, or -errno with err saying why. With crun it also settles how the
+ * seccomp filter goes to it (sandbox_oci.c seccomp_compile): precompiled when crun builds
+ * the same program and honours the annotation, else as linux.seccomp (said in the log). */
 int oci_probe(struct docker *d, const struct sandbox_env *env, char *err, size_t errlen);
+
+/* From now on config.json carries the profile as linux.seccomp, for the runtime to compile
+ * (oci_probe's fallback; oci_bundle -s, to see what crun builds from it). */
+void oci_seccomp_uncompiled(void);
 
 /* The backend's half of the sandbox.h calls (sandbox.c dispatches to them). */
 int oci_prepare_async(struct docker *d, const struct sandbox_env *env, struct warm *w,

@@ -4,7 +4,7 @@
  * Built for tests only; linked against takocommon.
  *
  *   oci_bundle -c CONF [-o section.key=value]... -i INSTANCE -d DIR -n ID
- *              [-m MEMORY_BYTES] [-u UID:GID] [-- ARGV...]
+ *              [-m MEMORY_BYTES] [-u UID:GID] [-s] [-- ARGV...]
  *
  * It loads the configuration as takod does (the file, then the -o overrides), loads the
  * seccomp profile (sandbox_load_seccomp), sets the OCI backend up for INSTANCE
@@ -16,6 +16,10 @@
  * -u UID:GID runs the process as that uid with no capabilities at all — what the Docker
  * backend's check does with `--user UID:GID --cap-drop ALL` for the launcher's FIFO mode,
  * which runs without --user, as the program's own uid. Everything else is the renderer's.
+ *
+ * -s puts the seccomp profile in as linux.seccomp, for crun to compile, instead of takod's
+ * precompiled program (the annotation run.oci.seccomp_bpf_data a job's config.json has
+ * under crun): tests/integration/seccomp_check_oci.py compares the two.
  *
  * On stdout: "runtime=<crun, runc or runsc> root=<state root> cgroup_parent=<name>", one line, for the
  * script's `crun --root` and its cleanup. Exit 0, or 1 with one line on stderr.
@@ -36,7 +40,7 @@
 static int usage(void)
 {
     fprintf(stderr, "usage: oci_bundle -c CONF [-o section.key=value]... -i INSTANCE -d DIR "
-                    "-n ID [-m MEMORY_BYTES] [-u UID:GID] [-- ARGV...]\n");
+                    "-n ID [-m MEMORY_BYTES] [-u UID:GID] [-s] [-- ARGV...]\n");
     return 1;
 }
 
@@ -59,11 +63,12 @@ static int set_user(json_t *cfg, const char *user)
 int main(int argc, char **argv)
 {
     const char *conf = NULL, *instance = NULL, *dir = NULL, *id = NULL, *user = NULL;
+    bool uncompiled = false;
     char *overrides[MAX_OVERRIDES];
     size_t n_over = 0;
     long long memory = 0;
     int opt;
-    while ((opt = getopt(argc, argv, "c:o:i:d:n:m:u:")) != -1) {
+    while ((opt = getopt(argc, argv, "c:o:i:d:n:m:u:s")) != -1) {
         switch (opt) {
         case 'c': conf = optarg; break;
         case 'o':
@@ -76,6 +81,7 @@ int main(int argc, char **argv)
         case 'n': id = optarg; break;
         case 'm': memory = atoll(optarg); break;
         case 'u': user = optarg; break;
+        case 's': uncompiled = true; break;
         default: return usage();
         }
     }
@@ -103,6 +109,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "oci_bundle: oci_setup: %s\n", err);
         return 1;
     }
+    if (uncompiled)
+        oci_seccomp_uncompiled();
     struct docker *d = NULL;
     if (docker_open(&d, cfg.docker_socket) < 0) {
         fprintf(stderr, "oci_bundle: docker_open %s: %s\n", cfg.docker_socket,
