@@ -785,19 +785,27 @@ static void runtime_argv(const char **argv, const char *const *what)
     argv[n] = NULL;
 }
 
-/* Run `delete -f id` and wait for it. */
-static int delete_container(const char *id)
+/* Run the runtime with `what` (its stdout and stderr to out; -1: /dev/null) and wait for
+ * it, RUN_WAIT_MS at most (then it is killed). Its wait status, or -errno. */
+static int runtime_wait(const char *const *what, int out)
 {
     const char *argv[16];
-    runtime_argv(argv, (const char *[]){"delete", "--force", id, NULL});
-    pid_t pid = spawn(argv, -1, -1, -1);
+    runtime_argv(argv, what);
+    pid_t pid = spawn(argv, -1, out, out);
     if (pid < 0)
         return pid;
     int st = wait_child(pid, -1, RUN_WAIT_MS);
     if (st == -ETIMEDOUT) {
         kill(pid, SIGKILL);
-        st = wait_child(pid, -1, 1000);
+        wait_child(pid, -1, 1000);
     }
+    return st;
+}
+
+/* Run `delete -f id` and wait for it. */
+static int delete_container(const char *id)
+{
+    int st = runtime_wait((const char *[]){"delete", "--force", id, NULL}, -1);
     return st < 0 ? st : exit_code_of(st) == 0 ? 0 : -EIO;
 }
 
@@ -1152,12 +1160,7 @@ static bool same_as_cruns(const char *dir, const char *id, json_t *cfg, char *wh
         snprintf(why, wl, "the probe's config.json: %s", rc < 0 ? strerror(-rc) : oci.err);
         return false;
     }
-    const char *argv[16];
-    runtime_argv(argv, (const char *[]){"create", "--bundle", dir, id, NULL});
-    pid_t pid = spawn(argv, -1, efd, efd);
-    int st = pid < 0 ? pid : wait_child(pid, -1, RUN_WAIT_MS);
-    if (st == -ETIMEDOUT)
-        kill(pid, SIGKILL), wait_child(pid, -1, 1000);
+    int st = runtime_wait((const char *[]){"create", "--bundle", dir, id, NULL}, efd);
     close(efd);
     if (st < 0 || exit_code_of(st) != 0) {
         runtime_error(dir, "create (the seccomp probe)");
@@ -1237,12 +1240,7 @@ int oci_probe(struct docker *d, const struct sandbox_env *env, char *err, size_t
         int efd = rc == 0 ? open_err_file(dir) : -1;
         int code = -1;
         if (rc == 0 && efd >= 0) {
-            const char *argv[16];
-            runtime_argv(argv, (const char *[]){"run", "--bundle", dir, id, NULL});
-            pid_t pid = spawn(argv, -1, efd, efd);
-            int st = pid < 0 ? pid : wait_child(pid, -1, RUN_WAIT_MS);
-            if (st == -ETIMEDOUT)
-                kill(pid, SIGKILL), wait_child(pid, -1, 1000);
+            int st = runtime_wait((const char *[]){"run", "--bundle", dir, id, NULL}, efd);
             code = st < 0 ? -1 : exit_code_of(st);
             if (code != 0 && !(checking && code == 3)) {
                 runtime_error(dir, checking ? "run (the probe container, python3)"
