@@ -16,7 +16,7 @@
 #include <poll.h>
 #include <seccomp.h>
 #include <signal.h>
-#include <spawn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +24,7 @@
 #include <sys/types.h>
 #include <sys/statfs.h>
 #include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,6 +42,8 @@ extern char **environ;
 static struct {
     const char *name;   /* crun, runc, runsc */
     char bin[512];      /* its path */
+    int exe_fd;         /* crun: a sealed memfd copy of bin, what is executed (see sealed_copy) */
+    bool sealed;        /* exe_fd is open */
     char root[512];     /* --root: this instance's state */
     char cg_parent[40]; /* takod-<instance hash> */
     bool cgroup_v2;
@@ -338,6 +341,82 @@ out:
     return rc;
 }
 
+/*
+ * crun's defence against CVE-2019-5736 (a container overwriting the host's runtime binary
+ * through /proc/self/exe) is to copy itself, at every start, into a sealed memfd and
+ * execute that copy: a second exec, with its ten shared libraries loaded and relocated
+ * again, in every `crun run` and `delete` (1.4 ms of CPU of a container's ~9 here).
+ * crun skips the copy when it already runs from a memfd sealed exactly against writes,
+ * growth, shrinking and further seals (cloned_binary.c is_self_cloned: "sharing it isn't
+ * a bad thing"; runc's memfd-bind does the same for every runc). So takod makes that copy
+ * once per process and executes it: the same protection — nothing can write the sealed
+ * copy — without the per-container copy and exec. (What is given up: the copy lives as
+ * long as takod, so a kernel bug that let someone write a sealed memfd would last until
+ * the restart instead of one container; and an upgraded crun binary is picked up at the
+ * next start.) The same seals as crun's, so crun's own check is what decides.
+ */
+#define CRUN_MEMFD_SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
+
+/* The sealed copy of path: its descriptor (close-on-exec, >= 10), or -ENOEXEC (not an ELF
+ * binary) / -EIO, with why said in why. */
+static int sealed_copy(const char *path, char *why, size_t wl)
+{
+    int src = open(path, O_RDONLY | O_CLOEXEC);
+    if (src < 0) {
+        snprintf(why, wl, "open %s: %s", path, strerror(errno));
+        return -EIO;
+    }
+    struct stat st;
+    int fd = -1, e = 0;
+    const char *what = "fstat";
+    if (fstat(src, &st) < 0)
+        goto fail;
+    /* a script (a wrapper crun) is run from its path: executing a descriptor that the
+     * exec closes leaves its interpreter nothing to open */
+    char magic[4];
+    if (pread(src, magic, sizeof magic, 0) != (ssize_t)sizeof magic ||
+        memcmp(magic, "\177ELF", 4)) {
+        close(src);
+        snprintf(why, wl, "%s is not an ELF binary", path);
+        return -ENOEXEC;
+    }
+    what = "memfd_create";
+    if ((fd = memfd_create("crun", MFD_CLOEXEC | MFD_ALLOW_SEALING)) < 0)
+        goto fail;
+    /* above the descriptors a spawn moves into 0..3, so no dup2 there replaces it */
+    what = "fcntl F_DUPFD_CLOEXEC";
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+    if (high < 0)
+        goto fail;
+    close(fd);
+    fd = high;
+    what = "sendfile";
+    for (off_t off = 0; off < st.st_size;) {
+        ssize_t n = sendfile(fd, src, &off, (size_t)(st.st_size - off));
+        if (n <= 0) {
+            if (n == 0)
+                errno = EIO; /* the binary shrank while it was copied */
+            goto fail;
+        }
+    }
+    what = "fcntl F_ADD_SEALS";
+    if (fcntl(fd, F_ADD_SEALS, CRUN_MEMFD_SEALS) < 0)
+        goto fail;
+    if (fcntl(fd, F_GET_SEALS) != CRUN_MEMFD_SEALS) {
+        errno = EPERM;
+        goto fail;
+    }
+    close(src);
+    return fd;
+fail:
+    e = errno;
+    snprintf(why, wl, "%s (a sealed copy of %s): %s", what, path, strerror(e));
+    close(src);
+    if (fd >= 0)
+        close(fd);
+    return -EIO;
+}
+
 int oci_setup(const struct sandbox_env *env, char *err, size_t errlen)
 {
     const struct tk_config *c = env->cfg;
@@ -364,6 +443,20 @@ int oci_setup(const struct sandbox_env *env, char *err, size_t errlen)
         return rc;
     }
     oci.name = name;
+    if (oci.sealed)
+        close(oci.exe_fd);
+    oci.sealed = false;
+    if (!strcmp(name, "crun")) {
+        char why[400];
+        oci.exe_fd = sealed_copy(oci.bin, why, sizeof why);
+        oci.sealed = oci.exe_fd >= 0;
+        if (oci.exe_fd == -ENOEXEC)
+            log_info("msg=\"crun is run from its path\" why=\"%s\"", why);
+        else if (!oci.sealed)
+            log_warn("msg=\"crun runs from its path and copies itself at every start "
+                     "(slower, the same protection)\" err=\"%s\"",
+                     why);
+    }
     char hash[17];
     snprintf(hash, sizeof hash, "%016llx",
              (unsigned long long)str_hash(env->instance ? env->instance : ""));
@@ -692,6 +785,53 @@ char *oci_config_text(struct docker *d, const struct sandbox_env *env,
 
 /* Start `bin argv...` with the given stdio (-1: /dev/null) and fd 3 (-1: none), nothing
  * else inherited, every signal at its default and none blocked. Its pid, or -errno. */
+/* The child of spawn_fd3, between vfork and exec: system calls only (it runs on the
+ * parent's memory). Its errno goes to *err; then it exits 127. */
+static void __attribute__((noreturn))
+spawn_child(const char *const *argv, const int fds[4], volatile int *err)
+{
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            sigaction(sig, &dfl, NULL); /* unused numbers fail with EINVAL: harmless */
+    int low = fds[3] >= 0 ? 4 : 3;
+    for (int i = 0; i < low; i++)
+        if (dup2(fds[i], i) < 0)
+            goto fail;
+    /* everything else is closed by the exec (the sealed copy is what it executes) */
+    if (syscall(SYS_close_range, (unsigned)low, ~0U, 4 /* CLOSE_RANGE_CLOEXEC */) < 0) {
+        for (int fd = low; fd < 1024; fd++)
+            if (!oci.sealed || fd != oci.exe_fd)
+                close(fd);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (oci.sealed) /* argv[0] stays the path, so ps shows it; its comm is "memfd:crun" */
+        syscall(SYS_execveat, oci.exe_fd, "", argv, environ, AT_EMPTY_PATH);
+    else
+        execve(argv[0], (char *const *)argv, environ);
+fail:
+    *err = errno;
+    _exit(127);
+}
+
+/* vfork and exec; nothing of the caller's lives across the vfork but its arguments */
+static pid_t __attribute__((noinline))
+vfork_exec(const char *const *argv, const int fds[4], volatile int *err)
+{
+    pid_t pid = vfork();
+    if (pid == 0)
+        spawn_child(argv, fds, err);
+    return pid;
+}
+
+/*
+ * Start the runtime: stdin/stdout/stderr from in/out/err (-1: /dev/null), fd3 as its fd 3
+ * when >= 0, nothing else open, no signal blocked or handled. vfork, as posix_spawn does,
+ * so the executor's memory is not copied; not posix_spawn itself, which cannot execute a
+ * descriptor (the sealed copy, oci_setup) with argv[0] the runtime's path.
+ */
 static pid_t spawn_fd3(const char *const *argv, int in, int out, int err, int fd3)
 {
     int null = -1;
@@ -700,33 +840,23 @@ static pid_t spawn_fd3(const char *const *argv, int in, int out, int err, int fd
         if (null < 0)
             return -errno;
     }
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawnattr_init(&at);
-    posix_spawn_file_actions_adddup2(&fa, in >= 0 ? in : null, 0);
-    posix_spawn_file_actions_adddup2(&fa, out >= 0 ? out : null, 1);
-    posix_spawn_file_actions_adddup2(&fa, err >= 0 ? err : null, 2);
-    if (fd3 >= 0)
-        posix_spawn_file_actions_adddup2(&fa, fd3, 3);
-    posix_spawn_file_actions_addclosefrom_np(&fa, fd3 >= 0 ? 4 : 3);
-    sigset_t none, all;
-    sigemptyset(&none);
+    const int fds[4] = {in >= 0 ? in : null, out >= 0 ? out : null, err >= 0 ? err : null, fd3};
+    volatile int child_err = 0;
+    sigset_t all, old;
     sigfillset(&all);
-    sigdelset(&all, SIGKILL);
-    sigdelset(&all, SIGSTOP);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &all);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, &at, (char *const *)argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
+    pthread_sigmask(SIG_BLOCK, &all, &old); /* no handler may run in the child */
+    pid_t pid = vfork_exec(argv, fds, &child_err);
+    int e = pid < 0 ? errno : child_err;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (null >= 0)
         close(null);
-    if (rc != 0) {
-        set_err("posix_spawn %s: %s", argv[0], strerror(rc));
-        return -rc;
+    if (pid > 0 && e) { /* it did not exec: reaped here, its exit says nothing more */
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+    if (pid < 0 || e) {
+        set_err("%s %s: %s", pid < 0 ? "vfork for" : "exec", argv[0], strerror(e));
+        return -e;
     }
     return pid;
 }
