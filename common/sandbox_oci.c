@@ -699,7 +699,20 @@ static char *subst(const char *s, const char *const *mark, const char *const *va
     char *out = malloc(len + extra + 1), *o = out;
     if (!out)
         return NULL;
+    /* the text between marks is copied in runs: only where one could begin is compared */
+    char first[8];
+    size_t nf = 0;
+    for (size_t i = 0; i < n && nf < sizeof first - 1; i++)
+        if (!memchr(first, mark[i][0], nf))
+            first[nf++] = mark[i][0];
+    first[nf] = '\0';
     while (*s) {
+        size_t run = strcspn(s, first);
+        memcpy(o, s, run);
+        o += run;
+        s += run;
+        if (!*s)
+            break;
         size_t i = 0;
         while (i < n && strncmp(s, mark[i], strlen(mark[i])))
             i++;
