@@ -142,6 +142,8 @@
  *     {"status":"ok"|"error","value":repr|null,"error":{"type","message","traceback"}|null}
  *     relayed as opaque bytes: the program can write fd 4 too, so the reply is the
  *     untrusted program's own output. Over 1 MiB: dropped (reply=0 reply_error=too_big).
+ *     A reply before the cell's "run" is dropped: it is the previous cell's own, late
+ *     because that cell's program wrote a reply first and so ended it.
  *     A header that is not a number (or "ready" when not starting), or fd 3/4 closed by
  *     the program: the driver is replaced (error=driver_protocol when a cell was running).
  *
@@ -1479,7 +1481,10 @@ static void sess_reply_bytes(struct sess *S)
                 goto reply_done;
             continue;
         reply_done:
-            if (S->st == DRV_RUNNING) {
+            /* a cell's reply follows its "run": a reply before it is the last cell's,
+             * late (its program forged one first, which ended that cell), and the
+             * driver writes it before it reads the next cell, so it cannot be this one's */
+            if (S->st == DRV_RUNNING && S->running) {
                 S->end_us = mono_us();
                 S->too_big = S->rskip;
                 if (S->rskip) {

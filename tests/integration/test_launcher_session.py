@@ -504,6 +504,10 @@ wrote, sorted(set(opened))
         r = s.cell("import os\nos.write(4, b'5\\n{\"a\":')")
         self.assertEqual(r["raw_reply"], b'{"a":')
         self.ok(s.cell("'next'"), "'next'")  # the driver's own late reply was dropped
+        # ... also when it comes after the next cell was handed over (before its "run")
+        r = s.cell("import os, time\nos.write(4, b'2\\n{}')\ntime.sleep(0.5)\n'late'")
+        self.assertEqual(r["raw_reply"], b'{}')
+        self.ok(s.cell("'after'"), "'after'")
         # a reply past 1 MiB is dropped
         r = s.cell("import os\nos.write(4, b'%d\\n' % (2 << 20) + b'x' * (2 << 20))")
         self.assertEqual((r["end"]["reply"], r["end"].get("reply_error")), (0, "too_big"), r)
