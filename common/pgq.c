@@ -6,6 +6,9 @@
  * When the connection fails, the in-flight and queued queries are answered with an error
  * at once (the caller decides: retry, 503, spool) and a reconnect is scheduled with
  * exponential backoff (100 ms .. 5 s). While DOWN, pgq_exec refuses fast (-ENOTCONN).
+ * A statement queued by pgq_exec_prepared goes first as a Parse of its own (PREPARE tkN,
+ * the item staying at the head, `preparing`), then by name; the texts prepared on this
+ * connection are kept in `prep` until it is lost.
  * Modelled on PgBouncer's lib/usual/pgsocket.c.
  */
 #include "tako/db.h"
@@ -25,6 +28,7 @@ struct pgq_item {
     char **params;
     pgq_cb cb;
     void *arg;
+    bool prepared; /* pgq_exec_prepared's: run by name once prepared */
 };
 
 struct pgq {
@@ -43,7 +47,26 @@ struct pgq {
     pgq_notify_cb on_notify;
     pgq_up_cb on_up;
     void *listen_arg;
+    char *prep[PGQ_PREPARED_MAX]; /* prep[k] is prepared on this connection as "tk<k>" */
+    int nprep;
+    bool preparing; /* the head's Parse is in flight, not the head itself */
 };
+
+static void prep_forget(struct pgq *q)
+{
+    for (int k = 0; k < q->nprep; k++)
+        free(q->prep[k]);
+    q->nprep = 0;
+    q->preparing = false;
+}
+
+static int prep_find(const struct pgq *q, const char *sql)
+{
+    for (int k = 0; k < q->nprep; k++)
+        if (!strcmp(q->prep[k], sql))
+            return k;
+    return -1;
+}
 
 static void drain_notifies(struct pgq *q)
 {
@@ -115,6 +138,7 @@ static void conn_lost(struct pgq *q, const char *why_in)
     PQfinish(q->conn);
     q->conn = NULL;
     q->state = PGQ_DOWN;
+    prep_forget(q);
     fail_all(q, why);
     struct timeval tv = {q->backoff_ms / 1000, (q->backoff_ms % 1000) * 1000};
     evtimer_add(q->timer, &tv);
@@ -168,6 +192,22 @@ static void on_result(evutil_socket_t fd, short ev, void *arg)
     PGresult *last = q->last;
     q->last = NULL;
     struct pgq_item *it = q->head;
+    if (q->preparing) { /* the head's Parse: then the head itself, by name or not */
+        q->preparing = false;
+        char *copy = NULL;
+        if (last && PQresultStatus(last) == PGRES_COMMAND_OK && (copy = strdup(it->sql)))
+            q->prep[q->nprep++] = copy;
+        else /* run unnamed: its own error, if it has one, goes to its caller */
+            it->prepared = false;
+        PQclear(last);
+        if (PQstatus(q->conn) != CONNECTION_OK) {
+            conn_lost(q, PQerrorMessage(q->conn));
+            return;
+        }
+        q->state = PGQ_IDLE;
+        pgq_kick(q);
+        return;
+    }
     q->head = it->next;
     if (!q->head)
         q->tail = NULL;
@@ -210,8 +250,22 @@ static void pgq_kick(struct pgq *q)
     if (q->state != PGQ_IDLE || !q->head)
         return;
     struct pgq_item *it = q->head;
-    if (!PQsendQueryParams(q->conn, it->sql, it->n, NULL, (const char *const *)it->params, NULL,
-                           NULL, 0)) {
+    int k = it->prepared ? prep_find(q, it->sql) : -1;
+    char name[16];
+    int sent;
+    if (it->prepared && k < 0 && q->nprep < PGQ_PREPARED_MAX) {
+        snprintf(name, sizeof name, "tk%d", q->nprep);
+        sent = PQsendPrepare(q->conn, name, it->sql, it->n, NULL);
+        q->preparing = true;
+    } else if (k >= 0) {
+        snprintf(name, sizeof name, "tk%d", k);
+        sent = PQsendQueryPrepared(q->conn, name, it->n, (const char *const *)it->params, NULL,
+                                   NULL, 0);
+    } else {
+        sent = PQsendQueryParams(q->conn, it->sql, it->n, NULL, (const char *const *)it->params,
+                                 NULL, NULL, 0);
+    }
+    if (!sent) {
         conn_lost(q, PQerrorMessage(q->conn));
         return;
     }
@@ -329,12 +383,14 @@ void pgq_free(struct pgq *q)
     event_free(q->timer);
     PQclear(q->last);
     PQfinish(q->conn);
+    prep_forget(q);
     free(q->conninfo);
     free(q->listen_channel);
     free(q);
 }
 
-int pgq_exec(struct pgq *q, const char *sql, int n, const char *const *params, pgq_cb cb, void *arg)
+static int enqueue(struct pgq *q, const char *sql, int n, const char *const *params, pgq_cb cb,
+                   void *arg, bool prepared)
 {
     if (q->state == PGQ_DOWN)
         return -ENOTCONN;
@@ -348,6 +404,7 @@ int pgq_exec(struct pgq *q, const char *sql, int n, const char *const *params, p
         it->params[i] = params[i] ? strdup(params[i]) : NULL;
     it->cb = cb;
     it->arg = arg;
+    it->prepared = prepared && it->sql;
     if (q->tail)
         q->tail->next = it;
     else
@@ -355,6 +412,17 @@ int pgq_exec(struct pgq *q, const char *sql, int n, const char *const *params, p
     q->tail = it;
     pgq_kick(q);
     return 0;
+}
+
+int pgq_exec(struct pgq *q, const char *sql, int n, const char *const *params, pgq_cb cb, void *arg)
+{
+    return enqueue(q, sql, n, params, cb, arg, false);
+}
+
+int pgq_exec_prepared(struct pgq *q, const char *sql, int n, const char *const *params, pgq_cb cb,
+                      void *arg)
+{
+    return enqueue(q, sql, n, params, cb, arg, true);
 }
 
 bool pgq_connected(const struct pgq *q)

@@ -114,7 +114,7 @@ json_t *records_answer(const PGresult *r, int row)
 int records_query(const char *id, const char *owner, record_cb cb, void *arg)
 {
     const char *p[2] = {id, owner};
-    return pgq_exec(A.pg, JOBSTORE_SQL_RECORD, 2, p, cb, arg);
+    return pgq_exec_prepared(A.pg, JOBSTORE_SQL_RECORD, 2, p, cb, arg);
 }
 
 struct rec_req *rec_req_new(struct evhttp_request *req, const char *corr, const char *id)

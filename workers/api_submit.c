@@ -378,7 +378,8 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
          * executor claims it (workers/cluster.c) */
         uuid_v4(s->id);
         record_stmt(s, s->id, now_real_us(), NULL);
-        if (pgq_exec(A.pg, s->ins.sql, s->ins.n, s->ins.params, on_inserted_unowned, s) < 0) {
+        if (pgq_exec_prepared(A.pg, s->ins.sql, s->ins.n, s->ins.params, on_inserted_unowned, s) <
+            0) {
             reply_db_unavailable(req, s->corr, "Database unavailable; the job was not queued");
             spec_free(s);
         }
@@ -437,7 +438,7 @@ static void submit_job(struct evhttp_request *req, struct job_spec *s)
             return;
         }
     }
-    if (pgq_exec(A.pg, ins->sql, ins->n, ins->params, on_inserted, s) < 0) {
+    if (pgq_exec_prepared(A.pg, ins->sql, ins->n, ins->params, on_inserted, s) < 0) {
         if (s->async) {
             jobs_release(idx, &A.me->intent);
             reply_db_unavailable(req, s->corr, "Database unavailable; the job was not run");

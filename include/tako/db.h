@@ -54,6 +54,14 @@ void pgq_free(struct pgq *q);
  * callback is then not called). */
 int pgq_exec(struct pgq *q, const char *sql, int n, const char *const *params, pgq_cb cb,
              void *arg);
+/* The same for one of a fixed set of statements (a constant, or text built once and never
+ * changed): prepared on the connection at its first use (a Parse of its own) and run by
+ * name from then on, so PostgreSQL does not parse and plan it again for every job. At most
+ * PGQ_PREPARED_MAX such texts per connection; past them, or when preparing fails, it runs
+ * as pgq_exec runs it. A reconnect forgets them (a new connection prepares again). */
+#define PGQ_PREPARED_MAX 16
+int pgq_exec_prepared(struct pgq *q, const char *sql, int n, const char *const *params, pgq_cb cb,
+                      void *arg);
 bool pgq_connected(const struct pgq *q);
 
 /*
