@@ -216,6 +216,17 @@ static void on_result(evutil_socket_t fd, short ev, void *arg)
         it->cb(last, NULL, it->arg);
     else
         it->cb(NULL, last ? PQresultErrorMessage(last) : PQerrorMessage(q->conn), it->arg);
+    /* "cached plan must not change result type": another node's migration changed a
+     * table under a prepared statement, which then fails on this connection for ever;
+     * they are all dropped (before what the callback queued) and prepared again */
+    const char *state = last ? PQresultErrorField(last, PG_DIAG_SQLSTATE) : NULL;
+    if (it->prepared && state && !strcmp(state, "0A000") && prep_find(q, it->sql) >= 0) {
+        log_warn("msg=\"a prepared statement's plan went stale; preparing them again\" "
+                 "err=\"%s\"",
+                 PQresultErrorMessage(last));
+        prep_forget(q);
+        pgq_exec_front(q, "DEALLOCATE ALL");
+    }
     PQclear(last);
     item_free(it);
     if (PQstatus(q->conn) != CONNECTION_OK) {
@@ -315,7 +326,7 @@ static void on_connect(evutil_socket_t fd, short ev, void *arg)
 static void ignore_result(const PGresult *res, const char *err, void *arg)
 {
     if (!res)
-        log_warn("msg=\"LISTEN failed\" err=\"%s\"", err);
+        log_warn("msg=\"an internal statement (LISTEN, DEALLOCATE) failed\" err=\"%s\"", err);
 }
 
 /* Put an internal statement at the front of the FIFO (LISTEN after a connect). */

@@ -123,6 +123,31 @@ class Restart(unittest.TestCase):
             t.cleanup()
 
 
+class PreparedStatements(unittest.TestCase):
+    """An acceptor runs its job INSERT and record SELECT as statements prepared once per
+    connection (common/pgq.c). When a migration (another node's, in a cluster) changes a
+    column's type under one, PostgreSQL fails it on that connection for ever ("cached plan
+    must not change result type"): the acceptor drops its statements and prepares them
+    again, so at most one request sees the error."""
+
+    def test_a_stale_prepared_statement_is_prepared_again(self):
+        t = Takod(executors=1, acceptors=1)
+        try:
+            t.start()
+            ids = [t.execute("print(1)")["execution_id"] for _ in range(2)]
+            self.assertEqual(t.request("GET", f"/executions/{ids[0]}").status, 200)
+            t.sql("ALTER TABLE jobs ALTER COLUMN stdout TYPE varchar")
+            statuses = [t.request("GET", f"/executions/{ids[1]}").status for _ in range(3)]
+            self.assertEqual(statuses[1:], [200, 200], statuses)
+            self.assertIn(statuses[0], (200, 500, 503), statuses)
+            if statuses[0] != 200:
+                self.assertIn("preparing them again", t.log())
+            # and the job INSERT, prepared on the same connection, still works
+            self.assertEqual(t.execute("print(2)")["stdout"], "2\n")
+        finally:
+            t.cleanup()
+
+
 class KeyedOutage(unittest.TestCase):
     """An idempotency key needs PostgreSQL's unique index to be honoured: while the database
     is away a keyed sync request is refused (503 database_unavailable), never run and
