@@ -150,6 +150,18 @@ static void on_timer(evutil_socket_t fd, short ev, void *arg)
     pgq_connect(arg);
 }
 
+/* A query (or a Parse) has ended: idle, and on to the next one, unless the connection is
+ * gone. */
+static void next_query(struct pgq *q)
+{
+    if (PQstatus(q->conn) != CONNECTION_OK) {
+        conn_lost(q, PQerrorMessage(q->conn));
+        return;
+    }
+    q->state = PGQ_IDLE;
+    pgq_kick(q);
+}
+
 static void on_result(evutil_socket_t fd, short ev, void *arg)
 {
     struct pgq *q = arg;
@@ -200,12 +212,7 @@ static void on_result(evutil_socket_t fd, short ev, void *arg)
         else /* run unnamed: its own error, if it has one, goes to its caller */
             it->prepared = false;
         PQclear(last);
-        if (PQstatus(q->conn) != CONNECTION_OK) {
-            conn_lost(q, PQerrorMessage(q->conn));
-            return;
-        }
-        q->state = PGQ_IDLE;
-        pgq_kick(q);
+        next_query(q);
         return;
     }
     q->head = it->next;
@@ -229,12 +236,7 @@ static void on_result(evutil_socket_t fd, short ev, void *arg)
     }
     PQclear(last);
     item_free(it);
-    if (PQstatus(q->conn) != CONNECTION_OK) {
-        conn_lost(q, PQerrorMessage(q->conn));
-        return;
-    }
-    q->state = PGQ_IDLE;
-    pgq_kick(q);
+    next_query(q);
 }
 
 /* Idle: notifications may still arrive; keep reading the socket for them. */
