@@ -65,9 +65,9 @@ def find_warm_config(data_dir, timeout=60):
     """config.json of one of this takod's warm containers (its rootfs is under data_dir)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        # the spool is on /dev/shm when it is a tmpfs, else <data_dir>/spool (choose_spool)
         for p in glob.glob("/dev/shm/takod-*/slots/*/config.json") + \
-                glob.glob(os.path.join(data_dir, "**", "slots", "*", "config.json"),
-                          recursive=True):
+                glob.glob(os.path.join(data_dir, "spool", "slots", "*", "config.json")):
             try:
                 c = json.load(open(p))
             except (OSError, ValueError):
@@ -201,7 +201,6 @@ def main():
         takod.stop()
         if sfd >= 0:
             os.close(sfd)
-        subprocess.run([crun, "--root", root, "list", "-q"], capture_output=True)
         for st in glob.glob(os.path.join(root, "*")):
             subprocess.run([crun, "--root", root, "delete", "--force", os.path.basename(st)],
                            capture_output=True)
