@@ -1530,6 +1530,44 @@ static int kill_orphaned_runtimes(bool (*keep)(pid_t executor))
     return n;
 }
 
+/* Container id (ours: p<executor pid>-...) deleted unless its executor is kept. 1: deleted. */
+static int sweep_one(const char *id, bool (*keep)(pid_t executor))
+{
+    pid_t owner = id[0] == 'p' ? (pid_t)atoi(id + 1) : 0;
+    if (keep && owner > 0 && keep(owner))
+        return 0;
+    if (delete_container(id) == 0) {
+        log_info("msg=\"removed container\" container=%s runtime=%s", id, oci.name);
+        return 1;
+    }
+    log_warn("msg=\"removing a container failed\" container=%s runtime=%s", id, oci.name);
+    return 0;
+}
+
+/*
+ * The containers `list` does not show: a runtime killed while it created one (its executor
+ * SIGKILLed) leaves crun's state directory without a status file, which `list` skips and
+ * `delete --force` removes. They hold nothing (no process, no cgroup), but the directory
+ * would stay for ever, and it carries a config.json naming slots that are gone.
+ */
+static int sweep_half_created(bool (*keep)(pid_t executor))
+{
+    DIR *d = opendir(oci.root);
+    if (!d)
+        return 0;
+    char ids[64][65];
+    int k = 0;
+    struct dirent *de;
+    while (k < 64 && (de = readdir(d)) != NULL)
+        if (de->d_type == DT_DIR && de->d_name[0] == 'p' && strlen(de->d_name) < 65)
+            snprintf(ids[k++], sizeof ids[0], "%s", de->d_name);
+    closedir(d);
+    int n = 0;
+    for (int i = 0; i < k; i++)
+        n += sweep_one(ids[i], keep);
+    return n;
+}
+
 int oci_sweep(bool (*keep)(pid_t executor))
 {
     if (!oci.name)
@@ -1563,19 +1601,28 @@ int oci_sweep(bool (*keep)(pid_t executor))
     if (st == -ETIMEDOUT)
         kill(pid, SIGKILL), wait_child(pid, -1, 1000);
     int n = 0;
-    for (char *save = NULL, *id = strtok_r(buf, "\n", &save); id;
-         id = strtok_r(NULL, "\n", &save)) {
-        pid_t owner = id[0] == 'p' ? (pid_t)atoi(id + 1) : 0;
-        if (keep && owner > 0 && keep(owner))
-            continue;
-        if (delete_container(id) == 0) {
-            n++;
-            log_info("msg=\"removed container\" container=%s runtime=%s", id, oci.name);
-        } else {
-            log_warn("msg=\"removing a container failed\" container=%s runtime=%s", id, oci.name);
-        }
-    }
+    for (char *save = NULL, *id = strtok_r(buf, "\n", &save); id; id = strtok_r(NULL, "\n", &save))
+        n += sweep_one(id, keep);
+    n += sweep_half_created(keep);
     if (!keep)
         remove_cgroup_parent();
     return n;
+}
+
+void oci_release(void)
+{
+    if (!oci.name)
+        return;
+    if (rmdir(oci.root) < 0 && errno != ENOENT) {
+        log_warn("msg=\"the runtime's state root is not empty; left in place\" dir=%s err=\"%s\"",
+                 oci.root, strerror(errno));
+        return;
+    }
+    char base[sizeof oci.root];
+    snprintf(base, sizeof base, "%s", oci.root);
+    char *slash = strrchr(base, '/');
+    if (slash) {
+        *slash = '\0';
+        rmdir(base); /* another runtime's root (after a HUP changed it) keeps it */
+    }
 }

@@ -837,6 +837,7 @@ static void finish_stop(void)
 {
     recovery_settle_left(); /* every child is gone: whatever the settler did not take */
     recovery_remove_containers(NULL);
+    oci_release(); /* its state root, now empty (made by auto's probe too) */
     recovery_stop();
     if (M.pg_pid > 0)
         pgm_stop(M.pg_pid, 10000);

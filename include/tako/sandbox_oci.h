@@ -99,4 +99,8 @@ int oci_prune_rootfs(struct docker *d, const char *rootfs_dir, const char *slots
  */
 int oci_sweep(bool (*keep)(pid_t executor));
 
+/* At the end of a stop, after oci_sweep(NULL): this instance's state root goes (rmdir:
+ * kept, and logged, while anything is left in it). */
+void oci_release(void);
+
 #endif

@@ -175,6 +175,14 @@ class Takod:
         self.stop()
         if self.own_dir and not os.environ.get("TAKO_KEEP"):
             shutil.rmtree(self.data_dir, ignore_errors=True)
+            # a takod a test killed leaves its (empty) state root: the instance, named by
+            # this data dir, never starts again to remove it
+            base = self.oci_state_base()
+            for d in [os.path.join(base, rt) for rt in self.oci_runtimes()] + [base]:
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass  # not empty: what a test's assertions should have caught
 
     # ---- HTTP ----
     def request(self, method, path, body=None, raw=None, headers=None, timeout=120):
@@ -275,18 +283,23 @@ class Takod:
         return rows
 
     def oci_runtimes(self):
-        """The runtimes with a state root under oci_state_base(): its directories only (the
-        sessions process's socket, sessions.sock, lives there too)."""
+        """The runtimes with a state root under oci_state_base() (its directories)."""
         base = self.oci_state_base()
         return [rt for rt in (os.listdir(base) if os.path.isdir(base) else [])
                 if os.path.isdir(os.path.join(base, rt))]
 
     def oci_containers(self):
+        """The runtime's list, and crun's state directories it does not list: one a
+        runtime killed while creating it leaves without a status file."""
         base, ids = self.oci_state_base(), []
         for rt in self.oci_runtimes():
-            out = subprocess.run([rt, "--root", os.path.join(base, rt), "list", "-q"],
+            root = os.path.join(base, rt)
+            out = subprocess.run([rt, "--root", root, "list", "-q"],
                                  capture_output=True, text=True, timeout=30).stdout
             ids += out.split()
+            if rt == "crun" and os.path.isdir(root):
+                ids += [d for d in os.listdir(root) if d not in ids
+                        and os.path.isdir(os.path.join(root, d))]
         return ids
 
 

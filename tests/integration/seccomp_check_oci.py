@@ -34,7 +34,7 @@ def check_precompiled(t):
     while mine is None and time.monotonic() < deadline:
         # a container's id starts with its executor's pid (sandbox_oci.c container_id)
         ours = ["p%d-" % pid for pid in descendants(t.proc.pid)]
-        for path in glob.glob("/run/takod/*/crun/*/config.json"):
+        for path in glob.glob(os.path.join(t.oci_state_base(), "crun", "*", "config.json")):
             if not os.path.basename(os.path.dirname(path)).startswith(tuple(ours) or ("-",)):
                 continue
             try:
@@ -47,7 +47,7 @@ def check_precompiled(t):
         else:
             time.sleep(0.2)
     if mine is None:
-        print("FAIL no warm container of this takod found under /run/takod")
+        print("FAIL no warm container of this takod found under %s" % t.oci_state_base())
         return 1
     data = mine.get("annotations", {}).get("run.oci.seccomp_bpf_data")
     if not data:
@@ -93,6 +93,12 @@ def check_precompiled(t):
         cfg["linux"]["seccomp"] = profile
         cfg["process"]["args"] = ["/bin/true"]
         cfg["linux"]["cgroupsPath"] = "/" + cid
+        # the job's directories (its slot) go with the warm container whenever takod
+        # replaces it: this container binds empty ones of its own instead
+        for i, m in enumerate(cfg.get("mounts", [])):
+            if m.get("type") == "bind" and "/slots/" in m.get("source", ""):
+                m["source"] = os.path.join(work, "mnt%d" % i)
+                os.makedirs(m["source"])
         os.makedirs(os.path.join(work, "bundle"))
         with open(os.path.join(work, "bundle", "config.json"), "w") as f:
             json.dump(cfg, f)

@@ -55,6 +55,9 @@ class Backends(unittest.TestCase):
     def assert_no_leftovers(self, t):
         t.stop()
         self.assertEqual(t.containers(), [], t.log()[-4000:])
+        # the OCI backend's state root goes too (oci_release), so instances come and go
+        # without leaving a directory each under /run/takod
+        self.assertFalse(os.path.exists(t.oci_state_base()), t.log()[-4000:])
 
     # ---- the OCI backend as it is chosen here ----
     def test_oci_backend_in_health_and_each_job(self):
@@ -67,6 +70,27 @@ class Backends(unittest.TestCase):
         self.assertEqual(r["runtime"], h["runtime"], r)
         self.assertIn("msg=\"executor.backend = oci: the OCI backend, runtime", t.log())
         self.assert_no_leftovers(t)
+
+    def test_start_removes_a_half_created_container(self):
+        """crun killed while it creates a container (its executor SIGKILLed) leaves a state
+        directory with config.json and no status file: `crun list` does not show it, the
+        start-up sweep must remove it all the same."""
+        t = self.takod("executor.backend=oci").start()
+        t.execute("print(1)")
+        t.stop()
+        root = os.path.join(t.oci_state_base(), "crun")
+        half = os.path.join(root, "p4194304-e1-dead-1") # above any pid_max: nobody's
+        os.makedirs(half)
+        for name in ("config.json", "seccomp.bpf"):
+            with open(os.path.join(half, name), "w") as f:
+                f.write("{}" if name == "config.json" else "")
+        self.assertIn("p4194304-e1-dead-1", t.oci_containers())
+        t2 = Takod("executor.backend=oci", executors=1, acceptors=1, data_dir=t.data_dir)
+        self.addCleanup(t2.cleanup)
+        t2.start()
+        self.assertFalse(os.path.exists(half), t2.log()[-4000:])
+        self.assertIn('msg="removed container" container=p4194304-e1-dead-1', t2.log())
+        self.assert_no_leftovers(t2)
 
     def test_auto_picks_oci_here(self):
         t = self.takod("executor.backend=auto").start()
