@@ -1458,13 +1458,13 @@ int oci_prune_rootfs(struct docker *d, const char *rootfs_dir, const char *slots
     return rc;
 }
 
-/* The instance's cgroup parent, in every hierarchy (v1: one per controller), once its
- * containers are gone: rmdir fails on one still in use, which is what we want. */
-static void remove_cgroup_parent(void)
+/* The cgroup <rel> (under the root of each hierarchy; v1: one per controller) removed.
+ * rmdir fails on one still in use, which is what we want. */
+static void remove_cgroup(const char *rel)
 {
     char path[600];
     if (oci.cgroup_v2) {
-        snprintf(path, sizeof path, "/sys/fs/cgroup/%s", oci.cg_parent);
+        snprintf(path, sizeof path, "/sys/fs/cgroup/%s", rel);
         rmdir(path);
         return;
     }
@@ -1473,11 +1473,17 @@ static void remove_cgroup_parent(void)
     while (d && (de = readdir(d)) != NULL) {
         if (de->d_name[0] == '.')
             continue;
-        snprintf(path, sizeof path, "/sys/fs/cgroup/%s/%s", de->d_name, oci.cg_parent);
+        snprintf(path, sizeof path, "/sys/fs/cgroup/%s/%s", de->d_name, rel);
         rmdir(path);
     }
     if (d)
         closedir(d);
+}
+
+/* The instance's cgroup parent, once its containers are gone. */
+static void remove_cgroup_parent(void)
+{
+    remove_cgroup(oci.cg_parent);
 }
 
 /*
@@ -1563,8 +1569,15 @@ static int sweep_half_created(bool (*keep)(pid_t executor))
             snprintf(ids[k++], sizeof ids[0], "%s", de->d_name);
     closedir(d);
     int n = 0;
-    for (int i = 0; i < k; i++)
-        n += sweep_one(ids[i], keep);
+    for (int i = 0; i < k; i++) {
+        int gone = sweep_one(ids[i], keep);
+        if (gone) { /* crun made its cgroup before it died, and delete cannot know it */
+            char rel[200];
+            snprintf(rel, sizeof rel, "%s/%s", oci.cg_parent, ids[i]);
+            remove_cgroup(rel);
+        }
+        n += gone;
+    }
     return n;
 }
 
@@ -1613,6 +1626,7 @@ void oci_release(void)
 {
     if (!oci.name)
         return;
+    remove_cgroup_parent(); /* auto's and tako doctor's probe made it too */
     if (rmdir(oci.root) < 0 && errno != ENOENT) {
         log_warn("msg=\"the runtime's state root is not empty; left in place\" dir=%s err=\"%s\"",
                  oci.root, strerror(errno));

@@ -271,8 +271,13 @@ static void check_backend(struct doctor *doc)
         snprintf(rootfs, sizeof rootfs, "%s", doc->cfg->executor_rootfs_dir);
     else
         snprintf(rootfs, sizeof rootfs, "%s/rootfs", doc->cfg->server_data_dir);
-    struct sandbox_env env = {.cfg = doc->cfg, .rootfs_dir = rootfs};
+    /* a state root of this doctor's own (no takod's sweep touches its probe container),
+     * removed after the check */
+    char instance[64];
+    snprintf(instance, sizeof instance, "tako-doctor:%d", (int)getpid());
+    struct sandbox_env env = {.cfg = doc->cfg, .instance = instance, .rootfs_dir = rootfs};
     int rc = sandbox_choose_backend(doc->d, &env, msg, sizeof msg);
+    oci_release();
     if (rc < 0)
         verdict(doc, "backend", FAIL,
                 "run takod as root with crun installed, or set "

@@ -8,6 +8,7 @@ Environment (set by ctest, see tests/CMakeLists.txt):
   TAKOD_BIN        the takod binary under test
   TAKO_SOURCE_DIR  the source tree (for conf/tako.conf)
 """
+import glob
 import http.client
 import json
 import os
@@ -178,7 +179,10 @@ class Takod:
             # a takod a test killed leaves its (empty) state root: the instance, named by
             # this data dir, never starts again to remove it
             base = self.oci_state_base()
-            for d in [os.path.join(base, rt) for rt in self.oci_runtimes()] + [base]:
+            parent = "takod-" + os.path.basename(base)  # its cgroup parent (v2, v1)
+            cgroups = glob.glob("/sys/fs/cgroup/" + parent) + \
+                glob.glob("/sys/fs/cgroup/*/" + parent)
+            for d in [os.path.join(base, rt) for rt in self.oci_runtimes()] + [base] + cgroups:
                 try:
                     os.rmdir(d)
                 except OSError:

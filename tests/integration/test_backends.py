@@ -85,12 +85,20 @@ class Backends(unittest.TestCase):
             with open(os.path.join(half, name), "w") as f:
                 f.write("{}" if name == "config.json" else "")
         self.assertIn("p4194304-e1-dead-1", t.oci_containers())
+        # and the cgroup crun made for it before it died (delete cannot know its path)
+        parent = "takod-" + os.path.basename(t.oci_state_base())
+        v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+        cg = os.path.join("/sys/fs/cgroup", "" if v2 else "pids", parent, "p4194304-e1-dead-1")
+        os.makedirs(cg)
+        self.addCleanup(lambda: os.path.isdir(cg) and os.rmdir(cg))
         t2 = Takod("executor.backend=oci", executors=1, acceptors=1, data_dir=t.data_dir)
         self.addCleanup(t2.cleanup)
         t2.start()
         self.assertFalse(os.path.exists(half), t2.log()[-4000:])
         self.assertIn('msg="removed container" container=p4194304-e1-dead-1', t2.log())
+        self.assertFalse(os.path.exists(cg), "the half-created container's cgroup is left")
         self.assert_no_leftovers(t2)
+        self.assertFalse(os.path.exists(os.path.dirname(cg)), "the cgroup parent is left")
 
     def test_auto_picks_oci_here(self):
         t = self.takod("executor.backend=auto").start()

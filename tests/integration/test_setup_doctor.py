@@ -244,8 +244,12 @@ class Doctor(CliTest):
         for line in r.stdout.splitlines():
             self.assertRegex(line, r"^(PASS|WARN|FAIL)  [a-z ]+: |^      fix: ")
 
+        roots = set(os.listdir("/run/takod")) if os.path.isdir("/run/takod") else set()
         r = tako("--json", "doctor", "-c", path, timeout=120)
         self.assertEqual(r.returncode, 0)
+        # the backend check's probe ran under a state root of its own, gone after it
+        left = (set(os.listdir("/run/takod")) if os.path.isdir("/run/takod") else set()) - roots
+        self.assertEqual(left, set(), "tako doctor left a state root under /run/takod")
         j = json.loads(r.stdout)
         self.assertIs(j["ok"], True)
         self.assertEqual([c["name"] for c in j["checks"]],
