@@ -150,8 +150,13 @@ static void on_timer(evutil_socket_t fd, short ev, void *arg)
     pgq_connect(arg);
 }
 
-/* A query (or a Parse) has ended: idle, and on to the next one, unless the connection is
- * gone. */
+/*
+ * A query (or a Parse) has ended: idle, and on to the next one, unless the connection is
+ * gone. The notifications are drained once more: one that came in the same read as the
+ * query's end, after its ReadyForQuery, is parsed by libpq only in PQgetResult — after
+ * on_result drained that read's — and would otherwise wait in libpq until the next byte
+ * arrives (a long-poll then missed its job's end; tests/integration/test_pgq.py).
+ */
 static void next_query(struct pgq *q)
 {
     if (PQstatus(q->conn) != CONNECTION_OK) {
@@ -159,6 +164,7 @@ static void next_query(struct pgq *q)
         return;
     }
     q->state = PGQ_IDLE;
+    drain_notifies(q); /* its callbacks may queue queries (pgq_exec starts one) */
     pgq_kick(q);
 }
 
