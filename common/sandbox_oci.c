@@ -1553,8 +1553,9 @@ static int sweep_one(const char *id, bool (*keep)(pid_t executor))
 /*
  * The containers `list` does not show: a runtime killed while it created one (its executor
  * SIGKILLed) leaves crun's state directory without a status file, which `list` skips and
- * `delete --force` removes. They hold nothing (no process, no cgroup), but the directory
- * would stay for ever, and it carries a config.json naming slots that are gone.
+ * `delete --force` removes. They hold no process, but the directory would stay for ever
+ * (it carries a config.json naming slots that are gone), and so would the cgroup crun may
+ * have made for it.
  */
 static int sweep_half_created(bool (*keep)(pid_t executor))
 {
@@ -1637,6 +1638,6 @@ void oci_release(void)
     char *slash = strrchr(base, '/');
     if (slash) {
         *slash = '\0';
-        rmdir(base); /* another runtime's root (after a HUP changed it) keeps it */
+        rmdir(base); /* kept while anything else is in it */
     }
 }

@@ -99,8 +99,9 @@ int oci_prune_rootfs(struct docker *d, const char *rootfs_dir, const char *slots
  */
 int oci_sweep(bool (*keep)(pid_t executor));
 
-/* At the end of a stop, after oci_sweep(NULL): this instance's state root goes (rmdir:
- * kept, and logged, while anything is left in it). */
+/* Done with the runtime (a stop, after oci_sweep(NULL); tako doctor, after its probe):
+ * the instance's cgroup parent and state root go (rmdir: a root with anything left in it
+ * is kept, and logged). */
 void oci_release(void);
 
 #endif
